@@ -1,0 +1,173 @@
+"""The study sweeper: Hydra's basic sweeper, made study-aware.
+
+Before anything is launched it composes and validates every planned run,
+places it in the study grid (seed -> design cell + replicate, see
+pipeline/design.py), derives its run id, and leaves out runs whose folder says
+done or that a live process is computing. Each launched job receives its cell
+explicitly together with the run id frozen at launch (``expected_run_id``): a
+job that composes a different run id (conf/ edited while it waited in a queue)
+refuses to run. A failed run does not stop the others; at the end the sweep
+says how many failed and ends non-zero.
+"""
+
+import csv
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Overrides the sweeper rewrites into the job's canonical, explicit form.
+_DESIGN_KEYS = ("data_source", "pair", "seed", "participant", "expected_run_id")
+
+
+@dataclass
+class StudySweeperConf:
+    _target_: str = "hydra_plugins.lcm_study.study_sweeper.StudySweeper"
+    # jobs handed to the launcher at once (null: all); a Slurm array per batch
+    max_batch_size: Optional[int] = None
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf,
+                             provider="learning-curve-maps")
+
+
+class SweepFailed(HydraException):
+    pass
+
+
+@dataclass
+class PlannedRun:
+    overrides: List[str]
+    run_id: str
+    run_dir: Path
+    cell: str
+    state: str  # to-run | done | claimed
+
+
+class StudySweeper(BasicSweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+        super().__init__(max_batch_size=max_batch_size, params=params)
+
+    # -- planning ---------------------------------------------------------
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        cfg = self.hydra_context.config_loader.load_configuration(
+            config_name=self.config.hydra.job.config_name, overrides=list(overrides),
+            run_mode=RunMode.MULTIRUN)
+        with open_struct_off(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    def plan(self, jobs: List[List[str]]) -> List[PlannedRun]:
+        from pipeline.app import pairs_per_source, prepare
+        from pipeline.design import assign, is_explicit, override_key, study_cells
+        from pipeline.identity import run_id
+        from pipeline.record import claim_state, is_done
+        from pipeline.run import runs_root
+
+        cells_cache: Dict[tuple, Any] = {}
+        planned = []
+        tic = time.perf_counter()
+        for number, job in enumerate(jobs):
+            job = list(job)
+            if not is_explicit(job):
+                others = tuple(o for o in job if override_key(o) != "seed")
+                if others not in cells_cache:
+                    base = self._compose(list(others))
+                    cells_cache[others] = study_cells(
+                        base.study.data_sources, pairs_per_source(base, list(others), self._compose))
+                seed_values = [o.split("=", 1)[1] for o in job if override_key(o) == "seed"]
+                seed = int(seed_values[-1]) if seed_values else int(self._compose(list(others)).seed)
+                cell, replicate = assign(seed, cells_cache[others])
+                job = [o for o in job if override_key(o) not in _DESIGN_KEYS] + [
+                    f"data_source={cell.data_source}", f"pair={cell.pair}", f"seed={replicate}",
+                    f"participant={seed}"]
+            cfg = prepare(self._compose(job), job, self._compose)
+            rid = run_id(cfg)
+            run_dir = runs_root(cfg) / rid
+            state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
+            job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
+            planned.append(PlannedRun(job, rid, run_dir, f"{cfg.design.data_source}/pair {cfg.design.pair}",
+                                      state))
+            if (number + 1) % 100 == 0:
+                log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
+        return planned
+
+    # -- sweeping ---------------------------------------------------------
+    def sweep(self, arguments: List[str]) -> Any:
+        params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+
+        planned = self.plan(jobs)
+        ids = [p.run_id for p in planned]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})
+            raise SweepFailed(f"the sweep names the same run more than once: {', '.join(dupes[:5])}")
+        self._write_plan(sweep_dir, planned)
+        to_run = [p for p in planned if p.state == "to-run"]
+        n_done = sum(p.state == "done" for p in planned)
+        n_claimed = sum(p.state == "claimed" for p in planned)
+        print(f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run, {n_done} already done "
+              f"(skipped), {n_claimed} being computed elsewhere (left alone). Plan: {sweep_dir / 'plan.csv'}",
+              file=sys.stderr, flush=True)
+
+        batch_size = self.max_batch_size or max(1, len(to_run))
+        returns: List[Sequence[JobReturn]] = []
+        failed: List[tuple] = []
+        for start in range(0, len(to_run), batch_size):
+            batch = to_run[start:start + batch_size]
+            results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+            for run, result in zip(batch, results):
+                if result.status == JobStatus.FAILED:
+                    error = result._return_value
+                    failed.append((run.run_id, f"{type(error).__name__}: {error}".splitlines()[0]))
+            returns.append(results)
+        if failed:
+            lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
+            more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+            raise SweepFailed(
+                f"{len(failed)} of {len(to_run)} runs failed (their folders hold status.json with the "
+                f"traceback; relaunch the same command to rerun them):\n{lines}{more}")
+        return returns
+
+    @staticmethod
+    def _write_plan(sweep_dir: Path, planned: List[PlannedRun]) -> None:
+        tmp = sweep_dir / ".plan.csv.tmp"
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["run_id", "cell", "state", "overrides"])
+            for p in planned:
+                writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
+        tmp.replace(sweep_dir / "plan.csv")
+
+
+class open_struct_off:
+    """Temporarily lift OmegaConf's struct flag (to drop the hydra node)."""
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    def __enter__(self):
+        OmegaConf.set_struct(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc):
+        OmegaConf.set_struct(self.cfg, True)
+        return False

@@ -1,0 +1,23 @@
+"""Probes: each measures one quantity of the model on a schedule (see base.py)."""
+from __future__ import annotations
+
+from .base import CURVE_COLUMNS, Probe, ProbeContext
+from .knn import KnnProbe, knn_accuracy
+
+PROBES = {"knn": KnnProbe}
+
+
+def build_probes(probe_cfg) -> list[Probe]:
+    """Instantiate the enabled probes of ``cfg.probe`` (a mapping name -> options)."""
+    probes = []
+    for name, options in probe_cfg.items():
+        if name not in PROBES:
+            raise ValueError(f"probe.{name} is unknown; allowed: {', '.join(sorted(PROBES))}")
+        options = dict(options)
+        if not options.pop("enabled", True):
+            continue
+        probes.append(PROBES[name](**options))
+    return probes
+
+
+__all__ = ["CURVE_COLUMNS", "Probe", "ProbeContext", "KnnProbe", "knn_accuracy", "PROBES", "build_probes"]

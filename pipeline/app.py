@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable, Sequence
 
 import hydra
@@ -15,6 +16,9 @@ from .run import RunOutcome, execute, pair_class_names, with_design
 log = logging.getLogger("pipeline")
 
 Compose = Callable[[Sequence[str]], DictConfig]
+# The project's configs live at the repository root (conf/), beside the package;
+# an absolute path makes `python -m pipeline` work from any working directory.
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> dict[str, int]:
@@ -60,7 +64,7 @@ def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
     return hydra.compose(config_name="config", overrides=list(overrides))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> RunOutcome:
     overrides = list(HydraConfig.get().overrides.task)
     run_cfg = prepare(cfg, overrides, _hydra_compose)

@@ -1,0 +1,112 @@
+"""``python -m pipeline.status``: how far a study is, per design cell.
+
+Reads run folders (and the plans that the study sweeper writes at every launch)
+under an outputs root; imports neither torch nor Hydra, so it answers at once.
+States: done, failed, running (a live process owns the run), missing (planned
+but not started, or started by a process that died: ``interrupted``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from .record import claim_state, read_status
+
+STATES = ("done", "failed", "running", "missing")
+
+
+def run_state(run_dir: Path) -> tuple[str, str | None]:
+    """(state, detail) of one run folder."""
+    status = read_status(run_dir)
+    if status is None:
+        return ("running", None) if claim_state(run_dir) else ("missing", None)
+    state = status.get("state")
+    if state == "done":
+        return "done", None
+    if state == "failed":
+        return "failed", status.get("error") or "(no error message)"
+    if claim_state(run_dir):
+        return "running", None
+    return "missing", "interrupted: the process that ran it died"
+
+
+def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
+    if planned_cell:
+        return planned_cell
+    name = run_dir.name.split("-")
+    return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
+
+
+def collect(root: Path, study: str | None = None) -> dict:
+    root = Path(root)
+    studies = [study] if study else sorted(p.name for p in root.iterdir()
+                                           if (p / "runs").is_dir() or (p / "plans").is_dir()) if root.is_dir() else []
+    report = {}
+    for name in studies:
+        study_dir = root / name
+        planned: dict[str, str] = {}
+        for plan in sorted((study_dir / "plans").glob("*.csv")):
+            with open(plan, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    planned[row["run_id"]] = row["cell"]
+        runs_dir = study_dir / "runs"
+        present = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
+        cells: dict[str, Counter] = defaultdict(Counter)
+        problems = []
+        for rid in sorted(present | set(planned)):
+            run_dir = runs_dir / rid
+            state, detail = run_state(run_dir) if rid in present else ("missing", None)
+            cell = _cell_of(run_dir, planned.get(rid))
+            cells[cell][state] += 1
+            if state == "failed" or detail:
+                problems.append({"run_id": rid, "cell": cell, "state": state, "detail": detail,
+                                 "folder": str(run_dir)})
+        report[name] = {"cells": {c: dict(cnt) for c, cnt in sorted(cells.items())}, "problems": problems}
+    return report
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    for study, info in report.items():
+        totals = Counter()
+        for cnt in info["cells"].values():
+            totals.update(cnt)
+        lines.append(f"study {study}: " + ", ".join(f"{totals.get(s, 0)} {s}" for s in STATES))
+        width = max([len(c) for c in info["cells"]] + [4])
+        lines.append(f"  {'cell'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in STATES))
+        for cell, cnt in info["cells"].items():
+            lines.append(f"  {cell.ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
+        for p in info["problems"]:
+            lines.append(f"  {p['state']:>7} {p['run_id']}: {p['detail']}")
+    return "\n".join(lines) if lines else "no studies found"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.status", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"),
+                        help="outputs root (paths.root of the runs; default: $LCM_OUTPUTS or ./outputs)")
+    parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    root = Path(args.root).expanduser()
+    if not root.is_dir():
+        print(f"error: outputs root {root} does not exist (run `python -m pipeline` first, "
+              f"or pass --root DIR)", file=sys.stderr)
+        return 2
+    if args.study and not (root / args.study).is_dir():
+        known = ", ".join(sorted(p.name for p in root.iterdir() if (p / "runs").is_dir())) or "none"
+        print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
+        return 2
+    report = collect(root, args.study)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The study grid: seed -> design cell + replicate, and run identity."""
+import pytest
+
+from pipeline.design import Cell, assign, is_explicit, participant_of, run_seed, study_cells
+
+
+def test_counterbalancing_maps_seed_to_cell_and_replicate():
+    cells = study_cells(["gesture", "sentence"], {"gesture": 15, "sentence": 15})
+    assert len(cells) == 30
+    assert cells[0] == Cell("gesture", 0) and cells[15] == Cell("sentence", 0) and cells[29] == Cell("sentence", 14)
+    assert assign(0, cells) == (Cell("gesture", 0), 0)
+    assert assign(31, cells) == (Cell("gesture", 1), 1)
+    assert assign(749, cells) == (Cell("sentence", 14), 24)
+    # a range that is a multiple of the cell count is a balanced design
+    counts = {}
+    for seed in range(750):
+        cell, replicate = assign(seed, cells)
+        counts.setdefault(cell, []).append(replicate)
+        assert participant_of(cell, replicate, cells) == seed
+    assert len(counts) == 30 and all(sorted(r) == list(range(25)) for r in counts.values())
+
+
+def test_unequal_pair_counts_per_source():
+    cells = study_cells(["gesture", "sentence"], {"gesture": 15, "sentence": 10})
+    assert len(cells) == 25
+    assert assign(24, cells) == (Cell("sentence", 9), 0)
+    assert assign(25, cells) == (Cell("gesture", 0), 1)
+
+
+def test_negative_seed_is_refused():
+    with pytest.raises(ValueError, match="seed=-1"):
+        assign(-1, [Cell("gesture", 0)])
+
+
+def test_explicit_cells_are_detected_from_overrides():
+    assert is_explicit(["data_source=sentence"]) and is_explicit(["pair=3", "seed=2"])
+    assert not is_explicit(["seed=3", "trainer.epochs=2"])
+
+
+def test_run_seed_depends_on_design_identity_only():
+    assert run_seed("gesture", 3, 2, "real") == run_seed("gesture", 3, 2, "real")
+    seeds = {run_seed(s, p, r, l) for s in ("gesture", "sentence") for p in range(3) for r in range(3)
+             for l in ("real", "shuffled")}
+    assert len(seeds) == 36

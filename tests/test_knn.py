@@ -13,13 +13,15 @@ def sklearn_curve(states: np.ndarray, labels: np.ndarray, k: int = 3) -> np.ndar
 
 
 def brute_force_curve(states: np.ndarray, labels: np.ndarray, k: int = 3) -> np.ndarray:
-    """Plain loops: stable sort by (distance, index), majority vote, ties to the lower class."""
+    """Plain loops: the sample itself first, then the others by a stable sort on
+    (exact distance, index); majority vote, vote ties to the lower class."""
     n, slices, _ = states.shape
     out = []
     for t in range(slices):
         correct = 0
         for i in range(n):
             dist = np.sqrt(((states[:, t] - states[i, t]) ** 2).sum(1))
+            dist[i] = -1.0
             nearest = np.argsort(dist, kind="stable")[:k]
             votes = np.bincount(labels[nearest], minlength=labels.max() + 1)
             correct += int(np.argmax(votes) == labels[i])

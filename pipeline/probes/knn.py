@@ -8,12 +8,19 @@ over the epochs, the learning-curve map.
 
 Numerics and ties: squared distances are computed in float64 from the Gram
 matrix (|a|^2 + |b|^2 - 2 a.b, as scikit-learn does), one batched matrix
-product per chunk of time slices; a sample's distance to itself is exactly 0.
-When the k-th and (k+1)-th smallest distances are equal (duplicated states,
-e.g. two sentences that start with the same token), the tied points are taken
-in order of sample index (a stable sort); ties in the vote go to the lower
-class index, as in scikit-learn's ``KNeighborsClassifier``. Only the rows with
-such a tie take the slower exact path.
+product per chunk of time slices; rows whose k-th and (k+1)-th distances are
+closer than that formula's rounding error are recomputed from explicit
+differences, so the neighbour sets are those of exact distances. In resubstitution a sample is always its own
+first neighbour. Exact ties are common in real runs: identical inputs give
+identical states (sentences that start with the same token, gestures that start
+at the same value) and zero-padded tails drive the LSTM to the same fixed
+point. When the k-th and (k+1)-th smallest distances are equal, the tied
+points are taken in order of sample index (a stable sort); ties in the vote go
+to the lower class index. Where there is no such tie the result equals
+scikit-learn's ``KNeighborsClassifier`` exactly; where there is one,
+scikit-learn's choice among equidistant points follows its internal heap order
+and is not specified, so tests compare those slices with a brute-force
+reference of the rule above instead. Only tied rows take the slower path.
 """
 from __future__ import annotations
 
@@ -24,36 +31,62 @@ import torch
 from .base import Probe, ProbeContext
 
 
+_EPS = torch.finfo(torch.float64).eps
+
+
 def _squared_distances(qry: torch.Tensor, ref: torch.Tensor, same: bool) -> torch.Tensor:
-    """(B, M, H), (B, N, H) -> (B, M, N) squared Euclidean distances, clamped at 0."""
+    """(B, M, H), (B, N, H) -> (B, M, N) squared Euclidean distances (Gram identity, clamped at 0)."""
     dist = torch.bmm(qry, ref.transpose(1, 2)).mul_(-2)
     dist.add_(qry.square().sum(-1).unsqueeze(-1)).add_(ref.square().sum(-1).unsqueeze(-2))
     dist.clamp_(min=0)
     if same:
-        dist.diagonal(dim1=1, dim2=2).zero_()
+        # resubstitution: each sample is always its own first neighbour, even
+        # when duplicates of it lie at distance 0 too
+        dist.diagonal(dim1=1, dim2=2).fill_(-1.0)
     return dist
 
 
-def _votes(dist: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int) -> torch.Tensor:
-    """(B, M, N) distances -> (B, M, C) class votes of the k nearest reference points."""
+def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.Tensor, same: bool,
+                rows_per_chunk: int) -> torch.Tensor:
+    """Squared distances of query rows (b, m) to every reference point, from explicit differences."""
+    out = []
+    for start in range(0, len(b), rows_per_chunk):
+        bb, mm = b[start:start + rows_per_chunk], m[start:start + rows_per_chunk]
+        rows = (ref[bb] - qry[bb, mm].unsqueeze(1)).square_().sum(-1)
+        if same:
+            rows[torch.arange(len(bb), device=rows.device), mm] = -1.0
+        out.append(rows)
+    return torch.cat(out)
+
+
+def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int,
+           same: bool) -> torch.Tensor:
+    """(B, M, C) class votes of the k nearest reference points of every query point."""
+    dist = _squared_distances(qry, ref, same)
     n_ref = dist.shape[-1]
     take = min(k + 1, n_ref)
     values, index = dist.topk(take, dim=-1, largest=False, sorted=True)
     votes = torch.zeros((*dist.shape[:2], n_classes), dtype=torch.float64, device=dist.device)
     votes.scatter_add_(-1, labels[index[..., :k]], torch.ones_like(index[..., :k], dtype=torch.float64))
-    if take > k:
-        b, m = (values[..., k - 1] == values[..., k]).nonzero(as_tuple=True)
-        if len(b):
-            # exact rule on the tied rows only: every point closer than the k-th
-            # distance, then the tied ones by ascending sample index until k
-            rows = dist[b, m]
-            kth = values[b, m, k - 1].unsqueeze(-1)
-            closer = rows < kth
-            tied = rows == kth
-            room = k - closer.sum(-1, keepdim=True)
-            chosen = closer | (tied & (tied.cumsum(-1) <= room))
-            onehot = torch.nn.functional.one_hot(labels, n_classes).to(torch.float64)
-            votes[b, m] = chosen.to(torch.float64) @ onehot
+    if take == k:
+        return votes
+    # The Gram identity is off by at most about (H + 2) eps (|q|^2 + |r|^2). Where
+    # the gap between the k-th and (k+1)-th distance is within that error (exact
+    # ties included), the set of k nearest is recomputed from differences and
+    # the tie rule applied; elsewhere the Gram result is already exact.
+    norms = qry.square().sum(-1) + ref.square().sum(-1).amax(-1, keepdim=True)
+    bound = 4 * (qry.shape[-1] + 2) * _EPS * norms
+    b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
+    if len(b):
+        rows = _exact_rows(qry, ref, b, m, same, max(1, 2**22 // (n_ref * qry.shape[-1])))
+        kth = rows.kthvalue(k, dim=-1, keepdim=True).values
+        closer = rows < kth
+        tied = rows == kth
+        room = k - closer.sum(-1, keepdim=True)
+        # every point closer than the k-th distance, then tied ones by ascending index
+        chosen = closer | (tied & (tied.cumsum(-1) <= room))
+        onehot = torch.nn.functional.one_hot(labels, n_classes).to(torch.float64)
+        votes[b, m] = chosen.to(torch.float64) @ onehot
     return votes
 
 
@@ -79,8 +112,7 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
     correct = []
     for start in range(0, slices, per_chunk):
         stop = min(slices, start + per_chunk)
-        dist = _squared_distances(qry[start:stop], ref[start:stop], same)
-        votes = _votes(dist, labels, n_classes, k)
+        votes = _votes(qry[start:stop], ref[start:stop], labels, n_classes, k, same)
         # argmax returns the first maximum: vote ties go to the lower class index
         correct.append((votes.argmax(-1) == truth).double().mean(-1))
     return torch.cat(correct).cpu().numpy()

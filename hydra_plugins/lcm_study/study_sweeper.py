@@ -128,7 +128,11 @@ class StudySweeper(BasicSweeper):
               f"(skipped), {n_claimed} being computed elsewhere (left alone). Plan: {sweep_dir / 'plan.csv'}",
               file=sys.stderr, flush=True)
 
-        batch_size = self.max_batch_size or max(1, len(to_run))
+        if not to_run:
+            print("[study] nothing to run: every run of this sweep is done or owned by a live process",
+                  file=sys.stderr, flush=True)
+            return []
+        batch_size = self.max_batch_size or len(to_run)
         returns: List[Sequence[JobReturn]] = []
         failed: List[tuple] = []
         for start in range(0, len(to_run), batch_size):
@@ -142,20 +146,31 @@ class StudySweeper(BasicSweeper):
         if failed:
             lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
             more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
-            raise SweepFailed(
-                f"{len(failed)} of {len(to_run)} runs failed (their folders hold status.json with the "
-                f"traceback; relaunch the same command to rerun them):\n{lines}{more}")
+            print(f"[study] {len(failed)} of {len(to_run)} runs failed (each folder's status.json holds the "
+                  f"traceback; `python -m pipeline.status` lists them; relaunch the same command to rerun "
+                  f"them):\n{lines}{more}", file=sys.stderr, flush=True)
+            # SystemExit, not an exception: Hydra would print its own stack trace
+            # over the summary above. The finished runs are all recorded already.
+            sys.exit(1)
+        print(f"[study] all {len(to_run)} runs done", file=sys.stderr, flush=True)
         return returns
 
     @staticmethod
     def _write_plan(sweep_dir: Path, planned: List[PlannedRun]) -> None:
-        tmp = sweep_dir / ".plan.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["run_id", "cell", "state", "overrides"])
-            for p in planned:
-                writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
-        tmp.replace(sweep_dir / "plan.csv")
+        """The plan, in the sweep folder and in each study's plans/ (read by pipeline.status)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        targets = {sweep_dir / "plan.csv": planned}
+        for p in planned:
+            targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
+        for path, runs in targets.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["run_id", "cell", "state", "overrides"])
+                for p in runs:
+                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
+            tmp.replace(path)
 
 
 class open_struct_off:

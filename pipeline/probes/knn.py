@@ -46,17 +46,24 @@ def _squared_distances(qry: torch.Tensor, ref: torch.Tensor, same: bool) -> torc
     return dist
 
 
-def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.Tensor, same: bool,
-                rows_per_chunk: int) -> torch.Tensor:
-    """Squared distances of query rows (b, m) to every reference point, from explicit differences."""
-    out = []
-    for start in range(0, len(b), rows_per_chunk):
-        bb, mm = b[start:start + rows_per_chunk], m[start:start + rows_per_chunk]
-        rows = (ref[bb] - qry[bb, mm].unsqueeze(1)).square_().sum(-1)
-        if same:
-            rows[torch.arange(len(bb), device=rows.device), mm] = -1.0
-        out.append(rows)
-    return torch.cat(out)
+def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
+                same: bool) -> torch.Tensor:
+    """Distances of query rows (b, m) to every reference point, from explicit differences.
+
+    Computed one time slice at a time with cdist's difference kernel (no
+    Gram identity), so identical states are at exactly 0 and order is exact.
+    """
+    out = torch.empty((len(b), ref.shape[1]), dtype=ref.dtype, device=ref.device)
+    slices, starts = torch.unique_consecutive(b, return_counts=True)
+    offset = 0
+    for t, count in zip(slices.tolist(), starts.tolist()):
+        rows = m[offset:offset + count]
+        out[offset:offset + count] = torch.cdist(qry[t, rows].unsqueeze(0), ref[t].unsqueeze(0),
+                                                 compute_mode="donot_use_mm_for_euclid_dist")[0]
+        offset += count
+    if same:
+        out[torch.arange(len(b), device=out.device), m] = -1.0
+    return out
 
 
 def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int,
@@ -78,7 +85,7 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes
     bound = 4 * (qry.shape[-1] + 2) * _EPS * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
     if len(b):
-        rows = _exact_rows(qry, ref, b, m, same, max(1, 2**22 // (n_ref * qry.shape[-1])))
+        rows = _exact_rows(qry, ref, b, m, same)
         kth = rows.kthvalue(k, dim=-1, keepdim=True).values
         closer = rows < kth
         tied = rows == kth

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import tempfile
 import time
 import traceback as tb
@@ -100,7 +101,26 @@ class Claim:
             pass
 
 
+def _slurm_job_alive(job_id: str) -> bool | None:
+    """True/False when squeue can tell whether a Slurm job still exists, else None."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        # squeue errors with "Invalid job id" once a finished job has left its memory
+        return False if "Invalid job id" in out.stderr else None
+    return bool(out.stdout.strip())
+
+
 def _claim_is_live(info: dict, mtime: float) -> bool:
+    if info.get("slurm_job_id"):
+        # a claim made inside a Slurm job lives exactly as long as that job,
+        # on whatever node it ran
+        alive = _slurm_job_alive(info["slurm_job_id"])
+        if alive is not None:
+            return alive
     if info.get("host") == socket.gethostname():
         pid = int(info.get("pid", -1))
         if pid <= 0:

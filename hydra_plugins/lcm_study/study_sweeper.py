@@ -137,7 +137,16 @@ class StudySweeper(BasicSweeper):
         failed: List[tuple] = []
         for start in range(0, len(to_run), batch_size):
             batch = to_run[start:start + batch_size]
-            results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+            try:
+                results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+            except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
+                # A job died without a result (scancel, node failure, time limit).
+                # The runs that finished are recorded in their folders already.
+                print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+                      f"[study] finished runs are recorded; `python -m pipeline.status` shows what is "
+                      f"missing; relaunch the same command to run only those.", file=sys.stderr, flush=True)
+                sys.exit(1)
             for run, result in zip(batch, results):
                 if result.status == JobStatus.FAILED:
                     error = result._return_value

@@ -7,11 +7,12 @@ from typing import Callable, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, validate
-from .design import Design, assign, is_explicit, n_pairs, override_key, study_cells
-from .run import RunOutcome, execute, pair_class_names, with_design
+from .config import ConfigError, check_int
+from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, study_cells
+from .run import RunOutcome, execute, with_design
+from .studies import get_runner
 
 log = logging.getLogger("pipeline")
 
@@ -34,30 +35,48 @@ def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose
     return counts
 
 
+def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> list[Cell]:
+    study = OmegaConf.to_container(cfg.study, resolve=True)
+    if study.get("data_sources"):
+        if cfg.data_source.name not in study["data_sources"]:
+            raise ConfigError(f"data_source={cfg.data_source.name} is not in study {study['name']!r} "
+                              f"(its data sources: {', '.join(study['data_sources'])})")
+        return study_cells(study, pairs_per_source(cfg, overrides, compose))
+    try:
+        return study_cells(study)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def factor_value(cfg: DictConfig, key: str):
+    """A factor's value in a composed config; a config group (data_source) counts by its name."""
+    value = OmegaConf.select(cfg, key)
+    return value.get("name") if isinstance(value, DictConfig) else value
+
+
 def resolve_design(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> tuple[DictConfig, Design]:
-    """Place the run in the study grid (see pipeline/design.py); recompose if the cell's source differs."""
-    if is_explicit(overrides):
+    """Place the run in the study grid (see pipeline/design.py); recompose for the cell if needed."""
+    keys = factor_keys(cfg.study)
+    if is_explicit(overrides, keys):
+        cell = Cell(tuple((key, factor_value(cfg, key)) for key in keys))
         assignment = "counterbalanced" if cfg.participant is not None else "explicit"
-        return cfg, Design(cfg.data_source.name, int(cfg.pair), int(cfg.seed), cfg.participant, assignment)
+        return cfg, Design(cell, int(cfg.seed), cfg.participant, assignment)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed!r}: must be an integer >= 0")
-    if cfg.data_source.name not in cfg.study.data_sources:
-        raise ConfigError(f"data_source={cfg.data_source.name} is not in study {cfg.study.name!r} "
-                          f"(its data sources: {', '.join(cfg.study.data_sources)})")
-    cells = study_cells(cfg.study.data_sources, pairs_per_source(cfg, overrides, compose))
-    cell, replicate = assign(int(cfg.seed), cells)
-    if cell.data_source != cfg.data_source.name:
-        cfg = compose([*overrides, f"data_source={cell.data_source}"])
-    with open_dict(cfg):
-        cfg.pair = cell.pair
-    return cfg, Design(cell.data_source, cell.pair, replicate, int(cfg.seed), "counterbalanced")
+    cell, replicate = assign(int(cfg.seed), cells_of(cfg, overrides, compose))
+    if any(factor_value(cfg, key) != value for key, value in cell.factors):
+        cfg = compose([*overrides, *cell.overrides()])
+    return cfg, Design(cell, replicate, int(cfg.seed), "counterbalanced")
 
 
 def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
     """Validated run config with its design block, ready for ``execute``."""
+    runner = get_runner(cfg.study.runner)
+    check_int(cfg, "seed", 0)
     cfg, design = resolve_design(cfg, overrides, compose)
-    validate(cfg)
-    return with_design(cfg, design, pair_class_names(cfg, design.pair))
+    runner = get_runner(cfg.study.runner)
+    runner.validate(cfg)
+    return with_design(cfg, design)
 
 
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:

@@ -1,38 +1,61 @@
 """The study grid: which design cell and replicate a run belongs to.
 
-A study declares its data sources; its design cells are (data source, class
-pair) for every class pair of each source, in the order the study lists the
-sources and then by pair index. A sweep over ``seed=range(0, n)`` treats seed i
-as a simulated participant who runs cell ``i mod n_cells`` as replicate
-``i div n_cells``: any n that is a multiple of n_cells gives a balanced design.
+A study declares its factors (config keys) and their levels; its design cells
+are every combination, in the declared order. The headline study's factors are
+``data_source`` and ``pair``: it lists its data sources, and each source's
+class pairs (set by its data set's class count) are the levels of ``pair``.
 
-When ``data_source`` or ``pair`` is given on the command line the cell is
-explicit, and ``seed`` is the replicate number within it. Both ways name the
-same run: a run's random choices are drawn from (data source, pair, replicate,
-labels), never from the raw seed, so ``seed=37`` in a counterbalanced sweep and
-``data_source=... pair=... seed=1`` in an explicit sweep compute the same record.
+A sweep over ``seed=range(0, n)`` treats seed i as a simulated participant who
+runs cell ``i mod n_cells`` as replicate ``i div n_cells``: any n that is a
+multiple of n_cells gives a balanced design. When a factor is given on the
+command line the cell is explicit, and ``seed`` is the replicate number within
+it. Both ways name the same run: a run's random choices are drawn from its cell,
+replicate and labels, never from the raw seed, so ``seed=37`` in a
+counterbalanced sweep and the explicit form of the same cell with ``seed=1``
+compute the same record.
 """
 from __future__ import annotations
 
+import itertools
+import json
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-
-FACTOR_KEYS = ("data_source", "pair")
 
 
 @dataclass(frozen=True)
 class Cell:
-    data_source: str
-    pair: int
+    """One combination of factor levels: ((config key, value), ...) in the study's factor order."""
+
+    factors: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, **values: Any) -> "Cell":
+        return cls(tuple(values.items()))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.factors)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def overrides(self) -> list[str]:
+        return [f"{key}={json.dumps(value) if isinstance(value, str) and ' ' in value else value}"
+                for key, value in self.factors]
+
+    def label(self) -> str:
+        """Human-readable: ``gesture/pair 3`` for the headline study, ``depth=4, onset=0`` otherwise."""
+        values = self.as_dict()
+        if set(values) == {"data_source", "pair"}:
+            return f"{values['data_source']}/pair {values['pair']}"
+        return ", ".join(f"{key.split('.')[-1]}={value}" for key, value in self.factors)
 
 
 @dataclass(frozen=True)
 class Design:
-    data_source: str
-    pair: int
+    cell: Cell
     replicate: int
     # the participant number of a counterbalanced sweep (None for explicit cells)
     participant: int | None
@@ -43,20 +66,36 @@ def n_pairs(n_classes: int) -> int:
     return n_classes * (n_classes - 1) // 2
 
 
-def study_cells(data_sources: Iterable[str], pairs_per_source: dict[str, int]) -> list[Cell]:
-    return [Cell(source, pair) for source in data_sources for pair in range(pairs_per_source[source])]
+def factor_keys(study_cfg: Mapping[str, Any]) -> list[str]:
+    return [str(k) for k in study_cfg["factors"]]
 
 
-def assign(seed: int, cells: list[Cell]) -> tuple[Cell, int]:
+def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int] | None = None) -> list[Cell]:
+    """Every cell of the study, in design order."""
+    keys = factor_keys(study_cfg)
+    if study_cfg.get("data_sources"):
+        if keys != ["data_source", "pair"]:
+            raise ValueError("a study with data_sources must have factors [data_source, pair]")
+        return [Cell.of(data_source=source, pair=pair) for source in study_cfg["data_sources"]
+                for pair in range(pairs_per_source[source])]
+    levels = study_cfg.get("levels") or {}
+    missing = [key for key in keys if key not in levels]
+    if missing:
+        raise ValueError(f"study {study_cfg.get('name')!r} declares no levels for {', '.join(missing)}: "
+                         f"add study.levels or give the factor on the command line")
+    return [Cell(tuple(zip(keys, combo))) for combo in itertools.product(*(list(levels[k]) for k in keys))]
+
+
+def assign(seed: int, cells: Sequence[Cell]) -> tuple[Cell, int]:
     """Counterbalancing: seed i -> (cell i mod n_cells, replicate i div n_cells)."""
     if seed < 0:
         raise ValueError(f"seed={seed}: must be >= 0")
     return cells[seed % len(cells)], seed // len(cells)
 
 
-def participant_of(cell: Cell, replicate: int, cells: list[Cell]) -> int:
+def participant_of(cell: Cell, replicate: int, cells: Sequence[Cell]) -> int:
     """The inverse of ``assign``."""
-    return replicate * len(cells) + cells.index(cell)
+    return replicate * len(cells) + list(cells).index(cell)
 
 
 def override_key(override: str) -> str:
@@ -64,11 +103,13 @@ def override_key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def is_explicit(task_overrides: Iterable[str]) -> bool:
-    return any(override_key(o) in FACTOR_KEYS for o in task_overrides)
+def is_explicit(task_overrides: Iterable[str], keys: Iterable[str] = ("data_source", "pair")) -> bool:
+    keys = set(keys)
+    return any(override_key(o) in keys for o in task_overrides)
 
 
-def run_seed(data_source: str, pair: int, replicate: int, labels: str) -> int:
+def run_seed(cell: Cell, replicate: int, labels: str = "real") -> int:
     """The 32-bit seed of every random choice of a run, from its design identity."""
-    entropy = [zlib.crc32(data_source.encode()), int(pair), int(replicate), 0 if labels == "real" else 1]
+    cell_code = zlib.crc32(json.dumps(cell.factors, sort_keys=False, default=str).encode())
+    entropy = [cell_code, int(replicate), 0 if labels == "real" else 1]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])

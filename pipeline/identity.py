@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,14 +21,17 @@ NON_SEMANTIC_TRAINER = ("device", "num_threads")
 
 def semantic_config(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True)
-    for key in NON_SEMANTIC_TOP:
+    from .studies import get_runner
+    for key in (*NON_SEMANTIC_TOP, *get_runner(cfg.study.runner).ignored_keys):
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
         data.get("trainer", {}).pop(key, None)
     design = data.get("design") or {}
-    # the design's derived fields (class names) follow from the rest
-    data["design"] = {k: design.get(k) for k in ("data_source", "pair", "replicate")}
-    data.get("study", {}).pop("data_sources", None)  # the grid, not this run
+    # the cell and the replicate; the rest of the design block (class names,
+    # participant, how the cell was assigned) follows from them or is provenance
+    data["design"] = {**{k: design.get(k) for k in cfg.study.factors}, "replicate": design.get("replicate")}
+    for key in ("data_sources", "levels"):  # the grid, not this run
+        data.get("study", {}).pop(key, None)
     return data
 
 
@@ -37,5 +41,12 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def run_id(cfg: DictConfig) -> str:
+    """``gesture-p03-r002-<hash>`` (headline), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
     d = cfg.design
-    return f"{d.data_source}-p{int(d.pair):02d}-r{int(d.replicate):03d}-{config_hash(cfg)}"
+    if list(cfg.study.factors) == ["data_source", "pair"]:
+        cell = f"{d.data_source}-p{int(d.pair):02d}"
+    else:
+        parts = [cfg.study.name] + [f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}"
+                                    for key in cfg.study.factors]
+        cell = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
+    return f"{cell}-r{int(d.replicate):03d}-{config_hash(cfg)}"

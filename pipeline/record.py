@@ -178,9 +178,10 @@ def try_claim(run_dir: Path) -> Claim | None:
 class RunRecord:
     """Writes one run's folder."""
 
-    def __init__(self, run_dir: Path, run_id: str):
+    def __init__(self, run_dir: Path, run_id: str, cell: str | None = None):
         self.dir = Path(run_dir)
         self.run_id = run_id
+        self.cell = cell
         self.dir.mkdir(parents=True, exist_ok=True)
         self._started = utc_now()
 
@@ -188,7 +189,7 @@ class RunRecord:
         assert state in STATES
         atomic_write_json(
             self.dir / "status.json",
-            {"state": state, "run_id": self.run_id, "host": socket.gethostname(),
+            {"state": state, "run_id": self.run_id, "cell": self.cell, "host": socket.gethostname(),
              "pid": os.getpid(), "started": self._started,
              "ended": None if state == "running" else utc_now(),
              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **extra},
@@ -200,7 +201,10 @@ class RunRecord:
     def mark_running(self) -> None:
         self._status("running")
 
-    def write_results(self, curves: pd.DataFrame, readouts: pd.DataFrame, summary: dict) -> None:
+    def write_results(self, curves: pd.DataFrame, readouts: pd.DataFrame, summary: dict,
+                      tables: dict[str, pd.DataFrame] | None = None) -> None:
+        for name, frame in (tables or {}).items():
+            atomic_write_parquet(self.dir / f"{name}.parquet", frame)
         atomic_write_parquet(self.dir / "curves.parquet", curves)
         atomic_write_parquet(self.dir / "readouts.parquet", readouts)
         atomic_write_json(self.dir / "summary.json", summary)

@@ -38,6 +38,9 @@ def run_state(run_dir: Path) -> tuple[str, str | None]:
 def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     if planned_cell:
         return planned_cell
+    status = read_status(run_dir) or {}
+    if status.get("cell"):
+        return status["cell"]
     name = run_dir.name.split("-")
     return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
 

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 # Overrides the sweeper rewrites into the job's canonical, explicit form.
-_DESIGN_KEYS = ("data_source", "pair", "seed", "participant", "expected_run_id")
+_DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 
 @dataclass
@@ -71,8 +71,8 @@ class StudySweeper(BasicSweeper):
         return cfg
 
     def plan(self, jobs: List[List[str]]) -> List[PlannedRun]:
-        from pipeline.app import pairs_per_source, prepare
-        from pipeline.design import assign, is_explicit, override_key, study_cells
+        from pipeline.app import cells_of, prepare
+        from pipeline.design import assign, factor_keys, is_explicit, override_key
         from pipeline.identity import run_id
         from pipeline.record import claim_state, is_done
         from pipeline.run import runs_root
@@ -82,25 +82,25 @@ class StudySweeper(BasicSweeper):
         tic = time.perf_counter()
         for number, job in enumerate(jobs):
             job = list(job)
-            if not is_explicit(job):
-                others = tuple(o for o in job if override_key(o) != "seed")
-                if others not in cells_cache:
-                    base = self._compose(list(others))
-                    cells_cache[others] = study_cells(
-                        base.study.data_sources, pairs_per_source(base, list(others), self._compose))
+            others = tuple(o for o in job if override_key(o) != "seed")
+            if others not in cells_cache:
+                base = self._compose(list(others))
+                keys = factor_keys(base.study)
+                cells_cache[others] = (keys, None if is_explicit(job, keys)
+                                       else cells_of(base, list(others), self._compose), base.seed)
+            keys, cells, default_seed = cells_cache[others]
+            if cells is not None:
                 seed_values = [o.split("=", 1)[1] for o in job if override_key(o) == "seed"]
-                seed = int(seed_values[-1]) if seed_values else int(self._compose(list(others)).seed)
-                cell, replicate = assign(seed, cells_cache[others])
-                job = [o for o in job if override_key(o) not in _DESIGN_KEYS] + [
-                    f"data_source={cell.data_source}", f"pair={cell.pair}", f"seed={replicate}",
-                    f"participant={seed}"]
+                seed = int(seed_values[-1]) if seed_values else int(default_seed)
+                cell, replicate = assign(seed, cells)
+                job = [o for o in job if override_key(o) not in (*keys, *_DESIGN_KEYS)] + [
+                    *cell.overrides(), f"seed={replicate}", f"participant={seed}"]
             cfg = prepare(self._compose(job), job, self._compose)
             rid = run_id(cfg)
             run_dir = runs_root(cfg) / rid
             state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
-            planned.append(PlannedRun(job, rid, run_dir, f"{cfg.design.data_source}/pair {cfg.design.pair}",
-                                      state))
+            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state))
             if (number + 1) % 100 == 0:
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned

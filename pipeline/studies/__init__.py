@@ -1,0 +1,82 @@
+"""Study runners: what one run of a study computes.
+
+``study.runner`` names one of ``RUNNERS``. The headline study's runner
+(``sequence``) trains a sequence classifier on one class pair and records its
+learning-curve map; companion studies register their own runners. Everything
+around a runner is shared: the design grid, run identity, the run folder,
+claims, status, W&B, sweeps and Slurm.
+
+A runner is a class with:
+- ``validate(cfg)``: raise ``pipeline.config.ConfigError`` for values that cannot work;
+- ``design_extras(cfg, design) -> dict``: fields added to the design block of
+  config.yaml (e.g. the class names of a pair);
+- ``ignored_keys``: top-level config keys that do not affect its runs (left out
+  of the run id, e.g. the data set of the headline study for a deep linear study);
+- ``run(cfg, ctx) -> RunResult``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import pandas as pd
+
+
+@dataclass
+class RunContext:
+    rng_seed: int
+    # call once per epoch / logged step: refreshes the run's claim, mirrors to W&B
+    on_step: Callable[[int, dict, pd.DataFrame | None], None]
+
+
+@dataclass
+class RunResult:
+    # long format with at least probe, split, epoch, time_slice, value (may be empty)
+    curves: pd.DataFrame
+    # epoch, split, metric, value
+    readouts: pd.DataFrame
+    summary: dict[str, Any]
+    # further tidy tables, written as <name>.parquet in the run folder
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+class StudyRunner:
+    name: ClassVar[str]
+    ignored_keys: ClassVar[tuple[str, ...]] = ()
+
+    def validate(self, cfg) -> None:
+        pass
+
+    def design_extras(self, cfg, design) -> dict:
+        return {}
+
+    def run(self, cfg, ctx: RunContext) -> RunResult:
+        raise NotImplementedError
+
+
+RUNNERS: dict[str, type[StudyRunner]] = {}
+
+
+def register(cls: type[StudyRunner]) -> type[StudyRunner]:
+    RUNNERS[cls.name] = cls
+    return cls
+
+
+def get_runner(name: str) -> StudyRunner:
+    _load_builtin()
+    if name not in RUNNERS:
+        from ..config import ConfigError
+        raise ConfigError(f"study.runner={name!r} is unknown; allowed: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[name]()
+
+
+def _load_builtin() -> None:
+    # imported here, not at module import, so that a runner's heavy imports are
+    # paid only by the studies that use it
+    from . import sequence  # noqa: F401
+    for module in ("critical", "multitask", "dense_sample"):
+        try:
+            __import__(f"{__name__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{module}":
+                raise

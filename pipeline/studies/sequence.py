@@ -1,0 +1,102 @@
+"""The headline study's runner (Jiang & Dale 2025): one class pair, one sequence
+classifier, its learning-curve map and developmental readouts."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ..config import ConfigError, check_int, check_number
+from ..data import class_pairs, load_dataset
+from ..model import build_model
+from ..probes import build_probes
+from ..splits import make_splits
+from ..train import resolve_device, train_run
+from . import RunContext, RunResult, StudyRunner, register
+
+LABELS = ("real", "shuffled")
+
+
+def pair_class_names(cfg: DictConfig, pair: int) -> list[str]:
+    first, second = class_pairs(int(cfg.dataset.n_classes))[pair]
+    names = list(cfg.dataset.class_names)
+    return [names[first], names[second]]
+
+
+def set_up_torch(cfg: DictConfig, seed: int) -> torch.device:
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    device = resolve_device(cfg.trainer.device)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        # CPU kernels used here are deterministic for a fixed thread count; on
+        # CUDA, ask for deterministic kernels (cuDNN's LSTM is otherwise not).
+        # Not called on CPU: the call imports torch's compiler stack (~3 s).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return device
+
+
+@register
+class SequenceRunner(StudyRunner):
+    name = "sequence"
+
+    def validate(self, cfg: DictConfig) -> None:
+        if cfg.labels not in LABELS:
+            raise ConfigError(f"labels={cfg.labels!r}: allowed values are {', '.join(LABELS)}")
+        check_int(cfg, "pair", 0)
+        check_int(cfg, "trainer.epochs", 1)
+        check_int(cfg, "trainer.batch_size", 1)
+        check_number(cfg, "trainer.lr", 0, None)
+        for key in ("split.test_fraction", "split.val_fraction"):
+            check_number(cfg, key, 0, 1)
+        source = cfg.data_source.name
+        if cfg.dataset.source != source:
+            raise ConfigError(
+                f"dataset={cfg.dataset.name} belongs to data source {cfg.dataset.source!r}, "
+                f"but data_source={source}; pick a {source} data set or data_source={cfg.dataset.source}")
+        if cfg.study.get("data_sources") and source not in cfg.study.data_sources:
+            raise ConfigError(f"data_source={source} is not in study {cfg.study.name!r} "
+                              f"(its data sources: {', '.join(cfg.study.data_sources)})")
+        n_classes = int(cfg.dataset.n_classes)
+        n_pairs = n_classes * (n_classes - 1) // 2
+        if cfg.pair >= n_pairs:
+            raise ConfigError(f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, "
+                              f"so pair must be in 0..{n_pairs - 1}")
+        resolve_device(cfg.trainer.device)
+
+    def design_extras(self, cfg: DictConfig, design) -> dict:
+        return {"data_source": cfg.data_source.name, "pair": int(cfg.pair),
+                "class_names": pair_class_names(cfg, int(cfg.pair))}
+
+    def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
+        t0 = time.perf_counter()
+        design = cfg.design
+        device = set_up_torch(cfg, ctx.rng_seed)
+        rng = np.random.default_rng(ctx.rng_seed)
+        data = load_dataset(cfg.dataset)
+        t_data = time.perf_counter() - t0
+        pair = class_pairs(len(data.class_names))[int(design.pair)]
+        splits = make_splits(data.x, data.y, pair, rng, shuffle_labels=cfg.labels == "shuffled",
+                             test_fraction=cfg.split.test_fraction, val_fraction=cfg.split.val_fraction,
+                             oversample=cfg.split.oversample)
+        _, time_slices, n_features = data.x.shape
+        model = build_model(cfg.model, time_slices, n_features)
+        probes = build_probes(cfg.probe)
+        generator = torch.Generator().manual_seed(ctx.rng_seed)
+        result = train_run(model, splits, probes, epochs=int(cfg.trainer.epochs), lr=float(cfg.trainer.lr),
+                           batch_size=int(cfg.trainer.batch_size), shuffle=bool(cfg.trainer.shuffle),
+                           device=device, generator=generator, on_epoch=ctx.on_step)
+        summary = {
+            "data_source": design.data_source, "dataset": cfg.dataset.name, "pair": int(design.pair),
+            "class_names": list(design.class_names), "labels": cfg.labels,
+            "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
+            "n_train": len(splits.y_train), "n_val": len(splits.y_val), "n_test": len(splits.y_test),
+            "time_slices": int(time_slices), "n_features": int(n_features),
+            "hidden_size": int(model.lstm.hidden_size), "epochs": int(cfg.trainer.epochs),
+            "device": str(device), "torch": torch.__version__,
+            "seconds": {"data": t_data, "training": result.seconds_training,
+                        "probes": result.probe_seconds, "total": time.perf_counter() - t0},
+        }
+        return RunResult(result.curves, result.readouts, summary)

@@ -39,6 +39,8 @@ class TrainingResult:
     seconds_training: float
     seconds_probes: float
     probe_seconds: dict[str, float] = field(default_factory=dict)
+    # rows of probes that write tables of their own (Probe.table != "curves")
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
@@ -64,8 +66,14 @@ def _clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Ten
 
 def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epochs: int, lr: float,
               batch_size: int, shuffle: bool, device: torch.device, generator: torch.Generator,
-              on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None) -> TrainingResult:
+              on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
+              batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+              ) -> TrainingResult:
     """Train for ``epochs`` epochs; after each, every probe measures the model.
+
+    ``batch_transform(epoch, x_batch, index)`` may replace a training batch's
+    inputs before the forward pass (a deficit: blocked or corrupted inputs
+    during some epochs); probes and evaluation always see the real inputs.
 
     Training-pass hidden states are kept (detached, in sample order) only when
     a probe needs them: the states each batch produced in its forward pass,
@@ -80,6 +88,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     keep_states = any(p.needs_training_pass_states for p in probes)
     n_train = len(x_train)
     curves, readouts = [], []
+    tables: dict[str, list[pd.DataFrame]] = {}
     probe_seconds = {p.name: 0.0 for p in probes}
     t_train = 0.0
 
@@ -92,7 +101,8 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
         loss_sum, correct = 0.0, 0
         for start in range(0, n_train, batch_size):
             idx = order[start:start + batch_size]
-            logits, hidden = model(x_train[idx])
+            inputs = x_train[idx] if batch_transform is None else batch_transform(epoch, x_train[idx], idx)
+            logits, hidden = model(inputs)
             loss = nn.functional.cross_entropy(logits, y_train[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -117,8 +127,12 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
         epoch_curves = []
         for probe in probes:
             tic = time.perf_counter()
-            epoch_curves.append(probe.measure(ctx))
+            rows = probe.measure(ctx)
             probe_seconds[probe.name] += time.perf_counter() - tic
+            if probe.table == "curves":
+                epoch_curves.append(rows)
+            else:
+                tables.setdefault(probe.table, []).append(rows)
         epoch_frame = (pd.concat(epoch_curves, ignore_index=True) if epoch_curves
                        else pd.DataFrame(columns=list(CURVE_COLUMNS)))
         curves.append(epoch_frame)
@@ -135,4 +149,5 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     curve_frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
     curve_frame = curve_frame.astype({"epoch": np.int32, "time_slice": np.int32, "value": np.float64})
     return TrainingResult(curve_frame, readout_frame, test_acc, test_loss, t_train,
-                          sum(probe_seconds.values()), probe_seconds)
+                          sum(probe_seconds.values()), probe_seconds,
+                          {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()})

@@ -33,6 +33,10 @@ class ProbeContext:
 
 class Probe:
     name: ClassVar[str]
+    # The run-folder table its rows go to: "curves" (columns CURVE_COLUMNS), or
+    # a table of its own (<table>.parquet) when its rows need other columns
+    # (e.g. layer, group, singular-value index).
+    table: ClassVar[str] = "curves"
     # True when the probe reads the states of the epoch's training passes, so
     # that the training loop keeps them (it costs N x T x H floats).
     needs_training_pass_states: ClassVar[bool] = False

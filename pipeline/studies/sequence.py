@@ -99,4 +99,4 @@ class SequenceRunner(StudyRunner):
             "seconds": {"data": t_data, "training": result.seconds_training,
                         "probes": result.probe_seconds, "total": time.perf_counter() - t0},
         }
-        return RunResult(result.curves, result.readouts, summary)
+        return RunResult(result.curves, result.readouts, summary, result.tables)

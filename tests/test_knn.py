@@ -41,6 +41,17 @@ def test_matches_sklearn_exactly_on_continuous_states(n, slices, hidden):
     assert ours.dtype == np.float64 and ours.shape == (slices,)
 
 
+def test_float32_products_give_the_same_result():
+    rng = np.random.default_rng(5)
+    states = torch.tensor(rng.normal(size=(120, 6, 8)), dtype=torch.float32)
+    states[10:20] = states[0]  # exact duplicates, as at LSTM fixed points
+    labels = torch.tensor(rng.integers(0, 2, 120))
+    np.testing.assert_array_equal(knn_accuracy(states, labels, gram_dtype=torch.float32),
+                                  knn_accuracy(states, labels))
+    np.testing.assert_array_equal(knn_accuracy(states, labels), brute_force_curve(states.double().numpy(),
+                                                                                  labels.numpy()))
+
+
 def test_chunking_over_time_slices_does_not_change_the_result():
     rng = np.random.default_rng(1)
     states = torch.tensor(rng.normal(size=(50, 9, 3)))

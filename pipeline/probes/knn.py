@@ -6,11 +6,11 @@ the same states (resubstitution: each sample counts as one of its own
 neighbours). Over the time slices this is the information-processing curve;
 over the epochs, the learning-curve map.
 
-Numerics and ties: squared distances are computed in float64 from the Gram
-matrix (|a|^2 + |b|^2 - 2 a.b, as scikit-learn does), one batched matrix
-product per chunk of time slices; rows whose k-th and (k+1)-th distances are
-closer than that formula's rounding error are recomputed from explicit
-differences, so the neighbour sets are those of exact distances. In resubstitution a sample is always its own
+Numerics and ties: squared distances are computed from the Gram matrix
+(|a|^2 + |b|^2 - 2 a.b, as scikit-learn does), one batched matrix product per
+chunk of time slices, in float64 (float32 on request); rows whose k-th and (k+1)-th distances are closer than that formula's
+worst-case rounding error are recomputed in float64 from explicit differences,
+so the neighbour sets are those of exact distances. In resubstitution a sample is always its own
 first neighbour. Exact ties are common in real runs: identical inputs give
 identical states (sentences that start with the same token, gestures that start
 at the same value) and zero-padded tails drive the LSTM to the same fixed
@@ -29,9 +29,6 @@ import pandas as pd
 import torch
 
 from .base import Probe, ProbeContext
-
-
-_EPS = torch.finfo(torch.float64).eps
 
 
 def _squared_distances(qry: torch.Tensor, ref: torch.Tensor, same: bool) -> torch.Tensor:
@@ -68,7 +65,11 @@ def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.
 
 def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int,
            same: bool) -> torch.Tensor:
-    """(B, M, C) class votes of the k nearest reference points of every query point."""
+    """(B, M, C) class votes of the k nearest reference points of every query point.
+
+    ``qry`` and ``ref`` are in the precision of the Gram matrix (the states' own:
+    float32 states need no rounding to float32); the exact path works in float64.
+    """
     dist = _squared_distances(qry, ref, same)
     n_ref = dist.shape[-1]
     take = min(k + 1, n_ref)
@@ -77,15 +78,17 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes
     votes.scatter_add_(-1, labels[index[..., :k]], torch.ones_like(index[..., :k], dtype=torch.float64))
     if take == k:
         return votes
-    # The Gram identity is off by at most about (H + 2) eps (|q|^2 + |r|^2). Where
-    # the gap between the k-th and (k+1)-th distance is within that error (exact
-    # ties included), the set of k nearest is recomputed from differences and
-    # the tie rule applied; elsewhere the Gram result is already exact.
+    # The Gram identity in floating point is off by at most (2H + 3) eps
+    # (|q|^2 + |r|^2) (worst-case dot-product error bound); 4 (H + 2) eps covers
+    # it. Where the gap between the k-th and (k+1)-th distance is within twice
+    # that (exact ties included), the k nearest are recomputed in float64 from
+    # differences and the tie rule applied; elsewhere the Gram result is exact.
+    eps = torch.finfo(dist.dtype).eps
     norms = qry.square().sum(-1) + ref.square().sum(-1).amax(-1, keepdim=True)
-    bound = 4 * (qry.shape[-1] + 2) * _EPS * norms
+    bound = 4 * (qry.shape[-1] + 2) * eps * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
     if len(b):
-        rows = _exact_rows(qry, ref, b, m, same)
+        rows = _exact_rows(qry.double(), ref.double(), b, m, same)
         kth = rows.kthvalue(k, dim=-1, keepdim=True).values
         closer = rows < kth
         tied = rows == kth
@@ -99,11 +102,14 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes
 
 def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
                  query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None,
-                 k: int = 3, max_elements: int = 2**24) -> np.ndarray:
+                 k: int = 3, max_elements: int = 2**24, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
     """Per-time-slice k-NN accuracy.
 
     reference: N x T x H states with labels (N,); query (M x T x H) defaults to
     the reference itself (resubstitution). Returns a float64 array of length T.
+    ``gram_dtype=torch.float32`` halves the matrix-product cost for float32
+    states; the result is the same (the error bound grows, so more rows take the
+    exact path: a loss where states sit at LSTM fixed points, a gain on large N).
     """
     same = query is None
     if same:
@@ -112,8 +118,13 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
     labels = reference_labels.long().to(device)
     truth = query_labels.long().to(device)
     n_classes = int(max(labels.max(), truth.max())) + 1
-    ref = reference.detach().to(torch.float64).transpose(0, 1)  # T x N x H
-    qry = ref if same else query.detach().to(device, torch.float64).transpose(0, 1)
+    # float32 products are only exact-checkable for states that are float32 already
+    dtype = gram_dtype
+    if dtype == torch.float32 and (reference.dtype != torch.float32 or
+                                   (not same and query.dtype != torch.float32)):
+        dtype = torch.float64
+    ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
+    qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
     slices = ref.shape[0]
     per_chunk = max(1, max_elements // (qry.shape[1] * ref.shape[1]))
     correct = []

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from .base import CURVE_COLUMNS, Probe, ProbeContext
+from .category_structure import CategoryStructureProbe
+from .gradient_spectrum import GradientSpectrumProbe
 from .knn import KnnProbe, knn_accuracy
 
-PROBES = {"knn": KnnProbe}
+PROBES = {"knn": KnnProbe, "gradient_spectrum": GradientSpectrumProbe,
+          "category_structure": CategoryStructureProbe}
 
 
 def build_probes(probe_cfg) -> list[Probe]:
@@ -20,4 +23,5 @@ def build_probes(probe_cfg) -> list[Probe]:
     return probes
 
 
-__all__ = ["CURVE_COLUMNS", "Probe", "ProbeContext", "KnnProbe", "knn_accuracy", "PROBES", "build_probes"]
+__all__ = ["CURVE_COLUMNS", "Probe", "ProbeContext", "KnnProbe", "knn_accuracy", "GradientSpectrumProbe",
+           "CategoryStructureProbe", "PROBES", "build_probes"]

@@ -31,20 +31,23 @@ import torch
 from .base import Probe, ProbeContext
 
 
-def _squared_distances(qry: torch.Tensor, ref: torch.Tensor, same: bool) -> torch.Tensor:
-    """(B, M, H), (B, N, H) -> (B, M, N) squared Euclidean distances (Gram identity, clamped at 0)."""
-    dist = torch.bmm(qry, ref.transpose(1, 2)).mul_(-2)
-    dist.add_(qry.square().sum(-1).unsqueeze(-1)).add_(ref.square().sum(-1).unsqueeze(-2))
-    dist.clamp_(min=0)
-    if same:
-        # resubstitution: each sample is always its own first neighbour, even
-        # when duplicates of it lie at distance 0 too
-        dist.diagonal(dim1=1, dim2=2).fill_(-1.0)
+def _shifted_distances(qry: torch.Tensor, ref: torch.Tensor, self_offset: int | None) -> torch.Tensor:
+    """(B, M, H), (B, N, H) -> (B, M, N): squared distances minus |q|^2, i.e. |r|^2 - 2 q.r.
+
+    Dropping |q|^2 (constant along a row) leaves every row's order unchanged and
+    makes the whole matrix one fused batched product. In resubstitution
+    (``self_offset``: the reference index of the block's first query row) each
+    sample is its own first neighbour (-inf), even when duplicates of it lie at
+    distance 0 too.
+    """
+    dist = torch.baddbmm(ref.square().sum(-1).unsqueeze(-2), qry, ref.transpose(1, 2), alpha=-2)
+    if self_offset is not None:
+        dist.diagonal(offset=self_offset, dim1=1, dim2=2).fill_(float("-inf"))
     return dist
 
 
 def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
-                same: bool) -> torch.Tensor:
+                self_offset: int | None) -> torch.Tensor:
     """Distances of query rows (b, m) to every reference point, from explicit differences.
 
     Computed one time slice at a time with cdist's difference kernel (no
@@ -58,19 +61,19 @@ def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.
         out[offset:offset + count] = torch.cdist(qry[t, rows].unsqueeze(0), ref[t].unsqueeze(0),
                                                  compute_mode="donot_use_mm_for_euclid_dist")[0]
         offset += count
-    if same:
-        out[torch.arange(len(b), device=out.device), m] = -1.0
+    if self_offset is not None:
+        out[torch.arange(len(b), device=out.device), m + self_offset] = -1.0
     return out
 
 
 def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int,
-           same: bool) -> torch.Tensor:
+           self_offset: int | None) -> torch.Tensor:
     """(B, M, C) class votes of the k nearest reference points of every query point.
 
     ``qry`` and ``ref`` are in the precision of the Gram matrix (the states' own:
     float32 states need no rounding to float32); the exact path works in float64.
     """
-    dist = _squared_distances(qry, ref, same)
+    dist = _shifted_distances(qry, ref, self_offset)
     n_ref = dist.shape[-1]
     take = min(k + 1, n_ref)
     values, index = dist.topk(take, dim=-1, largest=False, sorted=True)
@@ -88,7 +91,7 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes
     bound = 4 * (qry.shape[-1] + 2) * eps * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
     if len(b):
-        rows = _exact_rows(qry.double(), ref.double(), b, m, same)
+        rows = _exact_rows(qry.double(), ref.double(), b, m, self_offset)
         kth = rows.kthvalue(k, dim=-1, keepdim=True).values
         closer = rows < kth
         tied = rows == kth
@@ -102,7 +105,7 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes
 
 def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
                  query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None,
-                 k: int = 3, max_elements: int = 2**24, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
+                 k: int = 3, max_elements: int = 2**22, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
     """Per-time-slice k-NN accuracy.
 
     reference: N x T x H states with labels (N,); query (M x T x H) defaults to
@@ -125,21 +128,32 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
         dtype = torch.float64
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
-    slices = ref.shape[0]
-    per_chunk = max(1, max_elements // (qry.shape[1] * ref.shape[1]))
-    correct = []
+    slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]
+    # Work in blocks of about max_elements distances (a few MB), so that each
+    # block's distances are still in cache when they are selected from: several
+    # time slices at once for small N, blocks of query rows for large N.
+    per_chunk = max(1, max_elements // (n_query * n_ref))
+    rows_per_block = n_query if per_chunk > 1 else max(1, min(n_query, max_elements // n_ref))
+    hits = torch.zeros(slices, dtype=torch.float64, device=device)
     for start in range(0, slices, per_chunk):
         stop = min(slices, start + per_chunk)
-        votes = _votes(qry[start:stop], ref[start:stop], labels, n_classes, k, same)
-        # argmax returns the first maximum: vote ties go to the lower class index
-        correct.append((votes.argmax(-1) == truth).double().mean(-1))
-    return torch.cat(correct).cpu().numpy()
+        for row in range(0, n_query, rows_per_block):
+            end = min(n_query, row + rows_per_block)
+            votes = _votes(qry[start:stop, row:end], ref[start:stop], labels, n_classes, k,
+                           row if same else None)
+            # argmax returns the first maximum: vote ties go to the lower class index
+            hits[start:stop] += (votes.argmax(-1) == truth[row:end]).sum(-1)
+    return (hits / n_query).cpu().numpy()
 
 
 class KnnProbe(Probe):
     name = "knn"
 
-    def __init__(self, k: int = 3, states: str = "training_pass", splits=("train",)):
+    def __init__(self, k: int = 3, states: str = "training_pass", splits=("train",),
+                 gram_precision: str = "float64"):
+        if gram_precision not in ("float32", "float64"):
+            raise ValueError(f"probe.knn.gram_precision={gram_precision!r}; allowed: float32, float64")
+        self.gram_dtype = getattr(torch, gram_precision)
         if states not in ("training_pass", "clean_pass"):
             raise ValueError(f"probe.knn.states={states!r}; allowed: training_pass, clean_pass")
         bad = set(splits) - {"train", "test"}
@@ -159,10 +173,10 @@ class KnnProbe(Probe):
         frames = []
         for split in self.splits:
             if split == "train":
-                acc = knn_accuracy(train_states, ctx.y_train, k=self.k)
+                acc = knn_accuracy(train_states, ctx.y_train, k=self.k, gram_dtype=self.gram_dtype)
             else:
-                acc = knn_accuracy(train_states, ctx.y_train,
-                                   ctx.clean_pass_states(ctx.x_test), ctx.y_test, k=self.k)
+                acc = knn_accuracy(train_states, ctx.y_train, ctx.clean_pass_states(ctx.x_test),
+                                   ctx.y_test, k=self.k, gram_dtype=self.gram_dtype)
             frames.append(pd.DataFrame({
                 "probe": self.name, "split": split, "epoch": np.int32(ctx.epoch),
                 "time_slice": np.arange(1, len(acc) + 1, dtype=np.int32), "value": acc,

@@ -1,0 +1,53 @@
+"""What a benchmark ran on: printed at the top of every benchmark's output."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe(torch_threads: int | None = None) -> str:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"machine: {cpu_model()}, {cores} cores available, {platform.system()} {platform.release()}; "
+            f"python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}")
+
+
+def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", repeat: int = 5) -> float:
+    """The machine's measured dense matrix-multiply rate (the hardware reference)."""
+    import time
+
+    import torch
+
+    dtype = dtype or torch.float32
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        torch.mm(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = float("inf")
+        for _ in range(repeat):
+            tic = time.perf_counter()
+            torch.mm(a, b)
+            if device != "cpu":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - tic)
+        return 2 * n ** 3 / best / 1e9
+    finally:
+        torch.set_num_threads(previous)

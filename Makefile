@@ -28,8 +28,22 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)  ## create .venv and install the project with its test extras
 
-run: $(STAMP)  ## run the main job on its embedded defaults and say where the results are
-	$(BIN)/python -m pipeline
+# The main job: a small complete study (2 replicates of each of the 25 design
+# cells = 50 runs of 50 epochs, about 4 minutes on 2 cores), then its analysis.
+# Relaunching skips finished runs. OUTPUTS, SEEDS and EPOCHS are overridable.
+OUTPUTS ?= outputs
+SEEDS ?= range(0,50)
+EPOCHS ?= 50
+
+run: $(STAMP)  ## run the default study + analysis and say where the results are
+	$(BIN)/python -m pipeline -m 'seed=$(SEEDS)' trainer.epochs=$(EPOCHS) paths.root=$(OUTPUTS)
+	$(BIN)/python -m analysis --root $(OUTPUTS) --study headline --out $(OUTPUTS)/analysis
+	@echo
+	@echo "run records:  $(OUTPUTS)/headline/runs/<run_id>/  (python -m pipeline.status --root $(OUTPUTS))"
+	@echo "analysis:     $(OUTPUTS)/analysis/report.html  (read this first), metrics.parquet, *.csv, figures"
+
+status:  ## how far the study under OUTPUTS is, per design cell
+	$(BIN)/python -m pipeline.status --root $(OUTPUTS)
 
 test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
 	$(BIN)/python -m pytest

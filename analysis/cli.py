@@ -1,0 +1,216 @@
+"""Command line: ``python -m analysis``.
+
+Reads every done run under the outputs root (or one study), caches a tidy
+metrics table, fits the statistics, and writes tables, figures and
+``report.html`` to the output folder. ``--metrics-table`` runs the same
+statistics and figures (those that need no maps) on a table in the authors'
+format instead. See ``docs/analysis.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .metrics import METRIC_NAMES
+
+__all__ = ["main", "build_parser"]
+
+EPILOG = """\
+outputs (in --out):
+  metrics.parquet      one row per run x epoch: study, run_id, source, labels, pair, pair_index,
+                       class_a, class_b, replicate, epoch, n_slices, start, end, end_minus_start,
+                       max, tmax (from --metrics-table: that table plus end_minus_start and run)
+  mixed_effects.csv    fixed effects of every mixed model (metric, model, term, estimate,
+                       std_error, z, p_value, ci_low, ci_high, ...)
+  lrt.csv              likelihood-ratio tests (metric, model, chisq, df, p_value, ...)
+  ols.csv              the authors' least squares as R's lm gives them (metric, model, adj_r2, f,
+                       p_value, ...)
+  contrasts.csv        class-pair contrasts, Holm-corrected; effect_sizes.csv: source and label
+                       differences with 95% intervals and standardised d
+  models.csv, random_effects.csv   fit details (convergence, warnings, R^2, variances)
+  skipped_runs.csv     run folders not used, with the reason
+  figures/*.png, report.html (read this first)
+  .cache/              per-run maps and the metrics table; reused while the done runs are unchanged
+
+models (each metric: start, end_minus_start, max, tmax; run = source x pair x replicate):
+  source           metric ~ source * epoch + (1 | run)            real labels
+  pair_<source>    metric ~ pair * epoch + (1 | run)              real labels, one source
+  source_slope, pair_<source>_slope   the same with (1 + epoch | run)
+  source_pair_re   metric ~ source * epoch + (1 | pair) + (1 | run)
+  labels_<source>  metric ~ labels * epoch + (1 | run)            real and shuffled runs
+  All REML. source, pair_<source>, labels_<source>: statsmodels MixedLM (started at the exact optimum);
+  the random-slope and nested models: the profiled criterion (lme4's algorithm; --statsmodels-all to use
+  statsmodels). LRTs (ML) against metric ~ epoch with the same random effects.
+
+examples:
+  python -m analysis                                   # every study under ./outputs
+  python -m analysis --root /scratch/me/outputs --study jd2025
+  python -m analysis --metrics-table ../shared/reference/jiang_dale_2025/metrics_50epoch.csv \\
+      --metrics-table ../shared/reference/jiang_dale_2025/metrics_null_50epoch.csv --out /tmp/jd
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description="Learning-curve metrics (start, end - start, max, tmax) and their statistics (mixed-effects "
+                    "models, the authors' least squares), figures and an HTML report, from the pipeline's run "
+                    "folders or from a metrics table. Never imports torch.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_argument_group("input")
+    src.add_argument("--root", default="outputs", metavar="DIR",
+                     help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root; "
+                          "default: ./outputs)")
+    src.add_argument("--study", metavar="NAME", help="analyse one study only (default: every study under --root)")
+    src.add_argument("--metrics-table", metavar="PATH", action="append", default=None,
+                     help="analyse a metrics table (CSV or parquet with columns source, labels, pair, replicate, "
+                          "epoch, start, end, max, tmax) instead of run folders; repeat to combine tables "
+                          "(e.g. the study and its shuffled-label runs); needs --out")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", help="output folder (default: <root>/analysis)")
+    opts = parser.add_argument_group("options")
+    opts.add_argument("--no-smooth", dest="smooth", action="store_false",
+                      help="take the metrics from the raw curves instead of the 3RS3R-smoothed ones (default: "
+                           "smoothed, as the authors did)")
+    opts.add_argument("--no-cache", dest="use_cache", action="store_false",
+                      help="read every run again instead of reusing <out>/.cache (the cache is still rewritten)")
+    opts.add_argument("--core-only", dest="extras", action="store_false",
+                      help="fit only the study's models (source, pair_<source>) and the authors' OLS, not the "
+                           "further mixed models")
+    opts.add_argument("--statsmodels-all", action="store_true",
+                      help="fit the random-slope and nested models with statsmodels too (default: the profiled "
+                           "criterion, lme4's algorithm, which gives the same estimates in a fraction of the time; "
+                           "the study's models are always fitted by statsmodels)")
+    opts.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures (report without them)")
+    opts.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                      help="processes for the mixed models, one metric each (default: min(2, CPUs) = %(default)s)")
+    opts.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"analysis: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(f"[analysis] {text}", file=sys.stderr, flush=True)
+
+
+def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, bytes]:
+    t0 = time.perf_counter()
+    mean_maps = collection.mean_maps() if collection is not None else None
+    figs = figures.all_figures(table, METRIC_NAMES, mean_maps=mean_maps, folder=out / "figures")
+    for old in (out / "figures").glob("*.png"):  # figures of an earlier run that this one does not make
+        if old.name not in figs and old.name.startswith(("maps_", "metric_", "trajectory_")):
+            old.unlink(missing_ok=True)
+    timings["figures"] = time.perf_counter() - t0
+    return figs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ._threads import single_threaded_blas
+
+    with single_threaded_blas():
+        return _main(args)
+
+
+def _main(args) -> int:
+    from . import collect, figures, ols, report, stats
+    from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    collection = None
+    skipped = None
+    if args.metrics_table:
+        if not args.out:
+            return _fail("--metrics-table needs --out DIR (where to write the results)")
+        out = Path(args.out)
+        try:
+            table = read_metrics_table(args.metrics_table)
+        except MetricsTableError as exc:
+            return _fail(str(exc))
+        description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
+        if not args.smooth:
+            notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
+        timings["read table"] = time.perf_counter() - t_start
+    else:
+        root = Path(args.root)
+        out = Path(args.out) if args.out else root / "analysis"
+        try:
+            collection = collect.collect_runs(root, study=args.study, cache_dir=out / ".cache", smooth=args.smooth,
+                                              use_cache=args.use_cache, progress=not args.quiet)
+        except collect.NoRunsFound as exc:
+            return _fail(str(exc))
+        skipped = collection.skipped_frame()
+        if len(collection.runs) == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_csv(out / "skipped_runs.csv", skipped)
+            reasons = skipped["reason"].value_counts().to_dict()
+            return _fail(f"no usable runs under {root.resolve()}"
+                         + (f" (study {args.study})" if args.study else "")
+                         + f": {len(skipped)} run folder(s), none done and readable ({reasons}); the list is in "
+                           f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
+                           "failed ones with the pipeline.")
+        table = collect.metrics_for_statistics(collection)
+        notes.extend(collection.notes)
+        description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
+        timings["collect runs"] = collection.seconds
+        timings["metrics"] = collection.seconds_metrics
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(out / "metrics.parquet", table)
+    if skipped is not None:
+        atomic_write_csv(out / "skipped_runs.csv", skipped)
+    _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
+
+    t0 = time.perf_counter()
+    ols_notes: list[str] = []
+    ols_table = ols.authors_ols(table, notes=ols_notes)
+    notes.extend(ols_notes)
+    atomic_write_csv(out / "ols.csv", ols_table)
+    timings["OLS"] = time.perf_counter() - t0
+
+    # the mixed models run in worker processes (--jobs > 1) while this process draws the figures
+    t0 = time.perf_counter()
+    pending = stats.start_mixed_effects(table, extras=args.extras, jobs=max(1, args.jobs), progress=not args.quiet,
+                                        statsmodels_all=args.statsmodels_all)
+    figs: dict[str, bytes] = {}
+    if args.figures and pending.futures is not None:
+        figs = _figures(figures, table, collection, out, timings)
+    mixed = pending.result()
+    for name in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes"):
+        atomic_write_csv(out / f"{name}.csv", getattr(mixed, name))
+    timings["mixed models"] = time.perf_counter() - t0
+    for w in mixed.warnings:
+        if "MLE may be on the boundary" not in w:
+            _say(args.quiet, f"warning: {w}")
+    if args.figures and pending.futures is None:
+        figs = _figures(figures, table, collection, out, timings)
+
+    files = ["metrics.parquet", "mixed_effects.csv", "lrt.csv", "ols.csv", "contrasts.csv", "effect_sizes.csv",
+             "models.csv", "random_effects.csv"] + (["skipped_runs.csv"] if skipped is not None else [])
+    files += [f"figures/{name}" for name in figs]
+    timings["total"] = time.perf_counter() - t_start
+    page = report.render_report(report.ReportInput(
+        title="Learning-curve maps: analysis report", source_description=description, table=table, ols=ols_table,
+        mixed=mixed, figures=figs, skipped=skipped, notes=notes, timings=timings, files=files,
+        smooth=args.smooth if collection is not None else True))
+    atomic_write_text(out / "report.html", page)
+    n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
+    print(f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
+          + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
+          + (f", {n_warn} model warning(s)" if n_warn else "")
+          + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

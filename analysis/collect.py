@@ -1,0 +1,425 @@
+"""Read run folders into a tidy metrics table and learning-curve maps, with a cache.
+
+Run folders (``docs/architecture.md``): ``<root>/<study>/runs/<run_id>/`` with
+``status.json``, ``config.yaml`` (its ``design`` block) and ``curves.parquet``
+(the learning-curve map is ``probe == "knn" & split == "train"``).
+
+- Only runs whose ``status.json`` says ``"state": "done"`` are used. Every
+  other folder, and every done run whose records cannot be read (a truncated
+  parquet, a config without its design block, an incomplete map, NaN
+  accuracies), is *skipped and listed* with the reason; nothing half-read is
+  mixed in.
+- Class pairs are labelled ``"<class a>/<class b>"`` from
+  ``design.class_names`` (the format of the authors' tables), with the
+  integer ``design.pair`` kept as ``pair_index``.
+- The cache (``<out>/.cache/``) holds each run's map and the metrics table.
+  A run is re-read only when its fingerprint changes: the bytes and mtime of
+  ``status.json`` and the size and mtime of ``config.yaml`` and
+  ``curves.parquet``. A rerun that finds the same done runs reads no curves
+  (done runs that could not be read are remembered with their reason too).
+  Cache files are numpy ``.npy`` (loaded with ``allow_pickle=False``),
+  parquet and JSON, each written atomically; ``meta.json``, written last,
+  names the current set, so a crash mid-write leaves the old cache valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import map_metrics
+from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
+
+__all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError"]
+
+CACHE_VERSION = 1
+_RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
+                "class_b", "replicate", "n_epochs", "n_slices", "shape", "map_row"]
+
+
+class NoRunsFound(RuntimeError):
+    """No run folders where the analysis looked (the message says where and what to do)."""
+
+
+class RunReadError(RuntimeError):
+    """A done run whose records cannot be used (the message is the reason)."""
+
+
+@dataclass(frozen=True)
+class SkippedRun:
+    study: str
+    run_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Collection:
+    """The done runs found: one row per run, their maps, the metrics table, what was skipped."""
+
+    runs: pd.DataFrame
+    maps: dict[str, np.ndarray]
+    metrics: pd.DataFrame
+    skipped: list[SkippedRun]
+    n_read: int = 0
+    n_cached: int = 0
+    seconds: float = 0.0
+    seconds_metrics: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def skipped_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(s) for s in self.skipped], columns=["study", "run_id", "path", "reason"])
+
+    def mean_maps(self) -> pd.DataFrame:
+        """Mean learning-curve map over replicates per source x labels x pair (and map shape).
+
+        Returns a frame with ``source, labels, pair, pair_index, n_runs, map``
+        (``map`` an epochs x time slices array).
+        """
+        rows = []
+        if self.runs.empty:
+            return pd.DataFrame(columns=["source", "labels", "pair", "pair_index", "n_runs", "map"])
+        keys = ["source", "labels", "pair", "shape"]
+        for (source, labels, pair, shape), group in self.runs.groupby(keys, sort=True):
+            stack = self.maps[shape][group["map_row"].to_numpy()]
+            rows.append({"source": source, "labels": labels, "pair": pair,
+                         "pair_index": int(group["pair_index"].iloc[0]), "shape": shape, "n_runs": len(group),
+                         "map": stack.mean(axis=0)})
+        return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# Finding and reading runs
+# ---------------------------------------------------------------------------
+
+
+def find_run_dirs(root, study: str | None = None) -> list[tuple[str, Path]]:
+    """(study name, run folder) for every folder under ``<root>/<study>/runs/``."""
+    root = Path(root)
+    hint = ("Run the pipeline first (`make run` or `python -m pipeline`), point --root at its outputs root "
+            "(paths.root), or analyse an existing metrics table with --metrics-table PATH --out DIR.")
+    if not root.is_dir():
+        raise NoRunsFound(f"No runs found: the outputs root {root.resolve()} does not exist. {hint}")
+    if study is not None:
+        studies = [root / study]
+        if not (root / study / "runs").is_dir():
+            raise NoRunsFound(f"No runs found: {(root / study / 'runs').resolve()} does not exist "
+                              f"(study {study!r}). {hint}")
+    else:
+        studies = sorted(p for p in root.iterdir() if p.is_dir() and (p / "runs").is_dir())
+    found = []
+    for s in studies:
+        with os.scandir(s / "runs") as it:
+            entries = sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
+        found.extend((s.name, Path(e.path)) for e in entries)
+    if not found:
+        where = root / study / "runs" if study else root / "*" / "runs"
+        raise NoRunsFound(f"No runs found: no run folders under {Path(where).resolve()}/. {hint}")
+    return found
+
+
+def _stat_key(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "absent"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def run_state(run_dir: Path) -> tuple[str, str]:
+    """(state, fingerprint) of a run folder; state is "done", "running", ... or a reason it is unreadable."""
+    status_path = run_dir / "status.json"
+    try:
+        raw = status_path.read_bytes()
+        mtime = status_path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return "no status.json (not a finished run)", ""
+    try:
+        status = json.loads(raw)
+        state = str(status.get("state"))
+    except (ValueError, AttributeError) as exc:
+        return f"status.json unreadable ({type(exc).__name__})", ""
+    digest = hashlib.sha1(raw)
+    digest.update(f"|{mtime}|{_stat_key(run_dir / 'config.yaml')}|{_stat_key(run_dir / 'curves.parquet')}".encode())
+    return state, digest.hexdigest()
+
+
+def _design(run_dir: Path) -> dict:
+    import yaml  # pyyaml comes with omegaconf
+
+    path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RunReadError("config.yaml missing") from None
+    except Exception as exc:
+        raise RunReadError(f"config.yaml unreadable ({type(exc).__name__})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("design"), dict):
+        raise RunReadError("config.yaml has no design block")
+    design = config["design"]
+    missing = [k for k in ("data_source", "pair", "replicate", "labels") if design.get(k) is None]
+    if missing:
+        raise RunReadError(f"config.yaml design block lacks {', '.join(missing)}")
+    try:
+        pair_index = int(design["pair"])
+        replicate = int(design["replicate"])
+    except (TypeError, ValueError):
+        raise RunReadError("config.yaml design.pair / design.replicate are not integers") from None
+    names = design.get("class_names")
+    class_a = class_b = None
+    if isinstance(names, (list, tuple)) and len(names) == 2:
+        class_a, class_b = str(names[0]), str(names[1])
+    elif isinstance(names, (list, tuple)) and len(names) > 2:
+        combos = list(itertools.combinations(range(len(names)), 2))
+        if 0 <= pair_index < len(combos):
+            class_a, class_b = str(names[combos[pair_index][0]]), str(names[combos[pair_index][1]])
+    pair = f"{class_a}/{class_b}" if class_a is not None else f"pair{pair_index:02d}"
+    study = config.get("study", {}).get("name") if isinstance(config.get("study"), dict) else None
+    return {"source": str(design["data_source"]), "labels": str(design["labels"]), "pair": pair,
+            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate,
+            "config_study": study}
+
+
+def _learning_curve_map(run_dir: Path) -> np.ndarray:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = run_dir / "curves.parquet"
+    if not path.is_file():
+        raise RunReadError("curves.parquet missing")
+    try:
+        table = pq.read_table(path, columns=["probe", "split", "epoch", "time_slice", "value"])
+    except Exception as exc:
+        raise RunReadError(f"curves.parquet unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+    mask = pc.and_(pc.equal(table["probe"], "knn"), pc.equal(table["split"], "train"))
+    table = table.filter(mask)
+    if table.num_rows == 0:
+        raise RunReadError("curves.parquet has no knn/train rows (no learning-curve map)")
+    epoch = table["epoch"].to_numpy().astype(np.int64)
+    slices = table["time_slice"].to_numpy().astype(np.int64)
+    value = table["value"].to_numpy(zero_copy_only=False).astype(np.float64)
+    n_epochs, n_slices = int(epoch.max()), int(slices.max())
+    if epoch.min() < 1 or slices.min() < 1:
+        raise RunReadError("curves.parquet: epochs and time slices must start at 1")
+    cell = (epoch - 1) * n_slices + (slices - 1)
+    counts = np.bincount(cell, minlength=n_epochs * n_slices)
+    if np.any(counts != 1):
+        missing, doubled = int(np.sum(counts == 0)), int(np.sum(counts > 1))
+        raise RunReadError(f"curves.parquet: the knn/train map ({n_epochs} epochs x {n_slices} time slices) has "
+                           f"{missing} missing and {doubled} duplicated cells")
+    if not np.all(np.isfinite(value)):
+        raise RunReadError("curves.parquet: the knn/train map holds NaN or infinite values")
+    out = np.empty(n_epochs * n_slices)
+    out[cell] = value
+    return out.reshape(n_epochs, n_slices)
+
+
+def read_run(run_dir) -> tuple[dict, np.ndarray]:
+    """The design of one run and its learning-curve map (epochs x time slices); RunReadError if unusable."""
+    run_dir = Path(run_dir)
+    info = _design(run_dir)
+    return info, _learning_curve_map(run_dir)
+
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+
+def _load_cache(cache_dir: Path):
+    """(meta, runs, maps, metrics, failures) from the cache folder, or None."""
+    meta_path = cache_dir / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") != CACHE_VERSION:
+            return None
+        token = meta["token"]
+        runs = pd.read_parquet(cache_dir / f"runs-{token}.parquet")
+        maps = {shape: np.load(cache_dir / f"maps-{token}-{shape}.npy", allow_pickle=False)
+                for shape in meta["shapes"]}
+        metrics_path = cache_dir / f"metrics-{token}.parquet"
+        metrics = pd.read_parquet(metrics_path) if metrics_path.is_file() else None
+        failures_path = cache_dir / f"failures-{token}.parquet"
+        failures = pd.read_parquet(failures_path) if failures_path.is_file() else None
+        for shape, group in runs.groupby("shape"):
+            if shape not in maps or group["map_row"].max() >= len(maps[shape]):
+                return None
+        return meta, runs, maps, metrics, failures
+    except Exception:  # no cache or a damaged one: read the runs again
+        return None
+
+
+def _write_cache(cache_dir: Path, runs: pd.DataFrame, maps: dict[str, np.ndarray], metrics: pd.DataFrame,
+                 smooth: bool, failures: pd.DataFrame) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:12]
+    for shape, array in maps.items():
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        atomic_write_bytes(cache_dir / f"maps-{token}-{shape}.npy", buffer.getvalue())
+    atomic_write_parquet(cache_dir / f"runs-{token}.parquet", runs)
+    atomic_write_parquet(cache_dir / f"metrics-{token}.parquet", metrics)
+    atomic_write_parquet(cache_dir / f"failures-{token}.parquet", failures)
+    meta = {"version": CACHE_VERSION, "token": token, "smooth": smooth, "shapes": sorted(maps),
+            "n_runs": int(len(runs)), "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(cache_dir / "meta.json", json.dumps(meta, indent=1))
+    for old in cache_dir.iterdir():  # earlier generations
+        if old.name != "meta.json" and token not in old.name and old.suffix in (".npy", ".parquet"):
+            try:
+                old.unlink()
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Metrics table from maps
+# ---------------------------------------------------------------------------
+
+
+def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool) -> pd.DataFrame:
+    frames = []
+    run_columns = ["study", "run_id", "source", "labels", "pair", "pair_index", "class_a", "class_b", "replicate",
+                   "n_slices"]
+    for shape, group in runs.groupby("shape", sort=True):
+        stack = maps[shape][group["map_row"].to_numpy()]
+        n_runs, n_epochs, _ = stack.shape
+        m = map_metrics(stack, smooth=smooth)
+        block = group[run_columns].loc[group.index.repeat(n_epochs)].reset_index(drop=True)
+        block.insert(block.columns.get_loc("replicate") + 1, "epoch", np.tile(np.arange(1, n_epochs + 1), n_runs))
+        for name, values in m.as_dict().items():
+            block[name] = values.reshape(-1)
+        frames.append(block)
+    if not frames:
+        return pd.DataFrame(columns=run_columns + ["epoch", "start", "end", "end_minus_start", "max", "tmax"])
+    table = pd.concat(frames, ignore_index=True)
+    table = table.sort_values(["study", "source", "labels", "pair_index", "replicate", "run_id", "epoch"],
+                              kind="stable").reset_index(drop=True)
+    cols = ["study", "run_id", "source", "labels", "pair", "pair_index", "class_a", "class_b", "replicate", "epoch",
+            "n_slices", "start", "end", "end_minus_start", "max", "tmax"]
+    return table[cols]
+
+
+# ---------------------------------------------------------------------------
+# The whole collection
+# ---------------------------------------------------------------------------
+
+
+def _say(enabled: bool, text: str) -> None:
+    if enabled:
+        print(f"[analysis] {text}", file=sys.stderr, flush=True)
+
+
+def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = True, use_cache: bool = True,
+                 progress: bool = True, progress_every: int = 100) -> Collection:
+    """Find every done run under ``root`` (or one ``study``), read or reuse it, compute the metrics."""
+    t0 = time.perf_counter()
+    found = find_run_dirs(root, study)
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
+    cached = _load_cache(cache_dir) if (cache_dir is not None and use_cache) else None
+    cached_index: dict[tuple[str, str], dict] = {}
+    cached_failures: dict[tuple[str, str], tuple[str, str]] = {}
+    if cached is not None:
+        for row in cached[1].to_dict("records"):
+            cached_index[(row["study"], row["run_id"])] = row
+        if cached[4] is not None:
+            for row in cached[4].to_dict("records"):
+                cached_failures[(row["study"], row["run_id"])] = (row["fingerprint"], row["reason"])
+
+    skipped: list[SkippedRun] = []
+    failures: list[dict] = []  # done runs that could not be read, remembered by fingerprint
+    n_failed_read = 0
+    records: list[dict] = []
+    new_maps: list[np.ndarray] = []
+    n_read = n_cached = 0
+    last_report = time.perf_counter()
+    for i, (study_name, run_dir) in enumerate(found, 1):
+        run_id = run_dir.name
+        state, fingerprint = run_state(run_dir)
+        if state != "done":
+            reason = state if not fingerprint else f"status is {state!r}, not done"
+            skipped.append(SkippedRun(study_name, run_id, str(run_dir), reason))
+            continue
+        hit = cached_index.get((study_name, run_id))
+        failed = cached_failures.get((study_name, run_id))
+        if failed is not None and failed[0] == fingerprint:
+            skipped.append(SkippedRun(study_name, run_id, str(run_dir), failed[1]))
+            failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint, "reason": failed[1]})
+            continue
+        if hit is not None and hit["fingerprint"] == fingerprint:
+            record = dict(hit)
+            record["path"] = str(run_dir)
+            record["_map"] = cached[2][hit["shape"]][hit["map_row"]]
+            n_cached += 1
+        else:
+            try:
+                info, lc_map = read_run(run_dir)
+            except RunReadError as exc:
+                skipped.append(SkippedRun(study_name, run_id, str(run_dir), str(exc)))
+                failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint,
+                                 "reason": str(exc)})
+                n_failed_read += 1
+                continue
+            n_read += 1
+            record = {"study": study_name, "run_id": run_id, "path": str(run_dir), "fingerprint": fingerprint,
+                      **{k: v for k, v in info.items() if k != "config_study"},
+                      "n_epochs": lc_map.shape[0], "n_slices": lc_map.shape[1],
+                      "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}", "_map": lc_map}
+        records.append(record)
+        now = time.perf_counter()
+        if progress and (i % progress_every == 0 or now - last_report > 5.0) and i < len(found):
+            _say(True, f"runs: {i}/{len(found)} looked at ({n_read} read, {n_cached} from cache, "
+                       f"{len(skipped)} skipped) {now - t0:.1f} s")
+            last_report = now
+
+    # stack the maps by shape, in run order
+    maps: dict[str, list[np.ndarray]] = {}
+    for record in records:
+        rows = maps.setdefault(record["shape"], [])
+        record["map_row"] = len(rows)
+        rows.append(record.pop("_map"))
+    stacked = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in maps.items()}
+    runs = pd.DataFrame(records, columns=_RUN_COLUMNS)
+    if not runs.empty:
+        runs["pair_index"] = runs["pair_index"].astype(np.int64)
+        runs["replicate"] = runs["replicate"].astype(np.int64)
+
+    unchanged = (cached is not None and n_read == 0 and n_failed_read == 0 and len(runs) == len(cached[1])
+                 and len(failures) == (0 if cached[4] is None else len(cached[4]))
+                 and bool(cached[0].get("smooth")) == bool(smooth) and cached[3] is not None)
+    t1 = time.perf_counter()
+    if unchanged:
+        metrics = cached[3]
+    else:
+        metrics = _metrics_table(runs, stacked, smooth)
+    seconds_metrics = time.perf_counter() - t1
+    if cache_dir is not None and not unchanged and len(runs):
+        try:
+            _write_cache(cache_dir, runs, stacked, metrics, smooth,
+                         pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]))
+        except OSError as exc:
+            _say(progress, f"could not write the cache in {cache_dir}: {exc}")
+    studies = sorted(runs["study"].unique()) if len(runs) else []
+    notes = []
+    if len(studies) > 1:
+        notes.append(f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse "
+                     "one of them.")
+    _say(progress, f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
+                   f"{len(skipped)} skipped; {time.perf_counter() - t0:.1f} s")
+    return Collection(runs=runs, maps=stacked, metrics=metrics, skipped=skipped, n_read=n_read, n_cached=n_cached,
+                      seconds=time.perf_counter() - t0, seconds_metrics=seconds_metrics, notes=notes)
+
+
+def metrics_for_statistics(collection: Collection) -> pd.DataFrame:
+    """The collection's metrics table in the checked form the statistics use (adds ``run``)."""
+    return finish_metrics_table(collection.metrics, origin="metrics from runs")

@@ -1,0 +1,584 @@
+"""Report sections: critical periods in deep linear networks (PROTOCOL.md 2d).
+
+``section(study_dir, out_dir)`` reads the done runs of ``critical_pathways``
+(``pathway_shares.parquet``) and/or ``critical_matrix_completion``
+(``test_error.parquet``, ``singular_values.parquet``) under
+``study_dir/runs/*/`` and returns ``{"title", "html", "tables"}``; figures are
+written to ``out_dir`` as PNG and embedded in the HTML.
+
+Checks (each reported as a table row with the measured numbers, never hidden):
+- pathways: with a deficit at onset 0 the deprived pathway's final share of the
+  first mode falls monotonically with depth; a deficit that starts after
+  learning has finished leaves the shares at 1/2; depth 1 shows no lasting
+  effect beyond what was learned during the deficit (its imbalance is not
+  amplified afterwards: amplification 1);
+- matrix completion: without a deficit, depth >= 2 completes the target (test
+  error well below depth 1); the longest deficit raises the final error for
+  depth >= 2; depth 1 stays flat.
+
+CLI: ``python -m analysis.companion.critical --root OUTPUTS --out DIR`` writes
+``critical.html`` and the tables as CSV (both studies found under the root).
+Never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+TITLE = "Critical learning periods in deep linear networks"
+PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
+# tolerances of the checks (documented in docs/companion_critical_multitask.md)
+HALF_TOL = 0.01          # a late deficit leaves the share within 0.5 +- this
+FLAT_TOL = 0.02          # depth 1: relative range of the final error over deficit lengths
+COMPLETE_RATIO = 0.25    # depth >= 2 without deficit: error below this fraction of depth 1's
+DAMAGE_RATIO = 2.0       # the longest deficit: error at least this multiple of the no-deficit error
+
+
+# ---------------------------------------------------------------------------
+# reading runs and writing HTML (shared with analysis.companion.multitask)
+# ---------------------------------------------------------------------------
+def done_runs(study_dir: Path, tables: tuple[str, ...]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
+    and the folders skipped with the reason."""
+    runs, skipped = [], []
+    root = Path(study_dir) / "runs"
+    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        try:
+            status = json.loads((run_dir / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            skipped.append((run_dir.name, "no readable status.json"))
+            continue
+        if status.get("state") != "done":
+            skipped.append((run_dir.name, f"state {status.get('state')}"))
+            continue
+        missing = [t for t in tables if not (run_dir / f"{t}.parquet").exists()]
+        if missing:
+            skipped.append((run_dir.name, f"no {', '.join(t + '.parquet' for t in missing)}"))
+            continue
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            summary = json.loads((run_dir / "summary.json").read_text())
+            frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
+        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
+            skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        design = config.get("design") or {}
+        if "replicate" not in design:
+            skipped.append((run_dir.name, "config.yaml has no design block"))
+            continue
+        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
+                     "config": config, **frames})
+    return runs, skipped
+
+
+def mean_ci(values) -> tuple[float, float, float, int]:
+    """Mean and 95% t interval over runs (the interval is the mean itself for one run)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(v.mean())
+    if n < 2 or float(v.std(ddof=1)) == 0.0:
+        return m, m, m, n
+    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half, n
+
+
+def summarise(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    rows = []
+    for key, part in frame.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        m, lo, hi, n = mean_ci(part[value])
+        rows.append({**dict(zip(by, key)), "mean": m, "ci_low": lo, "ci_high": hi, "n_runs": n})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n_runs"])
+
+
+def save_figure(fig, out_dir: Path | None, name: str, dpi: int = 90) -> str:
+    """Write ``<out_dir>/<name>.png`` (when out_dir is given) and return the PNG as a data URI."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    data = buffer.getvalue()
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(out_dir / f"{name}.png", data)
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def figure_html(uri: str, caption: str) -> str:
+    return (f'<figure><img src="{uri}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def fmt(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def table_html(frame: pd.DataFrame, caption: str, max_rows: int = 60) -> str:
+    shown = frame.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in shown.itertuples(index=False))
+    more = f" (first {max_rows} of {len(frame)} rows; all in the CSV)" if len(frame) > max_rows else ""
+    return (f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def para(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
+
+
+def skipped_note(skipped: list[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{html.escape(r)}: {html.escape(why)}</li>" for r, why in skipped[:20])
+    more = f"<li>... and {len(skipped) - 20} more</li>" if len(skipped) > 20 else ""
+    return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", **({} if isinstance(data, bytes)
+                                                                      else {"encoding": "utf-8"})) as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def standalone_page(title: str, body: str) -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+            "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
+            "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
+            f"{body}</body></html>")
+
+
+def write_outputs(result: dict, out_dir: Path, stem: str) -> Path:
+    out_dir = Path(out_dir)
+    page = out_dir / f"{stem}.html"
+    atomic_write(page, standalone_page(result["title"], result["html"]))
+    for name, frame in result["tables"].items():
+        atomic_write(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
+    return page
+
+
+def check_row(check: str, passed: bool | None, measured: str, criterion: str) -> dict:
+    verdict = "not measured" if passed is None else ("holds" if passed else "does NOT hold")
+    return {"check": check, "result": verdict, "measured": measured, "criterion": criterion}
+
+
+# ---------------------------------------------------------------------------
+# competing pathways
+# ---------------------------------------------------------------------------
+def pathways_frames(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-run finals (one row per run and mode) and the share trajectories (all recorded steps)."""
+    finals, trajectories = [], []
+    for run in runs:
+        s = run["summary"]
+        shares = run["pathway_shares"]
+        loss = run["pathway_loss"] if "pathway_loss" in run else None
+        onset, length, depth = int(s["deficit_onset"]), int(s["deficit_length"]), int(s["depth"])
+        steps = int(shares.step.max())
+        # learning is "finished" when the loss first falls below 0.1% of its initial value
+        finished = math.nan
+        if loss is not None and len(loss):
+            below = loss[loss.loss <= 1e-3 * float(loss.loss.iloc[0])]
+            finished = float(below.step.iloc[0]) if len(below) else math.nan
+        last = shares[shares.step == steps]
+        for row in last.itertuples(index=False):
+            finals.append({"run_id": run["run_id"], "replicate": int(run["design"]["replicate"]), "depth": depth,
+                           "onset": onset, "length": length, "mode": int(row.mode), "level": int(row.level),
+                           "share_b": float(row.share_b), "learned_by_step": finished,
+                           "amplification": s.get("amplification_mode1") if row.mode == 1 else None,
+                           "final_loss": float(s.get("final_loss", math.nan))})
+        first = shares[shares["mode"] == 1]
+        trajectories.append(pd.DataFrame({"run_id": run["run_id"], "depth": depth, "onset": onset,
+                                          "length": length, "step": first.step.to_numpy(),
+                                          "share_b": first.share_b.to_numpy(),
+                                          "strength_a": first.strength_a.to_numpy(),
+                                          "strength_b": first.strength_b.to_numpy(),
+                                          "target": first.target.to_numpy()}))
+    return pd.DataFrame(finals), (pd.concat(trajectories, ignore_index=True) if trajectories else pd.DataFrame())
+
+
+def pathways_checks(finals: pd.DataFrame) -> tuple[list[dict], pd.DataFrame]:
+    from scipy import stats
+
+    mode1 = finals[finals["mode"] == 1]
+    checks = []
+    early = mode1[(mode1.onset == 0) & (mode1.length > 0)]
+    by_depth = pd.DataFrame()
+    if len(early):
+        length = int(early.length.mode().iloc[0])
+        early = early[early.length == length]
+        by_depth = summarise(early, ["depth"], "share_b")
+        means = by_depth["mean"].to_numpy()
+        monotone = bool(len(means) >= 2 and np.all(np.diff(means) < 0))
+        rho = stats.spearmanr(early.depth, early.share_b) if early.depth.nunique() > 1 else None
+        measured = ", ".join(f"depth {d}: {m:.3f}" for d, m in zip(by_depth.depth, means))
+        if rho is not None:
+            measured += f" (Spearman rho {rho.statistic:.2f}, p {rho.pvalue:.2g}, {len(early)} runs)"
+        checks.append(check_row(f"{length}-step deficit at onset 0: the deprived pathway's final share of mode 1 "
+                                "falls monotonically with depth", monotone if len(means) >= 2 else None, measured,
+                                "mean share strictly decreasing from each depth to the next"))
+    late = mode1[(mode1.length > 0) & np.isfinite(mode1.learned_by_step) & (mode1.onset >= mode1.learned_by_step)]
+    if len(late):
+        worst = float((late.share_b - 0.5).abs().max())
+        checks.append(check_row("a deficit that starts after learning has finished leaves the shares at 1/2",
+                                worst <= HALF_TOL, f"{len(late)} runs (onsets {sorted(int(o) for o in late.onset.unique())}), "
+                                f"largest |share - 1/2| = {worst:.2g}", f"|share - 1/2| <= {HALF_TOL}"))
+    else:
+        checks.append(check_row("a deficit that starts after learning has finished leaves the shares at 1/2",
+                                None, "no run's deficit starts after its loss fell below 0.1% of the initial",
+                                "add a late onset (e.g. study.deficit_onset=800)"))
+    one = mode1[(mode1.depth == 1) & (mode1.length > 0) & mode1.amplification.notna()]
+    if len(one):
+        amp = one.amplification.astype(float)
+        deep = mode1[(mode1.depth > 1) & (mode1.onset == 0) & (mode1.length > 0)
+                     & mode1.amplification.notna()].amplification.astype(float)
+        checks.append(check_row(
+            "depth 1 shows no lasting effect beyond what was learned during the deficit (no amplification)",
+            bool(np.all(np.abs(amp - 1) < 1e-6)),
+            f"depth 1 amplification {amp.min():.6f}..{amp.max():.6f}"
+            + (f"; depth > 1 at onset 0: {deep.min():.3g}..{deep.max():.3g}" if len(deep) else "")
+            + f"; depth-1 final share at onset 0: "
+            + (", ".join(f"{v:.3f}" for v in one[one.onset == 0].share_b.head(3)) or "n/a"),
+            "depth 1: (k_a - k_b) at the end equals its value when the deficit ends (ratio 1)"))
+    return checks, by_depth
+
+
+def critical_window(mode1_summary: pd.DataFrame, effect: float = 0.05) -> pd.DataFrame:
+    """Per depth and deficit length: the latest onset whose deficit still moves the mean share by > effect."""
+    rows = []
+    for (depth, length), part in mode1_summary.groupby(["depth", "length"]):
+        hit = part[(0.5 - part["mean"]) > effect]
+        rows.append({"depth": depth, "length": length,
+                     "latest_onset_with_lasting_effect": int(hit.onset.max()) if len(hit) else None,
+                     "onsets_tested": ", ".join(str(int(o)) for o in sorted(part.onset))})
+    return pd.DataFrame(rows)
+
+
+def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
+    runs, skipped = done_runs(study_dir, ("pathway_shares", "pathway_loss"))
+    parts = ["<h3>Competing pathways</h3>"]
+    if not runs:
+        parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
+                       "study=critical_pathways 'seed=range(0,48)')."), skipped_note(skipped)]
+        return {"html": "\n".join(parts), "tables": {}}
+    finals, traj = pathways_frames(runs)
+    mode1 = finals[finals["mode"] == 1]
+    by_cell = summarise(mode1, ["depth", "length", "onset"], "share_b")
+    checks, by_depth = pathways_checks(finals)
+    parts.append(para(
+        "Two deep linear pathways (a and b) are summed into one output and learn the hierarchical data "
+        "(8 items, 15 features). During the deficit pathway b gets no update. A pathway's share of a singular "
+        "mode is its part of the mode's strength at the end of training: k_b / (k_a + k_b) with "
+        "k = u_i^T W v_i. 1/2 means both pathways learned the mode equally; near 0 means pathway b was "
+        f"shut out for good. {len(runs)} runs; error bars are 95% intervals over replicates."))
+    parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
+    depths = sorted(mode1.depth.unique())
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
+
+    # share against onset, one line per depth (the critical period)
+    for length in sorted(by_cell.length.unique()):
+        part = by_cell[by_cell.length == length]
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for colour, depth in zip(colours, depths):
+            d = part[part.depth == depth].sort_values("onset")
+            if not len(d):
+                continue
+            ax.errorbar(d.onset, d["mean"], yerr=[d["mean"] - d.ci_low, d.ci_high - d["mean"]], marker="o",
+                        color=colour, capsize=2, label=f"depth {depth}")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="deficit onset (step)", ylabel="final share of pathway b, mode 1", ylim=(-0.02, 0.55),
+               title=f"deficit of {length} steps")
+        ax.legend(fontsize=8)
+        uri = save_figure(fig, out_dir, f"pathways_share_vs_onset_len{length}")
+        parts.append(figure_html(uri, f"The deprived pathway's final share of the first mode against when a "
+                                      f"{length}-step deficit starts, per depth. Below the dashed line the "
+                                      "deficit left a lasting mark; deeper pathways are marked more and for "
+                                      "later onsets (a longer critical period)."))
+    # share against depth at onset 0, every mode level
+    early = finals[(finals.onset == 0) & (finals.length > 0)]
+    if len(early):
+        lv = summarise(early, ["level", "depth"], "share_b")
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        names = {1: "root (mode 1)", 2: "halves (mode 2)", 3: "quarters (modes 3-4)", 4: "leaves (modes 5-8)"}
+        for level in sorted(lv.level.unique()):
+            d = lv[lv.level == level]
+            ax.errorbar(d.depth, d["mean"], yerr=[d["mean"] - d.ci_low, d.ci_high - d["mean"]], marker="o",
+                        capsize=2, label=names.get(level, f"level {level}"))
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set(xscale="log", xlabel="depth (log scale)", ylabel="final share of pathway b",
+               title="deficit at onset 0", ylim=(-0.02, 0.7))
+        ax.set_xticks(depths, [str(d) for d in depths])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=8)
+        uri = save_figure(fig, out_dir, "pathways_share_vs_depth")
+        parts.append(figure_html(uri, "Final share of the deprived pathway against depth for an early deficit "
+                                      "(onset 0), per level of the hierarchy (averaged over the modes of a level "
+                                      "and the replicates). The first modes, learned first, are the most "
+                                      "affected."))
+    # trajectories at onset 0
+    t0 = traj[(traj.onset == 0) & (traj.length > 0)]
+    if len(t0):
+        fig, ax = plt.subplots(figsize=(6, 3.8))
+        for colour, depth in zip(colours, depths):
+            d = t0[t0.depth == depth].groupby("step")[["strength_a", "strength_b", "target"]].mean()
+            if not len(d):
+                continue
+            ax.plot(d.index, d.strength_a / d.target, color=colour, label=f"depth {depth}: a")
+            ax.plot(d.index, d.strength_b / d.target, color=colour, ls="--", label=f"depth {depth}: b")
+        ax.set(xlabel="step", ylabel="strength in mode 1 / full strength", title="deficit at onset 0")
+        ax.legend(fontsize=7, ncol=2)
+        uri = save_figure(fig, out_dir, "pathways_trajectories")
+        parts.append(figure_html(uri, "How the first mode is learned over training with an early deficit: "
+                                      "pathway a (solid) and the deprived pathway b (dashed), as fractions of "
+                                      "the mode's full strength (mean over replicates)."))
+    window = critical_window(by_cell)
+    parts.append(table_html(window, "Critical period per depth: the latest tested onset at which the deficit "
+                                    "still lowers the deprived pathway's final share of mode 1 by more than "
+                                    "0.05."))
+    parts.append(table_html(by_cell.rename(columns={"mean": "share_b_mean"}),
+                            "Final share of the deprived pathway b in mode 1, per cell (mean and 95% interval "
+                            "over replicates)."))
+    parts.append(skipped_note(skipped))
+    tables = {"pathways_checks": pd.DataFrame(checks), "pathways_share_by_cell": by_cell,
+              "pathways_finals": finals, "pathways_critical_window": window}
+    if len(by_depth):
+        tables["pathways_share_by_depth_onset0"] = by_depth
+    return {"html": "\n".join(parts), "tables": tables}
+
+
+# ---------------------------------------------------------------------------
+# matrix completion
+# ---------------------------------------------------------------------------
+def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
+    from scipy import stats
+
+    runs, skipped = done_runs(study_dir, ("test_error", "singular_values"))
+    parts = ["<h3>Matrix completion</h3>"]
+    if not runs:
+        parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
+                       "study=critical_matrix_completion 'seed=range(0,18)')."), skipped_note(skipped)]
+        return {"html": "\n".join(parts), "tables": {}}
+    finals = pd.DataFrame([{"run_id": r["run_id"], "replicate": int(r["design"]["replicate"]),
+                            "depth": int(r["summary"]["depth"]), "deficit_steps": int(r["summary"]["deficit_steps"]),
+                            "test_error": float(r["summary"]["final_test_error"]),
+                            "train_loss": float(r["summary"]["final_train_loss"]),
+                            "unobserved_error": float(r["summary"].get("final_unobserved_error", math.nan))}
+                           for r in runs])
+    by_cell = summarise(finals, ["depth", "deficit_steps"], "test_error")
+    s0 = runs[0]["summary"]
+    parts.append(para(
+        f"A depth-D factorisation of a {int(s0.get('n_observed', 2000))}-entry-observed 100 x 100 matrix is "
+        f"trained first on a rank-{s0.get('rank_deficit', 10)} deficit matrix for T_c steps, then on the "
+        f"rank-{s0.get('rank_target', 5)} target for {s0.get('steps')} steps (lr {s0.get('lr')}). Test error: "
+        "mean squared error over all entries against the target (entries have mean square 1, so 1 is "
+        f"the error of predicting 0). {len(runs)} runs; error bars are 95% intervals over replicates."))
+    checks = []
+    depths = sorted(finals.depth.unique())
+    lengths = sorted(finals.deficit_steps.unique())
+    no_deficit = by_cell[by_cell.deficit_steps == 0].set_index("depth")["mean"]
+    if 1 in no_deficit.index and any(d >= 2 for d in no_deficit.index):
+        deep = no_deficit[no_deficit.index >= 2]
+        checks.append(check_row("no deficit: depth >= 2 completes the target (test error well below depth 1)",
+                                bool((deep < COMPLETE_RATIO * no_deficit[1]).all()),
+                                ", ".join(f"depth {d}: {v:.3g}" for d, v in no_deficit.items()),
+                                f"error of each depth >= 2 below {COMPLETE_RATIO} x depth 1's"))
+    longest = max(lengths)
+    tests = []
+    if longest > 0:
+        rows, ok = [], []
+        for depth in [d for d in depths if d >= 2]:
+            base = finals[(finals.depth == depth) & (finals.deficit_steps == 0)].set_index("replicate").test_error
+            hurt = finals[(finals.depth == depth) & (finals.deficit_steps == longest)].set_index(
+                "replicate").test_error
+            common = base.index.intersection(hurt.index)
+            if not len(common):
+                continue
+            ok.append(bool(hurt[common].mean() >= DAMAGE_RATIO * base[common].mean()
+                           and hurt[common].mean() - base[common].mean() > 0.05))
+            rows.append(f"depth {depth}: {base[common].mean():.3g} -> {hurt[common].mean():.3g}")
+            diff = (hurt[common] - base[common]).to_numpy()
+            p = float(stats.ttest_rel(hurt[common], base[common]).pvalue) if len(common) > 1 and diff.std() > 0 \
+                else math.nan
+            tests.append({"depth": depth, "comparison": f"T_c={longest} vs 0", "n_pairs": len(common),
+                          "mean_difference": float(diff.mean()), "paired_t_p": p})
+        if ok:
+            checks.append(check_row(f"a long deficit (T_c = {longest}) raises the final error for depth >= 2",
+                                    all(ok), "; ".join(rows), f"error at least {DAMAGE_RATIO} x the no-deficit "
+                                                                  "error and higher by > 0.05"))
+    one = by_cell[by_cell.depth == 1]
+    if len(one) > 1:
+        spread = float((one["mean"].max() - one["mean"].min()) / one["mean"].mean())
+        checks.append(check_row("depth 1 stays flat (the deficit does not change its final error)",
+                                spread <= FLAT_TOL, f"final errors {one['mean'].min():.4g}..{one['mean'].max():.4g}"
+                                f" (relative range {spread:.2g})", f"relative range <= {FLAT_TOL}"))
+    for depth in depths:
+        part = finals[finals.depth == depth]
+        if part.deficit_steps.nunique() > 2:
+            rho = stats.spearmanr(part.deficit_steps, part.test_error)
+            tests.append({"depth": depth, "comparison": "Spearman: error vs T_c", "n_pairs": len(part),
+                          "mean_difference": float(rho.statistic), "paired_t_p": float(rho.pvalue)})
+    parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
+
+    colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for colour, depth in zip(colours, depths):
+        d = by_cell[by_cell.depth == depth].sort_values("deficit_steps")
+        ax.errorbar(d.deficit_steps, d["mean"], yerr=[d["mean"] - d.ci_low, d.ci_high - d["mean"]], marker="o",
+                    color=colour, capsize=2, label=f"depth {depth}")
+    ax.set_xscale("symlog", linthresh=max(1, min([x for x in lengths if x > 0], default=1)))
+    ax.set_xticks(lengths, [str(x) for x in lengths])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set(xlabel="deficit length T_c (steps, symlog)", ylabel="final test error (all entries)")
+    ax.legend(fontsize=8)
+    uri = save_figure(fig, out_dir, "completion_error_vs_deficit")
+    parts.append(figure_html(uri, "Final test error against the length of the deficit, per depth. Depth 1 never "
+                                  "fills in unobserved entries (flat, high); deeper factorisations complete the "
+                                  "target after a short deficit but not after a long one."))
+    # error over time and singular values for one replicate
+    rep = min(finals.replicate)
+    show = [lengths[0], lengths[len(lengths) // 2], longest] if len(lengths) > 2 else lengths
+    show = list(dict.fromkeys(show))
+    fig, axes = plt.subplots(1, len(depths), figsize=(4 * len(depths), 3.2), sharey=True, squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        for tc, colour in zip(show, plt.cm.plasma(np.linspace(0, 0.8, len(show)))):
+            run = next((r for r in runs if int(r["summary"]["depth"]) == depth
+                        and int(r["summary"]["deficit_steps"]) == tc and int(r["design"]["replicate"]) == rep), None)
+            if run is None:
+                continue
+            e = run["test_error"]
+            ax.plot(e.step, e.test_error, color=colour, label=f"T_c={tc}")
+            if tc:
+                ax.axvline(tc, color=colour, ls=":", lw=0.8)
+        ax.set(title=f"depth {depth}", xlabel="step", yscale="log")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("test error vs target")
+    uri = save_figure(fig, out_dir, "completion_error_over_time")
+    parts.append(figure_html(uri, f"Test error against the target over training (replicate {rep}); dotted lines "
+                                  "mark the switch from the deficit matrix to the target."))
+    deep = max(depths)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, tc in zip(axes, [lengths[0], longest]):
+        run = next((r for r in runs if int(r["summary"]["depth"]) == deep and int(r["summary"]["deficit_steps"]) == tc
+                    and int(r["design"]["replicate"]) == rep), None)
+        if run is None:
+            continue
+        sv = run["singular_values"].pivot(index="step", columns="index", values="value")
+        for i, column in enumerate(sv.columns):
+            ax.plot(sv.index, sv[column], color=plt.cm.summer(i / max(len(sv.columns), 1)))
+        if tc:
+            ax.axvline(tc, color="grey", ls=":")
+        ax.set(title=f"depth {deep}, T_c = {tc}", xlabel="step")
+    axes[0].set_ylabel("top singular values of W")
+    uri = save_figure(fig, out_dir, "completion_singular_values")
+    parts.append(figure_html(uri, f"The top singular values of the end-to-end matrix over training (depth {deep}). "
+                                  "Without a deficit about rank_target values grow and the rest stay near 0; after "
+                                  "a long deficit more values have grown and do not shrink back."))
+    parts.append(table_html(by_cell.rename(columns={"mean": "test_error_mean"}),
+                            "Final test error per depth and deficit length (mean and 95% interval)."))
+    if tests:
+        parts.append(table_html(pd.DataFrame(tests), "Tests: the longest deficit against none (paired by "
+                                                     "replicate; paired t-test) and the rank correlation of the "
+                                                     "error with T_c (Spearman, rho in mean_difference)."))
+    parts.append(skipped_note(skipped))
+    return {"html": "\n".join(parts), "tables": {"completion_checks": pd.DataFrame(checks),
+                                                   "completion_error_by_cell": by_cell,
+                                                   "completion_finals": finals,
+                                                   "completion_tests": pd.DataFrame(tests)}}
+
+
+# ---------------------------------------------------------------------------
+# entry points
+# ---------------------------------------------------------------------------
+def _study_kind(study_dir: Path) -> str | None:
+    runs = Path(study_dir) / "runs"
+    for run_dir in sorted(runs.glob("*")) if runs.is_dir() else []:
+        if (run_dir / "pathway_shares.parquet").exists():
+            return PATHWAYS
+        if (run_dir / "test_error.parquet").exists():
+            return COMPLETION
+    name = Path(study_dir).name
+    return name if name in (PATHWAYS, COMPLETION) else None
+
+
+def section(study_dir: Path, out_dir: Path) -> dict:
+    """The report section of one critical-period study folder (either study; detected from its runs)."""
+    kind = _study_kind(study_dir)
+    parts = [f"<h2>{TITLE}</h2>"]
+    if kind == PATHWAYS:
+        sub = pathways_section(study_dir, out_dir)
+    elif kind == COMPLETION:
+        sub = completion_section(study_dir, out_dir)
+    else:
+        sub = {"html": para(f"No critical-period runs under {study_dir}."), "tables": {}}
+    parts.append(sub["html"])
+    return {"title": TITLE + (f": {kind.replace('critical_', '').replace('_', ' ')}" if kind else ""),
+            "html": "\n".join(parts), "tables": sub["tables"]}
+
+
+def sections(root: Path, out_dir: Path) -> dict:
+    """Both studies under an outputs root, as one section."""
+    parts, tables = [f"<h2>{TITLE}</h2>"], {}
+    found = False
+    for study, build in ((PATHWAYS, pathways_section), (COMPLETION, completion_section)):
+        if (Path(root) / study / "runs").is_dir():
+            found = True
+            sub = build(Path(root) / study, out_dir)
+            parts.append(sub["html"])
+            tables.update(sub["tables"])
+    if not found:
+        parts.append(para(f"Neither {PATHWAYS} nor {COMPLETION} has run folders under {root}."))
+    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.companion.critical",
+                                     description="Write critical.html (figures, checks) and its tables as CSV.")
+    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
+    parser.add_argument("--study", default=None, help=f"one study folder ({PATHWAYS} or {COMPLETION}); "
+                                                      "default: both")
+    parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
+    args = parser.parse_args(argv)
+    root = Path(args.root).expanduser()
+    out = Path(args.out) if args.out else root / "companion"
+    result = section(root / args.study, out) if args.study else sections(root, out)
+    page = write_outputs(result, out, "critical")
+    print(f"{result['title']}: {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

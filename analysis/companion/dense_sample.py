@@ -1,0 +1,366 @@
+"""Report section: category structure in the dense-sample study (PROTOCOL.md 2a).
+
+Reads the done runs of ``study=dense_sample`` (pipeline/studies/dense_sample.py):
+``category_structure.parquet`` (per layer and checkpoint: class-mean and
+exemplar RDMs, between/within-class distance ratio, RDM-category
+correlation, nearest-class-mean accuracy, 2-D PCA embedding),
+``learning_curve.parquet`` and ``curve_fits.parquet``.
+
+What it shows
+- Separability per layer over training (mean and 95% interval over replicate
+  runs): the between/within distance ratio, the RDM-category correlation and
+  the leave-one-out nearest-class-mean accuracy of the probe set.
+- When separability rises in each layer: per run and layer, the gain over
+  initialisation, and t50 = the first checkpoint (in optimiser steps) at which
+  the ratio's gain reaches half of its largest gain in that run. "Earlier in
+  later layers" is tested as a negative Spearman correlation between layer
+  depth and t50 over (run, layer) pairs (the input layer, which does not
+  change, is left out), and by a paired comparison of t50 of the first and
+  the last layer across runs (paired t-test, Wilcoxon beside it). A second,
+  absolute reading: the step at which the ratio first exceeds 1.25.
+- The 2-D embeddings of the probe set over training (one run; every layer,
+  six checkpoints) and the class-mean RDMs at the end.
+- Hyperbolic vs exponential fits of the learning curves: per curve, how many
+  runs each form wins by AIC, and the mean AIC difference (hyperbolic minus
+  exponential; negative favours hyperbolic) with its 95% interval.
+
+CLI: ``python -m analysis.companion.dense_sample --root OUTPUTS --study dense_sample --out DIR``.
+Never imports torch.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .spectra import (done_runs, figure_html, main_cli, mean_ci, note_html, read_table, skipped_note,  # noqa: E402
+                      summarise, table_html)
+
+TABLE = "category_structure"
+TITLE = "Category structure in the dense-sample study"
+SEPARABILITY = {"between_within_ratio": "between / within-class distance",
+                "category_rdm_corr": "RDM-category correlation",
+                "ncm_accuracy": "nearest-class-mean accuracy (leave-one-out)"}
+THRESHOLD = 1.25
+
+
+def _xs(steps) -> np.ndarray:
+    """Steps on a symlog-friendly axis (step 0 = initialisation)."""
+    return np.asarray(steps, dtype=float)
+
+
+def crossing_step(steps, values, level) -> float:
+    """The first step where ``values`` reaches ``level``, interpolated linearly in log(1 + step)
+    between the two checkpoints around the crossing (checkpoints are log-spaced)."""
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    hit = np.flatnonzero(values >= level)
+    if not len(hit):
+        return np.nan
+    k = hit[0]
+    if k == 0 or values[k] == values[k - 1]:
+        return float(steps[k])
+    u0, u1 = np.log1p(steps[k - 1]), np.log1p(steps[k])
+    frac = (level - values[k - 1]) / (values[k] - values[k - 1])
+    return float(np.expm1(u0 + frac * (u1 - u0)))
+
+
+def layer_timing(sep: pd.DataFrame) -> pd.DataFrame:
+    """Per run and layer: ratio at init and at the end, largest gain, t50, first step above THRESHOLD."""
+    rows = []
+    ratio = sep[sep.measure == "between_within_ratio"]
+    for (run_id, layer_index, layer), part in ratio.groupby(["run_id", "layer_index", "layer"]):
+        part = part.sort_values("step")
+        v, steps = part.value.to_numpy(), part.step.to_numpy()
+        gain = v - v[0]
+        top = gain.max()
+        t50 = crossing_step(steps, gain, 0.5 * top) if top > 1e-9 else np.nan
+        rows.append({"run_id": run_id, "layer_index": int(layer_index), "layer": layer, "ratio_init": v[0],
+                     "ratio_final": v[-1], "max_gain": top, "step_of_max": float(steps[np.argmax(gain)]),
+                     "t50_step": t50, "first_step_above_threshold": crossing_step(steps, v, THRESHOLD)})
+    return pd.DataFrame(rows)
+
+
+def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
+    from scipy import stats
+
+    t = timing[(timing.layer != "input") & timing.t50_step.notna() & (timing.max_gain > 0)]
+    rows = []
+    per_run = []
+    for _, part in t.groupby("run_id"):
+        if part.layer_index.nunique() >= 3 and part.t50_step.nunique() > 1:
+            per_run.append(stats.spearmanr(part.layer_index, part.t50_step)[0])
+    per_run = np.asarray([r for r in per_run if np.isfinite(r)])
+    if len(per_run) >= 2:
+        res = stats.ttest_1samp(per_run, 0.0) if per_run.std() > 0 else None
+        try:
+            pw = float(stats.wilcoxon(per_run).pvalue) if np.any(per_run != 0) else np.nan
+        except ValueError:
+            pw = np.nan
+        rows.append({"test": "Spearman rho of depth vs t50 within each run; mean over runs (t-test)",
+                     "n": len(per_run), "statistic": float(per_run.mean()),
+                     "p": float(res.pvalue) if res is not None else np.nan, "p_wilcoxon": pw})
+    if len(t) >= 3 and t.layer_index.nunique() >= 2:
+        rho, p = stats.spearmanr(t.layer_index, t.t50_step)
+        rows.append({"test": "Spearman: depth vs t50, all run x layer pairs pooled (descriptive)", "n": len(t),
+                     "statistic": float(rho), "p": float(p)})
+    wide = t.pivot_table(index="run_id", columns="layer_index", values="t50_step").dropna(axis=0)
+    if wide.shape[1] >= 2 and len(wide) >= 2:
+        first, last = wide[wide.columns.min()], wide[wide.columns.max()]
+        diff = (last - first).to_numpy()
+        res = stats.ttest_1samp(diff, 0.0) if diff.std() > 0 else None
+        try:
+            pw = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else np.nan
+        except ValueError:
+            pw = np.nan
+        rows.append({"test": "paired: t50(last layer) - t50(first layer)", "n": len(diff),
+                     "statistic": float(diff.mean()),
+                     "p": float(res.pvalue) if res is not None else (1.0 if not diff.any() else np.nan),
+                     "p_wilcoxon": pw})
+    return pd.DataFrame(rows)
+
+
+def _separability_figure(summary: pd.DataFrame, layers: list[str]):
+    fig, axes = plt.subplots(1, len(SEPARABILITY), figsize=(13, 3.6))
+    cmap = plt.get_cmap("viridis")
+    for ax, (measure, label) in zip(axes, SEPARABILITY.items()):
+        part = summary[summary.measure == measure]
+        for k, layer in enumerate(layers):
+            g = part[part.layer == layer].sort_values("step")
+            color = cmap(k / max(len(layers) - 1, 1))
+            ax.plot(_xs(g.step), g["mean"], color=color, label=layer, lw=1.5)
+            ax.fill_between(_xs(g.step), g.ci_low, g.ci_high, color=color, alpha=0.15, lw=0)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("optimiser step (symlog; 0 = initialisation)", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.9, bottom=0.16, wspace=0.22)
+    return fig
+
+
+def _embedding_figure(sep: pd.DataFrame, class_names: list[str], layers: list[str]):
+    steps = sorted(sep.step.unique())
+    if len(steps) > 6:
+        picks = np.unique(np.round(np.linspace(0, len(steps) - 1, 6)).astype(int))
+        steps = [steps[i] for i in picks]
+    emb = sep[sep.measure.isin(["embedding_1", "embedding_2"]) & sep.step.isin(steps)]
+    fig, axes = plt.subplots(len(layers), len(steps), figsize=(1.75 * len(steps) + 0.8, 1.65 * len(layers) + 0.5),
+                             squeeze=False)
+    for i, layer in enumerate(layers):
+        for j, step in enumerate(steps):
+            ax = axes[i, j]
+            part = emb[(emb.layer == layer) & (emb.step == step)]
+            wide = part.pivot_table(index=["a", "b"], columns="measure", values="value").reset_index()
+            for c in sorted(wide.b.unique()):
+                pts = wide[wide.b == c]
+                ax.scatter(pts.embedding_1, pts.embedding_2, s=3, color=f"C{int(c)}",
+                           label=class_names[int(c)] if int(c) < len(class_names) else str(c))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                epoch = part.epoch.iloc[0] if len(part) else np.nan
+                ax.set_title(f"step {int(step)}\n(epoch {epoch:.2f})", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(layer, fontsize=7)
+    handles, labels = axes[-1, -1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, markerscale=3)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.93, bottom=0.05, hspace=0.1, wspace=0.05)
+    return fig
+
+
+def _rdm_figure(sep: pd.DataFrame, class_names: list[str], layers: list[str]):
+    last = sep[sep.measure == "class_mean_rdm"]
+    last = last[last.step == last.groupby("run_id").step.transform("max")]
+    fig, axes = plt.subplots(1, len(layers), figsize=(1.8 * len(layers) + 0.4, 2.3), squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        m = last[last.layer == layer].groupby(["a", "b"]).value.mean().unstack()
+        off = m.to_numpy()[~np.eye(len(m), dtype=bool)]
+        ax.imshow(m.to_numpy() / (off.mean() if off.size and off.mean() > 0 else 1.0), cmap="magma", vmin=0)
+        ax.set_title(layer, fontsize=8)
+        ax.set_xticks(range(len(m)))
+        ax.set_yticks(range(len(m)))
+        names = [class_names[int(k)][:4] if int(k) < len(class_names) else str(k) for k in m.index]
+        ax.set_xticklabels(names, fontsize=6, rotation=90)
+        ax.set_yticklabels(names, fontsize=6)
+    fig.subplots_adjust(left=0.04, right=0.99, top=0.85, bottom=0.25, wspace=0.45)
+    return fig
+
+
+def _fits(t, form, a, b, c):
+    return a - b / (1 + c * t) if form == "hyperbolic" else a - b * np.exp(-c * t)
+
+
+def _curve_figure(curves: pd.DataFrame, fits: pd.DataFrame, first_run: str):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for ax, curve in zip(axes, ("batch", "probe_set")):
+        part = curves[(curves.curve == curve) & (curves.metric == "accuracy")]
+        if curve == "batch":
+            run = part[part.run_id == first_run].sort_values("step")
+            ax.plot(run.step, run.value, ".", ms=2, color="0.6", label=f"minibatch accuracy ({first_run[:24]})")
+        else:
+            s = summarise(part, ["step"])
+            ax.plot(s.step, s["mean"], "o", ms=3, color="k", label="probe-set accuracy, mean over runs")
+            ax.fill_between(s.step, s.ci_low, s.ci_high, color="k", alpha=0.1, lw=0)
+        t = np.linspace(0, part.step.max(), 300)
+        for form, color in (("hyperbolic", "C3"), ("exponential", "C0")):
+            f = fits[(fits.run_id == first_run) & (fits.curve == curve) & (fits.form == form)]
+            if len(f) and bool(f.converged.iloc[0]):
+                r = f.iloc[0]
+                ax.plot(t, _fits(t, form, r.a, r.b, r.c), color=color,
+                        label=f"{form} fit ({first_run[:12]}...), AIC {r.aic:.1f}")
+        ax.set_xlabel("optimiser step", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+        ax.set_title({"batch": "minibatch accuracy per step", "probe_set": "probe-set accuracy at checkpoints"}[curve],
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+        ax.tick_params(labelsize=7)
+    fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.15, wspace=0.18)
+    return fig
+
+
+def fit_comparison(fits: pd.DataFrame) -> pd.DataFrame:
+    from scipy import stats
+
+    rows = []
+    for curve, part in fits.groupby("curve"):
+        wide = part.pivot_table(index="run_id", columns="form", values="aic").dropna()
+        if not {"hyperbolic", "exponential"} <= set(wide.columns):
+            continue
+        delta = (wide.hyperbolic - wide.exponential).to_numpy()
+        m, lo, hi, n = mean_ci(delta)
+        try:
+            p = float(stats.wilcoxon(delta).pvalue) if n >= 2 and np.any(delta != 0) else np.nan
+        except ValueError:
+            p = np.nan
+        r2 = part.groupby("form").r2.mean()
+        rows.append({"curve": curve, "n_runs": n, "hyperbolic_wins": int((delta < 0).sum()),
+                     "exponential_wins": int((delta > 0).sum()), "mean_delta_aic": m, "ci_low": lo, "ci_high": hi,
+                     "p_wilcoxon": p, "r2_hyperbolic": r2.get("hyperbolic", np.nan),
+                     "r2_exponential": r2.get("exponential", np.nan)})
+    return pd.DataFrame(rows)
+
+
+def section(study_dir: Path, out_dir: Path) -> dict:
+    study_dir = Path(study_dir)
+    runs, skipped = done_runs(study_dir, TABLE)
+    parts = [f"<h2>{TITLE}</h2>"]
+    if not runs:
+        parts.append(note_html(f"No done run with category_structure.parquet under {study_dir}: run "
+                               "python -m pipeline -m study=dense_sample 'seed=range(0,5)'."))
+        parts.append(skipped_note(skipped))
+        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+    sep = pd.concat([r["frame"].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
+    curves = pd.concat([(read_table(r, "learning_curve") if read_table(r, "learning_curve") is not None
+                         else pd.DataFrame()).assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
+    fit_frames = [read_table(r, "curve_fits") for r in runs]
+    fits = pd.concat([f.assign(run_id=r["run_id"]) for f, r in zip(fit_frames, runs) if f is not None],
+                     ignore_index=True) if any(f is not None for f in fit_frames) else pd.DataFrame()
+    class_names = [str(c) for c in runs[0]["design"].get("class_names") or []]
+    layers = list(sep.sort_values("layer_index").layer.drop_duplicates())
+    accs = [r["summary"].get("test_accuracy") for r in runs if r["summary"].get("test_accuracy") is not None]
+    m, lo, hi, n = mean_ci(accs)
+    weights = runs[0]["summary"].get("n_weights")
+    parts.append(note_html(
+        f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens "
+        f"({', '.join(class_names)}) with {runs[0]['summary'].get('n_train', '?')} training exemplars; "
+        f"final test accuracy {m:.3f} (95% interval {lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars "
+        "is read in every layer at checkpoints placed at log-spaced optimiser steps and at every epoch end."
+        if weights else f"{len(runs)} runs."))
+
+    sep_summary = summarise(sep[sep.measure.isin(list(SEPARABILITY))], ["measure", "layer", "step"])
+    parts.append(figure_html(_separability_figure(sep_summary, layers),
+                             "How well the classes separate in each layer over training (mean and 95% interval "
+                             "over runs): left, mean distance between exemplars of different classes over the mean "
+                             "distance within a class (1 = no category structure); middle, correlation of the "
+                             "exemplar dissimilarities with the same/different-class pattern; right, leave-one-out "
+                             "nearest-class-mean accuracy. Colours go from the input (dark) to the readout (yellow)."))
+    timing = layer_timing(sep)
+    per_layer = (timing.groupby(["layer_index", "layer"])
+                 .agg(ratio_init=("ratio_init", "mean"), ratio_final=("ratio_final", "mean"),
+                      max_gain=("max_gain", "mean"), t50_step_mean=("t50_step", "mean"),
+                      t50_step_median=("t50_step", "median"),
+                      step_of_max_median=("step_of_max", "median"),
+                      first_step_above_threshold=("first_step_above_threshold", "median"),
+                      runs_above_threshold=("first_step_above_threshold", lambda v: int(v.notna().sum())))
+                 .reset_index())
+    parts.append(table_html(per_layer, "Per layer, over runs: mean between/within ratio at initialisation and at "
+                                       "the end, mean largest gain over initialisation, t50 (the step where the gain "
+                                       "first reaches half of its largest value, interpolated between checkpoints in "
+                                       "log steps), the median step of the largest gain, and the median first step "
+                                       f"where the ratio exceeds {THRESHOLD} (with the number of runs where it does)."))
+    tests = timing_tests(timing)
+    if len(tests):
+        parts.append(table_html(tests, "Does separability rise earlier in later layers (relative timing)? A "
+                                       "negative correlation of depth with t50 (the run is the unit in the first "
+                                       "test), or a negative paired difference t50(last) - t50(first), says yes."))
+    parts.append(note_html(_timing_reading(per_layer, tests)))
+    first = runs[0]["run_id"]
+    parts.append(figure_html(_embedding_figure(sep[sep.run_id == first], class_names, layers),
+                             f"The probe set's 2-D embedding (first two principal components) in every layer "
+                             f"(rows, input at the top) at six checkpoints (columns), run {first}. Colours are the "
+                             "classes; each axis points so that the first class lies on its negative side."))
+    parts.append(figure_html(_rdm_figure(sep, class_names, layers),
+                             "Distances between class means at the end of training (mean over runs), each layer "
+                             "scaled by its mean off-diagonal distance: dark = similar classes."))
+    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests}
+    if len(fits):
+        comparison = fit_comparison(fits)
+        if len(curves):
+            parts.append(figure_html(_curve_figure(curves, fits, first),
+                                     "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and "
+                                     "exponential a - b exp(-c t), t in optimiser steps."))
+        parts.append(table_html(comparison, "Hyperbolic vs exponential learning curves: runs won by each form (lower "
+                                            "AIC; both have 3 parameters, so BIC agrees), mean AIC difference "
+                                            "hyperbolic - exponential (negative favours hyperbolic) with 95% "
+                                            "interval and Wilcoxon p, mean R^2."))
+        tables.update({"curve_fits": fits, "curve_fit_comparison": comparison})
+    parts.append(skipped_note(skipped))
+    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+
+
+def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
+    """A plain-language reading of the timing table and tests (numbers only, no claims beyond them)."""
+    hidden = per_layer[per_layer.layer != "input"]
+    if hidden.empty:
+        return ""
+    gains = hidden.set_index("layer").max_gain
+    rising = bool((hidden.ratio_final > hidden.ratio_init).all())
+    text = (("Separability rises with training in every layer after the input" if rising else
+             "Separability does not rise in every layer")
+            + f"; the largest gain of the between/within ratio goes from {gains.iloc[0]:.2f} ({gains.index[0]}) "
+            f"to {gains.iloc[-1]:.2f} ({gains.index[-1]}). ")
+    spearman = tests[tests.test.str.startswith("Spearman")] if len(tests) else tests
+    if len(spearman):
+        rho, p = spearman.statistic.iloc[0], spearman.p.iloc[0]
+        what = "mean within-run" if "within each run" in spearman.test.iloc[0] else "pooled"
+        t50 = ", ".join(f"{v:.0f}" for v in hidden.t50_step_mean)
+        if rho < 0 and p < 0.05:
+            verdict = "later layers reach half of their gain earlier."
+        elif rho > 0 and p < 0.05:
+            verdict = "later layers reach half of their gain later: relative to its own final gain, an early layer is done sooner."
+        else:
+            verdict = ("no significant ordering: relative to their own final gains, all layers rise within the "
+                       "same stretch of training.")
+        text += (f"Relative timing: t50 (mean steps) is {t50} for {', '.join(hidden.layer)}; {what} Spearman rho "
+                 f"between depth and t50 = {rho:.2f} (p = {p:.3g}): {verdict} ")
+    above = hidden.first_step_above_threshold
+    text += (f"Absolute timing: the ratio first exceeds {THRESHOLD} at (median) step "
+             + ", ".join(f"{v:.0f}" if np.isfinite(v) else "never" for v in above)
+             + f" for {', '.join(hidden.layer)}. Both readings are given because they answer different questions: "
+             "when category structure becomes visible in a layer (absolute), and when a layer's own change is half "
+             "done (relative).")
+    return text
+
+
+def main(argv=None) -> int:
+    return main_cli(argv, section, "dense_sample", "dense_sample", "python -m analysis.companion.dense_sample")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

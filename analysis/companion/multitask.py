@@ -1,0 +1,281 @@
+"""Report section: pseudo-kernel prediction in the multitasking network (PROTOCOL.md 2b).
+
+``section(study_dir, out_dir)`` reads the done runs of ``study=multitask``
+(``summary.json``, ``loss_curves``, ``kernel_prediction``, ``kernel_eigen``,
+``representation_sharing`` parquet tables) and returns ``{"title", "html",
+"tables"}``; figures are also written to ``out_dir`` as PNG.
+
+What it shows:
+- the kernel's one-step prediction of the output change against the real change
+  of one small full-batch step (correlation per run and stage; check > 0.999);
+- the top eigenvectors of the kernel (over training samples): how their weight
+  is spread over the tasks, and how well k-means clusters of the samples in the
+  top-eigenvector space match the tasks, input groups, output groups or target
+  units (adjusted Rand index);
+- standard vs large initialisation across replicates (paired by replicate: the
+  two inits of a replicate share the stimulus split, the U(-1, 1) draws and
+  the training order): single-task test loss after single-task training and
+  after fine-tuning, concurrent-multitask test loss before and after
+  fine-tuning; paired t-test and Wilcoxon signed-rank test, and a plain verdict
+  on the two findings of Pyle et al.;
+- how much the single tasks' hidden representations overlap (tasks sharing an
+  input group vs not).
+
+CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` writes
+``multitask.html`` and the tables as CSV. Never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .critical import (done_runs, figure_html, para, plt, save_figure, skipped_note, summarise, table_html,
+                       write_outputs)
+
+TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
+STUDY = "multitask"
+TABLES = ("loss_curves", "kernel_prediction", "kernel_eigen", "representation_sharing")
+CORR_THRESHOLD = 0.999
+INITS = ("standard", "large")
+MEASURES = {
+    "single_task_test_loss": "single-task test loss after single-task training",
+    "single_task_test_loss_mean_over_training": "single-task test loss, mean over single-task training",
+    "single_task_test_loss_after_finetune": "single-task test loss after fine-tuning",
+    "multitask_test_loss_before_finetune": "concurrent-multitask test loss before fine-tuning",
+    "multitask_test_loss": "concurrent-multitask test loss after fine-tuning",
+}
+
+
+def _target_of(label: str) -> str:
+    """``in2>out1`` -> ``out1`` (the output group a single task writes to)."""
+    return "+".join(part.split(">")[1] for part in str(label).split("+"))
+
+
+def per_run(runs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        s = run["summary"]
+        row = {"run_id": run["run_id"], "replicate": int(run["design"]["replicate"]), "init": s["init"]}
+        row.update({k: float(s[k]) for k in MEASURES if k in s})
+        for stage, values in (s.get("kernel") or {}).items():
+            row[f"kernel_corr_{stage}"] = float(values["prediction_corr"])
+            for label in ("task", "input_group", "output_group", "target_units"):
+                row[f"ari_{label}_{stage}"] = float(values.get(f"cluster_ari_{label}", math.nan))
+        for key in ("sharing_same_input_after_single", "sharing_other_input_after_single"):
+            row[key] = float(s.get(key, math.nan))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Standard vs large, paired by replicate, for every measure."""
+    from scipy import stats
+
+    rows = []
+    wide = {init: frame[frame.init == init].set_index("replicate") for init in INITS}
+    common = wide["standard"].index.intersection(wide["large"].index)
+    for key, label in MEASURES.items():
+        if key not in frame:
+            continue
+        std, large = wide["standard"].loc[common, key], wide["large"].loc[common, key]
+        diff = (large - std).to_numpy()
+        t_p = w_p = math.nan
+        if len(common) >= 2 and np.std(diff) > 0:
+            t_p = float(stats.ttest_rel(large, std).pvalue)
+            try:
+                w_p = float(stats.wilcoxon(diff).pvalue)
+            except ValueError:
+                pass
+        m_s, lo_s, hi_s, _ = _ci(std)
+        m_l, lo_l, hi_l, _ = _ci(large)
+        rows.append({"measure": label, "key": key, "n_pairs": len(common), "standard_mean": m_s,
+                     "standard_ci": f"{lo_s:.3g}..{hi_s:.3g}", "large_mean": m_l, "large_ci": f"{lo_l:.3g}..{hi_l:.3g}",
+                     "lower": ("standard" if m_s < m_l else "large") if len(common) else "",
+                     "pairs_where_standard_lower": int((diff > 0).sum()), "paired_t_p": t_p, "wilcoxon_p": w_p})
+    return pd.DataFrame(rows)
+
+
+def _ci(values):
+    from .critical import mean_ci
+
+    return mean_ci(values)
+
+
+def verdicts(comparison: pd.DataFrame) -> list[dict]:
+    out = []
+
+    def row(key):
+        part = comparison[comparison.key == key]
+        return part.iloc[0] if len(part) else None
+
+    for key, claim, expect in (
+            ("single_task_test_loss", "standard init gives lower single-task test loss (after single-task "
+                                      "training)", "standard"),
+            ("single_task_test_loss_after_finetune", "standard init gives lower single-task test loss (after "
+                                                     "fine-tuning)", "standard"),
+            ("multitask_test_loss", "large init gives lower concurrent-multitask loss after fine-tuning",
+             "large")):
+        r = row(key)
+        if r is None or not r.n_pairs:
+            out.append({"finding (Pyle et al.)": claim, "found here": "not measured", "numbers": ""})
+            continue
+        p = r.paired_t_p
+        significant = bool(np.isfinite(p) and p < 0.05)
+        agrees = r.lower == expect
+        found = ("yes" if agrees and significant else "same direction, not significant" if agrees
+                 else "NO: the opposite (significant)" if significant else "no (opposite direction, not "
+                                                                          "significant)")
+        out.append({"finding (Pyle et al.)": claim, "found here": found,
+                    "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
+                               f"({r.n_pairs} paired replicates, paired t p={p:.2g})"})
+    return out
+
+
+def section(study_dir: Path, out_dir: Path) -> dict:
+    study_dir = Path(study_dir)
+    runs, skipped = done_runs(study_dir, TABLES)
+    parts = [f"<h2>{TITLE}</h2>"]
+    if not runs:
+        parts += [para(f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask "
+                       "'seed=range(0,20)')."), skipped_note(skipped)]
+        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+    frame = per_run(runs)
+    s0 = runs[0]["summary"]
+    parts.append(para(
+        "The multitasking network (4 input groups x 3 features, 12 tasks = input group x output group, 3 "
+        "output groups x 3 units, 200 sigmoid hidden units with a fixed bias of -2) learns the 12 single tasks "
+        f"({s0.get('single_epochs')} epochs), then is fine-tuned on concurrent multitasking (1-3 tasks at once; "
+        f"{s0.get('finetune_epochs')} epochs). Test losses use stimuli never trained on. The pseudo-kernel "
+        "K(x, x_n) = <grad loss(x_n), grad f_k(x)> is computed from the weights before each phase and that "
+        f"phase's training set. {len(runs)} runs ({', '.join(f'{(frame.init == i).sum()} {i}' for i in INITS)})."))
+
+    # kernel prediction
+    corr = frame[[c for c in frame.columns if c.startswith("kernel_corr_")]]
+    worst = float(np.nanmin(corr.to_numpy())) if corr.size else math.nan
+    checks = [{"check": f"the one-step kernel prediction correlates with the real change above {CORR_THRESHOLD} "
+                        "at a small learning rate",
+               "result": "holds" if worst > CORR_THRESHOLD else "does NOT hold",
+               "measured": f"lowest correlation over {len(frame)} runs and stages: {worst:.6f} "
+                           f"(probe lr {s0.get('kernel', {}).get('init', {}).get('probe_lr')})"}]
+    comparison = init_comparison(frame)
+    verdict = verdicts(comparison)
+    parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
+    parts.append(table_html(pd.DataFrame(verdict), "The two findings of Pyle et al., as found here (standard "
+                                                   "= U(-0.1, 0.1), large = U(-1, 1); paired by replicate)."))
+    inits_present = [i for i in INITS if (frame.init == i).any()]
+    fig, axes = plt.subplots(1, len(inits_present), figsize=(4.2 * len(inits_present), 3.6), squeeze=False)
+    for ax, init in zip(axes[0], inits_present):
+        run = next(r for r in runs if r["summary"]["init"] == init)
+        kp = run["kernel_prediction"]
+        kp = kp[kp.stage == "init"]
+        ax.scatter(kp.actual, kp.predicted, s=4, alpha=0.5)
+        lim = [min(kp.actual.min(), kp.predicted.min()), max(kp.actual.max(), kp.predicted.max())]
+        ax.plot(lim, lim, color="grey", lw=0.8)
+        r = np.corrcoef(kp.actual, kp.predicted)[0, 1]
+        ax.set(title=f"{init} init (r = {r:.6f})", xlabel="real change of f_k(x)", ylabel="kernel prediction")
+    uri = save_figure(fig, out_dir, "multitask_kernel_prediction")
+    parts.append(figure_html(uri, "Kernel-predicted against real change of every output unit on held-out "
+                                  "single-task inputs after one full-batch step at the probe learning rate, "
+                                  "computed at initialisation from the single-task curriculum (one run per "
+                                  "init). Points on the diagonal: the kernel predicts the change exactly."))
+
+    # eigenvector clusters
+    stage_rows = []
+    fig, axes = plt.subplots(len(inits_present), 2, figsize=(11, 3.6 * len(inits_present)), squeeze=False,
+                             gridspec_kw={"width_ratios": [12, 9]}, constrained_layout=True)
+    for row_axes, init in zip(axes, inits_present):
+        run = min((r for r in runs if r["summary"]["init"] == init), key=lambda r: int(r["design"]["replicate"]))
+        eig = run["kernel_eigen"]
+        eig = eig[eig.stage == "init"].assign(e=lambda f: f.loading ** 2)
+        eig = eig.assign(target=eig.target_units.astype(str) if "target_units" in eig
+                         else [_target_of(label) for label in eig.label])
+        for ax, by, name in ((row_axes[0], "label", "task"), (row_axes[1], "target", "target output unit (1-9)")):
+            energy = eig.groupby(["component", by]).e.sum().unstack(by)
+            image = ax.imshow(energy.to_numpy(), aspect="auto", cmap="magma", vmin=0)
+            ax.set_yticks(range(len(energy.index)), [str(c) for c in energy.index], fontsize=7)
+            ax.set_xticks(range(len(energy.columns)), list(energy.columns), rotation=90, fontsize=6)
+            ax.set(title=f"{init} init: weight by {name}", ylabel="eigenvector (by eigenvalue)")
+            fig.colorbar(image, ax=ax, fraction=0.04)
+        for stage in ("init", "finetune"):
+            sub = frame[frame.init == init]
+            row = {"init": init, "stage": stage}
+            for label in ("task", "input_group", "output_group", "target_units"):
+                col = f"ari_{label}_{stage}"
+                if col in sub:
+                    row[f"ARI {label.replace('_', ' ')}"] = _ci(sub[col])[0]
+            stage_rows.append(row)
+    uri = save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
+    parts.append(figure_html(uri, "Top eigenvectors of the kernel at initialisation (rows, largest first; replicate "
+                                  "0 of each init) and how their weight (squared loadings over the training "
+                                  "samples) splits over the 12 single tasks (left, 'in i>out o') and over the "
+                                  "output unit the sample's target turns on (right, output group x feature). A "
+                                  "row lit in one column is a direction specific to that task or unit."))
+    ari = pd.DataFrame(stage_rows)
+    parts.append(table_html(ari, "Clustering of the training samples in the space of the top kernel eigenvectors "
+                                 "(k-means with as many clusters as labels): adjusted Rand index against each "
+                                 "labelling (1 = the clusters are exactly that grouping, 0 = chance), mean over "
+                                 "runs. Stage init: single-task curriculum at initialisation; finetune: the "
+                                 "multitasking curriculum after single-task training."))
+
+    # init comparison: curves and the table
+    curves = pd.concat([r["loss_curves"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, split, title in ((axes[0], "single_test", "single-task test loss"),
+                             (axes[1], "multi_test", "concurrent-multitask test loss")):
+        for init, colour in zip(INITS, ("tab:blue", "tab:red")):
+            part = curves[(curves.init == init) & (curves.split == split) & (curves.epoch >= 1)]
+            if not len(part):
+                continue
+            summ = summarise(part, ["epoch"], "loss")
+            ax.plot(summ.epoch, summ["mean"], color=colour, label=init)
+            ax.fill_between(summ.epoch, summ.ci_low, summ.ci_high, color=colour, alpha=0.2)
+        switch = curves[curves.phase == "single"].epoch.max()
+        if np.isfinite(switch):
+            ax.axvline(switch, color="grey", ls=":")
+        ax.set(yscale="log", xlabel="epoch (dotted: start of fine-tuning)", title=title)
+        ax.legend(fontsize=8)
+    uri = save_figure(fig, out_dir, "multitask_loss_curves")
+    parts.append(figure_html(uri, "Test losses over training, mean and 95% interval over replicates, per "
+                                  "initialisation: single-task training, then fine-tuning on concurrent "
+                                  "multitasking."))
+    parts.append(table_html(comparison.drop(columns=["key"]), "Standard vs large initialisation, paired by "
+                                                              "replicate (paired t-test and Wilcoxon signed-rank)."))
+    share = pd.concat([r["representation_sharing"].assign(init=r["summary"]["init"], run_id=r["run_id"])
+                       for r in runs])
+    share = share.assign(pair=np.where(share.same_input, "same input group", "different input group"))
+    share_runs = share.groupby(["init", "stage", "pair", "run_id"]).similarity.mean().reset_index()
+    share_summary = summarise(share_runs, ["init", "stage", "pair"], "similarity")
+    parts.append(table_html(share_summary, "Overlap of the single tasks' hidden representations (cosine of the "
+                                           "centred hidden patterns of the same stimuli) for task pairs that read "
+                                           "the same input group vs different ones; high overlap for different "
+                                           "input groups means shared representations, which interfere when the "
+                                           "tasks run at once."))
+    parts.append(skipped_note(skipped))
+    tables = {"runs": frame, "init_comparison": comparison, "verdicts": pd.DataFrame(verdict),
+              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks)}
+    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.companion.multitask",
+                                     description="Write multitask.html (figures, checks) and its tables as CSV.")
+    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
+    parser.add_argument("--study", default=STUDY, help="study folder under the root")
+    parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
+    args = parser.parse_args(argv)
+    root = Path(args.root).expanduser()
+    out = Path(args.out) if args.out else root / "companion"
+    result = section(root / args.study, out)
+    page = write_outputs(result, out, "multitask")
+    print(f"{result['title']}: {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

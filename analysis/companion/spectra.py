@@ -1,0 +1,375 @@
+"""Report section: gradient spectra by group (PROTOCOL.md 2c).
+
+Reads ``gradient_spectrum.parquet`` of the done runs of a study (written by
+``probe.gradient_spectrum.enabled=true``, pipeline/probes/gradient_spectrum.py)
+and shows, per weight matrix (layer), the spectra of each group's gradient over
+training: the effective rank and the top singular value, mean and 95%
+interval (t interval over replicate runs).
+
+The group difference is tested per design cell, layer, statistic and epoch,
+across the replicates of the cell (a run is the unit; its groups are paired
+within it):
+- two groups: paired t-test of the within-run difference (second group minus
+  first), with the Wilcoxon signed-rank p-value beside it;
+- more groups: Friedman test (runs as blocks).
+Holm's correction (statsmodels) is applied over every test of the same
+statistic (all cells, layers and epochs together). Cells with fewer than 2
+replicates are not tested (listed in a note).
+
+CLI (writes ``spectra.html`` and the tables as CSV):
+    python -m analysis.companion.spectra --root OUTPUTS --study headline --out DIR
+
+The helpers at the top (reading done runs, figures, HTML) are shared with
+``analysis.companion.dense_sample``. Never imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+TABLE = "gradient_spectrum"
+TITLE = "Gradient spectra by group"
+STATS = {"effective_rank": "effective rank", "sv1": "top singular value"}
+
+
+# ---------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------
+def done_runs(study_dir: Path, table: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Done runs that hold ``<table>.parquet``: [{run_id, dir, design, summary, frame}], skipped (id, reason)."""
+    runs, skipped = [], []
+    root = Path(study_dir) / "runs"
+    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        try:
+            status = json.loads((run_dir / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            skipped.append((run_dir.name, "no readable status.json"))
+            continue
+        if status.get("state") != "done":
+            skipped.append((run_dir.name, f"state {status.get('state')}"))
+            continue
+        path = run_dir / f"{table}.parquet"
+        if not path.exists():
+            skipped.append((run_dir.name, f"no {table}.parquet (probe off)"))
+            continue
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            frame = pd.read_parquet(path)
+            summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() \
+                else {}
+        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
+            skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        design = config.get("design") or {}
+        if "replicate" not in design:
+            skipped.append((run_dir.name, "config.yaml has no design block"))
+            continue
+        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
+                     "config": config, "frame": frame})
+    return runs, skipped
+
+
+def read_table(run: dict, table: str) -> pd.DataFrame | None:
+    path = Path(run["dir"]) / f"{table}.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def mean_ci(values) -> tuple[float, float, float, int]:
+    """Mean and 95% t interval (lo, hi equal the mean for one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(v.mean())
+    if n < 2:
+        return m, m, m, n
+    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return m, m - half, m + half, n
+
+
+def summarise(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
+    rows = []
+    for key, part in frame.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        m, lo, hi, n = mean_ci(part[value])
+        rows.append({**dict(zip(by, key)), "mean": m, "ci_low": lo, "ci_high": hi, "n_runs": n})
+    return pd.DataFrame(rows)
+
+
+def png_uri(fig, dpi: int = 80) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def figure_html(fig, caption: str) -> str:
+    return (f'<figure><img src="{png_uri(fig)}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _fmt(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            return ""
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def table_html(frame: pd.DataFrame, caption: str, max_rows: int = 40) -> str:
+    shown = frame.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in shown.itertuples(index=False))
+    more = f" (first {max_rows} of {len(frame)} rows; all in the CSV)" if len(frame) > max_rows else ""
+    return (f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
+            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def note_html(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
+
+
+def skipped_note(skipped: list[tuple[str, str]]) -> str:
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{html.escape(r)}: {html.escape(why)}</li>" for r, why in skipped[:20])
+    more = f"<li>... and {len(skipped) - 20} more</li>" if len(skipped) > 20 else ""
+    return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
+
+
+def standalone_page(section: dict) -> str:
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(section['title'])}</title>"
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+            "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
+            "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
+            f"{section['html']}</body></html>")
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def write_outputs(section: dict, out_dir: Path, stem: str) -> Path:
+    out_dir = Path(out_dir)
+    page = out_dir / f"{stem}.html"
+    _atomic_write(page, standalone_page(section))
+    for name, frame in section["tables"].items():
+        _atomic_write(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
+    return page
+
+
+def main_cli(argv, section: Callable[[Path, Path], dict], stem: str, default_study: str, prog: str) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=f"Write {stem}.html and its tables (CSV).")
+    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
+    parser.add_argument("--study", default=default_study, help="study name (folder under the root)")
+    parser.add_argument("--out", default=None, help="output folder (default: <root>/<study>/companion)")
+    args = parser.parse_args(argv)
+    study_dir = Path(args.root).expanduser() / args.study
+    out = Path(args.out) if args.out else study_dir / "companion"
+    result = section(study_dir, out)
+    page = write_outputs(result, out, stem)
+    print(f"{result['title']}: {page}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# gradient spectra
+# ---------------------------------------------------------------------------
+def _group_label(group: str, group_by: str, class_names: list[str]) -> str:
+    if group == "all" or group_by != "class" or not str(group).lstrip("-").isdigit():
+        return str(group)
+    k = int(group)
+    if len(class_names) == 2 and k in (0, 1):
+        return ("first", "second")[k] + " class of the pair"
+    return class_names[k] if 0 <= k < len(class_names) else str(group)
+
+
+def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The spectra of every done run, long format, with run identity and the ``x`` axis (epoch)."""
+    runs, skipped = done_runs(study_dir, TABLE)
+    frames = []
+    for run in runs:
+        f = run["frame"]
+        design = run["design"]
+        names = [str(n) for n in design.get("class_names") or []]
+        keep = ((f.stat == "effective_rank") | ((f.stat == "sv") & (f["index"] == 1))
+                | (f.stat == "frobenius"))
+        f = f[keep].copy()
+        f["stat"] = np.where(f.stat == "sv", "sv1", f.stat)
+        f["run_id"] = run["run_id"]
+        f["cell"] = str(design.get("cell", ""))
+        f["panel"] = str(design.get("data_source") or run["config"].get("study", {}).get("name", ""))
+        f["replicate"] = int(design.get("replicate", 0))
+        f["group_label"] = [_group_label(g, gb, names) for g, gb in zip(f.group, f.group_by)]
+        frames.append(f.drop(columns=[c for c in ("index",) if c in f]))
+    if not frames:
+        return pd.DataFrame(), skipped
+    return pd.concat(frames, ignore_index=True), skipped
+
+
+def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) -> pd.DataFrame:
+    """One test per (cell, layer, kind, stat, epoch) across the cell's replicate runs; Holm per stat."""
+    from scipy import stats
+    from statsmodels.stats.multitest import multipletests
+
+    rows = []
+    part_all = data[(data.group != "all") & data.kind.isin(kinds) & data.stat.isin(stats_)]
+    keys = ["cell", "group_by", "layer", "kind", "stat", "epoch"]
+    for (cell, group_by, layer, kind, stat, epoch), part in part_all.groupby(keys):
+        wide = part.pivot_table(index="run_id", columns="group_label", values="value", aggfunc="first")
+        wide = wide.dropna()
+        groups = list(wide.columns)
+        n = len(wide)
+        row = {"cell": cell, "group_by": group_by, "layer": layer, "kind": kind, "stat": stat, "epoch": epoch, "n_runs": n,
+               "groups": " | ".join(groups), "test": "", "statistic": np.nan, "p": np.nan,
+               "p_wilcoxon": np.nan, "mean_diff": np.nan, "higher": ""}
+        if n < 2 or len(groups) < 2:
+            rows.append(row)
+            continue
+        means = wide.mean()
+        row["higher"] = str(means.idxmax())
+        if len(groups) == 2:
+            diff = (wide[groups[1]] - wide[groups[0]]).to_numpy()
+            row["mean_diff"] = float(diff.mean())
+            row["test"] = "paired t"
+            if diff.std() == 0:  # no spread: t undefined (equal groups give p = 1)
+                row["p"] = 1.0 if diff[0] == 0 else np.nan
+            else:
+                res = stats.ttest_1samp(diff, 0.0)
+                row["statistic"], row["p"] = float(res.statistic), float(res.pvalue)
+            if np.any(diff != 0):
+                try:
+                    row["p_wilcoxon"] = float(stats.wilcoxon(diff).pvalue)
+                except ValueError:
+                    pass
+        else:
+            row["test"] = "Friedman"
+            row["mean_diff"] = float(means.max() - means.min())
+            try:
+                res = stats.friedmanchisquare(*[wide[g].to_numpy() for g in groups])
+                row["statistic"], row["p"] = float(res.statistic), float(res.pvalue)
+            except ValueError:
+                pass
+        rows.append(row)
+    tests = pd.DataFrame(rows, columns=["cell", "group_by", "layer", "kind", "stat", "epoch", "n_runs", "groups", "test",
+                                        "statistic", "p", "p_wilcoxon", "mean_diff", "higher"])
+    tests["p_holm"] = np.nan
+    for _, idx in tests.groupby("stat").groups.items():
+        p = tests.loc[idx, "p"]
+        ok = p.notna()
+        if ok.any():
+            tests.loc[p[ok].index, "p_holm"] = multipletests(p[ok].to_numpy(), method="holm")[1]
+    tests["significant"] = tests.p_holm < 0.05
+    return tests
+
+
+def _figure(summary: pd.DataFrame, panel: str, layers: list[str]):
+    fig, axes = plt.subplots(len(layers), len(STATS), figsize=(9, 1.9 * len(layers) + 0.6), squeeze=False)
+    for i, layer in enumerate(layers):
+        for j, (stat, label) in enumerate(STATS.items()):
+            ax = axes[i, j]
+            part = summary[(summary.layer == layer) & (summary.stat == stat)]
+            for k, (group, g) in enumerate(part.groupby("group_label", sort=True)):
+                g = g.sort_values("epoch")
+                color = "0.3" if group == "all" else f"C{k}"
+                ax.plot(g.epoch, g["mean"], "--" if group == "all" else "-", color=color, label=group, lw=1.4)
+                ax.fill_between(g.epoch, g.ci_low, g.ci_high, color=color, alpha=0.15, lw=0)
+            ax.ticklabel_format(axis="y", useOffset=False, style="plain") if stat != "sv1" else None
+            ax.set_title(f"{layer}: {label}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if stat == "sv1":
+                ax.set_yscale("log")
+            if i == len(layers) - 1:
+                ax.set_xlabel("epoch", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8)
+    fig.suptitle(f"{panel}", fontsize=10, x=0.02, ha="left")
+    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.55 / fig.get_figheight(), bottom=0.5 / fig.get_figheight()
+                        + 0.02, hspace=0.55, wspace=0.25)
+    return fig
+
+
+def section(study_dir: Path, out_dir: Path) -> dict:
+    study_dir = Path(study_dir)
+    data, skipped = collect(study_dir)
+    parts = [f"<h2>{TITLE}</h2>"]
+    if data.empty:
+        parts.append(note_html(f"No done run of {study_dir.name} has gradient spectra: run the study with "
+                               "probe.gradient_spectrum.enabled=true."))
+        parts.append(skipped_note(skipped))
+        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+    group_by = ", ".join(sorted(data.group_by.unique()))
+    n_runs = data.run_id.nunique()
+    parts.append(note_html(
+        f"For every weight matrix (layer), the gradient of a fixed measured batch was split by {group_by}: "
+        "each group's gradient is the part of the batch gradient that its samples contribute, and the group "
+        "gradients add up to the batch gradient. The effective rank (exp of the entropy of the normalised "
+        "singular values) says over how many directions a group's gradient is spread; the top singular value "
+        f"says how strong its dominant direction is. {n_runs} runs; lines are the mean over runs and bands "
+        "the 95% interval; the dashed line is the whole batch."))
+    summary = summarise(data[data.kind == "gradient"], ["panel", "layer", "stat", "group_label", "epoch"])
+    for panel in sorted(summary.panel.unique()):
+        layers = list(dict.fromkeys(data[data.panel == panel].layer))
+        fig = _figure(summary[summary.panel == panel], panel, layers)
+        parts.append(figure_html(fig, f"{panel}: effective rank (left) and top singular value (right, log "
+                                      "scale) of each group's gradient, per layer, over epochs; mean and 95% "
+                                      "interval over runs."))
+    tests = group_tests(data)
+    tested = tests[tests.p.notna()]
+    few = sorted(set(tests.cell) - set(tested.cell))
+    parts.append(note_html(
+        "Group difference per epoch: within each run the groups are paired; across the replicate runs of a "
+        "design cell, a paired t-test of the difference (two groups; Wilcoxon signed-rank p beside it) or a "
+        "Friedman test (more groups). Holm's correction over all epochs, layers and cells of each statistic. "
+        f"{len(tested)} tests, {int(tested.significant.sum())} significant at 0.05 after correction."))
+    if few:
+        parts.append(note_html(f"Not tested (fewer than 2 replicate runs with both groups): {len(few)} cells, "
+                               f"e.g. {', '.join(few[:5])}."))
+    if len(tested):
+        overview = (tested.groupby(["cell", "layer", "stat"])
+                    .agg(epochs_tested=("epoch", "size"), epochs_significant=("significant", "sum"),
+                         min_p_holm=("p_holm", "min"), n_runs=("n_runs", "max"),
+                         higher_at_significant=("higher", lambda h: ", ".join(sorted(set(
+                             h[tested.loc[h.index, "significant"]])))))
+                    .reset_index())
+        parts.append(table_html(overview, "Per cell, layer and statistic: epochs where the groups differ "
+                                          "(Holm-corrected p < 0.05) and which group is higher there."))
+    parts.append(skipped_note(skipped))
+    tables = {"group_tests": tests, "spectra_summary": summary}
+    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+
+
+def main(argv=None) -> int:
+    return main_cli(argv, section, "spectra", "headline", "python -m analysis.companion.spectra")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

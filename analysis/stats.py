@@ -1,0 +1,438 @@
+"""Mixed-effects statistics on a tidy metrics table.
+
+Each metric (``start``, ``end_minus_start``, ``max``, ``tmax``) is modelled
+with the repeated measures of a run (one data source x class pair x
+replicate, all its epochs) as a random effect, so that p-values respect that
+the epochs of one run are not independent. ``epoch`` is numeric, as
+recorded; categorical levels are in sorted order and the first is the
+reference. Rows have real labels unless a model compares them with shuffled
+ones. Models (name in the tables: formula, rows):
+
+- ``source``: ``metric ~ source * epoch + (1 | run)``, real labels.
+- ``pair_<source>``: ``metric ~ pair * epoch + (1 | run)``, real, one source.
+- ``source_slope``, ``pair_<source>_slope``: the same with a random slope for
+  epoch, ``(1 + epoch | run)`` (reported where statsmodels converges).
+- ``source_pair_re``: ``metric ~ source * epoch + (1 | pair) + (1 | run)``:
+  class pair as a random effect (runs nested in class pairs, class pairs in
+  sources), so that the source effect is judged against the spread of class
+  pairs, not of runs alone.
+- ``labels_<source>``: ``metric ~ labels * epoch + (1 | run)``, real and
+  shuffled runs of one source.
+
+All are REML fits. ``source``, ``pair_<source>`` and ``labels_<source>`` are
+fitted by statsmodels' ``MixedLM``, started at the exact optimum found by the
+profiled criterion of ``analysis.lmm``; the random-slope and nested models by
+that profiled criterion itself (lme4's algorithm and standard errors; tested
+against lme4 and statsmodels), because statsmodels needs minutes for them on
+a full study; ``statsmodels_all=True`` fits them with statsmodels too. The
+``engine`` column says which. Likelihood-ratio tests (``lrt.csv``) compare ML
+fits (the profiled criterion: exact ML log-likelihoods, equal to
+statsmodels' and lme4's) of ``metric ~ epoch`` with the full fixed effects
+under the same random effects, for ``source``, ``pair_<source>``,
+``source_pair_re`` and ``labels_<source>``.
+
+Contrasts (``contrasts.csv``): every pair of class pairs within a source, from
+``pair_<source>``: the difference in the metric at the mean epoch of the data
+(``family = level_at_mean_epoch``) and the difference in slope per epoch
+(``family = epoch_slope``); Wald z tests, Holm-corrected within each metric x
+model x family. Effect sizes (``effect_sizes.csv``): sentence - gesture (from
+``source`` and ``source_pair_re``) and shuffled - real (``labels_<source>``)
+at the first, mean and last epoch and in slope, with 95% Wald intervals, and
+standardised as d = difference / sqrt(total random variance + residual
+variance) (the interval divided by the same SD; the SD's own uncertainty is
+not propagated). Nakagawa-Schielzeth marginal and conditional R^2 per model in
+``models.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ._threads import single_threaded_blas
+from .formula import design_matrix, levels_of
+from .lmm import MixedFit, Structure, fit_mixed, fit_profiled, profiled_fit
+from .metrics import METRIC_NAMES
+
+__all__ = ["ModelSpec", "StatsResults", "model_specs", "mixed_effects", "start_mixed_effects", "holm"]
+
+_Z975 = float(sps.norm.ppf(0.975))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One mixed model: its name, fixed effects, random effects and rows."""
+
+    name: str
+    rhs: str
+    structure: Structure
+    subset: str
+    rows: tuple[tuple[str, str], ...]  # (column, value) equalities selecting the rows
+    null_rhs: str | None = None  # the LRT's smaller model, if any
+    factor: str | None = None  # the categorical fixed effect compared
+    extra: bool = False  # beyond the study's own models
+
+    def formula(self, metric: str, rhs: str | None = None) -> str:
+        return f"{metric} ~ {rhs or self.rhs} + {self.structure.describe()}"
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (NaN kept as NaN)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adjusted
+    return out
+
+
+def model_specs(table: pd.DataFrame, extras: bool = True, notes: list[str] | None = None) -> list[ModelSpec]:
+    """The models the table supports, in report order (absent ones explained in ``notes``)."""
+    notes = notes if notes is not None else []
+    specs: list[ModelSpec] = []
+    real = table[table["labels"] == "real"]
+    sources = levels_of(real["source"]) if len(real) else []
+    intercept = Structure("intercept", "run")
+    slope = Structure("slope", "run", slope="epoch")
+    if len(sources) >= 2:
+        specs.append(ModelSpec("source", "source * epoch", intercept, "labels == real", (("labels", "real"),),
+                               null_rhs="epoch", factor="source"))
+    else:
+        notes.append("Mixed model 'source' left out: the table holds one data source with real labels only.")
+    for source in sources:
+        sub = real[real["source"] == source]
+        if sub["pair"].nunique() >= 2:
+            specs.append(ModelSpec(f"pair_{source}", "pair * epoch", intercept,
+                                   f"source == {source}, labels == real",
+                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair"))
+        else:
+            notes.append(f"Mixed model 'pair_{source}' left out: one class pair only.")
+    if not extras:
+        return specs
+    if len(sources) >= 2:
+        specs.append(ModelSpec("source_slope", "source * epoch", slope, "labels == real", (("labels", "real"),),
+                               factor="source", extra=True))
+        if real.groupby("source")["pair"].nunique().min() >= 2:
+            specs.append(ModelSpec("source_pair_re", "source * epoch", Structure("nested", "pair", inner="run"),
+                                   "labels == real", (("labels", "real"),), null_rhs="epoch", factor="source",
+                                   extra=True))
+        else:
+            notes.append("Mixed model 'source_pair_re' left out: a source has one class pair only.")
+    for source in sources:
+        sub = real[real["source"] == source]
+        if sub["pair"].nunique() >= 2:
+            specs.append(ModelSpec(f"pair_{source}_slope", "pair * epoch", slope,
+                                   f"source == {source}, labels == real",
+                                   (("labels", "real"), ("source", source)), factor="pair", extra=True))
+    for source in levels_of(table["source"]):
+        sub = table[table["source"] == source]
+        if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
+            specs.append(ModelSpec(f"labels_{source}", "labels * epoch", intercept, f"source == {source}",
+                                   (("source", source),), null_rhs="epoch", factor="labels", extra=True))
+        else:
+            notes.append(f"Mixed model 'labels_{source}' left out: no runs with shuffled labels for {source}.")
+    return specs
+
+
+@dataclass
+class StatsResults:
+    """All mixed-model tables (see the module docstring)."""
+
+    mixed_effects: pd.DataFrame
+    lrt: pd.DataFrame
+    models: pd.DataFrame
+    random_effects: pd.DataFrame
+    contrasts: pd.DataFrame
+    effect_sizes: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+_COLUMNS = {
+    "mixed_effects": ["metric", "model", "formula", "subset", "term", "estimate", "std_error", "z", "p_value",
+                      "ci_low", "ci_high", "converged", "n_obs", "n_groups", "engine"],
+    "lrt": ["metric", "model", "null_formula", "full_formula", "loglik_null", "loglik_full", "chisq", "df",
+            "p_value", "converged"],
+    "models": ["metric", "model", "formula", "subset", "method", "engine", "n_obs", "n_groups", "converged",
+               "loglik", "r2_marginal", "r2_conditional", "on_boundary", "warnings", "seconds"],
+    "random_effects": ["metric", "model", "component", "variance", "sd"],
+    "contrasts": ["metric", "model", "family", "contrast", "level_a", "level_b", "at_epoch", "estimate",
+                  "std_error", "z", "p_value", "p_holm", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high"],
+    "effect_sizes": ["metric", "model", "effect", "at_epoch", "estimate", "std_error", "ci_low", "ci_high",
+                     "p_value", "sd_total", "d", "d_ci_low", "d_ci_high"],
+}
+
+
+def _model_frame(table: pd.DataFrame, spec: ModelSpec, metric: str) -> pd.DataFrame:
+    mask = np.ones(len(table), dtype=bool)
+    for column, value in spec.rows:
+        mask &= (table[column] == value).to_numpy()
+    frame = table.loc[mask, ["source", "labels", "pair", "epoch", "run", metric]].reset_index(drop=True)
+    if spec.structure.kind == "nested":
+        frame["pair"] = frame["source"].astype(str) + ":" + frame["pair"].astype(str)
+    return frame
+
+
+def _difference_vector(names: list[str], factor: str, a, b, epoch: float | None) -> np.ndarray:
+    """Contrast vector for (level a - level b) at ``epoch`` (None: the slope difference)."""
+    index = {n: i for i, n in enumerate(names)}
+    L = np.zeros(len(names))
+    for level, sign in ((a, 1.0), (b, -1.0)):
+        main = f"{factor}[T.{level}]"
+        inter = f"{factor}[T.{level}]:epoch"
+        if main not in index:  # the reference level
+            continue
+        if epoch is None:
+            L[index[inter]] += sign
+        else:
+            L[index[main]] += sign
+            L[index[inter]] += sign * epoch
+    return L
+
+
+def _estimate(fit: MixedFit, L: np.ndarray) -> tuple[float, float]:
+    est = float(L @ fit.fe_params)
+    se = float(np.sqrt(max(L @ fit.fe_cov @ L, 0.0)))
+    return est, se
+
+
+def _nakagawa(fit: MixedFit, X: np.ndarray, frame: pd.DataFrame) -> tuple[float, float]:
+    var_f = float(np.var(X @ fit.fe_params, ddof=1)) if len(X) > 1 else 0.0
+    var_r = fit.random_variance(frame)
+    total = var_f + var_r + fit.scale
+    if not total > 0:
+        return float("nan"), float("nan")
+    return var_f / total, (var_f + var_r) / total
+
+
+def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsmodels_all: bool = False) -> dict:
+    """All models of one metric (runs in a worker process when jobs > 1)."""
+    out = {k: [] for k in _COLUMNS}
+    out["warnings"] = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        frame = _model_frame(table, spec, metric)
+        formula = spec.formula(metric)
+        try:
+            design = design_matrix(frame, spec.rhs)
+            y = frame[metric].to_numpy(dtype=np.float64)
+            if spec.structure.kind in ("slope", "nested") and not statsmodels_all:
+                fit = fit_profiled(y, design.X, design.names, frame, spec.structure, reml=True)
+            else:
+                start = profiled_fit(y, design.X, frame, spec.structure, reml=True, polish=False)
+                fit = fit_mixed(y, design.X, design.names, frame, spec.structure, reml=True, start=start)
+        except Exception as exc:  # a model that cannot be fitted is reported, not fatal
+            message = f"{metric} / {spec.name}: fit failed: {type(exc).__name__}: {exc}"
+            out["warnings"].append(message)
+            out["models"].append({"metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset,
+                                  "method": "REML", "engine": "", "n_obs": len(frame),
+                                  "n_groups": frame["run"].nunique(),
+                                  "converged": False, "loglik": np.nan, "r2_marginal": np.nan,
+                                  "r2_conditional": np.nan, "on_boundary": "", "warnings": message,
+                                  "seconds": time.perf_counter() - t0})
+            continue
+        for text in fit.warnings:
+            out["warnings"].append(f"{metric} / {spec.name}: {text}")
+        if fit.on_boundary:
+            out["warnings"].append(f"{metric} / {spec.name}: variance estimated as zero (singular fit): "
+                                   f"{', '.join(fit.on_boundary)}")
+        if not fit.converged:
+            who = "statsmodels" if fit.engine == "statsmodels" else "the profiled fit"
+            out["warnings"].append(f"{metric} / {spec.name}: {who} did not converge"
+                                   + ("; its coefficients are left out of mixed_effects.csv" if spec.extra else ""))
+        r2m, r2c = _nakagawa(fit, design.X, frame)
+        out["models"].append({
+            "metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset, "method": "REML",
+            "engine": fit.engine, "n_obs": fit.n_obs, "n_groups": fit.n_groups, "converged": fit.converged, "loglik": fit.llf,
+            "r2_marginal": r2m, "r2_conditional": r2c, "on_boundary": ", ".join(fit.on_boundary),
+            "warnings": " | ".join(fit.warnings), "seconds": time.perf_counter() - t0,
+        })
+        for component, variance in fit.variances().items():
+            out["random_effects"].append({"metric": metric, "model": spec.name, "component": component,
+                                          "variance": variance,
+                                          "sd": float(np.sqrt(variance)) if variance >= 0 else np.nan})
+        if fit.converged or not spec.extra:
+            z = fit.z
+            p = fit.p_values
+            for i, term in enumerate(fit.names):
+                out["mixed_effects"].append({
+                    "metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset, "term": term,
+                    "estimate": fit.fe_params[i], "std_error": fit.bse[i], "z": z[i], "p_value": p[i],
+                    "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i], "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
+                    "converged": fit.converged, "n_obs": fit.n_obs, "n_groups": fit.n_groups, "engine": fit.engine,
+                })
+        if spec.null_rhs:
+            try:
+                row = _lrt(frame, metric, spec, design, y)
+                out["lrt"].append(row)
+                if not row["converged"]:
+                    out["warnings"].append(f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test "
+                                           "did not converge")
+            except Exception as exc:
+                out["warnings"].append(f"{metric} / {spec.name}: likelihood-ratio test failed: "
+                                       f"{type(exc).__name__}: {exc}")
+        sd_total = float(np.sqrt(fit.random_variance(frame) + fit.scale))
+        if spec.factor == "pair" and spec.structure.kind == "intercept":
+            out["contrasts"].extend(_pair_contrasts(fit, frame, metric, spec, sd_total))
+        elif spec.factor in ("source", "labels") and spec.structure.kind in ("intercept", "nested"):
+            out["effect_sizes"].extend(_effects(fit, frame, metric, spec, sd_total))
+    return out
+
+
+def _lrt(frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray) -> dict:
+    small = design_matrix(frame, spec.null_rhs)
+    full_fit = profiled_fit(y, design.X, frame, spec.structure, reml=False)
+    null_fit = profiled_fit(y, small.X, frame, spec.structure, reml=False)
+    chisq = max(0.0, 2.0 * (full_fit.loglik - null_fit.loglik))
+    df = design.n_params - small.n_params
+    return {"metric": metric, "model": spec.name, "null_formula": spec.formula(metric, spec.null_rhs),
+            "full_formula": spec.formula(metric), "loglik_null": null_fit.loglik, "loglik_full": full_fit.loglik,
+            "chisq": chisq, "df": df, "p_value": float(sps.chi2.sf(chisq, df)),
+            "converged": bool(full_fit.success and null_fit.success)}
+
+
+def _contrast_row(fit, metric, spec, family, a, b, epoch, sd_total) -> dict:
+    L = _difference_vector(fit.names, spec.factor, a, b, epoch)
+    est, se = _estimate(fit, L)
+    z = est / se if se > 0 else np.nan
+    lo, hi = est - _Z975 * se, est + _Z975 * se
+    return {"metric": metric, "model": spec.name, "family": family, "contrast": f"{a} - {b}", "level_a": a,
+            "level_b": b, "at_epoch": np.nan if epoch is None else epoch, "estimate": est, "std_error": se, "z": z,
+            "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan, "ci_low": lo, "ci_high": hi,
+            "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total}
+
+
+def _pair_contrasts(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:
+    levels = levels_of(frame[spec.factor])
+    mean_epoch = float(frame["epoch"].mean())
+    rows = []
+    for family, epoch in (("level_at_mean_epoch", mean_epoch), ("epoch_slope", None)):
+        block = [_contrast_row(fit, metric, spec, family, a, b, epoch, sd_total)
+                 for i, a in enumerate(levels) for b in levels[i + 1:]]
+        adjusted = holm([r["p_value"] for r in block])
+        for r, p in zip(block, adjusted):
+            r["p_holm"] = p
+        rows.extend(block)
+    return rows
+
+
+def _effects(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:
+    levels = levels_of(frame[spec.factor])
+    reference = "real" if spec.factor == "labels" and "real" in levels else levels[0]
+    epochs = frame["epoch"]
+    rows = []
+    for other in [lv for lv in levels if lv != reference]:
+        for label, epoch in (("first epoch", float(epochs.min())), ("mean epoch", float(epochs.mean())),
+                             ("last epoch", float(epochs.max())), ("slope per epoch", None)):
+            L = _difference_vector(fit.names, spec.factor, other, reference, epoch)
+            est, se = _estimate(fit, L)
+            lo, hi = est - _Z975 * se, est + _Z975 * se
+            z = est / se if se > 0 else np.nan
+            rows.append({
+                "metric": metric, "model": spec.name,
+                "effect": f"{other} - {reference}" + ("" if epoch is None else f" at {label}")
+                          + (" (slope per epoch)" if epoch is None else ""),
+                "at_epoch": np.nan if epoch is None else epoch, "estimate": est, "std_error": se,
+                "ci_low": lo, "ci_high": hi, "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+                "sd_total": sd_total, "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total,
+            })
+    return rows
+
+
+def _prepare(table: pd.DataFrame) -> pd.DataFrame:
+    need = ["source", "labels", "pair", "epoch", "run"]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise KeyError(f"metrics table lacks columns {', '.join(missing)}")
+    out = table.copy()
+    for c in ("source", "labels", "pair", "run"):
+        out[c] = out[c].astype(str)
+    out["epoch"] = pd.to_numeric(out["epoch"])
+    return out
+
+
+def _fit_metric_safe(args):
+    table, metric, specs, statsmodels_all = args
+    try:
+        with single_threaded_blas():
+            return _fit_metric(table, metric, specs, statsmodels_all)
+    except Exception:  # never lose the other metrics
+        out = {k: [] for k in _COLUMNS}
+        out["warnings"] = [f"{metric}: statistics failed:\n{traceback.format_exc()}"]
+        return out
+
+
+class PendingStats:
+    """Mixed models being fitted (in worker processes when jobs > 1); ``result()`` waits for them."""
+
+    def __init__(self, table: pd.DataFrame, metrics, extras: bool, jobs: int, progress: bool,
+                 statsmodels_all: bool):
+        self.table = _prepare(table)
+        self.notes: list[str] = []
+        self.specs = model_specs(self.table, extras=extras, notes=self.notes)
+        self.metrics = [m for m in metrics if m in self.table.columns]
+        self.tasks = [(self.table, m, self.specs, statsmodels_all) for m in self.metrics]
+        self.progress = progress
+        self.pool = None
+        self.futures = None
+        if progress:
+            print(f"[analysis] fitting {len(self.specs)} mixed models x {len(self.metrics)} metrics "
+                  f"({'1 process' if jobs <= 1 else f'{jobs} processes'})", file=sys.stderr, flush=True)
+        if jobs > 1 and len(self.tasks) > 1:
+            self.pool = ProcessPoolExecutor(max_workers=min(jobs, len(self.tasks), os.cpu_count() or 1))
+            self.futures = [self.pool.submit(_fit_metric_safe, task) for task in self.tasks]
+
+    def result(self) -> StatsResults:
+        results = []
+        if self.futures is not None:
+            try:
+                for metric, future in zip(self.metrics, self.futures):
+                    results.append(future.result())
+                    if self.progress:
+                        print(f"[analysis]   {metric}: done", file=sys.stderr, flush=True)
+            finally:
+                self.pool.shutdown()
+        else:
+            for task in self.tasks:
+                t0 = time.perf_counter()
+                results.append(_fit_metric_safe(task))
+                if self.progress:
+                    print(f"[analysis]   {task[1]}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        merged = {k: [] for k in _COLUMNS}
+        all_warnings: list[str] = []
+        for res in results:
+            for k in _COLUMNS:
+                merged[k].extend(res[k])
+            all_warnings.extend(res["warnings"])
+        frames = {k: pd.DataFrame(merged[k], columns=_COLUMNS[k]) for k in _COLUMNS}
+        return StatsResults(**frames, warnings=all_warnings, notes=self.notes)
+
+
+def start_mixed_effects(table: pd.DataFrame, metrics=METRIC_NAMES, extras: bool = True, jobs: int = 1,
+                        progress: bool = False, statsmodels_all: bool = False) -> PendingStats:
+    """Start fitting every mixed model of every metric (in the background when ``jobs > 1``)."""
+    return PendingStats(table, metrics, extras, jobs, progress, statsmodels_all)
+
+
+def mixed_effects(table: pd.DataFrame, metrics=METRIC_NAMES, extras: bool = True, jobs: int = 1,
+                  progress: bool = False, statsmodels_all: bool = False) -> StatsResults:
+    """Fit every mixed model of every metric; return the tables.
+
+    ``jobs > 1`` fits metrics in that many worker processes. The study's
+    models (``source``, ``pair_<source>``) and ``labels_<source>`` are fitted
+    by statsmodels; the random-slope and nested models by the profiled
+    criterion (lme4's algorithm) unless ``statsmodels_all``.
+    """
+    return start_mixed_effects(table, metrics, extras, jobs, progress, statsmodels_all).result()

@@ -1,0 +1,152 @@
+"""The tidy metrics table: its columns, reading one from a file, writing atomically.
+
+A metrics table has one row per run x epoch. Required columns (the format of
+the authors' tables in ``../shared/reference/jiang_dale_2025/``):
+
+``source, labels, pair, replicate, epoch, start, end, max, tmax``
+
+``end_minus_start`` is derived when absent. ``run`` (the grouping factor of
+the mixed models: one data source x class pair x replicate, and labels) is
+``<study>/<run_id>`` for tables built from run folders and
+``<source>|<labels>|<pair>|<replicate>`` otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["REQUIRED_COLUMNS", "MetricsTableError", "read_metrics_table", "finish_metrics_table",
+           "atomic_write_bytes", "atomic_write_text", "atomic_write_parquet", "atomic_write_csv"]
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("source", "labels", "pair", "replicate", "epoch", "start", "end", "max", "tmax")
+
+
+class MetricsTableError(ValueError):
+    """A metrics table that cannot be used, with a message that says why."""
+
+
+def finish_metrics_table(table: pd.DataFrame, origin: str = "metrics table") -> pd.DataFrame:
+    """Check the required columns and types; add ``end_minus_start`` and ``run``."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise MetricsTableError(
+            f"{origin} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(a metrics table needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)")
+    out = table.copy()
+    for c in ("source", "labels", "pair"):
+        out[c] = out[c].astype(str)
+    for c in ("replicate", "epoch"):
+        values = pd.to_numeric(out[c], errors="coerce")
+        if values.isna().any():
+            raise MetricsTableError(f"{origin}: column {c} holds non-numeric or empty values")
+        out[c] = values.astype(np.int64) if np.all(values == np.round(values)) else values
+    for c in ("start", "end", "max", "tmax"):
+        values = pd.to_numeric(out[c], errors="coerce")
+        if values.isna().any():
+            bad = int(values.isna().sum())
+            raise MetricsTableError(f"{origin}: column {c} holds {bad} non-numeric or empty value(s)")
+        out[c] = values.astype(np.float64)
+    out["end_minus_start"] = out["end"] - out["start"]
+    if "run_id" in out.columns and out["run_id"].notna().all():
+        prefix = out["study"].astype(str) + "/" if "study" in out.columns else ""
+        out["run"] = prefix + out["run_id"].astype(str)
+    else:
+        out["run"] = (out["source"] + "|" + out["labels"] + "|" + out["pair"] + "|"
+                      + out["replicate"].astype(str))
+    duplicated = out.duplicated(["run", "epoch"])
+    if duplicated.any():
+        example = out.loc[duplicated, ["run", "epoch"]].iloc[0]
+        raise MetricsTableError(
+            f"{origin}: {int(duplicated.sum())} duplicated run x epoch row(s), e.g. run {example['run']!r} "
+            f"epoch {example['epoch']} (one row per source x labels x pair x replicate x epoch expected)")
+    return out
+
+
+def read_metrics_table(paths) -> pd.DataFrame:
+    """Read one or more metrics tables (CSV or parquet) into one checked table."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise MetricsTableError(f"metrics table {path} does not exist")
+        suffix = path.suffix.lower()
+        try:
+            if suffix in (".parquet", ".pq"):
+                frame = pd.read_parquet(path)
+            elif suffix in (".csv", ".txt") or path.name.endswith(".csv.gz"):
+                frame = pd.read_csv(path)
+            else:
+                raise MetricsTableError(f"metrics table {path}: unknown format {suffix!r} (use .csv or .parquet)")
+        except MetricsTableError:
+            raise
+        except Exception as exc:  # a truncated or malformed file
+            raise MetricsTableError(f"metrics table {path} could not be read: {type(exc).__name__}: {exc}") from exc
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        if missing:
+            raise MetricsTableError(
+                f"metrics table {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)")
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return finish_metrics_table(table, origin=", ".join(str(p) for p in paths))
+
+
+# ---------------------------------------------------------------------------
+# Atomic writes: a temporary file in the same folder, then os.replace.
+# ---------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()
+
+
+def _temp_in(path: Path):
+    """A temporary file beside ``path`` with the permissions a plain open() would give."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _MODE)
+    return fd, Path(tmp)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = _temp_in(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_parquet(path, frame: pd.DataFrame) -> None:
+    path = Path(path)
+    fd, tmp = _temp_in(path)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_csv(path, frame: pd.DataFrame) -> None:
+    atomic_write_text(path, frame.to_csv(index=False))

@@ -1,0 +1,149 @@
+"""`python -m analysis` end to end, on synthetic run folders and on metrics tables."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.cli import main
+from tests.analysis_fixtures import make_study
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "jiang_dale_2025"
+METRICS = {"start", "end_minus_start", "max", "tmax"}
+
+
+def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """One study (2 sources x 3 pairs x 3 replicates + shuffled runs + 5 broken folders), analysed once."""
+    root = tmp_path_factory.mktemp("outputs")
+    study = make_study(root, study="jd", epochs=6)
+    result = _run("--root", str(root))
+    assert result.returncode == 0, result.stderr
+    return {"root": root, "study": study, "out": root / "analysis", "result": result}
+
+
+def test_writes_every_table(analysed):
+    out = analysed["out"]
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    for column in ("source", "labels", "pair", "replicate", "run_id", "epoch", "start", "end", "end_minus_start",
+                   "max", "tmax"):
+        assert column in metrics.columns
+    assert set(metrics["labels"]) == {"real", "shuffled"}
+    assert metrics["run_id"].nunique() == len(analysed["study"]["runs"])
+    assert len(metrics) == 6 * len(analysed["study"]["runs"])
+
+    me = pd.read_csv(out / "mixed_effects.csv")
+    assert {"metric", "model", "term", "estimate", "std_error", "p_value"} <= set(me.columns)
+    assert set(me["metric"]) == METRICS
+    assert {"source", "pair_gesture", "pair_sentence"} <= set(me["model"])
+    lrt = pd.read_csv(out / "lrt.csv")
+    assert {"metric", "model", "chisq", "df", "p_value"} <= set(lrt.columns)
+    assert {"source", "pair_gesture", "pair_sentence"} <= set(lrt["model"]) and set(lrt["metric"]) == METRICS
+    ols = pd.read_csv(out / "ols.csv")
+    assert {"metric", "model", "adj_r2", "f", "p_value"} <= set(ols.columns)
+    assert {"source", "labels_gesture", "pair_sentence", "epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} \
+        <= set(ols["model"])
+    for name in ("contrasts.csv", "effect_sizes.csv", "models.csv", "random_effects.csv", "skipped_runs.csv"):
+        assert (out / name).is_file(), name
+    skipped = pd.read_csv(out / "skipped_runs.csv")
+    assert set(skipped["run_id"]) == set(analysed["study"]["broken"])
+
+
+def test_figures_and_a_self_contained_report(analysed):
+    out = analysed["out"]
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"maps_gesture_real.png", "maps_sentence_real.png", "maps_gesture_shuffled.png",
+            "trajectory_tmax_vs_end_minus_start.png", "trajectory_start_vs_max.png"} <= figures
+    assert {f"metric_{m}.png" for m in METRICS} <= figures
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert not re.search(r"""(src|href)=['"]?(https?:|//|file:)""", page)  # nothing outside the file
+    for run_id in analysed["study"]["broken"]:  # skipped runs are listed
+        assert run_id in page
+    assert "Warnings" in page and "Key results" in page and "pseudo-replication" in page
+
+
+def test_rerun_uses_the_cache(analysed):
+    before = pd.read_parquet(analysed["out"] / "metrics.parquet")
+    result = _run("--root", str(analysed["root"]), "--core-only", "--no-figures")
+    assert result.returncode == 0, result.stderr
+    assert f"(0 read, {len(analysed['study']['runs'])} from cache)" in result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(analysed["out"] / "metrics.parquet"), before)
+
+
+def test_metrics_table_input(analysed, tmp_path, capsys):
+    table = pd.read_parquet(analysed["out"] / "metrics.parquet")
+    csv = tmp_path / "table.csv"
+    table[["source", "labels", "pair", "replicate", "epoch", "start", "end", "max", "tmax"]].to_csv(csv, index=False)
+    out = tmp_path / "out"
+    assert main(["--metrics-table", str(csv), "--out", str(out), "--core-only", "--quiet"]) == 0
+    me = pd.read_csv(out / "mixed_effects.csv")
+    assert set(me["model"]) == {"source", "pair_gesture", "pair_sentence"}
+    derived = pd.read_parquet(out / "metrics.parquet")
+    assert (derived["end_minus_start"] == derived["end"] - derived["start"]).all()
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert "trajectory_start_vs_max.png" in figures and not any(f.startswith("maps_") for f in figures)
+    parquet = tmp_path / "table.parquet"
+    table.drop(columns=["tmax", "pair"]).to_parquet(parquet)
+    assert main(["--metrics-table", str(parquet), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "pair, tmax" in err and "lacks the columns" in err
+
+
+def test_clear_errors(tmp_path, capsys):
+    assert main(["--root", str(tmp_path / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nothing-here") in err and "pipeline" in err
+    assert main(["--metrics-table", str(tmp_path / "x.csv")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["--metrics-table", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # only broken runs
+    root = tmp_path / "broken"
+    study = make_study(root, study="b", pairs=(0,), replicates=0, shuffled_replicates=0)
+    assert main(["--root", str(root), "--quiet"]) == 2
+    assert "no usable runs" in capsys.readouterr().err
+    skipped = pd.read_csv(root / "analysis" / "skipped_runs.csv")
+    assert set(skipped["run_id"]) == set(study["broken"])
+
+
+def test_help_documents_the_command():
+    result = _run("--help")
+    assert result.returncode == 0
+    for text in ("--metrics-table", "--out", "--study", "--root", "--no-smooth", "mixed_effects.csv", "lrt.csv",
+                 "ols.csv", "report.html", "(1 | run)"):
+        assert text in result.stdout, text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REFERENCE / "metrics_50epoch.csv").is_file(),
+                    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)")
+def test_the_authors_tables_end_to_end(tmp_path):
+    out = tmp_path / "jd"
+    result = _run("--metrics-table", str(REFERENCE / "metrics_50epoch.csv"), "--metrics-table",
+                  str(REFERENCE / "metrics_null_50epoch.csv"), "--out", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    lrt = pd.read_csv(out / "lrt.csv")
+    assert set(lrt["model"]) == {"source", "pair_gesture", "pair_sentence", "source_pair_re", "labels_gesture",
+                                 "labels_sentence"}
+    assert lrt["converged"].all()
+    models = pd.read_csv(out / "models.csv")
+    core = models[models["model"].isin(["source", "pair_gesture", "pair_sentence"])]
+    assert core["converged"].all()
+    ols = pd.read_csv(out / "ols.csv")
+    assert len(ols) == 36
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page

@@ -1,0 +1,129 @@
+"""The authors' OLS models, checked against R's lm (stored and live) and statsmodels."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.formula import design_matrix
+from analysis.ols import authors_ols, lm, nested_f_test
+from analysis.tables import read_metrics_table
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "jiang_dale_2025"
+DATA = Path(__file__).parent / "data"
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "metrics_50epoch.csv").is_file() or not (REFERENCE / "metrics_null_50epoch.csv").is_file(),
+    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)")
+
+
+def _toy(seed=0, n_per=40):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in ("gesture", "sentence"):
+        for labels in ("real", "shuffled"):
+            for pair in ("a/b", "a/c", "b/c"):
+                for epoch in range(1, n_per + 1):
+                    y = 0.5 + 0.1 * (source == "sentence") + 0.002 * epoch * (pair == "a/c") + rng.normal(0, 0.05)
+                    rows.append({"source": source, "labels": labels, "pair": pair, "replicate": 1, "epoch": epoch,
+                                 "start": y, "end": y + 0.1, "max": y + 0.2, "tmax": 0.5, "end_minus_start": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_lm_matches_statsmodels_ols():
+    import statsmodels.api as sm
+    from statsmodels.stats.anova import anova_lm
+
+    d = _toy()
+    sub = d[d["source"] == "gesture"]
+    y = sub["start"].to_numpy()
+    full_design = design_matrix(sub, "epoch * pair")
+    full = lm(y, full_design.X)
+    ref = sm.OLS(y, full_design.X).fit()
+    assert full.adj_r2 == pytest.approx(ref.rsquared_adj, rel=1e-12)
+    assert full.f == pytest.approx(ref.fvalue, rel=1e-10)
+    assert full.p_value == pytest.approx(ref.f_pvalue, rel=1e-8, abs=1e-300)
+    small_design = design_matrix(sub, "epoch")
+    small = lm(y, small_design.X)
+    f, df1, df2, p = nested_f_test(small, full)
+    table = anova_lm(sm.OLS(y, small_design.X).fit(), ref)
+    assert f == pytest.approx(table["F"].iloc[1], rel=1e-10)
+    assert (df1, df2) == (int(table["df_diff"].iloc[1]), int(table["df_resid"].iloc[1]))
+    assert p == pytest.approx(table["Pr(>F)"].iloc[1], rel=1e-8)
+
+
+def test_lm_refuses_rank_deficient_designs():
+    X = np.column_stack([np.ones(5), np.arange(5.0), 2 * np.arange(5.0)])
+    with pytest.raises(np.linalg.LinAlgError):
+        lm(np.arange(5.0), X)
+
+
+def test_authors_models_and_names():
+    out = authors_ols(_toy())
+    models = set(out["model"])
+    assert {"source", "labels_gesture", "labels_sentence", "pair_gesture", "pair_sentence", "epoch_pair_gesture",
+            "epoch_pair_sentence", "epoch_vs_epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} == models
+    assert set(out["metric"]) == {"start", "end_minus_start", "max", "tmax"}
+    for column in ("metric", "model", "adj_r2", "f", "p_value"):
+        assert column in out.columns
+
+
+def test_models_the_table_cannot_support_are_noted():
+    d = _toy()
+    d = d[(d["source"] == "gesture") & (d["labels"] == "real")]
+    notes: list[str] = []
+    out = authors_ols(d, notes=notes)
+    assert "source" not in set(out["model"])
+    assert any("one data source" in n for n in notes)
+    assert any("labels_gesture" in n for n in notes)
+
+
+def _r_lm_frame(path: Path) -> pd.DataFrame:
+    models = json.loads(path.read_text())["models"]
+    frame = pd.DataFrame(models)
+    for column in ("adj_r2", "r2", "f", "df_model", "df_resid", "p_value", "n"):
+        frame[column] = frame[column].apply(lambda v: v[0])
+    return frame
+
+
+def _compare_with_r(r: pd.DataFrame) -> dict[str, float]:
+    table = read_metrics_table([REFERENCE / "metrics_50epoch.csv", REFERENCE / "metrics_null_50epoch.csv"])
+    ours = authors_ols(table)
+    merged = ours.merge(r, on=["metric", "model"], suffixes=("", "_r"), validate="one_to_one")
+    assert len(merged) == len(r) == len(ours) == 36
+    assert (merged["df_model"] == merged["df_model_r"]).all()
+    assert (merged["df_resid"] == merged["df_resid_r"]).all()
+    assert (merged["n"] == merged["n_r"]).all()
+    diffs = {
+        "adj_r2_abs": float(np.max(np.abs(merged["adj_r2"] - merged["adj_r2_r"]))),
+        "f_rel": float(np.max(np.abs(merged["f"] / merged["f_r"] - 1))),
+        "p_abs": float(np.max(np.abs(merged["p_value"] - merged["p_value_r"]))),
+    }
+    assert diffs["adj_r2_abs"] < 1e-10, diffs
+    assert diffs["f_rel"] < 1e-9, diffs
+    assert diffs["p_abs"] < 1e-9, diffs
+    return diffs
+
+
+@needs_reference
+def test_matches_stored_r_lm_on_the_reference_tables():
+    """tests/data/r_lm_reference.json was made by tests/data/make_r_reference.R with R 4.2.2."""
+    _compare_with_r(_r_lm_frame(DATA / "r_lm_reference.json"))
+
+
+@needs_reference
+@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not on PATH (apt-get install r-base-core)")
+def test_matches_live_r_lm_on_the_reference_tables(tmp_path):
+    subprocess.run(["Rscript", str(DATA / "make_r_reference.R"), "--reference", str(REFERENCE), "--out",
+                    str(tmp_path), "--skip-lme4"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    _compare_with_r(_r_lm_frame(tmp_path / "r_lm_reference.json"))
+    # the committed smoother cases are what this R gives too
+    live = json.loads((tmp_path / "r_smooth_cases.json").read_text())["cases"]
+    stored = json.loads((DATA / "r_smooth_cases.json").read_text())["cases"]
+    assert [c["smooth"] for c in live] == [c["smooth"] for c in stored]

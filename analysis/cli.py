@@ -47,7 +47,7 @@ models (each metric: start, end_minus_start, max, tmax; run = source x pair x re
   statsmodels). LRTs (ML) against metric ~ epoch with the same random effects.
 
 examples:
-  python -m analysis                                   # every study under ./outputs
+  python -m analysis                                   # every study under $LCM_OUTPUTS or ./outputs
   python -m analysis --root /scratch/me/outputs --study jd2025
   python -m analysis --metrics-table ../shared/reference/jiang_dale_2025/metrics_50epoch.csv \\
       --metrics-table ../shared/reference/jiang_dale_2025/metrics_null_50epoch.csv --out /tmp/jd
@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "folders or from a metrics table. Never imports torch.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_argument_group("input")
-    src.add_argument("--root", default="outputs", metavar="DIR",
-                     help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root; "
-                          "default: ./outputs)")
+    src.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), metavar="DIR",
+                     help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root: "
+                          "$LCM_OUTPUTS, else ./outputs; now %(default)s)")
     src.add_argument("--study", metavar="NAME", help="analyse one study only (default: every study under --root)")
     src.add_argument("--metrics-table", metavar="PATH", action="append", default=None,
                      help="analyse a metrics table (CSV or parquet with columns source, labels, pair, replicate, "

@@ -104,11 +104,47 @@ class Collection:
 # ---------------------------------------------------------------------------
 
 
-def find_run_dirs(root, study: str | None = None) -> list[tuple[str, Path]]:
-    """(study name, run folder) for every folder under ``<root>/<study>/runs/``."""
+def _not_lcm_study(study_dir: Path, sample: int = 3) -> str | None:
+    """Why a study's runs have no learning-curve maps (None when they do, or when it cannot tell).
+
+    Judged on the first run configs that have a design block: runs of the
+    sequence studies carry ``design.data_source`` and ``design.pair``; the
+    companion studies (critical periods, dense sample, multitask) do not. A
+    study is left out only when ``sample`` such configs all lack them (or all
+    there are); damaged configs are not counted (those runs are skipped and
+    listed one by one instead).
+    """
+    import yaml
+
+    reason, seen = None, 0
+    with os.scandir(study_dir / "runs") as it:
+        for entry in sorted((e for e in it if e.is_dir()), key=lambda e: e.name):
+            try:
+                config = yaml.safe_load((Path(entry.path) / "config.yaml").read_text())
+            except Exception:
+                continue
+            design = config.get("design") if isinstance(config, dict) else None
+            if not isinstance(design, dict):
+                continue
+            if "data_source" in design and "pair" in design:
+                return None
+            study = config.get("study") if isinstance(config.get("study"), dict) else {}
+            reason = f"its runs have no data source x class pair design (runner {study.get('runner') or 'unknown'})"
+            seen += 1
+            if seen >= sample:
+                break
+    return reason
+
+
+def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None) -> list[tuple[str, Path]]:
+    """(study name, run folder) for every folder under ``<root>/<study>/runs/``.
+
+    Without ``study``, studies whose runs are not learning-curve-map runs (the
+    companion studies) are left out and said so in ``notes``.
+    """
     root = Path(root)
     hint = ("Run the pipeline first (`make run` or `python -m pipeline`), point --root at its outputs root "
-            "(paths.root), or analyse an existing metrics table with --metrics-table PATH --out DIR.")
+            "(paths.root, $LCM_OUTPUTS), or analyse an existing metrics table with --metrics-table PATH --out DIR.")
     if not root.is_dir():
         raise NoRunsFound(f"No runs found: the outputs root {root.resolve()} does not exist. {hint}")
     if study is not None:
@@ -116,8 +152,18 @@ def find_run_dirs(root, study: str | None = None) -> list[tuple[str, Path]]:
         if not (root / study / "runs").is_dir():
             raise NoRunsFound(f"No runs found: {(root / study / 'runs').resolve()} does not exist "
                               f"(study {study!r}). {hint}")
+        reason = _not_lcm_study(root / study)
+        if reason:
+            raise NoRunsFound(f"Study {study!r} has no learning-curve maps to analyse: {reason}.")
     else:
-        studies = sorted(p for p in root.iterdir() if p.is_dir() and (p / "runs").is_dir())
+        studies = []
+        for p in sorted(p for p in root.iterdir() if p.is_dir() and (p / "runs").is_dir()):
+            reason = _not_lcm_study(p)
+            if reason:
+                if notes is not None:
+                    notes.append(f"Study {p.name!r} left out: {reason}.")
+            else:
+                studies.append(p)
     found = []
     for s in studies:
         with os.scandir(s / "runs") as it:
@@ -125,7 +171,9 @@ def find_run_dirs(root, study: str | None = None) -> list[tuple[str, Path]]:
         found.extend((s.name, Path(e.path)) for e in entries)
     if not found:
         where = root / study / "runs" if study else root / "*" / "runs"
-        raise NoRunsFound(f"No runs found: no run folders under {Path(where).resolve()}/. {hint}")
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        raise NoRunsFound(f"No runs found: no learning-curve-map run folders under {Path(where).resolve()}/"
+                          f"{extra}. {hint}")
     return found
 
 
@@ -185,10 +233,8 @@ def _design(run_dir: Path) -> dict:
         if 0 <= pair_index < len(combos):
             class_a, class_b = str(names[combos[pair_index][0]]), str(names[combos[pair_index][1]])
     pair = f"{class_a}/{class_b}" if class_a is not None else f"pair{pair_index:02d}"
-    study = config.get("study", {}).get("name") if isinstance(config.get("study"), dict) else None
     return {"source": str(design["data_source"]), "labels": str(design["labels"]), "pair": pair,
-            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate,
-            "config_study": study}
+            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate}
 
 
 def _learning_curve_map(run_dir: Path) -> np.ndarray:
@@ -324,7 +370,8 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
                  progress: bool = True, progress_every: int = 100) -> Collection:
     """Find every done run under ``root`` (or one ``study``), read or reuse it, compute the metrics."""
     t0 = time.perf_counter()
-    found = find_run_dirs(root, study)
+    study_notes: list[str] = []
+    found = find_run_dirs(root, study, notes=study_notes)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     cached = _load_cache(cache_dir) if (cache_dir is not None and use_cache) else None
     cached_index: dict[tuple[str, str], dict] = {}
@@ -372,7 +419,7 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
                 continue
             n_read += 1
             record = {"study": study_name, "run_id": run_id, "path": str(run_dir), "fingerprint": fingerprint,
-                      **{k: v for k, v in info.items() if k != "config_study"},
+                      **info,
                       "n_epochs": lc_map.shape[0], "n_slices": lc_map.shape[1],
                       "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}", "_map": lc_map}
         records.append(record)
@@ -410,7 +457,7 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
         except OSError as exc:
             _say(progress, f"could not write the cache in {cache_dir}: {exc}")
     studies = sorted(runs["study"].unique()) if len(runs) else []
-    notes = []
+    notes = list(study_notes)
     if len(studies) > 1:
         notes.append(f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse "
                      "one of them.")

@@ -124,7 +124,7 @@ def test_one_study_and_clear_errors(study, tmp_path):
     with pytest.raises(collect.NoRunsFound, match="missing-study"):
         collect.collect_runs(study["root"], study="missing-study", progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(collect.NoRunsFound, match="no run folders"):
+    with pytest.raises(collect.NoRunsFound, match="no learning-curve-map run folders"):
         collect.collect_runs(tmp_path / "empty", progress=False)
 
 
@@ -135,3 +135,18 @@ def test_config_without_design_block(tmp_path):
         collect.read_run(folder)
     c = collect.collect_runs(tmp_path, progress=False)
     assert len(c.runs) == 0 and "design block" in c.skipped[0].reason
+
+
+def test_companion_studies_are_left_out(study):
+    """Runs of studies without a data source x class pair design (critical periods, ...) are not read."""
+    folder = study["root"] / "critical_pathways" / "runs" / "critical_pathways-abc"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("study:\n  name: critical_pathways\n  runner: critical_pathways\n"
+                                        "design:\n  replicate: 0\n  labels: real\n")
+    (folder / "status.json").write_text('{"state": "done"}')
+    c = collect.collect_runs(study["root"], progress=False)
+    assert set(c.runs["study"]) == {"s1"}
+    assert any("critical_pathways" in n and "runner critical_pathways" in n for n in c.notes)
+    assert "critical_pathways-abc" not in {s.run_id for s in c.skipped}
+    with pytest.raises(collect.NoRunsFound, match="no learning-curve maps"):
+        collect.collect_runs(study["root"], study="critical_pathways", progress=False)

@@ -343,7 +343,8 @@ def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
         if rho < 0 and p < 0.05:
             verdict = "later layers reach half of their gain earlier."
         elif rho > 0 and p < 0.05:
-            verdict = "later layers reach half of their gain later: relative to its own final gain, an early layer is done sooner."
+            verdict = ("later layers reach half of their gain later: relative to its own final gain, an early "
+                       "layer is done sooner.")
         else:
             verdict = ("no significant ordering: relative to their own final gains, all layers rise within the "
                        "same stretch of training.")

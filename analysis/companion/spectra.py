@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -229,10 +230,20 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         f["panel"] = str(design.get("data_source") or run["config"].get("study", {}).get("name", ""))
         f["replicate"] = int(design.get("replicate", 0))
         f["group_label"] = [_group_label(g, gb, names) for g, gb in zip(f.group, f.group_by)]
+        f["pair_names"] = " | ".join(names) if len(names) == 2 else ""
         frames.append(f.drop(columns=[c for c in ("index",) if c in f]))
     if not frames:
         return pd.DataFrame(), skipped
-    return pd.concat(frames, ignore_index=True), skipped
+    data = pd.concat(frames, ignore_index=True)
+    # a panel whose runs all share one class pair: name its classes rather than their order
+    for panel, part in data.groupby("panel"):
+        pairs = part.pair_names.unique()
+        if len(pairs) == 1 and pairs[0]:
+            first, second = pairs[0].split(" | ")
+            rename = {"first class of the pair": first, "second class of the pair": second}
+            idx = part.index
+            data.loc[idx, "group_label"] = data.loc[idx, "group_label"].replace(rename)
+    return data.drop(columns="pair_names"), skipped
 
 
 def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) -> pd.DataFrame:
@@ -248,7 +259,8 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
         wide = wide.dropna()
         groups = list(wide.columns)
         n = len(wide)
-        row = {"cell": cell, "group_by": group_by, "layer": layer, "kind": kind, "stat": stat, "epoch": epoch, "n_runs": n,
+        row = {"cell": cell, "group_by": group_by, "layer": layer, "kind": kind, "stat": stat, "epoch": epoch,
+               "n_runs": n,
                "groups": " | ".join(groups), "test": "", "statistic": np.nan, "p": np.nan,
                "p_wilcoxon": np.nan, "mean_diff": np.nan, "higher": ""}
         if n < 2 or len(groups) < 2:
@@ -274,12 +286,15 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
             row["test"] = "Friedman"
             row["mean_diff"] = float(means.max() - means.min())
             try:
-                res = stats.friedmanchisquare(*[wide[g].to_numpy() for g in groups])
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # all-tied blocks: the statistic is undefined (NaN)
+                    res = stats.friedmanchisquare(*[wide[g].to_numpy() for g in groups])
                 row["statistic"], row["p"] = float(res.statistic), float(res.pvalue)
             except ValueError:
                 pass
         rows.append(row)
-    tests = pd.DataFrame(rows, columns=["cell", "group_by", "layer", "kind", "stat", "epoch", "n_runs", "groups", "test",
+    tests = pd.DataFrame(rows, columns=["cell", "group_by", "layer", "kind", "stat", "epoch", "n_runs", "groups",
+                                        "test",
                                         "statistic", "p", "p_wilcoxon", "mean_diff", "higher"])
     tests["p_holm"] = np.nan
     for _, idx in tests.groupby("stat").groups.items():

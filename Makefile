@@ -46,6 +46,7 @@ status:  ## how far the study under OUTPUTS is, per design cell
 	$(BIN)/python -m pipeline.status --root $(OUTPUTS)
 
 test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
+	@bash .ci/install-r.sh
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests

@@ -32,6 +32,12 @@ def semantic_config(cfg: DictConfig) -> dict:
     data["design"] = {**{k: design.get(k) for k in cfg.study.factors}, "replicate": design.get("replicate")}
     for key in ("data_sources", "levels"):  # the grid, not this run
         data.get("study", {}).pop(key, None)
+    # a probe that is switched off does not change the run: adding a new probe
+    # to the config must not rename every finished run
+    probes = data.get("probe")
+    if isinstance(probes, dict):
+        data["probe"] = {name: opts for name, opts in probes.items()
+                         if not (isinstance(opts, dict) and opts.get("enabled") is False)}
     return data
 
 

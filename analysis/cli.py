@@ -149,7 +149,8 @@ def _main(args) -> int:
             collection = collect.collect_runs(root, study=args.study, cache_dir=out / ".cache", smooth=args.smooth,
                                               use_cache=args.use_cache, progress=not args.quiet)
         except collect.NoRunsFound as exc:
-            return _fail(str(exc))
+            code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
+            return _fail(str(exc)) if code is None else code
         skipped = collection.skipped_frame()
         if len(collection.runs) == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -198,11 +199,16 @@ def _main(args) -> int:
     files = ["metrics.parquet", "mixed_effects.csv", "lrt.csv", "ols.csv", "contrasts.csv", "effect_sizes.csv",
              "models.csv", "random_effects.csv"] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
+    companion = []
+    if collection is not None:
+        t0 = time.perf_counter()
+        companion = _companion(Path(args.root), args.study, out, args.quiet)
+        timings["companion studies"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     page = report.render_report(report.ReportInput(
         title="Learning-curve maps: analysis report", source_description=description, table=table, ols=ols_table,
         mixed=mixed, figures=figs, skipped=skipped, notes=notes, timings=timings, files=files,
-        smooth=args.smooth if collection is not None else True))
+        smooth=args.smooth if collection is not None else True, companion=companion))
     atomic_write_text(out / "report.html", page)
     n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
@@ -210,6 +216,44 @@ def _main(args) -> int:
           + (f", {n_warn} model warning(s)" if n_warn else "")
           + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
     return 0
+
+
+def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:
+    """Sections of the companion studies under root (critical periods, multitask, dense sample, spectra)."""
+    from .companion import companion_sections
+
+    sections = companion_sections(root, study, out)
+    for section in sections:
+        _say(quiet, f"companion study {section['study']}: {section['title']}"
+             + (f" -- FAILED: {section['error']}" if section.get("error") else ""))
+    return sections
+
+
+def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int | None:
+    """A report of the companion studies alone, for roots without learning-curve maps.
+
+    None when there is none to make; else the exit code (1 when a section failed)."""
+    import html
+
+    from .tables import atomic_write_text
+
+    sections = _companion(root, args.study, out, args.quiet)
+    if not sections:
+        return None
+    body = "".join(f"<h2>{html.escape(s['title'])}</h2>{s['html']}" for s in sections)
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Companion studies</title>"
+            "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "img{max-width:100%}</style></head><body><h1>Companion studies: analysis report</h1>"
+            f"<p>Run folders under {html.escape(str(root.resolve()))}; no learning-curve maps there.</p>"
+            f"{body}</body></html>")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.html", page)
+    failed = [s for s in sections if s.get("error")]
+    print(f"analysis: {len(sections)} companion section(s)"
+          + (f", {len(failed)} failed" if failed else "")
+          + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -34,6 +34,8 @@ class ReportInput:
     timings: dict[str, float] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     smooth: bool = True
+    # companion-study sections: {"title", "html", "tables", "study"} (analysis/companion)
+    companion: list[dict] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------
@@ -307,6 +309,8 @@ def render_report(inp: ReportInput) -> str:
                              "r2_marginal", "r2_conditional", "on_boundary", "seconds"]])
             + _table(mixed.random_effects) + "</details>")
 
+    for extra in inp.companion:
+        sections.append(f"<h2>{html.escape(extra['title'])}</h2>" + extra["html"])
     if inp.files:
         sections.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in inp.files)
                         + "</ul>")

@@ -5,3 +5,71 @@ Each module has ``section(study_dir: Path, out_dir: Path) -> dict`` returning
 "tables": {name: DataFrame}}``, read from the done run folders under
 ``study_dir/runs/*/``. Like the rest of ``analysis``, they never import torch.
 """
+
+
+# ---------------------------------------------------------------------------
+# Which section reads which study (by the runner named in the runs' config)
+# ---------------------------------------------------------------------------
+import importlib  # noqa: E402
+import json  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import yaml  # noqa: E402
+
+SECTION_MODULES = {
+    "critical_pathways": "critical",
+    "critical_matrix_completion": "critical",
+    "multitask": "multitask",
+    "dense_sample": "dense_sample",
+}
+
+
+def study_runner(study_dir: Path) -> str | None:
+    """The runner of a study folder's done runs (from the first one's config.yaml)."""
+    for run_dir in sorted((Path(study_dir) / "runs").glob("*")):
+        try:
+            if json.loads((run_dir / "status.json").read_text()).get("state") != "done":
+                continue
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        return (config.get("study") or {}).get("runner")
+    return None
+
+
+def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
+    """Every companion section that the studies under ``root`` call for.
+
+    A section that fails is reported as a section holding its error, so that
+    a broken companion analysis is seen in the report instead of hidden.
+    """
+    root = Path(root)
+    studies = [root / study] if study else sorted(p for p in root.iterdir() if (p / "runs").is_dir()) \
+        if root.is_dir() else []
+    sections = []
+    for study_dir in studies:
+        runner = study_runner(study_dir)
+        modules = []
+        if runner in SECTION_MODULES:
+            modules.append(SECTION_MODULES[runner])
+        elif runner == "sequence" and any((study_dir / "runs").glob("*/gradient_spectrum.parquet")):
+            modules.append("spectra")
+        for name in modules:
+            target = Path(out) / "companion" / study_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            try:
+                module = importlib.import_module(f"{__name__}.{name}")
+                section = module.section(study_dir, target)
+            except Exception as exc:  # noqa: BLE001 - shown in the report, not swallowed
+                section = {"title": f"{study_dir.name}: the {name} analysis failed",
+                           "html": "<pre>" + "".join(traceback.format_exception(exc))[-4000:]
+                                   .replace("&", "&amp;").replace("<", "&lt;") + "</pre>",
+                           "tables": {}, "error": f"{type(exc).__name__}: {exc}"}
+            for table_name, frame in (section.get("tables") or {}).items():
+                tmp = target / f".{table_name}.csv.tmp"
+                frame.to_csv(tmp, index=False)
+                tmp.replace(target / f"{table_name}.csv")
+            section["study"] = study_dir.name
+            sections.append(section)
+    return sections

@@ -171,6 +171,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", **({} if isinstance(data, bytes)
                                                                       else {"encoding": "utf-8"})) as fh:
         fh.write(data)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -335,8 +336,9 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         uri = save_figure(fig, out_dir, f"pathways_share_vs_onset_len{length}")
         parts.append(figure_html(uri, f"The deprived pathway's final share of the first mode against when a "
                                       f"{length}-step deficit starts, per depth. Below the dashed line the "
-                                      "deficit left a lasting mark; deeper pathways are marked more and for "
-                                      "later onsets (a longer critical period)."))
+                                      "deficit left a lasting mark. Depth 1 loses a little, less the later the "
+                                      "deficit; deeper pathways lose most of the mode for every onset before "
+                                      "their learning transition and nothing after it (a critical period)."))
     # share against depth at onset 0, every mode level
     early = finals[(finals.onset == 0) & (finals.length > 0)]
     if len(early):

@@ -34,6 +34,8 @@ def semantic_config(cfg: DictConfig) -> dict:
         data.get("study", {}).pop(key, None)
     # a probe that is switched off does not change the run: adding a new probe
     # to the config must not rename every finished run
+    if isinstance(data.get("deficit"), dict) and data["deficit"].get("kind") == "none":
+        data.pop("deficit")  # likewise a deficit schedule that is off
     probes = data.get("probe")
     if isinstance(probes, dict):
         data["probe"] = {name: opts for name, opts in probes.items()

@@ -47,7 +47,7 @@ class Tracker:
         if self.run is None:
             return
         row = {"epoch": epoch, **readouts}
-        knn = curves[(curves.probe == "knn") & (curves.split == "train")]
+        knn = curves[(curves.probe == "knn") & (curves.split == "train")] if curves is not None and len(curves) else []
         if len(knn):
             row["knn/mean"] = float(knn.value.mean())
             row["knn/first_slice"] = float(knn.value.iloc[0])

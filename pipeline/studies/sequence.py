@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from ..config import ConfigError, check_int, check_number
 from ..data import class_pairs, load_dataset
+from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import build_probes
 from ..splits import make_splits
@@ -65,6 +66,7 @@ class SequenceRunner(StudyRunner):
             raise ConfigError(f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, "
                               f"so pair must be in 0..{n_pairs - 1}")
         resolve_device(cfg.trainer.device)
+        validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {"data_source": cfg.data_source.name, "pair": int(cfg.pair),
@@ -87,7 +89,8 @@ class SequenceRunner(StudyRunner):
         generator = torch.Generator().manual_seed(ctx.rng_seed)
         result = train_run(model, splits, probes, epochs=int(cfg.trainer.epochs), lr=float(cfg.trainer.lr),
                            batch_size=int(cfg.trainer.batch_size), shuffle=bool(cfg.trainer.shuffle),
-                           device=device, generator=generator, on_epoch=ctx.on_step)
+                           device=device, generator=generator, on_epoch=ctx.on_step,
+                           batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits))
         summary = {
             "data_source": design.data_source, "dataset": cfg.dataset.name, "pair": int(design.pair),
             "class_names": list(design.class_names), "labels": cfg.labels,

@@ -1,0 +1,322 @@
+"""Deep linear networks for the critical-period studies (PROTOCOL.md 2d; Kleinman, Achille & Soatto 2024).
+
+Plain numpy with hand-written gradients: the networks are tiny, and one run of
+1000 full-batch steps of two depth-8, width-100 pathways takes about a second
+on one core. Every random draw comes from the ``numpy.random.Generator`` the
+caller passes, so a run is reproducible bit for bit.
+
+Two experiments:
+
+* **Competing pathways** (``train_two_pathways``): two deep linear pathways
+  (depth D, width 100, no bias) whose outputs are summed, trained with
+  full-batch gradient descent on the hierarchical data of ``hierarchical_items``
+  (8 one-hot items, 15 features: 1 root, 2 halves, 4 quarters, 8 leaves) with
+  the loss ``0.5 * sum over items and features of (y - yhat)^2`` (the authors'
+  ``0.5 * MSELoss(reduction="sum")``). During the deficit window pathway b's
+  parameters get no update (its output still counts).
+
+  *Pathway share of a singular mode.* With the SVD of the input-output
+  correlation ``Sigma_yx = Y X^T / P = U S V^T`` and a pathway's end-to-end map
+  ``W_a`` (the product of its layer matrices), pathway a's strength in mode i is
+  ``k_a,i = u_i^T W_a v_i`` and its share is ``k_a,i / (k_a,i + k_b,i)``. When
+  training has converged ``W_a + W_b = Sigma_yx Sigma_x^{-1}``, so the two
+  strengths add up to the mode's full strength (``8 s_i``, the singular value of
+  ``Y`` for one-hot items) and the shares are fractions in [0, 1]. Early in
+  training, while both strengths are near 0, the share is noisy (it is NaN when
+  the sum is exactly 0). Modes 3-4 and 5-8 have equal singular values, so their
+  individual vectors are one (deterministic) basis of a degenerate subspace; the
+  ``level`` column groups them (root, halves, quarters, leaves).
+
+* **Matrix completion** (``train_matrix_completion``): a depth-D factorisation
+  ``W = W_D ... W_1`` of 100 x 100 factors, trained by gradient descent on 2000
+  observed entries, first of a rank-10 *deficit* matrix for ``deficit_steps``
+  steps and then of the rank-5 target; the test error is the mean squared error
+  over all entries.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .deficit import Window
+
+
+def one_blas_thread(fn):
+    """Run with one BLAS thread: these matrices are far too small to gain from more, and a sweep runs one
+    run per core (several BLAS threads per run oversubscribe the machine and slow everything down)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+def hierarchical_items(levels: int = 3) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``X`` (items as one-hot columns, 2^levels x 2^levels), ``Y`` (features x items), feature names.
+
+    Features of a binary tree with ``levels`` splits: the root (every item),
+    then each node of every level (2 halves, 4 quarters, 8 leaves for 3 levels):
+    1 + 2 + 4 + 8 = 15 features for 8 items.
+    """
+    n_items = 2 ** levels
+    level_names = ["root", "half", "quarter", "leaf"] if levels == 3 else [f"level{d}" for d in range(levels + 1)]
+    rows, names = [], []
+    for depth in range(levels + 1):
+        width = n_items // 2 ** depth
+        for node in range(2 ** depth):
+            row = np.zeros(n_items)
+            row[node * width:(node + 1) * width] = 1.0
+            rows.append(row)
+            names.append(f"{level_names[depth]}-{node}")
+    return np.eye(n_items), np.array(rows), names
+
+
+def low_rank_matrix(rng: np.random.Generator, n: int, rank: int) -> np.ndarray:
+    """``U V^T / sqrt(rank)`` with i.i.d. N(0, 1) ``U, V`` (n x rank), rescaled to Frobenius norm ``n``
+    (so the entries have root mean square 1); the generator of Kleinman et al.'s matrix completion."""
+    u = rng.standard_normal((n, rank))
+    v = rng.standard_normal((n, rank))
+    w = u @ v.T / np.sqrt(rank)
+    return w * (n / np.linalg.norm(w))
+
+
+# --------------------------------------------------------------------------
+# deep linear chains
+
+
+def gaussian_chain(rng: np.random.Generator, dims: list[int], init_scale: float,
+                   dtype=np.float64) -> list[np.ndarray]:
+    """Layers ``W_k`` of shape (dims[k+1], dims[k]) with i.i.d. N(0, sigma_k^2) entries,
+    ``sigma_k = init_scale^(1/D) / sqrt(dims[k+1])``: each layer scales a random vector's norm by
+    about ``init_scale^(1/D)``, so the end-to-end map starts at about ``init_scale`` (small init)."""
+    depth = len(dims) - 1
+    gain = init_scale ** (1.0 / depth)
+    return [rng.normal(0.0, gain / np.sqrt(dims[k + 1]), size=(dims[k + 1], dims[k])).astype(dtype)
+            for k in range(depth)]
+
+
+def chain_product(layers: list[np.ndarray]) -> np.ndarray:
+    out = layers[0]
+    for w in layers[1:]:
+        out = w @ out
+    return out
+
+
+def _forward(layers: list[np.ndarray], x: np.ndarray | None) -> list[np.ndarray]:
+    """Inputs of every layer and the output; ``x=None`` is the identity (no product is spent on it)."""
+    acts = [x, layers[0] if x is None else layers[0] @ x]
+    for w in layers[1:]:
+        acts.append(w @ acts[-1])
+    return acts
+
+
+def _descend(layers: list[np.ndarray], acts: list[np.ndarray | None], delta: np.ndarray, lr: float) -> None:
+    """One gradient step, in place, given the loss gradient ``delta`` at the chain's output.
+
+    ``acts[k]`` is the input of layer k (``acts[0]`` the data, None for the
+    identity); the gradient of layer k is ``delta_k acts[k]^T`` and
+    ``delta_{k-1} = W_k^T delta_k``.
+    """
+    delta = lr * delta
+    for k in range(len(layers) - 1, -1, -1):
+        w = layers[k]
+        grad = delta if acts[k] is None else delta @ acts[k].T
+        if k:
+            delta = w.T @ delta
+        w -= grad
+
+
+# --------------------------------------------------------------------------
+# competing pathways
+
+
+@dataclass
+class PathwaysResult:
+    shares: pd.DataFrame         # step, mode, level, singular_value, target, strength_a/b, share_a/b, deficit
+    losses: pd.DataFrame         # step, loss
+    final_loss: float
+    singular_values: np.ndarray  # of Sigma_yx
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def mode_basis(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``U, s, V`` of ``Sigma_yx = Y X^T / P`` (nonzero modes only) and the target map's strengths."""
+    p = x.shape[1]
+    sigma_yx = y @ x.T / p
+    u, s, vt = np.linalg.svd(sigma_yx, full_matrices=False)
+    rank = int((s > 1e-10 * s[0]).sum())
+    u, s, v = u[:, :rank], s[:rank], vt[:rank].T
+    optimum = np.linalg.lstsq(x.T, y.T, rcond=None)[0].T  # Sigma_yx Sigma_x^-1 (least squares map)
+    target = np.einsum("oi,oj,ji->i", u, optimum, v)
+    return u, s, v, target
+
+
+def mode_levels(s: np.ndarray, tol: float = 1e-8) -> np.ndarray:
+    """1-based level of each mode: modes with equal singular values share a level."""
+    levels, current = np.empty(len(s), dtype=np.int64), 0
+    for i, value in enumerate(s):
+        if i == 0 or abs(value - s[i - 1]) > tol * s[0]:
+            current += 1
+        levels[i] = current
+    return levels
+
+
+@one_blas_thread
+def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps: int = 1000,
+                       window: Window = Window(0, 0), init_scale: float = 0.01, mirrored: bool = True,
+                       rng: np.random.Generator, record_every: int = 10, levels: int = 3,
+                       on_record: Callable[[int, float, float], None] | None = None) -> PathwaysResult:
+    """Two depth-``depth`` linear pathways summed into one output; pathway b is deprived
+    (no parameter update) at steps t in ``window`` (t counts updates from 0).
+
+    Recorded after 0, ``record_every``, 2 ``record_every``, ..., ``steps`` updates.
+    ``mirrored``: pathway b starts as an exact copy of pathway a, so without a
+    deficit the two stay identical (shares exactly 1/2) and any imbalance is the
+    deficit's doing; otherwise each pathway draws its own initial weights.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    x, y, _ = hierarchical_items(levels)
+    u, s, v, target = mode_basis(x, y)
+    lvl = mode_levels(s)
+    dims = [x.shape[0]] + [width] * (depth - 1) + [y.shape[0]]
+    path_a = gaussian_chain(rng, dims, init_scale)
+    path_b = [w.copy() for w in path_a] if mirrored else gaussian_chain(rng, dims, init_scale)
+
+    xin = None if x.shape[0] == x.shape[1] and np.array_equal(x, np.eye(x.shape[0])) else x
+    rows, losses = [], []
+
+    def record(t: int, loss: float) -> None:
+        ka = np.einsum("oi,oj,ji->i", u, chain_product(path_a), v)
+        kb = np.einsum("oi,oj,ji->i", u, chain_product(path_b), v)
+        total = ka + kb
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share_a = np.where(total != 0, ka / total, np.nan)
+        active = window.active(t - 1) if t > 0 else False
+        for i in range(len(s)):
+            rows.append((t, i + 1, int(lvl[i]), float(s[i]), float(target[i]), float(ka[i]), float(kb[i]),
+                         float(share_a[i]), float(1 - share_a[i]), active))
+        losses.append((t, loss))
+        if on_record is not None:
+            on_record(t, loss, float(1 - share_a[0]))
+
+    loss = float("nan")
+    for t in range(steps + 1):
+        acts_a = _forward(path_a, xin)
+        acts_b = _forward(path_b, xin)
+        err = acts_a[-1] + acts_b[-1] - y
+        loss = 0.5 * float(np.sum(err * err))
+        if t % record_every == 0 or t == steps:
+            record(t, loss)
+        if t == steps:
+            break
+        _descend(path_a, acts_a, err, lr)
+        if not window.active(t):
+            _descend(path_b, acts_b, err, lr)
+
+    shares = pd.DataFrame(rows, columns=["step", "mode", "level", "singular_value", "target", "strength_a",
+                                         "strength_b", "share_a", "share_b", "deficit"])
+    shares = shares.astype({"step": np.int32, "mode": np.int32, "level": np.int32})
+    loss_frame = pd.DataFrame(losses, columns=["step", "loss"]).astype({"step": np.int32})
+    return PathwaysResult(shares, loss_frame, loss, s, time.perf_counter() - t0)
+
+
+def imbalance(shares: pd.DataFrame, mode: int, step: int) -> float:
+    """``(k_a - k_b) / target`` of a mode at a recorded step (0 = balanced)."""
+    row = shares[(shares["mode"] == mode) & (shares.step == step)].iloc[0]
+    return float((row.strength_a - row.strength_b) / row.target)
+
+
+# --------------------------------------------------------------------------
+# matrix completion
+
+
+@dataclass
+class CompletionResult:
+    errors: pd.DataFrame           # step, phase, train_loss, test_error, test_error_current, unobserved_error
+    singular_values: pd.DataFrame  # step, phase, index, value
+    final_test_error: float
+    final_train_loss: float
+    seconds: float = 0.0
+
+
+@one_blas_thread
+def train_matrix_completion(*, depth: int, n: int = 100, rank_deficit: int = 10, rank_target: int = 5,
+                            n_observed: int = 2000, deficit_steps: int = 0, steps: int = 2000,
+                            lr: float = 10.0, init_scale: float = 1e-3, rng: np.random.Generator,
+                            record_every: int = 50, n_singular: int = 10, dtype=np.float32,
+                            on_record: Callable[[int, float, float], None] | None = None) -> CompletionResult:
+    """Deep linear factorisation ``W = W_D ... W_1`` (n x n factors) fitted to ``n_observed`` entries
+    (one mask, drawn once) of a rank-``rank_deficit`` deficit matrix for ``deficit_steps`` steps, then
+    of the rank-``rank_target`` target for ``steps`` steps.
+
+    Draw order from ``rng``: target, deficit matrix (independent of the target),
+    observed positions (uniform, without replacement), initial factors
+    (``gaussian_chain`` with the end-to-end scale ``init_scale * sqrt(n)`` in
+    Frobenius norm, as the authors' ``gaussian`` init). Loss: ``0.5 * mean`` of
+    the squared error over the observed entries; test error: mean squared error
+    against the target over all n^2 entries.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    target = low_rank_matrix(rng, n, rank_target)
+    deficit = low_rank_matrix(rng, n, rank_deficit)
+    observed = np.zeros(n * n, dtype=bool)
+    observed[rng.choice(n * n, n_observed, replace=False)] = True
+    observed = observed.reshape(n, n)
+    layers = gaussian_chain(rng, [n] * (depth + 1), init_scale, dtype=dtype)
+    mask = observed.astype(dtype)
+    target_t, deficit_t = target.astype(dtype), deficit.astype(dtype)
+    unobserved = ~observed
+    total = deficit_steps + steps
+    err_rows, sv_rows = [], []
+
+    def record(t: int, w: np.ndarray) -> tuple[float, float]:
+        phase = "deficit" if t < deficit_steps else "target"
+        current = deficit_t if phase == "deficit" else target_t
+        w64 = w.astype(np.float64)
+        diff_current = w64 - current
+        train = 0.5 * float(np.sum((diff_current * observed) ** 2)) / n_observed
+        diff = w64 - target
+        test = float(np.mean(diff ** 2))
+        err_rows.append((t, phase, train, test, float(np.mean(diff_current ** 2)),
+                         float(np.mean(diff[unobserved] ** 2))))
+        values = np.linalg.svd(w64, compute_uv=False)[:n_singular]
+        sv_rows.extend((t, phase, i + 1, float(value)) for i, value in enumerate(values))
+        if on_record is not None:
+            on_record(t, train, test)
+        return train, test
+
+    scale = 1.0 / n_observed
+    for t in range(total + 1):
+        acts = _forward(layers, None)
+        w = acts[-1]
+        if t % record_every == 0 or t == total or t == deficit_steps:
+            record(t, w)
+        if t == total:
+            break
+        current = deficit_t if t < deficit_steps else target_t
+        _descend(layers, acts, (mask * (w - current)) * scale, lr)
+
+    errors = pd.DataFrame(err_rows, columns=["step", "phase", "train_loss", "test_error", "test_error_current",
+                                             "unobserved_error"]).drop_duplicates("step", keep="last")
+    svs = pd.DataFrame(sv_rows, columns=["step", "phase", "index", "value"]).drop_duplicates(
+        ["step", "index"], keep="last")
+    errors = errors.astype({"step": np.int32}).reset_index(drop=True)
+    svs = svs.astype({"step": np.int32, "index": np.int32}).reset_index(drop=True)
+    last = errors.iloc[-1]
+    return CompletionResult(errors, svs, float(last.test_error), float(last.train_loss),
+                            time.perf_counter() - t0)

@@ -1,0 +1,222 @@
+"""Critical periods in deep linear networks: the checks of issue 7 as assertions, and the studies end to end."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.config import ConfigError
+from pipeline.deficit import Window
+from pipeline.linear_nets import (_descend, _forward, gaussian_chain, hierarchical_items, imbalance, mode_basis,
+                                  train_matrix_completion, train_two_pathways)
+from tests.conftest import REPO, run_cli, run_config
+
+DEPTHS = (1, 2, 4, 8)
+
+
+def test_hierarchical_data_and_its_modes():
+    x, y, names = hierarchical_items()
+    assert x.shape == (8, 8) and y.shape == (15, 8) and len(names) == 15
+    assert y.sum(1).tolist() == [8, 4, 4, 2, 2, 2, 2] + [1] * 8
+    u, s, v, target = mode_basis(x, y)
+    # singular values of Y for one-hot items: sqrt(15), sqrt(7), sqrt(3) (x2), 1 (x4); Sigma_yx = Y / 8
+    assert np.allclose(s * 8, np.sqrt([15, 7, 3, 3, 1, 1, 1, 1]))
+    assert np.allclose(target, s * 8)
+
+
+def test_chain_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    layers = gaussian_chain(rng, [3, 5, 4, 2], 0.5)
+    x, y = rng.normal(size=(3, 6)), rng.normal(size=(2, 6))
+
+    def loss(ls):
+        out = _forward(ls, x)[-1]
+        return 0.5 * np.sum((out - y) ** 2)
+
+    acts = _forward(layers, x)
+    stepped = [w.copy() for w in layers]
+    _descend(stepped, acts, acts[-1] - y, lr=1.0)
+    grads = [w - s for w, s in zip(layers, stepped)]
+    eps = 1e-6
+    for k, w in enumerate(layers):
+        i, j = 1, 0
+        plus = [v.copy() for v in layers]
+        plus[k][i, j] += eps
+        minus = [v.copy() for v in layers]
+        minus[k][i, j] -= eps
+        assert abs((loss(plus) - loss(minus)) / (2 * eps) - grads[k][i, j]) < 1e-6
+
+
+@pytest.fixture(scope="module")
+def pathway_runs():
+    """Depth x {early 20-step deficit, late deficit, none} on one shared initial draw per depth."""
+    runs = {}
+    for depth in DEPTHS:
+        for name, window in (("early", Window(0, 20)), ("late", Window(800, 20)), ("none", Window(0, 0))):
+            runs[depth, name] = train_two_pathways(depth=depth, window=window, rng=np.random.default_rng(depth))
+    return runs
+
+
+def _final_share_b(result, mode=1):
+    s = result.shares
+    return float(s[(s.step == s.step.max()) & (s["mode"] == mode)].share_b.iloc[0])
+
+
+def test_every_run_learns_the_data(pathway_runs):
+    for result in pathway_runs.values():
+        assert result.final_loss < 1e-4
+
+
+def test_early_deficit_share_falls_monotonically_with_depth(pathway_runs):
+    shares = [_final_share_b(pathway_runs[d, "early"]) for d in DEPTHS]
+    assert all(a > b for a, b in zip(shares, shares[1:])), shares
+    assert shares[-1] < 0.1 and shares[0] > 0.35
+
+
+def test_late_deficit_leaves_the_shares_at_one_half(pathway_runs):
+    for depth in DEPTHS:
+        for mode in (1, 2):
+            assert abs(_final_share_b(pathway_runs[depth, "late"], mode) - 0.5) < 0.01
+        # without a deficit, mirrored pathways stay exactly balanced
+        assert _final_share_b(pathway_runs[depth, "none"]) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_depth_one_has_no_lasting_effect_beyond_the_deficit(pathway_runs):
+    """Depth 1: after the deficit both pathways get the same update, so the imbalance made during the
+    deficit is kept exactly, never amplified (and equals the linear prediction); deeper pathways amplify it."""
+    one = pathway_runs[1, "early"].shares
+    assert imbalance(one, 1, 1000) == pytest.approx(imbalance(one, 1, 20), rel=1e-9)
+    # linear prediction: with one-hot (whitened) items the residual of every mode shrinks by (1 - lr) per
+    # step, so pathway a alone learns 1 - (1 - lr)^20 of the mode during the deficit
+    learned = 1 - (1 - 0.01) ** 20
+    assert _final_share_b(pathway_runs[1, "early"]) == pytest.approx((1 - learned) / 2, abs=2e-3)
+    for depth in DEPTHS[1:]:
+        deep = pathway_runs[depth, "early"].shares
+        assert imbalance(deep, 1, 1000) > 5 * imbalance(deep, 1, 20)
+
+
+def test_pathway_runs_are_reproducible():
+    a = train_two_pathways(depth=3, window=Window(0, 10), steps=200, rng=np.random.default_rng(5))
+    b = train_two_pathways(depth=3, window=Window(0, 10), steps=200, rng=np.random.default_rng(5))
+    pd.testing.assert_frame_equal(a.shares, b.shares)
+
+
+def test_depth8_run_takes_about_a_second():
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        t0 = time.perf_counter()
+        train_two_pathways(depth=8, window=Window(0, 20), rng=np.random.default_rng(0))
+    assert time.perf_counter() - t0 < 6  # about 1 s alone on one core; slack for a loaded machine
+
+
+@pytest.fixture(scope="module")
+def completion_runs():
+    return {(depth, tc): train_matrix_completion(depth=depth, deficit_steps=tc, steps=1500,
+                                                 rng=np.random.default_rng(11))
+            for depth in (1, 2, 3) for tc in (0, 500)}
+
+
+def test_without_deficit_depth2_and_3_complete_the_target(completion_runs):
+    shallow = completion_runs[1, 0].final_test_error
+    assert 0.7 < shallow < 0.9  # depth 1 fits the 20% observed entries and leaves the rest at ~0
+    for depth in (2, 3):
+        assert completion_runs[depth, 0].final_test_error < 0.25 * shallow
+        assert completion_runs[depth, 0].final_train_loss < 1e-3
+
+
+def test_long_deficit_damages_depth2_and_3_but_not_depth1(completion_runs):
+    for depth in (2, 3):
+        base, hurt = completion_runs[depth, 0].final_test_error, completion_runs[depth, 500].final_test_error
+        assert hurt > 2 * base and hurt - base > 0.1, (depth, base, hurt)
+    flat = [completion_runs[1, tc].final_test_error for tc in (0, 500)]
+    assert abs(flat[1] - flat[0]) < 1e-6
+
+
+def test_completion_records_errors_and_singular_values(completion_runs):
+    run = completion_runs[3, 500]
+    assert set(run.errors.phase) == {"deficit", "target"}
+    assert run.errors.step.is_monotonic_increasing and run.errors.step.max() == 2000
+    assert run.singular_values["index"].max() == 10
+    final = run.singular_values[run.singular_values.step == 2000].value
+    # after a long deficit, more than rank-5 structure remains in the end-to-end matrix
+    assert (final > 1.0).sum() > 5
+
+
+@pytest.mark.parametrize("study,override,match", [
+    ("critical_pathways", "study.depth=0", "study.depth=0: must be an integer >= 1"),
+    ("critical_pathways", "study.init=random", "study.init='random': allowed values are mirrored, independent"),
+    ("critical_pathways", "study.lr=-1", "study.lr=-1: must be a number > 0"),
+    ("critical_matrix_completion", "study.rank_target=200", "study.rank_target=200: must be at most study.size=100"),
+    ("critical_matrix_completion", "study.dtype=float16", "allowed values are float32, float64"),
+])
+def test_bad_values_fail_naming_the_key(study, override, match):
+    with pytest.raises(ConfigError, match=match):
+        run_config(f"study={study}", override)
+
+
+def test_run_ids_ignore_the_headline_groups():
+    from pipeline.identity import run_id
+
+    a = run_config("study=critical_pathways", "study.depth=2")
+    b = run_config("study=critical_pathways", "study.depth=2", "trainer.lr=0.5", "data_source=sentence",
+                   "deficit.kind=zero")
+    assert run_id(a) == run_id(b)
+    assert run_id(a).startswith("critical_pathways-depth2-deficit_onset0-deficit_length20-r000-")
+    assert run_id(a) != run_id(run_config("study=critical_pathways", "study.depth=4"))
+
+
+def test_counterbalanced_seed_is_the_same_run_as_the_explicit_cell():
+    from pipeline.identity import run_id
+
+    # 28 cells: depth-major, then onset (7 levels); seed 30 -> cell 2 (depth 1, onset 25), replicate 1
+    counter = run_config("study=critical_pathways", "seed=30")
+    explicit = run_config("study=critical_pathways", "study.depth=1", "study.deficit_onset=25",
+                          "study.deficit_length=20", "seed=1")
+    assert counter.design.replicate == 1 and counter.study.deficit_onset == 25
+    assert run_id(counter) == run_id(explicit)
+
+
+@pytest.mark.slow
+def test_pathways_sweep_end_to_end_and_report(tmp_path):
+    from analysis.companion.critical import section
+
+    proc = run_cli("-m", "study=critical_pathways", "study.depth=1,8", "study.deficit_onset=0,800", "seed=0",
+                   f"paths.root={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted((tmp_path / "critical_pathways" / "runs").iterdir())
+    assert len(runs) == 4
+    for run in runs:
+        assert json.loads((run / "status.json").read_text())["state"] == "done"
+        shares = pd.read_parquet(run / "pathway_shares.parquet")
+        assert {"step", "mode", "share_a", "share_b", "strength_a", "strength_b"} <= set(shares.columns)
+        design = yaml.safe_load((run / "config.yaml").read_text())["design"]
+        assert design["study.depth"] in (1, 8) and "trainer" not in json.loads((run / "summary.json").read_text())
+    result = section(tmp_path / "critical_pathways", tmp_path / "report")
+    assert "data:image/png;base64," in result["html"]
+    checks = result["tables"]["pathways_checks"]
+    assert (checks.result == "holds").all(), checks.to_dict("records")
+    assert (tmp_path / "report" / "pathways_share_vs_onset_len20.png").exists()
+
+
+@pytest.mark.slow
+def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
+    proc = run_cli("-m", "study=critical_matrix_completion", "study.depth=1,3", "study.deficit_steps=0,500",
+                   "study.steps=1000", "seed=0", f"paths.root={tmp_path}", "hydra/launcher=basic")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted((tmp_path / "critical_matrix_completion" / "runs").iterdir())
+    assert len(runs) == 4
+    for run in runs:
+        errors = pd.read_parquet(run / "test_error.parquet")
+        assert {"step", "phase", "test_error", "train_loss"} <= set(errors.columns)
+        assert (run / "singular_values.parquet").exists()
+    out = subprocess.run([sys.executable, "-m", "analysis.companion.critical", "--root", str(tmp_path), "--out",
+                          str(tmp_path / "report")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    checks = pd.read_csv(tmp_path / "report" / "critical_completion_checks.csv")
+    assert (checks.result == "holds").all(), checks.to_dict("records")

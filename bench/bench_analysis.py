@@ -104,6 +104,8 @@ def main() -> int:
                 print(result.stdout, result.stderr, file=sys.stderr)
                 return 1
             print(f"  {label}: {wall:.1f} s wall, {cpu:.1f} s CPU -- {result.stdout.strip()}", flush=True)
+        # ru_maxrss of children: the largest of the analysis processes (main or model workers)
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
         print("\nresults")
         print(f"  metrics (read {n_runs} maps + 3RS3R + start/end/max/tmax): {t_collect:.1f} s wall, "
@@ -111,6 +113,7 @@ def main() -> int:
         print(f"    of which smoother + metrics on {stack.shape[0] * stack.shape[1]} curves: {t_metrics_only:.1f} s")
         print(f"  whole command, fresh:   {timings[0][1]:.1f} s wall, {timings[0][2]:.1f} s CPU   (target < 180 s)")
         print(f"  cached rerun:           {timings[1][1]:.1f} s wall, {timings[1][2]:.1f} s CPU   (target < 60 s)")
+        print(f"  peak resident memory of an analysis process: {peak_mib:.0f} MiB   (target < 2048 MiB)")
         print(f"  load average at the end: {os.getloadavg()[0]:.2f}")
         return 0
     finally:

@@ -76,6 +76,15 @@ def main() -> None:
             pipeline(f"data_source={source}", f"trainer.epochs={args.epochs}", f"paths.root={tmp}")
             wall = time.perf_counter() - tic
             peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # the companion probes' cost on the same gesture run (issue 6): both on, every epoch
+        probes_root = Path(tmp) / "with-probes"
+        pipeline("data_source=gesture", f"trainer.epochs={args.epochs}", f"paths.root={probes_root}",
+                 "probe.gradient_spectrum.enabled=true", "probe.gradient_spectrum.schedule=every_epoch",
+                 "probe.category_structure.enabled=true")
+        for summary, _ in run_summaries(probes_root):
+            sec = summary["seconds"]
+            shares = ", ".join(f"{name} {t:.2f} s = {t / sec['total']:.0%}" for name, t in sec["probes"].items())
+            print(f"   gesture run with every probe on, every epoch: {sec['total']:.2f} s ({shares} of the run)")
         for summary, _ in run_summaries(Path(tmp)):
             sec = summary["seconds"]
             compute = sec["training"] + sum(sec["probes"].values())

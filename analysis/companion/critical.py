@@ -42,6 +42,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from .common import fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
+
 TITLE = "Critical learning periods in deep linear networks"
 PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
 # tolerances of the checks (documented in docs/companion_critical_multitask.md)
@@ -88,31 +90,6 @@ def done_runs(study_dir: Path, tables: tuple[str, ...]) -> tuple[list[dict], lis
     return runs, skipped
 
 
-def mean_ci(values) -> tuple[float, float, float, int]:
-    """Mean and 95% t interval over runs (the interval is the mean itself for one run)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    m = float(v.mean())
-    if n < 2 or float(v.std(ddof=1)) == 0.0:
-        return m, m, m, n
-    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half, n
-
-
-def summarise(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    rows = []
-    for key, part in frame.groupby(by, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        m, lo, hi, n = mean_ci(part[value])
-        rows.append({**dict(zip(by, key)), "mean": m, "ci_low": lo, "ci_high": hi, "n_runs": n})
-    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n_runs"])
-
-
 def save_figure(fig, out_dir: Path | None, name: str, dpi: int = 90) -> str:
     """Write ``<out_dir>/<name>.png`` (when out_dir is given) and return the PNG as a data URI."""
     buffer = io.BytesIO()
@@ -129,40 +106,6 @@ def save_figure(fig, out_dir: Path | None, name: str, dpi: int = 90) -> str:
 def figure_html(uri: str, caption: str) -> str:
     return (f'<figure><img src="{uri}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def fmt(value) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return ""
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def table_html(frame: pd.DataFrame, caption: str, max_rows: int = 60) -> str:
-    shown = frame.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.itertuples(index=False))
-    more = f" (first {max_rows} of {len(frame)} rows; all in the CSV)" if len(frame) > max_rows else ""
-    return (f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
-            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-
-def para(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
-
-
-def skipped_note(skipped: list[tuple[str, str]]) -> str:
-    if not skipped:
-        return ""
-    items = "".join(f"<li>{html.escape(r)}: {html.escape(why)}</li>" for r, why in skipped[:20])
-    more = f"<li>... and {len(skipped) - 20} more</li>" if len(skipped) > 20 else ""
-    return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

@@ -29,7 +29,6 @@ import base64
 import html
 import io
 import json
-import math
 import os
 import sys
 import tempfile
@@ -43,6 +42,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from .common import fmt as _fmt, mean_ci, skipped_note, summarise, table_html  # noqa: E402,F401
+from .common import para as note_html  # noqa: E402,F401
 import yaml  # noqa: E402
 
 TABLE = "gradient_spectrum"
@@ -92,31 +94,6 @@ def read_table(run: dict, table: str) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def mean_ci(values) -> tuple[float, float, float, int]:
-    """Mean and 95% t interval (lo, hi equal the mean for one value)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, math.nan, 0
-    m = float(v.mean())
-    if n < 2:
-        return m, m, m, n
-    half = float(stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n))
-    return m, m - half, m + half, n
-
-
-def summarise(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.DataFrame:
-    rows = []
-    for key, part in frame.groupby(by, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        m, lo, hi, n = mean_ci(part[value])
-        rows.append({**dict(zip(by, key)), "mean": m, "ci_low": lo, "ci_high": hi, "n_runs": n})
-    return pd.DataFrame(rows)
-
-
 def png_uri(fig, dpi: int = 80) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -127,38 +104,6 @@ def png_uri(fig, dpi: int = 80) -> str:
 def figure_html(fig, caption: str) -> str:
     return (f'<figure><img src="{png_uri(fig)}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-
-def _fmt(value) -> str:
-    if isinstance(value, (float, np.floating)):
-        if not np.isfinite(value):
-            return ""
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.2e}"
-        return f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def table_html(frame: pd.DataFrame, caption: str, max_rows: int = 40) -> str:
-    shown = frame.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.itertuples(index=False))
-    more = f" (first {max_rows} of {len(frame)} rows; all in the CSV)" if len(frame) > max_rows else ""
-    return (f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
-            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-
-def note_html(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
-
-
-def skipped_note(skipped: list[tuple[str, str]]) -> str:
-    if not skipped:
-        return ""
-    items = "".join(f"<li>{html.escape(r)}: {html.escape(why)}</li>" for r, why in skipped[:20])
-    more = f"<li>... and {len(skipped) - 20} more</li>" if len(skipped) > 20 else ""
-    return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
 
 
 def standalone_page(section: dict) -> str:

@@ -10,6 +10,7 @@ refuses to run. A failed run does not stop the others; at the end the sweep
 says how many failed and ends non-zero.
 """
 
+import copy
 import csv
 import logging
 import sys
@@ -62,12 +63,47 @@ class StudySweeper(BasicSweeper):
         super().__init__(max_batch_size=max_batch_size, params=params)
 
     # -- planning ---------------------------------------------------------
-    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+    def _full_compose(self, overrides: Sequence[str]) -> DictConfig:
         cfg = self.hydra_context.config_loader.load_configuration(
             config_name=self.config.hydra.job.config_name, overrides=list(overrides),
             run_mode=RunMode.MULTIRUN)
         with open_struct_off(cfg):
             del cfg["hydra"]
+        return cfg
+
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        """Hydra's composition of a job's config, with the expensive part shared.
+
+        A full composition costs ~0.2 s, which made planning a 750-run study take
+        3 minutes. The jobs of a sweep differ mostly in plain values (seed, pair,
+        participant, expected_run_id), so the defaults tree is composed once per
+        distinct set of structural overrides (config-group choices, +/~ and
+        hydra keys) and the plain values are then applied as Hydra applies them
+        (OmegaConf.update with merge, in order). Each job still composes its own
+        config from scratch and checks it against the frozen run id, so a
+        difference here could only make a job refuse, never run the wrong thing.
+        """
+        if not hasattr(self, "_bases"):
+            self._bases: Dict[tuple, DictConfig] = {}
+            self._parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        repository = self.hydra_context.config_loader.repository
+        structural, values = [], []
+        for override in self._parser.parse_overrides(list(overrides)):
+            key = override.key_or_group
+            if (override.is_delete() or override.is_add() or override.is_force_add()
+                    or key.startswith("hydra") or repository.group_exists(key)):
+                structural.append(override.input_line)
+            else:
+                values.append(override)
+        base_key = tuple(structural)
+        if base_key not in self._bases:
+            self._bases[base_key] = self._full_compose(structural)
+        cfg = copy.deepcopy(self._bases[base_key])
+        try:
+            for override in values:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        except Exception:  # noqa: BLE001 - let Hydra compose it and raise its own clear message
+            return self._full_compose(overrides)
         return cfg
 
     def plan(self, jobs: List[List[str]]) -> List[PlannedRun]:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import html
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 
 def mean_ci(values) -> tuple[float, float, float, int]:
@@ -65,3 +68,39 @@ def skipped_note(skipped: list[tuple[str, str]]) -> str:
     items = "".join(f"<li>{html.escape(r)}: {html.escape(why)}</li>" for r, why in skipped[:20])
     more = f"<li>... and {len(skipped) - 20} more</li>" if len(skipped) > 20 else ""
     return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
+
+
+def done_runs(study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "",
+              summary_required: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
+    and the folders skipped with the reason (``missing_note`` is added to "no <table>.parquet")."""
+    runs, skipped = [], []
+    root = Path(study_dir) / "runs"
+    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        try:
+            status = json.loads((run_dir / "status.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            skipped.append((run_dir.name, "no readable status.json"))
+            continue
+        if status.get("state") != "done":
+            skipped.append((run_dir.name, f"state {status.get('state')}"))
+            continue
+        missing = [t for t in tables if not (run_dir / f"{t}.parquet").exists()]
+        if missing:
+            skipped.append((run_dir.name, f"no {', '.join(t + '.parquet' for t in missing)}{missing_note}"))
+            continue
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            summary = (json.loads((run_dir / "summary.json").read_text())
+                       if summary_required or (run_dir / "summary.json").exists() else {})
+            frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
+        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
+            skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
+            continue
+        design = config.get("design") or {}
+        if "replicate" not in design:
+            skipped.append((run_dir.name, "config.yaml has no design block"))
+            continue
+        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
+                     "config": config, **frames})
+    return runs, skipped

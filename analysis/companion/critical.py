@@ -26,7 +26,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import math
 import os
 import sys
@@ -40,9 +39,8 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import yaml  # noqa: E402
 
-from .common import fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
+from .common import done_runs, fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
 
 TITLE = "Critical learning periods in deep linear networks"
 PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
@@ -56,40 +54,6 @@ DAMAGE_RATIO = 2.0       # the longest deficit: error at least this multiple of 
 # ---------------------------------------------------------------------------
 # reading runs and writing HTML (shared with analysis.companion.multitask)
 # ---------------------------------------------------------------------------
-def done_runs(study_dir: Path, tables: tuple[str, ...]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
-    and the folders skipped with the reason."""
-    runs, skipped = [], []
-    root = Path(study_dir) / "runs"
-    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
-        try:
-            status = json.loads((run_dir / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            skipped.append((run_dir.name, "no readable status.json"))
-            continue
-        if status.get("state") != "done":
-            skipped.append((run_dir.name, f"state {status.get('state')}"))
-            continue
-        missing = [t for t in tables if not (run_dir / f"{t}.parquet").exists()]
-        if missing:
-            skipped.append((run_dir.name, f"no {', '.join(t + '.parquet' for t in missing)}"))
-            continue
-        try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-            summary = json.loads((run_dir / "summary.json").read_text())
-            frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
-        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
-            skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
-            continue
-        design = config.get("design") or {}
-        if "replicate" not in design:
-            skipped.append((run_dir.name, "config.yaml has no design block"))
-            continue
-        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
-                     "config": config, **frames})
-    return runs, skipped
-
-
 def save_figure(fig, out_dir: Path | None, name: str, dpi: int = 90) -> str:
     """Write ``<out_dir>/<name>.png`` (when out_dir is given) and return the PNG as a data URI."""
     buffer = io.BytesIO()

@@ -28,7 +28,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import os
 import sys
 import tempfile
@@ -43,9 +42,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .common import done_runs as common_done_runs  # noqa: E402
 from .common import fmt as _fmt, mean_ci, skipped_note, summarise, table_html  # noqa: E402,F401
 from .common import para as note_html  # noqa: E402,F401
-import yaml  # noqa: E402
 
 TABLE = "gradient_spectrum"
 TITLE = "Gradient spectra by group"
@@ -56,36 +55,10 @@ STATS = {"effective_rank": "effective rank", "sv1": "top singular value"}
 # shared helpers
 # ---------------------------------------------------------------------------
 def done_runs(study_dir: Path, table: str) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Done runs that hold ``<table>.parquet``: [{run_id, dir, design, summary, frame}], skipped (id, reason)."""
-    runs, skipped = [], []
-    root = Path(study_dir) / "runs"
-    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
-        try:
-            status = json.loads((run_dir / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            skipped.append((run_dir.name, "no readable status.json"))
-            continue
-        if status.get("state") != "done":
-            skipped.append((run_dir.name, f"state {status.get('state')}"))
-            continue
-        path = run_dir / f"{table}.parquet"
-        if not path.exists():
-            skipped.append((run_dir.name, f"no {table}.parquet (probe off)"))
-            continue
-        try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-            frame = pd.read_parquet(path)
-            summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() \
-                else {}
-        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
-            skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
-            continue
-        design = config.get("design") or {}
-        if "replicate" not in design:
-            skipped.append((run_dir.name, "config.yaml has no design block"))
-            continue
-        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
-                     "config": config, "frame": frame})
+    """Done runs that hold ``<table>.parquet``: [{run_id, dir, design, summary, config, frame}], skipped (id, reason)."""
+    runs, skipped = common_done_runs(study_dir, (table,), missing_note=" (probe off)", summary_required=False)
+    for run in runs:
+        run["frame"] = run.pop(table)
     return runs, skipped
 
 

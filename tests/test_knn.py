@@ -77,3 +77,43 @@ def test_test_split_readout_scores_queries_against_training_states():
     ours = knn_accuracy(torch.tensor(ref), torch.tensor(ref_y), torch.tensor(qry), torch.tensor(qry_y))
     theirs = [KNeighborsClassifier(3).fit(ref[:, t], ref_y).score(qry[:, t], qry_y) for t in range(3)]
     np.testing.assert_array_equal(ours, theirs)
+
+
+def test_near_ties_below_rounding_are_decided_by_exact_distances():
+    """Points closer together than the Gram identity's rounding error: only the
+    exact path can order them; in float32 products most rows take it."""
+    rng = np.random.default_rng(4)
+    centre = rng.normal(size=(1, 3, 16)) * 10  # large norms -> large Gram rounding error
+    states = centre + rng.normal(size=(90, 3, 16)) * 1e-6
+    states[40:50] = states[0]  # exact duplicates among the near-duplicates
+    labels = rng.integers(0, 3, 90)
+    expected = brute_force_curve(states.astype(np.float32).astype(np.float64), labels)
+    as32 = torch.tensor(states, dtype=torch.float32)
+    for dtype in (torch.float32, torch.float64):
+        np.testing.assert_array_equal(knn_accuracy(as32, torch.tensor(labels), gram_dtype=dtype, max_elements=500),
+                                      expected)
+
+
+def test_long_rows_take_the_strided_search_and_agree_with_brute_force():
+    """N >= 2048 selects the nearest by column minima instead of topk; ragged row ends and ties included."""
+    rng = np.random.default_rng(6)
+    n = 2101
+    states = rng.normal(size=(n, 2, 3)).astype(np.float32)
+    states[2000:2050] = states[7]  # a block of duplicates, some in the ragged end of the rows
+    states[2095:] = states[3]
+    labels = rng.integers(0, 2, n)
+    expected = brute_force_curve(states.astype(np.float64), labels)
+    for dtype in (torch.float32, torch.float64):
+        np.testing.assert_array_equal(knn_accuracy(torch.tensor(states), torch.tensor(labels), gram_dtype=dtype),
+                                      expected)
+
+
+def test_strided_selection_returns_the_smallest_values():
+    from pipeline.probes.knn import _smallest
+    rng = np.random.default_rng(7)
+    dist = torch.tensor(rng.integers(0, 50, size=(3, 40, 4099)), dtype=torch.float64)  # many ties
+    values, index = _smallest(dist, 4)
+    expected, _ = dist.topk(4, dim=-1, largest=False, sorted=True)
+    torch.testing.assert_close(values, expected, rtol=0, atol=0)
+    torch.testing.assert_close(dist.gather(-1, index), values, rtol=0, atol=0)
+    assert (index.sort(-1).values.diff(dim=-1) > 0).all()  # distinct points

@@ -31,67 +31,107 @@ import torch
 from .base import Probe, ProbeContext
 
 
-def _shifted_distances(qry: torch.Tensor, ref: torch.Tensor, self_offset: int | None) -> torch.Tensor:
-    """(B, M, H), (B, N, H) -> (B, M, N): squared distances minus |q|^2, i.e. |r|^2 - 2 q.r.
+def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N, H) states -> query side [-2 q, 1] and reference side [r, |r|^2], both (B, N, H + 1).
 
-    Dropping |q|^2 (constant along a row) leaves every row's order unchanged and
-    makes the whole matrix one fused batched product. In resubstitution
-    (``self_offset``: the reference index of the block's first query row) each
-    sample is its own first neighbour (-inf), even when duplicates of it lie at
-    distance 0 too.
+    Their product is |r|^2 - 2 q.r, the squared distance minus |q|^2 (constant
+    along a row, so every row's order is unchanged): one plain matrix product
+    per block with nothing to add afterwards. Scaling by -2 is exact.
     """
-    dist = torch.baddbmm(ref.square().sum(-1).unsqueeze(-2), qry, ref.transpose(1, 2), alpha=-2)
+    ones = torch.ones((*states.shape[:-1], 1), dtype=states.dtype, device=states.device)
+    return (torch.cat([states * -2, ones], -1),
+            torch.cat([states, states.square().sum(-1, keepdim=True)], -1))
+
+
+def _shifted_distances(qry_aug: torch.Tensor, ref_aug: torch.Tensor, self_offset: int | None,
+                       out: torch.Tensor) -> torch.Tensor:
+    """(B, M, H+1), (B, N, H+1) -> (B, M, N): squared distances minus |q|^2.
+
+    Written into ``out``, a buffer reused across blocks: a fresh block-sized
+    allocation costs page faults comparable to the product itself. In
+    resubstitution (``self_offset``: the reference index of the block's first
+    query row) each sample is its own first neighbour (-inf), even when
+    duplicates of it lie at distance 0 too.
+    """
+    dist = torch.bmm(qry_aug, ref_aug.transpose(1, 2), out=out)
     if self_offset is not None:
         dist.diagonal(offset=self_offset, dim1=1, dim2=2).fill_(float("-inf"))
     return dist
 
 
-def _exact_rows(qry: torch.Tensor, ref: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
-                self_offset: int | None) -> torch.Tensor:
-    """Distances of query rows (b, m) to every reference point, from explicit differences.
+def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``take`` smallest values of every row (ascending) and their indices.
 
-    Computed one time slice at a time with cdist's difference kernel (no
-    Gram identity), so identical states are at exactly 0 and order is exact.
+    For long rows, topk's per-row partial sort dominates; instead each row is
+    cut into ``cols`` strided columns (elements j, j + cols, ...), whose minima
+    come from one vectorised elementwise pass, and only the ``take`` columns
+    with the smallest minima are searched. They hold the ``take`` smallest
+    values: any column left out has a minimum no smaller than ``take`` values
+    already found. Equal values may come back with other indices than topk's;
+    the caller treats every near-tie by exact distances anyway.
     """
-    out = torch.empty((len(b), ref.shape[1]), dtype=ref.dtype, device=ref.device)
-    slices, starts = torch.unique_consecutive(b, return_counts=True)
-    offset = 0
-    for t, count in zip(slices.tolist(), starts.tolist()):
-        rows = m[offset:offset + count]
-        out[offset:offset + count] = torch.cdist(qry[t, rows].unsqueeze(0), ref[t].unsqueeze(0),
-                                                 compute_mode="donot_use_mm_for_euclid_dist")[0]
-        offset += count
+    n = dist.shape[-1]
+    if n < 2048:
+        return dist.topk(take, dim=-1, largest=False, sorted=True)
+    width = 8
+    cols = n // width
+    lead = dist.shape[:-1]
+    column_min = dist[..., :cols * width].unflatten(-1, (width, cols)).amin(-2)
+    _, column = column_min.topk(take, dim=-1, largest=False)
+    steps = torch.arange(width, device=dist.device) * cols
+    candidates = (column.unsqueeze(-2) + steps.view(width, 1)).flatten(-2)
+    if n > cols * width:  # the ragged end of the row is always searched
+        tail = torch.arange(cols * width, n, device=dist.device).expand(*lead, -1)
+        candidates = torch.cat([candidates, tail], -1)
+    values, which = dist.gather(-1, candidates).topk(take, dim=-1, largest=False, sorted=True)
+    return values, candidates.gather(-1, which)
+
+
+def _exact_distances(qry: torch.Tensor, ref: torch.Tensor, dist: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
+                     limit: torch.Tensor, self_offset: int | None) -> torch.Tensor:
+    """Exact distances of query rows (b, m) to every reference point that can be among their k nearest.
+
+    A point can be among the exact k nearest only if its Gram value is within
+    the rounding bound of the k-th Gram value (``limit``: that value plus twice
+    the bound); those candidates get their distance from explicit differences in
+    float64 (identical states at exactly 0), every other point +inf. Only the
+    few candidates per row are touched, so the cost does not grow with N.
+    """
+    candidate = dist[b, m] <= limit.unsqueeze(-1)
+    r, n = candidate.nonzero(as_tuple=True)
+    out = torch.full(candidate.shape, float("inf"), dtype=torch.float64, device=dist.device)
+    out[r, n] = torch.linalg.vector_norm(qry[b[r], m[r]].double() - ref[b[r], n].double(), dim=-1)
     if self_offset is not None:
         out[torch.arange(len(b), device=out.device), m + self_offset] = -1.0
     return out
 
 
-def _votes(qry: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, n_classes: int, k: int,
-           self_offset: int | None) -> torch.Tensor:
+def _votes(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug: torch.Tensor,
+           labels: torch.Tensor, n_classes: int, k: int, self_offset: int | None, out: torch.Tensor) -> torch.Tensor:
     """(B, M, C) class votes of the k nearest reference points of every query point.
 
     ``qry`` and ``ref`` are in the precision of the Gram matrix (the states' own:
     float32 states need no rounding to float32); the exact path works in float64.
     """
-    dist = _shifted_distances(qry, ref, self_offset)
+    dist = _shifted_distances(qry_aug, ref_aug, self_offset, out)
     n_ref = dist.shape[-1]
     take = min(k + 1, n_ref)
-    values, index = dist.topk(take, dim=-1, largest=False, sorted=True)
+    values, index = _smallest(dist, take)
     votes = torch.zeros((*dist.shape[:2], n_classes), dtype=torch.float64, device=dist.device)
     votes.scatter_add_(-1, labels[index[..., :k]], torch.ones_like(index[..., :k], dtype=torch.float64))
     if take == k:
         return votes
-    # The Gram identity in floating point is off by at most (2H + 3) eps
-    # (|q|^2 + |r|^2) (worst-case dot-product error bound); 4 (H + 2) eps covers
-    # it. Where the gap between the k-th and (k+1)-th distance is within twice
+    # The Gram identity in floating point is off by at most about (3H + 3) eps
+    # (|q|^2 + |r|^2) (worst-case dot-product error bound for the H + 1 terms of
+    # the augmented product, plus that of |r|^2); 4 (H + 2) eps covers it. Where the gap between the k-th and (k+1)-th distance is within twice
     # that (exact ties included), the k nearest are recomputed in float64 from
     # differences and the tie rule applied; elsewhere the Gram result is exact.
     eps = torch.finfo(dist.dtype).eps
-    norms = qry.square().sum(-1) + ref.square().sum(-1).amax(-1, keepdim=True)
+    norms = qry.square().sum(-1) + ref_aug[..., -1].amax(-1, keepdim=True)
     bound = 4 * (qry.shape[-1] + 2) * eps * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
     if len(b):
-        rows = _exact_rows(qry.double(), ref.double(), b, m, self_offset)
+        rows = _exact_distances(qry, ref, dist, b, m, values[b, m, k - 1] + 2 * bound[b, m], self_offset)
         kth = rows.kthvalue(k, dim=-1, keepdim=True).values
         closer = rows < kth
         tied = rows == kth
@@ -134,13 +174,18 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
     # time slices at once for small N, blocks of query rows for large N.
     per_chunk = max(1, max_elements // (n_query * n_ref))
     rows_per_block = n_query if per_chunk > 1 else max(1, min(n_query, max_elements // n_ref))
+    buffer = torch.empty(min(slices, per_chunk) * rows_per_block * n_ref, dtype=dtype, device=device)
     hits = torch.zeros(slices, dtype=torch.float64, device=device)
     for start in range(0, slices, per_chunk):
         stop = min(slices, start + per_chunk)
+        qry_aug, ref_aug = _augment(ref[start:stop])
+        if not same:
+            qry_aug = _augment(qry[start:stop])[0]
         for row in range(0, n_query, rows_per_block):
             end = min(n_query, row + rows_per_block)
-            votes = _votes(qry[start:stop, row:end], ref[start:stop], labels, n_classes, k,
-                           row if same else None)
+            out = buffer[:(stop - start) * (end - row) * n_ref].view(stop - start, end - row, n_ref)
+            votes = _votes(qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug,
+                           labels, n_classes, k, row if same else None, out)
             # argmax returns the first maximum: vote ties go to the lower class index
             hits[start:stop] += (votes.argmax(-1) == truth[row:end]).sum(-1)
     return (hits / n_query).cpu().numpy()

@@ -145,7 +145,7 @@ def _votes(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug:
 
 def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
                  query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None,
-                 k: int = 3, max_elements: int = 2**22, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
+                 k: int = 3, max_elements: int | None = None, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
     """Per-time-slice k-NN accuracy.
 
     reference: N x T x H states with labels (N,); query (M x T x H) defaults to
@@ -169,9 +169,15 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
     slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]
-    # Work in blocks of about max_elements distances (a few MB), so that each
-    # block's distances are still in cache when they are selected from: several
-    # time slices at once for small N, blocks of query rows for large N.
+    # Work in blocks of about max_elements distances: several time slices at
+    # once for small N, blocks of query rows for large N. Small N: 2 MB blocks,
+    # so that every temporary of a block stays small and is served again from
+    # the process's heap (larger ones are fresh mappings: millions of page
+    # faults per run, measured, doubling the probe's cost). Large N: 4 M
+    # distances per block, since fewer, larger products and selections win
+    # there and the one buffer is allocated once per call.
+    if max_elements is None:
+        max_elements = 2**18 if n_query * n_ref <= 2**18 else 2**22
     per_chunk = max(1, max_elements // (n_query * n_ref))
     rows_per_block = n_query if per_chunk > 1 else max(1, min(n_query, max_elements // n_ref))
     buffer = torch.empty(min(slices, per_chunk) * rows_per_block * n_ref, dtype=dtype, device=device)
@@ -188,7 +194,8 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
                            labels, n_classes, k, row if same else None, out)
             # argmax returns the first maximum: vote ties go to the lower class index
             hits[start:stop] += (votes.argmax(-1) == truth[row:end]).sum(-1)
-    return (hits / n_query).cpu().numpy()
+    # divided on the host: CUDA's division by a scalar is not always correctly rounded
+    return hits.cpu().numpy() / n_query
 
 
 class KnnProbe(Probe):

@@ -51,6 +51,7 @@ from ..probes import CURVE_COLUMNS, ProbeContext
 from ..probes.category_structure import CategoryStructureProbe
 from ..probes.gradient_spectrum import GradientSpectrumProbe
 from ..probes.schedule import log_spaced
+from ..allocator import keep_freed_memory
 from ..train import resolve_device
 from . import RunContext, RunResult, StudyRunner, register
 
@@ -233,6 +234,7 @@ class DenseSampleRunner(StudyRunner):
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
         t0 = time.perf_counter()
         study = cfg.study
+        keep_freed_memory()
         if cfg.trainer.get("num_threads"):
             torch.set_num_threads(int(cfg.trainer.num_threads))
         device = resolve_device(cfg.trainer.device)

@@ -14,6 +14,7 @@ from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import build_probes
 from ..splits import make_splits
+from ..allocator import keep_freed_memory
 from ..train import resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
 
@@ -27,6 +28,7 @@ def pair_class_names(cfg: DictConfig, pair: int) -> list[str]:
 
 
 def set_up_torch(cfg: DictConfig, seed: int) -> torch.device:
+    keep_freed_memory()
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     device = resolve_device(cfg.trainer.device)

@@ -6,11 +6,13 @@
    a fraction of the run, and the run's achieved FLOP rate (a count of the
    LSTM's and the probe's floating-point work) against this machine's measured
    single-thread matrix-multiply rate (a run uses one thread).
-2. Runs per hour for the same sweep two ways, side by side: one Python process
+2. Runs per hour for the same sweep three ways, side by side: one Python process
    per run (`python -m pipeline seed=i`, two at a time: the plain way, paying
-   interpreter start, imports and data loading every run) against the project's
-   default local execution (`python -m pipeline -m seed=...`: one worker per
-   core, reused across runs). Per-run overhead = wall time x cores / runs over
+   interpreter start, imports and data loading every run); the local launcher
+   with one Hydra job per run (`hydra.sweeper.runs_per_job=1`: workers reused,
+   but Hydra composes every job's config); and the project's default local
+   execution (`python -m pipeline -m seed=...`: one worker per core, runs packed
+   several to a job, see pipeline/packs.py). Per-run overhead = wall time x cores / runs over
    the mean of the runs' own compute time (training + probes), minus 1.
 3. Peak resident memory of one run's process.
 """
@@ -61,7 +63,7 @@ def lstm_flops(summary: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=8, help="runs per mode in the runs-per-hour comparison")
+    parser.add_argument("--runs", type=int, default=24, help="runs per mode in the runs-per-hour comparison")
     parser.add_argument("--epochs", type=int, default=50)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
@@ -104,10 +106,13 @@ def main() -> None:
             list(pool.map(lambda i: pipeline(f"seed={i}", f"trainer.epochs={args.epochs}", f"paths.root={root}"),
                           range(args.runs)))
         results["one process per run"] = (time.perf_counter() - tic, root)
-        root = Path(tmp) / "default"
-        tic = time.perf_counter()
-        pipeline("-m", f"seed=range(0,{args.runs})", f"trainer.epochs={args.epochs}", f"paths.root={root}")
-        results["default local execution"] = (time.perf_counter() - tic, root)
+        for mode, extra in (("local, one job per run", ["hydra.sweeper.runs_per_job=1"]),
+                            ("default local (packed)", [])):
+            root = Path(tmp) / mode.replace(" ", "-")
+            tic = time.perf_counter()
+            pipeline("-m", f"seed=range(0,{args.runs})", f"trainer.epochs={args.epochs}", f"paths.root={root}",
+                     *extra)
+            results[mode] = (time.perf_counter() - tic, root)
         for mode, (wall, root) in results.items():
             # a run's own work: its training and probes; everything else (interpreter
             # start, imports, data loading, config, writing) is overhead

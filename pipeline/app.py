@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, check_int
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, study_cells
+from .packs import run_pack
 from .run import RunOutcome, execute, with_design
 from .studies import get_runner
 
@@ -86,6 +87,9 @@ def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> RunOutcome:
     overrides = list(HydraConfig.get().overrides.task)
+    if cfg.get("pack_file"):
+        return run_pack(cfg, _hydra_compose,
+                        lambda run_cfg, run_overrides: execute(prepare(run_cfg, run_overrides, _hydra_compose)))
     run_cfg = prepare(cfg, overrides, _hydra_compose)
     outcome = execute(run_cfg)
     if HydraConfig.get().mode.name == "RUN":

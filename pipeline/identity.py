@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 # Keys that change where or how a run is executed or mirrored, not what it computes.
 # (`pair` and `seed` are replaced by the design block, which is the same
 # whether the cell was given explicitly or counterbalanced from a seed.)
-NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id")
+NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id", "pack_file")
 NON_SEMANTIC_TRAINER = ("device", "num_threads")
 
 

@@ -1,6 +1,7 @@
 """One run: from a validated configuration to a finished run folder (any study)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
@@ -46,7 +47,9 @@ def with_design(cfg: DictConfig, design: Design) -> DictConfig:
     return cfg
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str | None:
+    """The commit of the code this process imported (asked once: a process runs many runs)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)

@@ -105,3 +105,32 @@ def run_cli_module(module, *args):
     import subprocess
     import sys
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp_path):
+    """Two runs in one job (runs_per_job=2): the first fails (its data are missing), the second,
+    whose config the job derives from the first one's, still runs and its record is byte for
+    byte that of the same run launched on its own."""
+    packed = run_cli("-m", "data_source=gesture", "dataset=wiimote", "dataset.root=/nonexistent,null", "pair=1",
+                     *FAST, "hydra.sweeper.runs_per_job=2", f"paths.root={tmp_path / 'packed'}")
+    assert packed.returncode != 0
+    assert "1 jobs of up to 2 runs each" in packed.stderr
+    assert "1 of 2 runs failed" in packed.stderr
+    runs = _runs(tmp_path / "packed")
+    assert sorted(s["state"] for s in runs.values()) == ["done", "failed"]
+    (failed,) = [name for name, s in runs.items() if s["state"] == "failed"]
+    assert f"  {failed}: " in packed.stderr  # the summary names the run, not the pack
+    (done,) = [name for name, s in runs.items() if s["state"] == "done"]
+
+    solo = run_cli("data_source=gesture", "dataset=wiimote", "pair=1", *FAST, f"paths.root={tmp_path / 'solo'}")
+    assert solo.returncode == 0, solo.stderr[-3000:]
+    (solo_dir,) = (tmp_path / "solo" / "headline" / "runs").iterdir()
+    assert solo_dir.name == done
+    packed_dir = tmp_path / "packed" / "headline" / "runs" / done
+    for name in ("curves.parquet", "readouts.parquet"):
+        assert (solo_dir / name).read_bytes() == (packed_dir / name).read_bytes()
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) for d in (solo_dir, packed_dir)]
+    for cfg in configs:
+        cfg.pop("paths")  # the two roots differ
+        cfg.pop("expected_run_id")  # set by the sweeper only
+    assert configs[0] == configs[1]

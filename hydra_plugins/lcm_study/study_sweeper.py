@@ -8,11 +8,17 @@ explicitly together with the run id frozen at launch (``expected_run_id``): a
 job that composes a different run id (conf/ edited while it waited in a queue)
 refuses to run. A failed run does not stop the others; at the end the sweep
 says how many failed and ends non-zero.
+
+Runs are handed to the launcher in packs (``runs_per_job``, see
+pipeline/packs.py): one job computes several runs that share their config-group
+choices, so that a job's fixed costs are paid once per pack.
 """
 
 import copy
 import csv
 import logging
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +45,10 @@ class StudySweeperConf:
     # jobs handed to the launcher at once (null: all); a Slurm array per batch
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
+    # runs computed one after another by one job (null: automatic, at most
+    # 10 per job and at least one job per parallel worker or Slurm task slot;
+    # 1: one job per run)
+    runs_per_job: Optional[int] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf,
@@ -56,11 +66,18 @@ class PlannedRun:
     run_dir: Path
     cell: str
     state: str  # to-run | done | claimed
+    structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
+    values: tuple = ()      # its plain-value overrides
 
 
 class StudySweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
+                 runs_per_job: Optional[int] = None):
         super().__init__(max_batch_size=max_batch_size, params=params)
+        if runs_per_job is not None and (isinstance(runs_per_job, bool) or int(runs_per_job) < 1):
+            raise SweepFailed(f"hydra.sweeper.runs_per_job={runs_per_job!r}: must be an integer >= 1 or null "
+                              f"(automatic)")
+        self.runs_per_job = None if runs_per_job is None else int(runs_per_job)
 
     # -- planning ---------------------------------------------------------
     def _full_compose(self, overrides: Sequence[str]) -> DictConfig:
@@ -83,6 +100,20 @@ class StudySweeper(BasicSweeper):
         config from scratch and checks it against the frozen run id, so a
         difference here could only make a job refuse, never run the wrong thing.
         """
+        structural, values = self._split(overrides)
+        base_key = tuple(structural)
+        if base_key not in self._bases:
+            self._bases[base_key] = self._full_compose(structural)
+        cfg = copy.deepcopy(self._bases[base_key])
+        try:
+            for override in values:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        except Exception:  # noqa: BLE001 - let Hydra compose it and raise its own clear message
+            return self._full_compose(overrides)
+        return cfg
+
+    def _split(self, overrides: Sequence[str]) -> tuple:
+        """(structural override lines, parsed plain-value overrides)."""
         if not hasattr(self, "_bases"):
             self._bases: Dict[tuple, DictConfig] = {}
             self._parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -95,16 +126,7 @@ class StudySweeper(BasicSweeper):
                 structural.append(override.input_line)
             else:
                 values.append(override)
-        base_key = tuple(structural)
-        if base_key not in self._bases:
-            self._bases[base_key] = self._full_compose(structural)
-        cfg = copy.deepcopy(self._bases[base_key])
-        try:
-            for override in values:
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-        except Exception:  # noqa: BLE001 - let Hydra compose it and raise its own clear message
-            return self._full_compose(overrides)
-        return cfg
+        return structural, values
 
     def plan(self, jobs: List[List[str]]) -> List[PlannedRun]:
         from pipeline.app import cells_of, prepare
@@ -136,7 +158,9 @@ class StudySweeper(BasicSweeper):
             run_dir = runs_root(cfg) / rid
             state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
-            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state))
+            structural, values = self._split(job)
+            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state, tuple(structural),
+                                      tuple(v.input_line for v in values)))
             if (number + 1) % 100 == 0:
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned
@@ -168,13 +192,18 @@ class StudySweeper(BasicSweeper):
             print("[study] nothing to run: every run of this sweep is done or owned by a live process",
                   file=sys.stderr, flush=True)
             return []
-        batch_size = self.max_batch_size or len(to_run)
+        packs = self._packs(to_run)
+        job_overrides = self._write_packs(sweep_dir, packs)
+        if len(packs) < len(to_run):
+            print(f"[study] {len(packs)} jobs of up to {max(len(p) for p in packs)} runs each "
+                  f"(hydra.sweeper.runs_per_job)", file=sys.stderr, flush=True)
+        batch_size = self.max_batch_size or len(packs)
         returns: List[Sequence[JobReturn]] = []
         failed: List[tuple] = []
-        for start in range(0, len(to_run), batch_size):
-            batch = to_run[start:start + batch_size]
+        for start in range(0, len(packs), batch_size):
+            batch = packs[start:start + batch_size]
             try:
-                results = self.launcher.launch([p.overrides for p in batch], initial_job_idx=start)
+                results = self.launcher.launch(job_overrides[start:start + batch_size], initial_job_idx=start)
             except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
                 # A job died without a result (scancel, node failure, time limit).
                 # The runs that finished are recorded in their folders already.
@@ -183,10 +212,15 @@ class StudySweeper(BasicSweeper):
                       f"[study] finished runs are recorded; `python -m pipeline.status` shows what is "
                       f"missing; relaunch the same command to run only those.", file=sys.stderr, flush=True)
                 sys.exit(1)
-            for run, result in zip(batch, results):
+            for pack, result in zip(batch, results):
                 if result.status == JobStatus.FAILED:
                     error = result._return_value
-                    failed.append((run.run_id, f"{type(error).__name__}: {error}".splitlines()[0]))
+                    if len(pack) > 1 and type(error).__name__ == "PackFailed":
+                        # one line per failed run of the pack: "<run id>: <error>"
+                        failed.extend(tuple(line.split(": ", 1)) for line in str(error).splitlines())
+                    else:
+                        failed.extend((run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+                                      for run in pack)
             returns.append(results)
         if failed:
             lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
@@ -199,6 +233,57 @@ class StudySweeper(BasicSweeper):
             sys.exit(1)
         print(f"[study] all {len(to_run)} runs done", file=sys.stderr, flush=True)
         return returns
+
+    def _parallel_slots(self) -> int:
+        """How many jobs the launcher runs at once (joblib workers, Slurm array slots)."""
+        launcher = self.config.hydra.launcher
+        if "n_jobs" in launcher:  # joblib: -1 = every core, -2 = all but one, ...
+            n_jobs = int(launcher.n_jobs)
+            return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
+        if "array_parallelism" in launcher:
+            return max(1, int(launcher.array_parallelism))
+        return 1
+
+    def _packs(self, to_run: List[PlannedRun]) -> List[List[PlannedRun]]:
+        """Consecutive runs sharing their structural overrides, cut into near-equal packs.
+
+        Automatic size: at most 10 runs per job (a job that dies loses at most
+        the run in progress, but a pack's runs wait for each other), and at
+        least as many jobs as parallel slots, rounded up to a multiple of them
+        so that the workers end together.
+        """
+        if self.runs_per_job is not None:
+            n_jobs = math.ceil(len(to_run) / self.runs_per_job)
+        else:
+            slots = self._parallel_slots()
+            n_jobs = min(len(to_run), slots * math.ceil(max(1, math.ceil(len(to_run) / 10)) / slots))
+        groups: Dict[tuple, List[PlannedRun]] = {}
+        for run in to_run:
+            groups.setdefault(run.structural, []).append(run)
+        packs = []
+        for runs in groups.values():
+            # this group's share of the jobs, each job near len(runs) / share runs
+            share = max(1, round(n_jobs * len(runs) / len(to_run)))
+            if self.runs_per_job is not None:
+                share = math.ceil(len(runs) / self.runs_per_job)
+            bounds = [round(i * len(runs) / share) for i in range(share + 1)]
+            packs.extend(runs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a)
+        return packs
+
+    @staticmethod
+    def _write_packs(sweep_dir: Path, packs: List[List[PlannedRun]]) -> List[List[str]]:
+        """Each job's overrides: a single run's own, or the first run's plus its pack file."""
+        from pipeline.packs import PackMember, write_pack
+
+        jobs = []
+        for number, pack in enumerate(packs):
+            if len(pack) == 1:
+                jobs.append(list(pack[0].overrides))
+                continue
+            path = sweep_dir / "packs" / f"pack-{number:05d}.json"
+            write_pack(path, [PackMember(p.run_id, list(p.overrides), list(p.values)) for p in pack])
+            jobs.append([*pack[0].overrides, f"pack_file={path}"])
+        return jobs
 
     @staticmethod
     def _write_plan(sweep_dir: Path, planned: List[PlannedRun]) -> None:

@@ -65,12 +65,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=24, help="runs per mode in the runs-per-hour comparison")
     parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--sections", default="1,2", help="which parts to run, e.g. 2")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(describe(1))
     peak1 = matmul_gflops(threads=1)
     print(f"matrix multiply (1024^2 float32, 1 thread): {peak1:.1f} GFLOP/s")
 
+    sections = {int(x) for x in args.sections.split(",")}
+    if 1 in sections:
+        single_runs(args, peak1)
+    if 2 in sections:
+        runs_per_hour(args, cores)
+
+
+def single_runs(args, peak1: float) -> None:
     print("\n1. one default run per data source (fresh process)")
     with tempfile.TemporaryDirectory() as tmp:
         for source in ("gesture", "sentence"):
@@ -97,6 +106,8 @@ def main() -> None:
                   f"{flops / compute / 1e9:.2f} GFLOP/s = {flops / compute / 1e9 / peak1:.1%} of the matmul rate")
         print(f"   peak resident memory of a run's process: {peak_rss:.0f} MiB")
 
+
+def runs_per_hour(args, cores: int) -> None:
     print(f"\n2. runs per hour, {args.runs} runs of seeds 0..{args.runs - 1}, {cores} cores")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,7 +119,7 @@ def main() -> None:
         results["one process per run"] = (time.perf_counter() - tic, root)
         for mode, extra in (("local, one job per run", ["hydra.sweeper.runs_per_job=1"]),
                             ("default local (packed)", [])):
-            root = Path(tmp) / mode.replace(" ", "-")
+            root = Path(tmp) / "".join(c if c.isalnum() else "-" for c in mode)  # no commas: Hydra would sweep
             tic = time.perf_counter()
             pipeline("-m", f"seed=range(0,{args.runs})", f"trainer.epochs={args.epochs}", f"paths.root={root}",
                      *extra)

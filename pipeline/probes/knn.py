@@ -7,10 +7,12 @@ neighbours). Over the time slices this is the information-processing curve;
 over the epochs, the learning-curve map.
 
 Numerics and ties: squared distances are computed from the Gram matrix
-(|a|^2 + |b|^2 - 2 a.b, as scikit-learn does), one batched matrix product per
-chunk of time slices, in float64 (float32 on request); rows whose k-th and (k+1)-th distances are closer than that formula's
-worst-case rounding error are recomputed in float64 from explicit differences,
-so the neighbour sets are those of exact distances. In resubstitution a sample is always its own
+(|a|^2 + |b|^2 - 2 a.b, as scikit-learn does; |a|^2 dropped, constant per row),
+as one matrix product of augmented states per block of time slices or query
+rows, in float64 (float32 on request); rows whose k-th and (k+1)-th distances
+are closer than that formula's worst-case rounding error get the distances of
+their candidate neighbours recomputed in float64 from explicit differences, so
+the neighbour sets are those of exact distances. In resubstitution a sample is always its own
 first neighbour. Exact ties are common in real runs: identical inputs give
 identical states (sentences that start with the same token, gestures that start
 at the same value) and zero-padded tails drive the LSTM to the same fixed
@@ -95,7 +97,7 @@ def _exact_distances(qry: torch.Tensor, ref: torch.Tensor, dist: torch.Tensor, b
     the rounding bound of the k-th Gram value (``limit``: that value plus twice
     the bound); those candidates get their distance from explicit differences in
     float64 (identical states at exactly 0), every other point +inf. Only the
-    few candidates per row are touched, so the cost does not grow with N.
+    candidates (tens per row at an LSTM fixed point) get explicit differences.
     """
     candidate = dist[b, m] <= limit.unsqueeze(-1)
     r, n = candidate.nonzero(as_tuple=True)

@@ -35,6 +35,14 @@ OUTPUTS ?= outputs
 SEEDS ?= range(0,50)
 EPOCHS ?= 50
 
+bench: $(STAMP)  ## benchmarks (bench/): KNN vs scikit-learn, runs per hour, analysis; each prints the machine
+	$(BIN)/python bench/bench_knn.py
+	$(BIN)/python bench/bench_runs.py
+	$(BIN)/python bench/bench_analysis.py
+
+bench-study: $(STAMP)  ## the whole 750-run default study + analysis, timed (about 50 min on 2 cores)
+	$(BIN)/python bench/bench_study.py
+
 run: $(STAMP)  ## run the default study + analysis and say where the results are
 	$(BIN)/python -m pipeline -m 'seed=$(SEEDS)' trainer.epochs=$(EPOCHS) paths.root=$(OUTPUTS)
 	$(BIN)/python -m analysis --root $(OUTPUTS) --study headline --out $(OUTPUTS)/analysis

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,21 @@ def read_pack(path: str | Path) -> list[PackMember]:
     return [PackMember(**run) for run in data["runs"]]
 
 
-def apply_values(base: DictConfig, values: Sequence[str]) -> DictConfig:
-    """``base`` with plain-value overrides applied as Hydra applies them (in order, merged)."""
+def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:
+    """A copy of ``base`` with parsed plain-value overrides applied as Hydra applies them (in order, merged).
+
+    Shared by the study sweeper's planning and a pack's jobs, so that both derive
+    a run's config the same way.
+    """
     cfg = copy.deepcopy(base)
-    parser = OverridesParser.create()
-    for override in parser.parse_overrides(list(values)):
+    for override in overrides:
         OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
     return cfg
+
+
+def apply_values(base: DictConfig, values: Sequence[str]) -> DictConfig:
+    """``base`` with plain-value overrides (override lines) applied as Hydra applies them."""
+    return apply_parsed_values(base, OverridesParser.create().parse_overrides(list(values)))
 
 
 class PackFailed(RuntimeError):

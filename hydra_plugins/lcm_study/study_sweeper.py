@@ -14,7 +14,6 @@ pipeline/packs.py): one job computes several runs that share their config-group
 choices, so that a job's fixed costs are paid once per pack.
 """
 
-import copy
 import csv
 import logging
 import math
@@ -96,21 +95,21 @@ class StudySweeper(BasicSweeper):
         participant, expected_run_id), so the defaults tree is composed once per
         distinct set of structural overrides (config-group choices, +/~ and
         hydra keys) and the plain values are then applied as Hydra applies them
-        (OmegaConf.update with merge, in order). Each job still composes its own
-        config from scratch and checks it against the frozen run id, so a
-        difference here could only make a job refuse, never run the wrong thing.
+        (pipeline.packs.apply_parsed_values, which a pack's job uses too). The
+        first run of every job is composed by Hydra from scratch, and every run
+        is checked against the frozen run id, so a difference here could only
+        make a run refuse, never run the wrong thing.
         """
         structural, values = self._split(overrides)
         base_key = tuple(structural)
         if base_key not in self._bases:
             self._bases[base_key] = self._full_compose(structural)
-        cfg = copy.deepcopy(self._bases[base_key])
+        from pipeline.packs import apply_parsed_values
+
         try:
-            for override in values:
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+            return apply_parsed_values(self._bases[base_key], values)
         except Exception:  # noqa: BLE001 - let Hydra compose it and raise its own clear message
             return self._full_compose(overrides)
-        return cfg
 
     def _split(self, overrides: Sequence[str]) -> tuple:
         """(structural override lines, parsed plain-value overrides)."""
@@ -252,9 +251,7 @@ class StudySweeper(BasicSweeper):
         least as many jobs as parallel slots, rounded up to a multiple of them
         so that the workers end together.
         """
-        if self.runs_per_job is not None:
-            n_jobs = math.ceil(len(to_run) / self.runs_per_job)
-        else:
+        if self.runs_per_job is None:
             slots = self._parallel_slots()
             n_jobs = min(len(to_run), slots * math.ceil(max(1, math.ceil(len(to_run) / 10)) / slots))
         groups: Dict[tuple, List[PlannedRun]] = {}
@@ -262,10 +259,11 @@ class StudySweeper(BasicSweeper):
             groups.setdefault(run.structural, []).append(run)
         packs = []
         for runs in groups.values():
-            # this group's share of the jobs, each job near len(runs) / share runs
-            share = max(1, round(n_jobs * len(runs) / len(to_run)))
+            # this group's number of jobs, each of about len(runs) / share runs
             if self.runs_per_job is not None:
                 share = math.ceil(len(runs) / self.runs_per_job)
+            else:
+                share = max(1, round(n_jobs * len(runs) / len(to_run)))
             bounds = [round(i * len(runs) / share) for i in range(share + 1)]
             packs.extend(runs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a)
         return packs

@@ -32,6 +32,8 @@ from hydra.types import RunMode
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 # Overrides the sweeper rewrites into the job's canonical, explicit form.
@@ -193,34 +195,53 @@ class StudySweeper(BasicSweeper):
             return []
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
-        if len(packs) < len(to_run):
-            print(f"[study] {len(packs)} jobs of up to {max(len(p) for p in packs)} runs each "
-                  f"(hydra.sweeper.runs_per_job)", file=sys.stderr, flush=True)
+        launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
+        print(f"[study] launching {len(to_run)} runs as {len(packs)} jobs of up to {max(len(p) for p in packs)} "
+              f"runs each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
+              f"{min(self._parallel_slots(), len(packs))} at a time; each run's log: <run folder>/run.log",
+              file=sys.stderr, flush=True)
         batch_size = self.max_batch_size or len(packs)
         returns: List[Sequence[JobReturn]] = []
         failed: List[tuple] = []
-        for start in range(0, len(packs), batch_size):
-            batch = packs[start:start + batch_size]
-            try:
-                results = self.launcher.launch(job_overrides[start:start + batch_size], initial_job_idx=start)
-            except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
-                # A job died without a result (scancel, node failure, time limit).
-                # The runs that finished are recorded in their folders already.
-                print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
-                      f"[study] finished runs are recorded; `python -m pipeline.status` shows what is "
-                      f"missing; relaunch the same command to run only those.", file=sys.stderr, flush=True)
-                sys.exit(1)
-            for pack, result in zip(batch, results):
-                if result.status == JobStatus.FAILED:
-                    error = result._return_value
-                    if len(pack) > 1 and type(error).__name__ == "PackFailed":
-                        # one line per failed run of the pack: "<run id>: <error>"
-                        failed.extend(tuple(line.split(": ", 1)) for line in str(error).splitlines())
+        progress = Progress({p.run_id: p.run_dir for p in to_run})
+        with _quiet_launcher_banner(), progress:
+            for start in range(0, len(packs), batch_size):
+                batch = packs[start:start + batch_size]
+                try:
+                    results = self.launcher.launch(job_overrides[start:start + batch_size],
+                                                   initial_job_idx=start)
+                except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
+                    # A job died without a result (scancel, node failure, time limit).
+                    # The runs that finished are recorded in their folders already.
+                    progress.close()
+                    print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+                          f"[study] {progress.summary()}; finished runs are recorded; `python -m pipeline.status` "
+                          f"shows what is missing; relaunch the same command to run only those.",
+                          file=sys.stderr, flush=True)
+                    sys.exit(1)
+                progress.stop()
+                outcomes = []
+                for pack, result in zip(batch, results):
+                    if result.status == JobStatus.FAILED:
+                        error = result._return_value
+                        if len(pack) > 1 and type(error).__name__ == "PackFailed":
+                            # one line per failed run of the pack: "<run id>: <error>"
+                            lines = [tuple(line.split(": ", 1)) for line in str(error).splitlines()]
+                        else:
+                            lines = [(run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+                                     for run in pack]
+                        failed.extend(lines)
+                        outcomes.extend((rid, "failed", err) for rid, err in lines)
                     else:
-                        failed.extend((run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
-                                      for run in pack)
-            returns.append(results)
+                        value = result.return_value
+                        outcomes.extend((o.run_id, o.state, None) for o in (value if isinstance(value, list)
+                                                                            else [value]) if hasattr(o, "run_id"))
+                progress.settle(outcomes)
+                returns.append(results)
+                if start + batch_size < len(packs):
+                    progress.start()
+        progress.close()
         if failed:
             lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
             more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
@@ -299,6 +320,27 @@ class StudySweeper(BasicSweeper):
                 for p in runs:
                     writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
             tmp.replace(path)
+
+
+class _quiet_launcher_banner:
+    """The launchers log one line per job ("#12 : seed=... pack_file=..."), which names only a pack's
+    first run; the sweeper prints its own lines per run. ``hydra.verbose=hydra_plugins`` shows them."""
+
+    LOGGERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
+
+    def __enter__(self):
+        self.saved = {}
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            if not logger.isEnabledFor(logging.DEBUG):
+                self.saved[name] = logger.level
+                logger.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        for name, level in self.saved.items():
+            logging.getLogger(name).setLevel(level)
+        return False
 
 
 class open_struct_off:

@@ -67,6 +67,7 @@ class PlannedRun:
     run_dir: Path
     cell: str
     state: str  # to-run | done | claimed
+    condition: str = ""  # what else than cell and replicate the sweep varies (pipeline.status groups by it)
     structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
     values: tuple = ()      # its plain-value overrides
 
@@ -160,11 +161,47 @@ class StudySweeper(BasicSweeper):
             state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = self._split(job)
-            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state, tuple(structural),
+            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state,
+                                      self._condition(job, keys, cfg), tuple(structural),
                                       tuple(v.input_line for v in values)))
             if (number + 1) % 100 == 0:
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned
+
+    def _condition(self, job: Sequence[str], keys: Sequence[str], cfg: DictConfig) -> str:
+        """The run's overrides that set something other than its cell and replicate, to other values
+        than its cell alone would have (``labels=shuffled``, ``trainer.epochs=1``, ``dataset=cricket``).
+
+        Runs of one study that differ here are different experimental conditions,
+        which pipeline.status counts separately. Keys that leave the run id alone
+        (paths, logger, hydra, device, threads) are not conditions.
+        """
+        from pipeline.design import override_key
+        from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
+
+        cell_only = None
+        parts = []
+        for override in job:
+            key = override_key(override)
+            top = key.split(".")[0].split("/")[0]
+            if (key in keys or key in _DESIGN_KEYS or top in NON_SEMANTIC_TOP
+                    or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}):
+                continue
+            here = OmegaConf.select(cfg, key)
+            if here is None:  # a group that writes elsewhere (debug=quick) or a deleted key
+                parts.append(override)
+                continue
+            if cell_only is None:
+                cell = tuple(o for o in job if override_key(o) in keys)
+                if not hasattr(self, "_cell_only"):
+                    self._cell_only: Dict[tuple, DictConfig] = {}
+                if cell not in self._cell_only:
+                    self._cell_only[cell] = self._compose(list(cell))
+                cell_only = self._cell_only[cell]
+            there = OmegaConf.select(cell_only, key)
+            if _plain(here) != _plain(there):
+                parts.append(override)
+        return " ".join(sorted(parts))
 
     # -- sweeping ---------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
@@ -316,10 +353,14 @@ class StudySweeper(BasicSweeper):
             tmp = path.with_name(f".{path.name}.tmp")
             with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(["run_id", "cell", "state", "overrides"])
+                writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
                 for p in runs:
-                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
+                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
             tmp.replace(path)
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 class _quiet_launcher_banner:

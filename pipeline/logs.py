@@ -23,12 +23,14 @@ class ConsoleFilter(logging.Filter):
     """Pass the project's records to the console only from WARNING up, or when their logger is verbose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
         if record.name != PROJECT_LOGGER and not record.name.startswith(PROJECT_LOGGER + "."):
-            return True
+            return True  # the root logger's level already decided
         # hydra.verbose=<logger> sets that logger to DEBUG: the user asked to see it
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        if logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return True
+        # run_log may hold the project's logger below the root's level (for run.log's sake);
+        # the console keeps the level the user set on the root
+        return record.levelno >= max(logging.WARNING, logging.getLogger().level)
 
 
 @contextlib.contextmanager

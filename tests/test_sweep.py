@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -53,14 +54,23 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path)
     assert "1 of 2 runs failed" in result.stderr and "iMiGUE keypoints not found" in result.stderr
     states = sorted(s["state"] for s in _runs(tmp_path).values())
     assert states == ["done", "failed"]
+    # the progress lines name each run as it ends, the failed one with its error
+    (failed_id,) = [name for name, s in _runs(tmp_path).items() if s["state"] == "failed"]
+    assert re.search(rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*iMiGUE",
+                     result.stderr, re.MULTILINE)
 
     report = collect(tmp_path)["headline"]
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
+    # the two data sets are two conditions of the sweep, counted apart
+    assert report["conditions"] == {"dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
+                                    "trainer.epochs=1": {"gesture/pair 0": {"done": 1}}}
     (problem,) = report["problems"]
     assert problem["state"] == "failed" and problem["detail"].startswith("DataNotFoundError: iMiGUE")
 
     status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
-    assert "1 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
+    assert "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" \
+        in status_cli.stdout
+    assert "study headline [trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried

@@ -196,7 +196,7 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
     assert out.getvalue() == ""
     _status(tmp_path / "r0", "done")
     (tmp_path / "r0" / "summary.json").write_text(json.dumps({"seconds_total": 8.25}))
-    _status(tmp_path / "r1", "failed", error="Traceback ...\nDataNotFoundError: no files")
+    _status(tmp_path / "r1", "failed", error="DataNotFoundError: no files", traceback="Traceback ...")
     progress.poll()
     progress.poll()  # nothing twice
     progress.settle([("gesture-p02-r000-x", "skipped-claimed", None)])

@@ -115,7 +115,7 @@ class Progress:
                 self.pending[rid] = (run_dir, now)  # running: read again only when it changes
             else:
                 error = (status.get("error") or "").strip().splitlines()
-                self.report(rid, state, _seconds(run_dir, status), error[-1] if state == "failed" and error else None)
+                self.report(rid, state, _seconds(run_dir, status), error[0] if state == "failed" and error else None)
         if self.bar.disable and time.monotonic() - self.last_line >= self.quiet_s:
             running = sum((d / "claim.json").exists() for d, _ in self.pending.values())
             with self._lock:

@@ -61,8 +61,7 @@ class Progress:
         self._thread: Optional[threading.Thread] = None
         tty = hasattr(stream, "isatty") and stream.isatty()
         self.bar = tqdm(total=self.total, file=stream, disable=not tty, dynamic_ncols=True, leave=False,
-                        bar_format="[study] {desc} {bar:20} {elapsed} elapsed, ETA {remaining}")
-        self.bar.set_description_str(self._counts(), refresh=False)
+                        desc=self._counts(), bar_format="[study] {desc} {bar:20} {elapsed} elapsed, ETA {remaining}")
 
     # -- reporting --------------------------------------------------------
     @property

@@ -124,7 +124,7 @@ def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp
     packed = run_cli("-m", "data_source=gesture", "dataset=wiimote", "dataset.root=/nonexistent,null", "pair=1",
                      *FAST, "hydra.sweeper.runs_per_job=2", f"paths.root={tmp_path / 'packed'}")
     assert packed.returncode != 0
-    assert "1 jobs of up to 2 runs each" in packed.stderr
+    assert "launching 2 runs as 1 job of up to 2 runs each" in packed.stderr
     assert "1 of 2 runs failed" in packed.stderr
     runs = _runs(tmp_path / "packed")
     assert sorted(s["state"] for s in runs.values()) == ["done", "failed"]

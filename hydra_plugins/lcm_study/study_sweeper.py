@@ -233,8 +233,9 @@ class StudySweeper(BasicSweeper):
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
-        print(f"[study] launching {len(to_run)} runs as {len(packs)} jobs of up to {max(len(p) for p in packs)} "
-              f"runs each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
+        largest = max(len(p) for p in packs)
+        print(f"[study] launching {_count(len(to_run), 'run')} as {_count(len(packs), 'job')} of up to {largest} "
+              f"{'run' if largest == 1 else 'runs'} each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
               f"{min(self._parallel_slots(), len(packs))} at a time; each run's log: <run folder>/run.log",
               file=sys.stderr, flush=True)
         batch_size = self.max_batch_size or len(packs)
@@ -288,7 +289,8 @@ class StudySweeper(BasicSweeper):
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
-        print(f"[study] all {len(to_run)} runs done", file=sys.stderr, flush=True)
+        print(f"[study] all {len(to_run)} runs done" if len(to_run) > 1 else "[study] the run is done",
+              file=sys.stderr, flush=True)
         return returns
 
     def _parallel_slots(self) -> int:
@@ -357,6 +359,10 @@ class StudySweeper(BasicSweeper):
                 for p in runs:
                     writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
             tmp.replace(path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _plain(value: Any) -> Any:

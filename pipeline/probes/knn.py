@@ -169,9 +169,11 @@ def _expected_correct(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room
 
 
 def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug: torch.Tensor,
-           onehot: torch.Tensor, truth: torch.Tensor, k: int, self_offset: int | None, leave_one_out: bool,
-           random_order: bool, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, M) probability that each query point is classified right, and (B, M) whether ties decided its neighbours.
+           labels: torch.Tensor, onehot: torch.Tensor, truth: torch.Tensor, k: int, self_offset: int | None,
+           leave_one_out: bool, random_order: bool, out: torch.Tensor, right: torch.Tensor, tied: torch.Tensor):
+    """Fill ``right`` (B, M), whether each query point is classified right, and ``tied`` (B, M), whether ties
+    decided its neighbours. Under the random-order rule, returns the rows the ties leave open, to be scored
+    together after the last block: (b, m) and their S and E class counts, room r and true class; else None.
 
     ``qry`` and ``ref`` are in the precision of the Gram matrix (the states' own:
     float32 states need no rounding to float32); the exact path works in float64.
@@ -186,11 +188,12 @@ def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug:
     n_ref = dist.shape[-1] - (1 if self_offset is not None and leave_one_out else 0)
     take = min(k + 1, n_ref)
     values, index = _smallest(dist, take)
-    votes = onehot[index[..., :k]].sum(-2)
-    right = (votes.argmax(-1) == truth).to(torch.float64)  # vote ties: the first maximum, the lower class
-    tied = torch.zeros(right.shape, dtype=torch.bool, device=right.device)
+    votes = torch.zeros((*dist.shape[:2], onehot.shape[1]), dtype=torch.float64, device=dist.device)
+    votes.scatter_add_(-1, labels[index[..., :k]], torch.ones_like(index[..., :k], dtype=torch.float64))
+    torch.eq(votes.argmax(-1), truth, out=right)  # vote ties: the first maximum, the lower class
+    tied.zero_()
     if take == k:
-        return right, tied
+        return None
     # The Gram identity in floating point is off by at most about (3H + 3) eps
     # (|q|^2 + |r|^2) (worst-case dot-product error bound for the H + 1 terms of
     # the augmented product, plus that of |r|^2); 4 (H + 2) eps covers it. Where
@@ -202,7 +205,7 @@ def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug:
     bound = 4 * (qry.shape[-1] + 2) * eps * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
     if not len(b):
-        return right, tied
+        return None
     rows = _exact_distances(qry, ref, dist, b, m, values[b, m, k - 1] + 2 * bound[b, m], self_offset, self_value)
     kth = rows.kthvalue(k, dim=-1, keepdim=True).values
     closer = rows < kth
@@ -210,13 +213,11 @@ def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug:
     room = k - closer.sum(-1)
     tied[b, m] = at_kth.sum(-1) > room
     if random_order:
-        right[b, m] = _expected_correct(closer.to(torch.float64) @ onehot, at_kth.to(torch.float64) @ onehot,
-                                        room, truth[m])
-    else:
-        # every point closer than the k-th distance, then tied ones by ascending index
-        chosen = closer | (at_kth & (at_kth.cumsum(-1) <= room.unsqueeze(-1)))
-        right[b, m] = ((chosen.to(torch.float64) @ onehot).argmax(-1) == truth[m]).to(torch.float64)
-    return right, tied
+        return b, m, closer.to(torch.float64) @ onehot, at_kth.to(torch.float64) @ onehot, room, truth[m]
+    # every point closer than the k-th distance, then tied ones by ascending index
+    chosen = closer | (at_kth & (at_kth.cumsum(-1) <= room.unsqueeze(-1)))
+    right[b, m] = ((chosen.to(torch.float64) @ onehot).argmax(-1) == truth[m]).to(torch.float64)
+    return None
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
     # the blocking does not change the rounding of the expected counts
     right = torch.empty((slices, n_query), dtype=torch.float64, device=device)
     tied = torch.empty((slices, n_query), dtype=torch.bool, device=device)
+    open_rows = []  # rows whose expectation over ties is computed once, after the last block
     for start in range(0, slices, per_chunk):
         stop = min(slices, start + per_chunk)
         qry_aug, ref_aug = _augment(ref[start:stop])
@@ -289,9 +291,15 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
         for row in range(0, n_query, rows_per_block):
             end = min(n_query, row + rows_per_block)
             out = buffer[:(stop - start) * (end - row) * n_ref].view(stop - start, end - row, n_ref)
-            right[start:stop, row:end], tied[start:stop, row:end] = _block(
-                qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug, onehot, truth[row:end],
-                k, row if same else None, leave_one_out, ties == "expected_random_order", out)
+            found = _block(qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug, labels, onehot,
+                           truth[row:end], k, row if same else None, leave_one_out, ties == "expected_random_order",
+                           out, right[start:stop, row:end], tied[start:stop, row:end])
+            if found is not None:
+                b, m, *rest = found
+                open_rows.append((b + start, m + row, *rest))
+    if open_rows:
+        b, m, closer_votes, tied_votes, room, truth_open = (torch.cat(parts) for parts in zip(*open_rows))
+        right[b, m] = _expected_correct(closer_votes, tied_votes, room, truth_open)
     # divided on the host: CUDA's division by a scalar is not always correctly rounded
     return KnnCurve(right.sum(-1).cpu().numpy() / n_query, tied.sum(-1).cpu().numpy() / n_query)
 

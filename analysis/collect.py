@@ -53,8 +53,8 @@ __all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run
 
 CACHE_VERSION = 2  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps
 _RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
-                "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs", "n_slices", "shape",
-                "map_row"]
+                "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs",
+                "n_slices", "shape", "map_row"]
 # the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
 TIE_RULES = ("expected_random_order", "self_first_by_index")
 KNN_MODES = ("resubstitution", "leave_one_out")

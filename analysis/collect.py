@@ -179,7 +179,9 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
             raise NoRunsFound(f"Study {study!r} has no learning-curve maps to analyse: {reason}.")
     else:
         studies = []
-        for p in sorted(p for p in root.iterdir() if p.is_dir() and (p / "runs").is_dir()):
+        # dot-folders are bookkeeping (Hydra's .hydra, caches), never a study
+        for p in sorted(p for p in root.iterdir()
+                        if p.is_dir() and not p.name.startswith(".") and (p / "runs").is_dir()):
             reason = _not_lcm_study(p)
             if reason:
                 if notes is not None:

@@ -3,19 +3,47 @@
 The mode comes from ``WANDB_MODE`` (offline, online, disabled) and is never
 hard-coded, because an explicit ``mode=`` would override the user's choice.
 Unset means disabled here, so that nothing tries the network by surprise.
-The W&B run id is the run id, with ``resume="allow"``: a requeued job continues
-the same W&B run instead of creating a duplicate.
+
+Per epoch (the x-axis ``epoch``, or ``step`` for runners that report training
+steps) a run logs its readouts and, for runs with a learning-curve map, the
+four metrics of that epoch's information-processing curve computed by
+``analysis.metrics`` exactly as the analysis does (``map/start``, ``map/end``,
+``map/end_minus_start``, ``map/max``, ``map/tmax``), the raw curve's mean
+(``knn/mean``) and the probe's tie share (``knn/tie_share``). Every
+``media_every`` epochs and at the last one it logs the map so far as an image
+(``map/image``, one colour scale for the whole study) and the current curve as
+a line chart (``map/curve``). See docs/wandb.md.
+
+Attempts: each computation of a run is its own W&B run. The first attempt's
+W&B id is the run id; a recomputation (the run folder already holds W&B files
+of earlier attempts) gets ``<run id>-a<n>``, so histories never mix. An attempt
+that fails is finished with exit code 1 (W&B state "failed"); only an attempt
+that completes sets the summary key ``run/complete``, which the study's
+workspace filters on: one complete history per done run.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
+# Config keys that say where or how a run was launched, not what it is.
+PLUMBING_KEYS = ("expected_run_id", "pack_file", "paths", "participant", "hydra")
+PLUMBING_DESIGN_KEYS = ("participant", "assignment")
+METRIC_KEYS = ("start", "end", "end_minus_start", "max", "tmax")
+COMPLETE_KEY = "run/complete"
+IMAGE_KEY = "map/image"
+CURVE_KEY = "map/curve"
+TIE_PROBE = "knn_tie_share"
+_ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
 
 
 def wandb_mode() -> str:
@@ -27,42 +55,313 @@ def wandb_mode() -> str:
     return mode
 
 
-class Tracker:
-    """Mirrors per-epoch readouts and the learning-curve map to W&B (or does nothing)."""
+# ---------------------------------------------------------------------------
+# What a run is called, where it is grouped, what its config holds
+# ---------------------------------------------------------------------------
 
-    def __init__(self, logger_cfg, run_id: str, run_dir: Path, group: str, config: dict):
+
+def earlier_attempts(run_dir: Path, run_id: str) -> list[str]:
+    """W&B ids of earlier attempts at this run: the W&B run folders in ``<run_dir>/wandb``.
+
+    Offline and online runs both leave ``[offline-]run-<time>-<id>`` there.
+    """
+    folder = Path(run_dir) / "wandb"
+    if not folder.is_dir():
+        return []
+    own = re.compile(rf"^{re.escape(run_id)}(?:-a\d+)?$")
+    ids = set()
+    for entry in folder.iterdir():
+        match = _ATTEMPT_DIR.match(entry.name)
+        if entry.is_dir() and match and own.match(match.group("id")):
+            ids.add(match.group("id"))
+    return sorted(ids, key=lambda i: (len(i), i))
+
+
+def attempt_id(run_id: str, attempt: int) -> str:
+    return run_id if attempt == 1 else f"{run_id}-a{attempt}"
+
+
+def _design(cfg: DictConfig) -> dict:
+    design = cfg.get("design")
+    return OmegaConf.to_container(design, resolve=True) if design is not None else {}
+
+
+def class_pair(design: dict) -> str | None:
+    names = design.get("class_names")
+    if isinstance(names, (list, tuple)) and len(names) == 2:
+        return f"{names[0]}/{names[1]}"
+    return None
+
+
+def group_name(cfg: DictConfig) -> str:
+    """``<study>-<labels>``: real and shuffled runs of a study in separate groups."""
+    return f"{cfg.study.name}-{_design(cfg).get('labels', cfg.get('labels', 'real'))}"
+
+
+def display_name(cfg: DictConfig, attempt: int = 1) -> str:
+    """``gesture pick-up/shake r003`` (+ `` shuffled``, + `` attempt 2``)."""
+    design = _design(cfg)
+    replicate = int(design.get("replicate", 0))
+    pair = class_pair(design)
+    if pair and design.get("data_source"):
+        name = f"{design['data_source']} {pair} r{replicate:03d}"
+    else:
+        name = f"{cfg.study.name} {design.get('cell', '')} r{replicate:03d}".replace("  ", " ")
+    if design.get("labels", "real") != "real":
+        name += f" {design['labels']}"
+    return name + (f" attempt {attempt}" if attempt > 1 else "")
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """Study, data source, labels and class names (W&B caps a tag at 64 characters)."""
+    design = _design(cfg)
+    tags = [cfg.study.name, design.get("data_source"), design.get("labels")]
+    tags += list(design.get("class_names") or [])
+    deficit = cfg.get("deficit")
+    if deficit is not None and deficit.get("kind", "none") != "none":
+        tags.append(f"deficit-{deficit.kind}")
+    out: list[str] = []
+    for tag in tags:
+        if tag is not None and str(tag) and str(tag)[:64] not in out:
+            out.append(str(tag)[:64])
+    return out
+
+
+def run_config(cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None) -> dict:
+    """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    design = full.pop("design", None) or {}
+    for key in PLUMBING_KEYS:
+        full.pop(key, None)
+    top: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "wandb_id": attempt_id(run_id, attempt)}
+    if earlier:
+        top["earlier_attempts"] = list(earlier)
+    for key, value in design.items():
+        if key in PLUMBING_DESIGN_KEYS:
+            continue
+        # companion designs name factors by config path (study.depth): W&B would nest the dots
+        name = key.split(".")[-1] if "." in key else key
+        top[name if name not in top else key.replace(".", "_")] = value
+    # grouping keys of the study's workspace (a panel groups by one key): shuffled-label runs
+    # form their own lines instead of blending into the real ones
+    shuffled = "" if design.get("labels", "real") == "real" else f" {design['labels']}"
+    pair = class_pair(design)
+    if design.get("data_source"):
+        top["source_group"] = f"{design['data_source']}{shuffled}"
+    if pair:
+        top["class_pair"] = pair
+        if design.get("data_source"):
+            top["source_pair"] = f"{design['data_source']} {pair}{shuffled}"
+    for key, value in full.items():
+        top.setdefault(key, value)
+    return top
+
+
+# ---------------------------------------------------------------------------
+# The learning-curve map as the tracker sees it, epoch by epoch
+# ---------------------------------------------------------------------------
+
+
+def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
+    """The epoch's information-processing curve (knn/train accuracy by time slice), or None."""
+    if curves is None or not len(curves) or "probe" not in curves:
+        return None
+    knn = curves[(curves.probe == "knn") & (curves.split == "train")]
+    if not len(knn):
+        return None
+    return knn.sort_values("time_slice").value.to_numpy(dtype=np.float64)
+
+
+def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
+    """The four metrics (and ``end``) of one curve, by ``analysis.metrics`` with the analysis's defaults."""
+    from analysis.metrics import curve_metrics
+
+    metrics = curve_metrics(curve[None, :], smooth=True).as_dict()
+    return {f"map/{name}": float(metrics[name][0]) for name in METRIC_KEYS}
+
+
+def tie_share(curves: pd.DataFrame | None) -> float | None:
+    if curves is None or not len(curves) or "probe" not in curves:
+        return None
+    rows = curves[(curves.probe == TIE_PROBE) & (curves.split == "train")]
+    return float(rows.value.mean()) if len(rows) else None
+
+
+class MapFigure:
+    """One Agg figure per run, redrawn in place: the map so far (time slice x epoch) and the current curve.
+
+    Built with matplotlib's object API (no pyplot: no global state, cheaper import).
+    """
+
+    def __init__(self, n_epochs: int, n_slices: int, scale: tuple[float, float], chance: float | None):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+
+        self.scale, self.chance = scale, chance
+        self.fig = Figure(figsize=(6.4, 2.8), dpi=72, layout="constrained")
+        FigureCanvasAgg(self.fig)
+        ax_map, ax_curve = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        self.image = ax_map.imshow(np.full((n_epochs, n_slices), np.nan), vmin=scale[0], vmax=scale[1],
+                                   cmap="viridis", aspect="auto", origin="lower", interpolation="nearest",
+                                   extent=(0.5, n_slices + 0.5, 0.5, n_epochs + 0.5))
+        bar = self.fig.colorbar(self.image, ax=ax_map, label="KNN accuracy")
+        if chance is not None and scale[0] <= chance <= scale[1]:
+            bar.ax.axhline(chance, color="white", linewidth=1.5)
+        ax_map.set_xlabel("time slice")
+        ax_map.set_ylabel("epoch")
+        ax_map.yaxis.set_major_locator(MaxNLocator(integer=True))
+        slices = np.arange(1, n_slices + 1)
+        (self.raw,) = ax_curve.plot(slices, np.full(n_slices, np.nan), color="0.6", linewidth=0.8, label="raw")
+        (self.smooth,) = ax_curve.plot(slices, np.full(n_slices, np.nan), color="C3", linewidth=1.4, label="3RS3R")
+        if chance is not None:
+            ax_curve.axhline(chance, color="black", linestyle=":", linewidth=0.8, label="chance")
+        ax_curve.set_ylim(*scale)
+        ax_curve.set_xlim(0.5, n_slices + 0.5)
+        ax_curve.set_xlabel("time slice")
+        ax_curve.legend(loc="lower right", fontsize=7, frameon=False)
+        self.title = ax_curve.set_title("", fontsize=9)
+
+    def render(self, grid: np.ndarray, epoch: int, curve: np.ndarray, smoothed: np.ndarray) -> np.ndarray:
+        self.image.set_data(grid)
+        self.raw.set_ydata(curve)
+        self.smooth.set_ydata(smoothed)
+        self.title.set_text(f"epoch {epoch}")
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+# ---------------------------------------------------------------------------
+# The tracker
+# ---------------------------------------------------------------------------
+
+
+def _options(logger_cfg) -> dict:
+    w = logger_cfg.wandb
+    every = w.get("media_every", 10)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"logger.wandb.media_every={every!r}: must be an integer >= 0 (0 = the last epoch only)")
+    scale = w.get("color_scale", [0.4, 1.0])
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"logger.wandb.color_scale={scale!r}: must be two numbers [low, high]") from None
+    if not lo < hi:
+        raise ValueError(f"logger.wandb.color_scale={scale!r}: low must be below high")
+    chance = w.get("chance", 0.5)
+    x_axes = dict(w.get("x_axis") or {})
+    return {"media_every": int(every), "scale": (lo, hi), "chance": None if chance is None else float(chance),
+            "x_axes": x_axes}
+
+
+def _flat_scalars(summary: dict, prefix: str = "") -> dict[str, float | int | str]:
+    """Numbers and strings of a (nested) summary, keys joined with '/'; lists are left to the run folder."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_scalars(value, f"{name}/"))
+        elif isinstance(value, (bool, np.bool_)):
+            out[name] = bool(value)
+        elif isinstance(value, (int, float, np.integer, np.floating)) and np.isfinite(value):
+            out[name] = value.item() if hasattr(value, "item") else value
+        elif isinstance(value, str):
+            out[name] = value
+    return out
+
+
+class Tracker:
+    """Mirrors one attempt at a run to W&B (or does nothing when W&B is disabled)."""
+
+    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path):
         self.run = None
+        self.options = _options(cfg.logger)  # checked in every mode: a typo surfaces before W&B is turned on
         if wandb_mode() == "disabled":
             return
         import wandb  # imported only when used: it costs about a second
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        runner = cfg.study.runner
+        self.x_axis = str(self.options["x_axes"].get(runner, self.options["x_axes"].get("default", "epoch")))
+        self.n_epochs = int(cfg.trainer.epochs) if runner == "sequence" else None
+        earlier = earlier_attempts(run_dir, run_id)
+        self.attempt = len(earlier) + 1
+        self.wandb_id = attempt_id(run_id, self.attempt)
+        if earlier:
+            log.info("W&B: run %s was attempted before (%s); this attempt is W&B run %s",
+                     run_id, ", ".join(earlier), self.wandb_id)
+        w = cfg.logger.wandb
         self.run = wandb.init(
-            project=logger_cfg.wandb.project, entity=logger_cfg.wandb.entity,
-            id=run_id, name=run_id, resume="allow", group=group, job_type="run",
-            dir=str(run_dir), config=config, reinit="finish_previous",
+            project=w.project, entity=w.entity, id=self.wandb_id, name=display_name(cfg, self.attempt),
+            resume="never", group=group_name(cfg), job_type="run", tags=run_tags(cfg), dir=str(run_dir),
+            config=run_config(cfg, run_id, self.attempt, earlier), reinit="finish_previous",
         )
+        self.run.define_metric(self.x_axis)
+        self.run.define_metric("*", step_metric=self.x_axis)
+        self._rows: dict[int, np.ndarray] = {}
+        self._figure: MapFigure | None = None
+        self._last_media = None
+        self._wandb = wandb
 
-    def log_epoch(self, epoch: int, readouts: dict, curves: pd.DataFrame) -> None:
+    # -- per epoch -------------------------------------------------------
+
+    def log_epoch(self, epoch: int, readouts: dict, curves: pd.DataFrame | None) -> None:
         if self.run is None:
             return
-        row = {"epoch": epoch, **readouts}
-        knn = curves[(curves.probe == "knn") & (curves.split == "train")] if curves is not None and len(curves) else []
-        if len(knn):
-            row["knn/mean"] = float(knn.value.mean())
-            row["knn/first_slice"] = float(knn.value.iloc[0])
-            row["knn/last_slice"] = float(knn.value.iloc[-1])
-        self.run.log(row, step=epoch)
+        row: dict[str, Any] = {self.x_axis: epoch, **readouts}
+        curve = epoch_curve(curves)
+        if curve is not None:
+            self._rows[epoch] = curve
+            row.update(epoch_metrics(curve))
+            row["knn/mean"] = float(curve.mean())
+        share = tie_share(curves)
+        if share is not None:
+            row["knn/tie_share"] = share
+        if curve is not None and self._media_due(epoch):
+            row.update(self._media(epoch))
+        self.run.log(row)
+
+    def _media_due(self, epoch: int) -> bool:
+        every = self.options["media_every"]
+        return (every and epoch % every == 0) or (self.n_epochs is not None and epoch >= self.n_epochs)
+
+    def _media(self, epoch: int) -> dict:
+        from analysis.metrics import smooth_3rs3r
+
+        wandb = self._wandb
+        curve = self._rows[epoch]
+        n_slices = len(curve)
+        n_epochs = max(self.n_epochs or 0, max(self._rows))
+        grid = np.full((n_epochs, n_slices), np.nan)
+        for e, values in self._rows.items():
+            if len(values) == n_slices:
+                grid[e - 1] = values
+        smoothed = smooth_3rs3r(curve)
+        if self._figure is None or self._figure.image.get_array().shape != grid.shape:
+            self._figure = MapFigure(n_epochs, n_slices, self.options["scale"], self.options["chance"])
+        pixels = self._figure.render(grid, epoch, curve, smoothed)
+        lo, hi = self.options["scale"]
+        chance = self.options["chance"]
+        caption = (f"learning-curve map after epoch {epoch} of {n_epochs}: KNN accuracy by time slice (x) and "
+                   f"epoch (y); colour scale {lo:g}-{hi:g} for the whole study"
+                   + (f"; chance {chance:g} (white line on the scale, dotted in the curve)" if chance is not None
+                      else ""))
+        slices = list(range(1, n_slices + 1))
+        chart = wandb.plot.line_series(xs=slices, ys=[curve.tolist(), smoothed.tolist()], keys=["raw", "3RS3R"],
+                                       title=f"information-processing curve, epoch {epoch}", xname="time slice")
+        self._last_media = epoch
+        return {IMAGE_KEY: wandb.Image(pixels, caption=caption), CURVE_KEY: chart}
+
+    # -- at the end -------------------------------------------------------
 
     def finish(self, curves: pd.DataFrame | None, summary: dict, ok: bool) -> None:
         if self.run is None:
             return
-        import wandb
-
-        knn = curves[(curves.probe == "knn")] if curves is not None else []
-        if len(knn):
-            self.run.log({"learning_curve_map": wandb.Table(dataframe=knn.reset_index(drop=True))})
-        for key in ("test_accuracy", "test_loss"):
-            if key in summary:
-                self.run.summary[key] = summary[key]
+        if ok and self._rows and self._last_media != max(self._rows):
+            last = max(self._rows)
+            self.run.log({self.x_axis: last, **self._media(last)})
+        if ok:
+            scalars = {k: v for k, v in _flat_scalars(summary).items() if k not in ("run_id", "git_commit")}
+            self.run.summary.update({**scalars, COMPLETE_KEY: 1})
         self.run.finish(exit_code=0 if ok else 1)
+        self.run = None

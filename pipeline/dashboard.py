@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 from .tracking import COMPLETE_KEY, IMAGE_KEY
 
@@ -31,8 +32,17 @@ HEALTH = (("train/loss", "training loss"), ("val/loss", "validation loss"),
           ("knn/tie_share", "share of KNN decisions with tied distances"))
 
 
+def _wandb_workspaces():
+    """The two wandb-workspaces modules (imported late: pydantic v1-style validators warn on import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import wandb_workspaces.reports.v2 as wr
+        import wandb_workspaces.workspaces as ws
+    return wr, ws
+
+
 def _metric_plots(group_key: str, suffix: str, band: str = "stderr") -> list:
-    import wandb_workspaces.reports.v2 as wr
+    wr, _ = _wandb_workspaces()
 
     return [wr.LinePlot(title=f"{title} {suffix}", x=X_AXIS, y=[f"map/{name}"], groupby=wr.Config(group_key),
                         groupby_aggfunc="mean", groupby_rangefunc=band, title_x="epoch", title_y=name)
@@ -40,15 +50,14 @@ def _metric_plots(group_key: str, suffix: str, band: str = "stderr") -> list:
 
 
 def _note(text: str):
-    import wandb_workspaces.reports.v2 as wr
+    wr, _ = _wandb_workspaces()
 
     return wr.MarkdownPanel(markdown=text)
 
 
 def build_workspace(entity: str, project: str, study: str):
     """The workspace object (nothing is sent anywhere until ``.save()``)."""
-    import wandb_workspaces.reports.v2 as wr
-    import wandb_workspaces.workspaces as ws
+    wr, ws = _wandb_workspaces()
 
     section = lambda name, panels, is_open=True: ws.Section(  # noqa: E731
         name=name, panels=panels, is_open=is_open, layout_settings=ws.SectionLayoutSettings(columns=3, rows=2),

@@ -44,6 +44,7 @@ COMPLETE_KEY = "run/complete"
 IMAGE_KEY = "map/image"
 CURVE_KEY = "map/curve"
 TIE_PROBE = "knn_tie_share"
+CONSOLE_MODES = ("off", "auto", "wrap", "redirect")  # wandb.Settings(console=...)
 _ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
 
 
@@ -129,10 +130,16 @@ def run_tags(cfg: DictConfig) -> list[str]:
 
 
 def run_config(cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None) -> dict:
-    """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing."""
+    """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing.
+
+    Left out: launch plumbing and the top-level keys the study's runner ignores.
+    """
     full = OmegaConf.to_container(cfg, resolve=True)
     design = full.pop("design", None) or {}
-    for key in PLUMBING_KEYS:
+    from .studies import get_runner
+
+    # plumbing, and the keys this study's runner ignores (a companion study's data set or model)
+    for key in (*PLUMBING_KEYS, *get_runner(cfg.study.runner).ignored_keys):
         full.pop(key, None)
     top: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "wandb_id": attempt_id(run_id, attempt)}
     if earlier:
@@ -163,14 +170,23 @@ def run_config(cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str
 # ---------------------------------------------------------------------------
 
 
-def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
-    """The epoch's information-processing curve (knn/train accuracy by time slice), or None."""
+def _rows(curves: pd.DataFrame | None, probe: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(time slices, values) of the train-split rows of one probe; numpy, not pandas: this runs every epoch."""
     if curves is None or not len(curves) or "probe" not in curves:
         return None
-    knn = curves[(curves.probe == "knn") & (curves.split == "train")]
-    if not len(knn):
+    mask = (curves["probe"].to_numpy() == probe) & (curves["split"].to_numpy() == "train")
+    if not mask.any():
         return None
-    return knn.sort_values("time_slice").value.to_numpy(dtype=np.float64)
+    return curves["time_slice"].to_numpy()[mask], curves["value"].to_numpy(dtype=np.float64)[mask]
+
+
+def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
+    """The epoch's information-processing curve (knn/train accuracy by time slice), or None."""
+    rows = _rows(curves, "knn")
+    if rows is None:
+        return None
+    slices, values = rows
+    return values[np.argsort(slices, kind="stable")]
 
 
 def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
@@ -182,10 +198,9 @@ def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
 
 
 def tie_share(curves: pd.DataFrame | None) -> float | None:
-    if curves is None or not len(curves) or "probe" not in curves:
-        return None
-    rows = curves[(curves.probe == TIE_PROBE) & (curves.split == "train")]
-    return float(rows.value.mean()) if len(rows) else None
+    """Mean of the epoch's tie-share rows (probe ``knn_tie_share``, split train), or None without them."""
+    rows = _rows(curves, TIE_PROBE)
+    return None if rows is None else float(rows[1].mean())
 
 
 class MapFigure:
@@ -206,7 +221,7 @@ class MapFigure:
         canvas = FigureCanvasAgg(self.fig)
         self.ax_map = self.fig.add_axes((0.085, 0.17, 0.44, 0.75))
         cax = self.fig.add_axes((0.535, 0.17, 0.018, 0.75))
-        self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.29, 0.75))
+        self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.27, 0.75))
         self.image = self.ax_map.imshow(np.full((n_epochs, n_slices), np.nan), vmin=scale[0], vmax=scale[1],
                                         cmap="viridis", aspect="auto", origin="lower", interpolation="nearest",
                                         extent=(0.5, n_slices + 0.5, 0.5, n_epochs + 0.5))
@@ -268,8 +283,11 @@ def _options(logger_cfg) -> dict:
         raise ValueError(f"logger.wandb.color_scale={scale!r}: low must be below high")
     chance = w.get("chance", 0.5)
     x_axes = dict(w.get("x_axis") or {})
+    console = str(w.get("console", "off"))
+    if console not in CONSOLE_MODES:
+        raise ValueError(f"logger.wandb.console={console!r}: allowed values are {', '.join(CONSOLE_MODES)}")
     return {"media_every": int(every), "scale": (lo, hi), "chance": None if chance is None else float(chance),
-            "x_axes": x_axes}
+            "x_axes": x_axes, "console": console}
 
 
 def _flat_scalars(summary: dict, prefix: str = "") -> dict[str, float | int | str]:
@@ -313,6 +331,7 @@ class Tracker:
             project=w.project, entity=w.entity, id=self.wandb_id, name=display_name(cfg, self.attempt),
             resume="never", group=group_name(cfg), job_type="run", tags=run_tags(cfg), dir=str(run_dir),
             config=run_config(cfg, run_id, self.attempt, earlier), reinit="finish_previous",
+            settings=wandb.Settings(console=self.options["console"]),
         )
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
@@ -327,10 +346,12 @@ class Tracker:
             return
         row: dict[str, Any] = {self.x_axis: epoch, **readouts}
         curve = epoch_curve(curves)
-        if curve is not None:
+        if curve is not None and np.all(np.isfinite(curve)):  # the analysis leaves non-finite maps out too
             self._rows[epoch] = curve
             row.update(epoch_metrics(curve))
             row["knn/mean"] = float(curve.mean())
+        else:
+            curve = None
         share = tie_share(curves)
         if share is not None:
             row["knn/tie_share"] = share

@@ -173,6 +173,28 @@ def test_tracker_logs_metrics_tie_share_and_media_offline(tmp_path, monkeypatch)
     assert exit_code(records) == 0
 
 
+def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_path, monkeypatch):
+    cfg = run_config("study=critical_pathways", f"paths.root={tmp_path}")
+    config = tracking.run_config(cfg, "cp-run")
+    assert {"depth", "deficit_onset", "deficit_length", "replicate"} <= set(config)
+    assert not {"dataset", "model", "trainer", "data_source", "pair", "design"} & set(config)  # ignored by its runner
+    assert tracking.display_name(cfg).startswith("critical_pathways depth=")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = tracking.Tracker(cfg, "cp-run", tmp_path)
+    empty = pd.DataFrame(columns=["probe", "split", "epoch", "time_slice", "value"])
+    for step in (0, 100, 200):
+        tracker.log_epoch(step, {"train/loss": 1.0 / (step + 1), "share_b/mode1": 0.5 - step / 1000}, empty)
+    tracker.finish(empty, {"final_share_b_mode1": 0.3, "amplification_mode1": 2.5, "final_share_b": {1: 0.3}},
+                   ok=True)
+    records = read_offline(wandb_files(tmp_path)["cp-run"])
+    assert [row["step"] for row in history(records)] == [0, 100, 200]
+    assert not any(key.startswith("map/") for row in history(records) for key in row)
+    metrics = [r["metric"] for r in records if r["type"] == "metric"]
+    assert any(m.get("glob_name") == "*" and m.get("step_metric") == "step" for m in metrics)
+    final = summary(records)
+    assert (final["final_share_b_mode1"], final["amplification_mode1"], final["final_share_b/1"]) == (0.3, 2.5, 0.3)
+
+
 # ---------------------------------------------------------------------------
 # A real run, offline: equal to the analysis, and every workspace panel has its data
 # ---------------------------------------------------------------------------

@@ -11,12 +11,15 @@
    on its own.
 2. One run per fresh process (`python -m pipeline`), disabled vs offline: what a
    single run pays when nothing is shared (imports, service start).
+Wall times move with the machine's load (printed); CPU times (this process and
+W&B's service process) much less, so both are printed.
 Target (issue 14): under 5% of a default run.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,11 +64,45 @@ class TrackerClock:
         return wrapper
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) of every process, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid ... utime (11th) stime (12th)
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its live descendants (W&B's service, wandb-core).
+
+    CPU time, unlike wall time, hardly moves when other processes compete for the cores.
+    """
+    table = _proc_table()
+    total, todo = time.process_time(), [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, seconds) in table.items():
+            if ppid == parent:
+                total += seconds
+                todo.append(pid)
+    return total
+
+
 def in_process(repeats: int, epochs: int, scratch: Path) -> dict:
     from pipeline.run import execute
 
     clock = TrackerClock()
     times: dict[str, list[float]] = {"disabled": [], "offline": []}
+    cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
     tracker_seconds: list[float] = []
     first_offline = None
     plan = ["disabled", "offline"] + ["disabled", "offline"] * repeats
@@ -73,30 +110,38 @@ def in_process(repeats: int, epochs: int, scratch: Path) -> dict:
         os.environ["WANDB_MODE"] = mode
         cfg = _compose(f"paths.root={scratch / f'inproc-{i}'}", f"trainer.epochs={epochs}")
         clock.seconds = 0.0
-        t0 = time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         outcome = execute(cfg)
-        wall = time.perf_counter() - t0
+        wall, used = time.perf_counter() - t0, cpu_seconds() - c0
         assert outcome.state == "done", outcome
         if i < 2:  # warm-up: torch's and the data's first use, and W&B's import and service start
             if mode == "offline":
                 first_offline = clock.seconds
             continue
         times[mode].append(wall)
+        cpu[mode].append(used)
         if mode == "offline":
             tracker_seconds.append(clock.seconds)
-    return {"times": times, "tracker": tracker_seconds, "first_offline_tracker": first_offline}
+    return {"times": times, "cpu": cpu, "tracker": tracker_seconds, "first_offline_tracker": first_offline}
 
 
-def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, list[float]]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished children and what they waited for
+    return usage.ru_utime + usage.ru_stime
+
+
+def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[str, list[float]]]:
     times: dict[str, list[float]] = {"disabled": [], "offline": []}
+    cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
     for i in range(repeats):
         for mode in ("disabled", "offline"):
             env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
-            t0 = time.perf_counter()
+            c0, t0 = _children_cpu(), time.perf_counter()
             subprocess.run([sys.executable, "-m", "pipeline", f"paths.root={scratch / f'proc-{mode}-{i}'}",
                             f"trainer.epochs={epochs}"], cwd=REPO, env=env, check=True, capture_output=True)
             times[mode].append(time.perf_counter() - t0)
-    return times
+            cpu[mode].append(_children_cpu() - c0)
+    return {"times": times, "cpu": cpu}
 
 
 def main() -> None:
@@ -123,15 +168,22 @@ def main() -> None:
         print(f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
               f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
               + " ".join(f"{t:.2f}" for t in r["tracker"]))
+        cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
+        print(f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
         print(f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
               "(import wandb, W&B service start), once per process\n")
 
         p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
-        pdis, poff = statistics.median(p["disabled"]), statistics.median(p["offline"])
-        print(f"2. one run per fresh process (python -m pipeline), median of {len(p['disabled'])} each:")
-        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in p['disabled']))
-        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in p['offline']))
+        pt, pc = p["times"], p["cpu"]
+        pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
+        print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
+        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['disabled']))
+        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['offline']))
         print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
+        cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
+        print(f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

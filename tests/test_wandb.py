@@ -171,6 +171,9 @@ def test_tracker_logs_metrics_tie_share_and_media_offline(tmp_path, monkeypatch)
     final = summary(records)
     assert final["run/complete"] == 1 and final["test_accuracy"] == 0.75 and final["seconds/total"] == 1.5
     assert exit_code(records) == 0
+    # off by default: the run folder has the log and the versions, and each costs CPU per run
+    assert not [r for r in records if r["type"] == "output_raw"]
+    assert not list(tmp_path.glob("wandb/offline-run-*/files/requirements.txt"))
 
 
 def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_path, monkeypatch):

@@ -282,6 +282,8 @@ def _options(logger_cfg) -> dict:
     if not lo < hi:
         raise ValueError(f"logger.wandb.color_scale={scale!r}: low must be below high")
     chance = w.get("chance", 0.5)
+    if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float))):
+        raise ValueError(f"logger.wandb.chance={chance!r}: must be a number (chance accuracy) or null")
     x_axes = dict(w.get("x_axis") or {})
     console = str(w.get("console", "off"))
     if console not in CONSOLE_MODES:

@@ -126,6 +126,7 @@ def test_earlier_attempts_count_only_this_runs_wandb_folders(tmp_path):
 @pytest.mark.parametrize("key,value,message", [
     ("media_every", -1, "media_every=-1"), ("media_every", "often", "media_every='often'"),
     ("color_scale", [1.0, 0.4], "low must be below high"), ("color_scale", "red", "two numbers"),
+    ("chance", "half", "chance='half'"), ("console", "loud", "console='loud'"),
 ])
 def test_bad_logger_options_name_the_key(tmp_path, key, value, message):
     cfg = run_config(f"paths.root={tmp_path}")

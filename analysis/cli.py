@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                       help="processes for the mixed models, one metric each (default: min(2, CPUs) = %(default)s)")
     opts.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    opts.add_argument("--wandb", action="store_true",
+                      help="also log the tables and report.html to W&B (job type analysis, the study's group; "
+                           "mode from WANDB_MODE, project from WANDB_PROJECT; see docs/wandb.md)")
     return parser
 
 
@@ -222,6 +225,11 @@ def _main(args) -> int:
           + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
           + (f", {n_warn} model warning(s)" if n_warn else "")
           + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
+    if args.wandb:
+        from .wandb_export import log_analysis
+
+        wandb_id = log_analysis(out, table, args.study, description)
+        _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
 
 

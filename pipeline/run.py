@@ -94,7 +94,7 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
         record.mark_running()
         log.info("run %s -> %s", rid, run_dir)
         t0 = time.perf_counter()
-        tracker = Tracker(cfg.logger, rid, run_dir, cfg.study.name, OmegaConf.to_container(cfg, resolve=True))
+        tracker = Tracker(cfg, rid, run_dir)
 
         def on_step(step: int, readouts: dict, curves) -> None:
             claim.heartbeat()

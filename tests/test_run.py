@@ -186,10 +186,9 @@ def test_wandb_offline_mirrors_the_run(tmp_path):
                          capture_output=True, text=True, timeout=120)
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     run_record = next(r for r in records if r["type"] == "run")
-    assert run_record["run"]["run_group"] == "headline"
+    assert run_record["run"]["run_group"] == "headline-real"  # study + labels (tests/test_wandb.py has more)
     config = run_record["run"]["config"]["update"]
-    assert json.loads(config["design"]["value_json"])["pair"] == 0 if "value_json" in config.get("design", {}) \
-        else config["design"]["pair"] == 0
+    assert config["pair"] == 0 and config["run_id"] == run_dir.name  # the design block as top-level keys
     history = [r for r in records if r["type"] == "history"]
     assert len(history) >= EPOCHS
     assert "train/loss" in json.dumps(history[0])

@@ -1,0 +1,191 @@
+"""What W&B logging (offline) costs a default run, against W&B disabled, side by side.
+
+    python bench/bench_wandb.py [--repeats 4] [--epochs 50]
+
+1. Runs in one process, as a packed sweep job runs them (pipeline/packs.py):
+   a default run (gesture, pair 0, 50 epochs) alternately with WANDB_MODE=disabled
+   and offline; the median wall time of each, and the time spent inside the W&B
+   tracker itself (init, per-epoch logging, map images and curve charts, finish),
+   measured around its calls. The first offline run of the process also pays
+   `import wandb` and the start of W&B's service; that one-off cost is printed
+   on its own.
+2. One run per fresh process (`python -m pipeline`), disabled vs offline: what a
+   single run pays when nothing is shared (imports, service start).
+Wall times move with the machine's load (printed); CPU times (this process and
+W&B's service process) much less, so both are printed.
+Target (issue 14): under 5% of a default run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from pipeline.app import CONFIG_DIR, prepare
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+        return prepare(cfg, list(overrides), lambda o: compose("config", overrides=list(o)))
+
+
+class TrackerClock:
+    """Seconds spent inside the tracker's methods (wrapped in place)."""
+
+    def __init__(self):
+        from pipeline import tracking
+
+        self.seconds = 0.0
+        for name in ("__init__", "log_epoch", "finish"):
+            original = getattr(tracking.Tracker, name)
+            setattr(tracking.Tracker, name, self._timed(original))
+
+    def _timed(self, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+        return wrapper
+
+
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds) of every process, from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "pid (comm)": state ppid ... utime (11th) stime (12th)
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads) and of its live descendants (W&B's service, wandb-core).
+
+    CPU time, unlike wall time, hardly moves when other processes compete for the cores.
+    """
+    table = _proc_table()
+    total, todo = time.process_time(), [os.getpid()]
+    while todo:
+        parent = todo.pop()
+        for pid, (ppid, seconds) in table.items():
+            if ppid == parent:
+                total += seconds
+                todo.append(pid)
+    return total
+
+
+def in_process(repeats: int, epochs: int, scratch: Path) -> dict:
+    from pipeline.run import execute
+
+    clock = TrackerClock()
+    times: dict[str, list[float]] = {"disabled": [], "offline": []}
+    cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
+    tracker_seconds: list[float] = []
+    first_offline = None
+    plan = ["disabled", "offline"] + ["disabled", "offline"] * repeats
+    for i, mode in enumerate(plan):
+        os.environ["WANDB_MODE"] = mode
+        cfg = _compose(f"paths.root={scratch / f'inproc-{i}'}", f"trainer.epochs={epochs}")
+        clock.seconds = 0.0
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        outcome = execute(cfg)
+        wall, used = time.perf_counter() - t0, cpu_seconds() - c0
+        assert outcome.state == "done", outcome
+        if i < 2:  # warm-up: torch's and the data's first use, and W&B's import and service start
+            if mode == "offline":
+                first_offline = clock.seconds
+            continue
+        times[mode].append(wall)
+        cpu[mode].append(used)
+        if mode == "offline":
+            tracker_seconds.append(clock.seconds)
+    return {"times": times, "cpu": cpu, "tracker": tracker_seconds, "first_offline_tracker": first_offline}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished children and what they waited for
+    return usage.ru_utime + usage.ru_stime
+
+
+def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[str, list[float]]]:
+    times: dict[str, list[float]] = {"disabled": [], "offline": []}
+    cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
+    for i in range(repeats):
+        for mode in ("disabled", "offline"):
+            env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
+            c0, t0 = _children_cpu(), time.perf_counter()
+            subprocess.run([sys.executable, "-m", "pipeline", f"paths.root={scratch / f'proc-{mode}-{i}'}",
+                            f"trainer.epochs={epochs}"], cwd=REPO, env=env, check=True, capture_output=True)
+            times[mode].append(time.perf_counter() - t0)
+            cpu[mode].append(_children_cpu() - c0)
+    return {"times": times, "cpu": cpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=4, help="runs per mode (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default %(default)s, the default run)")
+    args = parser.parse_args()
+    print(describe(torch_threads=1))
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
+        scratch = Path(tmp)
+        for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+            os.environ[var] = str(scratch / "wandb-cache")
+        os.environ["WANDB_SILENT"] = "true"
+        media_every = _compose().logger.wandb.media_every
+        print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
+
+        r = in_process(args.repeats, args.epochs, scratch)
+        dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
+        tracker = statistics.median(r["tracker"])
+        print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
+        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r['times']['disabled']))
+        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r['times']['offline']))
+        print(f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
+              f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
+              + " ".join(f"{t:.2f}" for t in r["tracker"]))
+        cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
+        print(f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
+        print(f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
+              "(import wandb, W&B service start), once per process\n")
+
+        p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
+        pt, pc = p["times"], p["cpu"]
+        pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
+        print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
+        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['disabled']))
+        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['offline']))
+        print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
+        cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
+        print(f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

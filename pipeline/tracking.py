@@ -269,7 +269,12 @@ def map_figure(n_epochs: int, n_slices: int, scale: tuple[float, float], chance:
 # ---------------------------------------------------------------------------
 
 
-def _options(logger_cfg) -> dict:
+# The probe's chance level with distinct states and random labels: resubstitution
+# 3-NN scores ~0.75 (each sample votes for itself); leave-one-out ~0.5.
+_PROBE_CHANCE = {"resubstitution": 0.75, "leave_one_out": 0.5}
+
+
+def _options(logger_cfg, knn_mode: str = "resubstitution") -> dict:
     w = logger_cfg.wandb
     every = w.get("media_every", 25)
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
@@ -281,9 +286,11 @@ def _options(logger_cfg) -> dict:
         raise ValueError(f"logger.wandb.color_scale={scale!r}: must be two numbers [low, high]") from None
     if not lo < hi:
         raise ValueError(f"logger.wandb.color_scale={scale!r}: low must be below high")
-    chance = w.get("chance", 0.5)
+    chance = w.get("chance", "auto")
+    if chance == "auto":
+        chance = _PROBE_CHANCE.get(knn_mode, 0.5)
     if chance is not None and (isinstance(chance, bool) or not isinstance(chance, (int, float))):
-        raise ValueError(f"logger.wandb.chance={chance!r}: must be a number (chance accuracy) or null")
+        raise ValueError(f"logger.wandb.chance={chance!r}: must be auto, a number (chance accuracy) or null")
     x_axes = dict(w.get("x_axis") or {})
     console = str(w.get("console", "off"))
     if console not in CONSOLE_MODES:
@@ -313,7 +320,8 @@ class Tracker:
 
     def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path):
         self.run = None
-        self.options = _options(cfg.logger)  # checked in every mode: a typo surfaces before W&B is turned on
+        knn_mode = str(OmegaConf.select(cfg, "probe.knn.mode", default="resubstitution"))
+        self.options = _options(cfg.logger, knn_mode)  # checked in every mode: a typo surfaces before W&B is turned on
         if wandb_mode() == "disabled":
             return
         import wandb  # imported only when used: it costs about a second

@@ -166,7 +166,7 @@ def test_tracker_logs_metrics_tie_share_and_media_offline(tmp_path, monkeypatch)
     assert [row["epoch"] for row in rows if "map/image._type" in row] == [2, 4, 5]
     assert [row["epoch"] for row in rows if "map/curve_table._type" in row] == [2, 4, 5]
     last = rows[-1]
-    assert "chance 0.5" in last["map/image.caption"] and "0.4-1" in last["map/image.caption"]
+    assert "chance 0.75" in last["map/image.caption"] and "0.4-1" in last["map/image.caption"]
     image = next(tmp_path.glob("wandb/offline-run-*/files/" + last["map/image.path"]))
     assert image.stat().st_size == last["map/image.size"] > 1000
     final = summary(records)

@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.runfolder import CONFIG, CURVES, STATUS
+
 from .metrics import map_metrics
 from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
 
@@ -142,7 +144,7 @@ def _not_lcm_study(study_dir: Path, sample: int = 3) -> str | None:
     with os.scandir(study_dir / "runs") as it:
         for entry in sorted((e for e in it if e.is_dir()), key=lambda e: e.name):
             try:
-                config = yaml.safe_load((Path(entry.path) / "config.yaml").read_text())
+                config = yaml.safe_load((Path(entry.path) / CONFIG).read_text())
             except Exception:
                 continue
             design = config.get("design") if isinstance(config, dict) else None
@@ -211,7 +213,7 @@ def _stat_key(path: Path) -> str:
 
 def run_state(run_dir: Path) -> tuple[str, str]:
     """(state, fingerprint) of a run folder; state is "done", "running", ... or a reason it is unreadable."""
-    status_path = run_dir / "status.json"
+    status_path = run_dir / STATUS
     try:
         raw = status_path.read_bytes()
         mtime = status_path.stat().st_mtime_ns
@@ -223,14 +225,14 @@ def run_state(run_dir: Path) -> tuple[str, str]:
     except (ValueError, AttributeError) as exc:
         return f"status.json unreadable ({type(exc).__name__})", ""
     digest = hashlib.sha1(raw)
-    digest.update(f"|{mtime}|{_stat_key(run_dir / 'config.yaml')}|{_stat_key(run_dir / 'curves.parquet')}".encode())
+    digest.update(f"|{mtime}|{_stat_key(run_dir / CONFIG)}|{_stat_key(run_dir / CURVES)}".encode())
     return state, digest.hexdigest()
 
 
 def _design(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -279,7 +281,7 @@ def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = run_dir / "curves.parquet"
+    path = run_dir / CURVES
     if not path.is_file():
         raise RunReadError("curves.parquet missing")
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +24,8 @@ from typing import Callable, Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
+
+from .runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ class PackMember:
 
 def write_pack(path: Path, members: Sequence[PackMember]) -> None:
     """Atomically: a job may start reading it as soon as it is launched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"runs": [m.__dict__ for m in members]}, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"runs": [m.__dict__ for m in members]}, indent=1))
 
 
 def read_pack(path: str | Path) -> list[PackMember]:

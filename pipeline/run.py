@@ -15,6 +15,7 @@ from . import identity
 from .design import Design, run_seed
 from .logs import run_log
 from .record import RunRecord, claim_state, is_done, try_claim
+from .runfolder import LOG
 from .studies import RunContext, get_runner
 from .tracking import Tracker
 
@@ -80,7 +81,7 @@ def execute(cfg: DictConfig) -> RunOutcome:
 
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
     try:
-        with run_log(run_dir / "run.log"):
+        with run_log(run_dir / LOG):
             return _execute_claimed(cfg, rid, run_dir, record, claim)
     finally:
         claim.release()

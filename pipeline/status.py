@@ -21,7 +21,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .record import claim_state, read_status
+from .runfolder import CONFIG, claim_state, read_status
 
 STATES = ("done", "failed", "running", "missing")
 
@@ -66,7 +66,7 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / "config.yaml").read_text(), re.MULTILINE)
+        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
     except OSError:
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""

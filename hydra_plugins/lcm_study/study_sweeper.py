@@ -15,6 +15,7 @@ choices, so that a job's fixed costs are paid once per pack.
 """
 
 import csv
+import io
 import logging
 import math
 import os
@@ -350,15 +351,15 @@ class StudySweeper(BasicSweeper):
         targets = {sweep_dir / "plan.csv": planned}
         for p in planned:
             targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
+        from pipeline.runfolder import atomic_write_text
+
         for path, runs in targets.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
-                for p in runs:
-                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
-            tmp.replace(path)
+            text = io.StringIO(newline="")
+            writer = csv.writer(text)
+            writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
+            for p in runs:
+                writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
+            atomic_write_text(path, text.getvalue())
 
 
 def _count(n: int, noun: str) -> str:

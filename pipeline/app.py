@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, check_int
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, study_cells
 from .packs import run_pack
-from .run import RunOutcome, execute, with_design
+from .run import RunInterrupted, RunOutcome, execute, with_design
 from .studies import get_runner
 
 log = logging.getLogger("pipeline")
@@ -91,7 +92,14 @@ def main(cfg: DictConfig) -> RunOutcome:
         return run_pack(cfg, _hydra_compose,
                         lambda run_cfg, run_overrides: execute(prepare(run_cfg, run_overrides, _hydra_compose)))
     run_cfg = prepare(cfg, overrides, _hydra_compose)
-    outcome = execute(run_cfg)
+    try:
+        outcome = execute(run_cfg)
+    except RunInterrupted as exc:
+        if HydraConfig.get().mode.name != "RUN":
+            raise  # the sweeper (or the launcher's worker) reports it
+        print(f"\nrun interrupted by {exc.signal_name}: its folder says so; run the same command again to "
+              f"compute it", file=sys.stderr)
+        sys.exit(exc.exit_code)
     if HydraConfig.get().mode.name == "RUN":
         print(f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
               f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml")

@@ -7,7 +7,25 @@ once with a message that names the key and what is allowed.
 """
 from __future__ import annotations
 
+import os
+import uuid
+
 from omegaconf import DictConfig, OmegaConf
+
+
+def _unique_token() -> str:
+    """This launch's own name part: the process id and random bits (a timestamp alone collides)."""
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def register_resolvers() -> None:
+    """``${lcm_unique:}`` in hydra.sweep.dir / hydra.run.dir: cached, so that the launch and its jobs (which
+    get a copy of the launch's resolver cache) name the same folder."""
+    if not OmegaConf.has_resolver("lcm_unique"):
+        OmegaConf.register_new_resolver("lcm_unique", _unique_token, use_cache=True)
+
+
+register_resolvers()
 
 
 class ConfigError(ValueError):

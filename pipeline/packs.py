@@ -70,7 +70,14 @@ def apply_values(base: DictConfig, values: Sequence[str]) -> DictConfig:
 
 
 class PackFailed(RuntimeError):
-    pass
+    """Some runs of a pack failed: ``failures`` holds (run id, first line of its error) for each of them."""
+
+    def __init__(self, failures: Sequence[tuple[str, str]]):
+        self.failures = [(str(rid), str(err)) for rid, err in failures]
+        super().__init__("\n".join(f"{rid}: {err}" for rid, err in self.failures))
+
+    def __reduce__(self):  # rebuilt from its failures when a launcher sends it across processes
+        return (PackFailed, (self.failures,))
 
 
 def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
@@ -98,5 +105,5 @@ def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     if failed:
         # one line per failed run: the sweeper reports each run by its id
-        raise PackFailed("\n".join(f"{rid}: {err}" for rid, err in failed))
+        raise PackFailed(failed)
     return outcomes

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from .runfolder import (CLAIM_STALE_SECONDS, CONFIG, CURVES, READOUTS, STATES, STATUS, SUMMARY, Claim,  # noqa: F401
-                        atomic_write_json, atomic_write_parquet, atomic_write_text, claim_state, is_done,
+                        atomic_write_json, atomic_write_parquet, file_digest, atomic_write_text, claim_state, is_done,
                         read_status, try_claim, utc_now)
 
 
@@ -27,6 +27,7 @@ class RunRecord:
         self.cell = cell
         self.dir.mkdir(parents=True, exist_ok=True)
         self._started = utc_now()
+        self._written: list[str] = []
 
     def _status(self, state: str, **extra: Any) -> None:
         assert state in STATES
@@ -40,6 +41,7 @@ class RunRecord:
 
     def write_config(self, resolved_yaml: str) -> None:
         atomic_write_text(self.dir / CONFIG, resolved_yaml)
+        self._written.append(CONFIG)
 
     def mark_running(self) -> None:
         self._status("running")
@@ -51,9 +53,15 @@ class RunRecord:
         atomic_write_parquet(self.dir / CURVES, curves)
         atomic_write_parquet(self.dir / READOUTS, readouts)
         atomic_write_json(self.dir / SUMMARY, summary)
+        self._written.extend([*(f"{name}.parquet" for name in tables or {}), CURVES, READOUTS, SUMMARY])
 
     def mark_done(self, **extra: Any) -> None:
-        self._status("done", **extra)
+        # what was written, so that a later reader can tell a damaged record from a done one
+        files = {name: file_digest(self.dir / name) for name in dict.fromkeys(self._written)}
+        self._status("done", files=files, **extra)
+
+    def mark_interrupted(self, signal_name: str) -> None:
+        self._status("interrupted", error=f"interrupted by {signal_name}")
 
     def mark_failed(self, exc: BaseException) -> None:
         self._status(

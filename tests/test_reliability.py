@@ -257,3 +257,50 @@ def _state(run_dir):
         return (read_status(run_dir) or {}).get("state")
     except ValueError:
         return None
+
+
+# --- the analysis reads each run once, from the root, and never pools different conditions --------------------
+
+
+def _analysis_study(tmp_path):
+    from tests.analysis_fixtures import make_study
+
+    return make_study(tmp_path / "outputs", study="s1", pairs=(0, 1), replicates=2, shuffled_replicates=0, epochs=4)
+
+
+def test_the_analysis_refuses_to_pool_runs_of_different_settings(tmp_path):
+    import yaml
+
+    from analysis import collect
+
+    study = _analysis_study(tmp_path)
+    folder = next(iter(study["runs"].values()))["folder"]
+    config = yaml.safe_load((folder / CONFIG).read_text())
+    config["trainer"]["lr"] = 0.05
+    (folder / CONFIG).write_text(yaml.safe_dump(config))
+    with pytest.raises(collect.MixedConditions, match=r"trainer\.lr=0\.05.*trainer\.lr=0\.001|trainer\.lr=0\.001.*"
+                                                        r"trainer\.lr=0\.05"):
+        collect.collect_runs(study["root"], progress=False)
+
+
+def test_a_copied_folder_a_link_outside_the_root_and_a_duplicate_are_not_counted(tmp_path):
+    import shutil
+
+    from analysis import collect
+
+    study = _analysis_study(tmp_path)
+    n = len(collect.collect_runs(study["root"], progress=False).runs)
+    runs_dir = study["root"] / "s1" / "runs"
+    original = sorted(runs_dir.iterdir())[0]
+    shutil.copytree(original, runs_dir / f"{original.name} copy")
+    outside = tmp_path / "elsewhere" / "gesture-p09-r009-x"
+    shutil.copytree(original, outside)
+    (outside / STATUS).write_text(json.dumps({"state": "done", "run_id": outside.name}))
+    (runs_dir / outside.name).symlink_to(outside)
+    shutil.copytree(original, study["root"] / "s2" / "runs" / original.name)  # the same run id in another study
+    c = collect.collect_runs(study["root"], progress=False)
+    assert len(c.runs) == n
+    reasons = {(s.study, s.run_id): s.reason for s in c.skipped}
+    assert "a copy?" in reasons[("s1", f"{original.name} copy")]
+    assert "outside the outputs root" in reasons[("s1", outside.name)]
+    assert "duplicate of run" in reasons[("s2", original.name)]

@@ -315,7 +315,8 @@ def render_report(inp: ReportInput) -> str:
 
     figs = inp.figures
     fig_html = []
-    for name in sorted(n for n in figs if n.startswith("maps_") and not n.startswith("maps_difference")):
+    for name in sorted(n for n in figs if n.startswith("maps_") and not n.startswith("maps_difference")
+                       and n != "maps_average.png"):
         fig_html.append(_figure(figs, name, _CAPTIONS["maps"]))
     for name in sorted(n for n in figs if n.startswith("maps_difference")):
         fig_html.append(_figure(figs, name, _CAPTIONS["difference"]))

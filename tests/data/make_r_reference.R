@@ -115,7 +115,7 @@ if (file.exists(f50) && file.exists(fnull)) {
       rows <- c(rows, obj(metric = str1(metric), model = str1(paste0("epoch_vs_epoch_pair_", src)),
                           adj_r2 = num(s$adj.r.squared), r2 = num(s$r.squared), f = num(a$F[2]),
                           df_model = num(a$Df[2]), df_resid = num(a$Res.Df[2]), p_value = num(a[["Pr(>F)"]][2]),
-                          n = num(nrow(sub))))
+                          n = num(nrow(sub)), delta_r2 = num(s$r.squared - summary(small)$r.squared)))
     }
   }
   writeLines(paste0("{\"r_version\":", str1(R.version.string),

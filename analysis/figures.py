@@ -274,6 +274,12 @@ def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes
                          f"{real['pair'].nunique()} class pairs)", fontsize=10)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
+        # the limits follow the means (pairs and sources), not the bands: the 95% interval of a handful of
+        # shuffled runs can be wide enough to flatten everything else
+        means = table.groupby(["source", "labels", "pair", "epoch"])[metric].mean()
+        lo, hi = float(means.min()), float(means.max())
+        pad = 0.08 * (hi - lo) if hi > lo else 0.05
+        axes[0][0].set_ylim(lo - pad, hi + pad)
         axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
         if handles:
             fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=3, fontsize=8,

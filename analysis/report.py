@@ -250,8 +250,12 @@ def _warnings(inp: ReportInput) -> str:
         singular = models[models["on_boundary"].astype(str) != ""]
         if len(singular):
             parts.append("<h3>Singular fits</h3><p>A variance component estimated as zero (or a perfect "
-                         "intercept-slope correlation): the random-effect structure is more than the data "
-                         "support. The fixed effects remain usable; prefer the simpler model.</p>"
+                         "intercept-slope correlation): the data do not support that part of the random-effect "
+                         "structure. As lme4 does, the fit is kept (its fixed effects and the likelihood-ratio "
+                         "test remain valid; the boundary makes the test, if anything, conservative) and flagged "
+                         "in the <code>singular</code> column and in the replication table's note; nothing "
+                         "falls back to a simpler model. Models that did not converge are listed above; a "
+                         "replication verdict that rests on one is 'not testable here'.</p>"
                          + _table(singular[["metric", "model", "on_boundary"]]))
     if other:
         parts.append("<h3>Convergence and fitting warnings</h3><ul>"
@@ -346,7 +350,7 @@ def render_report(inp: ReportInput) -> str:
         "first is the reference. p-values are Wald z tests with lme4's standard errors; ci = 95% Wald interval. "
         "<code>singular</code> names a variance component estimated as zero or an intercept-slope correlation of "
         "+-1; the fixed effects of a singular fit are kept (as lme4 keeps them) and flagged.</p>"
-        + _table(main[cols] if len(main) else main, csv="mixed_effects.csv"))
+        + _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True))
     extra = me[~me.index.isin(main.index)] if len(me) else me
     if len(extra):
         sections.append(
@@ -356,7 +360,7 @@ def render_report(inp: ReportInput) -> str:
             "<code>source_pair_re</code>: <code>(1 | pair) + (1 | run)</code>. Without a random slope the "
             "<code>:epoch</code> terms are tested against the residual scatter of single epochs, so their "
             "standard errors are several times too small; do not quote them.</p>"
-            + _table(extra[cols + ["engine"]], csv="mixed_effects.csv"))
+            + _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True))
 
     sections.append(
         "<h2>Likelihood-ratio tests (<code>lrt.csv</code>)</h2><p>ML fits of the model with and without the "

@@ -70,8 +70,8 @@ def merged_null_share(table: pd.DataFrame) -> dict[str, float]:
         values = np.unique(np.round(real, 12))
         step = float(np.min(np.diff(values))) if values.size > 1 else float(values[0])
         T = int(round(1.0 / step)) if step > 0 else 0
-        if T <= 0:
-            continue
+        if T <= 0 or T > 100_000 or np.any(np.abs(real * T - np.round(real * T)) > 1e-6):
+            continue  # the real runs are not on a 1/T grid themselves: nothing to compare with
         off = np.abs(null * T - np.round(null * T)) > 1e-6
         out[str(source)] = float(np.mean(off))
     return out

@@ -14,6 +14,7 @@ import pytest
 
 from analysis import lmm
 from analysis.formula import design_matrix, parse_rhs
+from analysis.replication import RULE, merged_null_share, replication_table
 from analysis.stats import holm, mixed_effects, model_specs
 from analysis.tables import read_metrics_table
 
@@ -379,3 +380,58 @@ def test_profiled_engine_agrees_with_statsmodels(kind):
     assert np.allclose(ours.fe_params, theirs.fe_params, rtol=1e-6, atol=1e-8)
     assert np.allclose(ours.bse, theirs.bse, rtol=2e-2)  # lme4-style vs full-Hessian standard errors
     assert ours.scale == pytest.approx(theirs.scale, rel=1e-4)
+
+
+# --- the replication table ----------------------------------------------------------------------------
+
+
+def test_replication_verdicts_follow_the_stated_rule(results):
+    d = _panel(shuffled=3)
+    rep = replication_table(d, results, None)
+    assert list(dict.fromkeys(rep["claim"])) == ["1", "2", "2b", "3", "4a", "4b", "5"]
+    assert "Holm" in RULE and "not testable here" in RULE
+    for claim, group in rep.groupby("claim"):
+        testable = group[group["verdict"] != "not testable here"]
+        if claim != "4b":  # Holm within the claim (4b's p is Holm-adjusted over block steps already)
+            assert np.allclose(testable["p_holm"], holm(testable["p_value"]), equal_nan=True)
+    direction = {"3": 1.0, "4a": 1.0, "4b": -1.0}
+    for r in rep.itertuples():
+        if r.verdict == "not testable here":
+            continue
+        ok = r.p_holm < 0.05 and (r.claim not in direction or np.sign(r.estimate) == direction[r.claim])
+        assert r.verdict == ("replicates" if ok else "does not replicate"), r
+        assert r.ci_low <= r.estimate <= r.ci_high
+    # the simulated source difference in start (+0.1, 3 pairs per source) and label difference (-0.15)
+    one = rep[(rep["claim"] == "1") & (rep["metric"] == "start")].iloc[0]
+    assert one["estimate"] == pytest.approx(0.1, abs=0.06)
+    lab = rep[(rep["claim"] == "5") & (rep["metric"] == "start") & (rep["source"] == "gesture")].iloc[0]
+    assert lab["estimate"] == pytest.approx(-0.15, abs=0.07) and lab["verdict"] == "replicates"
+    # single curves (this panel's shuffled runs): max and tmax are testable
+    assert (rep[rep["claim"] == "5"]["verdict"] != "not testable here").all()
+
+
+def test_replication_says_what_cannot_be_tested():
+    d = _panel(sources=("gesture",), shuffled=0)
+    res = mixed_effects(d, metrics=["start", "end_minus_start", "max", "tmax"], extras=False)
+    rep = replication_table(d, res, None)
+    for claim in ("1", "3", "2b", "5"):
+        assert (rep.loc[rep["claim"] == claim, "verdict"] == "not testable here").all(), claim
+    assert rep.loc[rep["claim"] == "1", "note"].str.contains("one data source").all()
+    assert rep.loc[rep["claim"] == "5", "note"].str.contains("no shuffled-label runs").all()
+    assert rep.loc[rep["claim"] == "4b", "note"].str.contains("at least 10 epochs").all()  # 8 epochs here
+
+
+@needs_reference
+def test_the_null_table_merges_five_curves():
+    """394 of the 500 null rows have tmax off the 1/T grid of a single curve (PROTOCOL.md)."""
+    table = read_metrics_table([REFERENCE / "metrics_50epoch.csv", REFERENCE / "metrics_null_50epoch.csv"])
+    share = merged_null_share(table)
+    assert share == {"gesture": 208 / 250, "sentence": 186 / 250}
+    null = table[table["labels"] != "real"]
+    T = {"gesture": 150, "sentence": 66}
+    off = sum(int(np.sum(np.abs(g["tmax"] * T[s] - np.round(g["tmax"] * T[s])) > 1e-6))
+              for s, g in null.groupby("source"))
+    assert off == 394
+    on_fifth = sum(int(np.sum(np.abs(g["tmax"] * 5 * T[s] - np.round(g["tmax"] * 5 * T[s])) < 1e-6))
+                   for s, g in null.groupby("source"))
+    assert on_fifth == 500  # every row on the 1/(5T) grid

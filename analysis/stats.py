@@ -2,46 +2,45 @@
 
 Each metric (``start``, ``end_minus_start``, ``max``, ``tmax``) is modelled
 with the repeated measures of a run (one data source x class pair x
-replicate, all its epochs) as a random effect, so that p-values respect that
-the epochs of one run are not independent. ``epoch`` is numeric, as
-recorded; categorical levels are in sorted order and the first is the
-reference. Rows have real labels unless a model compares them with shuffled
-ones. Models (name in the tables: formula, rows):
+replicate, all its epochs) as random effects, so that p-values respect that
+the epochs of one run are not independent. ``epoch`` is the raw epoch number;
+categorical levels are in sorted order and the first is the reference. Rows
+have real labels unless a model compares them with shuffled ones.
 
-- ``source``: ``metric ~ source * epoch + (1 | run)``, real labels.
-- ``pair_<source>``: ``metric ~ pair * epoch + (1 | run)``, real, one source.
-- ``source_slope``, ``pair_<source>_slope``: the same with a random slope for
-  epoch, ``(1 + epoch | run)`` (reported where statsmodels converges).
-- ``source_pair_re``: ``metric ~ source * epoch + (1 | pair) + (1 | run)``:
-  class pair as a random effect (runs nested in class pairs, class pairs in
-  sources), so that the source effect is judged against the spread of class
-  pairs, not of runs alone.
-- ``labels_<source>``: ``metric ~ labels * epoch + (1 | run)``, real and
-  shuffled runs of one source.
+Key models (random effects that match the design; always fitted):
 
-All are REML fits. ``source``, ``pair_<source>`` and ``labels_<source>`` are
-fitted by statsmodels' ``MixedLM``, started at the exact optimum found by the
-profiled criterion of ``analysis.lmm``; the random-slope and nested models by
-that profiled criterion itself (lme4's algorithm and standard errors; tested
-against lme4 and statsmodels), because statsmodels needs minutes for them on
-a full study; ``statsmodels_all=True`` fits them with statsmodels too. The
-``engine`` column says which. Likelihood-ratio tests (``lrt.csv``) compare ML
-fits (the profiled criterion: exact ML log-likelihoods, equal to
-statsmodels' and lme4's) of ``metric ~ epoch`` with the full fixed effects
-under the same random effects, for ``source``, ``pair_<source>``,
-``source_pair_re`` and ``labels_<source>``.
+- ``source_pairs``: ``metric ~ source * epoch + (1 + epoch | pair) + (1 +
+  epoch | run)``, real labels, the class pair coded within its source: the
+  source effect is judged against the spread of class pairs in level and in
+  slope.
+- ``pair_<source>_slope``: ``metric ~ pair * epoch + (1 + epoch | run)``,
+  real, one source; the class-pair contrasts come from it.
+- ``labels_<source>_slope``: ``metric ~ labels * epoch + (1 + epoch | run)``,
+  real and shuffled runs of one source.
+
+For comparison only (``extras``): ``source``, ``pair_<source>``,
+``labels_<source>`` with ``(1 | run)`` (statsmodels' ``MixedLM``, started at
+the exact profiled optimum), ``source_slope`` and ``source_pair_re``
+(``(1 | pair) + (1 | run)``). Random intercepts alone understate the
+standard errors of every epoch term.
+
+All REML; the random-slope and nested models by the profiled criterion of
+``analysis.lmm`` (lme4's algorithm and standard errors; tested against lme4
+and statsmodels). Likelihood-ratio tests (``lrt.csv``) compare ML fits of
+``metric ~ epoch`` with the full fixed effects under the same random effects.
+Singular fits are kept and flagged (``singular``); fits that did not converge
+are flagged (``converged``) and the comparison models' coefficients left out.
 
 Contrasts (``contrasts.csv``): every pair of class pairs within a source, from
-``pair_<source>``: the difference in the metric at the mean epoch of the data
-(``family = level_at_mean_epoch``) and the difference in slope per epoch
-(``family = epoch_slope``); Wald z tests, Holm-corrected within each metric x
-model x family. Effect sizes (``effect_sizes.csv``): sentence - gesture (from
-``source`` and ``source_pair_re``) and shuffled - real (``labels_<source>``)
-at the first, mean and last epoch and in slope, with 95% Wald intervals, and
-standardised as d = difference / sqrt(total random variance + residual
-variance) (the interval divided by the same SD; the SD's own uncertainty is
-not propagated). Nakagawa-Schielzeth marginal and conditional R^2 per model in
-``models.csv``.
+``pair_<source>_slope``: the difference at the mean epoch
+(``family = level_at_mean_epoch``) and in slope per epoch (``family =
+epoch_slope``); Wald z tests, Holm-corrected within each metric x model x
+family. Effect sizes (``effect_sizes.csv``): sentence - gesture
+(``source_pairs``) and shuffled - real (``labels_<source>_slope``) at the
+first, mean and last epoch and in slope, with 95% Wald intervals, and
+standardised as d = difference / sqrt(random variance averaged over the rows +
+residual variance). Nakagawa-Schielzeth marginal and conditional R^2 per model
+in ``models.csv``.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def _table(frame: pd.DataFrame, p_columns=("p_value", "p_holm"), max_rows: int |
         cells = []
         for column, value in zip(shown.columns, row):
             text = _fmt_p(value) if column in p_columns else _fmt_num(value)
-            cells.append(f"<td>{html.escape(text)}</td>")
+            numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            cells.append(f"<td class='num'>{html.escape(text)}</td>" if numeric else f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = ""
     if len(frame) > limit:
@@ -437,6 +438,7 @@ def render_report(inp: ReportInput) -> str:
         "th,td{border:1px solid #ccc;padding:2px 6px;text-align:right;white-space:nowrap;vertical-align:top}"
         "th{background:#f3f3f3}td:first-child,td:nth-child(2),td:nth-child(3){text-align:left}"
         "table.wrap td,table.wrap th{white-space:normal;text-align:left}"
+        "table.data td.num{white-space:nowrap;text-align:right}"
         "table.replication td.note{font-size:11px;color:#444;min-width:18em}"
         "tr.yes td.verdict{background:#e6f4ea;font-weight:600}tr.no td.verdict{background:#fdecea;font-weight:600}"
         "tr.na td.verdict{background:#f1f1f1}tr.claimhead td{background:#fafafa;border-top:2px solid #999}"
@@ -446,7 +448,7 @@ def render_report(inp: ReportInput) -> str:
         "details{margin:1em 0}summary{cursor:pointer;font-weight:600}"
         "@media print{body{max-width:none;margin:0}.tablebox{overflow:visible}"
         "table{font-size:9px;page-break-inside:auto}tr{page-break-inside:avoid}thead{display:table-header-group}"
-        "td,th{white-space:normal}figure{page-break-inside:avoid}h2{page-break-after:avoid}}")
+        "td,th{white-space:normal}td.num{white-space:nowrap}figure{page-break-inside:avoid}h2{page-break-after:avoid}}")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'/>"
             f"<title>{html.escape(inp.title)}</title><style>{style}</style></head><body>"
             + "".join(sections) + "</body></html>")

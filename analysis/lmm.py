@@ -606,13 +606,15 @@ def _boundary(cov_re: np.ndarray, vcomp: np.ndarray, scale: float, structure: St
         if structure.kind == "nested_slope":
             levels.append((structure.inner, cov_re_inner))
         for name, c in levels:
+            # lme4's isSingular: a diagonal entry of the relative Cholesky factor below the tolerance. (An
+            # eigenvalue ratio would flag every fit whose slope, per epoch, is on a much smaller scale than
+            # the intercept.)
             found = []
             if c[0, 0] < limit:
                 found.append(f"Var({name}: Intercept)")
             if c[1, 1] < limit:
                 found.append(f"Var({name}: {structure.slope})")
-            w = np.linalg.eigvalsh(c / scale)
-            if not found and w[0] < BOUNDARY_THETA ** 2 * max(w[-1], 1e-300) * 1e4:
+            if not found and (c[1, 1] - c[0, 1] ** 2 / c[0, 0]) < limit:
                 found.append(f"Cov({name}) singular (intercept-slope correlation of +-1)")
             out.extend(found)
         return out

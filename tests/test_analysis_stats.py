@@ -435,3 +435,17 @@ def test_the_null_table_merges_five_curves():
     on_fifth = sum(int(np.sum(np.abs(g["tmax"] * 5 * T[s] - np.round(g["tmax"] * 5 * T[s])) < 1e-6))
                    for s, g in null.groupby("source"))
     assert on_fifth == 500  # every row on the 1/(5T) grid
+
+
+def test_singular_means_lmes_is_singular_not_a_small_slope_scale():
+    """A slope variance far below the intercept's (per epoch) is not singular; a correlation of 1 is."""
+    st = lmm.Structure("slope", "run", slope="epoch")
+    scale = 1e-3
+    sd_i, sd_s = 0.1, 1e-4  # relative SDs 3.2 and 3.2e-3: an eigenvalue ratio of 1e-6
+    for rho, singular in ((0.1, False), (1.0, True)):
+        cov = np.array([[sd_i ** 2, rho * sd_i * sd_s], [rho * sd_i * sd_s, sd_s ** 2]])
+        got = lmm._boundary(cov, np.zeros(0), scale, st)
+        assert bool(got) == singular, (rho, got)
+        if singular:
+            assert got == ["Cov(run) singular (intercept-slope correlation of +-1)"]
+    assert lmm._boundary(np.diag([0.0, 1e-6]), np.zeros(0), scale, st) == ["Var(run: Intercept)"]

@@ -458,11 +458,12 @@ def _bounds(structure: Structure) -> list[tuple]:
 
 def _optimise(dev, starts, bounds, polish: bool):
     """L-BFGS-B from each start, the best polished by Nelder-Mead: (theta, converged, message)."""
-    best = None
+    best, best_dev = None, np.inf
     for x0 in starts if polish else starts[:1]:
         res = _lbfgs(dev, x0, bounds)
-        if best is None or res.fun < best.fun:
-            best = res
+        value = dev(res.x)  # res.fun is shifted by each start's own criterion value: not comparable
+        if best is None or value < best_dev:
+            best, best_dev = res, value
     theta = np.asarray(best.x, dtype=np.float64)
     if not polish:
         return theta, True, f"L-BFGS-B: {best.message} (a start for statsmodels)"

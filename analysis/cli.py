@@ -230,7 +230,11 @@ def _main(args) -> int:
         + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
+    diagnostics = []
     if collection is not None:
+        t0 = time.perf_counter()
+        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
         timings["companion studies"] = time.perf_counter() - t0
@@ -239,7 +243,7 @@ def _main(args) -> int:
         title="Learning-curve maps: analysis report", source_description=description, table=table, ols=ols_table,
         mixed=mixed, figures=figs, skipped=skipped, notes=notes, timings=timings, files=files,
         smooth=args.smooth if collection is not None else True, companion=companion,
-        replication=replication_table, replication_rule=replication.RULE, diagnostics=[]))
+        replication=replication_table, replication_rule=replication.RULE, diagnostics=diagnostics))
     atomic_write_text(out / "report.html", page)
     n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
@@ -252,6 +256,26 @@ def _main(args) -> int:
         wandb_id = log_analysis(out, table, args.study, description)
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
+
+
+def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
+    """Sections on whether the maps can be trusted (the probe's ties), shown after the replication table.
+
+    Their tables are written as CSV next to the report and their figures into figures/.
+    """
+    from . import ties
+    from .tables import atomic_write_bytes, atomic_write_csv
+
+    sections = [ties.tie_share_section(collection, figures=figs is not None)]
+    for section in sections:
+        for name, frame in section.get("tables", {}).items():
+            atomic_write_csv(out / f"{name}.csv", frame)
+            files.append(f"{name}.csv")
+        for name, png in section.get("figures", {}).items():
+            (out / "figures").mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "figures" / name, png)
+            files.append(f"figures/{name}")
+    return sections
 
 
 def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:

@@ -158,7 +158,9 @@ if (file.exists(f50) && file.exists(fnull)) {
                          optCtrl = list(maxfun = 100000, rhoend = 1e-10))
     ctrl_default <- ctrl
     ctrl <- tight
-    for (metric in c("start", "end_minus_start", "max", "tmax")) {
+    # --source-pairs-metrics a,b limits these (slow: minutes each) fits, e.g. for the live test
+    pairs_metrics <- strsplit(opt("--source-pairs-metrics", "start,end_minus_start,max,tmax"), ",")[[1]]
+    for (metric in pairs_metrics) {
       addfit("source_pairs", metric, y ~ factor(source) * epoch + (1 + epoch | pairkey) + (1 + epoch | run), TRUE)
       addfit("source_pairs_ml", metric, y ~ factor(source) * epoch + (1 + epoch | pairkey) + (1 + epoch | run),
              FALSE)

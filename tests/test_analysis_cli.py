@@ -79,6 +79,8 @@ def test_figures_and_a_self_contained_report(analysed):
     page = (out / "report.html").read_text()
     # the replication section comes first, and no table sits in a fixed-height box
     assert page.index("What replicates") < page.index("Overview") < page.index("Key results")
+    # the probe's ties section (a diagnostic) follows the replication section
+    assert page.index("What replicates") < page.index("KNN probe: ties and chance level") < page.index("Key results")
     assert "max-height" not in page
     assert page.count("data:image/png;base64,") == len(figures)
     assert not re.search(r"""(src|href)=['"]?(https?:|//|file:)""", page)  # nothing outside the file

@@ -236,7 +236,7 @@ def _compare_source_pairs_with_lme4(fits: list[dict], metrics=("start", "end_min
             worst["se"] = max(worst["se"], float(np.max(np.abs(fit.bse / np.asarray(f["std_error"]) - 1))))
     # the LRT's chi-square from our ML fits is at least as large as lme4's only where lme4's full fit fell short;
     # where both ML fits reach lme4's optimum it is lme4's
-    for metric in ("start", "end_minus_start", "max", "tmax"):
+    for metric in metrics:
         full, null = ours[(metric, "source_pairs_ml")], ours[(metric, "null_pairs_ml")]
         r_full = next(f for f in pairs if f["metric"] == metric and f["name"] == "source_pairs_ml")
         r_null = next(f for f in pairs if f["metric"] == metric and f["name"] == "null_pairs_ml")

@@ -24,8 +24,10 @@ outputs (in --out):
   metrics.parquet      one row per run x epoch: study, run_id, source, labels, pair, pair_index,
                        class_a, class_b, replicate, epoch, n_slices, start, end, end_minus_start,
                        max, tmax (from --metrics-table: that table plus end_minus_start and run)
+  replication.csv      one row per claim of the study (and metric / source): the authors' test, ours,
+                       estimate with 95% CI, p, Holm-adjusted p, verdict (rule in report.html)
   mixed_effects.csv    fixed effects of every mixed model (metric, model, term, estimate,
-                       std_error, z, p_value, ci_low, ci_high, ...)
+                       std_error, z, p_value, ci_low, ci_high, converged, singular, ...)
   lrt.csv              likelihood-ratio tests (metric, model, chisq, df, p_value, ...)
   ols.csv              the authors' least squares as R's lm gives them (metric, model, adj_r2, f,
                        p_value, ...)
@@ -37,14 +39,18 @@ outputs (in --out):
   .cache/              per-run maps and the metrics table; reused while the done runs are unchanged
 
 models (each metric: start, end_minus_start, max, tmax; run = source x pair x replicate):
-  source           metric ~ source * epoch + (1 | run)            real labels
-  pair_<source>    metric ~ pair * epoch + (1 | run)              real labels, one source
-  source_slope, pair_<source>_slope   the same with (1 + epoch | run)
+  key models (their random effects match the design):
+  source_pairs          metric ~ source * epoch + (1 + epoch | pair) + (1 + epoch | run)   real labels,
+                        pair coded within its source
+  pair_<source>_slope   metric ~ pair * epoch + (1 + epoch | run)     real, one source (contrasts)
+  labels_<source>_slope metric ~ labels * epoch + (1 + epoch | run)   real and shuffled runs
+  for comparison (--core-only leaves them out):
+  source, pair_<source>, labels_<source>   the same with (1 | run) only
+  source_slope     metric ~ source * epoch + (1 + epoch | run)
   source_pair_re   metric ~ source * epoch + (1 | pair) + (1 | run)
-  labels_<source>  metric ~ labels * epoch + (1 | run)            real and shuffled runs
-  All REML. source, pair_<source>, labels_<source>: statsmodels MixedLM (started at the exact optimum);
-  the random-slope and nested models: the profiled criterion (lme4's algorithm; --statsmodels-all to use
-  statsmodels). LRTs (ML) against metric ~ epoch with the same random effects.
+  All REML; epoch is the raw epoch number. The (1 | run) models: statsmodels MixedLM (started at the
+  exact optimum); the others: the profiled criterion (lme4's algorithm; --statsmodels-all to use
+  statsmodels where it can). LRTs (ML) against metric ~ epoch with the same random effects.
 
 examples:
   python -m analysis                                   # every study under $LCM_OUTPUTS or ./outputs
@@ -83,12 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--no-cache", dest="use_cache", action="store_false",
                       help="read every run again instead of reusing <out>/.cache (the cache is still rewritten)")
     opts.add_argument("--core-only", dest="extras", action="store_false",
-                      help="fit only the study's models (source, pair_<source>) and the authors' OLS, not the "
-                           "further mixed models")
+                      help="fit only the key mixed models (source_pairs, pair_<source>_slope, "
+                           "labels_<source>_slope) and the authors' OLS, not the intercept-only and partial "
+                           "models kept for comparison")
     opts.add_argument("--statsmodels-all", action="store_true",
                       help="fit the random-slope and nested models with statsmodels too (default: the profiled "
                            "criterion, lme4's algorithm, which gives the same estimates in a fraction of the time; "
-                           "the study's models are always fitted by statsmodels)")
+                           "source_pairs is always fitted by it: statsmodels has no crossed random slopes)")
     opts.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures (report without them)")
     opts.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
                       help="processes for the mixed models, one metric each (default: min(2, CPUs) = %(default)s)")
@@ -109,10 +116,20 @@ def _say(quiet: bool, text: str) -> None:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
 
 
+def _knn_mode(collection) -> str | None:
+    """The probe's mode of the runs (for the chance level of the map figures); None: resubstitution."""
+    runs = getattr(collection, "runs", None)
+    if runs is None or "knn_mode" not in getattr(runs, "columns", []):
+        return None
+    modes = set(runs["knn_mode"].dropna().astype(str))
+    return modes.pop() if len(modes) == 1 else ("mixed" if modes else None)
+
+
 def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, bytes]:
     t0 = time.perf_counter()
     mean_maps = collection.mean_maps() if collection is not None else None
-    figs = figures.all_figures(table, METRIC_NAMES, mean_maps=mean_maps, folder=out / "figures")
+    figs = figures.all_figures(table, METRIC_NAMES, mean_maps=mean_maps, folder=out / "figures",
+                               knn_mode=_knn_mode(collection))
     for old in (out / "figures").glob("*.png"):  # figures of an earlier run that this one does not make
         if old.name not in figs and old.name.startswith(("maps_", "metric_", "trajectory_")):
             old.unlink(missing_ok=True)
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
-    from . import collect, figures, ols, report, stats
+    from . import collect, figures, ols, replication, report, stats
     from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
 
     t_start = time.perf_counter()
@@ -205,12 +222,19 @@ def _main(args) -> int:
             _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
+    replication_table = replication.replication_table(table, mixed, ols_table)
+    atomic_write_csv(out / "replication.csv", replication_table)
 
-    files = ["metrics.parquet", "mixed_effects.csv", "lrt.csv", "ols.csv", "contrasts.csv", "effect_sizes.csv",
-             "models.csv", "random_effects.csv"] + (["skipped_runs.csv"] if skipped is not None else [])
+    files = ["replication.csv", "metrics.parquet", "mixed_effects.csv", "lrt.csv", "ols.csv", "contrasts.csv",
+             "effect_sizes.csv", "models.csv", "random_effects.csv"] \
+        + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
+    diagnostics = []
     if collection is not None:
+        t0 = time.perf_counter()
+        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
         timings["companion studies"] = time.perf_counter() - t0
@@ -218,7 +242,8 @@ def _main(args) -> int:
     page = report.render_report(report.ReportInput(
         title="Learning-curve maps: analysis report", source_description=description, table=table, ols=ols_table,
         mixed=mixed, figures=figs, skipped=skipped, notes=notes, timings=timings, files=files,
-        smooth=args.smooth if collection is not None else True, companion=companion))
+        smooth=args.smooth if collection is not None else True, companion=companion,
+        replication=replication_table, replication_rule=replication.RULE, diagnostics=diagnostics))
     atomic_write_text(out / "report.html", page)
     n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
@@ -231,6 +256,26 @@ def _main(args) -> int:
         wandb_id = log_analysis(out, table, args.study, description)
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
+
+
+def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
+    """Sections on whether the maps can be trusted (the probe's ties), shown after the replication table.
+
+    Their tables are written as CSV next to the report and their figures into figures/.
+    """
+    from . import ties
+    from .tables import atomic_write_bytes, atomic_write_csv
+
+    sections = [ties.tie_share_section(collection, figures=figs is not None)]
+    for section in sections:
+        for name, frame in section.get("tables", {}).items():
+            atomic_write_csv(out / f"{name}.csv", frame)
+            files.append(f"{name}.csv")
+        for name, png in section.get("figures", {}).items():
+            (out / "figures").mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "figures" / name, png)
+            files.append(f"figures/{name}")
+    return sections
 
 
 def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:

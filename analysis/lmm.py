@@ -24,7 +24,12 @@ Random-effect structures (``Structure``):
 - ``intercept``: ``(1 | group)``;
 - ``slope``: ``(1 + x | group)``, unstructured 2 x 2 covariance;
 - ``nested``: ``(1 | outer) + (1 | outer:inner)``, e.g. class pair and run
-  within class pair (every run belongs to one class pair).
+  within class pair (every run belongs to one class pair);
+- ``nested_slope``: ``(1 + x | outer) + (1 + x | outer:inner)``, a correlated
+  random intercept and slope at both levels (class pair and run within
+  class pair). The inner level is removed by Woodbury's identity run by run,
+  the outer one pair by pair on the run-reduced cross products, so that an
+  evaluation stays a sum of 2 x 2 blocks.
 
 Notation: ``V = sigma^2 (I + Z Psi Z')`` with ``Psi = Lambda Lambda'`` the
 covariance of the random effects relative to the residual variance, and
@@ -54,11 +59,11 @@ BOUNDARY_THETA = 1e-4
 
 @dataclass(frozen=True)
 class Structure:
-    """Random effects: ``kind`` in {"intercept", "slope", "nested"}.
+    """Random effects: ``kind`` in {"intercept", "slope", "nested", "nested_slope"}.
 
-    ``group`` is the grouping column (the outer one for ``nested``), ``inner``
-    the inner grouping column of ``nested``, ``slope`` the numeric column of
-    ``slope``.
+    ``group`` is the grouping column (the outer one for the nested kinds),
+    ``inner`` the inner grouping column of the nested kinds, ``slope`` the
+    numeric column of ``slope`` and ``nested_slope``.
     """
 
     kind: str
@@ -73,6 +78,8 @@ class Structure:
             return f"(1 + {self.slope} | {self.group})"
         if self.kind == "nested":
             return f"(1 | {self.group}) + (1 | {self.inner})"
+        if self.kind == "nested_slope":
+            return f"(1 + {self.slope} | {self.group}) + (1 + {self.slope} | {self.inner})"
         raise ValueError(f"unknown random-effect structure {self.kind!r}")
 
     @property
@@ -81,7 +88,19 @@ class Structure:
             return [f"sd({self.group})"]
         if self.kind == "nested":
             return [f"sd({self.group})", f"sd({self.inner})"]
+        if self.kind == "nested_slope":
+            return [f"{self.group}:L11", f"{self.group}:L21", f"{self.group}:L22",
+                    f"{self.inner}:L11", f"{self.inner}:L21", f"{self.inner}:L22"]
         return ["L11", "L21", "L22"]
+
+    @property
+    def diagonal(self) -> list[int]:
+        """Indices of theta that are standard deviations (bounded below by 0)."""
+        if self.kind == "slope":
+            return [0, 2]
+        if self.kind == "nested_slope":
+            return [0, 2, 3, 5]
+        return list(range(len(self.theta_names)))
 
 
 # ---------------------------------------------------------------------------
@@ -110,6 +129,8 @@ class _Blocks:
     A: np.ndarray  # (G, 2, 2)
     B: np.ndarray  # (G, 2, p)
     c: np.ndarray  # (G, 2)
+    outer: np.ndarray | None = None  # (G,) outer group code of each group (nested_slope)
+    outer_sum: np.ndarray | None = None  # (O, G) 0/1: which groups each outer group holds
 
 
 @dataclass
@@ -154,8 +175,12 @@ def _sums(y: np.ndarray, X: np.ndarray, data: pd.DataFrame, structure: Structure
             outer[inner] = outer_codes
         s.levels = _Levels(n=counts, x=xy[:, :p], y=xy[:, p], outer=outer)
         return s
-    if structure.kind == "slope":
-        g = _codes(data[structure.group])
+    if structure.kind in ("slope", "nested_slope"):
+        if structure.kind == "nested_slope":
+            outer_codes = _codes(data[structure.group])
+            g = _codes(data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str))
+        else:
+            g = _codes(data[structure.group])
         G = int(g.max()) + 1
         x = data[structure.slope].to_numpy(dtype=np.float64)
         one = np.ones(n)
@@ -168,6 +193,11 @@ def _sums(y: np.ndarray, X: np.ndarray, data: pd.DataFrame, structure: Structure
         B = np.stack([sums[:, 3:3 + p], sums[:, 3 + p:3 + 2 * p]], axis=1)
         c = sums[:, 3 + 2 * p:3 + 2 * p + 2]
         s.blocks = _Blocks(A=A, B=B, c=c)
+        if structure.kind == "nested_slope":
+            outer = np.zeros(G, dtype=int)
+            outer[g] = outer_codes
+            s.blocks.outer = outer
+            s.blocks.outer_sum = (outer[None, :] == np.arange(int(outer.max()) + 1)[:, None]).astype(np.float64)
         return s
     raise ValueError(f"unknown random-effect structure {structure.kind!r}")
 
@@ -201,26 +231,64 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
             logdet += float(np.sum(np.log1p(psi_out * so)))
         return XtWX, XtWy, ytWy, logdet
     bl = s.blocks
-    a, b, c = theta
-    A00, A01, A11 = bl.A[:, 0, 0], bl.A[:, 0, 1], bl.A[:, 1, 1]
-    # M = I + Lambda' A Lambda with Lambda = [[a, 0], [b, c]], written out
+    if kind == "slope":
+        dXX, dXy, dyy, logdet, _ = _woodbury_2x2(bl.A, bl.B, bl.c, theta[:3], keep=False)
+        return s.XtX - dXX, s.Xty - dXy, s.yty - dyy, logdet
+    # nested_slope: the run level first (theta[3:]), then the pair level (theta[:3]) on the run-reduced sums
+    dXX, dXy, dyy, logdet, (P, Q, r) = _woodbury_2x2(bl.A, bl.B, bl.c, theta[3:], keep=True)
+    O = bl.outer_sum.shape[0]
+    p = s.p
+    stacked = np.concatenate([P.reshape(len(P), 4), Q.reshape(len(Q), 2 * p), r], axis=1)
+    sums = bl.outer_sum @ stacked
+    Po = sums[:, :4].reshape(O, 2, 2)
+    Qo = sums[:, 4:4 + 2 * p].reshape(O, 2, p)
+    ro = sums[:, 4 + 2 * p:]
+    eXX, eXy, eyy, logdet_o, _ = _woodbury_2x2(Po, Qo, ro, theta[:3], keep=False)
+    return s.XtX - dXX - eXX, s.Xty - dXy - eXy, s.yty - dyy - eyy, logdet + logdet_o
+
+
+def _woodbury_2x2(A: np.ndarray, B: np.ndarray, c: np.ndarray, theta, keep: bool):
+    """One level of (1 + x | group) effects removed from cross products by Woodbury's identity.
+
+    For each group with ``A = Z'WZ``, ``B = Z'WX``, ``c = Z'Wy`` (W the
+    inverse covariance so far, relative to sigma^2) and ``Lambda = [[a, 0], [b,
+    d]]``: ``M = I + Lambda' A Lambda``, ``K = Lambda M^-1 Lambda'``. Returns
+    the reductions ``sum B'KB``, ``sum B'Kc``, ``sum c'Kc``, ``sum log|M|`` and,
+    when ``keep``, the reduced blocks ``A - AKA``, ``B - AKB``, ``c - AKc``
+    (what the next level up sees).
+    """
+    a, b, d = theta
+    A00, A01, A11 = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
     m00 = 1.0 + a * (A00 * a + A01 * b) + b * (A01 * a + A11 * b)
-    m01 = c * (a * A01 + b * A11)
-    m11 = 1.0 + c * c * A11
+    m01 = d * (a * A01 + b * A11)
+    m11 = 1.0 + d * d * A11
     det = m00 * m11 - m01 * m01
     i00, i01, i11 = m11 / det, -m01 / det, m00 / det
-    # K = Lambda M^-1 Lambda'
     k00 = a * a * i00
-    k01 = a * (b * i00 + c * i01)
-    k11 = b * b * i00 + 2.0 * b * c * i01 + c * c * i11
-    B0, B1 = bl.B[:, 0, :], bl.B[:, 1, :]
-    c0, c1 = bl.c[:, 0], bl.c[:, 1]
+    k01 = a * (b * i00 + d * i01)
+    k11 = b * b * i00 + 2.0 * b * d * i01 + d * d * i11
+    B0, B1 = B[:, 0, :], B[:, 1, :]
+    c0, c1 = c[:, 0], c[:, 1]
     KB0 = k00[:, None] * B0 + k01[:, None] * B1
     KB1 = k01[:, None] * B0 + k11[:, None] * B1
-    XtWX = s.XtX - (B0.T @ KB0 + B1.T @ KB1)
-    XtWy = s.Xty - (KB0.T @ c0 + KB1.T @ c1)
-    ytWy = s.yty - float(np.sum(k00 * c0 * c0 + 2.0 * k01 * c0 * c1 + k11 * c1 * c1))
-    return XtWX, XtWy, ytWy, float(np.sum(np.log(det)))
+    dXX = B0.T @ KB0 + B1.T @ KB1
+    dXy = KB0.T @ c0 + KB1.T @ c1
+    dyy = float(np.sum(k00 * c0 * c0 + 2.0 * k01 * c0 * c1 + k11 * c1 * c1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logdet = float(np.sum(np.log(det)))
+    kept = None
+    if keep:  # written out: einsum over (G, 2, 2) blocks costs more than the rest of the criterion
+        ak00, ak01 = A00 * k00 + A01 * k01, A00 * k01 + A01 * k11
+        ak10, ak11 = A01 * k00 + A11 * k01, A01 * k01 + A11 * k11
+        P = np.empty_like(A)
+        P[:, 0, 0] = A00 - (ak00 * A00 + ak01 * A01)
+        P[:, 0, 1] = P[:, 1, 0] = A01 - (ak00 * A01 + ak01 * A11)
+        P[:, 1, 1] = A11 - (ak10 * A01 + ak11 * A11)
+        Q = np.stack([B0 - (ak00[:, None] * B0 + ak01[:, None] * B1),
+                      B1 - (ak10[:, None] * B0 + ak11[:, None] * B1)], axis=1)
+        r = np.column_stack([c0 - (ak00 * c0 + ak01 * c1), c1 - (ak10 * c0 + ak11 * c1)])
+        kept = (P, Q, r)
+    return dXX, dXy, dyy, logdet, kept
 
 
 def _criterion(theta: np.ndarray, s: _Sums, kind: str, reml: bool):
@@ -299,7 +367,7 @@ def _lbfgs(f, x0: np.ndarray, bounds, step: float = 1e-6):
 
 
 def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = True,
-                 polish: bool = True) -> ProfiledFit:
+                 polish: bool = True, start: np.ndarray | None = None) -> ProfiledFit:
     """Maximise the profiled (RE)ML likelihood over theta.
 
     One-dimensional problems by bounded Brent on log theta (and theta = 0
@@ -307,6 +375,8 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
     Nelder-Mead unless ``polish=False`` (enough for a start value). Relative
     standard deviations that can be set to zero without worsening the
     criterion by more than 1e-9 are set to zero (reported in ``on_boundary``).
+    ``start`` (a theta, e.g. the REML optimum for the ML fit of the same
+    model) replaces the default starts of the multi-parameter structures.
     """
     y = np.asarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -320,6 +390,23 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
     success, message = True, "ok"
     if kind == "intercept":
         theta = np.array([_brent_intercept(lambda t: dev([t]))])
+    elif start is not None:
+        theta, success, message = _optimise(dev, [np.asarray(start, dtype=np.float64)],
+                                            _bounds(structure), polish)
+    elif kind == "nested_slope":
+        # the criterion can have several local optima (seen on the authors' `start`, where the pair and the
+        # run intercepts trade off): start from the intercepts of the nested intercept-only fit and from
+        # the run-level random-slope fit, the pair slope at a half and a fifth of the run slope
+        run_key = data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)
+        keyed = data.assign(_run_key=run_key)
+        r = profiled_fit(y, X, keyed, Structure("slope", "_run_key", slope=structure.slope), reml=reml,
+                         polish=False).theta
+        n2 = profiled_fit(y, X, keyed, Structure("nested", structure.group, inner="_run_key"), reml=reml,
+                          polish=False).theta
+        starts = [np.r_[n2[0], 0.0, 0.5 * r[2] + 1e-4, n2[1], r[1], r[2]],
+                  np.r_[0.5 * r[0] + 0.01, 0.0, 0.5 * r[2] + 1e-4, r],
+                  np.r_[0.2 * r[0] + 0.01, 0.0, 0.2 * r[2] + 1e-4, r]]
+        theta, success, message = _optimise(dev, starts, _bounds(structure), polish)
     else:
         # one-level start: the run (inner) intercept alone
         one = Structure("intercept", structure.group if kind == "slope" else structure.inner)
@@ -336,33 +423,7 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
             sd = float(np.std(data[structure.slope].to_numpy(dtype=np.float64))) or 1.0
             starts = [np.array([t0, 0.0, 0.1 / sd]), np.array([t0, 0.0, 0.01 / sd])]
             bounds = [(0.0, None), (None, None), (0.0, None)]
-        best = None
-        for x0 in starts if polish else starts[:1]:
-            res = _lbfgs(dev, x0, bounds)
-            if best is None or res.fun < best.fun:
-                best = res
-        theta = np.asarray(best.x, dtype=np.float64)
-        if polish:
-            # L-BFGS-B tends to stop early on these flat, badly scaled criteria
-            # (often "ABNORMAL", a failed line search): polish with Nelder-Mead
-            # and call it converged when the simplex has collapsed.
-            # on a rescaled theta (each component in units of its own size), so that tolerances are relative
-            d = np.maximum(np.abs(theta), 1e-3)
-            scaled_bounds = [(None if lo is None else lo / di, None if hi is None else hi / di)
-                             for (lo, hi), di in zip(bounds, d)]
-            nm = optimize.minimize(lambda x: dev(x * d), theta / d, method="Nelder-Mead", bounds=scaled_bounds,
-                                   options={"xatol": 1e-6, "fatol": 1e-7, "maxfev": 1500,
-                                            "initial_simplex": _simplex(theta / d)})
-            nm.x = nm.x * d
-            if nm.fun <= dev(theta):
-                theta = np.asarray(nm.x, dtype=np.float64)
-            spread = float(np.ptp(nm.final_simplex[1]))
-            # converged when the simplex collapsed, or when its criterion values agree to 1e-6
-            # (rounding in a deviance of order 1e5 can keep xatol from being met)
-            success = bool(nm.success) or spread < 1e-6
-            message = f"Nelder-Mead: {nm.message} (simplex spread {spread:.2g} in -2 log-likelihood)"
-        else:
-            success, message = True, f"L-BFGS-B: {best.message} (a start for statsmodels)"
+        theta, success, message = _optimise(dev, starts, bounds, polish)
     theta, on_boundary = _snap(theta, dev, structure)
     deviance, beta, sigma2 = _criterion(theta, s, kind, reml)
     if kind == "nested":
@@ -370,6 +431,11 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
     elif kind == "slope":
         lam = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
         psi = lam @ lam.T
+    elif kind == "nested_slope":  # block diagonal: the outer (pair) 2 x 2, then the inner (run) 2 x 2
+        psi = np.zeros((4, 4))
+        for k in (0, 1):
+            lam = np.array([[theta[3 * k], 0.0], [theta[3 * k + 1], theta[3 * k + 2]]])
+            psi[2 * k:2 * k + 2, 2 * k:2 * k + 2] = lam @ lam.T
     else:
         psi = np.array([[theta[0] ** 2]])
     XtWX = _weighted(s, theta, kind)[0]
@@ -381,6 +447,43 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
                        success=success and deviance < _BAD, message=message, on_boundary=on_boundary,
                        cov_beta=cov_beta)
 
+
+
+def _bounds(structure: Structure) -> list[tuple]:
+    lower = [None] * len(structure.theta_names)
+    for i in structure.diagonal:
+        lower[i] = 0.0
+    return [(lo, None) for lo in lower]
+
+
+def _optimise(dev, starts, bounds, polish: bool):
+    """L-BFGS-B from each start, the best polished by Nelder-Mead: (theta, converged, message)."""
+    best, best_dev = None, np.inf
+    for x0 in starts if polish else starts[:1]:
+        res = _lbfgs(dev, x0, bounds)
+        value = dev(res.x)  # res.fun is shifted by each start's own criterion value: not comparable
+        if best is None or value < best_dev:
+            best, best_dev = res, value
+    theta = np.asarray(best.x, dtype=np.float64)
+    if not polish:
+        return theta, True, f"L-BFGS-B: {best.message} (a start for statsmodels)"
+    # L-BFGS-B tends to stop early on these flat, badly scaled criteria (often "ABNORMAL", a failed line
+    # search): polish with Nelder-Mead on a rescaled theta (each component in units of its own size, so that
+    # tolerances are relative) and call it converged when the simplex has collapsed
+    d = np.maximum(np.abs(theta), 1e-3)
+    scaled_bounds = [(None if lo is None else lo / di, None if hi is None else hi / di)
+                     for (lo, hi), di in zip(bounds, d)]
+    nm = optimize.minimize(lambda x: dev(x * d), theta / d, method="Nelder-Mead", bounds=scaled_bounds,
+                           options={"xatol": 1e-6, "fatol": 1e-7, "maxfev": 500 * theta.size,
+                                    "initial_simplex": _simplex(theta / d)})
+    nm.x = nm.x * d
+    if nm.fun <= dev(theta):
+        theta = np.asarray(nm.x, dtype=np.float64)
+    spread = float(np.ptp(nm.final_simplex[1]))
+    # converged when the simplex collapsed, or when its criterion values agree to 1e-6
+    # (rounding in a deviance of order 1e5 can keep xatol from being met)
+    success = bool(nm.success) or spread < 1e-6
+    return theta, success, f"Nelder-Mead: {nm.message} (simplex spread {spread:.2g} in -2 log-likelihood)"
 
 def _simplex(theta: np.ndarray) -> np.ndarray:
     steps = np.maximum(0.02 * np.abs(theta), 1e-3)
@@ -404,15 +507,15 @@ def _brent_intercept(f) -> float:
 def _snap(theta: np.ndarray, dev, structure: Structure) -> tuple[np.ndarray, list[str]]:
     theta = theta.copy()
     names = structure.theta_names
-    diag_index = [0, 2] if structure.kind == "slope" else list(range(theta.size))
+    diag_index = structure.diagonal
     on_boundary = []
     base = dev(theta)
     for i in diag_index:
         if abs(theta[i]) < 1e-3:
             trial = theta.copy()
             trial[i] = 0.0
-            if structure.kind == "slope" and i == 0:
-                trial[1] = 0.0 if abs(theta[1]) < 1e-3 else theta[1]
+            if structure.kind in ("slope", "nested_slope") and i % 3 == 0:  # an intercept SD: its L21 too
+                trial[i + 1] = 0.0 if abs(theta[i + 1]) < 1e-3 else theta[i + 1]
             if dev(trial) <= base + 1e-9:
                 theta = trial
                 base = dev(theta)
@@ -447,6 +550,8 @@ class MixedFit:
     on_boundary: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     engine: str = "statsmodels"
+    cov_re_inner: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # nested_slope: the run level
+    theta: np.ndarray | None = None  # the profiled optimum (a start for the ML fits of the same model)
 
     @property
     def z(self) -> np.ndarray:
@@ -462,9 +567,11 @@ class MixedFit:
         total = float(np.sum(self.vcomp)) if self.vcomp.size else 0.0
         if self.cov_re.shape == (2, 2) and data is not None and self.structure.slope:
             x = data[self.structure.slope].to_numpy(dtype=np.float64)
-            c = self.cov_re
-            return total + float(np.mean(c[0, 0] + 2 * c[0, 1] * x + c[1, 1] * x * x))
-        return total + float(self.cov_re[0, 0])
+            for c in (self.cov_re, self.cov_re_inner):
+                if c.shape == (2, 2):
+                    total += float(np.mean(c[0, 0] + 2 * c[0, 1] * x + c[1, 1] * x * x))
+            return total
+        return total + float(self.cov_re[0, 0]) + (float(self.cov_re_inner[0, 0]) if self.cov_re_inner.size else 0.0)
 
     def variances(self) -> dict[str, float]:
         """Named variance components (absolute), the residual last."""
@@ -476,9 +583,13 @@ class MixedFit:
             out[f"Var({st.group})"] = float(self.cov_re[0, 0])
             out[f"Var({st.inner})"] = float(self.vcomp[0]) if self.vcomp.size else float("nan")
         else:
-            out[f"Var({st.group}: Intercept)"] = float(self.cov_re[0, 0])
-            out[f"Var({st.group}: {st.slope})"] = float(self.cov_re[1, 1])
-            out[f"Cov({st.group}: Intercept, {st.slope})"] = float(self.cov_re[0, 1])
+            levels = [(st.group, self.cov_re)]
+            if st.kind == "nested_slope":
+                levels.append((st.inner, self.cov_re_inner))
+            for name, c in levels:
+                out[f"Var({name}: Intercept)"] = float(c[0, 0])
+                out[f"Var({name}: {st.slope})"] = float(c[1, 1])
+                out[f"Cov({name}: Intercept, {st.slope})"] = float(c[0, 1])
         out["Var(residual)"] = self.scale
         return out
 
@@ -486,18 +597,27 @@ class MixedFit:
 _TINY_PSI = 1e-10
 
 
-def _boundary(cov_re: np.ndarray, vcomp: np.ndarray, scale: float, structure: Structure) -> list[str]:
+def _boundary(cov_re: np.ndarray, vcomp: np.ndarray, scale: float, structure: Structure,
+              cov_re_inner: np.ndarray | None = None) -> list[str]:
     """Variance components estimated as zero (relative SD below BOUNDARY_THETA), lme4's "singular fit"."""
     limit = BOUNDARY_THETA ** 2 * scale
     out = []
-    if structure.kind == "slope":
-        if cov_re[0, 0] < limit:
-            out.append(f"Var({structure.group}: Intercept)")
-        if cov_re[1, 1] < limit:
-            out.append(f"Var({structure.group}: {structure.slope})")
-        w = np.linalg.eigvalsh(cov_re / scale)
-        if not out and w[0] < BOUNDARY_THETA ** 2 * max(w[-1], 1e-300) * 1e4:
-            out.append(f"Cov({structure.group}) singular (intercept-slope correlation of +-1)")
+    if structure.kind in ("slope", "nested_slope"):
+        levels = [(structure.group, cov_re)]
+        if structure.kind == "nested_slope":
+            levels.append((structure.inner, cov_re_inner))
+        for name, c in levels:
+            # lme4's isSingular: a diagonal entry of the relative Cholesky factor below the tolerance. (An
+            # eigenvalue ratio would flag every fit whose slope, per epoch, is on a much smaller scale than
+            # the intercept.)
+            found = []
+            if c[0, 0] < limit:
+                found.append(f"Var({name}: Intercept)")
+            if c[1, 1] < limit:
+                found.append(f"Var({name}: {structure.slope})")
+            if not found and (c[1, 1] - c[0, 1] ** 2 / c[0, 0]) < limit:
+                found.append(f"Cov({name}) singular (intercept-slope correlation of +-1)")
+            out.extend(found)
         return out
     if cov_re.size and cov_re[0, 0] < limit:
         out.append(f"Var({structure.group})")
@@ -590,7 +710,8 @@ def fit_mixed(y, X, names: list[str], data: pd.DataFrame, structure: Structure, 
                     warnings=notes)
 
 
-def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structure, reml: bool = True) -> MixedFit:
+def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structure, reml: bool = True,
+                 start: np.ndarray | None = None) -> MixedFit:
     """Fit one mixed model with the profiled criterion alone (lme4's algorithm and inference).
 
     Standard errors are lme4's: ``sigma^2 (X' V*^-1 X)^-1`` at the optimum
@@ -601,23 +722,30 @@ def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structur
     y = np.asarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
     data = data.reset_index(drop=True)
-    pfit = profiled_fit(y, X, data, structure, reml=reml, polish=True)
+    pfit = profiled_fit(y, X, data, structure, reml=reml, polish=True, start=start)
     bse = np.sqrt(np.clip(np.diag(pfit.cov_beta), 0.0, None)) if pfit.cov_beta is not None else np.full(X.shape[1], np.nan)
     notes = [] if pfit.success else [f"profiled fit did not converge: {pfit.message}"]
     if not np.all(np.isfinite(bse)):
         notes.append("standard errors not available (X' V^-1 X is singular)")
     scale = float(pfit.sigma2)
+    cov_re_inner = np.zeros((0, 0))
     if structure.kind == "nested":
         cov_re = np.array([[pfit.psi[0, 0] * scale]])
         vcomp = np.array([pfit.psi[1, 1] * scale])
         re_names = ["Intercept"]
+    elif structure.kind == "nested_slope":
+        cov_re = pfit.psi[:2, :2] * scale
+        cov_re_inner = pfit.psi[2:, 2:] * scale
+        vcomp = np.zeros(0)
+        re_names = ["Intercept", structure.slope]
     else:
         cov_re = pfit.psi * scale
         vcomp = np.zeros(0)
         re_names = ["Intercept"] + ([structure.slope] if structure.kind == "slope" else [])
     n_groups = int(data[structure.group].astype(str).nunique())
-    on_boundary = _boundary(cov_re, vcomp, scale, structure) if scale > 0 else []
+    on_boundary = _boundary(cov_re, vcomp, scale, structure, cov_re_inner) if scale > 0 else []
     return MixedFit(names=list(names), fe_params=pfit.beta, fe_cov=pfit.cov_beta, bse=bse, llf=pfit.loglik,
                     reml=reml, converged=bool(pfit.success and np.all(np.isfinite(bse))), scale=scale,
                     cov_re=cov_re, re_names=re_names, vcomp=vcomp, n_obs=len(y), n_groups=n_groups,
-                    structure=structure, on_boundary=on_boundary, warnings=notes, engine="profiled")
+                    structure=structure, on_boundary=on_boundary, warnings=notes, engine="profiled",
+                    cov_re_inner=cov_re_inner, theta=pfit.theta)

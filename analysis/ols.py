@@ -20,7 +20,9 @@ with ``mss`` the sum of squares of the centred fitted values; ``adj_r2 = 1 -
 (1 - r2) (n - 1) / (n - p)``), the overall ``f`` on ``(p - 1, n - p)`` degrees
 of freedom and its ``p_value``. For the nested test, ``f = ((rss0 - rss1) /
 (df0 - df1)) / (rss1 / df1)`` as ``anova(m0, m1)``; ``adj_r2`` is that of the
-larger model. Least squares by QR (Householder, as LINPACK's ``dqrdc2`` in
+larger model, and ``delta_r2`` the change in R^2 from ``metric ~ epoch`` to
+``metric ~ epoch * pair``: the number the authors report in their nested
+"Epoch*Class - Epoch" row (empty in the other rows). Least squares by QR (Householder, as LINPACK's ``dqrdc2`` in
 ``lm``) on the design of ``analysis.formula``; both give the same fit up to
 rounding (about 1e-12), and adjusted R^2 and F do not depend on the reference
 level.
@@ -145,11 +147,13 @@ def _authors_ols(table: pd.DataFrame, metrics, notes: list[str] | None) -> pd.Da
                 "metric": metric, "model": f"epoch_vs_epoch_pair_{source}",
                 "formula": f"{metric} ~ epoch vs {metric} ~ epoch * pair", "subset": subset, "n": full.n,
                 "df_model": df_num, "df_resid": df_den, "r2": full.r2, "adj_r2": full.adj_r2, "f": f, "p_value": p,
+                "delta_r2": full.r2 - small.r2,
             })
     if real["source"].nunique() < 2:
         notes.append("OLS model 'source' left out: the table holds one data source only.")
     for source in sorted(table["source"].unique().tolist()):
         if table.loc[table["source"] == source, "labels"].nunique() < 2:
             notes.append(f"OLS model 'labels_{source}' left out: no runs with shuffled labels for {source}.")
-    columns = ["metric", "model", "formula", "subset", "n", "df_model", "df_resid", "r2", "adj_r2", "f", "p_value"]
+    columns = ["metric", "model", "formula", "subset", "n", "df_model", "df_resid", "r2", "adj_r2", "f", "p_value",
+               "delta_r2"]
     return pd.DataFrame(rows, columns=columns)

@@ -2,46 +2,45 @@
 
 Each metric (``start``, ``end_minus_start``, ``max``, ``tmax``) is modelled
 with the repeated measures of a run (one data source x class pair x
-replicate, all its epochs) as a random effect, so that p-values respect that
-the epochs of one run are not independent. ``epoch`` is numeric, as
-recorded; categorical levels are in sorted order and the first is the
-reference. Rows have real labels unless a model compares them with shuffled
-ones. Models (name in the tables: formula, rows):
+replicate, all its epochs) as random effects, so that p-values respect that
+the epochs of one run are not independent. ``epoch`` is the raw epoch number;
+categorical levels are in sorted order and the first is the reference. Rows
+have real labels unless a model compares them with shuffled ones.
 
-- ``source``: ``metric ~ source * epoch + (1 | run)``, real labels.
-- ``pair_<source>``: ``metric ~ pair * epoch + (1 | run)``, real, one source.
-- ``source_slope``, ``pair_<source>_slope``: the same with a random slope for
-  epoch, ``(1 + epoch | run)`` (reported where statsmodels converges).
-- ``source_pair_re``: ``metric ~ source * epoch + (1 | pair) + (1 | run)``:
-  class pair as a random effect (runs nested in class pairs, class pairs in
-  sources), so that the source effect is judged against the spread of class
-  pairs, not of runs alone.
-- ``labels_<source>``: ``metric ~ labels * epoch + (1 | run)``, real and
-  shuffled runs of one source.
+Key models (random effects that match the design; always fitted):
 
-All are REML fits. ``source``, ``pair_<source>`` and ``labels_<source>`` are
-fitted by statsmodels' ``MixedLM``, started at the exact optimum found by the
-profiled criterion of ``analysis.lmm``; the random-slope and nested models by
-that profiled criterion itself (lme4's algorithm and standard errors; tested
-against lme4 and statsmodels), because statsmodels needs minutes for them on
-a full study; ``statsmodels_all=True`` fits them with statsmodels too. The
-``engine`` column says which. Likelihood-ratio tests (``lrt.csv``) compare ML
-fits (the profiled criterion: exact ML log-likelihoods, equal to
-statsmodels' and lme4's) of ``metric ~ epoch`` with the full fixed effects
-under the same random effects, for ``source``, ``pair_<source>``,
-``source_pair_re`` and ``labels_<source>``.
+- ``source_pairs``: ``metric ~ source * epoch + (1 + epoch | pair) + (1 +
+  epoch | run)``, real labels, the class pair coded within its source: the
+  source effect is judged against the spread of class pairs in level and in
+  slope.
+- ``pair_<source>_slope``: ``metric ~ pair * epoch + (1 + epoch | run)``,
+  real, one source; the class-pair contrasts come from it.
+- ``labels_<source>_slope``: ``metric ~ labels * epoch + (1 + epoch | run)``,
+  real and shuffled runs of one source.
+
+For comparison only (``extras``): ``source``, ``pair_<source>``,
+``labels_<source>`` with ``(1 | run)`` (statsmodels' ``MixedLM``, started at
+the exact profiled optimum), ``source_slope`` and ``source_pair_re``
+(``(1 | pair) + (1 | run)``). Random intercepts alone understate the
+standard errors of every epoch term.
+
+All REML; the random-slope and nested models by the profiled criterion of
+``analysis.lmm`` (lme4's algorithm and standard errors; tested against lme4
+and statsmodels). Likelihood-ratio tests (``lrt.csv``) compare ML fits of
+``metric ~ epoch`` with the full fixed effects under the same random effects.
+Singular fits are kept and flagged (``singular``); fits that did not converge
+are flagged (``converged``) and the comparison models' coefficients left out.
 
 Contrasts (``contrasts.csv``): every pair of class pairs within a source, from
-``pair_<source>``: the difference in the metric at the mean epoch of the data
-(``family = level_at_mean_epoch``) and the difference in slope per epoch
-(``family = epoch_slope``); Wald z tests, Holm-corrected within each metric x
-model x family. Effect sizes (``effect_sizes.csv``): sentence - gesture (from
-``source`` and ``source_pair_re``) and shuffled - real (``labels_<source>``)
-at the first, mean and last epoch and in slope, with 95% Wald intervals, and
-standardised as d = difference / sqrt(total random variance + residual
-variance) (the interval divided by the same SD; the SD's own uncertainty is
-not propagated). Nakagawa-Schielzeth marginal and conditional R^2 per model in
-``models.csv``.
+``pair_<source>_slope``: the difference at the mean epoch
+(``family = level_at_mean_epoch``) and in slope per epoch (``family =
+epoch_slope``); Wald z tests, Holm-corrected within each metric x model x
+family. Effect sizes (``effect_sizes.csv``): sentence - gesture
+(``source_pairs``) and shuffled - real (``labels_<source>_slope``) at the
+first, mean and last epoch and in slope, with 95% Wald intervals, and
+standardised as d = difference / sqrt(random variance averaged over the rows +
+residual variance). Nakagawa-Schielzeth marginal and conditional R^2 per model
+in ``models.csv``.
 """
 
 from __future__ import annotations
@@ -99,50 +98,69 @@ def holm(p_values) -> np.ndarray:
 
 
 def model_specs(table: pd.DataFrame, extras: bool = True, notes: list[str] | None = None) -> list[ModelSpec]:
-    """The models the table supports, in report order (absent ones explained in ``notes``)."""
+    """The models the table supports, in report order (absent ones explained in ``notes``).
+
+    The key models (always fitted) have random effects that match the design:
+    ``source_pairs``, ``pair_<source>_slope`` and ``labels_<source>_slope``.
+    ``extras`` adds the intercept-only and partial models, kept for comparison.
+    """
     notes = notes if notes is not None else []
     specs: list[ModelSpec] = []
     real = table[table["labels"] == "real"]
     sources = levels_of(real["source"]) if len(real) else []
     intercept = Structure("intercept", "run")
     slope = Structure("slope", "run", slope="epoch")
-    if len(sources) >= 2:
-        specs.append(ModelSpec("source", "source * epoch", intercept, "labels == real", (("labels", "real"),),
-                               null_rhs="epoch", factor="source"))
+    pairs_ok = len(sources) >= 2 and real.groupby("source")["pair"].nunique().min() >= 2
+    if pairs_ok:
+        specs.append(ModelSpec("source_pairs", "source * epoch",
+                               Structure("nested_slope", "pair", inner="run", slope="epoch"), "labels == real",
+                               (("labels", "real"),), null_rhs="epoch", factor="source"))
+    elif len(sources) >= 2:
+        notes.append("Mixed model 'source_pairs' left out: a source has one class pair only, so the source "
+                     "effect cannot be judged against the spread of class pairs.")
     else:
-        notes.append("Mixed model 'source' left out: the table holds one data source with real labels only.")
-    for source in sources:
-        sub = real[real["source"] == source]
-        if sub["pair"].nunique() >= 2:
-            specs.append(ModelSpec(f"pair_{source}", "pair * epoch", intercept,
-                                   f"source == {source}, labels == real",
-                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair"))
-        else:
-            notes.append(f"Mixed model 'pair_{source}' left out: one class pair only.")
-    if not extras:
-        return specs
-    if len(sources) >= 2:
-        specs.append(ModelSpec("source_slope", "source * epoch", slope, "labels == real", (("labels", "real"),),
-                               factor="source", extra=True))
-        if real.groupby("source")["pair"].nunique().min() >= 2:
-            specs.append(ModelSpec("source_pair_re", "source * epoch", Structure("nested", "pair", inner="run"),
-                                   "labels == real", (("labels", "real"),), null_rhs="epoch", factor="source",
-                                   extra=True))
-        else:
-            notes.append("Mixed model 'source_pair_re' left out: a source has one class pair only.")
+        notes.append("Mixed models of the source effect left out: the table holds one data source with real "
+                     "labels only.")
     for source in sources:
         sub = real[real["source"] == source]
         if sub["pair"].nunique() >= 2:
             specs.append(ModelSpec(f"pair_{source}_slope", "pair * epoch", slope,
                                    f"source == {source}, labels == real",
-                                   (("labels", "real"), ("source", source)), factor="pair", extra=True))
+                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair"))
+        else:
+            notes.append(f"Mixed model 'pair_{source}_slope' left out: one class pair only.")
+    for source in levels_of(table["source"]):
+        sub = table[table["source"] == source]
+        if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
+            specs.append(ModelSpec(f"labels_{source}_slope", "labels * epoch", slope, f"source == {source}",
+                                   (("source", source),), null_rhs="epoch", factor="labels"))
+        else:
+            notes.append(f"Mixed model 'labels_{source}_slope' left out: no runs with shuffled labels for {source}.")
+    if not extras:
+        return specs
+    # for comparison: random intercepts only (they understate the standard errors of every epoch term) and
+    # the partial structures of earlier versions
+    if len(sources) >= 2:
+        specs.append(ModelSpec("source", "source * epoch", intercept, "labels == real", (("labels", "real"),),
+                               null_rhs="epoch", factor="source", extra=True))
+    for source in sources:
+        if real.loc[real["source"] == source, "pair"].nunique() >= 2:
+            specs.append(ModelSpec(f"pair_{source}", "pair * epoch", intercept,
+                                   f"source == {source}, labels == real",
+                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair",
+                                   extra=True))
+    if len(sources) >= 2:
+        specs.append(ModelSpec("source_slope", "source * epoch", slope, "labels == real", (("labels", "real"),),
+                               factor="source", extra=True))
+        if pairs_ok:
+            specs.append(ModelSpec("source_pair_re", "source * epoch", Structure("nested", "pair", inner="run"),
+                                   "labels == real", (("labels", "real"),), null_rhs="epoch", factor="source",
+                                   extra=True))
     for source in levels_of(table["source"]):
         sub = table[table["source"] == source]
         if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
             specs.append(ModelSpec(f"labels_{source}", "labels * epoch", intercept, f"source == {source}",
                                    (("source", source),), null_rhs="epoch", factor="labels", extra=True))
-        else:
-            notes.append(f"Mixed model 'labels_{source}' left out: no runs with shuffled labels for {source}.")
     return specs
 
 
@@ -162,14 +180,15 @@ class StatsResults:
 
 _COLUMNS = {
     "mixed_effects": ["metric", "model", "formula", "subset", "term", "estimate", "std_error", "z", "p_value",
-                      "ci_low", "ci_high", "converged", "n_obs", "n_groups", "engine"],
+                      "ci_low", "ci_high", "converged", "n_obs", "n_groups", "engine", "singular"],
     "lrt": ["metric", "model", "null_formula", "full_formula", "loglik_null", "loglik_full", "chisq", "df",
-            "p_value", "converged"],
+            "p_value", "converged", "singular"],
     "models": ["metric", "model", "formula", "subset", "method", "engine", "n_obs", "n_groups", "converged",
                "loglik", "r2_marginal", "r2_conditional", "on_boundary", "warnings", "seconds"],
     "random_effects": ["metric", "model", "component", "variance", "sd"],
     "contrasts": ["metric", "model", "family", "contrast", "level_a", "level_b", "at_epoch", "estimate",
-                  "std_error", "z", "p_value", "p_holm", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high"],
+                  "std_error", "z", "p_value", "p_holm", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high",
+                  "converged"],
     "effect_sizes": ["metric", "model", "effect", "at_epoch", "estimate", "std_error", "ci_low", "ci_high",
                      "p_value", "sd_total", "d", "d_ci_low", "d_ci_high"],
 }
@@ -180,7 +199,7 @@ def _model_frame(table: pd.DataFrame, spec: ModelSpec, metric: str) -> pd.DataFr
     for column, value in spec.rows:
         mask &= (table[column] == value).to_numpy()
     frame = table.loc[mask, ["source", "labels", "pair", "epoch", "run", metric]].reset_index(drop=True)
-    if spec.structure.kind == "nested":
+    if spec.structure.kind in ("nested", "nested_slope"):  # the class pair coded within its source
         frame["pair"] = frame["source"].astype(str) + ":" + frame["pair"].astype(str)
     return frame
 
@@ -228,7 +247,8 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
         try:
             design = design_matrix(frame, spec.rhs)
             y = frame[metric].to_numpy(dtype=np.float64)
-            if spec.structure.kind in ("slope", "nested") and not statsmodels_all:
+            if spec.structure.kind == "nested_slope" or (spec.structure.kind in ("slope", "nested")
+                                                          and not statsmodels_all):
                 fit = fit_profiled(y, design.X, design.names, frame, spec.structure, reml=True)
             else:
                 start = profiled_fit(y, design.X, frame, spec.structure, reml=True, polish=False)
@@ -272,10 +292,11 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
                     "estimate": fit.fe_params[i], "std_error": fit.bse[i], "z": z[i], "p_value": p[i],
                     "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i], "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
                     "converged": fit.converged, "n_obs": fit.n_obs, "n_groups": fit.n_groups, "engine": fit.engine,
+                    "singular": ", ".join(fit.on_boundary),
                 })
         if spec.null_rhs:
             try:
-                row = _lrt(frame, metric, spec, design, y)
+                row = _lrt(frame, metric, spec, design, y, start=fit.theta)
                 out["lrt"].append(row)
                 if not row["converged"]:
                     out["warnings"].append(f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test "
@@ -284,23 +305,41 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
                 out["warnings"].append(f"{metric} / {spec.name}: likelihood-ratio test failed: "
                                        f"{type(exc).__name__}: {exc}")
         sd_total = float(np.sqrt(fit.random_variance(frame) + fit.scale))
-        if spec.factor == "pair" and spec.structure.kind == "intercept":
+        # contrasts and effect sizes from the models whose random effects match the design (random slopes);
+        # the intercept-only ones' slope standard errors are several times too small
+        if spec.factor == "pair" and spec.structure.kind == "slope":
+            if not fit.converged:
+                out["warnings"].append(f"{metric} / {spec.name}: class-pair contrasts come from a fit that did not "
+                                       "converge (converged = False in contrasts.csv)")
             out["contrasts"].extend(_pair_contrasts(fit, frame, metric, spec, sd_total))
-        elif spec.factor in ("source", "labels") and spec.structure.kind in ("intercept", "nested"):
+        elif spec.factor in ("source", "labels") and not spec.extra:
             out["effect_sizes"].extend(_effects(fit, frame, metric, spec, sd_total))
     return out
 
 
-def _lrt(frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray) -> dict:
+def _lrt(frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray,
+         start: np.ndarray | None = None) -> dict:
     small = design_matrix(frame, spec.null_rhs)
-    full_fit = profiled_fit(y, design.X, frame, spec.structure, reml=False)
-    null_fit = profiled_fit(y, small.X, frame, spec.structure, reml=False)
+    # the multi-parameter ML fits start at the REML optimum (and the null model at the full ML one): the
+    # optima are close, and the default starts cost seconds per fit of source_pairs
+    full_fit = _ml(y, design.X, frame, spec.structure, start)
+    null_fit = _ml(y, small.X, frame, spec.structure, full_fit.theta)
     chisq = max(0.0, 2.0 * (full_fit.loglik - null_fit.loglik))
     df = design.n_params - small.n_params
+    singular = sorted(set(full_fit.on_boundary) | set(null_fit.on_boundary))
     return {"metric": metric, "model": spec.name, "null_formula": spec.formula(metric, spec.null_rhs),
             "full_formula": spec.formula(metric), "loglik_null": null_fit.loglik, "loglik_full": full_fit.loglik,
             "chisq": chisq, "df": df, "p_value": float(sps.chi2.sf(chisq, df)),
-            "converged": bool(full_fit.success and null_fit.success)}
+            "converged": bool(full_fit.success and null_fit.success), "singular": ", ".join(singular)}
+
+
+def _ml(y, X, frame, structure: Structure, start):
+    if start is None or structure.kind == "intercept":
+        return profiled_fit(y, X, frame, structure, reml=False)
+    fit = profiled_fit(y, X, frame, structure, reml=False, start=start)
+    if not fit.success:  # the warm start failed: the default starts
+        fit = max([fit, profiled_fit(y, X, frame, structure, reml=False)], key=lambda f: (f.success, f.loglik))
+    return fit
 
 
 def _contrast_row(fit, metric, spec, family, a, b, epoch, sd_total) -> dict:
@@ -311,7 +350,8 @@ def _contrast_row(fit, metric, spec, family, a, b, epoch, sd_total) -> dict:
     return {"metric": metric, "model": spec.name, "family": family, "contrast": f"{a} - {b}", "level_a": a,
             "level_b": b, "at_epoch": np.nan if epoch is None else epoch, "estimate": est, "std_error": se, "z": z,
             "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan, "ci_low": lo, "ci_high": hi,
-            "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total}
+            "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total,
+            "converged": fit.converged}
 
 
 def _pair_contrasts(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:

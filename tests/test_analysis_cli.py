@@ -48,10 +48,17 @@ def test_writes_every_table(analysed):
     me = pd.read_csv(out / "mixed_effects.csv")
     assert {"metric", "model", "term", "estimate", "std_error", "p_value"} <= set(me.columns)
     assert set(me["metric"]) == METRICS
-    assert {"source", "pair_gesture", "pair_sentence"} <= set(me["model"])
+    key = {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
+           "labels_sentence_slope"}
+    assert key | {"source", "pair_gesture", "pair_sentence"} <= set(me["model"])
     lrt = pd.read_csv(out / "lrt.csv")
-    assert {"metric", "model", "chisq", "df", "p_value"} <= set(lrt.columns)
-    assert {"source", "pair_gesture", "pair_sentence"} <= set(lrt["model"]) and set(lrt["metric"]) == METRICS
+    assert {"metric", "model", "chisq", "df", "p_value", "singular"} <= set(lrt.columns)
+    assert key <= set(lrt["model"]) and set(lrt["metric"]) == METRICS
+    rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
+    assert {"claim", "statement", "metric", "source", "authors_test", "our_test", "estimate", "ci_low", "ci_high",
+            "p_value", "p_holm", "verdict"} <= set(rep.columns)
+    assert set(rep["claim"]) == {"1", "2", "2b", "3", "4a", "4b", "5"}
+    assert set(rep["verdict"]) <= {"replicates", "does not replicate", "not testable here"}
     ols = pd.read_csv(out / "ols.csv")
     assert {"metric", "model", "adj_r2", "f", "p_value"} <= set(ols.columns)
     assert {"source", "labels_gesture", "pair_sentence", "epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} \
@@ -68,7 +75,13 @@ def test_figures_and_a_self_contained_report(analysed):
     assert {"maps_gesture_real.png", "maps_sentence_real.png", "maps_gesture_shuffled.png",
             "trajectory_tmax_vs_end_minus_start.png", "trajectory_start_vs_max.png"} <= figures
     assert {f"metric_{m}.png" for m in METRICS} <= figures
+    assert {"maps_average.png", "maps_difference_gesture.png", "maps_difference_sentence.png"} <= figures
     page = (out / "report.html").read_text()
+    # the replication section comes first, and no table sits in a fixed-height box
+    assert page.index("What replicates") < page.index("Overview") < page.index("Key results")
+    # the probe's ties section (a diagnostic) follows the replication section
+    assert page.index("What replicates") < page.index("KNN probe: ties and chance level") < page.index("Key results")
+    assert "max-height" not in page
     assert page.count("data:image/png;base64,") == len(figures)
     assert not re.search(r"""(src|href)=['"]?(https?:|//|file:)""", page)  # nothing outside the file
     for run_id in analysed["study"]["broken"]:  # skipped runs are listed
@@ -91,7 +104,8 @@ def test_metrics_table_input(analysed, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--metrics-table", str(csv), "--out", str(out), "--core-only", "--quiet"]) == 0
     me = pd.read_csv(out / "mixed_effects.csv")
-    assert set(me["model"]) == {"source", "pair_gesture", "pair_sentence"}
+    assert set(me["model"]) == {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
+                                "labels_sentence_slope"}
     derived = pd.read_parquet(out / "metrics.parquet")
     assert (derived["end_minus_start"] == derived["end"] - derived["start"]).all()
     figures = {p.name for p in (out / "figures").glob("*.png")}
@@ -137,13 +151,67 @@ def test_the_authors_tables_end_to_end(tmp_path):
                   str(REFERENCE / "metrics_null_50epoch.csv"), "--out", str(out), timeout=600)
     assert result.returncode == 0, result.stderr
     lrt = pd.read_csv(out / "lrt.csv")
-    assert set(lrt["model"]) == {"source", "pair_gesture", "pair_sentence", "source_pair_re", "labels_gesture",
-                                 "labels_sentence"}
+    assert {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
+            "labels_sentence_slope", "source", "pair_gesture", "pair_sentence", "source_pair_re", "labels_gesture",
+            "labels_sentence"} == set(lrt["model"])
     assert lrt["converged"].all()
+    assert (lrt.loc[lrt["model"] == "source_pairs", "df"] == 2).all()
     models = pd.read_csv(out / "models.csv")
-    core = models[models["model"].isin(["source", "pair_gesture", "pair_sentence"])]
-    assert core["converged"].all()
+    assert models["converged"].all()
+    assert (models.loc[models["model"] == "source_pairs", "n_groups"] == 30).all()  # 2 x 15 class pairs
     ols = pd.read_csv(out / "ols.csv")
     assert len(ols) == 36
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page
+
+    # what replicates: the data's answer (issue 13), each number recomputed here from the table itself
+    rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
+    real = pd.read_csv(REFERENCE / "metrics_50epoch.csv")
+    real["end_minus_start"] = real["end"] - real["start"]
+    verdict = {(r.claim, r.metric, r.source if isinstance(r.source, str) else ""): r.verdict
+               for r in rep.itertuples()}
+    assert verdict[("1", "start", "")] == "replicates"
+    assert verdict[("1", "end_minus_start", "")] == "replicates"
+    assert verdict[("1", "max", "")] == "does not replicate"
+    assert verdict[("1", "tmax", "")] == "does not replicate"
+    assert verdict[("3", "end_minus_start", "")] == "replicates"
+    for source in ("gesture", "sentence"):
+        assert verdict[("5", "max", source)] == verdict[("5", "tmax", source)] == "not testable here"
+        for metric in METRICS:
+            assert verdict[("2", metric, source)] == "replicates"
+    from scipy import stats as sps
+    for metric in METRICS:
+        row = rep[(rep["claim"] == "1") & (rep["metric"] == metric)].iloc[0]
+        means = real.groupby(["source", "pair"])[metric].mean()
+        gesture, sentence = means.loc["gesture"].to_numpy(), means.loc["sentence"].to_numpy()
+        # a balanced design: the estimate at the mean epoch is the difference of the sources' means
+        assert row["estimate"] == pytest.approx(sentence.mean() - gesture.mean(), abs=1e-9)
+        assert row["ci_low"] < row["estimate"] < row["ci_high"]
+        # and its test agrees with Welch's on the 2 x 15 class-pair means to within 0.02 in p
+        welch = sps.ttest_ind(sentence, gesture, equal_var=False).pvalue
+        assert row["p_value"] == pytest.approx(welch, abs=0.02)
+    null = pd.read_csv(REFERENCE / "metrics_null_50epoch.csv")
+    assert len(null) == 500
+    notes = rep[(rep["claim"] == "5") & (rep["metric"] == "tmax")].set_index("source")["note"]
+    assert notes["gesture"].startswith("83%") and notes["sentence"].startswith("74%")  # 208 + 186 = 394 of 500
+
+
+def test_report_renders_diagnostics_after_the_replication_section_with_complete_tables():
+    from analysis import report
+    from analysis.stats import StatsResults
+
+    table = pd.DataFrame({"source": ["gesture"] * 2, "labels": ["real"] * 2, "pair": ["a/b"] * 2, "run": ["r1", "r2"],
+                          "epoch": [1, 1], "start": [0.5, 0.6], "end": [0.7, 0.8], "max": [0.8, 0.9],
+                          "tmax": [0.5, 0.6], "end_minus_start": [0.2, 0.2]})
+    empty = {k: pd.DataFrame() for k in ("mixed_effects", "lrt", "models", "random_effects", "contrasts",
+                                         "effect_sizes")}
+    long = pd.DataFrame({"run_id": [f"run-{i:03d}" for i in range(300)], "tie_share": [i / 300 for i in range(300)]})
+    page = report.render_report(report.ReportInput(
+        title="t", source_description="x", table=table, ols=pd.DataFrame(), mixed=StatsResults(**empty),
+        figures={}, diagnostics=[{"title": "Probe tie share", "html": "<p>ties</p>", "tables": {"ties": long}}]))
+    assert page.index("What replicates") < page.index("Probe tie share") < page.index("Overview")
+    for i in (0, 150, 299):  # every row of a diagnostics table, none clipped
+        assert f"run-{i:03d}" in page
+    # the report's own long tables show the first rows and link the CSV that holds all of them
+    html_table = report._table(long, csv="contrasts.csv")
+    assert "run-149" in html_table and "run-150" not in html_table and "href='contrasts.csv'" in html_table

@@ -89,6 +89,8 @@ def _r_lm_frame(path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(models)
     for column in ("adj_r2", "r2", "f", "df_model", "df_resid", "p_value", "n"):
         frame[column] = frame[column].apply(lambda v: v[0])
+    if "delta_r2" in frame:  # only in the nested rows
+        frame["delta_r2"] = frame["delta_r2"].apply(lambda v: v[0] if isinstance(v, list) else np.nan)
     return frame
 
 
@@ -108,7 +110,31 @@ def _compare_with_r(r: pd.DataFrame) -> dict[str, float]:
     assert diffs["adj_r2_abs"] < 1e-10, diffs
     assert diffs["f_rel"] < 1e-9, diffs
     assert diffs["p_abs"] < 1e-9, diffs
+    if "delta_r2_r" in merged:  # the authors' "Epoch*Class - Epoch" row: the change in R^2
+        nested = merged[merged["model"].str.startswith("epoch_vs_epoch_pair_")]
+        assert len(nested) == 8 and nested["delta_r2_r"].notna().all()
+        diffs["delta_r2_abs"] = float(np.max(np.abs(nested["delta_r2"] - nested["delta_r2_r"])))
+        assert diffs["delta_r2_abs"] < 1e-10, diffs
     return diffs
+
+
+def test_delta_r2_is_the_change_in_r2_of_the_nested_row():
+    """delta_r2 = R^2(metric ~ epoch * pair) - R^2(metric ~ epoch); the second is corr(metric, epoch)^2."""
+    table = _toy()
+    ours = authors_ols(table)
+    nested = ours[ours["model"].str.startswith("epoch_vs_epoch_pair_")]
+    assert len(nested) == 2 * 4
+    for r in nested.itertuples():
+        source = r.model.rsplit("_", 1)[1]
+        sub = table[(table["labels"] == "real") & (table["source"] == source)]
+        y = sub[r.metric].to_numpy(dtype=float)
+        if np.ptp(y) == 0:  # a constant metric of the toy table: R^2 undefined
+            continue
+        small_r2 = np.corrcoef(y, sub["epoch"])[0, 1] ** 2
+        full = ours[(ours["metric"] == r.metric) & (ours["model"] == f"epoch_pair_{source}")].iloc[0]
+        assert r.delta_r2 == pytest.approx(full["r2"] - small_r2, abs=1e-12)
+        assert r.adj_r2 == full["adj_r2"]  # the larger model's, as summary.lm gives it
+    assert ours.loc[~ours["model"].str.startswith("epoch_vs_"), "delta_r2"].isna().all()
 
 
 @needs_reference

@@ -304,3 +304,24 @@ def test_a_copied_folder_a_link_outside_the_root_and_a_duplicate_are_not_counted
     assert "a copy?" in reasons[("s1", f"{original.name} copy")]
     assert "outside the outputs root" in reasons[("s1", outside.name)]
     assert "duplicate of run" in reasons[("s2", original.name)]
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
+    """A class name that is broken mathtext (``$\\undefinedcmd{$``) must not crash the figures."""
+    from analysis import collect, figures
+    from tests.analysis_fixtures import write_run
+
+    root = tmp_path / "outputs"
+    for replicate in range(2):
+        _, folder, _ = write_run(root, study="s", source="gesture", pair=0, replicate=replicate, epochs=4)
+        import yaml
+
+        config = yaml.safe_load((folder / CONFIG).read_text())
+        config["design"]["class_names"] = ["$\\undefinedcmd{$", "b"]
+        (folder / CONFIG).write_text(yaml.safe_dump(config))
+    c = collect.collect_runs(root, progress=False)
+    assert set(c.runs["pair"]) == {"$\\undefinedcmd{$/b"}
+    out = figures.map_figures(c.mean_maps(), folder=tmp_path / "fig")
+    assert out and all(data[:4] == b"\x89PNG" for data in out.values())
+    table = collect.metrics_for_statistics(c)
+    assert figures.metric_figures(table, ["max"]) and figures.trajectory_figures(table)

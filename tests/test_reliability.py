@@ -325,3 +325,63 @@ def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
     assert out and all(data[:4] == b"\x89PNG" for data in out.values())
     table = collect.metrics_for_statistics(c)
     assert figures.metric_figures(table, ["max"]) and figures.trajectory_figures(table)
+
+
+# --- bad input is refused before anything runs, naming the key ---------------------------------------------
+
+BAD_INPUTS = [  # (overrides, what the message must name)
+    (["paths.root="], "paths.root"), (["paths.root=/proc/x"], "paths.root"), (["paths.root=/dev/x"], "paths.root"),
+    (["+foo=1"], "foo"), (["+trainer.foo=1"], "trainer.foo"), (["no_such_key=1"], "no_such_key"),
+    (["data_source=audio"], "data_source"), (["dataset=mnist"], "dataset"), (["labels=maybe"], "labels"),
+    (["pair=-1"], "pair"), (["data_source=sentence", "pair=12"], "pair"), (["seed=-1"], "seed"),
+    (["seed=abc"], "seed"), (["probe.knn.k=0"], "probe.knn.k"), (["probe.knn.k=-1"], "probe.knn.k"),
+    (["probe.knn.states=foo"], "probe.knn.states"), (["probe.knn.splits=[foo]"], "probe.knn.splits"),
+    (["probe.knn.gram_precision=float8"], "probe.knn.gram_precision"), (["probe.knn.ties=coin"], "probe.knn.ties"),
+    (["probe.knn.mode=loo"], "probe.knn.mode"), (["model.name=gru"], "model.name"),
+    (["model.hidden_size=0"], "model.hidden_size"), (["model.hidden_size=-5"], "model.hidden_size"),
+    (["model.hidden_size=10000000"], "model.hidden_size"), (["model.hidden_size=abc"], "model.hidden_size"),
+    (["model.min_hidden_size=0"], "model.min_hidden_size"), (["model.batchnorm_time=3"], "model.batchnorm_time"),
+    (["trainer.num_threads=-1"], "trainer.num_threads"), (["trainer.num_threads=abc"], "trainer.num_threads"),
+    (["trainer.lr=1e300"], "trainer.lr"), (["trainer.lr=0"], "trainer.lr"), (["trainer.lr=-0.1"], "trainer.lr"),
+    (["trainer.lr=abc"], "trainer.lr"), (["trainer.epochs=0"], "trainer.epochs"),
+    (["trainer.epochs=1.5"], "trainer.epochs"), (["trainer.batch_size=0"], "trainer.batch_size"),
+    (["trainer.shuffle=maybe"], "trainer.shuffle"), (["trainer.device=tpu"], "trainer.device"),
+    (["split.oversample=2"], "split.oversample"), (["split.test_fraction=0"], "split.test_fraction"),
+    (["split.test_fraction=1.5"], "split.test_fraction"), (["split.val_fraction=-0.2"], "split.val_fraction"),
+    (["dataset.time_slices=0"], "dataset.time_slices"), (["dataset.time_slices=abc"], "dataset.time_slices"),
+    (["deficit.kind=burn"], "deficit.kind"), (["deficit.length=-1"], "deficit.length"),
+]
+
+
+@pytest.mark.parametrize("overrides,key", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, tmp_path):
+    from tests.conftest import run_config
+
+    with pytest.raises(Exception) as err:
+        run_config(*overrides, f"paths.root={tmp_path / 'out'}" if "paths.root" not in key else overrides[0])
+    assert key in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_enough_bad_inputs_are_tried():
+    assert len(BAD_INPUTS) >= 40
+
+
+def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
+    from tests.conftest import run_config
+
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(Exception, match="WANDB_MODE"):
+        run_config(f"paths.root={tmp_path}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multirun", [False, True])
+def test_the_command_leaves_no_folder_behind_for_a_bad_value(tmp_path, multirun):
+    from tests.conftest import run_cli
+
+    args = ["-m", "seed=0,1"] if multirun else []
+    result = run_cli(*args, "model.hidden_size=0", f"paths.root={tmp_path / 'out'}", timeout=120)
+    assert result.returncode == 1 and "model.hidden_size=0" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

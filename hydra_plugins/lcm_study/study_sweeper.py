@@ -221,11 +221,18 @@ class StudySweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
 
+        from pipeline.config import ConfigError
+
+        try:
+            # every run is validated here, before the sweep folder or any run folder exists
+            planned = self.plan(jobs)
+        except ConfigError as exc:
+            # SystemExit, not an exception: Hydra would print a stack trace over the message
+            print(f"[study] error in the configuration: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-
-        planned = self.plan(jobs)
         ids = [p.run_id for p in planned]
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})

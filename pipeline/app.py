@@ -76,7 +76,7 @@ def resolve_design(cfg: DictConfig, overrides: Sequence[str], compose: Compose) 
 def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
     """Validated run config with its design block, ready for ``execute``."""
     runner = get_runner(cfg.study.runner)
-    check_added_keys(overrides)
+    check_added_keys(overrides, compose)
     check_root(cfg)
     check_wandb_mode()
     check_int(cfg, "seed", 0)

@@ -331,7 +331,7 @@ def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
 
 BAD_INPUTS = [  # (overrides, what the message must name)
     (["paths.root="], "paths.root"), (["paths.root=/proc/x"], "paths.root"), (["paths.root=/dev/x"], "paths.root"),
-    (["+foo=1"], "foo"), (["+trainer.foo=1"], "trainer.foo"), (["no_such_key=1"], "no_such_key"),
+    (["+foo=1"], "foo"), (["+trainer.foo=1"], "trainer.foo"), (["++trainer.foo=1"], "trainer.foo"), (["no_such_key=1"], "no_such_key"),
     (["data_source=audio"], "data_source"), (["dataset=mnist"], "dataset"), (["labels=maybe"], "labels"),
     (["pair=-1"], "pair"), (["data_source=sentence", "pair=12"], "pair"), (["seed=-1"], "seed"),
     (["seed=abc"], "seed"), (["probe.knn.k=0"], "probe.knn.k"), (["probe.knn.k=-1"], "probe.knn.k"),
@@ -365,6 +365,12 @@ def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, tm
 
 def test_enough_bad_inputs_are_tried():
     assert len(BAD_INPUTS) >= 40
+
+
+def test_forcing_an_existing_key_is_allowed(tmp_path):
+    from tests.conftest import run_config
+
+    assert run_config("++trainer.lr=0.01", f"paths.root={tmp_path}").trainer.lr == 0.01
 
 
 def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):

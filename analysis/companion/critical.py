@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .common import done_runs, fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
+from .power import holm, min_p_row, min_p_table  # noqa: E402
 
 TITLE = "Critical learning periods in deep linear networks"
 PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
@@ -185,6 +186,30 @@ def pathways_checks(finals: pd.DataFrame) -> tuple[list[dict], pd.DataFrame]:
     return checks, by_depth
 
 
+def pathways_effect_tests(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per depth: 1/2 - final share of mode 1 after a deficit at onset 0, tested against 0 across replicates."""
+    from scipy import stats
+
+    mode1 = finals[(finals["mode"] == 1) & (finals.onset == 0) & (finals.length > 0)]
+    rows = []
+    for (depth, length), part in mode1.groupby(["depth", "length"]):
+        effect = (0.5 - part.share_b).to_numpy(dtype=float)
+        n = len(effect)
+        t_p = w_p = math.nan
+        if n >= 2 and effect.std() > 0:
+            t_p = float(stats.ttest_1samp(effect, 0.0).pvalue)
+        if n >= 1 and np.any(effect != 0):
+            w_p = float(stats.wilcoxon(effect).pvalue) if n >= 2 else 1.0
+        m, lo, hi, _ = mean_ci(effect)
+        d = float(effect.mean() / effect.std(ddof=1)) if n >= 2 and effect.std() > 0 else math.nan
+        rows.append({"depth": int(depth), "length": int(length), "n_runs": n, "effect_mean": m, "ci_low": lo,
+                     "ci_high": hi, "standardised_effect_d": d, "t_p": t_p, "signed_rank_p": w_p})
+    frame = pd.DataFrame(rows, columns=["depth", "length", "n_runs", "effect_mean", "ci_low", "ci_high",
+                                        "standardised_effect_d", "t_p", "signed_rank_p"])
+    frame["p_holm"] = holm(frame.t_p) if len(frame) else []
+    return frame
+
+
 def critical_window(mode1_summary: pd.DataFrame, effect: float = 0.1) -> pd.DataFrame:
     """Per depth and deficit length: the largest lasting effect (1/2 minus the deprived pathway's mean final
     share of mode 1), the latest onset whose effect exceeds ``effect`` and the latest onset that keeps at least
@@ -283,6 +308,16 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         parts.append(figure_html(uri, "How the first mode is learned over training with an early deficit: "
                                       "pathway a (solid) and the deprived pathway b (dashed), as fractions of "
                                       "the mode's full strength (mean over replicates)."))
+    effect_tests = pathways_effect_tests(finals)
+    if len(effect_tests):
+        parts.append(table_html(effect_tests, "Headline tests: does an early deficit (onset 0) leave a lasting "
+                                              "mark? Per depth, 1/2 minus the deprived pathway's final share of "
+                                              "mode 1 across replicates (one-sample t; exact signed-rank p "
+                                              "beside it); Holm over the depths (p_holm)."))
+        floors = min_p_table([min_p_row("onset-0 effect per depth", "signed_rank", int(effect_tests.n_runs.min()),
+                                        len(effect_tests))])
+        parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
     window = critical_window(by_cell)
     parts.append(table_html(window, "Critical period per depth. Effect = 1/2 minus the deprived pathway's final "
                                     "share of mode 1 (mean over replicates). Depth 1's effect is small and fades "
@@ -294,6 +329,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
                             "over replicates)."))
     parts.append(skipped_note(skipped))
     tables = {"pathways_checks": pd.DataFrame(checks), "pathways_share_by_cell": by_cell,
+              "pathways_effect_tests": effect_tests,
               "pathways_finals": finals, "pathways_critical_window": window}
     if len(by_depth):
         tables["pathways_share_by_depth_onset0"] = by_depth
@@ -430,15 +466,26 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
                                   "a long deficit more values have grown and do not shrink back."))
     parts.append(table_html(by_cell.rename(columns={"mean": "test_error_mean"}),
                             "Final test error per depth and deficit length (mean and 95% interval)."))
-    if tests:
-        parts.append(table_html(pd.DataFrame(tests), "Tests: the longest deficit against none (paired by "
-                                                     "replicate; paired t-test) and the rank correlation of the "
-                                                     "error with T_c (Spearman, rho in mean_difference)."))
+    tests = pd.DataFrame(tests, columns=["depth", "comparison", "n_pairs", "mean_difference", "paired_t_p"])
+    headline = tests.comparison.str.startswith("T_c=")
+    tests["p_holm"] = np.nan
+    tests.loc[headline, "p_holm"] = holm(tests.loc[headline, "paired_t_p"])
+    floors = min_p_table([min_p_row(f"T_c={longest} vs 0, depths >= 2", "signed_rank",
+                                    int(tests.loc[headline, "n_pairs"].min()), int(headline.sum()))]
+                         if headline.any() else [])
+    if len(tests):
+        parts.append(table_html(tests, "Tests: the longest deficit against none (paired by replicate; paired "
+                                       "t-test, Holm over the depths in p_holm: the headline family) and the rank "
+                                       "correlation of the error with T_c (Spearman, rho in mean_difference; "
+                                       "descriptive)."))
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
     parts.append(skipped_note(skipped))
-    return {"html": "\n".join(parts), "tables": {"completion_checks": pd.DataFrame(checks),
+    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_checks": pd.DataFrame(checks),
                                                    "completion_error_by_cell": by_cell,
                                                    "completion_finals": finals,
-                                                   "completion_tests": pd.DataFrame(tests)}}
+                                                   "completion_tests": tests}}
 
 
 # ---------------------------------------------------------------------------

@@ -125,6 +125,16 @@ def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def dense_min_p(tests: pd.DataFrame) -> pd.DataFrame:
+    from .power import min_p_row, min_p_table
+
+    head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
+    if not len(head):
+        return min_p_table([])
+    return min_p_table([min_p_row("earlier in later layers (within-run rho)", "signed_rank", int(head.n.iloc[0]),
+                                  1)])
+
+
 def _separability_figure(summary: pd.DataFrame, layers: list[str]):
     fig, axes = plt.subplots(1, len(SEPARABILITY), figsize=(13, 3.6))
     cmap = plt.get_cmap("viridis")
@@ -300,6 +310,11 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                                        "negative correlation of depth with t50 (the run is the unit in the first "
                                        "test), or a negative paired difference t50(last) - t50(first), says yes."))
     parts.append(note_html(_timing_reading(per_layer, tests)))
+    floors = dense_min_p(tests)
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the headline test (within-run depth-t50 "
+                                        "correlation, one test) with the runs at hand (the power rule of "
+                                        "docs/companion_spectra_dense.md)."))
     first = runs[0]["run_id"]
     parts.append(figure_html(_embedding_figure(sep[sep.run_id == first], class_names, layers),
                              f"The probe set's 2-D embedding (first two principal components) in every layer "
@@ -308,7 +323,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts.append(figure_html(_rdm_figure(sep, class_names, layers),
                              "Distances between class means at the end of training (mean over runs), each layer "
                              "scaled by its mean off-diagonal distance: dark = similar classes."))
-    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests}
+    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests, "min_p": floors}
     if len(fits):
         comparison = fit_comparison(fits)
         if len(curves):

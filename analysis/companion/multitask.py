@@ -101,14 +101,32 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
+    from .power import min_p_row, min_p_table
+
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
+    if not len(tested):
+        return min_p_table([])
+    return min_p_table([min_p_row("standard vs large init, the paper's claims", "signed_rank",
+                                  int(tested.n_pairs.min()), len(tested))])
+
+
 def _ci(values):
     from .critical import mean_ci
 
     return mean_ci(values)
 
 
+VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
+
+
 def verdicts(comparison: pd.DataFrame) -> list[dict]:
+    """The paper's claims as found here; the paired t p values are Holm-corrected over the claims."""
+    from .power import holm
+
     out = []
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
+    holm_of = dict(zip(tested.key, holm(tested.paired_t_p))) if len(tested) else {}
 
     def row(key):
         part = comparison[comparison.key == key]
@@ -125,7 +143,7 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
         if r is None or not r.n_pairs:
             out.append({"finding (Pyle et al.)": claim, "found here": "not measured", "numbers": ""})
             continue
-        p = r.paired_t_p
+        p = float(holm_of.get(key, math.nan))
         significant = bool(np.isfinite(p) and p < 0.05)
         agrees = r.lower == expect
         found = ("yes" if agrees and significant else "same direction, not significant" if agrees
@@ -133,7 +151,8 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
                                                                           "significant)")
         out.append({"finding (Pyle et al.)": claim, "found here": found,
                     "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
-                               f"({r.n_pairs} paired replicates, paired t p={p:.2g})"})
+                               f"({r.n_pairs} paired replicates, paired t p={r.paired_t_p:.2g}, "
+                               f"Holm over the {len(holm_of)} claims {p:.2g})"})
     return out
 
 
@@ -168,6 +187,10 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
     parts.append(table_html(pd.DataFrame(verdict), "The two findings of Pyle et al., as found here (standard "
                                                    "= U(-0.1, 0.1), large = U(-1, 1); paired by replicate)."))
+    floors = multitask_min_p(comparison)
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the claims' family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
     inits_present = [i for i in INITS if (frame.init == i).any()]
     fig, axes = plt.subplots(1, len(inits_present), figsize=(4.2 * len(inits_present), 3.6), squeeze=False)
     for ax, init in zip(axes[0], inits_present):
@@ -258,7 +281,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                                            "tasks run at once."))
     parts.append(skipped_note(skipped))
     tables = {"runs": frame, "init_comparison": comparison, "verdicts": pd.DataFrame(verdict),
-              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks)}
+              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks),
+              "min_p": floors}
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
 
 

@@ -210,6 +210,56 @@ def pathways_effect_tests(finals: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> tuple[str, pd.DataFrame] | None:
+    """Runs with the aligned initialisation: the simulated mode strengths with the exact solution overlaid
+    (one replicate, one panel per depth and deficit), and the largest deviation per run."""
+    aligned = []
+    for run in runs:
+        path = Path(run["dir"]) / "pathway_analytic.parquet"
+        if path.exists():
+            aligned.append((run, pd.read_parquet(path)))
+    if not aligned:
+        return None
+    rows = []
+    for run, exact in aligned:
+        sim = run["pathway_shares"][["step", "mode", "strength_a", "strength_b", "target"]]
+        both = sim.merge(exact, on=["step", "mode"], suffixes=("", "_exact"))
+        dev = float(np.max(np.abs(both[["strength_a", "strength_b"]].to_numpy()
+                                  - both[["strength_a_exact", "strength_b_exact"]].to_numpy())
+                           / both[["target"]].to_numpy()))
+        s = run["summary"]
+        rows.append({"run_id": run["run_id"], "depth": int(s["depth"]), "onset": int(s["deficit_onset"]),
+                     "length": int(s["deficit_length"]), "max_deviation_over_mode_strength": dev})
+    deviation = pd.DataFrame(rows)
+    rep = min(int(r["design"]["replicate"]) for r, _ in aligned)
+    shown = sorted(((r, e) for r, e in aligned if int(r["design"]["replicate"]) == rep),
+                   key=lambda p: (int(p[0]["summary"]["depth"]), int(p[0]["summary"]["deficit_onset"])))[:12]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3.2), squeeze=False, sharey=True)
+    for ax, (run, exact) in zip(axes[0], shown):
+        sim = run["pathway_shares"]
+        s = run["summary"]
+        onset, length = int(s["deficit_onset"]), int(s["deficit_length"])
+        for mode in range(1, modes + 1):
+            colour = plt.cm.tab10(mode - 1)
+            a, e = sim[sim["mode"] == mode], exact[exact["mode"] == mode]
+            ax.plot(a.step[::5], a.strength_a[::5], "x", ms=3, color=colour, label=f"mode {mode}: a" if mode == 1 else None)
+            ax.plot(a.step[::5], a.strength_b[::5], "+", ms=4, color=colour, label="b (deprived)" if mode == 1 else None)
+            ax.plot(e.step, e.strength_a, "k--", lw=0.7, label="exact solution" if mode == 1 else None)
+            ax.plot(e.step, e.strength_b, "k--", lw=0.7)
+        if length:
+            ax.axvspan(onset, onset + length, color="grey", alpha=0.15)
+        ax.set(title=f"depth {s['depth']}, deficit {onset}-{onset + length}", xlabel="step")
+    axes[0][0].set_ylabel("pathway strength k in the mode")
+    axes[0][0].legend(fontsize=7)
+    uri = save_figure(fig, out_dir, "pathways_analytic_overlay")
+    html_ = figure_html(uri, "Aligned initialisation (the authors'): each pathway's strength in the first modes "
+                             "from the simulation (x: pathway a, +: the deprived pathway b) and the exact "
+                             "per-mode solution (dashed; Kleinman et al.'s ODE, discretised at the training "
+                             "step). Largest deviation over all runs, modes and steps, relative to the mode's "
+                             f"full strength: {deviation.max_deviation_over_mode_strength.max():.2g}.")
+    return html_, deviation
+
+
 def critical_window(mode1_summary: pd.DataFrame, effect: float = 0.1) -> pd.DataFrame:
     """Per depth and deficit length: the largest lasting effect (1/2 minus the deprived pathway's mean final
     share of mode 1), the latest onset whose effect exceeds ``effect`` and the latest onset that keeps at least
@@ -318,6 +368,9 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
                                         len(effect_tests))])
         parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
                                         "(the power rule of docs/companion_critical_multitask.md)."))
+    analytic = analytic_overlay(runs, out_dir)
+    if analytic is not None:
+        parts.append(analytic[0])
     window = critical_window(by_cell)
     parts.append(table_html(window, "Critical period per depth. Effect = 1/2 minus the deprived pathway's final "
                                     "share of mode 1 (mean over replicates). Depth 1's effect is small and fades "
@@ -333,6 +386,8 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
               "pathways_finals": finals, "pathways_critical_window": window}
     if len(by_depth):
         tables["pathways_share_by_depth_onset0"] = by_depth
+    if analytic is not None:
+        tables["pathways_analytic_deviation"] = analytic[1]
     return {"html": "\n".join(parts), "tables": tables}
 
 

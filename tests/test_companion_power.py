@@ -48,3 +48,13 @@ def test_min_p_row_and_holm():
     p = np.array([0.01, np.nan, 0.04, 0.03])
     out = holm(p)
     assert np.isnan(out[1]) and np.allclose(out[[0, 2, 3]], [0.03, 0.06, 0.06])
+
+
+def test_exact_spearman_p_by_brute_force_and_scipy_above():
+    from analysis.companion.power import spearman
+
+    rho, p = spearman([1, 2, 3, 4], [10, 20, 30, 40])
+    assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 24)  # only the identity and its reverse
+    x = np.arange(12.0)
+    y = x + np.array([0, 3, -2, 1, 5, -4, 2, 0, -1, 3, 1, -2]) * 1.5
+    assert spearman(x, y) == pytest.approx(tuple(stats.spearmanr(x, y)))

@@ -186,6 +186,35 @@ def pathways_checks(finals: pd.DataFrame) -> tuple[list[dict], pd.DataFrame]:
     return checks, by_depth
 
 
+def _verdict(check: dict | None) -> str:
+    return "not measured" if check is None else check["result"]
+
+
+def pathways_claims(checks: list[dict], effect_tests: pd.DataFrame) -> pd.DataFrame:
+    monotone = next((c for c in checks if "falls monotonically" in c["check"]), None)
+    late = next((c for c in checks if "after learning has finished" in c["check"]), None)
+    one = next((c for c in checks if "depth 1 shows no lasting" in c["check"]), None)
+    deep = effect_tests[effect_tests.depth > 1] if len(effect_tests) else effect_tests
+    lasting = ("holds" if len(deep) and bool((deep.p_holm < 0.05).all()) and _verdict(monotone) == "holds"
+               else "not measured" if not len(deep) else "does NOT hold (or not decided: see the smallest "
+                                                               "attainable p)")
+    rows = [
+        {"claim (Kleinman et al.)": "an early deficit leaves a permanent mark, worse for deeper pathways",
+         "our test": "onset 0: 1/2 minus the deprived share of mode 1 > 0 per depth > 1 (t, Holm over depths) "
+                     "and the mean share strictly falling with depth",
+         "verdict": lasting,
+         "numbers": ", ".join(f"depth {r.depth}: {r.effect_mean:.3f} (Holm p {r.p_holm:.2g})"
+                              for r in effect_tests.itertuples()) if len(effect_tests) else ""},
+        {"claim (Kleinman et al.)": "a late deficit (after learning) has no lasting effect",
+         "our test": "final share within 0.01 of 1/2 when the deficit starts after the loss fell below 0.1%",
+         "verdict": _verdict(late), "numbers": late["measured"] if late else ""},
+        {"claim (Kleinman et al.)": "depth 1 has no critical period",
+         "our test": "depth 1: imbalance at the end equals the imbalance when the deficit ends (ratio 1)",
+         "verdict": _verdict(one), "numbers": one["measured"] if one else ""},
+    ]
+    return pd.DataFrame(rows)
+
+
 def pathways_effect_tests(finals: pd.DataFrame) -> pd.DataFrame:
     """Per depth: 1/2 - final share of mode 1 after a deficit at onset 0, tested against 0 across replicates."""
     from scipy import stats
@@ -297,6 +326,10 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         "mode is its part of the mode's strength at the end of training: k_b / (k_a + k_b) with "
         "k = u_i^T W v_i. 1/2 means both pathways learned the mode equally; near 0 means pathway b was "
         f"shut out for good. {len(runs)} runs; error bars are 95% intervals over replicates."))
+    effect_tests = pathways_effect_tests(finals)
+    claims = pathways_claims(checks, effect_tests)
+    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test of each, "
+                                                                      "and the verdict."))
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
     depths = sorted(mode1.depth.unique())
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
@@ -358,7 +391,6 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         parts.append(figure_html(uri, "How the first mode is learned over training with an early deficit: "
                                       "pathway a (solid) and the deprived pathway b (dashed), as fractions of "
                                       "the mode's full strength (mean over replicates)."))
-    effect_tests = pathways_effect_tests(finals)
     if len(effect_tests):
         parts.append(table_html(effect_tests, "Headline tests: does an early deficit (onset 0) leave a lasting "
                                               "mark? Per depth, 1/2 minus the deprived pathway's final share of "
@@ -382,7 +414,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
                             "over replicates)."))
     parts.append(skipped_note(skipped))
     tables = {"pathways_checks": pd.DataFrame(checks), "pathways_share_by_cell": by_cell,
-              "pathways_effect_tests": effect_tests,
+              "pathways_effect_tests": effect_tests, "pathways_claims": claims,
               "pathways_finals": finals, "pathways_critical_window": window}
     if len(by_depth):
         tables["pathways_share_by_depth_onset0"] = by_depth
@@ -394,6 +426,38 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
 # ---------------------------------------------------------------------------
 # matrix completion
 # ---------------------------------------------------------------------------
+def tests_frame(tests: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(tests, columns=["depth", "comparison", "n_pairs", "mean_difference", "paired_t_p"])
+    headline = frame.comparison.str.startswith("T_c=")
+    frame["p_holm"] = np.nan
+    frame.loc[headline, "p_holm"] = holm(frame.loc[headline, "paired_t_p"])
+    return frame
+
+
+def completion_claims(checks: list[dict], tests: pd.DataFrame) -> pd.DataFrame:
+    def find(text):
+        return next((c for c in checks if text in c["check"]), None)
+
+    complete, damage, flat = find("completes the target"), find("raises the final error"), find("stays flat")
+    head = tests[tests.comparison.str.startswith("T_c=")]
+    decided = len(head) and bool((head.p_holm < 0.05).all())
+    rows = [
+        {"claim (Kleinman et al.)": "without a deficit, depth >= 2 completes the matrix (depth 1 does not)",
+         "our test": "final test error of each depth >= 2 below 0.25 x depth 1's", "verdict": _verdict(complete),
+         "numbers": complete["measured"] if complete else ""},
+        {"claim (Kleinman et al.)": "a long deficit permanently damages depth >= 2",
+         "our test": "longest T_c vs none, paired by replicate, per depth >= 2 (t, Holm over depths), and the "
+                     "error at least doubled",
+         "verdict": ("holds" if decided and _verdict(damage) == "holds" else _verdict(damage) + (
+             "" if decided else "; not significant after Holm (see the smallest attainable p)")),
+         "numbers": "; ".join(f"depth {r.depth}: +{r.mean_difference:.3g} (Holm p {r.p_holm:.2g}, {r.n_pairs} pairs)"
+                              for r in head.itertuples())},
+        {"claim (Kleinman et al.)": "depth 1 is unaffected by the deficit",
+         "our test": "relative range of depth 1's final error over deficit lengths <= 0.02",
+         "verdict": _verdict(flat), "numbers": flat["measured"] if flat else ""},
+    ]
+    return pd.DataFrame(rows)
+
 def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
     from scipy import stats
 
@@ -464,6 +528,9 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
             tests.append({"depth": depth, "comparison": "Spearman: error vs T_c", "n_pairs": len(part),
                           "mean_difference": float(rho.statistic), "paired_t_p": float(rho.pvalue)})
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
+    claims = completion_claims(checks, tests_frame(tests))
+    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test "
+                                                                             "of each, and the verdict."))
 
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -521,10 +588,8 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
                                   "a long deficit more values have grown and do not shrink back."))
     parts.append(table_html(by_cell.rename(columns={"mean": "test_error_mean"}),
                             "Final test error per depth and deficit length (mean and 95% interval)."))
-    tests = pd.DataFrame(tests, columns=["depth", "comparison", "n_pairs", "mean_difference", "paired_t_p"])
+    tests = tests_frame(tests)
     headline = tests.comparison.str.startswith("T_c=")
-    tests["p_holm"] = np.nan
-    tests.loc[headline, "p_holm"] = holm(tests.loc[headline, "paired_t_p"])
     floors = min_p_table([min_p_row(f"T_c={longest} vs 0, depths >= 2", "signed_rank",
                                     int(tests.loc[headline, "n_pairs"].min()), int(headline.sum()))]
                          if headline.any() else [])
@@ -537,7 +602,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
         parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
                                         "(the power rule of docs/companion_critical_multitask.md)."))
     parts.append(skipped_note(skipped))
-    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_checks": pd.DataFrame(checks),
+    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_claims": claims, "completion_checks": pd.DataFrame(checks),
                                                    "completion_error_by_cell": by_cell,
                                                    "completion_finals": finals,
                                                    "completion_tests": tests}}

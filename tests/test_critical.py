@@ -222,6 +222,16 @@ def test_simulation_from_aligned_init_follows_the_analytic_solution(depth):
     assert final.share_b < (0.2 if depth == 1 else 0.01)
 
 
+def test_amplification_is_bounded_and_the_ratio_where_both_imbalances_are_large():
+    from pipeline.studies.critical import AMPLIFICATION_EPS, amplification
+
+    assert amplification(0.2, 0.8) == pytest.approx(0.801 / 0.201)
+    assert amplification(-0.1, 0.1) == 1.0 and amplification(1e-12, 1e-12) == 1.0
+    # the unstable cases of a plain ratio (tiny start, small final) stay finite and bounded
+    assert amplification(4.8e-7, -2e-3) < (1 + AMPLIFICATION_EPS) / AMPLIFICATION_EPS
+    assert amplification(0.0, 1.0) == pytest.approx((1 + AMPLIFICATION_EPS) / AMPLIFICATION_EPS)
+
+
 def test_paper_configuration_and_stable_amplification():
     from pipeline.studies import get_runner
 
@@ -232,8 +242,8 @@ def test_paper_configuration_and_stable_amplification():
     result = get_runner("critical_pathways").run(cfg, __import__("pipeline.studies", fromlist=["RunContext"])
                                                  .RunContext(0, lambda *a: calls.append(a)))
     assert "pathway_analytic" in result.tables
-    # onset 750: learning is over, the deficit leaves ~0 imbalance: no ratio, a finite additive growth
-    assert result.summary["amplification_mode1"] is None
+    # onset 750: learning is over, the deficit leaves ~0 imbalance: amplification 1, no growth
+    assert result.summary["amplification_mode1"] == pytest.approx(1.0, abs=1e-3)
     assert abs(result.summary["imbalance_growth_mode1"]) < 1e-6
     early = get_runner("critical_pathways").run(run_config("study=critical_pathways", "study.depth=1", "seed=0"),
                                                 __import__("pipeline.studies", fromlist=["RunContext"])

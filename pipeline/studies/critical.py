@@ -30,8 +30,9 @@ from . import RunContext, RunResult, StudyRunner, register
 # top-level keys of the composed config that belong to the sequence studies
 IGNORED = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
 CURVE_COLUMNS = ["probe", "split", "epoch", "time_slice", "value"]
-# the amplification ratio needs at least this imbalance (a fraction of the mode's strength) when the deficit ends
-AMPLIFICATION_FLOOR = 0.01
+# added to both imbalances (fractions of the mode's strength) of the amplification ratio, so that it is
+# defined, and bounded by (1 + eps) / eps, where the deficit left (almost) no imbalance
+AMPLIFICATION_EPS = 1e-3
 
 
 def empty_curves() -> pd.DataFrame:
@@ -76,6 +77,11 @@ def _readouts(frame: pd.DataFrame, step_col: str, columns: dict[str, tuple[str, 
                            "value": sub[column].to_numpy(dtype=np.float64)})
              for column, (split, metric) in columns.items()]
     return pd.concat(parts, ignore_index=True)
+
+
+def amplification(start: float, last: float, eps: float = AMPLIFICATION_EPS) -> float:
+    """How much the imbalance a deficit left grew by the end: ``(|last| + eps) / (|start| + eps)``."""
+    return (abs(last) + eps) / (abs(start) + eps)
 
 
 @register
@@ -140,13 +146,13 @@ class CriticalPathwaysRunner(StudyRunner):
             end_step = next((t for t in recorded if t >= end), steps)
             start = imbalance(shares, 1, end_step)
             last = imbalance(shares, 1, steps)
-            # the ratio is defined only where the imbalance left by the deficit is at least
-            # AMPLIFICATION_FLOOR of the mode's strength: after learning has finished a late deficit
-            # leaves ~1e-6 and the ratio of two rounding-level numbers is noise (-76, 202 were seen);
-            # the additive growth is defined everywhere
+            # A plain ratio last / start is unstable where the deficit leaves ~no imbalance (late onsets:
+            # |start| down to 1e-12, ratios of -4760 or 572 at depth 8); the amplification is the ratio of
+            # the sizes with AMPLIFICATION_EPS added to both: the plain ratio where both are >> eps, 1 where
+            # both are << eps (no effect), never above (1 + eps) / eps
             summary.update({"imbalance_mode1_at_deficit_end": start, "imbalance_mode1_final": last,
                             "imbalance_growth_mode1": abs(last) - abs(start),
-                            "amplification_mode1": last / start if abs(start) >= AMPLIFICATION_FLOOR else None})
+                            "amplification_mode1": amplification(start, last)})
         summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
         readouts = _readouts(result.losses, "step", {"loss": ("train", "loss")})
         tables = {"pathway_shares": shares, "pathway_loss": result.losses}

@@ -271,7 +271,8 @@ def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> 
         for mode in range(1, modes + 1):
             colour = plt.cm.tab10(mode - 1)
             a, e = sim[sim["mode"] == mode], exact[exact["mode"] == mode]
-            ax.plot(a.step[::5], a.strength_a[::5], "x", ms=3, color=colour, label=f"mode {mode}: a" if mode == 1 else None)
+            ax.plot(a.step[::5], a.strength_a[::5], "x", ms=3, color=colour,
+                    label=f"mode {mode}: a" if mode == 1 else None)
             ax.plot(a.step[::5], a.strength_b[::5], "+", ms=4, color=colour, label="b (deprived)" if mode == 1 else None)
             ax.plot(e.step, e.strength_a, "k--", lw=0.7, label="exact solution" if mode == 1 else None)
             ax.plot(e.step, e.strength_b, "k--", lw=0.7)
@@ -602,7 +603,8 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
         parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
                                         "(the power rule of docs/companion_critical_multitask.md)."))
     parts.append(skipped_note(skipped))
-    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_claims": claims, "completion_checks": pd.DataFrame(checks),
+    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_claims": claims,
+                                                   "completion_checks": pd.DataFrame(checks),
                                                    "completion_error_by_cell": by_cell,
                                                    "completion_finals": finals,
                                                    "completion_tests": tests}}

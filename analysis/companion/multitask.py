@@ -254,7 +254,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                         "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
                                    f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
                                    f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}"})
-    protocol = (f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, loss {s0.get('loss_reduction', 'mean')}"
+    protocol = (f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, "
+                f"loss {s0.get('loss_reduction', 'mean')}"
                 f" over samples, learning rate " + ", ".join(
                     f"{i} {frame_lr}" for i, frame_lr in sorted({(r['summary']['init'], r['summary'].get('lr'))
                                                                  for r in runs}))

@@ -389,7 +389,8 @@ class DenseSampleRunner(StudyRunner):
                                           - part.set_index("form").aic.exponential)}
         summary = {
             "class_names": list(data.class_names), "test_accuracy": test_acc, "test_loss": test_loss,
-            "n_train": int(n_train), "n_test": int(len(x_test)), "data_seed": data_seed(cfg), "n_weights": n_weights(model),
+            "n_train": int(n_train), "n_test": int(len(x_test)), "data_seed": data_seed(cfg),
+            "n_weights": n_weights(model),
             "epochs": epochs, "steps": int(total), "steps_per_epoch": int(steps_per_epoch),
             "checkpoints": [int(c) for c in checkpoints], "curve_fit_better": better,
             "device": str(device), "torch": torch.__version__,

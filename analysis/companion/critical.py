@@ -315,7 +315,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
     parts = ["<h3>Competing pathways</h3>"]
     if not runs:
         parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
-                       "study=critical_pathways 'seed=range(0,48)')."), skipped_note(skipped)]
+                       "study=critical_pathways 'seed=range(0,480)')."), skipped_note(skipped)]
         return {"html": "\n".join(parts), "tables": {}}
     finals, traj = pathways_frames(runs)
     mode1 = finals[finals["mode"] == 1]
@@ -466,7 +466,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
     parts = ["<h3>Matrix completion</h3>"]
     if not runs:
         parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
-                       "study=critical_matrix_completion 'seed=range(0,18)')."), skipped_note(skipped)]
+                       "study=critical_matrix_completion 'seed=range(0,126)')."), skipped_note(skipped)]
         return {"html": "\n".join(parts), "tables": {}}
     finals = pd.DataFrame([{"run_id": r["run_id"], "replicate": int(r["design"]["replicate"]),
                             "depth": int(r["summary"]["depth"]), "deficit_steps": int(r["summary"]["deficit_steps"]),

@@ -304,7 +304,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
         parts.append(note_html(f"No done run with category_structure.parquet under {study_dir}: run "
-                               "python -m pipeline -m study=dense_sample 'seed=range(0,5)'."))
+                               "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."))
         parts.append(skipped_note(skipped))
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     sep = pd.concat([r["frame"].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)

@@ -206,7 +206,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
         parts += [para(f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask "
-                       "'seed=range(0,20)')."), skipped_note(skipped)]
+                       "'seed=range(0,30)')."), skipped_note(skipped)]
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     frame = per_run(runs)
     s0 = runs[0]["summary"]

@@ -289,3 +289,17 @@ def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
     assert out.returncode == 0, out.stderr
     checks = pd.read_csv(tmp_path / "report" / "critical_completion_checks.csv")
     assert (checks.result == "holds").all(), checks.to_dict("records")
+
+
+def test_claims_table_of_one_depth_and_of_the_depth_grid():
+    from analysis.companion.critical import pathways_claims
+
+    checks = [{"check": "20-step deficit at onset 0: the deprived pathway's final share of mode 1 falls "
+                        "monotonically with depth", "result": "holds", "measured": ""}]
+    grid = pd.DataFrame({"depth": [1, 2, 4], "effect_mean": [0.09, 0.3, 0.4], "p_holm": [1e-9, 1e-9, 1e-9]})
+    assert pathways_claims(checks, grid).verdict.iloc[0] == "holds"
+    undecided = grid.assign(p_holm=[1e-9, 0.2, 1e-9])
+    assert pathways_claims(checks, undecided).verdict.iloc[0].startswith("does NOT hold (or not decided")
+    one = pd.DataFrame({"depth": [4], "effect_mean": [0.497], "p_holm": [1e-20]})
+    assert "ordering by depth is not tested" in pathways_claims([], one).verdict.iloc[0]
+    assert pathways_claims([], one).verdict.iloc[1] == "not measured"

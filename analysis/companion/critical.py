@@ -195,9 +195,16 @@ def pathways_claims(checks: list[dict], effect_tests: pd.DataFrame) -> pd.DataFr
     late = next((c for c in checks if "after learning has finished" in c["check"]), None)
     one = next((c for c in checks if "depth 1 shows no lasting" in c["check"]), None)
     deep = effect_tests[effect_tests.depth > 1] if len(effect_tests) else effect_tests
-    lasting = ("holds" if len(deep) and bool((deep.p_holm < 0.05).all()) and _verdict(monotone) == "holds"
-               else "not measured" if not len(deep) else "does NOT hold (or not decided: see the smallest "
-                                                               "attainable p)")
+    lasting_ok = bool(len(deep) and (deep.p_holm < 0.05).all())
+    if not len(deep):
+        lasting = "not measured"
+    elif deep.depth.nunique() == 1 and effect_tests.depth.nunique() == 1:
+        lasting = ("holds for the permanent mark (one depth: the ordering by depth is not tested)" if lasting_ok
+                   else "not decided (see the smallest attainable p)")
+    elif lasting_ok and _verdict(monotone) == "holds":
+        lasting = "holds"
+    else:
+        lasting = "does NOT hold (or not decided: see the smallest attainable p)"
     rows = [
         {"claim (Kleinman et al.)": "an early deficit leaves a permanent mark, worse for deeper pathways",
          "our test": "onset 0: 1/2 minus the deprived share of mode 1 > 0 per depth > 1 (t, Holm over depths) "

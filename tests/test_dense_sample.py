@@ -178,3 +178,9 @@ def test_dense_sample_run_end_to_end_and_report(tmp_path):
     from analysis.companion import spectra
     sec = spectra.section(tmp_path / "dense_sample", out)
     assert "group_tests" in sec["tables"] and len(sec["tables"]["group_tests"])
+    # and the report puts it beside the dense-sample section, with the two replicates' own data draws
+    from analysis.companion import companion_sections
+    titles = [s["title"] for s in companion_sections(tmp_path, "dense_sample", tmp_path / "combined")]
+    assert titles == ["Category structure in the dense-sample study", "Gradient spectra by group"]
+    seeds = {json.loads((r / "summary.json").read_text())["data_seed"] for r in runs}
+    assert len(seeds) == 2

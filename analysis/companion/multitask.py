@@ -233,7 +233,9 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                                 "step is from the kernel's linearisation)",
                        "result": "holds" if min(by_init.values()) > CORR_THRESHOLD else "does NOT hold",
                        "measured": "lowest correlation: " + ", ".join(f"{i} {v:.4f}" for i, v in by_init.items())
-                                   + f" (training lr {s0.get('lr')}, per run in summary.json)"})
+                                   + " (training lr " + ", ".join(
+                                       f"{i} {lr}" for i, lr in sorted({(r["summary"]["init"], r["summary"].get("lr"))
+                                                                       for r in runs})) + "; per run in summary.json)"})
     comparison = init_comparison(frame)
     verdict = verdicts(comparison)
     k2l = kernel_to_loss(frame)

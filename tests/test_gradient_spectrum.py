@@ -260,7 +260,7 @@ def test_sequence_run_measures_epoch_zero_without_changing_training():
     base = ["seed=0", "trainer.epochs=2", "probe.gradient_spectrum.enabled=true",
             "probe.gradient_spectrum.schedule=every_epoch"]
     plain = get_runner("sequence").run(run_config(*base), RunContext(0, lambda *a: None))
-    init = get_runner("sequence").run(run_config(*base, "+probe.gradient_spectrum.at_init=true"),
+    init = get_runner("sequence").run(run_config(*base, "probe.gradient_spectrum.at_init=true"),
                                       RunContext(0, lambda *a: None))
     rows = init.tables["gradient_spectrum"]
     assert sorted(rows.epoch.unique()) == [0, 1, 2]

@@ -105,6 +105,62 @@ def gaussian_chain(rng: np.random.Generator, dims: list[int], init_scale: float,
             for k in range(depth)]
 
 
+def aligned_chain(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, strengths: np.ndarray, depth: int,
+                  width: int) -> list[np.ndarray]:
+    """Kleinman et al.'s aligned ("diagonal") initialisation: ``W_1 = R A V^T``, ``W_k = R A R^T``,
+    ``W_D = U A R^T`` with one random orthogonal ``R`` (width x width) and ``A = diag(strengths^(1/D))``,
+    so that the end-to-end map is ``U diag(strengths) V^T``: every layer is balanced and aligned with
+    the data's singular vectors, and each mode then follows its own scalar dynamics (``analytic_pathways``).
+    ``u``/``v``: the data's singular vectors (outputs x r, inputs x r); ``strengths``: r values > 0."""
+    r = len(strengths)
+    if depth == 1:
+        return [u[:, :r] @ np.diag(strengths) @ v[:, :r].T]
+    if width < r:
+        raise ValueError(f"width={width} is below the {r} modes of the aligned initialisation")
+    q, tri = np.linalg.qr(rng.standard_normal((width, width)))
+    rot = q * np.sign(np.diag(tri))                  # Haar-distributed orthogonal matrix
+    a = np.asarray(strengths, dtype=float) ** (1.0 / depth)
+    first = rot[:, :r] @ np.diag(a) @ v[:, :r].T
+    middle = rot[:, :r] @ np.diag(a) @ rot[:, :r].T  # modes beyond the data's rank start (and stay) at 0
+    last = u[:, :r] @ np.diag(a) @ rot[:, :r].T
+    return [first] + [middle.copy() for _ in range(depth - 2)] + [last]
+
+
+def aligned_strengths(rng: np.random.Generator, n_modes: int, width: int, init_scale: float,
+                      noise: float) -> np.ndarray:
+    """The authors' initial mode strengths: ``init_scale * (1 + noise * z)`` for ``width`` normal draws,
+    sorted in decreasing order, the first ``n_modes`` kept (their ``eps (1 + 0.1 randn)``)."""
+    values = np.sort(init_scale * (1.0 + noise * rng.standard_normal(max(width, n_modes))))[::-1]
+    if values[n_modes - 1] <= 0:
+        raise ValueError(f"aligned_noise={noise} gives a non-positive initial strength; use a smaller noise")
+    return values[:n_modes].copy()
+
+
+def analytic_pathways(depth: int, target: np.ndarray, k0_a: np.ndarray, k0_b: np.ndarray, lr: float,
+                      steps: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Each mode's strength in pathways a and b, ``(steps + 1) x modes``, from the aligned initialisation.
+
+    With balanced, aligned layers every layer of a pathway keeps one value ``p`` per mode and the
+    pathway's strength is ``k = p^D``; a full-batch gradient step on ``0.5 * sum (y - yhat)^2`` with
+    one-hot items is exactly ``p <- p + lr * p^(D-1) * (s - k_a - k_b)`` (``s``: the mode's full
+    strength), pathway b skipping its step inside the deficit window (Kleinman et al.'s ODE, discretised
+    as they do). It equals the simulation up to rounding (tests/test_critical.py)."""
+    pa = np.asarray(k0_a, dtype=float) ** (1.0 / depth)
+    pb = np.asarray(k0_b, dtype=float) ** (1.0 / depth)
+    target = np.asarray(target, dtype=float)
+    ka, kb = np.empty((steps + 1, len(pa))), np.empty((steps + 1, len(pb)))
+    for t in range(steps + 1):
+        ka[t], kb[t] = pa ** depth, pb ** depth
+        if t == steps:
+            break
+        omega = target - ka[t] - kb[t]
+        step_a = lr * pa ** (depth - 1) * omega
+        if not window.active(t):
+            pb = pb + lr * pb ** (depth - 1) * omega
+        pa = pa + step_a
+    return ka, kb
+
+
 def chain_product(layers: list[np.ndarray]) -> np.ndarray:
     out = layers[0]
     for w in layers[1:]:
@@ -175,6 +231,7 @@ def mode_levels(s: np.ndarray, tol: float = 1e-8) -> np.ndarray:
 @one_blas_thread
 def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps: int = 1000,
                        window: Window = Window(0, 0), init_scale: float = 0.01, mirrored: bool = True,
+                       aligned: bool = False, aligned_noise: float = 0.1,
                        rng: np.random.Generator, record_every: int = 10, levels: int = 3,
                        on_record: Callable[[int, float, float], None] | None = None) -> PathwaysResult:
     """Two depth-``depth`` linear pathways summed into one output; pathway b is deprived
@@ -184,6 +241,10 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
     ``mirrored``: pathway b starts as an exact copy of pathway a, so without a
     deficit the two stay identical (shares exactly 1/2) and any imbalance is the
     deficit's doing; otherwise each pathway draws its own initial weights.
+    ``aligned``: the authors' initialisation (``aligned_chain``; both pathways
+    identical, mode strengths ``init_scale (1 + aligned_noise z)``); the exact
+    per-mode solution (``analytic_pathways``) is then in ``extra["analytic"]``
+    (step, mode, strength_a, strength_b at the recorded steps).
     """
     import time
 
@@ -192,8 +253,16 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
     u, s, v, target = mode_basis(x, y)
     lvl = mode_levels(s)
     dims = [x.shape[0]] + [width] * (depth - 1) + [y.shape[0]]
-    path_a = gaussian_chain(rng, dims, init_scale)
-    path_b = [w.copy() for w in path_a] if mirrored else gaussian_chain(rng, dims, init_scale)
+    analytic = None
+    if aligned:
+        k0 = aligned_strengths(rng, len(s), width, init_scale, aligned_noise)
+        path_a = aligned_chain(rng, u, v, k0, depth, width)
+        path_b = [w.copy() for w in path_a]
+        ka, kb = analytic_pathways(depth, target, k0, k0, lr, steps, window)
+        analytic = (ka, kb)
+    else:
+        path_a = gaussian_chain(rng, dims, init_scale)
+        path_b = [w.copy() for w in path_a] if mirrored else gaussian_chain(rng, dims, init_scale)
 
     xin = None if x.shape[0] == x.shape[1] and np.array_equal(x, np.eye(x.shape[0])) else x
     rows, losses = [], []
@@ -230,7 +299,16 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
                                          "strength_b", "share_a", "share_b", "deficit"])
     shares = shares.astype({"step": np.int32, "mode": np.int32, "level": np.int32})
     loss_frame = pd.DataFrame(losses, columns=["step", "loss"]).astype({"step": np.int32})
-    return PathwaysResult(shares, loss_frame, loss, s, time.perf_counter() - t0)
+    extra = {}
+    if analytic is not None:
+        steps_rec = np.array(sorted(shares.step.unique()))
+        ka, kb = analytic
+        modes = np.arange(1, ka.shape[1] + 1)
+        extra["analytic"] = pd.DataFrame({
+            "step": np.repeat(steps_rec, len(modes)).astype(np.int32),
+            "mode": np.tile(modes, len(steps_rec)).astype(np.int32),
+            "strength_a": ka[steps_rec].ravel(), "strength_b": kb[steps_rec].ravel()})
+    return PathwaysResult(shares, loss_frame, loss, s, time.perf_counter() - t0, extra)
 
 
 def imbalance(shares: pd.DataFrame, mode: int, step: int) -> float:

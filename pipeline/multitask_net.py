@@ -11,7 +11,8 @@ once whose input groups are distinct and whose output groups are distinct.
 Network. ``h = sigmoid(W_xh x + W_th t + b)``, ``f = sigmoid(W_hy h + W_ty t + b)``
 with a fixed bias ``b = -2`` on every hidden and output unit (not trained); the
 task units feed the hidden and the output layer. Loss of a sample: the summed
-squared error over the output units; a batch's loss is its mean over samples.
+squared error over the output units; a batch's loss is its mean over samples
+(``reduction="mean"``, ours) or its sum (``"sum"``, Pyle et al.'s).
 Initial weights U(-r, r) with r = 0.1 ("standard") or 1.0 ("large"). Plain numpy
 with hand-written gradients (the tests check them against torch autograd).
 
@@ -19,6 +20,7 @@ Pseudo-kernel. For a query input x, output unit k and a training sample n,
 ``K_k(x, x_n) = < grad_theta loss_n, grad_theta f_k(x) >`` over all trained
 weights. One full-batch gradient step of size ``lr`` on the mean loss of N
 training samples changes the output by ``df_k(x) ~= -(lr / N) sum_n K_k(x, x_n)``
+(on the summed loss: ``-lr sum_n K_k(x, x_n)``)
 (exact to first order in lr). ``kernel`` computes K in closed form for this
 network; ``predicted_change`` computes the sum without forming K (a directional
 derivative along the batch gradient).
@@ -171,26 +173,38 @@ def loss_by_set(params: dict, data: TaskData, bias: float = -2.0) -> np.ndarray:
         np.bincount(data.set_id, minlength=len(data.sets)), 1)
 
 
-def gradients(params: dict, x: np.ndarray, t: np.ndarray, y: np.ndarray, bias: float = -2.0) -> dict:
-    """Gradient of the batch loss (mean over samples of the summed squared error)."""
+REDUCTIONS = ("mean", "sum")
+
+
+def gradients(params: dict, x: np.ndarray, t: np.ndarray, y: np.ndarray, bias: float = -2.0,
+              reduction: str = "mean") -> dict:
+    """Gradient of the batch loss: the mean (``reduction="mean"``) or the sum (``"sum"``) over samples of
+    the summed squared error."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}; allowed: {', '.join(REDUCTIONS)}")
     h, f = forward(params, x, t, bias)
-    r = (2.0 / len(x)) * (f - y) * f * (1.0 - f)      # dL/da, (N, O)
+    scale = 2.0 / len(x) if reduction == "mean" else 2.0
+    r = scale * (f - y) * f * (1.0 - f)               # dL/da, (N, O)
     c = (r @ params["W_hy"]) * h * (1.0 - h)          # dL/dz, (N, H)
     return {"W_xh": c.T @ x, "W_th": c.T @ t, "W_hy": r.T @ h, "W_ty": r.T @ t}
 
 
-def sgd_step(params: dict, x, t, y, lr: float, bias: float = -2.0) -> None:
-    for k, g in gradients(params, x, t, y, bias).items():
+def sgd_step(params: dict, x, t, y, lr: float, bias: float = -2.0, reduction: str = "mean") -> None:
+    for k, g in gradients(params, x, t, y, bias, reduction).items():
         params[k] -= lr * g
 
 
-def train_epoch(params: dict, data: TaskData, lr: float, batch_size: int, rng: np.random.Generator,
-                bias: float = -2.0) -> None:
-    """One epoch of minibatch SGD in a random order drawn from ``rng``."""
+def train_epoch(params: dict, data: TaskData, lr: float, batch_size: int | None, rng: np.random.Generator,
+                bias: float = -2.0, reduction: str = "mean") -> None:
+    """One epoch of minibatch SGD in a random order drawn from ``rng``; ``batch_size=None``: one
+    full-batch step (no draw from ``rng``)."""
+    if batch_size is None:
+        sgd_step(params, data.x, data.t, data.y, lr, bias, reduction)
+        return
     order = rng.permutation(len(data))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        sgd_step(params, data.x[idx], data.t[idx], data.y[idx], lr, bias)
+        sgd_step(params, data.x[idx], data.t[idx], data.y[idx], lr, bias, reduction)
 
 
 # --------------------------------------------------------------------------
@@ -234,17 +248,20 @@ def directional_change(params: dict, direction: dict, query: TaskData, bias: flo
     return f * (1.0 - f) * da
 
 
-def predicted_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0) -> np.ndarray:
-    """The kernel's one-step prediction ``-(lr / N) sum_n K[:, :, n]`` of a full-batch step on ``train``."""
-    grad = gradients(params, train.x, train.t, train.y, bias)
+def predicted_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0,
+                     reduction: str = "mean") -> np.ndarray:
+    """The kernel's one-step prediction ``-(lr / N) sum_n K[:, :, n]`` (``reduction="sum"``:
+    ``-lr sum_n K[:, :, n]``) of a full-batch step on ``train``."""
+    grad = gradients(params, train.x, train.t, train.y, bias, reduction)
     return directional_change(params, {k: -lr * v for k, v in grad.items()}, query, bias)
 
 
-def actual_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0) -> np.ndarray:
+def actual_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0,
+                  reduction: str = "mean") -> np.ndarray:
     """The real change of the outputs on ``query`` after one full-batch SGD step on ``train`` (on a copy)."""
     before = forward(params, query.x, query.t, bias)[1]
     stepped = copy_params(params)
-    sgd_step(stepped, train.x, train.t, train.y, lr, bias)
+    sgd_step(stepped, train.x, train.t, train.y, lr, bias, reduction)
     return forward(stepped, query.x, query.t, bias)[1] - before
 
 

@@ -10,8 +10,9 @@ import yaml
 
 from pipeline.config import ConfigError
 from pipeline.deficit import Window
-from pipeline.linear_nets import (_descend, _forward, gaussian_chain, hierarchical_items, imbalance, mode_basis,
-                                  train_matrix_completion, train_two_pathways)
+from pipeline.linear_nets import (_descend, _forward, aligned_chain, analytic_pathways, chain_product,
+                                  gaussian_chain, hierarchical_items, imbalance, mode_basis, train_matrix_completion,
+                                  train_two_pathways)
 from tests.conftest import REPO, run_cli, run_config
 
 DEPTHS = (1, 2, 4, 8)
@@ -150,7 +151,9 @@ def test_completion_records_errors_and_singular_values(completion_runs):
 
 @pytest.mark.parametrize("study,override,match", [
     ("critical_pathways", "study.depth=0", "study.depth=0: must be an integer >= 1"),
-    ("critical_pathways", "study.init=random", "study.init='random': allowed values are mirrored, independent"),
+    ("critical_pathways", "study.init=random",
+     "study.init='random': allowed values are mirrored, independent, aligned"),
+    ("critical_pathways_paper", "study.aligned_noise=-0.1", "study.aligned_noise=-0.1: must be a number > 0"),
     ("critical_pathways", "study.lr=-1", "study.lr=-1: must be a number > 0"),
     ("critical_matrix_completion", "study.rank_target=200", "study.rank_target=200: must be at most study.size=100"),
     ("critical_matrix_completion", "study.dtype=float16", "allowed values are float32, float64"),
@@ -174,12 +177,78 @@ def test_run_ids_ignore_the_headline_groups():
 def test_counterbalanced_seed_is_the_same_run_as_the_explicit_cell():
     from pipeline.identity import run_id
 
-    # 28 cells: depth-major, then onset (7 levels); seed 30 -> cell 2 (depth 1, onset 25), replicate 1
-    counter = run_config("study=critical_pathways", "seed=30")
-    explicit = run_config("study=critical_pathways", "study.depth=1", "study.deficit_onset=25",
+    # 60 cells: depth-major, then onset (15 levels); seed 62 -> cell 2 (depth 1, onset 20), replicate 1
+    counter = run_config("study=critical_pathways", "seed=62")
+    explicit = run_config("study=critical_pathways", "study.depth=1", "study.deficit_onset=20",
                           "study.deficit_length=20", "seed=1")
-    assert counter.design.replicate == 1 and counter.study.deficit_onset == 25
+    assert counter.design.replicate == 1 and counter.study.deficit_onset == 20
     assert run_id(counter) == run_id(explicit)
+
+
+def test_aligned_init_is_the_data_map_scaled_and_balanced():
+    x, y, _ = hierarchical_items()
+    u, s, v, target = mode_basis(x, y)
+    k = np.linspace(0.02, 0.01, len(s))
+    for depth in (1, 2, 4):
+        layers = aligned_chain(np.random.default_rng(0), u, v, k, depth, 100)
+        assert np.allclose(chain_product(layers), u @ np.diag(k) @ v.T, atol=1e-14)
+        # balanced: W_{l+1}^T W_{l+1} = W_l W_l^T for every pair of neighbouring layers
+        for lower, upper in zip(layers[:-1], layers[1:]):
+            assert np.allclose(upper.T @ upper, lower @ lower.T, atol=1e-14)
+
+
+def test_analytic_solution_of_depth_one_is_the_closed_form():
+    # depth 1, no deficit: k_a = k_b and s - (k_a + k_b) shrinks by (1 - 2 lr) per step
+    target, k0, lr = np.array([3.0, 1.0]), np.array([0.01, 0.02]), 0.01
+    ka, kb = analytic_pathways(1, target, k0, k0, lr, 200, Window(0, 0))
+    t = np.arange(201)[:, None]
+    assert np.allclose(ka + kb, target - (target - 2 * k0) * (1 - 2 * lr) ** t, rtol=0, atol=1e-12)
+    assert np.array_equal(ka, kb)
+    # a deficit freezes pathway b for exactly its steps
+    ka, kb = analytic_pathways(1, target, k0, k0, lr, 50, Window(10, 20))
+    assert np.all(kb[10:31] == kb[10]) and kb[31, 0] > kb[30, 0]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_simulation_from_aligned_init_follows_the_analytic_solution(depth):
+    result = train_two_pathways(depth=depth, aligned=True, rng=np.random.default_rng(3), window=Window(0, 150),
+                                steps=600, record_every=20)
+    both = result.shares.merge(result.extra["analytic"], on=["step", "mode"], suffixes=("", "_exact"))
+    assert len(both) == len(result.shares)
+    for column in ("strength_a", "strength_b"):
+        assert np.max(np.abs(both[column] - both[column + "_exact"]) / both.target) < 1e-9
+    # the mode was learned and pathway b shut out by the early deficit (more so the deeper)
+    final = result.shares[(result.shares.step == 600) & (result.shares["mode"] == 1)].iloc[0]
+    assert final.share_b < (0.2 if depth == 1 else 0.01)
+
+
+def test_amplification_is_bounded_and_the_ratio_where_both_imbalances_are_large():
+    from pipeline.studies.critical import AMPLIFICATION_EPS, amplification
+
+    assert amplification(0.2, 0.8) == pytest.approx(0.801 / 0.201)
+    assert amplification(-0.1, 0.1) == 1.0 and amplification(1e-12, 1e-12) == 1.0
+    # the unstable cases of a plain ratio (tiny start, small final) stay finite and bounded
+    assert amplification(4.8e-7, -2e-3) < (1 + AMPLIFICATION_EPS) / AMPLIFICATION_EPS
+    assert amplification(0.0, 1.0) == pytest.approx((1 + AMPLIFICATION_EPS) / AMPLIFICATION_EPS)
+
+
+def test_paper_configuration_and_stable_amplification():
+    from pipeline.studies import get_runner
+
+    cfg = run_config("study=critical_pathways_paper", "seed=2")
+    assert (cfg.study.init, cfg.study.depth, cfg.study.deficit_length, cfg.study.deficit_onset) == ("aligned", 4,
+                                                                                                     150, 750)
+    calls = []
+    result = get_runner("critical_pathways").run(cfg, __import__("pipeline.studies", fromlist=["RunContext"])
+                                                 .RunContext(0, lambda *a: calls.append(a)))
+    assert "pathway_analytic" in result.tables
+    # onset 750: learning is over, the deficit leaves ~0 imbalance: amplification 1, no growth
+    assert result.summary["amplification_mode1"] == pytest.approx(1.0, abs=1e-3)
+    assert abs(result.summary["imbalance_growth_mode1"]) < 1e-6
+    early = get_runner("critical_pathways").run(run_config("study=critical_pathways", "study.depth=1", "seed=0"),
+                                                __import__("pipeline.studies", fromlist=["RunContext"])
+                                                .RunContext(0, lambda *a: None))
+    assert early.summary["amplification_mode1"] == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.slow
@@ -220,3 +289,17 @@ def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
     assert out.returncode == 0, out.stderr
     checks = pd.read_csv(tmp_path / "report" / "critical_completion_checks.csv")
     assert (checks.result == "holds").all(), checks.to_dict("records")
+
+
+def test_claims_table_of_one_depth_and_of_the_depth_grid():
+    from analysis.companion.critical import pathways_claims
+
+    checks = [{"check": "20-step deficit at onset 0: the deprived pathway's final share of mode 1 falls "
+                        "monotonically with depth", "result": "holds", "measured": ""}]
+    grid = pd.DataFrame({"depth": [1, 2, 4], "effect_mean": [0.09, 0.3, 0.4], "p_holm": [1e-9, 1e-9, 1e-9]})
+    assert pathways_claims(checks, grid).verdict.iloc[0] == "holds"
+    undecided = grid.assign(p_holm=[1e-9, 0.2, 1e-9])
+    assert pathways_claims(checks, undecided).verdict.iloc[0].startswith("does NOT hold (or not decided")
+    one = pd.DataFrame({"depth": [4], "effect_mean": [0.497], "p_holm": [1e-20]})
+    assert "ordering by depth is not tested" in pathways_claims([], one).verdict.iloc[0]
+    assert pathways_claims([], one).verdict.iloc[1] == "not measured"

@@ -41,7 +41,10 @@ def test_generator_is_deterministic_and_dense():
 
 def test_vgg_has_about_1_2_million_weights():
     model = SmallVGG()
-    assert 1.15e6 <= n_weights(model) <= 1.3e6
+    # counted by hand: 6 conv layers (3x3 kernels + biases), FC 512 -> 1024 -> 384 -> 5 (with biases)
+    convs = [(1, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128)]
+    fcs = [(128 * 2 * 2, 1024), (1024, 384), (384, 5)]
+    assert n_weights(model) == sum(9 * a * b + b for a, b in convs) + sum(a * b + b for a, b in fcs) == 1_207_269
     logits, features = model(torch.zeros(2, 1, 16, 16))
     assert logits.shape == (2, 5) and features.shape == (2, 384)
     assert model.probe_layers == ["blocks.0", "blocks.1", "blocks.2", "fcs.0", "fcs.1", "readout"]
@@ -96,6 +99,22 @@ def test_curve_fits_recover_the_generating_form(form):
     assert fits[form]["aic"] < fits[{"hyperbolic": "exponential", "exponential": "hyperbolic"}[form]]["aic"]
     assert fits[form]["a"] == pytest.approx(0.9, abs=0.03) and fits[form]["r2"] > 0.9
     assert all(f["bic"] - f["aic"] == pytest.approx(4 * np.log(len(t)) - 8) for f in fits.values())
+
+
+def test_each_replicate_draws_its_own_data_set():
+    from pipeline.studies.dense_sample import data_seed
+
+    seeds = [data_seed(run_config(*SMALL, f"seed={r}")) for r in range(3)]
+    assert len(set(seeds)) == 3 and seeds[0] == data_seed(run_config(*SMALL, "seed=0"))  # distinct, reproducible
+    assert run_config(*SMALL, "seed=1").design.data_seed == seeds[1]
+    # another data.seed gives other draws; draw=fixed gives data.seed itself to every replicate
+    assert data_seed(run_config(*SMALL, "seed=1", "study.data.seed=5")) not in seeds
+    assert {data_seed(run_config(*SMALL, f"seed={r}", "study.data.draw=fixed")) for r in range(3)} == {0}
+    a = generate(seeds[0], per_class=20, size=16)
+    b = generate(seeds[1], per_class=20, size=16)
+    assert not np.array_equal(a.x, b.x)
+    with pytest.raises(ConfigError, match="study.data.draw='shared'; allowed: replicate, fixed"):
+        run_config(*SMALL, "study.data.draw=shared")
 
 
 def test_checkpoints_and_config_validation():
@@ -159,3 +178,9 @@ def test_dense_sample_run_end_to_end_and_report(tmp_path):
     from analysis.companion import spectra
     sec = spectra.section(tmp_path / "dense_sample", out)
     assert "group_tests" in sec["tables"] and len(sec["tables"]["group_tests"])
+    # and the report puts it beside the dense-sample section, with the two replicates' own data draws
+    from analysis.companion import companion_sections
+    titles = [s["title"] for s in companion_sections(tmp_path, "dense_sample", tmp_path / "combined")]
+    assert titles == ["Category structure in the dense-sample study", "Gradient spectra by group"]
+    seeds = {json.loads((r / "summary.json").read_text())["data_seed"] for r in runs}
+    assert len(seeds) == 2

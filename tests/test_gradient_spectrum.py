@@ -250,3 +250,35 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
     tested = tests[tests.p.notna()]
     assert len(tested) and (tested.p_holm >= tested.p - 1e-12).all()
     assert set(tested.layer) >= {"lstm.weight_hh_l0"} and set(tested.epoch) == {1, 2}
+
+
+@pytest.mark.slow
+def test_sequence_run_measures_epoch_zero_without_changing_training():
+    from pipeline.studies import RunContext, get_runner
+    from tests.conftest import run_config
+
+    base = ["seed=0", "trainer.epochs=2", "probe.gradient_spectrum.enabled=true",
+            "probe.gradient_spectrum.schedule=every_epoch"]
+    plain = get_runner("sequence").run(run_config(*base), RunContext(0, lambda *a: None))
+    init = get_runner("sequence").run(run_config(*base, "probe.gradient_spectrum.at_init=true"),
+                                      RunContext(0, lambda *a: None))
+    rows = init.tables["gradient_spectrum"]
+    assert sorted(rows.epoch.unique()) == [0, 1, 2]
+    # the later epochs and the training record are bit-identical to the run without epoch 0
+    later = rows[rows.epoch > 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(later, plain.tables["gradient_spectrum"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(init.readouts, plain.readouts)
+
+
+def test_spectra_min_p_per_family():
+    from analysis.companion.spectra import spectra_min_p
+
+    tested = pd.DataFrame({"stat": ["effective_rank"] * 54 + ["sv1"] * 2, "n_runs": [4] * 54 + [6, 6],
+                           "groups": ["a | b | c | d | e"] * 54 + ["a | b"] * 2})
+    floors = spectra_min_p(tested).set_index("family")
+    rank = floors.loc["gradient effective_rank"]
+    # the case: 5 groups, 4 replicates, 54 tests -> 0.0030 raw, never below 0.05 after Holm
+    assert rank.rank_test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
+    assert not rank["can_reject_at_0.05"]
+    sv = floors.loc["gradient sv1"]
+    assert sv.smallest_p == pytest.approx(2 / 64) and sv.smallest_p_after_holm == pytest.approx(4 / 64)

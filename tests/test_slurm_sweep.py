@@ -41,6 +41,20 @@ def _wait_for_running_run(runs_dir, timeout=240):
     raise TimeoutError(f"no run started under {runs_dir} within {timeout}s")
 
 
+def _array_task(job_id) -> str:
+    """The ``<array job>_<task>`` name of the array task whose SLURM_JOB_ID is ``job_id``.
+
+    The first task of an array has the array's own job id, and ``scancel <that id>``
+    cancels every task of the array, so a task is always cancelled by its array name.
+    """
+    rows = subprocess.run(["squeue", "-h", "-o", "%A %i"], capture_output=True, text=True, check=True).stdout
+    for row in rows.splitlines():
+        numeric, name = row.split()
+        if numeric == str(job_id) and "[" not in name:  # not the line of the array's pending tasks
+            return name
+    raise AssertionError(f"Slurm job {job_id} is not in the queue:\n{rows}")
+
+
 def _wait_for_empty_queue(timeout=300):
     end = time.monotonic() + timeout
     while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.strip():
@@ -57,8 +71,8 @@ def test_sweep_on_slurm_survives_a_killed_job_and_resumes(slurm_cluster: SlurmCl
         victim, claim = _wait_for_running_run(runs_dir)
         # kill the array task that runs it, as a dying node would (SIGKILL: submitit
         # deliberately ignores the SIGTERM of a plain scancel, and the run would
-        # finish within Slurm's KillWait); SLURM_JOB_ID of an array task is its own id
-        subprocess.run(["scancel", "--signal=KILL", "--full", str(claim["slurm_job_id"])], check=True)
+        # finish within Slurm's KillWait)
+        subprocess.run(["scancel", "--signal=KILL", "--full", _array_task(claim["slurm_job_id"])], check=True)
         output, _ = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:

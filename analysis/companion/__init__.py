@@ -55,7 +55,8 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
         modules = []
         if runner in SECTION_MODULES:
             modules.append(SECTION_MODULES[runner])
-        elif runner == "sequence" and any((study_dir / "runs").glob("*/gradient_spectrum.parquet")):
+        # gradient spectra of any study (sequence runs, the dense-sample study) get the spectra section
+        if any((study_dir / "runs").glob("*/gradient_spectrum.parquet")):
             modules.append("spectra")
         for name in modules:
             target = Path(out) / "companion" / study_dir.name

@@ -42,6 +42,7 @@ import pandas as pd  # noqa: E402
 from pipeline.runfolder import atomic_write_bytes  # noqa: E402
 
 from .common import done_runs, fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
+from .power import holm, min_p_row, min_p_table  # noqa: E402
 
 TITLE = "Critical learning periods in deep linear networks"
 PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
@@ -180,6 +181,117 @@ def pathways_checks(finals: pd.DataFrame) -> tuple[list[dict], pd.DataFrame]:
     return checks, by_depth
 
 
+def _verdict(check: dict | None) -> str:
+    return "not measured" if check is None else check["result"]
+
+
+def pathways_claims(checks: list[dict], effect_tests: pd.DataFrame) -> pd.DataFrame:
+    monotone = next((c for c in checks if "falls monotonically" in c["check"]), None)
+    late = next((c for c in checks if "after learning has finished" in c["check"]), None)
+    one = next((c for c in checks if "depth 1 shows no lasting" in c["check"]), None)
+    deep = effect_tests[effect_tests.depth > 1] if len(effect_tests) else effect_tests
+    lasting_ok = bool(len(deep) and (deep.p_holm < 0.05).all())
+    if not len(deep):
+        lasting = "not measured"
+    elif deep.depth.nunique() == 1 and effect_tests.depth.nunique() == 1:
+        lasting = ("holds for the permanent mark (one depth: the ordering by depth is not tested)" if lasting_ok
+                   else "not decided (see the smallest attainable p)")
+    elif lasting_ok and _verdict(monotone) == "holds":
+        lasting = "holds"
+    else:
+        lasting = "does NOT hold (or not decided: see the smallest attainable p)"
+    rows = [
+        {"claim (Kleinman et al.)": "an early deficit leaves a permanent mark, worse for deeper pathways",
+         "our test": "onset 0: 1/2 minus the deprived share of mode 1 > 0 per depth > 1 (t, Holm over depths) "
+                     "and the mean share strictly falling with depth",
+         "verdict": lasting,
+         "numbers": ", ".join(f"depth {r.depth}: {r.effect_mean:.3f} (Holm p {r.p_holm:.2g})"
+                              for r in effect_tests.itertuples()) if len(effect_tests) else ""},
+        {"claim (Kleinman et al.)": "a late deficit (after learning) has no lasting effect",
+         "our test": "final share within 0.01 of 1/2 when the deficit starts after the loss fell below 0.1%",
+         "verdict": _verdict(late), "numbers": late["measured"] if late else ""},
+        {"claim (Kleinman et al.)": "depth 1 has no critical period",
+         "our test": "depth 1: imbalance at the end equals the imbalance when the deficit ends (ratio 1)",
+         "verdict": _verdict(one), "numbers": one["measured"] if one else ""},
+    ]
+    return pd.DataFrame(rows)
+
+
+def pathways_effect_tests(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per depth: 1/2 - final share of mode 1 after a deficit at onset 0, tested against 0 across replicates."""
+    from scipy import stats
+
+    mode1 = finals[(finals["mode"] == 1) & (finals.onset == 0) & (finals.length > 0)]
+    rows = []
+    for (depth, length), part in mode1.groupby(["depth", "length"]):
+        effect = (0.5 - part.share_b).to_numpy(dtype=float)
+        n = len(effect)
+        t_p = w_p = math.nan
+        if n >= 2 and effect.std() > 0:
+            t_p = float(stats.ttest_1samp(effect, 0.0).pvalue)
+        if n >= 1 and np.any(effect != 0):
+            w_p = float(stats.wilcoxon(effect).pvalue) if n >= 2 else 1.0
+        m, lo, hi, _ = mean_ci(effect)
+        d = float(effect.mean() / effect.std(ddof=1)) if n >= 2 and effect.std() > 0 else math.nan
+        rows.append({"depth": int(depth), "length": int(length), "n_runs": n, "effect_mean": m, "ci_low": lo,
+                     "ci_high": hi, "standardised_effect_d": d, "t_p": t_p, "signed_rank_p": w_p})
+    frame = pd.DataFrame(rows, columns=["depth", "length", "n_runs", "effect_mean", "ci_low", "ci_high",
+                                        "standardised_effect_d", "t_p", "signed_rank_p"])
+    frame["p_holm"] = holm(frame.t_p) if len(frame) else []
+    return frame
+
+
+def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> tuple[str, pd.DataFrame] | None:
+    """Runs with the aligned initialisation: the simulated mode strengths with the exact solution overlaid
+    (one replicate, one panel per depth and deficit), and the largest deviation per run."""
+    aligned = []
+    for run in runs:
+        path = Path(run["dir"]) / "pathway_analytic.parquet"
+        if path.exists():
+            aligned.append((run, pd.read_parquet(path)))
+    if not aligned:
+        return None
+    rows = []
+    for run, exact in aligned:
+        sim = run["pathway_shares"][["step", "mode", "strength_a", "strength_b", "target"]]
+        both = sim.merge(exact, on=["step", "mode"], suffixes=("", "_exact"))
+        dev = float(np.max(np.abs(both[["strength_a", "strength_b"]].to_numpy()
+                                  - both[["strength_a_exact", "strength_b_exact"]].to_numpy())
+                           / both[["target"]].to_numpy()))
+        s = run["summary"]
+        rows.append({"run_id": run["run_id"], "depth": int(s["depth"]), "onset": int(s["deficit_onset"]),
+                     "length": int(s["deficit_length"]), "max_deviation_over_mode_strength": dev})
+    deviation = pd.DataFrame(rows)
+    rep = min(int(r["design"]["replicate"]) for r, _ in aligned)
+    shown = sorted(((r, e) for r, e in aligned if int(r["design"]["replicate"]) == rep),
+                   key=lambda p: (int(p[0]["summary"]["depth"]), int(p[0]["summary"]["deficit_onset"])))[:12]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3.2), squeeze=False, sharey=True)
+    for ax, (run, exact) in zip(axes[0], shown):
+        sim = run["pathway_shares"]
+        s = run["summary"]
+        onset, length = int(s["deficit_onset"]), int(s["deficit_length"])
+        for mode in range(1, modes + 1):
+            colour = plt.cm.tab10(mode - 1)
+            a, e = sim[sim["mode"] == mode], exact[exact["mode"] == mode]
+            ax.plot(a.step[::5], a.strength_a[::5], "x", ms=3, color=colour,
+                    label=f"mode {mode}: a" if mode == 1 else None)
+            ax.plot(a.step[::5], a.strength_b[::5], "+", ms=4, color=colour, label="b (deprived)" if mode == 1 else None)
+            ax.plot(e.step, e.strength_a, "k--", lw=0.7, label="exact solution" if mode == 1 else None)
+            ax.plot(e.step, e.strength_b, "k--", lw=0.7)
+        if length:
+            ax.axvspan(onset, onset + length, color="grey", alpha=0.15)
+        ax.set(title=f"depth {s['depth']}, deficit {onset}-{onset + length}", xlabel="step")
+    axes[0][0].set_ylabel("pathway strength k in the mode")
+    axes[0][0].legend(fontsize=7)
+    uri = save_figure(fig, out_dir, "pathways_analytic_overlay")
+    html_ = figure_html(uri, "Aligned initialisation (the authors'): each pathway's strength in the first modes "
+                             "from the simulation (x: pathway a, +: the deprived pathway b) and the exact "
+                             "per-mode solution (dashed; Kleinman et al.'s ODE, discretised at the training "
+                             "step). Largest deviation over all runs, modes and steps, relative to the mode's "
+                             f"full strength: {deviation.max_deviation_over_mode_strength.max():.2g}.")
+    return html_, deviation
+
+
 def critical_window(mode1_summary: pd.DataFrame, effect: float = 0.1) -> pd.DataFrame:
     """Per depth and deficit length: the largest lasting effect (1/2 minus the deprived pathway's mean final
     share of mode 1), the latest onset whose effect exceeds ``effect`` and the latest onset that keeps at least
@@ -205,7 +317,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
     parts = ["<h3>Competing pathways</h3>"]
     if not runs:
         parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
-                       "study=critical_pathways 'seed=range(0,48)')."), skipped_note(skipped)]
+                       "study=critical_pathways 'seed=range(0,480)')."), skipped_note(skipped)]
         return {"html": "\n".join(parts), "tables": {}}
     finals, traj = pathways_frames(runs)
     mode1 = finals[finals["mode"] == 1]
@@ -217,6 +329,10 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         "mode is its part of the mode's strength at the end of training: k_b / (k_a + k_b) with "
         "k = u_i^T W v_i. 1/2 means both pathways learned the mode equally; near 0 means pathway b was "
         f"shut out for good. {len(runs)} runs; error bars are 95% intervals over replicates."))
+    effect_tests = pathways_effect_tests(finals)
+    claims = pathways_claims(checks, effect_tests)
+    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test of each, "
+                                                                      "and the verdict."))
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
     depths = sorted(mode1.depth.unique())
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
@@ -278,6 +394,18 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         parts.append(figure_html(uri, "How the first mode is learned over training with an early deficit: "
                                       "pathway a (solid) and the deprived pathway b (dashed), as fractions of "
                                       "the mode's full strength (mean over replicates)."))
+    if len(effect_tests):
+        parts.append(table_html(effect_tests, "Headline tests: does an early deficit (onset 0) leave a lasting "
+                                              "mark? Per depth, 1/2 minus the deprived pathway's final share of "
+                                              "mode 1 across replicates (one-sample t; exact signed-rank p "
+                                              "beside it); Holm over the depths (p_holm)."))
+        floors = min_p_table([min_p_row("onset-0 effect per depth", "signed_rank", int(effect_tests.n_runs.min()),
+                                        len(effect_tests))])
+        parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
+    analytic = analytic_overlay(runs, out_dir)
+    if analytic is not None:
+        parts.append(analytic[0])
     window = critical_window(by_cell)
     parts.append(table_html(window, "Critical period per depth. Effect = 1/2 minus the deprived pathway's final "
                                     "share of mode 1 (mean over replicates). Depth 1's effect is small and fades "
@@ -289,15 +417,50 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
                             "over replicates)."))
     parts.append(skipped_note(skipped))
     tables = {"pathways_checks": pd.DataFrame(checks), "pathways_share_by_cell": by_cell,
+              "pathways_effect_tests": effect_tests, "pathways_claims": claims,
               "pathways_finals": finals, "pathways_critical_window": window}
     if len(by_depth):
         tables["pathways_share_by_depth_onset0"] = by_depth
+    if analytic is not None:
+        tables["pathways_analytic_deviation"] = analytic[1]
     return {"html": "\n".join(parts), "tables": tables}
 
 
 # ---------------------------------------------------------------------------
 # matrix completion
 # ---------------------------------------------------------------------------
+def tests_frame(tests: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(tests, columns=["depth", "comparison", "n_pairs", "mean_difference", "paired_t_p"])
+    headline = frame.comparison.str.startswith("T_c=")
+    frame["p_holm"] = np.nan
+    frame.loc[headline, "p_holm"] = holm(frame.loc[headline, "paired_t_p"])
+    return frame
+
+
+def completion_claims(checks: list[dict], tests: pd.DataFrame) -> pd.DataFrame:
+    def find(text):
+        return next((c for c in checks if text in c["check"]), None)
+
+    complete, damage, flat = find("completes the target"), find("raises the final error"), find("stays flat")
+    head = tests[tests.comparison.str.startswith("T_c=")]
+    decided = len(head) and bool((head.p_holm < 0.05).all())
+    rows = [
+        {"claim (Kleinman et al.)": "without a deficit, depth >= 2 completes the matrix (depth 1 does not)",
+         "our test": "final test error of each depth >= 2 below 0.25 x depth 1's", "verdict": _verdict(complete),
+         "numbers": complete["measured"] if complete else ""},
+        {"claim (Kleinman et al.)": "a long deficit permanently damages depth >= 2",
+         "our test": "longest T_c vs none, paired by replicate, per depth >= 2 (t, Holm over depths), and the "
+                     "error at least doubled",
+         "verdict": ("holds" if decided and _verdict(damage) == "holds" else _verdict(damage) + (
+             "" if decided else "; not significant after Holm (see the smallest attainable p)")),
+         "numbers": "; ".join(f"depth {r.depth}: +{r.mean_difference:.3g} (Holm p {r.p_holm:.2g}, {r.n_pairs} pairs)"
+                              for r in head.itertuples())},
+        {"claim (Kleinman et al.)": "depth 1 is unaffected by the deficit",
+         "our test": "relative range of depth 1's final error over deficit lengths <= 0.02",
+         "verdict": _verdict(flat), "numbers": flat["measured"] if flat else ""},
+    ]
+    return pd.DataFrame(rows)
+
 def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
     from scipy import stats
 
@@ -305,7 +468,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
     parts = ["<h3>Matrix completion</h3>"]
     if not runs:
         parts += [para(f"No done run of {Path(study_dir).name} was found (python -m pipeline -m "
-                       "study=critical_matrix_completion 'seed=range(0,18)')."), skipped_note(skipped)]
+                       "study=critical_matrix_completion 'seed=range(0,126)')."), skipped_note(skipped)]
         return {"html": "\n".join(parts), "tables": {}}
     finals = pd.DataFrame([{"run_id": r["run_id"], "replicate": int(r["design"]["replicate"]),
                             "depth": int(r["summary"]["depth"]), "deficit_steps": int(r["summary"]["deficit_steps"]),
@@ -368,6 +531,9 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
             tests.append({"depth": depth, "comparison": "Spearman: error vs T_c", "n_pairs": len(part),
                           "mean_difference": float(rho.statistic), "paired_t_p": float(rho.pvalue)})
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
+    claims = completion_claims(checks, tests_frame(tests))
+    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test "
+                                                                             "of each, and the verdict."))
 
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -425,15 +591,25 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
                                   "a long deficit more values have grown and do not shrink back."))
     parts.append(table_html(by_cell.rename(columns={"mean": "test_error_mean"}),
                             "Final test error per depth and deficit length (mean and 95% interval)."))
-    if tests:
-        parts.append(table_html(pd.DataFrame(tests), "Tests: the longest deficit against none (paired by "
-                                                     "replicate; paired t-test) and the rank correlation of the "
-                                                     "error with T_c (Spearman, rho in mean_difference)."))
+    tests = tests_frame(tests)
+    headline = tests.comparison.str.startswith("T_c=")
+    floors = min_p_table([min_p_row(f"T_c={longest} vs 0, depths >= 2", "signed_rank",
+                                    int(tests.loc[headline, "n_pairs"].min()), int(headline.sum()))]
+                         if headline.any() else [])
+    if len(tests):
+        parts.append(table_html(tests, "Tests: the longest deficit against none (paired by replicate; paired "
+                                       "t-test, Holm over the depths in p_holm: the headline family) and the rank "
+                                       "correlation of the error with T_c (Spearman, rho in mean_difference; "
+                                       "descriptive)."))
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the headline family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
     parts.append(skipped_note(skipped))
-    return {"html": "\n".join(parts), "tables": {"completion_checks": pd.DataFrame(checks),
+    return {"html": "\n".join(parts), "tables": {"completion_min_p": floors, "completion_claims": claims,
+                                                   "completion_checks": pd.DataFrame(checks),
                                                    "completion_error_by_cell": by_cell,
                                                    "completion_finals": finals,
-                                                   "completion_tests": pd.DataFrame(tests)}}
+                                                   "completion_tests": tests}}
 
 
 # ---------------------------------------------------------------------------

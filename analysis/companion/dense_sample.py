@@ -125,6 +125,58 @@ def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def emergence_tests(timing: pd.DataFrame) -> pd.DataFrame:
+    """Per layer after the input: does the between/within ratio rise from initialisation to the end?"""
+    from scipy import stats
+
+    from .power import holm
+
+    rows = []
+    for (index, layer), part in timing[timing.layer != "input"].groupby(["layer_index", "layer"]):
+        gain = (part.ratio_final - part.ratio_init).to_numpy(dtype=float)
+        n = len(gain)
+        t_p = float(stats.ttest_1samp(gain, 0.0).pvalue) if n >= 2 and gain.std() > 0 else math.nan
+        w_p = float(stats.wilcoxon(gain).pvalue) if n >= 2 and np.any(gain != 0) else math.nan
+        rows.append({"layer": layer, "n_runs": n, "gain_mean": float(gain.mean()), "t_p": t_p, "signed_rank_p": w_p})
+    frame = pd.DataFrame(rows, columns=["layer", "n_runs", "gain_mean", "t_p", "signed_rank_p"])
+    frame["p_holm"] = holm(frame.t_p) if len(frame) else []
+    return frame
+
+
+def dense_claims(emergence: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    if len(emergence):
+        ok = bool((emergence.p_holm < 0.05).all() and (emergence.gain_mean > 0).all())
+        rows.append({"claim (Hanson et al.)": "category structure emerges during training in the network's layers",
+                     "our test": "per layer after the input, final minus initial between/within ratio > 0 across "
+                                 "runs (t, Holm over layers)",
+                     "verdict": "holds in every layer" if ok else
+                     f"holds in {int(((emergence.p_holm < 0.05) & (emergence.gain_mean > 0)).sum())} of "
+                     f"{len(emergence)} layers",
+                     "numbers": ", ".join(f"{r.layer} +{r.gain_mean:.2f} (p {r.p_holm:.2g})"
+                                          for r in emergence.itertuples())})
+    head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
+    if len(head):
+        r = head.iloc[0]
+        earlier = bool(r.p < 0.05 and r.statistic < 0)
+        rows.append({"claim (Hanson et al.)": "structure appears earlier in later layers",
+                     "our test": "within-run Spearman rho of layer depth vs t50 (the step of half the layer's own "
+                                 "gain), mean over runs, one-sample t",
+                     "verdict": "holds" if earlier else "does not hold (relative timing)",
+                     "numbers": f"mean rho {r.statistic:.2f}, p {r.p:.2g}, {int(r.n)} runs"})
+    return pd.DataFrame(rows, columns=["claim (Hanson et al.)", "our test", "verdict", "numbers"])
+
+
+def dense_min_p(tests: pd.DataFrame) -> pd.DataFrame:
+    from .power import min_p_row, min_p_table
+
+    head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
+    if not len(head):
+        return min_p_table([])
+    return min_p_table([min_p_row("earlier in later layers (within-run rho)", "signed_rank", int(head.n.iloc[0]),
+                                  1)])
+
+
 def _separability_figure(summary: pd.DataFrame, layers: list[str]):
     fig, axes = plt.subplots(1, len(SEPARABILITY), figsize=(13, 3.6))
     cmap = plt.get_cmap("viridis")
@@ -252,7 +304,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
         parts.append(note_html(f"No done run with category_structure.parquet under {study_dir}: run "
-                               "python -m pipeline -m study=dense_sample 'seed=range(0,5)'."))
+                               "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."))
         parts.append(skipped_note(skipped))
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     sep = pd.concat([r["frame"].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
@@ -295,11 +347,24 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                                        "log steps), the median step of the largest gain, and the median first step "
                                        f"where the ratio exceeds {THRESHOLD} (with the number of runs where it does)."))
     tests = timing_tests(timing)
+    emergence = emergence_tests(timing)
+    claims = dense_claims(emergence, tests)
+    parts.insert(1, table_html(claims, "Hanson et al.'s claims, our test of each, and the "
+                                                                "verdict (Holm over the layers)."))
+    if len(emergence):
+        parts.append(table_html(emergence, "Category structure emerges in each layer: the between/within ratio at "
+                                           "the end minus at initialisation, across runs (one-sample t; exact "
+                                           "signed-rank p beside it); Holm over the layers."))
     if len(tests):
         parts.append(table_html(tests, "Does separability rise earlier in later layers (relative timing)? A "
                                        "negative correlation of depth with t50 (the run is the unit in the first "
                                        "test), or a negative paired difference t50(last) - t50(first), says yes."))
     parts.append(note_html(_timing_reading(per_layer, tests)))
+    floors = dense_min_p(tests)
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the headline test (within-run depth-t50 "
+                                        "correlation, one test) with the runs at hand (the power rule of "
+                                        "docs/companion_spectra_dense.md)."))
     first = runs[0]["run_id"]
     parts.append(figure_html(_embedding_figure(sep[sep.run_id == first], class_names, layers),
                              f"The probe set's 2-D embedding (first two principal components) in every layer "
@@ -308,7 +373,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts.append(figure_html(_rdm_figure(sep, class_names, layers),
                              "Distances between class means at the end of training (mean over runs), each layer "
                              "scaled by its mean off-diagonal distance: dark = similar classes."))
-    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests}
+    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests, "min_p": floors,
+              "emergence_tests": emergence, "claims": claims}
     if len(fits):
         comparison = fit_comparison(fits)
         if len(curves):

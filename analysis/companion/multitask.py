@@ -65,12 +65,56 @@ def per_run(runs: list[dict]) -> pd.DataFrame:
         row.update({k: float(s[k]) for k in MEASURES if k in s})
         for stage, values in (s.get("kernel") or {}).items():
             row[f"kernel_corr_{stage}"] = float(values["prediction_corr"])
+            row[f"onestep_corr_training_lr_{stage}"] = float(values.get("prediction_corr_training_lr", math.nan))
+            top = np.asarray(values.get("top_singular_values") or [math.nan], dtype=float)
+            row[f"kernel_top1_share_{stage}"] = float(top[0] / top.sum()) if top.sum() > 0 else math.nan
+            purity = np.asarray(values.get("task_purity") or [math.nan], dtype=float)
+            row[f"task_purity_{stage}"] = float(np.mean(purity))
             for label in ("task", "input_group", "output_group", "target_units"):
                 row[f"ari_{label}_{stage}"] = float(values.get(f"cluster_ari_{label}", math.nan))
         for key in ("sharing_same_input_after_single", "sharing_other_input_after_single"):
             row[key] = float(s.get(key, math.nan))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+STRUCTURE = {
+    "ari_task_init": "k-means clusters of the top eigenvectors match the tasks (ARI)",
+    "ari_target_units_init": "... match the target output units (ARI)",
+    "ari_input_group_init": "... match the input groups (ARI)",
+    "ari_output_group_init": "... match the output groups (ARI)",
+    "task_purity_init": "mean task purity of the top eigenvectors",
+    "kernel_top1_share_init": "top singular value's share of the top components",
+}
+LOSSES = {"single_task_test_loss": "single-task test loss after single-task training",
+          "multitask_test_loss": "concurrent-multitask test loss after fine-tuning"}
+
+
+def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pyle et al.'s prediction from the kernel at initialisation: Spearman correlation across runs (both
+    inits pooled, and within each init) of each structure measure with each downstream loss; Holm over the
+    pooled tests."""
+    from .power import holm, spearman
+
+    rows = []
+    for scope in ("all runs", *INITS):
+        part = frame if scope == "all runs" else frame[frame.init == scope]
+        for key, label in STRUCTURE.items():
+            for loss, loss_label in LOSSES.items():
+                if key not in part or loss not in part:
+                    continue
+                ok = part[[key, loss]].dropna()
+                rho = p = math.nan
+                if len(ok) >= 3 and ok[key].nunique() > 1 and ok[loss].nunique() > 1:
+                    rho, p = spearman(ok[key], ok[loss])
+                rows.append({"runs": scope, "kernel_structure_at_init": label, "key": key, "loss": loss_label,
+                             "n": len(ok), "spearman_rho": rho, "p": p})
+    out = pd.DataFrame(rows, columns=["runs", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"])
+    out["p_holm"] = np.nan
+    for scope in out.runs.unique():  # one Holm family per scope (pooled, each init)
+        part = out.runs == scope
+        out.loc[part, "p_holm"] = holm(out.loc[part, "p"])
+    return out
 
 
 def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
@@ -101,14 +145,32 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
+    from .power import min_p_row, min_p_table
+
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
+    if not len(tested):
+        return min_p_table([])
+    return min_p_table([min_p_row("standard vs large init, the paper's claims", "signed_rank",
+                                  int(tested.n_pairs.min()), len(tested))])
+
+
 def _ci(values):
     from .critical import mean_ci
 
     return mean_ci(values)
 
 
+VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
+
+
 def verdicts(comparison: pd.DataFrame) -> list[dict]:
+    """The paper's claims as found here; the paired t p values are Holm-corrected over the claims."""
+    from .power import holm
+
     out = []
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
+    holm_of = dict(zip(tested.key, holm(tested.paired_t_p))) if len(tested) else {}
 
     def row(key):
         part = comparison[comparison.key == key]
@@ -125,7 +187,7 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
         if r is None or not r.n_pairs:
             out.append({"finding (Pyle et al.)": claim, "found here": "not measured", "numbers": ""})
             continue
-        p = r.paired_t_p
+        p = float(holm_of.get(key, math.nan))
         significant = bool(np.isfinite(p) and p < 0.05)
         agrees = r.lower == expect
         found = ("yes" if agrees and significant else "same direction, not significant" if agrees
@@ -133,7 +195,8 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
                                                                           "significant)")
         out.append({"finding (Pyle et al.)": claim, "found here": found,
                     "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
-                               f"({r.n_pairs} paired replicates, paired t p={p:.2g})"})
+                               f"({r.n_pairs} paired replicates, paired t p={r.paired_t_p:.2g}, "
+                               f"Holm over the {len(holm_of)} claims {p:.2g})"})
     return out
 
 
@@ -143,7 +206,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
         parts += [para(f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask "
-                       "'seed=range(0,20)')."), skipped_note(skipped)]
+                       "'seed=range(0,30)')."), skipped_note(skipped)]
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     frame = per_run(runs)
     s0 = runs[0]["summary"]
@@ -163,11 +226,54 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                "result": "holds" if worst > CORR_THRESHOLD else "does NOT hold",
                "measured": f"lowest correlation over {len(frame)} runs and stages: {worst:.6f} "
                            f"(probe lr {s0.get('kernel', {}).get('init', {}).get('probe_lr')})"}]
+    onestep = frame[[c for c in frame.columns if c.startswith("onestep_corr_training_lr_")]]
+    if onestep.size and np.isfinite(onestep.to_numpy()).any():
+        by_init = {i: float(np.nanmin(onestep[frame.init == i].to_numpy())) for i in INITS if (frame.init == i).any()}
+        checks.append({"check": "the same one-step prediction at the training step size (how far a real training "
+                                "step is from the kernel's linearisation)",
+                       "result": "holds" if min(by_init.values()) > CORR_THRESHOLD else "does NOT hold",
+                       "measured": "lowest correlation: " + ", ".join(f"{i} {v:.4f}" for i, v in by_init.items())
+                                   + " (training lr " + ", ".join(
+                                       f"{i} {lr}" for i, lr in sorted({(r["summary"]["init"], r["summary"].get("lr"))
+                                                                       for r in runs})) + "; per run in summary.json)"})
     comparison = init_comparison(frame)
     verdict = verdicts(comparison)
+    k2l = kernel_to_loss(frame)
+    pooled = k2l[(k2l.runs == "all runs") & k2l.p_holm.notna()]
+    for loss_label in LOSSES.values():
+        part = pooled[pooled.loss == loss_label]
+        if not len(part):
+            verdict.append({"finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
+                            "found here": "not measured", "numbers": ""})
+            continue
+        best = part.loc[part.spearman_rho.abs().idxmax()]
+        within = k2l[(k2l.runs != "all runs") & (k2l.loss == loss_label) & (k2l.p_holm < 0.05)]
+        found = ("no (not significant after Holm)" if not best.p_holm < 0.05
+                 else "yes, across and within inits" if len(within)
+                 else "across inits only: the structure tells the inits apart, not the runs within an init")
+        verdict.append({"finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
+                        "found here": found,
+                        "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
+                                   f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
+                                   f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}"})
+    protocol = (f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, "
+                f"loss {s0.get('loss_reduction', 'mean')}"
+                f" over samples, learning rate " + ", ".join(
+                    f"{i} {frame_lr}" for i, frame_lr in sorted({(r['summary']['init'], r['summary'].get('lr'))
+                                                                 for r in runs}))
+                + f", training samples per phase {s0.get('n_train', '')}.")
+    parts.insert(1, table_html(pd.DataFrame(verdict), "Pyle et al.'s claims, our test of each, and the verdict "
+                                                      "(paired by replicate; Holm over the claims of each kind)."))
+    parts.insert(2, para(protocol))
     parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
-    parts.append(table_html(pd.DataFrame(verdict), "The two findings of Pyle et al., as found here (standard "
-                                                   "= U(-0.1, 0.1), large = U(-1, 1); paired by replicate)."))
+    parts.append(table_html(k2l.drop(columns=["key"]), "The kernel-to-loss prediction: each measure of the "
+                                                       "kernel's structure at initialisation against the downstream "
+                                                       "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
+                                                       "scope: pooled, and each init)."))
+    floors = multitask_min_p(comparison)
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p of the claims' family with the replicates at hand "
+                                        "(the power rule of docs/companion_critical_multitask.md)."))
     inits_present = [i for i in INITS if (frame.init == i).any()]
     fig, axes = plt.subplots(1, len(inits_present), figsize=(4.2 * len(inits_present), 3.6), squeeze=False)
     for ax, init in zip(axes[0], inits_present):
@@ -258,7 +364,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                                            "tasks run at once."))
     parts.append(skipped_note(skipped))
     tables = {"runs": frame, "init_comparison": comparison, "verdicts": pd.DataFrame(verdict),
-              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks)}
+              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks),
+              "min_p": floors, "kernel_to_loss": k2l}
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
 
 

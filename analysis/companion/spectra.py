@@ -217,6 +217,18 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
     return tests
 
 
+def spectra_min_p(tested: pd.DataFrame) -> pd.DataFrame:
+    """Per statistic (one Holm family): the smallest p its tests could reach with the fewest replicates tested."""
+    from .power import min_p_row, min_p_table
+
+    rows = []
+    for stat, part in tested.groupby("stat"):
+        n = int(part.n_runs.min())
+        k = int(part.groups.str.count(r" \| ").max()) + 1
+        rows.append(min_p_row(f"gradient {stat}", "signed_rank" if k == 2 else "friedman", n, len(part), k=k))
+    return min_p_table(rows)
+
+
 def _figure(summary: pd.DataFrame, panel: str, layers: list[str]):
     fig, axes = plt.subplots(len(layers), len(STATS), figsize=(9, 1.9 * len(layers) + 0.6), squeeze=False)
     for i, layer in enumerate(layers):
@@ -288,8 +300,13 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                     .reset_index())
         parts.append(table_html(overview, "Per cell, layer and statistic: epochs where the groups differ "
                                           "(Holm-corrected p < 0.05) and which group is higher there."))
+    floors = spectra_min_p(tested)
+    if len(floors):
+        parts.append(table_html(floors, "Smallest attainable p per family (each statistic is one Holm family): "
+                                        "what the test could return at best with the replicates at hand "
+                                        "(docs/companion_spectra_dense.md, the power rule)."))
     parts.append(skipped_note(skipped))
-    tables = {"group_tests": tests, "spectra_summary": summary}
+    tables = {"group_tests": tests, "spectra_summary": summary, "spectra_min_p": floors}
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
 
 

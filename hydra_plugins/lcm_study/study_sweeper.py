@@ -193,10 +193,14 @@ class StudySweeper(BasicSweeper):
 
         cell_only = None
         parts = []
+        # the study itself is no condition (its runs have a folder of their own), and the
+        # cell's factors may be keys of that study's config (study.depth), so the baseline
+        # is composed with the study choice
+        study = [o for o in job if override_key(o) == "study"]
         for override in job:
             key = override_key(override)
             top = key.split(".")[0].split("/")[0]
-            if (key in keys or key in _DESIGN_KEYS or top in NON_SEMANTIC_TOP
+            if (key == "study" or key in keys or key in _DESIGN_KEYS or top in NON_SEMANTIC_TOP
                     or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}):
                 continue
             here = OmegaConf.select(cfg, key)
@@ -204,7 +208,7 @@ class StudySweeper(BasicSweeper):
                 parts.append(override)
                 continue
             if cell_only is None:
-                cell = tuple(o for o in job if override_key(o) in keys)
+                cell = tuple(study + [o for o in job if override_key(o) in keys])
                 if not hasattr(self, "_cell_only"):
                     self._cell_only: Dict[tuple, DictConfig] = {}
                 if cell not in self._cell_only:

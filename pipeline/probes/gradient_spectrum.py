@@ -61,6 +61,9 @@ than an SVD of the out x in gradient.
 Schedule: ``schedule: log`` (default; epochs 1, 2, 3, 4, 6, 10, 16, 25, 40,
 63, ...), ``every_epoch``, or ``list`` with ``epochs: [...]``
 (pipeline/probes/schedule.py); skipped epochs return an empty frame.
+``at_init: true`` also measures epoch 0, before any update (the sequence
+runner calls ``compute`` once before training; the dense-sample study always
+measures step 0).
 
 Groupings (``group_by``)
 - ``class``: the sample's label (default; in the headline study the pair's two
@@ -244,7 +247,7 @@ class GradientSpectrumProbe(Probe):
 
     def __init__(self, group_by: str = "class", batch_size: int = 256, top_k: int = 8,
                  kinds=KINDS, layers=None, schedule: str = "log", per_decade: float = 5.0,
-                 epochs=None, include_all: bool = True):
+                 epochs=None, include_all: bool = True, at_init: bool = False):
         if not isinstance(group_by, str) or not group_by:
             raise ValueError(f"probe.gradient_spectrum.group_by={group_by!r}; allowed: "
                              f"{', '.join(GROUPINGS)} or a label column the study supplies")
@@ -258,6 +261,9 @@ class GradientSpectrumProbe(Probe):
         self.kinds = tuple(k for k in KINDS if k in kinds)
         self.layers = list(layers) if layers else None
         self.include_all = bool(include_all)
+        if not isinstance(at_init, bool):
+            raise ValueError(f"probe.gradient_spectrum.at_init={at_init!r}: must be true or false")
+        self.at_init = at_init
         self.schedule = Schedule(schedule, per_decade, epochs, owner="probe.gradient_spectrum")
         self.label_columns: dict[str, np.ndarray] = {}
         self._subset: np.ndarray | None = None

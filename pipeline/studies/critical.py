@@ -30,6 +30,9 @@ from . import RunContext, RunResult, StudyRunner, register
 # top-level keys of the composed config that belong to the sequence studies
 IGNORED = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
 CURVE_COLUMNS = ["probe", "split", "epoch", "time_slice", "value"]
+# added to both imbalances (fractions of the mode's strength) of the amplification ratio, so that it is
+# defined, and bounded by (1 + eps) / eps, where the deficit left (almost) no imbalance
+AMPLIFICATION_EPS = 1e-3
 
 
 def empty_curves() -> pd.DataFrame:
@@ -76,6 +79,11 @@ def _readouts(frame: pd.DataFrame, step_col: str, columns: dict[str, tuple[str, 
     return pd.concat(parts, ignore_index=True)
 
 
+def amplification(start: float, last: float, eps: float = AMPLIFICATION_EPS) -> float:
+    """How much the imbalance a deficit left grew by the end: ``(|last| + eps) / (|start| + eps)``."""
+    return (abs(last) + eps) / (abs(start) + eps)
+
+
 @register
 class CriticalPathwaysRunner(StudyRunner):
     name = "critical_pathways"
@@ -91,7 +99,9 @@ class CriticalPathwaysRunner(StudyRunner):
         check_int(cfg, "study.hierarchy_levels", 1)
         check_number(cfg, "study.lr", 0, None)
         check_number(cfg, "study.init_scale", 0, None)
-        check_choice(cfg, "study.init", ("mirrored", "independent"))
+        check_choice(cfg, "study.init", ("mirrored", "independent", "aligned"))
+        if cfg.study.get("init") == "aligned":
+            check_number(cfg, "study.aligned_noise", 0, None)
         check_bool(cfg, "study.paired")
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
@@ -113,7 +123,8 @@ class CriticalPathwaysRunner(StudyRunner):
         with blas_one_thread():
             result = train_two_pathways(depth=int(s.depth), width=int(s.width), lr=float(s.lr),
                                         steps=int(s.steps), window=window, init_scale=float(s.init_scale),
-                                        mirrored=s.init == "mirrored", rng=rng,
+                                        mirrored=s.init == "mirrored", aligned=s.init == "aligned",
+                                        aligned_noise=float(s.get("aligned_noise", 0.1)), rng=rng,
                                         record_every=int(s.record_every), levels=int(s.hierarchy_levels),
                                         on_record=on_record)
         shares = result.shares
@@ -135,11 +146,18 @@ class CriticalPathwaysRunner(StudyRunner):
             end_step = next((t for t in recorded if t >= end), steps)
             start = imbalance(shares, 1, end_step)
             last = imbalance(shares, 1, steps)
+            # A plain ratio last / start is unstable where the deficit leaves ~no imbalance (late onsets:
+            # |start| down to 1e-12, ratios of -4760 or 572 at depth 8); the amplification is the ratio of
+            # the sizes with AMPLIFICATION_EPS added to both: the plain ratio where both are >> eps, 1 where
+            # both are << eps (no effect), never above (1 + eps) / eps
             summary.update({"imbalance_mode1_at_deficit_end": start, "imbalance_mode1_final": last,
-                            "amplification_mode1": last / start if abs(start) > 1e-12 else None})
+                            "imbalance_growth_mode1": abs(last) - abs(start),
+                            "amplification_mode1": amplification(start, last)})
         summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
         readouts = _readouts(result.losses, "step", {"loss": ("train", "loss")})
         tables = {"pathway_shares": shares, "pathway_loss": result.losses}
+        if "analytic" in result.extra:
+            tables["pathway_analytic"] = result.extra["analytic"]
         return RunResult(empty_curves(), readouts, summary, tables)
 
 

@@ -1,15 +1,18 @@
 """The dense-sample study (PROTOCOL.md 2a; Hanson, Yadav & Hanson 2024).
 
-One run: generate the dense-sample glyph data set (``pipeline/dense_data.py``,
-fixed by ``study.data.seed``, the same for every replicate), train a small
+One run: generate the dense-sample glyph data set (``pipeline/dense_data.py``;
+``study.data.draw: replicate`` draws a fresh data set per replicate from
+``study.data.seed`` and the replicate number, ``fixed`` shares the one of
+``study.data.seed`` between replicates), train a small
 VGG-style network (about 1.2 M weights) on it with minibatch Adam, and follow
 category structure per layer at checkpoints placed at log-spaced optimiser
 steps (and every epoch end) with the category-structure probe. The learning
 curves (minibatch accuracy per step, probe-set accuracy per checkpoint) are
 fitted with hyperbolic and exponential forms.
 
-What differs between replicates: the network's initialisation and the order
-of the minibatches, both drawn from the run's seed (``ctx.rng_seed``). Same
+What differs between replicates: the data draw (``data.draw: replicate``),
+the network's initialisation and the order of the minibatches (the last two
+from the run's seed, ``ctx.rng_seed``). Same
 config and seed give bit-identical records on the same machine.
 
 Records (besides readouts.parquet and summary.json; curves.parquet is empty):
@@ -57,13 +60,23 @@ from . import RunContext, RunResult, StudyRunner, register
 
 log = logging.getLogger(__name__)
 OPTIMISERS = ("adam", "sgd")
+DATA_DRAWS = ("replicate", "fixed")
+
+
+def data_seed(cfg) -> int:
+    """The generator's seed of a run: ``study.data.seed`` itself (``draw: fixed``) or mixed with the
+    replicate number (``draw: replicate``), so that replicates see independent, reproducible data sets."""
+    seed = int(cfg.study.data.seed)
+    if cfg.study.data.get("draw", "fixed") == "fixed":
+        return seed
+    return int(np.random.SeedSequence([seed, int(cfg.design.replicate)]).generate_state(1)[0])
 
 
 class SmallVGG(nn.Module):
     """VGG-style: blocks of two 3x3 conv + ReLU and a 2x2 max-pool, then ReLU FC layers.
 
     The defaults (channels 32-64-128, FC 1024-384, 16 x 16 input, 5 classes)
-    have 1,210,757 weights (PROTOCOL.md 2a: about 1.24 M). ``forward`` returns
+    have 1,207,269 weights (PROTOCOL.md 2a: about 1.24 M). ``forward`` returns
     (logits, penultimate features), as the headline's model returns
     (logits, hidden states).
     """
@@ -182,6 +195,8 @@ class DenseSampleRunner(StudyRunner):
                              ("data.clutter", 0), ("epochs", 1), ("batch_size", 1)):
             check_int(cfg, f"{s}.{key}", minimum)
         check_int(cfg, f"{s}.data.seed", 0)
+        if cfg.study.data.get("draw", "fixed") not in DATA_DRAWS:
+            raise ConfigError(f"study.data.draw={cfg.study.data.get('draw')!r}; allowed: {', '.join(DATA_DRAWS)}")
         check_number(cfg, f"{s}.lr", 0, None)
         check_number(cfg, f"{s}.checkpoints.per_decade", 0, None)
         for key in ("data.noise", "data.shear", "data.translate", "data.rotation_deg"):
@@ -215,7 +230,7 @@ class DenseSampleRunner(StudyRunner):
         resolve_device(cfg.trainer.device)
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
-        return {"class_names": list(CLASS_NAMES), "data_seed": int(cfg.study.data.seed)}
+        return {"class_names": list(CLASS_NAMES), "data_seed": data_seed(cfg)}
 
     @staticmethod
     def _category_options(cfg: DictConfig) -> dict:
@@ -244,7 +259,7 @@ class DenseSampleRunner(StudyRunner):
         generator = torch.Generator().manual_seed(ctx.rng_seed)
 
         d = study.data
-        data = generate(int(d.seed), per_class=int(d.per_class), size=int(d.size),
+        data = generate(data_seed(cfg), per_class=int(d.per_class), size=int(d.size),
                         rotation_deg=float(d.rotation_deg), scale=tuple(d.scale), shear=float(d.shear),
                         translate=float(d.translate), stroke=tuple(d.stroke), clutter=int(d.clutter),
                         noise=float(d.noise))
@@ -374,7 +389,8 @@ class DenseSampleRunner(StudyRunner):
                                           - part.set_index("form").aic.exponential)}
         summary = {
             "class_names": list(data.class_names), "test_accuracy": test_acc, "test_loss": test_loss,
-            "n_train": int(n_train), "n_test": int(len(x_test)), "n_weights": n_weights(model),
+            "n_train": int(n_train), "n_test": int(len(x_test)), "data_seed": data_seed(cfg),
+            "n_weights": n_weights(model),
             "epochs": epochs, "steps": int(total), "steps_per_epoch": int(steps_per_epoch),
             "checkpoints": [int(c) for c in checkpoints], "curve_fit_better": better,
             "device": str(device), "torch": torch.__version__,

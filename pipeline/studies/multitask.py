@@ -22,6 +22,14 @@ from . import RunContext, RunResult, StudyRunner, register
 from .critical import IGNORED, blas_one_thread, check_bool, empty_curves, instance_seed
 
 INITS = ("standard", "large")
+REDUCTIONS = ("mean", "sum")
+
+
+def training_lr(cfg) -> float:
+    """The run's learning rate: ``study.lr_by_init.<init>`` when given, else ``study.lr``."""
+    by_init = cfg.study.get("lr_by_init") or {}
+    value = by_init.get(cfg.study.init)
+    return float(cfg.study.lr if value is None else value)
 
 
 def _clusters(embedding: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -72,8 +80,21 @@ class MultitaskRunner(StudyRunner):
             raise ConfigError(f"study.init_range must give a range for each of {', '.join(INITS)}")
         for name in INITS:
             check_number(cfg, f"study.init_range.{name}", 0, None)
-        for key in ("n_input_groups", "n_features", "n_output_groups", "hidden", "batch_size"):
+        for key in ("n_input_groups", "n_features", "n_output_groups", "hidden"):
             check_int(cfg, f"study.{key}", 1)
+        if s.batch_size != "full":
+            if isinstance(s.batch_size, str):
+                raise ConfigError(f"study.batch_size={s.batch_size!r}; allowed: an integer >= 1 or full")
+            check_int(cfg, "study.batch_size", 1)
+        check_choice(cfg, "study.loss_reduction", REDUCTIONS)
+        check_int(cfg, "study.n_train_draws", 0)
+        by_init = s.get("lr_by_init") or {}
+        unknown = sorted(set(by_init) - set(INITS))
+        if unknown:
+            raise ConfigError(f"study.lr_by_init has {', '.join(unknown)}; allowed keys: {', '.join(INITS)}")
+        for name in INITS:
+            if by_init.get(name) is not None:
+                check_number(cfg, f"study.lr_by_init.{name}", 0, None)
         for key in ("single_epochs", "finetune_epochs"):
             check_int(cfg, f"study.{key}", 0)
         check_int(cfg, "study.eval_every", 1)
@@ -104,10 +125,12 @@ class MultitaskRunner(StudyRunner):
         t0 = time.perf_counter()
         s = cfg.study
         env = mt.MultitaskEnv(int(s.n_input_groups), int(s.n_features), int(s.n_output_groups))
-        bias, lr, batch = float(s.bias), float(s.lr), int(s.batch_size)
+        bias, lr, batch = float(s.bias), training_lr(cfg), (None if s.batch_size == "full" else int(s.batch_size))
+        reduction = str(s.get("loss_reduction", "mean"))
         seed = instance_seed(cfg, ctx)
-        streams = np.random.SeedSequence(seed).spawn(4)
-        split_rng, init_rng, order_rng, kernel_rng = (np.random.default_rng(x) for x in streams)
+        # the fifth stream (the random training draws) leaves the first four as they were
+        streams = np.random.SeedSequence(seed).spawn(5)
+        split_rng, init_rng, order_rng, kernel_rng, draw_rng = (np.random.default_rng(x) for x in streams)
 
         stimuli = split_rng.permutation(len(env.stimuli))
         train_stim, test_stim = np.sort(stimuli[:int(s.n_train_stimuli)]), np.sort(stimuli[int(s.n_train_stimuli):])
@@ -118,6 +141,11 @@ class MultitaskRunner(StudyRunner):
             "single_train": env.dataset(single, train_stim), "single_test": env.dataset(single, test_stim),
             "multi_test": env.dataset(multi, test_stim), "finetune_train": env.dataset(finetune, train_stim),
         }
+        n_draws = int(s.get("n_train_draws", 0))
+        if n_draws:
+            # Pyle et al.'s curriculum: random (stimulus, task set) draws, with replacement, per phase
+            for name in ("single_train", "finetune_train"):
+                data[name] = data[name].subset(np.sort(draw_rng.integers(0, len(data[name]), n_draws)))
         params = mt.init_params(init_rng, env, int(s.hidden), float(s.init_range[s.init]))
 
         curves, readouts, predictions, eigen, along = [], [], [], [], []
@@ -141,10 +169,15 @@ class MultitaskRunner(StudyRunner):
             sub = train.subset(sample)
             k = mt.kernel(params, query, sub, bias)
             probe = float(s.kernel.probe_lr)
-            predicted = mt.predicted_change(params, query, train, probe, bias)
-            actual = mt.actual_change(params, query, train, probe, bias)
+            predicted = mt.predicted_change(params, query, train, probe, bias, reduction)
+            actual = mt.actual_change(params, query, train, probe, bias, reduction)
             corr = float(np.corrcoef(predicted.ravel(), actual.ravel())[0, 1])
             rel = float(np.linalg.norm(predicted - actual) / np.linalg.norm(actual))
+            # the same check at the training step size: how far one real step departs from the linearisation
+            pred_lr = mt.predicted_change(params, query, train, lr, bias, reduction)
+            act_lr = mt.actual_change(params, query, train, lr, bias, reduction)
+            corr_lr = float(np.corrcoef(pred_lr.ravel(), act_lr.ravel())[0, 1])
+            rel_lr = float(np.linalg.norm(pred_lr - act_lr) / np.linalg.norm(act_lr))
             n_out = env.n_outputs
             predictions.append(pd.DataFrame({
                 "stage": stage, "query": np.repeat(np.arange(len(query)), n_out),
@@ -164,6 +197,8 @@ class MultitaskRunner(StudyRunner):
             cseed = int(kernel_rng.integers(2 ** 31))
             kernel_summary[stage] = {
                 "prediction_corr": corr, "prediction_rel_error": rel, "probe_lr": probe,
+                "prediction_corr_training_lr": corr_lr, "prediction_rel_error_training_lr": rel_lr,
+                "training_lr": lr, "loss_reduction": reduction,
                 "n_train": len(train), "n_kernel_train": len(sub), "n_query": len(query),
                 "top_singular_values": [float(v) for v in values],
                 "cluster_ari_task": _clusters(embedding, labels, cseed),
@@ -189,14 +224,15 @@ class MultitaskRunner(StudyRunner):
             every = int(s.kernel.every_epochs)
             eval_every = int(s.eval_every)
             for epoch in range(1, epochs1 + 1):
-                mt.train_epoch(params, data["single_train"], lr, batch, order_rng, bias)
+                mt.train_epoch(params, data["single_train"], lr, batch, order_rng, bias, reduction)
                 if epoch % eval_every and epoch != epochs1:
                     continue
                 values = evaluate("single", epoch, ("single_train", "single_test", "multi_test"))
                 if every and epoch % every == 0:
                     q = env.dataset(single, query_stim)
-                    p = mt.predicted_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias)
-                    a = mt.actual_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias)
+                    p = mt.predicted_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias,
+                                            reduction)
+                    a = mt.actual_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias, reduction)
                     along.append((epoch, float(np.corrcoef(p.ravel(), a.ravel())[0, 1])))
                 if epoch % (10 * eval_every) == 0 or epoch == epochs1:
                     ctx.on_step(epoch, {"train/loss_single": values["single_train"],
@@ -206,7 +242,7 @@ class MultitaskRunner(StudyRunner):
             sharing_frames.append(sharing("after_single"))
             kernel_stage("finetune", data["finetune_train"], env.dataset(multi, query_stim))
             for epoch in range(epochs1 + 1, epochs1 + epochs2 + 1):
-                mt.train_epoch(params, data["finetune_train"], lr, batch, order_rng, bias)
+                mt.train_epoch(params, data["finetune_train"], lr, batch, order_rng, bias, reduction)
                 values = evaluate("finetune", epoch)
                 if epoch % 5 == 0 or epoch == epochs1 + epochs2:
                     ctx.on_step(epoch, {"train/loss_finetune": values["finetune_train"],
@@ -229,7 +265,9 @@ class MultitaskRunner(StudyRunner):
         sizes = np.array([len(x) for x in data["multi_test"].sets])
         summary = {
             "init": str(s.init), "init_range": float(s.init_range[s.init]), "hidden": int(s.hidden),
-            "lr": lr, "batch_size": batch, "single_epochs": int(s.single_epochs),
+            "lr": lr, "batch_size": "full" if batch is None else batch, "loss_reduction": reduction,
+            "n_train": {"single": len(data["single_train"]), "finetune": len(data["finetune_train"])},
+            "single_epochs": int(s.single_epochs),
             "finetune_epochs": int(s.finetune_epochs),
             "n_train_stimuli": len(train_stim), "n_test_stimuli": len(test_stim),
             "single_task_test_loss": after_single["single_test"],
@@ -242,6 +280,7 @@ class MultitaskRunner(StudyRunner):
             "single_task_test_loss_after_finetune": final["single_test"],
             "kernel": kernel_summary,
             "kernel_prediction_corr_init": kernel_summary["init"]["prediction_corr"],
+            "kernel_prediction_corr_init_training_lr": kernel_summary["init"]["prediction_corr_training_lr"],
             "sharing_same_input_after_single": mean_sim("after_single", True),
             "sharing_other_input_after_single": mean_sim("after_single", False),
             "sharing_same_input_init": mean_sim("init", True),

@@ -2,9 +2,11 @@
 classifier, its learning-curve map and developmental readouts."""
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
@@ -12,11 +14,13 @@ from ..config import ConfigError, check_bool, check_choice, check_int, check_int
 from ..data import class_pairs, load_dataset
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
-from ..probes import build_probes
+from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
 from ..allocator import keep_freed_memory
-from ..train import resolve_device, train_run
+from ..train import _clean_pass_states, resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
+
+log = logging.getLogger(__name__)
 
 LABELS = ("real", "shuffled")
 
@@ -100,6 +104,7 @@ class SequenceRunner(StudyRunner):
         model = build_model(cfg.model, time_slices, n_features)
         probes = build_probes(cfg.probe)
         generator = torch.Generator().manual_seed(ctx.rng_seed)
+        at_init = measure_at_init(model, splits, probes, device, int(cfg.trainer.batch_size))
         result = train_run(model, splits, probes, epochs=int(cfg.trainer.epochs), lr=float(cfg.trainer.lr),
                            batch_size=int(cfg.trainer.batch_size), shuffle=bool(cfg.trainer.shuffle),
                            device=device, generator=generator, on_epoch=ctx.on_step,
@@ -115,4 +120,25 @@ class SequenceRunner(StudyRunner):
             "seconds": {"data": t_data, "training": result.seconds_training,
                         "probes": result.probe_seconds, "total": time.perf_counter() - t0},
         }
-        return RunResult(result.curves, result.readouts, summary, result.tables)
+        tables = dict(result.tables)
+        for name, frame in at_init.items():
+            tables[name] = pd.concat([frame, tables[name]], ignore_index=True) if name in tables else frame
+        return RunResult(result.curves, result.readouts, summary, tables)
+
+
+def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:
+    """Epoch 0 (before any update) of the table probes that ask for it (``at_init: true``). Their forward
+    and backward passes run in evaluation mode and draw no random numbers, so training is unchanged."""
+    wanted = [p for p in probes if getattr(p, "at_init", False) and p.table != "curves"]
+    if not wanted:
+        return {}
+    as_t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    ctx = ProbeContext(0, model, as_t(splits.x_train, torch.float32), as_t(splits.y_train, torch.long),
+                       as_t(splits.x_test, torch.float32), as_t(splits.y_test, torch.long), None,
+                       _clean_pass_states(model, batch_size))
+    out = {}
+    for probe in wanted:
+        tic = time.perf_counter()
+        out[probe.table] = probe.compute(ctx)
+        log.info("%s at epoch 0 (before any update): %.2f s", probe.name, time.perf_counter() - tic)
+    return out

@@ -76,13 +76,14 @@ def resolve_design(cfg: DictConfig, overrides: Sequence[str], compose: Compose) 
 def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
     """Validated run config with its design block, ready for ``execute``."""
     runner = get_runner(cfg.study.runner)
-    check_added_keys(overrides, compose)
     check_root(cfg)
     check_wandb_mode()
     check_int(cfg, "seed", 0)
     cfg, design = resolve_design(cfg, overrides, compose)
     runner = get_runner(cfg.study.runner)
     runner.validate(cfg)
+    # after the runner's own checks, whose messages say more about keys they know
+    check_added_keys(overrides, compose)
     return with_design(cfg, design)
 
 

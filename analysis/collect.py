@@ -45,16 +45,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
+from pipeline.runfolder import CONFIG, CURVES, STATUS, damage, read_status
+
 from .metrics import map_metrics
 from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
 
 __all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError",
-           "MixedProbeRules", "TIE_RULES", "KNN_MODES"]
+           "MixedProbeRules", "MixedConditions", "TIE_RULES", "KNN_MODES"]
 
-CACHE_VERSION = 2  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps
+CACHE_VERSION = 3  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns
 _RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
                 "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs",
-                "n_slices", "shape", "map_row"]
+                "n_slices", "shape", "map_row", "condition", "dataset_condition"]
 # the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
 TIE_RULES = ("expected_random_order", "self_first_by_index")
 KNN_MODES = ("resubstitution", "leave_one_out")
@@ -71,8 +74,13 @@ class RunReadError(RuntimeError):
     """A done run whose records cannot be used (the message is the reason)."""
 
 
-class MixedProbeRules(RuntimeError):
-    """Done runs computed under different KNN tie rules or modes (the message gives the counts and the way out)."""
+class MixedConditions(RuntimeError):
+    """Done runs whose settings differ beyond the design factors (data source, class pair, replicate, labels):
+    different KNN tie rules or modes, learning rates, epochs, ... (the message gives the counts and the way out)."""
+
+
+# the KNN tie rule / mode is one such setting, with its own selection options (--knn-ties, --knn-mode)
+MixedProbeRules = MixedConditions
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,7 @@ def _not_lcm_study(study_dir: Path, sample: int = 3) -> str | None:
     with os.scandir(study_dir / "runs") as it:
         for entry in sorted((e for e in it if e.is_dir()), key=lambda e: e.name):
             try:
-                config = yaml.safe_load((Path(entry.path) / "config.yaml").read_text())
+                config = yaml.safe_load((Path(entry.path) / CONFIG).read_text())
             except Exception:
                 continue
             design = config.get("design") if isinstance(config, dict) else None
@@ -211,7 +219,7 @@ def _stat_key(path: Path) -> str:
 
 def run_state(run_dir: Path) -> tuple[str, str]:
     """(state, fingerprint) of a run folder; state is "done", "running", ... or a reason it is unreadable."""
-    status_path = run_dir / "status.json"
+    status_path = run_dir / STATUS
     try:
         raw = status_path.read_bytes()
         mtime = status_path.stat().st_mtime_ns
@@ -223,14 +231,32 @@ def run_state(run_dir: Path) -> tuple[str, str]:
     except (ValueError, AttributeError) as exc:
         return f"status.json unreadable ({type(exc).__name__})", ""
     digest = hashlib.sha1(raw)
-    digest.update(f"|{mtime}|{_stat_key(run_dir / 'config.yaml')}|{_stat_key(run_dir / 'curves.parquet')}".encode())
+    digest.update(f"|{mtime}|{_stat_key(run_dir / CONFIG)}|{_stat_key(run_dir / CURVES)}".encode())
     return state, digest.hexdigest()
+
+
+def _not_this_run(run_dir: Path, real_root: Path, seen_ids: dict[str, str]) -> str | None:
+    """Why a done folder is not read as a run of its own: a link to outside the outputs root, a folder whose
+    name is not the run id its status.json records (a copy), or a run id already counted."""
+    real = run_dir.resolve()
+    if real_root not in real.parents:
+        return f"the folder leads outside the outputs root (to {real}): not read"
+    try:
+        recorded = (read_status(run_dir) or {}).get("run_id")
+    except ValueError:
+        recorded = None
+    if recorded is not None and str(recorded) != run_dir.name:
+        return f"folder name differs from the run id its status.json records ({recorded}): a copy? not counted"
+    if run_dir.name in seen_ids:
+        return f"duplicate of run {run_dir.name} at {seen_ids[run_dir.name]}: counted once"
+    seen_ids[run_dir.name] = str(run_dir)
+    return None
 
 
 def _design(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG
     try:
         config = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -259,7 +285,32 @@ def _design(run_dir: Path) -> dict:
     pair = f"{class_a}/{class_b}" if class_a is not None else f"pair{pair_index:02d}"
     return {"source": str(design["data_source"]), "labels": str(design["labels"]), "pair": pair,
             "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate,
-            **_knn_rule(config)}
+            **_knn_rule(config), **_condition(config)}
+
+
+# Keys that are not experimental conditions: the design factors the analysis models (data source, class pair,
+# replicate, labels; the data set is compared per data source), the study (pooled studies are noted), the
+# KNN rule (compared on its own, with its own options) and what leaves the run id alone (pipeline.identity).
+_FACTOR_KEYS = ("design", "data_source", "dataset", "labels", "study")
+_NON_CONDITION_KEYS = {"probe.knn.ties", "probe.knn.mode", *(f"trainer.{k}" for k in NON_SEMANTIC_TRAINER)}
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _condition(config: dict) -> dict:
+    """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled)."""
+    rest = {k: v for k, v in config.items() if k not in (*NON_SEMANTIC_TOP, *_FACTOR_KEYS)}
+    flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
+    dataset = _flat(config.get("dataset") or {}, "dataset.")
+    return {"condition": json.dumps(flat, sort_keys=True, default=str),
+            "dataset_condition": json.dumps(dataset, sort_keys=True, default=str)}
 
 
 def _knn_rule(config: dict) -> dict:
@@ -279,7 +330,7 @@ def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = run_dir / "curves.parquet"
+    path = run_dir / CURVES
     if not path.is_file():
         raise RunReadError("curves.parquet missing")
     try:
@@ -464,12 +515,18 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
     new_maps: list[np.ndarray] = []
     n_read = n_cached = 0
     last_report = time.perf_counter()
+    real_root = Path(root).resolve()
+    seen_ids: dict[str, str] = {}
     for i, (study_name, run_dir) in enumerate(found, 1):
         run_id = run_dir.name
         state, fingerprint = run_state(run_dir)
         if state != "done":
             reason = state if not fingerprint else f"status is {state!r}, not done"
             skipped.append(SkippedRun(study_name, run_id, str(run_dir), reason))
+            continue
+        why = _not_this_run(run_dir, real_root, seen_ids)
+        if why:
+            skipped.append(SkippedRun(study_name, run_id, str(run_dir), why))
             continue
         hit = cached_index.get((study_name, run_id))
         failed = cached_failures.get((study_name, run_id))
@@ -485,6 +542,9 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
             n_cached += 1
         else:
             try:
+                damaged = damage(run_dir, read_status(run_dir) or {})
+                if damaged:
+                    raise RunReadError(f"damaged record: {damaged}")
                 info, lc_map, tie_map = read_run_with_ties(run_dir)
             except RunReadError as exc:
                 skipped.append(SkippedRun(study_name, run_id, str(run_dir), str(exc)))
@@ -513,6 +573,7 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
 
     # stack the maps by shape, in run order
     _check_one_rule(records, knn_ties, knn_mode)
+    _check_one_condition(records)
     maps: dict[str, list[np.ndarray]] = {}
     ties: dict[str, list[np.ndarray]] = {}
     for record in records:
@@ -586,6 +647,32 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
                           f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
                           f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
                           f"{LEGACY_MODE}.")
+
+
+def _check_one_condition(records: list[dict]) -> None:
+    """MixedConditions when the runs differ in a setting other than the design factors (``trainer.lr``,
+    ``trainer.epochs``, ``model.hidden_size``, ...), or in their data set within one data source."""
+    groups = [("", lambda r: r["condition"])] + [
+        (f" (data source {source})", lambda r: r["dataset_condition"])
+        for source in sorted({r["source"] for r in records})]
+    for where, key in groups:
+        subset = [r for r in records if not where or where == f" (data source {r['source']})"]
+        by_value: dict[str, list[dict]] = {}
+        for record in subset:
+            by_value.setdefault(key(record), []).append(record)
+        if len(by_value) <= 1:
+            continue
+        flats = [json.loads(value) for value in by_value]
+        keys = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), default=str) for g in flats}) > 1})
+        listing = "; ".join(
+            f"{len(runs)} run(s) with " + ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in keys[:6])
+            + f" (e.g. {runs[0]['study']}/{runs[0]['run_id']})"
+            for flat, runs in zip(flats, by_value.values()))
+        raise MixedConditions(
+            f"the done runs{where} differ in settings beyond the design factors (data source, class pair, "
+            f"replicate, labels), so their maps are not replicates of one condition: {listing}. Analyse each "
+            f"condition apart: keep its runs under their own outputs root (paths.root) or study and pass --root / "
+            f"--study.")
 
 
 def metrics_for_statistics(collection: Collection) -> pd.DataFrame:

@@ -22,6 +22,7 @@ Every function returns ``{file name: PNG bytes}`` and writes the files
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def chance_levels(knn_mode: str | None = None) -> list[tuple[float, str]]:
     if knn_mode == "mixed":
         levels[1] = (0.5, "chance: tied states, or leave-one-out runs")
     return levels
+
+
+def _plain_text(make):
+    """Class names and every other label are shown as written: a ``$`` (``$\\undefinedcmd{$``) is text, not
+    matplotlib mathtext (which would fail on it or typeset it)."""
+
+    @functools.wraps(make)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context({"text.parse_math": False}):
+            return make(*args, **kwargs)
+
+    return wrapper
 
 
 def _png(fig) -> bytes:
@@ -150,6 +163,7 @@ def _chance_note(chance) -> str:
             + ". Same colour scale in every map figure.")
 
 
+@_plain_text
 def map_figures(mean_maps: pd.DataFrame, folder=None, knn_mode: str | None = None) -> dict[str, bytes]:
     """Per source x labels a heatmap per class pair; the average map per source; real - shuffled maps."""
     figures: dict[str, bytes] = {}
@@ -246,6 +260,7 @@ def _run_means(table: pd.DataFrame, metric: str, keys) -> pd.DataFrame:
     return out
 
 
+@_plain_text
 def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes]:
     """One figure per metric: a panel per source, the source mean with a 95% interval over runs."""
     figures: dict[str, bytes] = {}
@@ -289,6 +304,7 @@ def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes
     return _save(figures, folder)
 
 
+@_plain_text
 def trajectory_figures(table: pd.DataFrame, folder=None) -> dict[str, bytes]:
     """The two trajectory plots as small multiples (a panel per source x class pair, colour = epoch)."""
     figures: dict[str, bytes] = {}
@@ -330,6 +346,7 @@ def trajectory_figures(table: pd.DataFrame, folder=None) -> dict[str, bytes]:
     return _save(figures, folder)
 
 
+@_plain_text
 def all_figures(table: pd.DataFrame, metrics, mean_maps: pd.DataFrame | None = None, folder=None,
                 knn_mode: str | None = None) -> dict[str, bytes]:
     """Every figure, in report order."""

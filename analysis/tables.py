@@ -14,7 +14,6 @@ the mixed models: one data source x class pair x replicate, and labels) is
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -98,55 +97,5 @@ def read_metrics_table(paths) -> pd.DataFrame:
     return finish_metrics_table(table, origin=", ".join(str(p) for p in paths))
 
 
-# ---------------------------------------------------------------------------
-# Atomic writes: a temporary file in the same folder, then os.replace.
-# ---------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_MODE = 0o666 & ~_umask()
-
-
-def _temp_in(path: Path):
-    """A temporary file beside ``path`` with the permissions a plain open() would give."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _MODE)
-    return fd, Path(tmp)
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = _temp_in(path)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_parquet(path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    fd, tmp = _temp_in(path)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_csv(path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False))
+# The atomic writers are the run folder's (pipeline/runfolder.py, torch-free), named here for analysis/.
+from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text  # noqa: E402,F401

@@ -1,18 +1,21 @@
 """The Hydra entry point: ``python -m pipeline [-m] key=value ...``."""
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import hydra
+from hydra.experimental.callback import Callback
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, check_int
+from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, study_cells
 from .packs import run_pack
-from .run import RunOutcome, execute, with_design
+from .run import RunInterrupted, RunOutcome, execute, with_design
 from .studies import get_runner
 
 log = logging.getLogger("pipeline")
@@ -73,15 +76,37 @@ def resolve_design(cfg: DictConfig, overrides: Sequence[str], compose: Compose) 
 def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
     """Validated run config with its design block, ready for ``execute``."""
     runner = get_runner(cfg.study.runner)
+    check_root(cfg)
+    check_wandb_mode()
     check_int(cfg, "seed", 0)
     cfg, design = resolve_design(cfg, overrides, compose)
     runner = get_runner(cfg.study.runner)
     runner.validate(cfg)
+    # after the runner's own checks, whose messages say more about keys they know
+    check_added_keys(overrides, compose)
     return with_design(cfg, design)
 
 
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
     return hydra.compose(config_name="config", overrides=list(overrides))
+
+
+class ValidateBeforeRun(Callback):
+    """A single run's config is validated before Hydra makes its output folder (conf/config.yaml,
+    hydra.callbacks), so that a bad value leaves nothing behind; a sweep's runs are validated by the study
+    sweeper before it makes the sweep folder."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        cfg = copy.deepcopy(config)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            prepare(cfg, list(config.hydra.overrides.task), _hydra_compose)
+        except ConfigError as exc:
+            # Hydra turns a callback's exception into a warning and goes on: stop here, as Hydra's own
+            # errors do (the message, exit status 1)
+            print(f"Error in the configuration: {exc}", file=sys.stderr)
+            sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
@@ -91,7 +116,14 @@ def main(cfg: DictConfig) -> RunOutcome:
         return run_pack(cfg, _hydra_compose,
                         lambda run_cfg, run_overrides: execute(prepare(run_cfg, run_overrides, _hydra_compose)))
     run_cfg = prepare(cfg, overrides, _hydra_compose)
-    outcome = execute(run_cfg)
+    try:
+        outcome = execute(run_cfg)
+    except RunInterrupted as exc:
+        if HydraConfig.get().mode.name != "RUN":
+            raise  # the sweeper (or the launcher's worker) reports it
+        print(f"\nrun interrupted by {exc.signal_name}: its folder says so; run the same command again to "
+              f"compute it", file=sys.stderr)
+        sys.exit(exc.exit_code)
     if HydraConfig.get().mode.name == "RUN":
         print(f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
               f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,6 +24,8 @@ from typing import Callable, Sequence
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
+
+from .runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ class PackMember:
 
 def write_pack(path: Path, members: Sequence[PackMember]) -> None:
     """Atomically: a job may start reading it as soon as it is launched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"runs": [m.__dict__ for m in members]}, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps({"runs": [m.__dict__ for m in members]}, indent=1))
 
 
 def read_pack(path: str | Path) -> list[PackMember]:
@@ -72,7 +70,14 @@ def apply_values(base: DictConfig, values: Sequence[str]) -> DictConfig:
 
 
 class PackFailed(RuntimeError):
-    pass
+    """Some runs of a pack failed: ``failures`` holds (run id, first line of its error) for each of them."""
+
+    def __init__(self, failures: Sequence[tuple[str, str]]):
+        self.failures = [(str(rid), str(err)) for rid, err in failures]
+        super().__init__("\n".join(f"{rid}: {err}" for rid, err in self.failures))
+
+    def __reduce__(self):  # rebuilt from its failures when a launcher sends it across processes
+        return (PackFailed, (self.failures,))
 
 
 def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
@@ -100,5 +105,5 @@ def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     if failed:
         # one line per failed run: the sweeper reports each run by its id
-        raise PackFailed("\n".join(f"{rid}: {err}" for rid, err in failed))
+        raise PackFailed(failed)
     return outcomes

@@ -4,8 +4,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from . import identity
 from .design import Design, run_seed
 from .logs import run_log
 from .record import RunRecord, claim_state, is_done, try_claim
+from .runfolder import LOG
 from .studies import RunContext, get_runner
 from .tracking import Tracker
 
@@ -77,13 +81,50 @@ def execute(cfg: DictConfig) -> RunOutcome:
         log.warning("run %s is being computed by %s (pid %s): leaving it alone",
                     rid, owner.get("host"), owner.get("pid"))
         return RunOutcome(rid, run_dir, "skipped-claimed")
+    if is_done(run_dir):
+        # another process finished it between the check above and the claim
+        claim.release()
+        log.info("run %s was finished by another process meanwhile: skipping (%s)", rid, run_dir)
+        return RunOutcome(rid, run_dir, "skipped-done")
 
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
     try:
-        with run_log(run_dir / "run.log"):
+        with run_log(run_dir / LOG), _interrupts_raise():
             return _execute_claimed(cfg, rid, run_dir, record, claim)
+    except RunInterrupted as exc:
+        # the folder says so and the claim goes, before the process ends as the signal asked
+        record.mark_interrupted(exc.signal_name)
+        log.error("run %s interrupted by %s: a relaunch computes it again", rid, exc.signal_name)
+        raise
     finally:
         claim.release()
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM or SIGINT arrived during a run (BaseException: no run code may swallow it)."""
+
+    def __init__(self, signum: int):
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {self.signal_name}")
+
+
+@contextmanager
+def _interrupts_raise():
+    """SIGTERM/SIGINT raise RunInterrupted in this (main) thread for the run's duration."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        raise RunInterrupted(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord, claim) -> RunOutcome:

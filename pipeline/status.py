@@ -21,30 +21,40 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .record import claim_state, read_status
+from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
 
 STATES = ("done", "failed", "running", "missing")
 
 
 def run_state(run_dir: Path) -> tuple[str, str | None]:
-    """(state, detail) of one run folder."""
-    status = read_status(run_dir)
+    """(state, detail) of one run folder. A done run whose records fail their check, or whose status.json
+    cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    try:
+        status = read_status(run_dir)
+    except StatusUnreadable as exc:
+        return ("running", None) if claim_state(run_dir) else ("missing", f"damaged: {exc}; a relaunch redoes it")
     if status is None:
         return ("running", None) if claim_state(run_dir) else ("missing", None)
     state = status.get("state")
     if state == "done":
-        return "done", None
+        why = damage(run_dir, status)
+        return ("done", None) if why is None else ("missing", f"damaged: {why}; a relaunch redoes it")
     if state == "failed":
-        return "failed", status.get("error") or "(no error message)"
+        return "failed", str(status.get("error") or "(no error message)")
     if claim_state(run_dir):
         return "running", None
+    if state == "interrupted":
+        return "missing", f"{status.get('error') or 'interrupted'}; a relaunch redoes it"
     return "missing", "interrupted: the process that ran it died"
 
 
 def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     if planned_cell:
         return planned_cell
-    status = read_status(run_dir) or {}
+    try:
+        status = read_status(run_dir) or {}
+    except StatusUnreadable:
+        status = {}
     if status.get("cell"):
         return status["cell"]
     name = run_dir.name.split("-")
@@ -66,7 +76,7 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / "config.yaml").read_text(), re.MULTILINE)
+        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
     except OSError:
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""

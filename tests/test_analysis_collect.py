@@ -25,7 +25,7 @@ def test_reads_done_runs_and_lists_the_rest(study, tmp_path):
     assert set(c.runs["run_id"]) == set(study["runs"])
     skipped = {s.run_id: s.reason for s in c.skipped}
     assert set(skipped) == set(study["broken"])
-    expected = {"truncated_curves": "curves.parquet unreadable", "running": "status is 'running'",
+    expected = {"truncated_curves": "damaged record: curves.parquet truncated", "running": "status is 'running'",
                 "failed": "status is 'failed'", "no_status": "no status.json",
                 "incomplete_map": "missing"}
     for run_id, how in study["broken"].items():
@@ -95,7 +95,7 @@ def test_changed_added_and_removed_runs_are_noticed(study, tmp_path):
     c = collect.collect_runs(study["root"], cache_dir=cache, progress=False)
     assert run_id not in set(c.runs["run_id"]) and run_id in {s.run_id for s in c.skipped}
     # a new run
-    write_run(study["root"], study="s1", source="gesture", pair=1, replicate=77)
+    write_run(study["root"], study="s1", source="gesture", pair=1, replicate=77, epochs=5)  # the study's epochs
     c2 = collect.collect_runs(study["root"], cache_dir=cache, progress=False)
     assert c2.n_read == 1 and len(c2.runs) == len(c.runs) + 1
 
@@ -114,7 +114,7 @@ def test_a_damaged_cache_is_ignored(study, tmp_path):
 
 
 def test_one_study_and_clear_errors(study, tmp_path):
-    write_run(study["root"], study="other", source="gesture", pair=0, replicate=1)
+    write_run(study["root"], study="other", source="gesture", pair=0, replicate=1, epochs=5)
     both = collect.collect_runs(study["root"], progress=False)
     assert set(both.runs["study"]) == {"s1", "other"} and both.notes
     one = collect.collect_runs(study["root"], study="other", progress=False)

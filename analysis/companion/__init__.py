@@ -17,6 +17,8 @@ from pathlib import Path  # noqa: E402
 
 import yaml  # noqa: E402
 
+from pipeline.runfolder import CONFIG, STATUS  # noqa: E402
+
 SECTION_MODULES = {
     "critical_pathways": "critical",
     "critical_matrix_completion": "critical",
@@ -29,9 +31,9 @@ def study_runner(study_dir: Path) -> str | None:
     """The runner of a study folder's done runs (from the first one's config.yaml)."""
     for run_dir in sorted((Path(study_dir) / "runs").glob("*")):
         try:
-            if json.loads((run_dir / "status.json").read_text()).get("state") != "done":
+            if json.loads((run_dir / STATUS).read_text()).get("state") != "done":
                 continue
-            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            config = yaml.safe_load((run_dir / CONFIG).read_text())
         except (OSError, ValueError, yaml.YAMLError):
             continue
         return (config.get("study") or {}).get("runner")

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.runfolder import CONFIG, STATUS, SUMMARY
+
 
 def mean_ci(values) -> tuple[float, float, float, int]:
     """Mean and 95% t interval over runs (the interval is the mean itself for one run)."""
@@ -78,7 +80,7 @@ def done_runs(study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "
     root = Path(study_dir) / "runs"
     for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         try:
-            status = json.loads((run_dir / "status.json").read_text())
+            status = json.loads((run_dir / STATUS).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             skipped.append((run_dir.name, "no readable status.json"))
             continue
@@ -90,9 +92,9 @@ def done_runs(study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "
             skipped.append((run_dir.name, f"no {', '.join(t + '.parquet' for t in missing)}{missing_note}"))
             continue
         try:
-            config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-            summary = (json.loads((run_dir / "summary.json").read_text())
-                       if summary_required or (run_dir / "summary.json").exists() else {})
+            config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+            summary = (json.loads((run_dir / SUMMARY).read_text())
+                       if summary_required or (run_dir / SUMMARY).exists() else {})
             frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
         except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
             skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))

@@ -29,7 +29,6 @@ import io
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -39,6 +38,8 @@ import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from pipeline.runfolder import atomic_write_bytes  # noqa: E402
 
 from .common import done_runs, fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: E402,F401
 from .power import holm, min_p_row, min_p_table  # noqa: E402
@@ -74,13 +75,7 @@ def figure_html(uri: str, caption: str) -> str:
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w", **({} if isinstance(data, bytes)
-                                                                      else {"encoding": "utf-8"})) as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
 
 def standalone_page(title: str, body: str) -> str:

@@ -30,7 +30,6 @@ import html
 import io
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -41,6 +40,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from pipeline.runfolder import atomic_write_text  # noqa: E402
 
 from .common import done_runs as common_done_runs  # noqa: E402
 from .common import fmt as _fmt, mean_ci, skipped_note, summarise, table_html  # noqa: E402,F401
@@ -88,20 +89,12 @@ def standalone_page(section: dict) -> str:
             f"{section['html']}</body></html>")
 
 
-def _atomic_write(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def write_outputs(section: dict, out_dir: Path, stem: str) -> Path:
     out_dir = Path(out_dir)
     page = out_dir / f"{stem}.html"
-    _atomic_write(page, standalone_page(section))
+    atomic_write_text(page, standalone_page(section))
     for name, frame in section["tables"].items():
-        _atomic_write(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
+        atomic_write_text(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
     return page
 
 

@@ -19,6 +19,8 @@ from typing import Dict, Iterable, Optional, TextIO, Tuple
 
 from tqdm import tqdm
 
+from pipeline.runfolder import CLAIM, STATUS, SUMMARY
+
 FINAL = ("done", "failed")
 
 
@@ -33,7 +35,7 @@ def _seconds(run_dir: Path, status: dict) -> Optional[float]:
     """The run's own time: summary.json's total for a done run, else the status file's start to end."""
     if status.get("state") == "done":
         try:
-            return float(json.loads((run_dir / "summary.json").read_text())["seconds_total"])
+            return float(json.loads((run_dir / SUMMARY).read_text())["seconds_total"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
@@ -48,7 +50,7 @@ class Progress:
     def __init__(self, runs: Dict[str, Path], stream: TextIO = sys.stderr, poll_s: float = 1.0,
                  quiet_s: float = 300.0):
         # a status.json written before the launch (a failure being retried) is not news
-        self.pending = {rid: (Path(d), _mtime(Path(d) / "status.json")) for rid, d in runs.items()}
+        self.pending = {rid: (Path(d), _mtime(Path(d) / STATUS)) for rid, d in runs.items()}
         self.total = len(runs)
         self.counts = {"done": 0, "failed": 0, "other": 0}
         self.stream = stream
@@ -102,11 +104,11 @@ class Progress:
     # -- watching ---------------------------------------------------------
     def poll(self) -> None:
         for rid, (run_dir, before) in list(self.pending.items()):
-            now = _mtime(run_dir / "status.json")
+            now = _mtime(run_dir / STATUS)
             if now is None or now == before:
                 continue
             try:
-                status = json.loads((run_dir / "status.json").read_text())
+                status = json.loads((run_dir / STATUS).read_text())
             except (OSError, ValueError):
                 continue  # replaced while read: the next poll sees it
             state = status.get("state")
@@ -116,7 +118,7 @@ class Progress:
                 error = (status.get("error") or "").strip().splitlines()
                 self.report(rid, state, _seconds(run_dir, status), error[0] if state == "failed" and error else None)
         if self.bar.disable and time.monotonic() - self.last_line >= self.quiet_s:
-            running = sum((d / "claim.json").exists() for d, _ in self.pending.values())
+            running = sum((d / CLAIM).exists() for d, _ in self.pending.values())
             with self._lock:
                 self._print(f"[study] waiting: {self._counts()}, {running} running, "
                             f"{tqdm.format_interval(time.monotonic() - self.t0)} elapsed, ETA {self.eta()}")
@@ -159,7 +161,7 @@ class Progress:
                 run_dir = self.pending[rid][0]
                 status = None
                 try:
-                    status = json.loads((run_dir / "status.json").read_text())
+                    status = json.loads((run_dir / STATUS).read_text())
                 except (OSError, ValueError):
                     pass
                 self.report(rid, state, _seconds(run_dir, status) if status else None, detail)

@@ -15,10 +15,13 @@ choices, so that a job's fixed costs are paid once per pack.
 """
 
 import csv
+import io
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +137,7 @@ class StudySweeper(BasicSweeper):
         from pipeline.app import cells_of, prepare
         from pipeline.design import assign, factor_keys, is_explicit, override_key
         from pipeline.identity import run_id
-        from pipeline.record import claim_state, is_done
+        from pipeline.runfolder import claim_state, done_check
         from pipeline.run import runs_root
 
         cells_cache: Dict[tuple, Any] = {}
@@ -158,7 +161,16 @@ class StudySweeper(BasicSweeper):
             cfg = prepare(self._compose(job), job, self._compose)
             rid = run_id(cfg)
             run_dir = runs_root(cfg) / rid
-            state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
+            done, why = done_check(run_dir)
+            if done == "done":
+                state = "done"
+            elif claim_state(run_dir):
+                state = "claimed"
+            else:
+                # a damaged done run (a record file missing, truncated or changed; status.json unreadable) is redone
+                state = "redo" if done == "damaged" else "to-run"
+                if why:
+                    log.warning("run %s is damaged (%s): it will be computed again", rid, why)
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = self._split(job)
             planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state,
@@ -213,20 +225,29 @@ class StudySweeper(BasicSweeper):
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
 
+        from pipeline.config import ConfigError
+
+        try:
+            # every run is validated here, before the sweep folder or any run folder exists
+            planned = self.plan(jobs)
+        except ConfigError as exc:
+            # SystemExit, not an exception: Hydra would print a stack trace over the message
+            print(f"[study] error in the configuration: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-
-        planned = self.plan(jobs)
         ids = [p.run_id for p in planned]
         if len(set(ids)) != len(ids):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise SweepFailed(f"the sweep names the same run more than once: {', '.join(dupes[:5])}")
         self._write_plan(sweep_dir, planned)
-        to_run = [p for p in planned if p.state == "to-run"]
+        to_run = [p for p in planned if p.state in ("to-run", "redo")]
         n_done = sum(p.state == "done" for p in planned)
         n_claimed = sum(p.state == "claimed" for p in planned)
-        print(f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run, {n_done} already done "
+        n_redo = sum(p.state == "redo" for p in planned)
+        redo = f" (of which {n_redo} damaged done runs, redone)" if n_redo else ""
+        print(f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run{redo}, {n_done} already done "
               f"(skipped), {n_claimed} being computed elsewhere (left alone). Plan: {sweep_dir / 'plan.csv'}",
               file=sys.stderr, flush=True)
 
@@ -245,13 +266,24 @@ class StudySweeper(BasicSweeper):
         batch_size = self.max_batch_size or len(packs)
         returns: List[Sequence[JobReturn]] = []
         failed: List[tuple] = []
+        from pipeline.run import RunInterrupted
+        from pipeline.runfolder import is_done
+
         progress = Progress({p.run_id: p.run_dir for p in to_run})
-        with _quiet_launcher_banner(), progress:
+        with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
                 batch = packs[start:start + batch_size]
                 try:
                     results = self.launcher.launch(job_overrides[start:start + batch_size],
                                                    initial_job_idx=start)
+                except (KeyboardInterrupt, RunInterrupted) as exc:
+                    # the launcher stops its workers (their runs mark themselves interrupted)
+                    progress.close()
+                    name = getattr(exc, "signal_name", "SIGINT/SIGTERM")
+                    print(f"\n[study] stopped by {name}: {progress.summary()}; finished runs are recorded, "
+                          f"interrupted ones say so in their folders; `python -m pipeline.status` shows what is "
+                          f"missing; relaunch the same command to compute only those.", file=sys.stderr, flush=True)
+                    sys.exit(130)
                 except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
                     # A job died without a result (scancel, node failure, time limit).
                     # The runs that finished are recorded in their folders already.
@@ -267,12 +299,14 @@ class StudySweeper(BasicSweeper):
                 for pack, result in zip(batch, results):
                     if result.status == JobStatus.FAILED:
                         error = result._return_value
-                        if len(pack) > 1 and type(error).__name__ == "PackFailed":
-                            # one line per failed run of the pack: "<run id>: <error>"
-                            lines = [tuple(line.split(": ", 1)) for line in str(error).splitlines()]
+                        if isinstance(getattr(error, "failures", None), list):
+                            # the pack's own list: (run id, error) of each run that failed
+                            lines = [(str(rid), str(err)) for rid, err in error.failures]
                         else:
-                            lines = [(run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
-                                     for run in pack]
+                            # the job failed as a whole: its runs that are not done failed with it
+                            text = f"{type(error).__name__}: {error}".splitlines()[0]
+                            lines = [(run.run_id, text) for run in pack
+                                     if not (len(pack) > 1 and is_done(run.run_dir))]
                         failed.extend(lines)
                         outcomes.extend((rid, "failed", err) for rid, err in lines)
                     else:
@@ -285,11 +319,11 @@ class StudySweeper(BasicSweeper):
                     progress.start()
         progress.close()
         if failed:
-            lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
-            more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
+            # every failed run, by its id (a pack counts each of its runs)
+            lines = "\n".join(f"  {rid}: {err}" for rid, err in failed)
             print(f"[study] {len(failed)} of {len(to_run)} runs failed (each folder's status.json holds the "
                   f"traceback; `python -m pipeline.status` lists them; relaunch the same command to rerun "
-                  f"them):\n{lines}{more}", file=sys.stderr, flush=True)
+                  f"them):\n{lines}", file=sys.stderr, flush=True)
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
@@ -354,15 +388,68 @@ class StudySweeper(BasicSweeper):
         targets = {sweep_dir / "plan.csv": planned}
         for p in planned:
             targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
+        from pipeline.runfolder import atomic_write_text
+
         for path, runs in targets.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            with open(tmp, "w", newline="") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
-                for p in runs:
-                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
-            tmp.replace(path)
+            text = io.StringIO(newline="")
+            writer = csv.writer(text)
+            writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
+            for p in runs:
+                writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
+            atomic_write_text(path, text.getvalue())
+
+
+class _stop_on_term:
+    """SIGTERM to the sweep driver stops it as Ctrl-C does (KeyboardInterrupt), so that the launcher stops its
+    workers instead of leaving them running as orphans."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        # the launcher kills its workers outright (SIGKILL): pass the signal on first and give their runs a
+        # moment to mark themselves interrupted and free their claims
+        children = _child_pids()
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 10
+        while children and time.monotonic() < deadline:
+            children = [pid for pid in children if _alive(pid)]
+            time.sleep(0.1)
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _child_pids() -> List[int]:
+    """This process's children (the launcher's workers), from /proc (empty where there is none)."""
+    me, children = os.getpid(), []
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            children.append(int(entry.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
 
 
 def _count(n: int, noun: str) -> str:

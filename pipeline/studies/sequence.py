@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from ..config import ConfigError, check_int, check_number
+from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
@@ -55,7 +55,17 @@ class SequenceRunner(StudyRunner):
         check_int(cfg, "pair", 0)
         check_int(cfg, "trainer.epochs", 1)
         check_int(cfg, "trainer.batch_size", 1)
-        check_number(cfg, "trainer.lr", 0, None)
+        check_number(cfg, "trainer.lr", 0, 10)
+        check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
+        check_bool(cfg, "trainer.shuffle")
+        check_bool(cfg, "split.oversample")
+        check_choice(cfg, "model.name", ("lstm",))
+        # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
+        check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
+        check_int_range(cfg, "model.min_hidden_size", 1, 4096)
+        check_bool(cfg, "model.batchnorm_time")
+        if cfg.dataset.get("time_slices") is not None:
+            check_int_range(cfg, "dataset.time_slices", 1, 100_000)
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
         source = cfg.data_source.name

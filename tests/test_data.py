@@ -68,7 +68,7 @@ def test_class_pairs_order():
 
 def test_every_dataset_config_is_complete():
     names = sorted(p.stem for p in CONF.glob("*.yaml") if not p.stem.startswith("default_"))
-    assert {"wiimote", "cricket", "bbc_news", "imigue", "emotion"} <= set(names)
+    assert {"watch", "wiimote", "cricket", "bbc_news", "imigue", "emotion"} <= set(names)
     for name in names:
         cfg = OmegaConf.load(CONF / f"{name}.yaml")
         for key in ("name", "source", "loader", "n_classes", "class_names"):
@@ -91,7 +91,7 @@ def test_default_configs_compose_with_hydra(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "defaults:\n  - data_source: gesture\n  - dataset: default_${data_source}\n  - _self_\n")
     with initialize_config_dir(str(tmp_path), version_base=None):
-        assert compose("config").dataset.name == "wiimote"
+        assert compose("config").dataset.name == "watch"
         sentence = compose("config", overrides=["data_source=sentence"]).dataset
         assert sentence.name == "bbc_news" and sentence.n_classes == 5
 
@@ -142,10 +142,10 @@ def test_bbc_news_default_sentence_set():
     assert_well_formed(d, n_features=50, time_slices=40)
     assert d.source == "sentence"
     assert d.class_names == ("business", "entertainment", "politics", "sports", "tech")
-    assert np.bincount(d.y).tolist() == [200] * 5
+    assert np.bincount(d.y).tolist() == [1300] * 5
     assert d.lengths.min() >= 5
-    for a, b in class_pairs(5):
-        assert training_sequences(400) >= 100
+    # a pair of 2 x 1300 gives at least 1,664 training sentences: 7 updates per epoch at batch 256
+    assert training_sequences(2600) == 1664 > 6 * 256
     # nearly every real token has a GloVe vector (unknown -> zero vector)
     inside = np.arange(40)[None, :] < d.lengths[:, None]
     zero_tokens = (np.abs(d.x).sum(2) == 0) & inside
@@ -440,3 +440,10 @@ def test_watch_default_gesture_set():
         assert len(set(d.y[d.groups == g].tolist())) == 1
     again = load_dataset(dataset_cfg("watch"), cache=False)
     assert np.array_equal(d.x, again.x) and np.array_equal(d.groups, again.groups)
+    # the study's regime: every pair gives >= 7 optimiser updates per epoch at batch 128, whatever the split
+    from analysis.health import updates_per_epoch
+    from pipeline.splits import make_splits
+    for k, pair in enumerate(class_pairs(6)):
+        for replicate in range(3):
+            s = make_splits(d.x, d.y, pair, np.random.default_rng([k, replicate]), groups=d.groups)
+            assert updates_per_epoch(len(s.y_train), 128) >= 7, (pair, len(s.y_train))

@@ -4,8 +4,9 @@ The ``seglearn`` package ships ``data/watch_dataset.npy``: 140 recordings (10
 subjects x 2 arms x 7 exercises, 20 repetitions each) of a wrist-worn 6-axis
 IMU (accelerometer ax, ay, az; gyroscope wx, wy, wz) at 50 Hz, 947-2618
 samples long. Each chosen class is one exercise. Each channel is standardised
-over the chosen recordings; each recording is cut into windows of ``window``
-samples every ``stride`` samples; each window is then cut to a clip whose
+over the chosen recordings; with ``downsample`` k, each recording becomes the
+means of consecutive blocks of k samples; each recording is then cut into
+windows of ``window`` samples every ``stride`` samples; each window is then cut to a clip whose
 length is drawn uniformly from ``min_length..window`` (``default_rng(sample_seed)``)
 and zero-padded at the end, as the study's clips are padded to 150 frames.
 Every window carries its recording's id in ``groups``, so a run's splits keep
@@ -108,11 +109,12 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
         raise ValueError(f"dataset {opt(cfg, 'name', 'watch')!r}: {len(classes)} classes but "
                          f"{len(class_names)} class_names")
     window = int(opt(cfg, "window", 150))
+    downsample = int(opt(cfg, "downsample", 1))
     stride = int(opt(cfg, "stride", 25))
     min_length = int(opt(cfg, "min_length", window))
     time_slices = int(opt(cfg, "time_slices", window))
-    if stride < 1 or window < 1:
-        raise ValueError("dataset.window and dataset.stride must be >= 1")
+    if stride < 1 or window < 1 or downsample < 1:
+        raise ValueError("dataset.window, dataset.stride and dataset.downsample must be >= 1")
     if not 1 <= min_length <= window:
         raise ValueError(f"dataset.min_length={min_length} must be in 1..window ({window})")
     raw = _read_cached(str(watch_file(opt(cfg, "root"))))
@@ -129,6 +131,9 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
         stacked = np.concatenate(recordings)
         mean, std = stacked.mean(0), stacked.std(0)
         recordings = [(rec - mean) / np.where(std > 0, std, 1.0) for rec in recordings]
+    if downsample > 1:  # block means: a low-pass before decimation, no aliasing of the 50 Hz signal
+        recordings = [rec[:len(rec) // downsample * downsample].reshape(-1, downsample, rec.shape[1]).mean(1)
+                      for rec in recordings]
     rng = np.random.default_rng(int(opt(cfg, "sample_seed", 0)))
     clips, ys, groups = [], [], []
     for (rec_id, k), rec in zip(chosen, recordings):

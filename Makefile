@@ -15,16 +15,31 @@ STAMP := $(VENV)/.installed
 help:  ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-12s %s\n", $$1, $$2}'
 
+# Setup prints one line per step; pip's own output goes to $(SETUP_LOG) and is
+# shown only when a step fails.
+SETUP_LOG := $(VENV)/setup.log
+PIP := $(BIN)/python -m pip --disable-pip-version-check --no-input
+define step
+	@echo "setup: $(1)"
+	@$(2) >>$(SETUP_LOG) 2>&1 || { echo "setup: FAILED: $(1); the end of $(SETUP_LOG):"; tail -n 25 $(SETUP_LOG); exit 1; }
+endef
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	@echo "setup: creating the virtual environment $(VENV)/ with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the project's dependency list changes.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
-	@if [ -n "$(TORCH_SPEC)" ] && ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-		$(BIN)/python -m pip install -q "$(TORCH_SPEC)"; fi
-	$(BIN)/python -m pip install -q --config-settings editable_mode=compat -e ".[test]"
-	touch $(STAMP)
+	$(call step,upgrading pip in $(VENV)/,$(PIP) install --upgrade pip)
+	@if [ -z "$(TORCH_SPEC)" ] || $(BIN)/python -c "import torch" 2>/dev/null; then \
+		echo "setup: torch: keeping $$($(BIN)/python -c 'import torch; print(torch.__version__)' 2>/dev/null || echo 'none (pyproject asks for torch>=2.2)')"; \
+	else \
+		echo "setup: installing $(TORCH_SPEC) (the CPU build; see 'Installing on a GPU cluster' in README.md)"; \
+		$(PIP) install "$(TORCH_SPEC)" >>$(SETUP_LOG) 2>&1 || { echo "setup: FAILED; the end of $(SETUP_LOG):"; tail -n 25 $(SETUP_LOG); exit 1; }; \
+	fi
+	$(call step,installing the project (editable) with its dependencies and test extras,$(PIP) install -e ".[test]")
+	@touch $(STAMP)
+	@echo "setup: done. Commands: $(BIN)/lcm --help (or source $(VENV)/bin/activate), make help; pip's log: $(SETUP_LOG)"
 
 setup: $(STAMP)  ## create .venv and install the project with its test extras
 

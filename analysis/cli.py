@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root: "
                           "$LCM_OUTPUTS, else ./outputs; now %(default)s)")
     src.add_argument("--study", metavar="NAME", help="analyse one study only (default: every study under --root)")
+    src.add_argument("--knn-ties", metavar="RULE", choices=("expected_random_order", "self_first_by_index"),
+                     help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)")
+    src.add_argument("--knn-mode", metavar="MODE", choices=("resubstitution", "leave_one_out"),
+                     help="only runs whose KNN probe used this mode")
     src.add_argument("--metrics-table", metavar="PATH", action="append", default=None,
                      help="analyse a metrics table (CSV or parquet with columns source, labels, pair, replicate, "
                           "epoch, start, end, max, tmax) instead of run folders; repeat to combine tables "
@@ -147,7 +151,10 @@ def _main(args) -> int:
         out = Path(args.out) if args.out else root / "analysis"
         try:
             collection = collect.collect_runs(root, study=args.study, cache_dir=out / ".cache", smooth=args.smooth,
-                                              use_cache=args.use_cache, progress=not args.quiet)
+                                              use_cache=args.use_cache, progress=not args.quiet,
+                                              knn_ties=args.knn_ties, knn_mode=args.knn_mode)
+        except collect.MixedProbeRules as exc:
+            return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
             return _fail(str(exc)) if code is None else code

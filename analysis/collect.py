@@ -20,6 +20,13 @@ Run folders (``docs/architecture.md``): ``<root>/<study>/runs/<run_id>/`` with
   Cache files are numpy ``.npy`` (loaded with ``allow_pickle=False``),
   parquet and JSON, each written atomically; ``meta.json``, written last,
   names the current set, so a crash mid-write leaves the old cache valid.
+- The KNN probe's tie rule and mode (``probe.knn.ties``, ``probe.knn.mode``)
+  are read from each run's ``config.yaml`` (records written before these keys
+  existed were computed under ``self_first_by_index`` / ``resubstitution``)
+  and kept as the columns ``knn_ties`` and ``knn_mode``; runs of different
+  rules or modes are never pooled (``MixedProbeRules``, unless the caller
+  selects one). The tie share (``probe == "knn_tie_share"``) is read into
+  ``Collection.tie_maps`` (NaN where a run has none).
 """
 
 from __future__ import annotations
@@ -41,11 +48,19 @@ import pandas as pd
 from .metrics import map_metrics
 from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
 
-__all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError"]
+__all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError",
+           "MixedProbeRules", "TIE_RULES", "KNN_MODES"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps
 _RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
-                "class_b", "replicate", "n_epochs", "n_slices", "shape", "map_row"]
+                "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs",
+                "n_slices", "shape", "map_row"]
+# the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
+TIE_RULES = ("expected_random_order", "self_first_by_index")
+KNN_MODES = ("resubstitution", "leave_one_out")
+TIE_SHARE = "knn_tie_share"
+# what runs recorded before probe.knn.ties / probe.knn.mode existed were computed under
+LEGACY_TIES, LEGACY_MODE = "self_first_by_index", "resubstitution"
 
 
 class NoRunsFound(RuntimeError):
@@ -54,6 +69,10 @@ class NoRunsFound(RuntimeError):
 
 class RunReadError(RuntimeError):
     """A done run whose records cannot be used (the message is the reason)."""
+
+
+class MixedProbeRules(RuntimeError):
+    """Done runs computed under different KNN tie rules or modes (the message gives the counts and the way out)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,9 @@ class Collection:
     maps: dict[str, np.ndarray]
     metrics: pd.DataFrame
     skipped: list[SkippedRun]
+    # per map shape, the share of training samples whose KNN neighbour set ties
+    # decided (rows as ``maps``; NaN for runs recorded without it)
+    tie_maps: dict[str, np.ndarray] = field(default_factory=dict)
     n_read: int = 0
     n_cached: int = 0
     seconds: float = 0.0
@@ -234,10 +256,24 @@ def _design(run_dir: Path) -> dict:
             class_a, class_b = str(names[combos[pair_index][0]]), str(names[combos[pair_index][1]])
     pair = f"{class_a}/{class_b}" if class_a is not None else f"pair{pair_index:02d}"
     return {"source": str(design["data_source"]), "labels": str(design["labels"]), "pair": pair,
-            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate}
+            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate,
+            **_knn_rule(config)}
 
 
-def _learning_curve_map(run_dir: Path) -> np.ndarray:
+def _knn_rule(config: dict) -> dict:
+    """The KNN probe's tie rule and mode of a run's config (the legacy ones where the keys are absent)."""
+    probe = config.get("probe")
+    knn = probe.get("knn") if isinstance(probe, dict) else None
+    knn = knn if isinstance(knn, dict) else {}
+    ties, mode = knn.get("ties", LEGACY_TIES), knn.get("mode", LEGACY_MODE)
+    if ties not in TIE_RULES or mode not in KNN_MODES:
+        raise RunReadError(f"config.yaml probe.knn.ties={ties!r} / probe.knn.mode={mode!r}: unknown (allowed: "
+                           f"{', '.join(TIE_RULES)} / {', '.join(KNN_MODES)})")
+    return {"knn_ties": str(ties), "knn_mode": str(mode), "knn_rule_recorded": "ties" in knn and "mode" in knn}
+
+
+def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The knn/train map (epochs x time slices) and the tie-share map of the same shape (None if not recorded)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -248,8 +284,9 @@ def _learning_curve_map(run_dir: Path) -> np.ndarray:
         table = pq.read_table(path, columns=["probe", "split", "epoch", "time_slice", "value"])
     except Exception as exc:
         raise RunReadError(f"curves.parquet unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    mask = pc.and_(pc.equal(table["probe"], "knn"), pc.equal(table["split"], "train"))
-    table = table.filter(mask)
+    train = table.filter(pc.equal(table["split"], "train"))
+    ties = train.filter(pc.equal(train["probe"], TIE_SHARE))
+    table = train.filter(pc.equal(train["probe"], "knn"))
     if table.num_rows == 0:
         raise RunReadError("curves.parquet has no knn/train rows (no learning-curve map)")
     epoch = table["epoch"].to_numpy().astype(np.int64)
@@ -268,14 +305,36 @@ def _learning_curve_map(run_dir: Path) -> np.ndarray:
         raise RunReadError("curves.parquet: the knn/train map holds NaN or infinite values")
     out = np.empty(n_epochs * n_slices)
     out[cell] = value
+    return out.reshape(n_epochs, n_slices), _tie_share_map(ties, n_epochs, n_slices)
+
+
+def _tie_share_map(table, n_epochs: int, n_slices: int) -> np.ndarray | None:
+    """A diagnostic: cells it does not cover (or covers outside the map) stay NaN rather than fail the run."""
+    if table.num_rows == 0:
+        return None
+    epoch = table["epoch"].to_numpy().astype(np.int64)
+    slices = table["time_slice"].to_numpy().astype(np.int64)
+    value = table["value"].to_numpy(zero_copy_only=False).astype(np.float64)
+    inside = (epoch >= 1) & (epoch <= n_epochs) & (slices >= 1) & (slices <= n_slices)
+    out = np.full(n_epochs * n_slices, np.nan)
+    out[(epoch[inside] - 1) * n_slices + slices[inside] - 1] = value[inside]
     return out.reshape(n_epochs, n_slices)
 
 
 def read_run(run_dir) -> tuple[dict, np.ndarray]:
-    """The design of one run and its learning-curve map (epochs x time slices); RunReadError if unusable."""
+    """The design of one run (with its KNN tie rule and mode) and its learning-curve map (epochs x time slices).
+
+    RunReadError if unusable. ``read_run_with_ties`` also returns the tie-share map.
+    """
+    info, lc_map, _ = read_run_with_ties(run_dir)
+    return info, lc_map
+
+
+def read_run_with_ties(run_dir) -> tuple[dict, np.ndarray, np.ndarray | None]:
     run_dir = Path(run_dir)
     info = _design(run_dir)
-    return info, _learning_curve_map(run_dir)
+    lc_map, tie_map = _learning_curve_map(run_dir)
+    return info, lc_map, tie_map
 
 
 # ---------------------------------------------------------------------------
@@ -294,26 +353,30 @@ def _load_cache(cache_dir: Path):
         runs = pd.read_parquet(cache_dir / f"runs-{token}.parquet")
         maps = {shape: np.load(cache_dir / f"maps-{token}-{shape}.npy", allow_pickle=False)
                 for shape in meta["shapes"]}
+        tie_maps = {shape: np.load(cache_dir / f"ties-{token}-{shape}.npy", allow_pickle=False)
+                    for shape in meta["shapes"]}
         metrics_path = cache_dir / f"metrics-{token}.parquet"
         metrics = pd.read_parquet(metrics_path) if metrics_path.is_file() else None
         failures_path = cache_dir / f"failures-{token}.parquet"
         failures = pd.read_parquet(failures_path) if failures_path.is_file() else None
         for shape, group in runs.groupby("shape"):
-            if shape not in maps or group["map_row"].max() >= len(maps[shape]):
+            if shape not in maps or group["map_row"].max() >= len(maps[shape]) or \
+                    tie_maps[shape].shape != maps[shape].shape:
                 return None
-        return meta, runs, maps, metrics, failures
+        return meta, runs, maps, metrics, failures, tie_maps
     except Exception:  # no cache or a damaged one: read the runs again
         return None
 
 
 def _write_cache(cache_dir: Path, runs: pd.DataFrame, maps: dict[str, np.ndarray], metrics: pd.DataFrame,
-                 smooth: bool, failures: pd.DataFrame) -> None:
+                 smooth: bool, failures: pd.DataFrame, tie_maps: dict[str, np.ndarray]) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
-    for shape, array in maps.items():
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-        atomic_write_bytes(cache_dir / f"maps-{token}-{shape}.npy", buffer.getvalue())
+    for kind, arrays in (("maps", maps), ("ties", tie_maps)):
+        for shape, array in arrays.items():
+            buffer = io.BytesIO()
+            np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+            atomic_write_bytes(cache_dir / f"{kind}-{token}-{shape}.npy", buffer.getvalue())
     atomic_write_parquet(cache_dir / f"runs-{token}.parquet", runs)
     atomic_write_parquet(cache_dir / f"metrics-{token}.parquet", metrics)
     atomic_write_parquet(cache_dir / f"failures-{token}.parquet", failures)
@@ -367,8 +430,17 @@ def _say(enabled: bool, text: str) -> None:
 
 
 def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = True, use_cache: bool = True,
-                 progress: bool = True, progress_every: int = 100) -> Collection:
-    """Find every done run under ``root`` (or one ``study``), read or reuse it, compute the metrics."""
+                 progress: bool = True, progress_every: int = 100, knn_ties: str | None = None,
+                 knn_mode: str | None = None) -> Collection:
+    """Find every done run under ``root`` (or one ``study``), read or reuse it, compute the metrics.
+
+    ``knn_ties`` / ``knn_mode`` keep only the runs computed under that KNN tie
+    rule / mode (the others are listed as skipped); without them, done runs of
+    more than one rule or mode raise ``MixedProbeRules``.
+    """
+    for name, value, allowed in (("knn_ties", knn_ties, TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
+        if value is not None and value not in allowed:
+            raise ValueError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
     t0 = time.perf_counter()
     study_notes: list[str] = []
     found = find_run_dirs(root, study, notes=study_notes)
@@ -407,10 +479,11 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
             record = dict(hit)
             record["path"] = str(run_dir)
             record["_map"] = cached[2][hit["shape"]][hit["map_row"]]
+            record["_ties"] = cached[5][hit["shape"]][hit["map_row"]]
             n_cached += 1
         else:
             try:
-                info, lc_map = read_run(run_dir)
+                info, lc_map, tie_map = read_run_with_ties(run_dir)
             except RunReadError as exc:
                 skipped.append(SkippedRun(study_name, run_id, str(run_dir), str(exc)))
                 failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint,
@@ -419,9 +492,16 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
                 continue
             n_read += 1
             record = {"study": study_name, "run_id": run_id, "path": str(run_dir), "fingerprint": fingerprint,
-                      **info,
+                      **info, "has_tie_share": tie_map is not None,
                       "n_epochs": lc_map.shape[0], "n_slices": lc_map.shape[1],
-                      "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}", "_map": lc_map}
+                      "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}", "_map": lc_map,
+                      "_ties": tie_map if tie_map is not None else np.full(lc_map.shape, np.nan)}
+        if (knn_ties or record["knn_ties"]) != record["knn_ties"] or \
+                (knn_mode or record["knn_mode"]) != record["knn_mode"]:
+            skipped.append(SkippedRun(study_name, run_id, str(run_dir),
+                                      f"probe.knn.ties={record['knn_ties']}, probe.knn.mode={record['knn_mode']} "
+                                      f"(not selected)"))
+            continue
         records.append(record)
         now = time.perf_counter()
         if progress and (i % progress_every == 0 or now - last_report > 5.0) and i < len(found):
@@ -430,16 +510,22 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
             last_report = now
 
     # stack the maps by shape, in run order
+    _check_one_rule(records, knn_ties, knn_mode)
     maps: dict[str, list[np.ndarray]] = {}
+    ties: dict[str, list[np.ndarray]] = {}
     for record in records:
         rows = maps.setdefault(record["shape"], [])
         record["map_row"] = len(rows)
         rows.append(record.pop("_map"))
+        ties.setdefault(record["shape"], []).append(record.pop("_ties"))
     stacked = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in maps.items()}
+    tie_maps = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in ties.items()}
     runs = pd.DataFrame(records, columns=_RUN_COLUMNS)
     if not runs.empty:
         runs["pair_index"] = runs["pair_index"].astype(np.int64)
         runs["replicate"] = runs["replicate"].astype(np.int64)
+        runs["has_tie_share"] = runs["has_tie_share"].astype(bool)
+        runs["knn_rule_recorded"] = runs["knn_rule_recorded"].astype(bool)
 
     unchanged = (cached is not None and n_read == 0 and n_failed_read == 0 and len(runs) == len(cached[1])
                  and len(failures) == (0 if cached[4] is None else len(cached[4]))
@@ -453,7 +539,7 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
     if cache_dir is not None and not unchanged and len(runs):
         try:
             _write_cache(cache_dir, runs, stacked, metrics, smooth,
-                         pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]))
+                         pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]), tie_maps)
         except OSError as exc:
             _say(progress, f"could not write the cache in {cache_dir}: {exc}")
     studies = sorted(runs["study"].unique()) if len(runs) else []
@@ -461,10 +547,43 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
     if len(studies) > 1:
         notes.append(f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse "
                      "one of them.")
+    if len(runs):
+        notes.append(f"KNN probe: ties {runs['knn_ties'].iloc[0]}, mode {runs['knn_mode'].iloc[0]} (all "
+                     f"{len(runs)} runs).")
+        legacy = int((~runs["knn_rule_recorded"]).sum())
+        if legacy:
+            notes.append(f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
+                         f"these keys existed): they were computed under {LEGACY_TIES} / {LEGACY_MODE} and are "
+                         "labelled so.")
+        no_share = int((~runs["has_tie_share"]).sum())
+        if no_share:
+            notes.append(f"{no_share} run(s) have no {TIE_SHARE} rows in curves.parquet (no tie share for them).")
     _say(progress, f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
                    f"{len(skipped)} skipped; {time.perf_counter() - t0:.1f} s")
     return Collection(runs=runs, maps=stacked, metrics=metrics, skipped=skipped, n_read=n_read, n_cached=n_cached,
-                      seconds=time.perf_counter() - t0, seconds_metrics=seconds_metrics, notes=notes)
+                      seconds=time.perf_counter() - t0, seconds_metrics=seconds_metrics, notes=notes,
+                      tie_maps=tie_maps)
+
+
+def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | None) -> None:
+    """MixedProbeRules when the runs were computed under more than one KNN tie rule or mode."""
+    counts: dict[tuple[str, str], int] = {}
+    for record in records:
+        key = (record["knn_ties"], record["knn_mode"])
+        counts[key] = counts.get(key, 0) + 1
+    if len(counts) <= 1:
+        return
+    listing = "; ".join(f"{n} run(s) under probe.knn.ties={t}, probe.knn.mode={m}"
+                        for (t, m), n in sorted(counts.items()))
+    options = []
+    if knn_ties is None and len({t for t, _ in counts}) > 1:
+        options.append("--knn-ties RULE (" + ", ".join(sorted({t for t, _ in counts})) + ")")
+    if knn_mode is None and len({m for _, m in counts}) > 1:
+        options.append("--knn-mode MODE (" + ", ".join(sorted({m for _, m in counts})) + ")")
+    raise MixedProbeRules(f"the done runs were computed under different KNN probe rules, whose maps are not "
+                          f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
+                          f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
+                          f"{LEGACY_MODE}.")
 
 
 def metrics_for_statistics(collection: Collection) -> pd.DataFrame:

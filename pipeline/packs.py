@@ -99,5 +99,6 @@ def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
             log.error("pack run %s failed: %s", member.run_id, exc)
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     if failed:
-        raise PackFailed("; ".join(f"{rid}: {err}" for rid, err in failed))
+        # one line per failed run: the sweeper reports each run by its id
+        raise PackFailed("\n".join(f"{rid}: {err}" for rid, err in failed))
     return outcomes

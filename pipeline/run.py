@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import identity
 from .design import Design, run_seed
+from .logs import run_log
 from .record import RunRecord, claim_state, is_done, try_claim
 from .studies import RunContext, get_runner
 from .tracking import Tracker
@@ -78,9 +79,15 @@ def execute(cfg: DictConfig) -> RunOutcome:
         return RunOutcome(rid, run_dir, "skipped-claimed")
 
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
-    handler = logging.FileHandler(run_dir / "run.log", mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    try:
+        with run_log(run_dir / "run.log"):
+            return _execute_claimed(cfg, rid, run_dir, record, claim)
+    finally:
+        claim.release()
+
+
+def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord, claim) -> RunOutcome:
+    """The run itself, once its folder is claimed; every failure is recorded in status.json."""
     tracker = None
     try:
         record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
@@ -109,7 +116,3 @@ def execute(cfg: DictConfig) -> RunOutcome:
             tracker.finish(None, {}, ok=False)
         log.error("run %s failed: %s", rid, exc)
         raise
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-        claim.release()

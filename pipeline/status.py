@@ -4,6 +4,11 @@ Reads run folders (and the plans that the study sweeper writes at every launch)
 under an outputs root; imports neither torch nor Hydra, so it answers at once.
 States: done, failed, running (a live process owns the run), missing (planned
 but not started, or started by a process that died: ``interrupted``).
+Runs of different conditions (what a sweep varied besides cell and replicate:
+``labels=shuffled``, ``trainer.epochs=1``, ...; the plan's ``condition``
+column) are counted separately; runs launched without the sweeper are told
+apart by their labels only. Cells sort by their numbers (pair 2 before pair 10).
+Folders whose name starts with a dot (Hydra's ``.hydra``) are never studies.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -45,47 +51,89 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
 
 
+def natural_key(text: str) -> list:
+    """``gesture/pair 10`` after ``gesture/pair 2``: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text)]
+
+
+def _plan_condition(row: dict) -> str:
+    if "condition" in row and row["condition"] is not None:
+        return row["condition"]
+    # plans written before the condition column: labels are the one factor they can tell
+    return "labels=shuffled" if "labels=shuffled" in (row.get("overrides") or "").split() else ""
+
+
+def _labels_condition(run_dir: Path) -> str:
+    """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
+    try:
+        match = re.search(r"^labels: *(\S+) *$", (run_dir / "config.yaml").read_text(), re.MULTILINE)
+    except OSError:
+        return ""
+    return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""
+
+
+def list_studies(root: Path) -> list[str]:
+    """Study folders under an outputs root (those with runs/ or plans/), never a dot-folder such as .hydra."""
+    if not root.is_dir():
+        return []
+    return sorted((p.name for p in root.iterdir() if not p.name.startswith(".")
+                   and ((p / "runs").is_dir() or (p / "plans").is_dir())), key=natural_key)
+
+
 def collect(root: Path, study: str | None = None) -> dict:
     root = Path(root)
-    studies = [study] if study else sorted(p.name for p in root.iterdir()
-                                           if (p / "runs").is_dir() or (p / "plans").is_dir()) if root.is_dir() else []
+    studies = [study] if study else list_studies(root)
     report = {}
     for name in studies:
         study_dir = root / name
-        planned: dict[str, str] = {}
+        planned: dict[str, tuple[str, str]] = {}
         for plan in sorted((study_dir / "plans").glob("*.csv")):
             with open(plan, newline="") as fh:
                 for row in csv.DictReader(fh):
-                    planned[row["run_id"]] = row["cell"]
+                    planned[row["run_id"]] = (row["cell"], _plan_condition(row))
         runs_dir = study_dir / "runs"
-        present = {p.name for p in runs_dir.iterdir() if p.is_dir()} if runs_dir.is_dir() else set()
+        present = ({p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+                   if runs_dir.is_dir() else set())
         cells: dict[str, Counter] = defaultdict(Counter)
+        conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
-        for rid in sorted(present | set(planned)):
+        for rid in sorted(present | set(planned), key=natural_key):
             run_dir = runs_dir / rid
             state, detail = run_state(run_dir) if rid in present else ("missing", None)
-            cell = _cell_of(run_dir, planned.get(rid))
+            cell, condition = planned.get(rid, (None, None))
+            cell = _cell_of(run_dir, cell)
+            if condition is None:
+                condition = _labels_condition(run_dir)
             cells[cell][state] += 1
+            conditions[condition][cell][state] += 1
             if state == "failed" or detail:
-                problems.append({"run_id": rid, "cell": cell, "state": state, "detail": detail,
-                                 "folder": str(run_dir)})
-        report[name] = {"cells": {c: dict(cnt) for c, cnt in sorted(cells.items())}, "problems": problems}
+                problems.append({"run_id": rid, "cell": cell, "condition": condition, "state": state,
+                                 "detail": detail, "folder": str(run_dir)})
+        report[name] = {
+            "cells": {c: dict(cells[c]) for c in sorted(cells, key=natural_key)},
+            "conditions": {cond: {c: dict(by_cell[c]) for c in sorted(by_cell, key=natural_key)}
+                           for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))},
+            "problems": problems,
+        }
     return report
 
 
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
-        totals = Counter()
-        for cnt in info["cells"].values():
-            totals.update(cnt)
-        lines.append(f"study {study}: " + ", ".join(f"{totals.get(s, 0)} {s}" for s in STATES))
-        width = max([len(c) for c in info["cells"]] + [4])
-        lines.append(f"  {'cell'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in STATES))
-        for cell, cnt in info["cells"].items():
-            lines.append(f"  {cell.ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
+        for condition, cells in info.get("conditions", {"": info["cells"]}).items():
+            totals = Counter()
+            for cnt in cells.values():
+                totals.update(cnt)
+            label = f"study {study}" + (f" [{condition}]" if condition else "")
+            lines.append(f"{label}: " + ", ".join(f"{totals.get(s, 0)} {s}" for s in STATES))
+            width = max([len(c) for c in cells] + [4])
+            lines.append(f"  {'cell'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in STATES))
+            for cell, cnt in cells.items():
+                lines.append(f"  {cell.ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
         for p in info["problems"]:
-            lines.append(f"  {p['state']:>7} {p['run_id']}: {p['detail']}")
+            where = f" [{p['condition']}]" if p.get("condition") else ""
+            lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
     return "\n".join(lines) if lines else "no studies found"
 
 
@@ -110,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               f"or pass --root DIR)", file=sys.stderr)
         return 2
     if args.study and not (root / args.study).is_dir():
-        known = ", ".join(sorted(p.name for p in root.iterdir() if (p / "runs").is_dir())) or "none"
+        known = ", ".join(list_studies(root)) or "none"
         print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
         return 2
     report = collect(root, args.study)

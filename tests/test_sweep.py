@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -53,14 +54,23 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path)
     assert "1 of 2 runs failed" in result.stderr and "iMiGUE keypoints not found" in result.stderr
     states = sorted(s["state"] for s in _runs(tmp_path).values())
     assert states == ["done", "failed"]
+    # the progress lines name each run as it ends, the failed one with its error
+    (failed_id,) = [name for name, s in _runs(tmp_path).items() if s["state"] == "failed"]
+    assert re.search(rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*iMiGUE",
+                     result.stderr, re.MULTILINE)
 
     report = collect(tmp_path)["headline"]
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
+    # the two data sets are two conditions of the sweep, counted apart
+    assert report["conditions"] == {"dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
+                                    "trainer.epochs=1": {"gesture/pair 0": {"done": 1}}}
     (problem,) = report["problems"]
     assert problem["state"] == "failed" and problem["detail"].startswith("DataNotFoundError: iMiGUE")
 
     status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
-    assert "1 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
+    assert "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" \
+        in status_cli.stdout
+    assert "study headline [trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried
@@ -114,7 +124,7 @@ def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp
     packed = run_cli("-m", "data_source=gesture", "dataset=wiimote", "dataset.root=/nonexistent,null", "pair=1",
                      *FAST, "hydra.sweeper.runs_per_job=2", f"paths.root={tmp_path / 'packed'}")
     assert packed.returncode != 0
-    assert "1 jobs of up to 2 runs each" in packed.stderr
+    assert "launching 2 runs as 1 job of up to 2 runs each" in packed.stderr
     assert "1 of 2 runs failed" in packed.stderr
     runs = _runs(tmp_path / "packed")
     assert sorted(s["state"] for s in runs.values()) == ["done", "failed"]

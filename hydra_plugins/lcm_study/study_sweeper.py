@@ -32,6 +32,8 @@ from hydra.types import RunMode
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
+from .progress import Progress
+
 log = logging.getLogger(__name__)
 
 # Overrides the sweeper rewrites into the job's canonical, explicit form.
@@ -65,6 +67,7 @@ class PlannedRun:
     run_dir: Path
     cell: str
     state: str  # to-run | done | claimed
+    condition: str = ""  # what else than cell and replicate the sweep varies (pipeline.status groups by it)
     structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
     values: tuple = ()      # its plain-value overrides
 
@@ -158,11 +161,47 @@ class StudySweeper(BasicSweeper):
             state = "done" if is_done(run_dir) else ("claimed" if claim_state(run_dir) else "to-run")
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = self._split(job)
-            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state, tuple(structural),
+            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state,
+                                      self._condition(job, keys, cfg), tuple(structural),
                                       tuple(v.input_line for v in values)))
             if (number + 1) % 100 == 0:
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned
+
+    def _condition(self, job: Sequence[str], keys: Sequence[str], cfg: DictConfig) -> str:
+        """The run's overrides that set something other than its cell and replicate, to other values
+        than its cell alone would have (``labels=shuffled``, ``trainer.epochs=1``, ``dataset=cricket``).
+
+        Runs of one study that differ here are different experimental conditions,
+        which pipeline.status counts separately. Keys that leave the run id alone
+        (paths, logger, hydra, device, threads) are not conditions.
+        """
+        from pipeline.design import override_key
+        from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
+
+        cell_only = None
+        parts = []
+        for override in job:
+            key = override_key(override)
+            top = key.split(".")[0].split("/")[0]
+            if (key in keys or key in _DESIGN_KEYS or top in NON_SEMANTIC_TOP
+                    or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}):
+                continue
+            here = OmegaConf.select(cfg, key)
+            if here is None:  # a group that writes elsewhere (debug=quick) or a deleted key
+                parts.append(override)
+                continue
+            if cell_only is None:
+                cell = tuple(o for o in job if override_key(o) in keys)
+                if not hasattr(self, "_cell_only"):
+                    self._cell_only: Dict[tuple, DictConfig] = {}
+                if cell not in self._cell_only:
+                    self._cell_only[cell] = self._compose(list(cell))
+                cell_only = self._cell_only[cell]
+            there = OmegaConf.select(cell_only, key)
+            if _plain(here) != _plain(there):
+                parts.append(override)
+        return " ".join(sorted(parts))
 
     # -- sweeping ---------------------------------------------------------
     def sweep(self, arguments: List[str]) -> Any:
@@ -193,34 +232,54 @@ class StudySweeper(BasicSweeper):
             return []
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
-        if len(packs) < len(to_run):
-            print(f"[study] {len(packs)} jobs of up to {max(len(p) for p in packs)} runs each "
-                  f"(hydra.sweeper.runs_per_job)", file=sys.stderr, flush=True)
+        launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
+        largest = max(len(p) for p in packs)
+        print(f"[study] launching {_count(len(to_run), 'run')} as {_count(len(packs), 'job')} of up to {largest} "
+              f"{'run' if largest == 1 else 'runs'} each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
+              f"{min(self._parallel_slots(), len(packs))} at a time; each run's log: <run folder>/run.log",
+              file=sys.stderr, flush=True)
         batch_size = self.max_batch_size or len(packs)
         returns: List[Sequence[JobReturn]] = []
         failed: List[tuple] = []
-        for start in range(0, len(packs), batch_size):
-            batch = packs[start:start + batch_size]
-            try:
-                results = self.launcher.launch(job_overrides[start:start + batch_size], initial_job_idx=start)
-            except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
-                # A job died without a result (scancel, node failure, time limit).
-                # The runs that finished are recorded in their folders already.
-                print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
-                      f"[study] finished runs are recorded; `python -m pipeline.status` shows what is "
-                      f"missing; relaunch the same command to run only those.", file=sys.stderr, flush=True)
-                sys.exit(1)
-            for pack, result in zip(batch, results):
-                if result.status == JobStatus.FAILED:
-                    error = result._return_value
-                    if len(pack) > 1 and type(error).__name__ == "PackFailed":
-                        # one line per failed run of the pack: "<run id>: <error>"
-                        failed.extend(tuple(line.split(": ", 1)) for line in str(error).splitlines())
+        progress = Progress({p.run_id: p.run_dir for p in to_run})
+        with _quiet_launcher_banner(), progress:
+            for start in range(0, len(packs), batch_size):
+                batch = packs[start:start + batch_size]
+                try:
+                    results = self.launcher.launch(job_overrides[start:start + batch_size],
+                                                   initial_job_idx=start)
+                except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
+                    # A job died without a result (scancel, node failure, time limit).
+                    # The runs that finished are recorded in their folders already.
+                    progress.close()
+                    print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+                          f"[study] {progress.summary()}; finished runs are recorded; `python -m pipeline.status` "
+                          f"shows what is missing; relaunch the same command to run only those.",
+                          file=sys.stderr, flush=True)
+                    sys.exit(1)
+                progress.stop()
+                outcomes = []
+                for pack, result in zip(batch, results):
+                    if result.status == JobStatus.FAILED:
+                        error = result._return_value
+                        if len(pack) > 1 and type(error).__name__ == "PackFailed":
+                            # one line per failed run of the pack: "<run id>: <error>"
+                            lines = [tuple(line.split(": ", 1)) for line in str(error).splitlines()]
+                        else:
+                            lines = [(run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
+                                     for run in pack]
+                        failed.extend(lines)
+                        outcomes.extend((rid, "failed", err) for rid, err in lines)
                     else:
-                        failed.extend((run.run_id, f"{type(error).__name__}: {error}".splitlines()[0])
-                                      for run in pack)
-            returns.append(results)
+                        value = result.return_value
+                        outcomes.extend((o.run_id, o.state, None) for o in (value if isinstance(value, list)
+                                                                            else [value]) if hasattr(o, "run_id"))
+                progress.settle(outcomes)
+                returns.append(results)
+                if start + batch_size < len(packs):
+                    progress.start()
+        progress.close()
         if failed:
             lines = "\n".join(f"  {rid}: {err}" for rid, err in failed[:20])
             more = f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else ""
@@ -230,7 +289,8 @@ class StudySweeper(BasicSweeper):
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
-        print(f"[study] all {len(to_run)} runs done", file=sys.stderr, flush=True)
+        print(f"[study] all {len(to_run)} runs done" if len(to_run) > 1 else "[study] the run is done",
+              file=sys.stderr, flush=True)
         return returns
 
     def _parallel_slots(self) -> int:
@@ -295,10 +355,39 @@ class StudySweeper(BasicSweeper):
             tmp = path.with_name(f".{path.name}.tmp")
             with open(tmp, "w", newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(["run_id", "cell", "state", "overrides"])
+                writer.writerow(["run_id", "cell", "state", "overrides", "condition"])
                 for p in runs:
-                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides)])
+                    writer.writerow([p.run_id, p.cell, p.state, " ".join(p.overrides), p.condition])
             tmp.replace(path)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class _quiet_launcher_banner:
+    """The launchers log one line per job ("#12 : seed=... pack_file=..."), which names only a pack's
+    first run; the sweeper prints its own lines per run. ``hydra.verbose=hydra_plugins`` shows them."""
+
+    LOGGERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
+
+    def __enter__(self):
+        self.saved = {}
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            if not logger.isEnabledFor(logging.DEBUG):
+                self.saved[name] = logger.level
+                logger.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc):
+        for name, level in self.saved.items():
+            logging.getLogger(name).setLevel(level)
+        return False
 
 
 class open_struct_off:

@@ -2,35 +2,60 @@
 
 For every time slice t, a k-nearest-neighbour classifier (Euclidean, uniform
 votes) is fit on the hidden states h_t of the training sequences and scored on
-the same states (resubstitution: each sample counts as one of its own
-neighbours). Over the time slices this is the information-processing curve;
-over the epochs, the learning-curve map.
+the same states (resubstitution, the study's readout). Over the time slices
+this is the information-processing curve; over the epochs, the learning-curve
+map.
 
-Numerics and ties: squared distances are computed from the Gram matrix
-(|a|^2 + |b|^2 - 2 a.b, as scikit-learn does; |a|^2 dropped, constant per row),
-as one matrix product of augmented states per block of time slices or query
-rows, in float64 (float32 on request); rows whose k-th and (k+1)-th distances
-are closer than that formula's worst-case rounding error get the distances of
-their candidate neighbours recomputed in float64 from explicit differences, so
-the neighbour sets are those of exact distances. In resubstitution a sample is always its own
-first neighbour. Exact ties are common in real runs: identical inputs give
-identical states (sentences that start with the same token, gestures that start
-at the same value) and zero-padded tails drive the LSTM to the same fixed
-point. When the k-th and (k+1)-th smallest distances are equal, the tied
-points are taken in order of sample index (a stable sort); ties in the vote go
-to the lower class index. Where there is no such tie the result equals
-scikit-learn's ``KNeighborsClassifier`` exactly; where there is one,
-scikit-learn's choice among equidistant points follows its internal heap order
-and is not specified, so tests compare those slices with a brute-force
-reference of the rule above instead. Only tied rows take the slower path.
+Ties (``probe.knn.ties``). Identical states are common in real runs: inputs
+that start alike give identical states and zero-padded tails drive the LSTM to
+one fixed point. For query sample i let d_k be its k-th smallest distance, S
+the points strictly closer (s < k of them) and E the points at exactly d_k
+(e of them). The k nearest are S plus r = k - s points of E.
+
+- ``expected_random_order`` (default): the r points are a uniformly random
+  subset of E, and the sample itself is one point at distance 0 like any
+  other (scikit-learn's choice among equidistant points follows the sample
+  order, and under a uniformly random order it is this subset). The value of
+  a slice is the exact expectation of the accuracy over that choice: the
+  class counts of the chosen points are multivariate hypergeometric over the
+  class counts of E, enumerated, not sampled.
+- ``self_first_by_index`` (the project's earlier rule): the sample is its own
+  first neighbour, other tied points are taken by ascending sample index.
+
+Under both rules the majority vote goes to the lower class index when classes
+tie in votes, as scikit-learn's ``predict`` does (impossible for the study's
+two classes and k = 3). ``probe.knn.mode=leave_one_out`` leaves the sample out
+of its own neighbours.
+
+Numerics: squared distances are computed from the Gram matrix (|a|^2 + |b|^2 -
+2 a.b, as scikit-learn does; |a|^2 dropped, constant per row), as one matrix
+product of augmented states per block of time slices or query rows, in
+float64 (float32 on request). Rows whose k-th and (k+1)-th values are closer
+than that formula's worst-case rounding error get the distances of their
+candidate neighbours recomputed in float64 from explicit differences, and
+those distances decide S and E (identical states are at exactly 0). Elsewhere
+the k nearest are determined by the Gram values alone, with no tie.
 """
 from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..config import ConfigError
 from .base import Probe, ProbeContext
+
+TIE_RULES = ("expected_random_order", "self_first_by_index")
+MODES = ("resubstitution", "leave_one_out")
+# Rows of curves.parquet with this probe name hold, per epoch and time slice,
+# the share of training samples whose neighbour set was decided by ties.
+TIE_SHARE = "knn_tie_share"
+# elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
+_EXACT_ELEMENTS = 2**22
 
 
 def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,22 +68,6 @@ def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ones = torch.ones((*states.shape[:-1], 1), dtype=states.dtype, device=states.device)
     return (torch.cat([states * -2, ones], -1),
             torch.cat([states, states.square().sum(-1, keepdim=True)], -1))
-
-
-def _shifted_distances(qry_aug: torch.Tensor, ref_aug: torch.Tensor, self_offset: int | None,
-                       out: torch.Tensor) -> torch.Tensor:
-    """(B, M, H+1), (B, N, H+1) -> (B, M, N): squared distances minus |q|^2.
-
-    Written into ``out``, a buffer reused across blocks: a fresh block-sized
-    allocation costs page faults comparable to the product itself. In
-    resubstitution (``self_offset``: the reference index of the block's first
-    query row) each sample is its own first neighbour (-inf), even when
-    duplicates of it lie at distance 0 too.
-    """
-    dist = torch.bmm(qry_aug, ref_aug.transpose(1, 2), out=out)
-    if self_offset is not None:
-        dist.diagonal(offset=self_offset, dim1=1, dim2=2).fill_(float("-inf"))
-    return dist
 
 
 def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,79 +99,165 @@ def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def _exact_distances(qry: torch.Tensor, ref: torch.Tensor, dist: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
-                     limit: torch.Tensor, self_offset: int | None) -> torch.Tensor:
+                     limit: torch.Tensor, self_offset: int | None, self_value: float | None) -> torch.Tensor:
     """Exact distances of query rows (b, m) to every reference point that can be among their k nearest.
 
     A point can be among the exact k nearest only if its Gram value is within
     the rounding bound of the k-th Gram value (``limit``: that value plus twice
     the bound); those candidates get their distance from explicit differences in
     float64 (identical states at exactly 0), every other point +inf. Only the
-    candidates (tens per row at an LSTM fixed point) get explicit differences.
+    candidates (tens to hundreds per row at an LSTM fixed point) get explicit
+    differences, a bounded number of pairs at a time. ``self_value`` replaces
+    the sample's own distance (-1: first, +inf: left out; None: its own 0).
     """
     candidate = dist[b, m] <= limit.unsqueeze(-1)
     r, n = candidate.nonzero(as_tuple=True)
     out = torch.full(candidate.shape, float("inf"), dtype=torch.float64, device=dist.device)
-    out[r, n] = torch.linalg.vector_norm(qry[b[r], m[r]].double() - ref[b[r], n].double(), dim=-1)
-    if self_offset is not None:
-        out[torch.arange(len(b), device=out.device), m + self_offset] = -1.0
+    step = max(1, _EXACT_ELEMENTS // qry.shape[-1])
+    for lo in range(0, len(r), step):
+        rr, nn = r[lo:lo + step], n[lo:lo + step]
+        out[rr, nn] = torch.linalg.vector_norm(qry[b[rr], m[rr]].double() - ref[b[rr], nn].double(), dim=-1)
+    if self_offset is not None and self_value is not None:
+        out[torch.arange(len(b), device=out.device), m + self_offset] = self_value
     return out
 
 
-def _votes(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug: torch.Tensor,
-           labels: torch.Tensor, n_classes: int, k: int, self_offset: int | None, out: torch.Tensor) -> torch.Tensor:
-    """(B, M, C) class votes of the k nearest reference points of every query point.
+@functools.lru_cache(maxsize=None)
+def _compositions(r: int, n_classes: int) -> np.ndarray:
+    """Every way to split r votes over n_classes classes: (P, n_classes) counts, P = C(r + C - 1, C - 1)."""
+    rows = []
+    for cut in itertools.combinations(range(r + n_classes - 1), n_classes - 1):  # stars and bars
+        edges = (-1, *cut, r + n_classes - 1)
+        rows.append([edges[j + 1] - edges[j] - 1 for j in range(n_classes)])
+    return np.array(rows, dtype=np.int64)
+
+
+def _binomials(n: torch.Tensor, top: int) -> torch.Tensor:
+    """C(n, j) for j = 0..top, as float64 integers (exact below 2**53): shape (*n.shape, top + 1)."""
+    out = [torch.ones_like(n)]
+    for j in range(1, top + 1):
+        # C(n, j-1) (n - j + 1) is a multiple of j, so every step is an exact integer
+        out.append((out[-1] * (n - j + 1) / j).clamp_min(0))
+    return torch.stack(out, -1)
+
+
+def _expected_correct(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor,
+                      truth: torch.Tensor) -> torch.Tensor:
+    """P(majority vote == truth) when ``room`` points are drawn uniformly without replacement from the tied set.
+
+    closer_votes, tied_votes: (R, C) class counts of S and E (float64); room:
+    (R,) r = k - s >= 1. Enumerates every composition x of r over the classes
+    (x_c <= |E_c|), weighted by prod_c C(|E_c|, x_c) / C(e, r); the vote is
+    S's counts plus x, lower class on vote ties. Numerators are summed as
+    exact integers and divided once.
+    """
+    n_rows, n_classes = closer_votes.shape
+    out = torch.zeros(n_rows, dtype=torch.float64, device=closer_votes.device)
+    for r in torch.unique(room).tolist():
+        comps = torch.from_numpy(_compositions(int(r), n_classes)).to(closer_votes.device)
+        (rows,) = (room == r).nonzero(as_tuple=True)
+        step = max(1, _EXACT_ELEMENTS // (len(comps) * n_classes))
+        for lo in range(0, len(rows), step):
+            sel = rows[lo:lo + step]
+            table = _binomials(tied_votes[sel], int(r))  # (R, C, r + 1)
+            weight = table.gather(-1, comps.T.unsqueeze(0).expand(len(sel), -1, -1)).prod(1)  # (R, P)
+            votes = closer_votes[sel].unsqueeze(1) + comps.to(torch.float64)  # (R, P, C)
+            right = votes.argmax(-1) == truth[sel].unsqueeze(-1)  # the first maximum: the lower class
+            total = _binomials(tied_votes[sel].sum(-1), int(r))[:, -1]
+            out[sel] = (weight * right).sum(-1) / total
+    return out
+
+
+def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug: torch.Tensor,
+           labels: torch.Tensor, onehot: torch.Tensor, truth: torch.Tensor, k: int, self_offset: int | None,
+           leave_one_out: bool, random_order: bool, out: torch.Tensor, right: torch.Tensor, tied: torch.Tensor):
+    """Fill ``right`` (B, M), whether each query point is classified right, and ``tied`` (B, M), whether ties
+    decided its neighbours. Under the random-order rule, returns the rows the ties leave open, to be scored
+    together after the last block: (b, m) and their S and E class counts, room r and true class; else None.
 
     ``qry`` and ``ref`` are in the precision of the Gram matrix (the states' own:
     float32 states need no rounding to float32); the exact path works in float64.
+    ``out`` is a buffer reused across blocks: a fresh block-sized allocation
+    costs page faults comparable to the product itself.
     """
-    dist = _shifted_distances(qry_aug, ref_aug, self_offset, out)
-    n_ref = dist.shape[-1]
+    dist = torch.bmm(qry_aug, ref_aug.transpose(1, 2), out=out)
+    self_value = None
+    if self_offset is not None and (leave_one_out or not random_order):
+        self_value = float("inf") if leave_one_out else -1.0
+        dist.diagonal(offset=self_offset, dim1=1, dim2=2).fill_(float("inf") if leave_one_out else float("-inf"))
+    n_ref = dist.shape[-1] - (1 if self_offset is not None and leave_one_out else 0)
     take = min(k + 1, n_ref)
     values, index = _smallest(dist, take)
-    votes = torch.zeros((*dist.shape[:2], n_classes), dtype=torch.float64, device=dist.device)
+    votes = torch.zeros((*dist.shape[:2], onehot.shape[1]), dtype=torch.float64, device=dist.device)
     votes.scatter_add_(-1, labels[index[..., :k]], torch.ones_like(index[..., :k], dtype=torch.float64))
+    torch.eq(votes.argmax(-1), truth, out=right)  # vote ties: the first maximum, the lower class
+    tied.zero_()
     if take == k:
-        return votes
+        return None
     # The Gram identity in floating point is off by at most about (3H + 3) eps
     # (|q|^2 + |r|^2) (worst-case dot-product error bound for the H + 1 terms of
-    # the augmented product, plus that of |r|^2); 4 (H + 2) eps covers it. Where the gap between the k-th and (k+1)-th distance is within twice
-    # that (exact ties included), the k nearest are recomputed in float64 from
+    # the augmented product, plus that of |r|^2); 4 (H + 2) eps covers it. Where
+    # the gap between the k-th and (k+1)-th value is within twice that (exact
+    # ties included), the candidates' distances are recomputed in float64 from
     # differences and the tie rule applied; elsewhere the Gram result is exact.
     eps = torch.finfo(dist.dtype).eps
     norms = qry.square().sum(-1) + ref_aug[..., -1].amax(-1, keepdim=True)
     bound = 4 * (qry.shape[-1] + 2) * eps * norms
     b, m = ((values[..., k] - values[..., k - 1]) <= 2 * bound).nonzero(as_tuple=True)
-    if len(b):
-        rows = _exact_distances(qry, ref, dist, b, m, values[b, m, k - 1] + 2 * bound[b, m], self_offset)
-        kth = rows.kthvalue(k, dim=-1, keepdim=True).values
-        closer = rows < kth
-        tied = rows == kth
-        room = k - closer.sum(-1, keepdim=True)
-        # every point closer than the k-th distance, then tied ones by ascending index
-        chosen = closer | (tied & (tied.cumsum(-1) <= room))
-        onehot = torch.nn.functional.one_hot(labels, n_classes).to(torch.float64)
-        votes[b, m] = chosen.to(torch.float64) @ onehot
-    return votes
+    if not len(b):
+        return None
+    rows = _exact_distances(qry, ref, dist, b, m, values[b, m, k - 1] + 2 * bound[b, m], self_offset, self_value)
+    kth = rows.kthvalue(k, dim=-1, keepdim=True).values
+    closer = rows < kth
+    at_kth = rows == kth
+    room = k - closer.sum(-1)
+    tied[b, m] = at_kth.sum(-1) > room
+    if random_order:
+        return b, m, closer.to(torch.float64) @ onehot, at_kth.to(torch.float64) @ onehot, room, truth[m]
+    # every point closer than the k-th distance, then tied ones by ascending index
+    chosen = closer | (at_kth & (at_kth.cumsum(-1) <= room.unsqueeze(-1)))
+    right[b, m] = ((chosen.to(torch.float64) @ onehot).argmax(-1) == truth[m]).to(torch.float64)
+    return None
 
 
-def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
-                 query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None,
-                 k: int = 3, max_elements: int | None = None, gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
-    """Per-time-slice k-NN accuracy.
+@dataclass(frozen=True)
+class KnnCurve:
+    """Per time slice: the k-NN accuracy and the share of query samples whose neighbour set ties decided."""
+
+    accuracy: np.ndarray
+    tie_share: np.ndarray
+
+
+def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
+              query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None, k: int = 3,
+              ties: str = "expected_random_order", leave_one_out: bool = False, max_elements: int | None = None,
+              gram_dtype: torch.dtype = torch.float64) -> KnnCurve:
+    """Per-time-slice k-NN accuracy and tie share (float64 arrays of length T).
 
     reference: N x T x H states with labels (N,); query (M x T x H) defaults to
-    the reference itself (resubstitution). Returns a float64 array of length T.
-    ``gram_dtype=torch.float32`` halves the matrix-product cost for float32
-    states; the result is the same (the error bound grows, so more rows take the
-    exact path: a loss where states sit at LSTM fixed points, a gain on large N).
+    the reference itself (resubstitution; ``leave_one_out`` leaves each sample
+    out of its own neighbours). ``ties``: see the module docstring. A query
+    sample counts as decided by ties when more points sit at its k-th distance
+    than there is room for (e > r). ``gram_dtype=torch.float32`` halves the
+    matrix-product cost for float32 states; the result is the same (the error
+    bound grows, so more rows take the exact path).
     """
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
     same = query is None
+    if leave_one_out and not same:
+        raise ValueError("leave_one_out applies to resubstitution (no query states)")
     if same:
         query, query_labels = reference, reference_labels
+    n_usable = reference.shape[0] - (1 if leave_one_out else 0)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
+        raise ValueError(f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
+                         f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})")
     device = reference.device
     labels = reference_labels.long().to(device)
     truth = query_labels.long().to(device)
-    n_classes = int(max(labels.max(), truth.max())) + 1
+    n_classes = max(2, int(max(labels.max(), truth.max())) + 1)
+    onehot = torch.nn.functional.one_hot(labels, n_classes).to(torch.float64)
     # float32 products are only exact-checkable for states that are float32 already
     dtype = gram_dtype
     if dtype == torch.float32 and (reference.dtype != torch.float32 or
@@ -183,7 +278,11 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
     per_chunk = max(1, max_elements // (n_query * n_ref))
     rows_per_block = n_query if per_chunk > 1 else max(1, min(n_query, max_elements // n_ref))
     buffer = torch.empty(min(slices, per_chunk) * rows_per_block * n_ref, dtype=dtype, device=device)
-    hits = torch.zeros(slices, dtype=torch.float64, device=device)
+    # per (slice, query sample), summed at the end in one fixed order, so that
+    # the blocking does not change the rounding of the expected counts
+    right = torch.empty((slices, n_query), dtype=torch.float64, device=device)
+    tied = torch.empty((slices, n_query), dtype=torch.bool, device=device)
+    open_rows = []  # rows whose expectation over ties is computed once, after the last block
     for start in range(0, slices, per_chunk):
         stop = min(slices, start + per_chunk)
         qry_aug, ref_aug = _augment(ref[start:stop])
@@ -192,28 +291,50 @@ def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
         for row in range(0, n_query, rows_per_block):
             end = min(n_query, row + rows_per_block)
             out = buffer[:(stop - start) * (end - row) * n_ref].view(stop - start, end - row, n_ref)
-            votes = _votes(qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug,
-                           labels, n_classes, k, row if same else None, out)
-            # argmax returns the first maximum: vote ties go to the lower class index
-            hits[start:stop] += (votes.argmax(-1) == truth[row:end]).sum(-1)
+            found = _block(qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug, labels, onehot,
+                           truth[row:end], k, row if same else None, leave_one_out, ties == "expected_random_order",
+                           out, right[start:stop, row:end], tied[start:stop, row:end])
+            if found is not None:
+                b, m, *rest = found
+                open_rows.append((b + start, m + row, *rest))
+    if open_rows:
+        b, m, closer_votes, tied_votes, room, truth_open = (torch.cat(parts) for parts in zip(*open_rows))
+        right[b, m] = _expected_correct(closer_votes, tied_votes, room, truth_open)
     # divided on the host: CUDA's division by a scalar is not always correctly rounded
-    return hits.cpu().numpy() / n_query
+    return KnnCurve(right.sum(-1).cpu().numpy() / n_query, tied.sum(-1).cpu().numpy() / n_query)
+
+
+def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
+                 query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None, k: int = 3,
+                 ties: str = "expected_random_order", leave_one_out: bool = False, max_elements: int | None = None,
+                 gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """Per-time-slice k-NN accuracy (``knn_curve``'s accuracy)."""
+    return knn_curve(reference, reference_labels, query, query_labels, k=k, ties=ties, leave_one_out=leave_one_out,
+                     max_elements=max_elements, gram_dtype=gram_dtype).accuracy
 
 
 class KnnProbe(Probe):
     name = "knn"
 
     def __init__(self, k: int = 3, states: str = "training_pass", splits=("train",),
-                 gram_precision: str = "float64"):
+                 gram_precision: str = "float64", ties: str = "expected_random_order",
+                 mode: str = "resubstitution"):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"probe.knn.k={k!r}: must be an integer >= 1")
         if gram_precision not in ("float32", "float64"):
-            raise ValueError(f"probe.knn.gram_precision={gram_precision!r}; allowed: float32, float64")
-        self.gram_dtype = getattr(torch, gram_precision)
+            raise ConfigError(f"probe.knn.gram_precision={gram_precision!r}; allowed: float32, float64")
         if states not in ("training_pass", "clean_pass"):
-            raise ValueError(f"probe.knn.states={states!r}; allowed: training_pass, clean_pass")
+            raise ConfigError(f"probe.knn.states={states!r}; allowed: training_pass, clean_pass")
+        if ties not in TIE_RULES:
+            raise ConfigError(f"probe.knn.ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
+        if mode not in MODES:
+            raise ConfigError(f"probe.knn.mode={mode!r}; allowed: {', '.join(MODES)}")
         bad = set(splits) - {"train", "test"}
         if bad:
-            raise ValueError(f"probe.knn.splits has {sorted(bad)}; allowed: train, test")
+            raise ConfigError(f"probe.knn.splits has {sorted(bad)}; allowed: train, test")
+        self.gram_dtype = getattr(torch, gram_precision)
         self.k, self.states, self.splits = int(k), states, tuple(splits)
+        self.ties, self.mode = ties, mode
 
     @property
     def needs_training_pass_states(self) -> bool:  # type: ignore[override]
@@ -225,14 +346,17 @@ class KnnProbe(Probe):
         else:
             train_states = ctx.clean_pass_states(ctx.x_train)
         frames = []
+
+        def rows(probe: str, split: str, values: np.ndarray) -> pd.DataFrame:
+            return pd.DataFrame({"probe": probe, "split": split, "epoch": np.int32(ctx.epoch),
+                                 "time_slice": np.arange(1, len(values) + 1, dtype=np.int32), "value": values})
         for split in self.splits:
             if split == "train":
-                acc = knn_accuracy(train_states, ctx.y_train, k=self.k, gram_dtype=self.gram_dtype)
+                curve = knn_curve(train_states, ctx.y_train, k=self.k, ties=self.ties,
+                                  leave_one_out=self.mode == "leave_one_out", gram_dtype=self.gram_dtype)
+                frames += [rows(self.name, split, curve.accuracy), rows(TIE_SHARE, split, curve.tie_share)]
             else:
                 acc = knn_accuracy(train_states, ctx.y_train, ctx.clean_pass_states(ctx.x_test),
-                                   ctx.y_test, k=self.k, gram_dtype=self.gram_dtype)
-            frames.append(pd.DataFrame({
-                "probe": self.name, "split": split, "epoch": np.int32(ctx.epoch),
-                "time_slice": np.arange(1, len(acc) + 1, dtype=np.int32), "value": acc,
-            }))
+                                   ctx.y_test, k=self.k, ties=self.ties, gram_dtype=self.gram_dtype)
+                frames.append(rows(self.name, split, acc))
         return pd.concat(frames, ignore_index=True)

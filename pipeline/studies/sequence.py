@@ -77,6 +77,7 @@ class SequenceRunner(StudyRunner):
                               f"so pair must be in 0..{n_pairs - 1}")
         resolve_device(cfg.trainer.device)
         validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
+        build_probes(cfg.probe)  # the probes check their options here, before any data is read
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {"data_source": cfg.data_source.name, "pair": int(cfg.pair),

@@ -6,7 +6,6 @@ import gzip
 import itertools
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +110,7 @@ def test_config_mismatch_is_an_error():
 # ------------------------------------------------------------------------------------------ shipped data
 
 def test_wiimote_default_gesture_set():
-    t0 = time.perf_counter()
     d = load_dataset(dataset_cfg("wiimote"), cache=False)
-    assert time.perf_counter() - t0 < 5
     assert_well_formed(d, n_features=1, time_slices=150)
     assert d.source == "gesture" and d.name == "wiimote"
     assert d.class_names == ("pick-up", "shake", "move right", "move left", "move up", "move down")
@@ -136,9 +133,7 @@ def test_cricket_gesture_set():
 
 
 def test_bbc_news_default_sentence_set():
-    t0 = time.perf_counter()
     d = load_dataset(dataset_cfg("bbc_news"), cache=False)
-    assert time.perf_counter() - t0 < 5
     assert_well_formed(d, n_features=50, time_slices=40)
     assert d.source == "sentence"
     assert d.class_names == ("business", "entertainment", "politics", "sports", "tech")

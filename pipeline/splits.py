@@ -5,6 +5,12 @@ over the whole data set; keep the samples of the run's class pair; split 80/20
 into train-full / test; randomly oversample the minority class of train-full;
 split 80/20 into train / validation. Every random choice draws from the run's
 generator, so the run's seed fixes all of them.
+
+With ``groups`` (one id per sequence: the windows cut from one recording), both
+splits are drawn over groups instead of sequences, per class (each class gives
+``fraction`` of its groups, at least one, never all), so no recording has
+windows on both sides; oversampled copies stay in their row's group. Null runs
+then permute the labels over groups, so every recording keeps one label.
 """
 from __future__ import annotations
 
@@ -46,20 +52,56 @@ def oversample_minority(index: np.ndarray, y: np.ndarray, rng: np.random.Generat
     return np.concatenate(parts)
 
 
+def _split_groups(index: np.ndarray, groups: np.ndarray, y: np.ndarray, fraction: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random split over groups, per class: (1 - fraction) of each class's groups first."""
+    second_groups = []
+    for cls in np.unique(y[index]):
+        ids = np.unique(groups[index][y[index] == cls])
+        if len(ids) < 2:
+            raise ValueError(f"class {cls} of the pair has {len(ids)} recording(s); splitting by recording "
+                             f"needs at least 2 per class")
+        n_second = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
+        second_groups.append(ids[rng.permutation(len(ids))[:n_second]])
+    second = np.isin(groups[index], np.concatenate(second_groups))
+    return index[~second], index[second]
+
+
+def _shuffle_group_labels(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Permute the labels over groups: each group takes another group's (single) label."""
+    ids, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return rng.permutation(y[first])[inverse]
+
+
 def make_splits(x: np.ndarray, y: np.ndarray, pair: tuple[int, int], rng: np.random.Generator,
                 *, shuffle_labels: bool = False, test_fraction: float = 0.2,
-                val_fraction: float = 0.2, oversample: bool = True) -> RunSplits:
-    """Select the pair, relabel it 0 / 1 (pair[0] -> 0) and split it."""
-    labels = rng.permutation(y) if shuffle_labels else y
+                val_fraction: float = 0.2, oversample: bool = True,
+                groups: np.ndarray | None = None) -> RunSplits:
+    """Select the pair, relabel it 0 / 1 (pair[0] -> 0) and split it (over ``groups`` when given)."""
+    if groups is None:
+        labels = rng.permutation(y) if shuffle_labels else y
+    else:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups has shape {groups.shape}, labels {y.shape}")
+        labels = _shuffle_group_labels(y, groups, rng) if shuffle_labels else y
     in_pair = np.flatnonzero(np.isin(labels, pair))
     if len(in_pair) < 10:
         raise ValueError(f"class pair {pair} has only {len(in_pair)} sequences; need at least 10")
     binary = np.full(len(labels), -1, dtype=np.int64)
     binary[labels == pair[0]] = 0
     binary[labels == pair[1]] = 1
-    train_full, test = _split(in_pair, test_fraction, rng)
+    if groups is None:
+        train_full, test = _split(in_pair, test_fraction, rng)
+    else:
+        train_full, test = _split_groups(in_pair, groups, binary, test_fraction, rng)
     if oversample:
         train_full = oversample_minority(train_full, binary, rng)
-    train, val = _split(train_full, val_fraction, rng)
+    if groups is None:
+        train, val = _split(train_full, val_fraction, rng)
+    else:
+        train, val = _split_groups(train_full, groups, binary, val_fraction, rng)
+        # random row order, as _split gives (it matters with trainer.shuffle=false)
+        train, val = train[rng.permutation(len(train))], val[rng.permutation(len(val))]
     return RunSplits(x[train], binary[train], x[val], binary[val], x[test], binary[test],
                      train, val, test)

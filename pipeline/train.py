@@ -39,20 +39,69 @@ class TrainingResult:
     seconds_training: float
     seconds_probes: float
     probe_seconds: dict[str, float] = field(default_factory=dict)
+    # optimiser updates per epoch (batches, after batch_bounds' merge rule)
+    updates_per_epoch: int = 0
     # rows of probes that write tables of their own (Probe.table != "curves")
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean loss and accuracy of a clean pass in evaluation mode."""
+READOUT_BATCHNORM = ("eval", "train_mode_as_authors")
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of ``n`` rows: consecutive ``batch_size`` rows,
+    except that a last batch of one row is merged into the batch before it.
+
+    BatchNorm in training mode normalises each time slice by the batch's own
+    statistics; a batch of one sample has none worth the name (with one feature
+    torch refuses it, with several it normalises over one sample's features).
+    So when ``n % batch_size == 1`` the last batch holds ``batch_size + 1``
+    rows. ``n == 1`` stays one batch of one. ``batch_size == 1`` keeps
+    one-sample batches (nothing to merge them into); the run's validation
+    refuses it when the model has BatchNorm (``model.batchnorm_time``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = list(range(0, n, batch_size))
+    if batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(start, stop) for start, stop in zip(starts, starts[1:] + [n])]
+
+
+def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+              readout_batchnorm: str = "eval") -> tuple[float, float]:
+    """Mean loss and accuracy of a clean pass (no update).
+
+    ``eval``: the model in evaluation mode (BatchNorm uses its running
+    statistics). ``train_mode_as_authors``: BatchNorm normalises each batch by
+    its own statistics, as the authors' readouts did (they never call
+    ``eval()``); the running statistics are left untouched, so nothing else
+    (the probes' clean passes, later epochs) sees a difference.
+    """
+    if readout_batchnorm not in READOUT_BATCHNORM:
+        raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
+    norms = _batchnorm_modules(model) if readout_batchnorm == "train_mode_as_authors" else []
+    tracked = [m.track_running_stats for m in norms]
     model.eval()
+    for m in norms:
+        m.train()
+        m.track_running_stats = False  # batch statistics, no update of the running ones
     loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            logits, _ = model(x[start:start + batch_size])
-            target = y[start:start + batch_size]
-            loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
-            correct += (logits.argmax(1) == target).sum().item()
+    try:
+        with torch.no_grad():
+            for start, stop in batch_bounds(len(x), batch_size):
+                logits, _ = model(x[start:stop])
+                target = y[start:stop]
+                loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+                correct += (logits.argmax(1) == target).sum().item()
+    finally:
+        for m, flag in zip(norms, tracked):
+            m.track_running_stats = flag
+            m.eval()
     return loss_sum / len(x), correct / len(x)
 
 
@@ -60,7 +109,7 @@ def _clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Ten
     def states(x: torch.Tensor) -> torch.Tensor:
         model.eval()
         with torch.no_grad():
-            return torch.cat([model(x[s:s + batch_size])[1] for s in range(0, len(x), batch_size)])
+            return torch.cat([model(x[s:e])[1] for s, e in batch_bounds(len(x), batch_size)])
     return states
 
 
@@ -68,6 +117,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
               batch_size: int, shuffle: bool, device: torch.device, generator: torch.Generator,
               on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
               batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+              readout_batchnorm: str = "eval",
               ) -> TrainingResult:
     """Train for ``epochs`` epochs; after each, every probe measures the model.
 
@@ -78,7 +128,13 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     Training-pass hidden states are kept (detached, in sample order) only when
     a probe needs them: the states each batch produced in its forward pass,
     before that batch's parameter update, as the authors recorded them.
+
+    Batches follow ``batch_bounds`` (a last batch of one sample joins the one
+    before it). ``readout_batchnorm`` sets how the validation and test readouts
+    use BatchNorm (see ``_evaluate``).
     """
+    if readout_batchnorm not in READOUT_BATCHNORM:
+        raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
     model.to(device)
     as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
     x_train, y_train = as_tensor(splits.x_train, torch.float32), as_tensor(splits.y_train, torch.long)
@@ -99,8 +155,8 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
                  else torch.arange(n_train)).to(device)
         states = None
         loss_sum, correct = 0.0, 0
-        for start in range(0, n_train, batch_size):
-            idx = order[start:start + batch_size]
+        for start, stop in batch_bounds(n_train, batch_size):
+            idx = order[start:stop]
             inputs = x_train[idx] if batch_transform is None else batch_transform(epoch, x_train[idx], idx)
             logits, hidden = model(inputs)
             loss = nn.functional.cross_entropy(logits, y_train[idx])
@@ -113,7 +169,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
                 states[idx] = hidden.detach()
             loss_sum += loss.item() * len(idx)
             correct += (logits.detach().argmax(1) == y_train[idx]).sum().item()
-        val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size)
+        val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size, readout_batchnorm)
         t_train += time.perf_counter() - tic
 
         epoch_readouts = {"train/loss": loss_sum / n_train, "train/accuracy": correct / n_train,
@@ -141,7 +197,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
         if on_epoch is not None:
             on_epoch(epoch, epoch_readouts, epoch_frame)
 
-    test_loss, test_acc = _evaluate(model, x_test, y_test, batch_size)
+    test_loss, test_acc = _evaluate(model, x_test, y_test, batch_size, readout_batchnorm)
     readouts.append((epochs, "test", "loss", test_loss))
     readouts.append((epochs, "test", "accuracy", test_acc))
     readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"])
@@ -150,4 +206,5 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     curve_frame = curve_frame.astype({"epoch": np.int32, "time_slice": np.int32, "value": np.float64})
     return TrainingResult(curve_frame, readout_frame, test_acc, test_loss, t_train,
                           sum(probe_seconds.values()), probe_seconds,
+                          len(batch_bounds(n_train, batch_size)),
                           {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()})

@@ -6,7 +6,6 @@ import gzip
 import itertools
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +67,7 @@ def test_class_pairs_order():
 
 def test_every_dataset_config_is_complete():
     names = sorted(p.stem for p in CONF.glob("*.yaml") if not p.stem.startswith("default_"))
-    assert {"wiimote", "cricket", "bbc_news", "imigue", "emotion"} <= set(names)
+    assert {"watch", "wiimote", "cricket", "bbc_news", "imigue", "emotion"} <= set(names)
     for name in names:
         cfg = OmegaConf.load(CONF / f"{name}.yaml")
         for key in ("name", "source", "loader", "n_classes", "class_names"):
@@ -91,7 +90,7 @@ def test_default_configs_compose_with_hydra(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "defaults:\n  - data_source: gesture\n  - dataset: default_${data_source}\n  - _self_\n")
     with initialize_config_dir(str(tmp_path), version_base=None):
-        assert compose("config").dataset.name == "wiimote"
+        assert compose("config").dataset.name == "watch"
         sentence = compose("config", overrides=["data_source=sentence"]).dataset
         assert sentence.name == "bbc_news" and sentence.n_classes == 5
 
@@ -111,9 +110,7 @@ def test_config_mismatch_is_an_error():
 # ------------------------------------------------------------------------------------------ shipped data
 
 def test_wiimote_default_gesture_set():
-    t0 = time.perf_counter()
     d = load_dataset(dataset_cfg("wiimote"), cache=False)
-    assert time.perf_counter() - t0 < 5
     assert_well_formed(d, n_features=1, time_slices=150)
     assert d.source == "gesture" and d.name == "wiimote"
     assert d.class_names == ("pick-up", "shake", "move right", "move left", "move up", "move down")
@@ -136,16 +133,14 @@ def test_cricket_gesture_set():
 
 
 def test_bbc_news_default_sentence_set():
-    t0 = time.perf_counter()
     d = load_dataset(dataset_cfg("bbc_news"), cache=False)
-    assert time.perf_counter() - t0 < 5
     assert_well_formed(d, n_features=50, time_slices=40)
     assert d.source == "sentence"
     assert d.class_names == ("business", "entertainment", "politics", "sports", "tech")
-    assert np.bincount(d.y).tolist() == [200] * 5
+    assert np.bincount(d.y).tolist() == [1300] * 5
     assert d.lengths.min() >= 5
-    for a, b in class_pairs(5):
-        assert training_sequences(400) >= 100
+    # a pair of 2 x 1300 gives at least 1,664 training sentences: 7 updates per epoch at batch 256
+    assert training_sequences(2600) == 1664 > 6 * 256
     # nearly every real token has a GloVe vector (unknown -> zero vector)
     inside = np.arange(40)[None, :] < d.lengths[:, None]
     zero_tokens = (np.abs(d.x).sum(2) == 0) & inside
@@ -363,3 +358,87 @@ def test_missing_emotion_and_glove_say_what_to_do(tmp_path):
         assert word in msg
     with pytest.raises(DataNotFoundError, match="split 'val'"):
         load_dataset(_emotion_cfg(tmp_path / "emo", tmp_path / "g.txt", splits=["train", "val"]), cache=False)
+
+
+# ------------------------------------------------------------------------------------------ watch (seglearn)
+
+def _write_watch_file(path, recordings, labels, y_labels=("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")):
+    """A file in seglearn's format: np.save of a dict of numpy arrays in a 0-d object array."""
+    data = {"X": [np.asarray(r, dtype=np.float64) for r in recordings], "y": np.asarray(labels),
+            "subject": np.arange(len(labels)) % 3 + 1, "side": np.zeros(len(labels)),
+            "y_labels": list(y_labels), "X_labels": ["ax", "ay", "az", "wx", "wy", "wz"]}
+    np.save(path, np.array(data, dtype=object), allow_pickle=True)
+    return path
+
+
+def test_watch_windows_clips_and_recordings(tmp_path):
+    rng = np.random.default_rng(0)
+    recs = [rng.normal(size=(n, 6)) + k for k, n in enumerate([200, 175, 150, 260, 149, 210])]
+    path = _write_watch_file(tmp_path / "watch.npy", recs, [0, 0, 1, 1, 2, 6])
+    cfg = {"name": "w", "source": "gesture", "loader": "watch", "classes": ["ROW", "PEN", "ABD"], "root": str(path),
+           "window": 150, "stride": 25, "min_length": 30, "standardize": False}
+    d = load_dataset(cfg, cache=False)
+    assert_well_formed(d, n_features=6, time_slices=150)
+    # windows per recording: (n - 150) // 25 + 1; FEL (label 2) is not chosen; ROW comes first
+    expected = {5: 3, 0: 3, 1: 2, 2: 1, 3: 5}
+    assert {int(g): int(c) for g, c in zip(*np.unique(d.groups, return_counts=True))} == expected
+    assert d.y.tolist() == [0] * 3 + [1] * 5 + [2] * 6
+    assert d.class_names == ("ROW", "PEN", "ABD")
+    assert d.lengths.min() >= 30 and d.lengths.max() <= 150 and len(set(d.lengths.tolist())) > 5
+    # each clip is the start of its window: recording 3's second window starts at sample 25
+    w = np.flatnonzero(d.groups == 3)[1]
+    n = d.lengths[w]
+    np.testing.assert_allclose(d.x[w, :n], recs[3][25:25 + n].astype(np.float32))
+    full = load_dataset({**cfg, "min_length": 150}, cache=False)
+    assert (full.lengths == 150).all()
+    std = load_dataset({**cfg, "standardize": True}, cache=False)
+    inside = np.arange(150)[None, :] < std.lengths[:, None]
+    assert abs(std.x[inside].mean()) < 0.5  # standardised channels (before clipping: mean 0, std 1)
+    with pytest.raises(ValueError, match="not exercises"):
+        load_dataset({**cfg, "classes": ["ROW", "SQUAT", "ABD"]}, cache=False)
+
+
+def test_watch_file_that_names_other_code_is_refused(tmp_path):
+    """The reader unpickles plain numpy arrays only: anything else fails without running."""
+    marker = tmp_path / "was_run"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    np.save(tmp_path / "evil.npy", np.array({"X": [Payload()], "y": np.zeros(1)}, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="only numpy arrays are allowed"):
+        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "evil.npy"),
+                      "classes": ["PEN"]}, cache=False)
+    assert not marker.exists()
+    good = _write_watch_file(tmp_path / "ok.npy", [np.zeros((160, 6))], [0]).read_bytes()
+    (tmp_path / "cut.npy").write_bytes(good[: len(good) // 2])
+    with pytest.raises(ValueError, match="not a readable watch data file"):
+        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "cut.npy"),
+                      "classes": ["PEN"]}, cache=False)
+    np.save(tmp_path / "plain.npy", np.zeros((3, 6)))
+    with pytest.raises(ValueError, match="0-d object array"):
+        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "plain.npy"),
+                      "classes": ["PEN"]}, cache=False)
+
+
+def test_watch_default_gesture_set():
+    from pipeline.data.watch import _read_cached, watch_file
+    raw = _read_cached(str(watch_file(None)))
+    assert len(raw["X"]) == 140 and raw["y_labels"] == ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
+    assert np.bincount(raw["y"]).tolist() == [20] * 7
+    d = load_dataset(dataset_cfg("watch"), cache=False)
+    assert_well_formed(d, n_features=6, time_slices=150)
+    assert d.class_names == ("PEN", "ABD", "FEL", "IR", "TRAP", "ROW")
+    assert len(np.unique(d.groups)) == 120  # 6 exercises x 10 subjects x 2 arms
+    for g in np.unique(d.groups):  # one class per recording
+        assert len(set(d.y[d.groups == g].tolist())) == 1
+    again = load_dataset(dataset_cfg("watch"), cache=False)
+    assert np.array_equal(d.x, again.x) and np.array_equal(d.groups, again.groups)
+    # the study's regime: every pair gives >= 7 optimiser updates per epoch at batch 128, whatever the split
+    from analysis.health import updates_per_epoch
+    from pipeline.splits import make_splits
+    for k, pair in enumerate(class_pairs(6)):
+        for replicate in range(3):
+            s = make_splits(d.x, d.y, pair, np.random.default_rng([k, replicate]), groups=d.groups)
+            assert updates_per_epoch(len(s.y_train), 128) >= 7, (pair, len(s.y_train))

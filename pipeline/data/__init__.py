@@ -20,6 +20,7 @@ from .imigue import CLASS_NAMES as IMIGUE_CLASS_NAMES
 from .imigue import GROUPS as IMIGUE_GROUPS
 from .imigue import load_imigue
 from .ucr import load_ucr
+from .watch import load_watch
 
 __all__ = ["SequenceData", "DataNotFoundError", "LOADERS", "load_dataset", "class_pairs", "clear_cache",
            "register_loader", "EMOTION_CLASSES", "IMIGUE_CLASS_NAMES", "IMIGUE_GROUPS"]
@@ -31,6 +32,7 @@ LOADERS: dict[str, Loader] = {
     "bbc_news": load_bbc_news,
     "emotion": load_emotion,
     "imigue": load_imigue,
+    "watch": load_watch,
 }
 
 
@@ -92,8 +94,9 @@ def _load_cached(key: str) -> SequenceData:
         raise ValueError(f"dataset.loader={loader_name!r} is not a known loader; known: {sorted(LOADERS)}")
     data = LOADERS[loader_name](cfg)
     _check(data, cfg)
-    for arr in (data.x, data.y, data.lengths):
-        arr.flags.writeable = False
+    for arr in (data.x, data.y, data.lengths, data.groups):
+        if arr is not None:
+            arr.flags.writeable = False
     return data
 
 
@@ -111,8 +114,9 @@ def load_dataset(dataset_cfg: Mapping[str, Any], *, cache: bool = True) -> Seque
 
 def clear_cache() -> None:
     """Forget every cached load (data sets, BBC sentences, GloVe package)."""
-    from . import bbc, glove
+    from . import bbc, glove, watch
 
     _load_cached.cache_clear()
     bbc.bbc_sentences.cache_clear()
+    watch._read_cached.cache_clear()
     glove._package_files.cache_clear()

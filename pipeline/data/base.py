@@ -21,6 +21,9 @@ class SequenceData:
     into ``class_names``; ``lengths`` int64 (N,) real (unpadded, after any cut)
     length of each sequence. Arrays returned by ``load_dataset`` are read-only
     because they are shared through the in-process cache: copy before editing.
+    ``groups`` int64 (N,) or None: sequences cut from one recording share a
+    group id, and a run's splits never put one group on both sides
+    (``pipeline.splits``); every group holds one class.
     """
 
     x: np.ndarray
@@ -29,6 +32,7 @@ class SequenceData:
     lengths: np.ndarray
     source: str
     name: str
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x, y, lengths = self.x, self.y, self.lengths
@@ -42,6 +46,15 @@ class SequenceData:
             raise ValueError(f"SequenceData.source must be one of {SOURCES}, got {self.source!r}")
         if len(y) and (y.min() < 0 or y.max() >= len(self.class_names)):
             raise ValueError("SequenceData.y holds a class index outside class_names")
+        if self.groups is not None:
+            groups = self.groups
+            if groups.shape != (x.shape[0],) or groups.dtype != np.int64:
+                raise ValueError(f"SequenceData.groups must be int64 (N,), got {groups.dtype} {groups.shape}")
+            _, first = np.unique(groups, return_inverse=True)
+            per_group = np.zeros(first.max() + 1 if len(first) else 0, dtype=np.int64)
+            per_group[first] = y
+            if len(y) and not np.array_equal(per_group[first], y):
+                raise ValueError("SequenceData.groups: a group holds sequences of two classes")
 
     @property
     def n_classes(self) -> int:

@@ -17,7 +17,7 @@ from ..model import build_model
 from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
 from ..allocator import keep_freed_memory
-from ..train import _clean_pass_states, resolve_device, train_run
+from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,14 @@ class SequenceRunner(StudyRunner):
         check_bool(cfg, "model.batchnorm_time")
         if cfg.dataset.get("time_slices") is not None:
             check_int_range(cfg, "dataset.time_slices", 1, 100_000)
+        readout = cfg.trainer.get("readout_batchnorm", "eval")
+        if readout not in READOUT_BATCHNORM:
+            raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are "
+                              f"{', '.join(READOUT_BATCHNORM)}")
+        if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
+            raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
+                              f"at least 2 samples per batch; use trainer.batch_size>=2 "
+                              f"(or model.batchnorm_time=false)")
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
         source = cfg.data_source.name
@@ -99,7 +107,7 @@ class SequenceRunner(StudyRunner):
         pair = class_pairs(len(data.class_names))[int(design.pair)]
         splits = make_splits(data.x, data.y, pair, rng, shuffle_labels=cfg.labels == "shuffled",
                              test_fraction=cfg.split.test_fraction, val_fraction=cfg.split.val_fraction,
-                             oversample=cfg.split.oversample)
+                             oversample=cfg.split.oversample, groups=data.groups)
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
         probes = build_probes(cfg.probe)
@@ -108,12 +116,14 @@ class SequenceRunner(StudyRunner):
         result = train_run(model, splits, probes, epochs=int(cfg.trainer.epochs), lr=float(cfg.trainer.lr),
                            batch_size=int(cfg.trainer.batch_size), shuffle=bool(cfg.trainer.shuffle),
                            device=device, generator=generator, on_epoch=ctx.on_step,
-                           batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits))
+                           batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
+                           readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")))
         summary = {
             "data_source": design.data_source, "dataset": cfg.dataset.name, "pair": int(design.pair),
             "class_names": list(design.class_names), "labels": cfg.labels,
             "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
             "n_train": len(splits.y_train), "n_val": len(splits.y_val), "n_test": len(splits.y_test),
+            "batch_size": int(cfg.trainer.batch_size), "updates_per_epoch": result.updates_per_epoch,
             "time_slices": int(time_slices), "n_features": int(n_features),
             "hidden_size": int(model.lstm.hidden_size), "epochs": int(cfg.trainer.epochs),
             "device": str(device), "torch": torch.__version__,

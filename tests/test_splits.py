@@ -1,0 +1,84 @@
+"""A run's splits: over sequences (the study's), or over recordings when the data
+set cuts several windows from one recording."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.splits import make_splits
+
+
+def _grouped(n_groups_per_class=(10, 7, 5), windows=(3, 9), seed=0):
+    """Labels and recording ids: each recording is one class and gives 3..9 windows."""
+    rng = np.random.default_rng(seed)
+    y, groups = [], []
+    gid = 0
+    for cls, n_groups in enumerate(n_groups_per_class):
+        for _ in range(n_groups):
+            k = int(rng.integers(*windows))
+            y += [cls] * k
+            groups += [gid] * k
+            gid += 1
+    y, groups = np.array(y, dtype=np.int64), np.array(groups, dtype=np.int64)
+    x = np.arange(len(y), dtype=np.float32).reshape(-1, 1, 1)  # x encodes the row
+    return x, y, groups
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_no_recording_on_two_sides(seed, shuffle):
+    x, y, groups = _grouped()
+    s = make_splits(x, y, (0, 1), np.random.default_rng(seed), groups=groups, shuffle_labels=shuffle)
+    g_train, g_val, g_test = (set(groups[i]) for i in (s.train_index, s.val_index, s.test_index))
+    assert not g_train & g_test and not g_val & g_test and not g_train & g_val
+    # rows are what the indices say, and every row of a chosen test recording is in test
+    assert np.array_equal(x[s.test_index, 0, 0], s.x_test[:, 0, 0])
+    assert sorted(s.test_index) == sorted(np.flatnonzero(np.isin(groups, list(g_test))))
+    # each class gives recordings to test and validation
+    assert set(s.y_test) == {0, 1} and set(s.y_val) == {0, 1}
+    if not shuffle:
+        # 20% of each class's recordings (rounded, at least one) go to test: 10 -> 2, 7 -> 1
+        per_class = {c: len({g for g in g_test if y[groups == g][0] == c}) for c in (0, 1)}
+        assert per_class == {0: 2, 1: 1}
+    # oversampling balances the classes of train + validation, and only repeats train-full rows
+    train_full = np.concatenate([s.train_index, s.val_index])
+    binary = np.concatenate([s.y_train, s.y_val])
+    assert (binary == 0).sum() == (binary == 1).sum()
+    assert not set(train_full) & set(s.test_index)
+
+
+def test_shuffled_labels_keep_each_recording_one_label():
+    x, y, groups = _grouped(seed=3)
+    s = make_splits(x, y, (0, 2), np.random.default_rng(1), groups=groups, shuffle_labels=True)
+    for index, labels in ((s.train_index, s.y_train), (s.val_index, s.y_val), (s.test_index, s.y_test)):
+        for g in np.unique(groups[index]):
+            assert len(set(labels[groups[index] == g])) == 1
+    # and the labels did move: some recording now carries a class it did not have
+    real = {int(g): int(y[groups == g][0]) for g in np.unique(groups)}
+    test_classes = {int(groups[i]): (0, 2)[int(c)] for i, c in zip(s.test_index, s.y_test)}
+    train_classes = {int(groups[i]): (0, 2)[int(c)] for i, c in zip(s.train_index, s.y_train)}
+    moved = {**test_classes, **train_classes}
+    assert any(real[g] != c for g, c in moved.items())
+
+
+def test_same_seed_same_grouped_splits():
+    x, y, groups = _grouped()
+    a = make_splits(x, y, (1, 2), np.random.default_rng(5), groups=groups)
+    b = make_splits(x, y, (1, 2), np.random.default_rng(5), groups=groups)
+    for f in ("train_index", "val_index", "test_index"):
+        assert np.array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_one_recording_per_class_cannot_be_split():
+    x, y, groups = _grouped(n_groups_per_class=(1, 4), windows=(20, 21))
+    with pytest.raises(ValueError, match="at least 2 per class"):
+        make_splits(x, y, (0, 1), np.random.default_rng(0), groups=groups)
+
+
+def test_without_groups_the_split_is_over_sequences():
+    """The study's split: no group constraint, 20% of the pair's sequences in test."""
+    x, y, groups = _grouped()
+    s = make_splits(x, y, (0, 1), np.random.default_rng(0))
+    n_pair = int(np.isin(y, (0, 1)).sum())
+    assert len(s.test_index) == round(0.2 * n_pair)
+    assert set(groups[s.test_index]) & set(groups[s.train_index])  # windows of one recording straddle

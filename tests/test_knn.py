@@ -92,11 +92,15 @@ def old_rule_curve(states: np.ndarray, labels: np.ndarray, k: int = 3, leave_one
 
 
 def sklearn_over_orders(states: np.ndarray, labels: np.ndarray, k: int, orders: int, seed: int = 0,
-                        leave_one_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                        leave_one_out: bool = False, algorithm: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's accuracy per time slice, averaged over uniformly random sample orders, and its standard error.
 
     Each order permutes states and labels together, fits and predicts, and maps
     the predictions back; leave-one-out fits on the other samples in that order.
+    ``algorithm="kd_tree"`` makes scikit-learn compute distances from explicit
+    differences, as the probe's exact path does; its brute-force search (what
+    "auto" picks for more than 15 features) uses the Gram identity, whose
+    rounding can reorder states that differ by less than its error.
     """
     rng = np.random.default_rng(seed)
     n, slices, _ = states.shape
@@ -109,12 +113,13 @@ def sklearn_over_orders(states: np.ndarray, labels: np.ndarray, k: int, orders: 
                 right = 0
                 for i in range(n):
                     keep = np.arange(n) != i
-                    model = KNeighborsClassifier(n_neighbors=k).fit(x[keep, t], y[keep])
+                    model = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(x[keep, t], y[keep])
                     right += int(model.predict(x[i:i + 1, t])[0] == y[i])
                 scores[o, t] = right / n
             else:
                 predicted = np.empty(n, dtype=labels.dtype)
-                predicted[order] = KNeighborsClassifier(n_neighbors=k).fit(x[:, t], y).predict(x[:, t])
+                predicted[order] = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(x[:, t], y).predict(
+                    x[:, t])
                 scores[o, t] = np.mean(predicted == labels)
     return scores.mean(0), scores.std(0, ddof=1) / np.sqrt(orders)
 

@@ -140,7 +140,10 @@ def test_probe_matches_sklearn_on_real_hidden_states(source):
     worst = np.sort(np.argsort(-curve.tie_share, kind="stable")[:2])
     assert curve.tie_share[worst].min() > 0
     s = states.double().numpy()[:, worst]
-    mean, standard_error = sklearn_over_orders(s, labels, k=3, orders=60)
+    # kd-tree: distances from explicit differences, as the probe's exact path; the padded ends of
+    # the watch clips leave states that are nearly, not exactly, equal, and the Gram identity of
+    # scikit-learn's brute-force search cannot order those (measured: 5 standard errors off)
+    mean, standard_error = sklearn_over_orders(s, labels, k=3, orders=60, algorithm="kd_tree")
     assert_within_monte_carlo(curve.accuracy[worst], mean, standard_error)
 
 

@@ -233,7 +233,8 @@ def _main(args) -> int:
     diagnostics = []
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        diagnostics = _diagnostics(collection, Path(args.root), args.study, out, files,
+                                   figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
@@ -258,15 +259,17 @@ def _main(args) -> int:
     return 0
 
 
-def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
-    """Sections on whether the maps can be trusted (the probe's ties), shown after the replication table.
+def _diagnostics(collection, root: Path, study: str | None, out: Path, files: list[str],
+                 figs: dict[str, bytes] | None) -> list[dict]:
+    """Sections on whether the maps can be trusted (did the networks train in the study's regime,
+    did their maps move, how many neighbour sets ties decided), shown after the replication table.
 
     Their tables are written as CSV next to the report and their figures into figures/.
     """
-    from . import ties
+    from . import health, ties
     from .tables import atomic_write_bytes, atomic_write_csv
 
-    sections = [ties.tie_share_section(collection, figures=figs is not None)]
+    sections = [health.health_section(root, study), ties.tie_share_section(collection, figures=figs is not None)]
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)

@@ -219,10 +219,14 @@ def _replication(inp: ReportInput) -> str:
 
 def _diagnostics(inp: ReportInput) -> list[str]:
     out = []
+    # A section's html shows its summaries; its tables (per run and epoch: thousands of rows in a
+    # study) are written next to the report as <name>.csv (analysis/cli.py) and linked here.
     for section in inp.diagnostics:
         parts = [f"<h2>{html.escape(str(section.get('title', 'Diagnostics')))}</h2>", str(section.get("html", ""))]
-        for name, frame in (section.get("tables") or {}).items():
-            parts.append(f"<h3>{html.escape(str(name))}</h3>" + _table(frame, max_rows=max(len(frame), 1)))
+        links = [f"<a href='{html.escape(name)}.csv'><code>{html.escape(name)}.csv</code></a> ({len(frame)} rows)"
+                 for name, frame in (section.get("tables") or {}).items()]
+        if links:
+            parts.append("<p class='muted'>Every row, next to this report: " + ", ".join(links) + ".</p>")
         out.append("".join(parts))
     return out
 

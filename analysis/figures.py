@@ -54,7 +54,7 @@ def chance_levels(knn_mode: str | None = None) -> list[tuple[float, str]]:
 
     Resubstitution 3-NN counts the sample's own vote: with distinct states and
     random labels it scores about 0.75, and about 0.5 where every state of a
-    slice is tied (PROTOCOL.md, the probe). Leave-one-out removes the own
+    slice is tied (docs/science.md, the probe). Leave-one-out removes the own
     vote: 0.5 either way.
     """
     if knn_mode == "leave_one_out":

@@ -1,6 +1,6 @@
 """Which of the study's claims replicate: one row per claim (and metric / source), with a verdict.
 
-The claims are those of PROTOCOL.md section 1 (Jiang & Dale 2025, abstract
+The claims are those of docs/science.md section 1 (Jiang & Dale 2025, abstract
 and results). For each: the authors' test (their least squares, as
 reproduced on this table in ``ols.csv``), our test (from the mixed models
 whose random effects match the design, ``analysis.stats``), the estimate with
@@ -59,7 +59,7 @@ def merged_null_share(table: pd.DataFrame) -> dict[str, float]:
     T is taken from the real runs of the source (the smallest tmax there is 1/T
     when any curve peaks at the first slice; otherwise the grid is inferred
     from the spacing of their values). A row off that grid cannot come from
-    one curve of T slices: the authors' null table averages five (PROTOCOL.md).
+    one curve of T slices: the authors' null table averages five (docs/science.md).
     """
     out = {}
     for source, d in table.groupby("source"):

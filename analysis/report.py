@@ -210,7 +210,7 @@ def _replication(inp: ReportInput) -> str:
                 f"<td class='note'>{html.escape(str(r.note))}</td></tr>")
     head = "".join(f"<th>{h}</th>" for h in ("metric / source", "authors' test on this table",
                                               "estimate [95% CI]", "p", "p (Holm)", "verdict", "note"))
-    return (f"<p>Each claim of the study (PROTOCOL.md section 1), tested on this table: {summary}. "
+    return (f"<p>Each claim of the study (docs/science.md section 1), tested on this table: {summary}. "
             f"<b>Rule:</b> {html.escape(inp.replication_rule)} The same rows, with the full test descriptions, "
             "are in <a href='replication.csv'><code>replication.csv</code></a>.</p>"
             f"<div class='tablebox'><table class='data wrap replication'><thead><tr>{head}</tr></thead>"

@@ -1,6 +1,6 @@
 """The dense-sample data set: 5 glyph tokens x many distorted, noisy exemplars.
 
-PROTOCOL.md 2a (Hanson, Yadav & Hanson 2024) trains a small VGG on "5 unique
+docs/science.md 2a (Hanson, Yadav & Hanson 2024) trains a small VGG on "5 unique
 tokens with at least 500 exemplars each"; their data are not public. This
 generator makes such a set deterministically from a seed, with numpy only.
 

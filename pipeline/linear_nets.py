@@ -1,4 +1,4 @@
-"""Deep linear networks for the critical-period studies (PROTOCOL.md 2d; Kleinman, Achille & Soatto 2024).
+"""Deep linear networks for the critical-period studies (docs/science.md 2d; Kleinman, Achille & Soatto 2024).
 
 Plain numpy with hand-written gradients: the networks are tiny, and one run of
 1000 full-batch steps of two depth-8, width-100 pathways takes about a second

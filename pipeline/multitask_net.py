@@ -1,4 +1,4 @@
-"""The multitasking network and its pseudo-kernel (PROTOCOL.md 2b; Pyle, Musslick, Cohen & Patel 2023).
+"""The multitasking network and its pseudo-kernel (docs/science.md 2b; Pyle, Musslick, Cohen & Patel 2023).
 
 Environment. A stimulus has ``n_input_groups`` (4) input groups, each a one-hot
 code of one of ``n_features`` (3) features: 3^4 = 81 stimuli, 12 input units.

@@ -428,7 +428,7 @@ def test_replication_says_what_cannot_be_tested():
 
 @needs_reference
 def test_the_null_table_merges_five_curves():
-    """394 of the 500 null rows have tmax off the 1/T grid of a single curve (PROTOCOL.md)."""
+    """394 of the 500 null rows have tmax off the 1/T grid of a single curve (docs/science.md)."""
     table = read_metrics_table([REFERENCE / "metrics_50epoch.csv", REFERENCE / "metrics_null_50epoch.csv"])
     share = merged_null_share(table)
     assert share == {"gesture": 208 / 250, "sentence": 186 / 250}

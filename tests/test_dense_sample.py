@@ -1,4 +1,4 @@
-"""The dense-sample study (PROTOCOL.md 2a): the glyph generator, the VGG, the
+"""The dense-sample study (docs/science.md 2a): the glyph generator, the VGG, the
 category-structure probe, the learning-curve fits, the config, and an end-to-end run."""
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The gradient-spectrum probe (PROTOCOL.md 2c): exact group gradients, rank bounds, a
+"""The gradient-spectrum probe (docs/science.md 2c): exact group gradients, rank bounds, a
 known group difference, the record, the schedule, and an end-to-end headline sweep."""
 import json
 import subprocess

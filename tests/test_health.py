@@ -92,7 +92,7 @@ def test_authors_figures_from_performance_csv():
         assert row["runs"] == len(g)
         assert row["median_updates_per_epoch"] == g.updates_per_epoch.median()
         assert row["median_test_accuracy"] == pytest.approx(g.test_accuracy.median())
-    # PROTOCOL.md's figures: updates per epoch median 43 (gesture) and 24 (sentence); 15 gesture pairs
+    # docs/science.md's figures: updates per epoch median 43 (gesture) and 24 (sentence); 15 gesture pairs
     assert authors.loc[("gesture", 50), "median_updates_per_epoch"] == 43
     assert authors.loc[("sentence", 50), "median_updates_per_epoch"] == 24
     assert authors.loc[("gesture", 50), "pairs"] == 15

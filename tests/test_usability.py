@@ -84,10 +84,16 @@ def test_the_link_checker_catches_broken_links(tmp_path):
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
 def test_docs_name_no_file_outside_the_repository(doc):
     # a fresh clone has neither this machine's shared folder nor the protocol file (docs/science.md
-    # states it, and says that code comments cite its sections as "PROTOCOL.md 2a")
+    # states it; code comments cite its sections as "docs/science.md 2a")
     text = doc.read_text()
-    assert "/work/" not in text and "shared/docs" not in text
-    assert doc.name == "science.md" or "PROTOCOL.md" not in text
+    assert "/work/" not in text and "shared/docs" not in text and "PROTOCOL.md" not in text
+
+
+def test_code_cites_the_science_in_the_repository():
+    cited = [p for p in REPO.glob("**/*.py") if ".venv" not in p.parts and p.name != "test_usability.py"
+             and "PROTOCOL.md" in p.read_text()]
+    cited += [p for p in (REPO / "conf").glob("**/*.yaml") if "PROTOCOL.md" in p.read_text()]
+    assert not cited, f"cite docs/science.md, not PROTOCOL.md: {cited}"
 
 
 def test_console_script_and_cluster_example_out_of_the_launcher_choices():

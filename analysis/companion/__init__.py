@@ -1,4 +1,4 @@
-"""Report sections of the companion studies (PROTOCOL.md section 2).
+"""Report sections of the companion studies (docs/science.md section 2).
 
 Each module has ``section(study_dir: Path, out_dir: Path) -> dict`` returning
 ``{"title", "html" (a fragment: figures as base64 PNG, tables with captions),

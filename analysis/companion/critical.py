@@ -1,4 +1,4 @@
-"""Report sections: critical periods in deep linear networks (PROTOCOL.md 2d).
+"""Report sections: critical periods in deep linear networks (docs/science.md 2d).
 
 ``section(study_dir, out_dir)`` reads the done runs of ``critical_pathways``
 (``pathway_shares.parquet``) and/or ``critical_matrix_completion``

@@ -1,4 +1,4 @@
-"""Report section: category structure in the dense-sample study (PROTOCOL.md 2a).
+"""Report section: category structure in the dense-sample study (docs/science.md 2a).
 
 Reads the done runs of ``study=dense_sample`` (pipeline/studies/dense_sample.py):
 ``category_structure.parquet`` (per layer and checkpoint: class-mean and

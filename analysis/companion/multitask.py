@@ -1,4 +1,4 @@
-"""Report section: pseudo-kernel prediction in the multitasking network (PROTOCOL.md 2b).
+"""Report section: pseudo-kernel prediction in the multitasking network (docs/science.md 2b).
 
 ``section(study_dir, out_dir)`` reads the done runs of ``study=multitask``
 (``summary.json``, ``loss_curves``, ``kernel_prediction``, ``kernel_eigen``,

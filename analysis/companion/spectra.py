@@ -1,4 +1,4 @@
-"""Report section: gradient spectra by group (PROTOCOL.md 2c).
+"""Report section: gradient spectra by group (docs/science.md 2c).
 
 Reads ``gradient_spectrum.parquet`` of the done runs of a study (written by
 ``probe.gradient_spectrum.enabled=true``, pipeline/probes/gradient_spectrum.py)

@@ -40,7 +40,7 @@ PARTS = (("pose_keypoints_2d", 25), ("face_keypoints_2d", 70),
 N_KEYPOINTS = sum(n for _, n in PARTS)  # 137
 N_FEATURES = 2 * N_KEYPOINTS  # 274
 
-# PROTOCOL.md section 1: the study's 6 classes as groups of iMiGUE class ids
+# docs/science.md section 1: the study's 6 classes as groups of iMiGUE class ids
 GROUPS = ((99,), (20, 21, 31), (1, 2, 28, 29), (23, 24, 25, 26, 27),
           (12, 13, 14, 15, 16, 17, 18, 19, 22, 30), (3, 4, 5, 6, 7, 8, 9, 10, 11))
 CLASS_NAMES = ("no gesture", "body", "head", "hand", "body-head", "head-hand")

@@ -1,4 +1,4 @@
-"""Critical-period studies in deep linear networks (PROTOCOL.md 2d; Kleinman, Achille & Soatto, ICLR 2024).
+"""Critical-period studies in deep linear networks (docs/science.md 2d; Kleinman, Achille & Soatto, ICLR 2024).
 
 ``study=critical_pathways``: two deep linear pathways summed into one output,
 pathway b deprived (no parameter update) during ``[deficit_onset,

@@ -1,4 +1,4 @@
-"""The dense-sample study (PROTOCOL.md 2a; Hanson, Yadav & Hanson 2024).
+"""The dense-sample study (docs/science.md 2a; Hanson, Yadav & Hanson 2024).
 
 One run: generate the dense-sample glyph data set (``pipeline/dense_data.py``;
 ``study.data.draw: replicate`` draws a fresh data set per replicate from
@@ -76,7 +76,7 @@ class SmallVGG(nn.Module):
     """VGG-style: blocks of two 3x3 conv + ReLU and a 2x2 max-pool, then ReLU FC layers.
 
     The defaults (channels 32-64-128, FC 1024-384, 16 x 16 input, 5 classes)
-    have 1,207,269 weights (PROTOCOL.md 2a: about 1.24 M). ``forward`` returns
+    have 1,207,269 weights (docs/science.md 2a: about 1.24 M). ``forward`` returns
     (logits, penultimate features), as the headline's model returns
     (logits, hidden states).
     """

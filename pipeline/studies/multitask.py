@@ -1,5 +1,5 @@
 """``study=multitask``: the multitasking network, its curriculum and its pseudo-kernel
-(PROTOCOL.md 2b; Pyle, Musslick, Cohen & Patel 2023).
+(docs/science.md 2b; Pyle, Musslick, Cohen & Patel 2023).
 
 One run: initialise (``study.init``: standard U(-0.1, 0.1) or large U(-1, 1)),
 compute the pseudo-kernel of the single-task curriculum at initialisation (its

@@ -22,6 +22,7 @@ pixels, as in the study.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..runfolder import atomic_write_bytes
 from .base import DataNotFoundError, SequenceData, as_list, opt, pad_sequences, require_path, resolve_path
 
 log = logging.getLogger(__name__)
@@ -182,9 +184,10 @@ def load_imigue(cfg: Mapping[str, Any]) -> SequenceData:
         x, lengths, labels = _from_openpose(root, labels_path, time_slices)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, keypoints=x, label=labels, length=lengths)
-            tmp.replace(cache)
+            # runs of a sweep may parse the clips at once: each writes its own temporary file
+            buffer = io.BytesIO()
+            np.savez(buffer, keypoints=x, label=labels, length=lengths)
+            atomic_write_bytes(cache, buffer.getvalue())
     keep, y = _regroup(labels, groups)
     return SequenceData(x=np.ascontiguousarray(x[keep]), y=y, class_names=class_names, lengths=lengths[keep],
                         source=str(opt(cfg, "source", "gesture")), name=str(opt(cfg, "name", "imigue")))

@@ -63,14 +63,14 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path)
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
     # the two data sets are two conditions of the sweep, counted apart
     assert report["conditions"] == {"dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
-                                    "trainer.epochs=1": {"gesture/pair 0": {"done": 1}}}
+                                    "dataset=wiimote trainer.epochs=1": {"gesture/pair 0": {"done": 1}}}
     (problem,) = report["problems"]
     assert problem["state"] == "failed" and problem["detail"].startswith("DataNotFoundError: iMiGUE")
 
     status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
     assert "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" \
         in status_cli.stdout
-    assert "study headline [trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
+    assert "study headline [dataset=wiimote trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried

@@ -102,14 +102,14 @@ def test_config_name_tags_and_group_of_a_run(tmp_path):
     assert config["run_id"] == rid and config["attempt"] == 2 and config["wandb_id"] == f"{rid}-a2"
     assert config["earlier_attempts"] == [rid]
     assert (config["data_source"], config["pair"], config["replicate"]) == ("gesture", 0, 3)
-    assert config["class_names"] == ["pick-up", "shake"] and config["class_pair"] == "pick-up/shake"
+    assert config["class_names"] == ["PEN", "ABD"] and config["class_pair"] == "PEN/ABD"
     assert config["labels"] == "shuffled" and config["source_group"] == "gesture shuffled"
-    assert config["source_pair"] == "gesture pick-up/shake shuffled"
+    assert config["source_pair"] == "gesture PEN/ABD shuffled"
     assert config["study"]["name"] == "headline" and "trainer" in config
-    assert tracking.display_name(cfg) == "gesture pick-up/shake r003 shuffled"
-    assert tracking.display_name(cfg, attempt=2) == "gesture pick-up/shake r003 shuffled attempt 2"
+    assert tracking.display_name(cfg) == "gesture PEN/ABD r003 shuffled"
+    assert tracking.display_name(cfg, attempt=2) == "gesture PEN/ABD r003 shuffled attempt 2"
     assert tracking.group_name(cfg) == "headline-shuffled"
-    assert tracking.run_tags(cfg) == ["headline", "gesture", "shuffled", "pick-up", "shake"]
+    assert tracking.run_tags(cfg) == ["headline", "gesture", "shuffled", "PEN", "ABD"]
 
 
 def test_earlier_attempts_count_only_this_runs_wandb_folders(tmp_path):
@@ -229,11 +229,11 @@ def test_a_real_run_logs_the_analysis_metrics_epoch_by_epoch(offline_run):
 def test_a_real_run_is_named_tagged_and_grouped(offline_run):
     run = run_record(offline_run["records"])
     rid = offline_run["run_dir"].name
-    assert run["run_id"] == rid and run["display_name"] == "gesture pick-up/shake r000"
+    assert run["run_id"] == rid and run["display_name"] == "gesture PEN/ABD r000"
     assert run["run_group"] == "headline-real" and run["job_type"] == "run"
-    assert run["tags"] == ["headline", "gesture", "real", "pick-up", "shake"]
+    assert run["tags"] == ["headline", "gesture", "real", "PEN", "ABD"]
     assert config_value(run, "run_id") == rid and config_value(run, "data_source") == "gesture"
-    assert config_value(run, "class_names") == ["pick-up", "shake"]
+    assert config_value(run, "class_names") == ["PEN", "ABD"]
     keys = set(run["config"]["update"])
     assert not keys & {"expected_run_id", "pack_file", "paths", "participant", "design"}
     assert summary(offline_run["records"])["run/complete"] == 1

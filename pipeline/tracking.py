@@ -101,7 +101,7 @@ def group_name(cfg: DictConfig) -> str:
 
 
 def display_name(cfg: DictConfig, attempt: int = 1) -> str:
-    """``gesture pick-up/shake r003`` (+ `` shuffled``, + `` attempt 2``)."""
+    """``gesture PEN/ABD r003`` (+ `` shuffled``, + `` attempt 2``)."""
     design = _design(cfg)
     replicate = int(design.get("replicate", 0))
     pair = class_pair(design)

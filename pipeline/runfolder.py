@@ -68,14 +68,24 @@ def _temp_beside(path: Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
+def _written_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a fresh temporary file beside ``path``, on disk (fsync) before anyone can see it."""
     fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    tmp = _written_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -334,12 +344,8 @@ def try_claim(run_dir: Path) -> Claim | None:
         {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(),
          "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "token": token}
     ).encode()
-    fd, tmp = _temp_beside(path)
+    tmp = _written_temp(path, payload)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
         with _claim_lock(run_dir):
             for _ in range(3):
                 try:

@@ -54,7 +54,8 @@ from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text,
 __all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError",
            "MixedProbeRules", "MixedConditions", "TIE_RULES", "KNN_MODES"]
 
-CACHE_VERSION = 3  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns
+CACHE_VERSION = 4  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
+# 4: the batch size is compared per data source
 _RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
                 "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs",
                 "n_slices", "shape", "map_row", "condition", "dataset_condition"]
@@ -293,6 +294,9 @@ def _design(run_dir: Path) -> dict:
 # KNN rule (compared on its own, with its own options) and what leaves the run id alone (pipeline.identity).
 _FACTOR_KEYS = ("design", "data_source", "dataset", "labels", "study")
 _NON_CONDITION_KEYS = {"probe.knn.ties", "probe.knn.mode", *(f"trainer.{k}" for k in NON_SEMANTIC_TRAINER)}
+# Settings each data source sets for itself (conf/data_source/*.yaml: the study's batch of 128 gesture and
+# 256 sentence sequences): compared within a data source, like its data set, never across sources.
+_PER_SOURCE_KEYS = {"trainer.batch_size"}
 
 
 def _flat(node, prefix: str = "") -> dict:
@@ -308,9 +312,10 @@ def _condition(config: dict) -> dict:
     """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled)."""
     rest = {k: v for k, v in config.items() if k not in (*NON_SEMANTIC_TOP, *_FACTOR_KEYS)}
     flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
-    dataset = _flat(config.get("dataset") or {}, "dataset.")
+    per_source = {k: flat.pop(k) for k in sorted(_PER_SOURCE_KEYS) if k in flat}
+    per_source.update(_flat(config.get("dataset") or {}, "dataset."))
     return {"condition": json.dumps(flat, sort_keys=True, default=str),
-            "dataset_condition": json.dumps(dataset, sort_keys=True, default=str)}
+            "dataset_condition": json.dumps(per_source, sort_keys=True, default=str)}
 
 
 def _knn_rule(config: dict) -> dict:
@@ -651,7 +656,8 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
 
 def _check_one_condition(records: list[dict]) -> None:
     """MixedConditions when the runs differ in a setting other than the design factors (``trainer.lr``,
-    ``trainer.epochs``, ``model.hidden_size``, ...), or in their data set within one data source."""
+    ``trainer.epochs``, ``model.hidden_size``, ...), or in their data set or batch size within one data
+    source."""
     groups = [("", lambda r: r["condition"])] + [
         (f" (data source {source})", lambda r: r["dataset_condition"])
         for source in sorted({r["source"] for r in records})]

@@ -283,6 +283,31 @@ def test_the_analysis_refuses_to_pool_runs_of_different_settings(tmp_path):
         collect.collect_runs(study["root"], progress=False)
 
 
+def test_each_data_source_keeps_its_own_batch_size_but_not_two(tmp_path):
+    """The study's sources train at batches of 128 and 256 (conf/data_source): that is the design, not two
+    conditions (a `make run` study was refused for it); two batch sizes within one source are."""
+    import yaml
+
+    from analysis import collect
+
+    study = _analysis_study(tmp_path)
+
+    def set_batch(folder, size):
+        config = yaml.safe_load((folder / CONFIG).read_text())
+        config["trainer"]["batch_size"] = size
+        (folder / CONFIG).write_text(yaml.safe_dump(config))
+
+    for run in study["runs"].values():
+        if run["folder"].name.startswith("sentence"):
+            set_batch(run["folder"], 256)
+    collection = collect.collect_runs(study["root"], progress=False, use_cache=False)
+    assert set(collection.runs["source"]) == {"gesture", "sentence"}
+    gesture = sorted(r["folder"] for r in study["runs"].values() if r["folder"].name.startswith("gesture"))
+    set_batch(gesture[0], 64)
+    with pytest.raises(collect.MixedConditions, match=r"data source gesture.*trainer\.batch_size=(64|128)"):
+        collect.collect_runs(study["root"], progress=False, use_cache=False)
+
+
 def test_a_copied_folder_a_link_outside_the_root_and_a_duplicate_are_not_counted(tmp_path):
     import shutil
 

@@ -44,8 +44,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)  ## create .venv and install the project with its test extras
 
 # The main job: a small complete study (one replicate of each of the 25 design
-# cells, 20 epochs, at the default data sizes: about 11 minutes on 2 free cores,
-# estimated from the CPU time the acceptance runs took; the maps move by epoch 20), then its
+# cells, 20 epochs, at the default data sizes; measured on a quiet 2-core VM after setup:
+# sweep 6 min 2 s (694 s of CPU), analysis 9 s; the maps move by epoch 20), then its
 # analysis and the training-health table (updates per epoch, test accuracy, map
 # movement). Relaunching skips finished runs. OUTPUTS, SEEDS and EPOCHS are overridable.
 OUTPUTS ?= outputs

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.runfolder import CONFIG, STATUS, SUMMARY
 from .collect import RunReadError, find_run_dirs, read_run
 
 __all__ = ["ACCEPTANCE", "updates_per_epoch", "map_movement", "run_health", "health_table", "health_summary",
@@ -55,11 +56,11 @@ def run_health(run_dir) -> dict:
     run_dir = Path(run_dir)
     info, lc_map = read_run(run_dir)
     try:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads((run_dir / SUMMARY).read_text())
     except (OSError, ValueError) as exc:
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
     except Exception:  # noqa: BLE001 - read_run already parsed it; a second failure is a race
         config = {}
     batch_size = summary.get("batch_size") or (config.get("trainer") or {}).get("batch_size")
@@ -82,7 +83,7 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
     rows, skipped = [], []
     for study_name, run_dir in find_run_dirs(root, study):
         try:
-            status = json.loads((run_dir / "status.json").read_text())
+            status = json.loads((run_dir / STATUS).read_text())
         except (OSError, ValueError):
             continue
         if status.get("state") != "done":

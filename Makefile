@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup run test test-fast bench analysis status clean-venv
+.PHONY: help setup run test test-fast lint format bench bench-study status clean-venv
 
 help:  ## list the commands
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-12s %s\n", $$1, $$2}'
@@ -71,9 +71,17 @@ run: $(STAMP)  ## run the default study + analysis and say where the results are
 status:  ## how far the study under OUTPUTS is, per design cell
 	$(BIN)/python -m pipeline.status --root $(OUTPUTS)
 
-test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
+test: lint  ## lint, then the whole test suite (slow end-to-end tests included)
 	@bash .ci/install-r.sh
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## ruff: format the code and apply the safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-fast: $(STAMP)  ## the test suite without the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"

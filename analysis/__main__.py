@@ -8,6 +8,6 @@ import os
 for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
-from analysis.cli import main  # noqa: E402
+from analysis.cli import main  # noqa: E402  (after the BLAS thread settings above)
 
 raise SystemExit(main())

@@ -64,45 +64,87 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis",
         description="Learning-curve metrics (start, end - start, max, tmax) and their statistics (mixed-effects "
-                    "models, the authors' least squares), figures and an HTML report, from the pipeline's run "
-                    "folders or from a metrics table. Never imports torch.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "models, the authors' least squares), figures and an HTML report, from the pipeline's run "
+        "folders or from a metrics table. Never imports torch.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = parser.add_argument_group("input")
-    src.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), metavar="DIR",
-                     help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root: "
-                          "$LCM_OUTPUTS, else ./outputs; now %(default)s)")
+    src.add_argument(
+        "--root",
+        default=os.environ.get("LCM_OUTPUTS", "outputs"),
+        metavar="DIR",
+        help="outputs root holding <study>/runs/<run_id>/ folders (the pipeline's paths.root: "
+        "$LCM_OUTPUTS, else ./outputs; now %(default)s)",
+    )
     src.add_argument("--study", metavar="NAME", help="analyse one study only (default: every study under --root)")
-    src.add_argument("--knn-ties", metavar="RULE", choices=("expected_random_order", "self_first_by_index"),
-                     help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)")
-    src.add_argument("--knn-mode", metavar="MODE", choices=("resubstitution", "leave_one_out"),
-                     help="only runs whose KNN probe used this mode")
-    src.add_argument("--metrics-table", metavar="PATH", action="append", default=None,
-                     help="analyse a metrics table (CSV or parquet with columns source, labels, pair, replicate, "
-                          "epoch, start, end, max, tmax) instead of run folders; repeat to combine tables "
-                          "(e.g. the study and its shuffled-label runs); needs --out")
+    src.add_argument(
+        "--knn-ties",
+        metavar="RULE",
+        choices=("expected_random_order", "self_first_by_index"),
+        help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)",
+    )
+    src.add_argument(
+        "--knn-mode",
+        metavar="MODE",
+        choices=("resubstitution", "leave_one_out"),
+        help="only runs whose KNN probe used this mode",
+    )
+    src.add_argument(
+        "--metrics-table",
+        metavar="PATH",
+        action="append",
+        default=None,
+        help="analyse a metrics table (CSV or parquet with columns source, labels, pair, replicate, "
+        "epoch, start, end, max, tmax) instead of run folders; repeat to combine tables "
+        "(e.g. the study and its shuffled-label runs); needs --out",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="output folder (default: <root>/analysis)")
     opts = parser.add_argument_group("options")
-    opts.add_argument("--no-smooth", dest="smooth", action="store_false",
-                      help="take the metrics from the raw curves instead of the 3RS3R-smoothed ones (default: "
-                           "smoothed, as the authors did)")
-    opts.add_argument("--no-cache", dest="use_cache", action="store_false",
-                      help="read every run again instead of reusing <out>/.cache (the cache is still rewritten)")
-    opts.add_argument("--core-only", dest="extras", action="store_false",
-                      help="fit only the key mixed models (source_pairs, pair_<source>_slope, "
-                           "labels_<source>_slope) and the authors' OLS, not the intercept-only and partial "
-                           "models kept for comparison")
-    opts.add_argument("--statsmodels-all", action="store_true",
-                      help="fit the random-slope and nested models with statsmodels too (default: the profiled "
-                           "criterion, lme4's algorithm, which gives the same estimates in a fraction of the time; "
-                           "source_pairs is always fitted by it: statsmodels has no crossed random slopes)")
+    opts.add_argument(
+        "--no-smooth",
+        dest="smooth",
+        action="store_false",
+        help="take the metrics from the raw curves instead of the 3RS3R-smoothed ones (default: "
+        "smoothed, as the authors did)",
+    )
+    opts.add_argument(
+        "--no-cache",
+        dest="use_cache",
+        action="store_false",
+        help="read every run again instead of reusing <out>/.cache (the cache is still rewritten)",
+    )
+    opts.add_argument(
+        "--core-only",
+        dest="extras",
+        action="store_false",
+        help="fit only the key mixed models (source_pairs, pair_<source>_slope, "
+        "labels_<source>_slope) and the authors' OLS, not the intercept-only and partial "
+        "models kept for comparison",
+    )
+    opts.add_argument(
+        "--statsmodels-all",
+        action="store_true",
+        help="fit the random-slope and nested models with statsmodels too (default: the profiled "
+        "criterion, lme4's algorithm, which gives the same estimates in a fraction of the time; "
+        "source_pairs is always fitted by it: statsmodels has no crossed random slopes)",
+    )
     opts.add_argument("--no-figures", dest="figures", action="store_false", help="skip figures (report without them)")
-    opts.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
-                      help="processes for the mixed models, one metric each (default: min(2, CPUs) = %(default)s)")
+    opts.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        metavar="N",
+        help="processes for the mixed models, one metric each (default: min(2, CPUs) = %(default)s)",
+    )
     opts.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    opts.add_argument("--wandb", action="store_true",
-                      help="also log the tables and report.html to W&B (job type analysis, the study's group; "
-                           "mode from WANDB_MODE, project from WANDB_PROJECT; see docs/wandb.md)")
+    opts.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables and report.html to W&B (job type analysis, the study's group; "
+        "mode from WANDB_MODE, project from WANDB_PROJECT; see docs/wandb.md)",
+    )
     return parser
 
 
@@ -128,8 +170,9 @@ def _knn_mode(collection) -> str | None:
 def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, bytes]:
     t0 = time.perf_counter()
     mean_maps = collection.mean_maps() if collection is not None else None
-    figs = figures.all_figures(table, METRIC_NAMES, mean_maps=mean_maps, folder=out / "figures",
-                               knn_mode=_knn_mode(collection))
+    figs = figures.all_figures(
+        table, METRIC_NAMES, mean_maps=mean_maps, folder=out / "figures", knn_mode=_knn_mode(collection)
+    )
     for old in (out / "figures").glob("*.png"):  # figures of an earlier run that this one does not make
         if old.name not in figs and old.name.startswith(("maps_", "metric_", "trajectory_")):
             old.unlink(missing_ok=True)
@@ -170,9 +213,16 @@ def _main(args) -> int:
         root = Path(args.root)
         out = Path(args.out) if args.out else root / "analysis"
         try:
-            collection = collect.collect_runs(root, study=args.study, cache_dir=out / ".cache", smooth=args.smooth,
-                                              use_cache=args.use_cache, progress=not args.quiet,
-                                              knn_ties=args.knn_ties, knn_mode=args.knn_mode)
+            collection = collect.collect_runs(
+                root,
+                study=args.study,
+                cache_dir=out / ".cache",
+                smooth=args.smooth,
+                use_cache=args.use_cache,
+                progress=not args.quiet,
+                knn_ties=args.knn_ties,
+                knn_mode=args.knn_mode,
+            )
         except collect.MixedProbeRules as exc:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
@@ -183,11 +233,13 @@ def _main(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_csv(out / "skipped_runs.csv", skipped)
             reasons = skipped["reason"].value_counts().to_dict()
-            return _fail(f"no usable runs under {root.resolve()}"
-                         + (f" (study {args.study})" if args.study else "")
-                         + f": {len(skipped)} run folder(s), none done and readable ({reasons}); the list is in "
-                           f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
-                           "failed ones with the pipeline.")
+            return _fail(
+                f"no usable runs under {root.resolve()}"
+                + (f" (study {args.study})" if args.study else "")
+                + f": {len(skipped)} run folder(s), none done and readable ({reasons}); the list is in "
+                f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
+                "failed ones with the pipeline."
+            )
         table = collect.metrics_for_statistics(collection)
         notes.extend(collection.notes)
         description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
@@ -208,8 +260,9 @@ def _main(args) -> int:
 
     # the mixed models run in worker processes (--jobs > 1) while this process draws the figures
     t0 = time.perf_counter()
-    pending = stats.start_mixed_effects(table, extras=args.extras, jobs=max(1, args.jobs), progress=not args.quiet,
-                                        statsmodels_all=args.statsmodels_all)
+    pending = stats.start_mixed_effects(
+        table, extras=args.extras, jobs=max(1, args.jobs), progress=not args.quiet, statsmodels_all=args.statsmodels_all
+    )
     figs: dict[str, bytes] = {}
     if args.figures and pending.futures is not None:
         figs = _figures(figures, table, collection, out, timings)
@@ -225,32 +278,55 @@ def _main(args) -> int:
     replication_table = replication.replication_table(table, mixed, ols_table)
     atomic_write_csv(out / "replication.csv", replication_table)
 
-    files = ["replication.csv", "metrics.parquet", "mixed_effects.csv", "lrt.csv", "ols.csv", "contrasts.csv",
-             "effect_sizes.csv", "models.csv", "random_effects.csv"] \
-        + (["skipped_runs.csv"] if skipped is not None else [])
+    files = [
+        "replication.csv",
+        "metrics.parquet",
+        "mixed_effects.csv",
+        "lrt.csv",
+        "ols.csv",
+        "contrasts.csv",
+        "effect_sizes.csv",
+        "models.csv",
+        "random_effects.csv",
+    ] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
     diagnostics = []
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, Path(args.root), args.study, out, files,
-                                   figs if args.figures else None)
+        diagnostics = _diagnostics(collection, Path(args.root), args.study, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
         timings["companion studies"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
-    page = report.render_report(report.ReportInput(
-        title="Learning-curve maps: analysis report", source_description=description, table=table, ols=ols_table,
-        mixed=mixed, figures=figs, skipped=skipped, notes=notes, timings=timings, files=files,
-        smooth=args.smooth if collection is not None else True, companion=companion,
-        replication=replication_table, replication_rule=replication.RULE, diagnostics=diagnostics))
+    page = report.render_report(
+        report.ReportInput(
+            title="Learning-curve maps: analysis report",
+            source_description=description,
+            table=table,
+            ols=ols_table,
+            mixed=mixed,
+            figures=figs,
+            skipped=skipped,
+            notes=notes,
+            timings=timings,
+            files=files,
+            smooth=args.smooth if collection is not None else True,
+            companion=companion,
+            replication=replication_table,
+            replication_rule=replication.RULE,
+            diagnostics=diagnostics,
+        )
+    )
     atomic_write_text(out / "report.html", page)
     n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
-    print(f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
-          + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
-          + (f", {n_warn} model warning(s)" if n_warn else "")
-          + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
+    print(
+        f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
+        + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
+        + (f", {n_warn} model warning(s)" if n_warn else "")
+        + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
+    )
     if args.wandb:
         from .wandb_export import log_analysis
 
@@ -259,8 +335,9 @@ def _main(args) -> int:
     return 0
 
 
-def _diagnostics(collection, root: Path, study: str | None, out: Path, files: list[str],
-                 figs: dict[str, bytes] | None) -> list[dict]:
+def _diagnostics(
+    collection, root: Path, study: str | None, out: Path, files: list[str], figs: dict[str, bytes] | None
+) -> list[dict]:
     """Sections on whether the maps can be trusted (did the networks train in the study's regime,
     did their maps move, how many neighbour sets ties decided), shown after the replication table.
 
@@ -287,8 +364,11 @@ def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[di
 
     sections = companion_sections(root, study, out)
     for section in sections:
-        _say(quiet, f"companion study {section['study']}: {section['title']}"
-             + (f" -- FAILED: {section['error']}" if section.get("error") else ""))
+        _say(
+            quiet,
+            f"companion study {section['study']}: {section['title']}"
+            + (f" -- FAILED: {section['error']}" if section.get("error") else ""),
+        )
     return sections
 
 
@@ -304,18 +384,22 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     if not sections:
         return None
     body = "".join(f"<h2>{html.escape(s['title'])}</h2>{s['html']}" for s in sections)
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Companion studies</title>"
-            "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-            "img{max-width:100%}</style></head><body><h1>Companion studies: analysis report</h1>"
-            f"<p>Run folders under {html.escape(str(root.resolve()))}; no learning-curve maps there.</p>"
-            f"{body}</body></html>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Companion studies</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}</style></head><body><h1>Companion studies: analysis report</h1>"
+        f"<p>Run folders under {html.escape(str(root.resolve()))}; no learning-curve maps there.</p>"
+        f"{body}</body></html>"
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.html", page)
     failed = [s for s in sections if s.get("error")]
-    print(f"analysis: {len(sections)} companion section(s)"
-          + (f", {len(failed)} failed" if failed else "")
-          + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s")
+    print(
+        f"analysis: {len(sections)} companion section(s)"
+        + (f", {len(failed)} failed" if failed else "")
+        + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
+    )
     return 1 if failed else 0
 
 

@@ -51,14 +51,45 @@ from pipeline.runfolder import CONFIG, CURVES, STATUS, damage, read_status
 from .metrics import map_metrics
 from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
 
-__all__ = ["NoRunsFound", "SkippedRun", "Collection", "find_run_dirs", "read_run", "collect_runs", "RunReadError",
-           "MixedProbeRules", "MixedConditions", "TIE_RULES", "KNN_MODES"]
+__all__ = [
+    "NoRunsFound",
+    "SkippedRun",
+    "Collection",
+    "find_run_dirs",
+    "read_run",
+    "collect_runs",
+    "RunReadError",
+    "MixedProbeRules",
+    "MixedConditions",
+    "TIE_RULES",
+    "KNN_MODES",
+]
 
 CACHE_VERSION = 4  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
 # 4: the batch size is compared per data source
-_RUN_COLUMNS = ["study", "run_id", "path", "fingerprint", "source", "labels", "pair", "pair_index", "class_a",
-                "class_b", "replicate", "knn_ties", "knn_mode", "knn_rule_recorded", "has_tie_share", "n_epochs",
-                "n_slices", "shape", "map_row", "condition", "dataset_condition"]
+_RUN_COLUMNS = [
+    "study",
+    "run_id",
+    "path",
+    "fingerprint",
+    "source",
+    "labels",
+    "pair",
+    "pair_index",
+    "class_a",
+    "class_b",
+    "replicate",
+    "knn_ties",
+    "knn_mode",
+    "knn_rule_recorded",
+    "has_tie_share",
+    "n_epochs",
+    "n_slices",
+    "shape",
+    "map_row",
+    "condition",
+    "dataset_condition",
+]
 # the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
 TIE_RULES = ("expected_random_order", "self_first_by_index")
 KNN_MODES = ("resubstitution", "leave_one_out")
@@ -124,9 +155,17 @@ class Collection:
         keys = ["source", "labels", "pair", "shape"]
         for (source, labels, pair, shape), group in self.runs.groupby(keys, sort=True):
             stack = self.maps[shape][group["map_row"].to_numpy()]
-            rows.append({"source": source, "labels": labels, "pair": pair,
-                         "pair_index": int(group["pair_index"].iloc[0]), "shape": shape, "n_runs": len(group),
-                         "map": stack.mean(axis=0)})
+            rows.append(
+                {
+                    "source": source,
+                    "labels": labels,
+                    "pair": pair,
+                    "pair_index": int(group["pair_index"].iloc[0]),
+                    "shape": shape,
+                    "n_runs": len(group),
+                    "map": stack.mean(axis=0),
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -174,23 +213,27 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
     companion studies) are left out and said so in ``notes``.
     """
     root = Path(root)
-    hint = ("Run the pipeline first (`make run` or `python -m pipeline`), point --root at its outputs root "
-            "(paths.root, $LCM_OUTPUTS), or analyse an existing metrics table with --metrics-table PATH --out DIR.")
+    hint = (
+        "Run the pipeline first (`make run` or `python -m pipeline`), point --root at its outputs root "
+        "(paths.root, $LCM_OUTPUTS), or analyse an existing metrics table with --metrics-table PATH --out DIR."
+    )
     if not root.is_dir():
         raise NoRunsFound(f"No runs found: the outputs root {root.resolve()} does not exist. {hint}")
     if study is not None:
         studies = [root / study]
         if not (root / study / "runs").is_dir():
-            raise NoRunsFound(f"No runs found: {(root / study / 'runs').resolve()} does not exist "
-                              f"(study {study!r}). {hint}")
+            raise NoRunsFound(
+                f"No runs found: {(root / study / 'runs').resolve()} does not exist (study {study!r}). {hint}"
+            )
         reason = _not_lcm_study(root / study)
         if reason:
             raise NoRunsFound(f"Study {study!r} has no learning-curve maps to analyse: {reason}.")
     else:
         studies = []
         # dot-folders are bookkeeping (Hydra's .hydra, caches), never a study
-        for p in sorted(p for p in root.iterdir()
-                        if p.is_dir() and not p.name.startswith(".") and (p / "runs").is_dir()):
+        for p in sorted(
+            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "runs").is_dir()
+        ):
             reason = _not_lcm_study(p)
             if reason:
                 if notes is not None:
@@ -205,8 +248,9 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
     if not found:
         where = root / study / "runs" if study else root / "*" / "runs"
         extra = f" ({'; '.join(notes)})" if notes else ""
-        raise NoRunsFound(f"No runs found: no learning-curve-map run folders under {Path(where).resolve()}/"
-                          f"{extra}. {hint}")
+        raise NoRunsFound(
+            f"No runs found: no learning-curve-map run folders under {Path(where).resolve()}/{extra}. {hint}"
+        )
     return found
 
 
@@ -284,9 +328,17 @@ def _design(run_dir: Path) -> dict:
         if 0 <= pair_index < len(combos):
             class_a, class_b = str(names[combos[pair_index][0]]), str(names[combos[pair_index][1]])
     pair = f"{class_a}/{class_b}" if class_a is not None else f"pair{pair_index:02d}"
-    return {"source": str(design["data_source"]), "labels": str(design["labels"]), "pair": pair,
-            "pair_index": pair_index, "class_a": class_a or "", "class_b": class_b or "", "replicate": replicate,
-            **_knn_rule(config), **_condition(config)}
+    return {
+        "source": str(design["data_source"]),
+        "labels": str(design["labels"]),
+        "pair": pair,
+        "pair_index": pair_index,
+        "class_a": class_a or "",
+        "class_b": class_b or "",
+        "replicate": replicate,
+        **_knn_rule(config),
+        **_condition(config),
+    }
 
 
 # Keys that are not experimental conditions: the design factors the analysis models (data source, class pair,
@@ -314,8 +366,10 @@ def _condition(config: dict) -> dict:
     flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
     per_source = {k: flat.pop(k) for k in sorted(_PER_SOURCE_KEYS) if k in flat}
     per_source.update(_flat(config.get("dataset") or {}, "dataset."))
-    return {"condition": json.dumps(flat, sort_keys=True, default=str),
-            "dataset_condition": json.dumps(per_source, sort_keys=True, default=str)}
+    return {
+        "condition": json.dumps(flat, sort_keys=True, default=str),
+        "dataset_condition": json.dumps(per_source, sort_keys=True, default=str),
+    }
 
 
 def _knn_rule(config: dict) -> dict:
@@ -325,8 +379,10 @@ def _knn_rule(config: dict) -> dict:
     knn = knn if isinstance(knn, dict) else {}
     ties, mode = knn.get("ties", LEGACY_TIES), knn.get("mode", LEGACY_MODE)
     if ties not in TIE_RULES or mode not in KNN_MODES:
-        raise RunReadError(f"config.yaml probe.knn.ties={ties!r} / probe.knn.mode={mode!r}: unknown (allowed: "
-                           f"{', '.join(TIE_RULES)} / {', '.join(KNN_MODES)})")
+        raise RunReadError(
+            f"config.yaml probe.knn.ties={ties!r} / probe.knn.mode={mode!r}: unknown (allowed: "
+            f"{', '.join(TIE_RULES)} / {', '.join(KNN_MODES)})"
+        )
     return {"knn_ties": str(ties), "knn_mode": str(mode), "knn_rule_recorded": "ties" in knn and "mode" in knn}
 
 
@@ -357,8 +413,10 @@ def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     counts = np.bincount(cell, minlength=n_epochs * n_slices)
     if np.any(counts != 1):
         missing, doubled = int(np.sum(counts == 0)), int(np.sum(counts > 1))
-        raise RunReadError(f"curves.parquet: the knn/train map ({n_epochs} epochs x {n_slices} time slices) has "
-                           f"{missing} missing and {doubled} duplicated cells")
+        raise RunReadError(
+            f"curves.parquet: the knn/train map ({n_epochs} epochs x {n_slices} time slices) has "
+            f"{missing} missing and {doubled} duplicated cells"
+        )
     if not np.all(np.isfinite(value)):
         raise RunReadError("curves.parquet: the knn/train map holds NaN or infinite values")
     out = np.empty(n_epochs * n_slices)
@@ -409,25 +467,35 @@ def _load_cache(cache_dir: Path):
             return None
         token = meta["token"]
         runs = pd.read_parquet(cache_dir / f"runs-{token}.parquet")
-        maps = {shape: np.load(cache_dir / f"maps-{token}-{shape}.npy", allow_pickle=False)
-                for shape in meta["shapes"]}
-        tie_maps = {shape: np.load(cache_dir / f"ties-{token}-{shape}.npy", allow_pickle=False)
-                    for shape in meta["shapes"]}
+        maps = {shape: np.load(cache_dir / f"maps-{token}-{shape}.npy", allow_pickle=False) for shape in meta["shapes"]}
+        tie_maps = {
+            shape: np.load(cache_dir / f"ties-{token}-{shape}.npy", allow_pickle=False) for shape in meta["shapes"]
+        }
         metrics_path = cache_dir / f"metrics-{token}.parquet"
         metrics = pd.read_parquet(metrics_path) if metrics_path.is_file() else None
         failures_path = cache_dir / f"failures-{token}.parquet"
         failures = pd.read_parquet(failures_path) if failures_path.is_file() else None
         for shape, group in runs.groupby("shape"):
-            if shape not in maps or group["map_row"].max() >= len(maps[shape]) or \
-                    tie_maps[shape].shape != maps[shape].shape:
+            if (
+                shape not in maps
+                or group["map_row"].max() >= len(maps[shape])
+                or tie_maps[shape].shape != maps[shape].shape
+            ):
                 return None
         return meta, runs, maps, metrics, failures, tie_maps
     except Exception:  # no cache or a damaged one: read the runs again
         return None
 
 
-def _write_cache(cache_dir: Path, runs: pd.DataFrame, maps: dict[str, np.ndarray], metrics: pd.DataFrame,
-                 smooth: bool, failures: pd.DataFrame, tie_maps: dict[str, np.ndarray]) -> None:
+def _write_cache(
+    cache_dir: Path,
+    runs: pd.DataFrame,
+    maps: dict[str, np.ndarray],
+    metrics: pd.DataFrame,
+    smooth: bool,
+    failures: pd.DataFrame,
+    tie_maps: dict[str, np.ndarray],
+) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:12]
     for kind, arrays in (("maps", maps), ("ties", tie_maps)):
@@ -438,8 +506,14 @@ def _write_cache(cache_dir: Path, runs: pd.DataFrame, maps: dict[str, np.ndarray
     atomic_write_parquet(cache_dir / f"runs-{token}.parquet", runs)
     atomic_write_parquet(cache_dir / f"metrics-{token}.parquet", metrics)
     atomic_write_parquet(cache_dir / f"failures-{token}.parquet", failures)
-    meta = {"version": CACHE_VERSION, "token": token, "smooth": smooth, "shapes": sorted(maps),
-            "n_runs": int(len(runs)), "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    meta = {
+        "version": CACHE_VERSION,
+        "token": token,
+        "smooth": smooth,
+        "shapes": sorted(maps),
+        "n_runs": int(len(runs)),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     atomic_write_text(cache_dir / "meta.json", json.dumps(meta, indent=1))
     for old in cache_dir.iterdir():  # earlier generations
         if old.name != "meta.json" and token not in old.name and old.suffix in (".npy", ".parquet"):
@@ -456,8 +530,18 @@ def _write_cache(cache_dir: Path, runs: pd.DataFrame, maps: dict[str, np.ndarray
 
 def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool) -> pd.DataFrame:
     frames = []
-    run_columns = ["study", "run_id", "source", "labels", "pair", "pair_index", "class_a", "class_b", "replicate",
-                   "n_slices"]
+    run_columns = [
+        "study",
+        "run_id",
+        "source",
+        "labels",
+        "pair",
+        "pair_index",
+        "class_a",
+        "class_b",
+        "replicate",
+        "n_slices",
+    ]
     for shape, group in runs.groupby("shape", sort=True):
         stack = maps[shape][group["map_row"].to_numpy()]
         n_runs, n_epochs, _ = stack.shape
@@ -470,10 +554,27 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
     if not frames:
         return pd.DataFrame(columns=run_columns + ["epoch", "start", "end", "end_minus_start", "max", "tmax"])
     table = pd.concat(frames, ignore_index=True)
-    table = table.sort_values(["study", "source", "labels", "pair_index", "replicate", "run_id", "epoch"],
-                              kind="stable").reset_index(drop=True)
-    cols = ["study", "run_id", "source", "labels", "pair", "pair_index", "class_a", "class_b", "replicate", "epoch",
-            "n_slices", "start", "end", "end_minus_start", "max", "tmax"]
+    table = table.sort_values(
+        ["study", "source", "labels", "pair_index", "replicate", "run_id", "epoch"], kind="stable"
+    ).reset_index(drop=True)
+    cols = [
+        "study",
+        "run_id",
+        "source",
+        "labels",
+        "pair",
+        "pair_index",
+        "class_a",
+        "class_b",
+        "replicate",
+        "epoch",
+        "n_slices",
+        "start",
+        "end",
+        "end_minus_start",
+        "max",
+        "tmax",
+    ]
     return table[cols]
 
 
@@ -487,9 +588,17 @@ def _say(enabled: bool, text: str) -> None:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
 
 
-def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = True, use_cache: bool = True,
-                 progress: bool = True, progress_every: int = 100, knn_ties: str | None = None,
-                 knn_mode: str | None = None) -> Collection:
+def collect_runs(
+    root,
+    study: str | None = None,
+    cache_dir=None,
+    smooth: bool = True,
+    use_cache: bool = True,
+    progress: bool = True,
+    progress_every: int = 100,
+    knn_ties: str | None = None,
+    knn_mode: str | None = None,
+) -> Collection:
     """Find every done run under ``root`` (or one ``study``), read or reuse it, compute the metrics.
 
     ``knn_ties`` / ``knn_mode`` keep only the runs computed under that KNN tie
@@ -517,7 +626,6 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
     failures: list[dict] = []  # done runs that could not be read, remembered by fingerprint
     n_failed_read = 0
     records: list[dict] = []
-    new_maps: list[np.ndarray] = []
     n_read = n_cached = 0
     last_report = time.perf_counter()
     real_root = Path(root).resolve()
@@ -553,27 +661,43 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
                 info, lc_map, tie_map = read_run_with_ties(run_dir)
             except RunReadError as exc:
                 skipped.append(SkippedRun(study_name, run_id, str(run_dir), str(exc)))
-                failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint,
-                                 "reason": str(exc)})
+                failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint, "reason": str(exc)})
                 n_failed_read += 1
                 continue
             n_read += 1
-            record = {"study": study_name, "run_id": run_id, "path": str(run_dir), "fingerprint": fingerprint,
-                      **info, "has_tie_share": tie_map is not None,
-                      "n_epochs": lc_map.shape[0], "n_slices": lc_map.shape[1],
-                      "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}", "_map": lc_map,
-                      "_ties": tie_map if tie_map is not None else np.full(lc_map.shape, np.nan)}
-        if (knn_ties or record["knn_ties"]) != record["knn_ties"] or \
-                (knn_mode or record["knn_mode"]) != record["knn_mode"]:
-            skipped.append(SkippedRun(study_name, run_id, str(run_dir),
-                                      f"probe.knn.ties={record['knn_ties']}, probe.knn.mode={record['knn_mode']} "
-                                      f"(not selected)"))
+            record = {
+                "study": study_name,
+                "run_id": run_id,
+                "path": str(run_dir),
+                "fingerprint": fingerprint,
+                **info,
+                "has_tie_share": tie_map is not None,
+                "n_epochs": lc_map.shape[0],
+                "n_slices": lc_map.shape[1],
+                "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}",
+                "_map": lc_map,
+                "_ties": tie_map if tie_map is not None else np.full(lc_map.shape, np.nan),
+            }
+        if (knn_ties or record["knn_ties"]) != record["knn_ties"] or (knn_mode or record["knn_mode"]) != record[
+            "knn_mode"
+        ]:
+            skipped.append(
+                SkippedRun(
+                    study_name,
+                    run_id,
+                    str(run_dir),
+                    f"probe.knn.ties={record['knn_ties']}, probe.knn.mode={record['knn_mode']} (not selected)",
+                )
+            )
             continue
         records.append(record)
         now = time.perf_counter()
         if progress and (i % progress_every == 0 or now - last_report > 5.0) and i < len(found):
-            _say(True, f"runs: {i}/{len(found)} looked at ({n_read} read, {n_cached} from cache, "
-                       f"{len(skipped)} skipped) {now - t0:.1f} s")
+            _say(
+                True,
+                f"runs: {i}/{len(found)} looked at ({n_read} read, {n_cached} from cache, "
+                f"{len(skipped)} skipped) {now - t0:.1f} s",
+            )
             last_report = now
 
     # stack the maps by shape, in run order
@@ -595,9 +719,15 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
         runs["has_tie_share"] = runs["has_tie_share"].astype(bool)
         runs["knn_rule_recorded"] = runs["knn_rule_recorded"].astype(bool)
 
-    unchanged = (cached is not None and n_read == 0 and n_failed_read == 0 and len(runs) == len(cached[1])
-                 and len(failures) == (0 if cached[4] is None else len(cached[4]))
-                 and bool(cached[0].get("smooth")) == bool(smooth) and cached[3] is not None)
+    unchanged = (
+        cached is not None
+        and n_read == 0
+        and n_failed_read == 0
+        and len(runs) == len(cached[1])
+        and len(failures) == (0 if cached[4] is None else len(cached[4]))
+        and bool(cached[0].get("smooth")) == bool(smooth)
+        and cached[3] is not None
+    )
     t1 = time.perf_counter()
     if unchanged:
         metrics = cached[3]
@@ -606,31 +736,54 @@ def collect_runs(root, study: str | None = None, cache_dir=None, smooth: bool = 
     seconds_metrics = time.perf_counter() - t1
     if cache_dir is not None and not unchanged and len(runs):
         try:
-            _write_cache(cache_dir, runs, stacked, metrics, smooth,
-                         pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]), tie_maps)
+            _write_cache(
+                cache_dir,
+                runs,
+                stacked,
+                metrics,
+                smooth,
+                pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]),
+                tie_maps,
+            )
         except OSError as exc:
             _say(progress, f"could not write the cache in {cache_dir}: {exc}")
     studies = sorted(runs["study"].unique()) if len(runs) else []
     notes = list(study_notes)
     if len(studies) > 1:
-        notes.append(f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse "
-                     "one of them.")
+        notes.append(
+            f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse one of them."
+        )
     if len(runs):
-        notes.append(f"KNN probe: ties {runs['knn_ties'].iloc[0]}, mode {runs['knn_mode'].iloc[0]} (all "
-                     f"{len(runs)} runs).")
+        notes.append(
+            f"KNN probe: ties {runs['knn_ties'].iloc[0]}, mode {runs['knn_mode'].iloc[0]} (all {len(runs)} runs)."
+        )
         legacy = int((~runs["knn_rule_recorded"]).sum())
         if legacy:
-            notes.append(f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
-                         f"these keys existed): they were computed under {LEGACY_TIES} / {LEGACY_MODE} and are "
-                         "labelled so.")
+            notes.append(
+                f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
+                f"these keys existed): they were computed under {LEGACY_TIES} / {LEGACY_MODE} and are "
+                "labelled so."
+            )
         no_share = int((~runs["has_tie_share"]).sum())
         if no_share:
             notes.append(f"{no_share} run(s) have no {TIE_SHARE} rows in curves.parquet (no tie share for them).")
-    _say(progress, f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
-                   f"{len(skipped)} skipped; {time.perf_counter() - t0:.1f} s")
-    return Collection(runs=runs, maps=stacked, metrics=metrics, skipped=skipped, n_read=n_read, n_cached=n_cached,
-                      seconds=time.perf_counter() - t0, seconds_metrics=seconds_metrics, notes=notes,
-                      tie_maps=tie_maps)
+    _say(
+        progress,
+        f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
+        f"{len(skipped)} skipped; {time.perf_counter() - t0:.1f} s",
+    )
+    return Collection(
+        runs=runs,
+        maps=stacked,
+        metrics=metrics,
+        skipped=skipped,
+        n_read=n_read,
+        n_cached=n_cached,
+        seconds=time.perf_counter() - t0,
+        seconds_metrics=seconds_metrics,
+        notes=notes,
+        tie_maps=tie_maps,
+    )
 
 
 def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | None) -> None:
@@ -641,17 +794,20 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
         counts[key] = counts.get(key, 0) + 1
     if len(counts) <= 1:
         return
-    listing = "; ".join(f"{n} run(s) under probe.knn.ties={t}, probe.knn.mode={m}"
-                        for (t, m), n in sorted(counts.items()))
+    listing = "; ".join(
+        f"{n} run(s) under probe.knn.ties={t}, probe.knn.mode={m}" for (t, m), n in sorted(counts.items())
+    )
     options = []
     if knn_ties is None and len({t for t, _ in counts}) > 1:
         options.append("--knn-ties RULE (" + ", ".join(sorted({t for t, _ in counts})) + ")")
     if knn_mode is None and len({m for _, m in counts}) > 1:
         options.append("--knn-mode MODE (" + ", ".join(sorted({m for _, m in counts})) + ")")
-    raise MixedProbeRules(f"the done runs were computed under different KNN probe rules, whose maps are not "
-                          f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
-                          f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
-                          f"{LEGACY_MODE}.")
+    raise MixedProbeRules(
+        f"the done runs were computed under different KNN probe rules, whose maps are not "
+        f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
+        f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
+        f"{LEGACY_MODE}."
+    )
 
 
 def _check_one_condition(records: list[dict]) -> None:
@@ -660,7 +816,8 @@ def _check_one_condition(records: list[dict]) -> None:
     source."""
     groups = [("", lambda r: r["condition"])] + [
         (f" (data source {source})", lambda r: r["dataset_condition"])
-        for source in sorted({r["source"] for r in records})]
+        for source in sorted({r["source"] for r in records})
+    ]
     for where, key in groups:
         subset = [r for r in records if not where or where == f" (data source {r['source']})"]
         by_value: dict[str, list[dict]] = {}
@@ -671,14 +828,17 @@ def _check_one_condition(records: list[dict]) -> None:
         flats = [json.loads(value) for value in by_value]
         keys = sorted({k for f in flats for k in f if len({json.dumps(g.get(k), default=str) for g in flats}) > 1})
         listing = "; ".join(
-            f"{len(runs)} run(s) with " + ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in keys[:6])
+            f"{len(runs)} run(s) with "
+            + ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in keys[:6])
             + f" (e.g. {runs[0]['study']}/{runs[0]['run_id']})"
-            for flat, runs in zip(flats, by_value.values()))
+            for flat, runs in zip(flats, by_value.values())
+        )
         raise MixedConditions(
             f"the done runs{where} differ in settings beyond the design factors (data source, class pair, "
             f"replicate, labels), so their maps are not replicates of one condition: {listing}. Analyse each "
             f"condition apart: keep its runs under their own outputs root (paths.root) or study and pass --root / "
-            f"--study.")
+            f"--study."
+        )
 
 
 def metrics_for_statistics(collection: Collection) -> pd.DataFrame:

@@ -29,12 +29,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats as sps  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
 
-from .tables import atomic_write_bytes  # noqa: E402
+from .tables import atomic_write_bytes
 
 __all__ = ["METRIC_LABELS", "chance_levels", "map_figures", "metric_figures", "trajectory_figures", "all_figures"]
 
@@ -128,8 +128,14 @@ def _panels(group: pd.DataFrame, title_of, draw, suptitle: str, colour_label: st
     share = len(shapes) == 1
     width, height = 2.6 * cols + 1.9, 2.2 * rows + 1.5
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, sharex=share, sharey=share)
-    fig.subplots_adjust(left=0.7 / width, right=1 - 1.5 / width, bottom=1.0 / height, top=1 - 0.6 / height,
-                        wspace=0.12 if share else 0.35, hspace=0.38)
+    fig.subplots_adjust(
+        left=0.7 / width,
+        right=1 - 1.5 / width,
+        bottom=1.0 / height,
+        top=1 - 0.6 / height,
+        wspace=0.12 if share else 0.35,
+        hspace=0.38,
+    )
     image = None
     for k, (ax, (_, row)) in enumerate(zip(axes.flat, group.iterrows())):
         m = np.asarray(row["map"])  # epochs x time slices
@@ -153,14 +159,26 @@ def _panels(group: pd.DataFrame, title_of, draw, suptitle: str, colour_label: st
 def _heat(lo, hi, cmap=_MAP_CMAP):
     def draw(ax, m):
         n_epochs, n_slices = m.shape
-        return ax.imshow(m.T, origin="lower", aspect="auto", cmap=cmap, vmin=lo, vmax=hi,
-                         extent=(0.5, n_epochs + 0.5, 0.5, n_slices + 0.5), interpolation="nearest")
+        return ax.imshow(
+            m.T,
+            origin="lower",
+            aspect="auto",
+            cmap=cmap,
+            vmin=lo,
+            vmax=hi,
+            extent=(0.5, n_epochs + 0.5, 0.5, n_slices + 0.5),
+            interpolation="nearest",
+        )
+
     return draw
 
 
 def _chance_note(chance) -> str:
-    return ("Dashed lines on the colour bar: " + "; ".join(f"{label} = {value:g}" for value, label in chance)
-            + ". Same colour scale in every map figure.")
+    return (
+        "Dashed lines on the colour bar: "
+        + "; ".join(f"{label} = {value:g}" for value, label in chance)
+        + ". Same colour scale in every map figure."
+    )
 
 
 @_plain_text
@@ -174,9 +192,15 @@ def map_figures(mean_maps: pd.DataFrame, folder=None, knn_mode: str | None = Non
     note = _chance_note(chance)
     for (source, labels), group in mean_maps.groupby(["source", "labels"], sort=True):
         group = group.sort_values(["pair_index", "pair"])
-        fig = _panels(group, lambda r: f"{r['pair']} (n={r['n_runs']})", _heat(lo, hi),
-                      f"Learning-curve maps: {source}, {labels} labels (mean over replicates)",
-                      "KNN accuracy (train states)", chance, note)
+        fig = _panels(
+            group,
+            lambda r: f"{r['pair']} (n={r['n_runs']})",
+            _heat(lo, hi),
+            f"Learning-curve maps: {source}, {labels} labels (mean over replicates)",
+            "KNN accuracy (train states)",
+            chance,
+            note,
+        )
         figures[f"maps_{_safe(source)}_{_safe(labels)}.png"] = _png(fig)
     figures.update(_average_maps(mean_maps, lo, hi, chance))
     figures.update(_difference_maps(mean_maps))
@@ -196,8 +220,15 @@ def _average_maps(mean_maps: pd.DataFrame, lo: float, hi: float, chance) -> dict
     for (source, labels), group in mean_maps.groupby(["source", "labels"], sort=True):
         m = _weighted_mean(group)
         if m is not None:
-            rows.append({"source": source, "labels": labels, "map": m, "n_runs": int(group["n_runs"].sum()),
-                         "n_pairs": len(group)})
+            rows.append(
+                {
+                    "source": source,
+                    "labels": labels,
+                    "map": m,
+                    "n_runs": int(group["n_runs"].sum()),
+                    "n_pairs": len(group),
+                }
+            )
     if not rows:
         return {}
     frame = pd.DataFrame(rows)
@@ -207,14 +238,25 @@ def _average_maps(mean_maps: pd.DataFrame, lo: float, hi: float, chance) -> dict
         image = _heat(lo, hi)(ax, m)
         n_epochs, n_slices = m.shape
         if n_epochs > 1 and n_slices > 1 and m.min() < contour_at < m.max():
-            ax.contour(np.arange(1, n_epochs + 1), np.arange(1, n_slices + 1), m.T, levels=[contour_at],
-                       colors="white", linewidths=1.0)
+            ax.contour(
+                np.arange(1, n_epochs + 1),
+                np.arange(1, n_slices + 1),
+                m.T,
+                levels=[contour_at],
+                colors="white",
+                linewidths=1.0,
+            )
         return image
 
-    fig = _panels(frame, lambda r: f"{r['source']}, {r['labels']} ({r['n_pairs']} pairs, {r['n_runs']} runs)", draw,
-                  "Average learning-curve map per data source (mean over class pairs and replicates)",
-                  "KNN accuracy (train states)", chance,
-                  _chance_note(chance) + f" White contour: {contour_at:g}.")
+    fig = _panels(
+        frame,
+        lambda r: f"{r['source']}, {r['labels']} ({r['n_pairs']} pairs, {r['n_runs']} runs)",
+        draw,
+        "Average learning-curve map per data source (mean over class pairs and replicates)",
+        "KNN accuracy (train states)",
+        chance,
+        _chance_note(chance) + f" White contour: {contour_at:g}.",
+    )
     return {"maps_average.png": _png(fig)}
 
 
@@ -232,20 +274,32 @@ def _difference_maps(mean_maps: pd.DataFrame) -> dict[str, bytes]:
             ref = _weighted_mean(same) if len(same) else pooled
             if ref is None or np.asarray(ref).shape != np.asarray(row["map"]).shape:
                 continue
-            diffs.append({"source": source, "pair": row["pair"], "pair_index": row["pair_index"],
-                          "n_runs": row["n_runs"], "map": np.asarray(row["map"]) - ref,
-                          "pooled": len(same) == 0})
+            diffs.append(
+                {
+                    "source": source,
+                    "pair": row["pair"],
+                    "pair_index": row["pair_index"],
+                    "n_runs": row["n_runs"],
+                    "map": np.asarray(row["map"]) - ref,
+                    "pooled": len(same) == 0,
+                }
+            )
     if not diffs:
         return out
     frame = pd.DataFrame(diffs)
     limit = max(float(np.max(np.abs(m))) for m in frame["map"]) or 1.0
     for source, group in frame.groupby("source", sort=True):
         pooled = bool(group["pooled"].any())
-        fig = _panels(group, lambda r: f"{r['pair']}", _heat(-limit, limit, "RdBu_r"),
-                      f"Real minus shuffled labels: {source} (mean maps)", "accuracy difference (real - shuffled)",
-                      [(0.0, "no difference")],
-                      "Zero = no difference; one diverging scale for every difference figure."
-                      + (" Shuffled runs pooled over class pairs." if pooled else ""))
+        fig = _panels(
+            group,
+            lambda r: f"{r['pair']}",
+            _heat(-limit, limit, "RdBu_r"),
+            f"Real minus shuffled labels: {source} (mean maps)",
+            "accuracy difference (real - shuffled)",
+            [(0.0, "no difference")],
+            "Zero = no difference; one diverging scale for every difference figure."
+            + (" Shuffled runs pooled over class pairs." if pooled else ""),
+        )
         out[f"maps_difference_{_safe(source)}.png"] = _png(fig)
     return out
 
@@ -273,20 +327,23 @@ def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes
             d = table[table["source"] == source]
             real = d[d["labels"] == "real"]
             for _, p in real.groupby(["pair", "epoch"])[metric].mean().reset_index().groupby("pair"):
-                h, = ax.plot(p["epoch"], p[metric], color="0.7", lw=0.7)
+                (h,) = ax.plot(p["epoch"], p[metric], color="0.7", lw=0.7)
                 handles.setdefault("one class pair (mean over replicates)", h)
             if len(real):
                 s = _run_means(real, metric, [])
                 band = ax.fill_between(s["epoch"], s["lo"], s["hi"], color="tab:blue", alpha=0.25, lw=0)
-                h, = ax.plot(s["epoch"], s["mean"], color="tab:blue", lw=2.0)
+                (h,) = ax.plot(s["epoch"], s["mean"], color="tab:blue", lw=2.0)
                 handles.setdefault("real labels: mean over runs, 95% CI", (h, band))
             for labels, n in d[d["labels"] != "real"].groupby("labels"):
                 s = _run_means(n, metric, [])
                 band = ax.fill_between(s["epoch"], s["lo"], s["hi"], color="black", alpha=0.12, lw=0)
-                h, = ax.plot(s["epoch"], s["mean"], color="black", ls="--", lw=1.6)
+                (h,) = ax.plot(s["epoch"], s["mean"], color="black", ls="--", lw=1.6)
                 handles.setdefault(f"{labels} labels: mean over runs, 95% CI", (h, band))
-            ax.set_title(f"{source} ({real['run'].nunique() if 'run' in real else ''} runs, "
-                         f"{real['pair'].nunique()} class pairs)", fontsize=10)
+            ax.set_title(
+                f"{source} ({real['run'].nunique() if 'run' in real else ''} runs, "
+                f"{real['pair'].nunique()} class pairs)",
+                fontsize=10,
+            )
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
         # the limits follow the means (pairs and sources), not the bands: the 95% interval of a handful of
@@ -297,8 +354,15 @@ def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes
         axes[0][0].set_ylim(lo - pad, hi + pad)
         axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
         if handles:
-            fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=3, fontsize=8,
-                       frameon=False, bbox_to_anchor=(0.5, 0.0))
+            fig.legend(
+                list(handles.values()),
+                list(handles.keys()),
+                loc="lower center",
+                ncol=3,
+                fontsize=8,
+                frameon=False,
+                bbox_to_anchor=(0.5, 0.0),
+            )
         fig.suptitle(f"{METRIC_LABELS.get(metric, metric)} by epoch and data source", fontsize=11)
         figures[f"metric_{metric}.png"] = _png(fig)
     return _save(figures, folder)
@@ -311,23 +375,32 @@ def trajectory_figures(table: pd.DataFrame, folder=None) -> dict[str, bytes]:
     real = table[table["labels"] == "real"]
     if real.empty:  # the study's trajectories are those of real-label runs
         return figures
-    for x, y, name in (("end_minus_start", "tmax", "trajectory_tmax_vs_end_minus_start.png"),
-                       ("start", "max", "trajectory_start_vs_max.png")):
+    for x, y, name in (
+        ("end_minus_start", "tmax", "trajectory_tmax_vs_end_minus_start.png"),
+        ("start", "max", "trajectory_start_vs_max.png"),
+    ):
         means = real.groupby(["source", "pair", "epoch"], sort=True)[[x, y]].mean().reset_index()
         panels = list(means.groupby(["source", "pair"], sort=True))
         rows, cols = _grid(len(panels), 6)
         width, height = 2.2 * cols + 1.6, 2.0 * rows + 1.3
         fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, sharex=True, sharey=True)
-        fig.subplots_adjust(left=0.75 / width, right=1 - 1.2 / width, bottom=0.7 / height, top=1 - 0.6 / height,
-                            wspace=0.08, hspace=0.35)
+        fig.subplots_adjust(
+            left=0.75 / width,
+            right=1 - 1.2 / width,
+            bottom=0.7 / height,
+            top=1 - 0.6 / height,
+            wspace=0.08,
+            hspace=0.35,
+        )
         e_lo, e_hi = float(means["epoch"].min()), float(means["epoch"].max())
         scatter = None
         for k, (ax, ((source, pair), d)) in enumerate(zip(axes.flat, panels)):
             ax.plot(means[x], means[y], ",", color="0.85", zorder=0)  # every pair, for context
             d = d.sort_values("epoch")
             ax.plot(d[x], d[y], color="0.35", lw=0.6, zorder=1)
-            scatter = ax.scatter(d[x], d[y], c=d["epoch"], cmap="plasma", vmin=e_lo, vmax=e_hi, s=9, zorder=2,
-                                 edgecolors="none")
+            scatter = ax.scatter(
+                d[x], d[y], c=d["epoch"], cmap="plasma", vmin=e_lo, vmax=e_hi, s=9, zorder=2, edgecolors="none"
+            )
             ax.set_title(f"{source}: {pair}", fontsize=7.5)
             ax.tick_params(labelsize=6.5)
             ax.grid(alpha=0.25)
@@ -335,20 +408,24 @@ def trajectory_figures(table: pd.DataFrame, folder=None) -> dict[str, bytes]:
                 ax.set_ylabel(y, fontsize=8)
             if k // cols == rows - 1 or k + cols >= len(panels):
                 ax.set_xlabel(x.replace("_minus_", " - "), fontsize=8)
-        for ax in list(axes.flat)[len(panels):]:
+        for ax in list(axes.flat)[len(panels) :]:
             ax.axis("off")
         if scatter is not None:
             cax = fig.add_axes((1 - 0.95 / width, 0.7 / height, 0.15 / width, 1 - 1.3 / height))
             fig.colorbar(scatter, cax=cax, label="epoch")
-        fig.suptitle(f"Developmental trajectories: {y} against {x.replace('_minus_', ' - ')} per class pair "
-                     "(mean over replicates per epoch; grey: all pairs)", fontsize=10)
+        fig.suptitle(
+            f"Developmental trajectories: {y} against {x.replace('_minus_', ' - ')} per class pair "
+            "(mean over replicates per epoch; grey: all pairs)",
+            fontsize=10,
+        )
         figures[name] = _png(fig)
     return _save(figures, folder)
 
 
 @_plain_text
-def all_figures(table: pd.DataFrame, metrics, mean_maps: pd.DataFrame | None = None, folder=None,
-                knn_mode: str | None = None) -> dict[str, bytes]:
+def all_figures(
+    table: pd.DataFrame, metrics, mean_maps: pd.DataFrame | None = None, folder=None, knn_mode: str | None = None
+) -> dict[str, bytes]:
     """Every figure, in report order."""
     figures: dict[str, bytes] = {}
     if mean_maps is not None:

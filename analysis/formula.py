@@ -94,8 +94,11 @@ def design_matrix(data: pd.DataFrame, rhs: str, levels: dict[str, list] | None =
             used_levels[v] = lv
             values = col.to_numpy()
             names = [f"{v}[T.{level}]" for level in lv[1:]]
-            mat = np.column_stack([(values == level).astype(np.float64) for level in lv[1:]]) if len(lv) > 1 \
+            mat = (
+                np.column_stack([(values == level).astype(np.float64) for level in lv[1:]])
+                if len(lv) > 1
                 else np.zeros((n, 0))
+            )
             blocks[v] = (names, mat)
     names = ["Intercept"]
     columns = [np.ones((n, 1))]

@@ -7,6 +7,7 @@ kind): medians, the share of class pairs whose test accuracy is >= 0.70, and
 the same figures from the authors' ``performance.csv`` beside ours. Reads run
 folders only (summary.json, config.yaml, curves.parquet); never imports torch.
 """
+
 from __future__ import annotations
 
 import html
@@ -17,18 +18,44 @@ import numpy as np
 import pandas as pd
 
 from pipeline.runfolder import CONFIG, STATUS, SUMMARY
+
 from .collect import RunReadError, find_run_dirs, read_run
 
-__all__ = ["ACCEPTANCE", "updates_per_epoch", "map_movement", "run_health", "health_table", "health_summary",
-           "authors_performance", "default_performance_csv", "health_section", "format_health"]
+__all__ = [
+    "ACCEPTANCE",
+    "updates_per_epoch",
+    "map_movement",
+    "run_health",
+    "health_table",
+    "health_summary",
+    "authors_performance",
+    "default_performance_csv",
+    "health_section",
+    "format_health",
+]
 
 # Issue 11's acceptance, per data source: median test accuracy, share of class
 # pairs at or above PAIR_FLOOR, median map movement.
 ACCEPTANCE = {"median_test_accuracy": 0.80, "share_pairs_ge_070": 0.80, "median_map_movement": 0.08}
 PAIR_FLOOR = 0.70
 
-RUN_COLUMNS = ["study", "run_id", "source", "dataset", "labels", "pair", "pair_index", "replicate", "n_train",
-               "batch_size", "updates_per_epoch", "epochs", "test_accuracy", "map_movement", "seconds_total"]
+RUN_COLUMNS = [
+    "study",
+    "run_id",
+    "source",
+    "dataset",
+    "labels",
+    "pair",
+    "pair_index",
+    "replicate",
+    "n_train",
+    "batch_size",
+    "updates_per_epoch",
+    "epochs",
+    "test_accuracy",
+    "map_movement",
+    "seconds_total",
+]
 
 
 def updates_per_epoch(n_train: int, batch_size: int) -> int:
@@ -61,7 +88,7 @@ def run_health(run_dir) -> dict:
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
     try:
         config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
-    except Exception:  # noqa: BLE001 - read_run already parsed it; a second failure is a race
+    except Exception:
         config = {}
     batch_size = summary.get("batch_size") or (config.get("trainer") or {}).get("batch_size")
     n_train = summary.get("n_train")
@@ -69,13 +96,22 @@ def run_health(run_dir) -> dict:
     if updates is None and n_train is not None and batch_size:
         updates = updates_per_epoch(n_train, batch_size)  # records written before it was stored
     seconds = summary.get("seconds_total")
-    return {"run_id": run_dir.name, "source": info["source"],
-            "dataset": summary.get("dataset") or (config.get("dataset") or {}).get("name", ""),
-            "labels": info["labels"], "pair": info["pair"], "pair_index": info["pair_index"],
-            "replicate": info["replicate"], "n_train": n_train, "batch_size": batch_size,
-            "updates_per_epoch": updates, "epochs": int(lc_map.shape[0]),
-            "test_accuracy": summary.get("test_accuracy"), "map_movement": map_movement(lc_map),
-            "seconds_total": seconds}
+    return {
+        "run_id": run_dir.name,
+        "source": info["source"],
+        "dataset": summary.get("dataset") or (config.get("dataset") or {}).get("name", ""),
+        "labels": info["labels"],
+        "pair": info["pair"],
+        "pair_index": info["pair_index"],
+        "replicate": info["replicate"],
+        "n_train": n_train,
+        "batch_size": batch_size,
+        "updates_per_epoch": updates,
+        "epochs": int(lc_map.shape[0]),
+        "test_accuracy": summary.get("test_accuracy"),
+        "map_movement": map_movement(lc_map),
+        "seconds_total": seconds,
+    }
 
 
 def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -106,20 +142,39 @@ def _pair_share(frame: pd.DataFrame, accuracy: str, keys: list[str]) -> float:
 
 def health_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per study x data source x labels: medians, the pair share, and whether issue 11's bar is met."""
-    columns = ["study", "source", "labels", "dataset", "runs", "pairs", "median_n_train", "min_updates_per_epoch",
-               "median_updates_per_epoch", "median_test_accuracy", "share_pairs_ge_070", "median_map_movement",
-               "median_seconds", "meets_bar"]
+    columns = [
+        "study",
+        "source",
+        "labels",
+        "dataset",
+        "runs",
+        "pairs",
+        "median_n_train",
+        "min_updates_per_epoch",
+        "median_updates_per_epoch",
+        "median_test_accuracy",
+        "share_pairs_ge_070",
+        "median_map_movement",
+        "median_seconds",
+        "meets_bar",
+    ]
     rows = []
     for (study, source, labels), g in runs.groupby(["study", "source", "labels"], sort=True):
-        row = {"study": study, "source": source, "labels": labels,
-               "dataset": ",".join(sorted(set(g["dataset"].astype(str)))), "runs": len(g),
-               "pairs": g["pair"].nunique(), "median_n_train": g["n_train"].median(),
-               "min_updates_per_epoch": g["updates_per_epoch"].min(),
-               "median_updates_per_epoch": g["updates_per_epoch"].median(),
-               "median_test_accuracy": g["test_accuracy"].median(),
-               "share_pairs_ge_070": _pair_share(g, "test_accuracy", ["pair"]),
-               "median_map_movement": g["map_movement"].median(),
-               "median_seconds": g["seconds_total"].median()}
+        row = {
+            "study": study,
+            "source": source,
+            "labels": labels,
+            "dataset": ",".join(sorted(set(g["dataset"].astype(str)))),
+            "runs": len(g),
+            "pairs": g["pair"].nunique(),
+            "median_n_train": g["n_train"].median(),
+            "min_updates_per_epoch": g["updates_per_epoch"].min(),
+            "median_updates_per_epoch": g["updates_per_epoch"].median(),
+            "median_test_accuracy": g["test_accuracy"].median(),
+            "share_pairs_ge_070": _pair_share(g, "test_accuracy", ["pair"]),
+            "median_map_movement": g["map_movement"].median(),
+            "median_seconds": g["seconds_total"].median(),
+        }
         row["meets_bar"] = bool(labels == "real" and all(row[k] >= v for k, v in ACCEPTANCE.items()))
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
@@ -147,12 +202,19 @@ def authors_performance(path=None) -> pd.DataFrame | None:
     perf = perf.assign(pair=perf["class_a"].astype(str) + "/" + perf["class_b"].astype(str))
     rows = []
     for (source, epochs), g in perf.groupby(["source", "epochs"], sort=True):
-        rows.append({"source": source, "epochs": int(epochs), "runs": len(g), "pairs": g["pair"].nunique(),
-                     "median_n_train": float(np.floor(0.8 * g["aug_train_data"].median())),
-                     "min_updates_per_epoch": int(g["updates_per_epoch"].min()),
-                     "median_updates_per_epoch": float(g["updates_per_epoch"].median()),
-                     "median_test_accuracy": float(g["test_accuracy"].median()),
-                     "share_pairs_ge_070": _pair_share(g, "test_accuracy", ["pair"])})
+        rows.append(
+            {
+                "source": source,
+                "epochs": int(epochs),
+                "runs": len(g),
+                "pairs": g["pair"].nunique(),
+                "median_n_train": float(np.floor(0.8 * g["aug_train_data"].median())),
+                "min_updates_per_epoch": int(g["updates_per_epoch"].min()),
+                "median_updates_per_epoch": float(g["updates_per_epoch"].median()),
+                "median_test_accuracy": float(g["test_accuracy"].median()),
+                "share_pairs_ge_070": _pair_share(g, "test_accuracy", ["pair"]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -179,15 +241,17 @@ def _reference_note(authors: pd.DataFrame | None, path) -> str:
     return "authors: Jiang & Dale (2025), performance.csv (n_train = 80% of their oversampled training set)"
 
 
-def format_health(runs: pd.DataFrame, summary: pd.DataFrame, authors: pd.DataFrame | None,
-                  performance_csv=None, per_run: bool = False) -> str:
+def format_health(
+    runs: pd.DataFrame, summary: pd.DataFrame, authors: pd.DataFrame | None, performance_csv=None, per_run: bool = False
+) -> str:
     """The health tables as plain text (``python -m pipeline.status --health``)."""
     if runs.empty:
         return "training health: no done runs with a learning-curve map"
     bar = ", ".join(f"{k} >= {v}" for k, v in ACCEPTANCE.items())
-    parts = [f"training health (bar per data source, real labels: {bar}; pairs: median test accuracy >= "
-             f"{PAIR_FLOOR})", _text_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1
-                                         else summary)]
+    parts = [
+        f"training health (bar per data source, real labels: {bar}; pairs: median test accuracy >= {PAIR_FLOOR})",
+        _text_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1 else summary),
+    ]
     parts.append(_reference_note(authors, performance_csv))
     if authors is not None:
         parts.append(_text_table(authors))
@@ -205,9 +269,11 @@ def health_section(root, study: str | None = None, performance_csv=None) -> dict
     if authors is not None:
         tables["health_authors"] = authors
     bar = "; ".join(f"{k.replace('_', ' ')} &ge; {v}" for k, v in ACCEPTANCE.items())
-    body = [f"<p>Did the runs train in the study's regime, and did their maps move? Map movement is the mean over "
-            f"time slices of |map at the last epoch &minus; map at epoch 1|. Bar per data source (real labels): "
-            f"{bar} (pairs: median test accuracy over replicates &ge; {PAIR_FLOOR}).</p>"]
+    body = [
+        f"<p>Did the runs train in the study's regime, and did their maps move? Map movement is the mean over "
+        f"time slices of |map at the last epoch &minus; map at epoch 1|. Bar per data source (real labels): "
+        f"{bar} (pairs: median test accuracy over replicates &ge; {PAIR_FLOOR}).</p>"
+    ]
     if runs.empty:
         body.append("<p>No done runs with a learning-curve map.</p>")
     else:
@@ -216,6 +282,9 @@ def health_section(root, study: str | None = None, performance_csv=None) -> dict
     if authors is not None:
         body.append(authors.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
     if skipped:
-        body.append("<p>Done runs that could not be read: " + "; ".join(
-            html.escape(f"{Path(p).name}: {r}") for p, r in skipped) + "</p>")
+        body.append(
+            "<p>Done runs that could not be read: "
+            + "; ".join(html.escape(f"{Path(p).name}: {r}") for p, r in skipped)
+            + "</p>"
+        )
     return {"title": "Training health", "html": "\n".join(body), "tables": tables}

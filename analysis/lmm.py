@@ -89,8 +89,14 @@ class Structure:
         if self.kind == "nested":
             return [f"sd({self.group})", f"sd({self.inner})"]
         if self.kind == "nested_slope":
-            return [f"{self.group}:L11", f"{self.group}:L21", f"{self.group}:L22",
-                    f"{self.inner}:L11", f"{self.inner}:L21", f"{self.inner}:L22"]
+            return [
+                f"{self.group}:L11",
+                f"{self.group}:L21",
+                f"{self.group}:L22",
+                f"{self.inner}:L11",
+                f"{self.inner}:L21",
+                f"{self.inner}:L22",
+            ]
         return ["L11", "L21", "L22"]
 
     @property
@@ -190,8 +196,8 @@ def _sums(y: np.ndarray, X: np.ndarray, data: pd.DataFrame, structure: Structure
         A = np.empty((G, 2, 2))
         A[:, 0, 0], A[:, 0, 1], A[:, 1, 1] = sums[:, 0], sums[:, 1], sums[:, 2]
         A[:, 1, 0] = A[:, 0, 1]
-        B = np.stack([sums[:, 3:3 + p], sums[:, 3 + p:3 + 2 * p]], axis=1)
-        c = sums[:, 3 + 2 * p:3 + 2 * p + 2]
+        B = np.stack([sums[:, 3 : 3 + p], sums[:, 3 + p : 3 + 2 * p]], axis=1)
+        c = sums[:, 3 + 2 * p : 3 + 2 * p + 2]
         s.blocks = _Blocks(A=A, B=B, c=c)
         if structure.kind == "nested_slope":
             outer = np.zeros(G, dtype=int)
@@ -223,7 +229,7 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
             d = 1.0 / denom
             O = int(lv.outer.max()) + 1
             uvs = _group_sum(lv.outer, np.column_stack([lv.x * d[:, None], lv.y * d, lv.n * d]), O)
-            u, v, so = uvs[:, :s.p], uvs[:, s.p], uvs[:, s.p + 1]
+            u, v, so = uvs[:, : s.p], uvs[:, s.p], uvs[:, s.p + 1]
             b = psi_out / (1.0 + psi_out * so)
             XtWX = XtWX - (u * b[:, None]).T @ u
             XtWy = XtWy - (u * b[:, None]).T @ v
@@ -241,8 +247,8 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
     stacked = np.concatenate([P.reshape(len(P), 4), Q.reshape(len(Q), 2 * p), r], axis=1)
     sums = bl.outer_sum @ stacked
     Po = sums[:, :4].reshape(O, 2, 2)
-    Qo = sums[:, 4:4 + 2 * p].reshape(O, 2, p)
-    ro = sums[:, 4 + 2 * p:]
+    Qo = sums[:, 4 : 4 + 2 * p].reshape(O, 2, p)
+    ro = sums[:, 4 + 2 * p :]
     eXX, eXy, eyy, logdet_o, _ = _woodbury_2x2(Po, Qo, ro, theta[:3], keep=False)
     return s.XtX - dXX - eXX, s.Xty - dXy - eXy, s.yty - dyy - eyy, logdet + logdet_o
 
@@ -284,8 +290,9 @@ def _woodbury_2x2(A: np.ndarray, B: np.ndarray, c: np.ndarray, theta, keep: bool
         P[:, 0, 0] = A00 - (ak00 * A00 + ak01 * A01)
         P[:, 0, 1] = P[:, 1, 0] = A01 - (ak00 * A01 + ak01 * A11)
         P[:, 1, 1] = A11 - (ak10 * A01 + ak11 * A11)
-        Q = np.stack([B0 - (ak00[:, None] * B0 + ak01[:, None] * B1),
-                      B1 - (ak10[:, None] * B0 + ak11[:, None] * B1)], axis=1)
+        Q = np.stack(
+            [B0 - (ak00[:, None] * B0 + ak01[:, None] * B1), B1 - (ak10[:, None] * B0 + ak11[:, None] * B1)], axis=1
+        )
         r = np.column_stack([c0 - (ak00 * c0 + ak01 * c1), c1 - (ak10 * c0 + ak11 * c1)])
         kept = (P, Q, r)
     return dXX, dXy, dyy, logdet, kept
@@ -361,13 +368,21 @@ def _lbfgs(f, x0: np.ndarray, bounds, step: float = 1e-6):
                 g[i] = (shifted(hi) - shifted(lo)) / (2 * h)
         return g
 
-    res = optimize.minimize(shifted, x0, jac=grad, method="L-BFGS-B", bounds=bounds,
-                            options={"ftol": 1e-11, "gtol": 1e-7, "maxiter": 300})
+    res = optimize.minimize(
+        shifted, x0, jac=grad, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-11, "gtol": 1e-7, "maxiter": 300}
+    )
     return res
 
 
-def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = True,
-                 polish: bool = True, start: np.ndarray | None = None) -> ProfiledFit:
+def profiled_fit(
+    y,
+    X,
+    data: pd.DataFrame,
+    structure: Structure,
+    reml: bool = True,
+    polish: bool = True,
+    start: np.ndarray | None = None,
+) -> ProfiledFit:
     """Maximise the profiled (RE)ML likelihood over theta.
 
     One-dimensional problems by bounded Brent on log theta (and theta = 0
@@ -391,28 +406,37 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
     if kind == "intercept":
         theta = np.array([_brent_intercept(lambda t: dev([t]))])
     elif start is not None:
-        theta, success, message = _optimise(dev, [np.asarray(start, dtype=np.float64)],
-                                            _bounds(structure), polish)
+        theta, success, message = _optimise(dev, [np.asarray(start, dtype=np.float64)], _bounds(structure), polish)
     elif kind == "nested_slope":
         # the criterion can have several local optima (seen on the authors' `start`, where the pair and the
         # run intercepts trade off): start from the intercepts of the nested intercept-only fit and from
         # the run-level random-slope fit, the pair slope at a half and a fifth of the run slope
         run_key = data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)
         keyed = data.assign(_run_key=run_key)
-        r = profiled_fit(y, X, keyed, Structure("slope", "_run_key", slope=structure.slope), reml=reml,
-                         polish=False).theta
-        n2 = profiled_fit(y, X, keyed, Structure("nested", structure.group, inner="_run_key"), reml=reml,
-                          polish=False).theta
-        starts = [np.r_[n2[0], 0.0, 0.5 * r[2] + 1e-4, n2[1], r[1], r[2]],
-                  np.r_[0.5 * r[0] + 0.01, 0.0, 0.5 * r[2] + 1e-4, r],
-                  np.r_[0.2 * r[0] + 0.01, 0.0, 0.2 * r[2] + 1e-4, r]]
+        r = profiled_fit(
+            y, X, keyed, Structure("slope", "_run_key", slope=structure.slope), reml=reml, polish=False
+        ).theta
+        n2 = profiled_fit(
+            y, X, keyed, Structure("nested", structure.group, inner="_run_key"), reml=reml, polish=False
+        ).theta
+        starts = [
+            np.r_[n2[0], 0.0, 0.5 * r[2] + 1e-4, n2[1], r[1], r[2]],
+            np.r_[0.5 * r[0] + 0.01, 0.0, 0.5 * r[2] + 1e-4, r],
+            np.r_[0.2 * r[0] + 0.01, 0.0, 0.2 * r[2] + 1e-4, r],
+        ]
         theta, success, message = _optimise(dev, starts, _bounds(structure), polish)
     else:
         # one-level start: the run (inner) intercept alone
         one = Structure("intercept", structure.group if kind == "slope" else structure.inner)
         if kind == "nested":
-            one_s = _sums(y, X, data.assign(**{structure.inner: data[structure.group].astype(str) + "\x1f"
-                                                + data[structure.inner].astype(str)}), one)
+            one_s = _sums(
+                y,
+                X,
+                data.assign(
+                    **{structure.inner: data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)}
+                ),
+                one,
+            )
         else:
             one_s = _sums(y, X, data, one)
         t0 = _brent_intercept(lambda t: _criterion(np.array([t]), one_s, "intercept", reml)[0])
@@ -435,7 +459,7 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
         psi = np.zeros((4, 4))
         for k in (0, 1):
             lam = np.array([[theta[3 * k], 0.0], [theta[3 * k + 1], theta[3 * k + 2]]])
-            psi[2 * k:2 * k + 2, 2 * k:2 * k + 2] = lam @ lam.T
+            psi[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = lam @ lam.T
     else:
         psi = np.array([[theta[0] ** 2]])
     XtWX = _weighted(s, theta, kind)[0]
@@ -443,10 +467,18 @@ def profiled_fit(y, X, data: pd.DataFrame, structure: Structure, reml: bool = Tr
         cov_beta = sigma2 * np.linalg.inv(XtWX)
     except np.linalg.LinAlgError:
         cov_beta = np.full((s.p, s.p), np.nan)
-    return ProfiledFit(theta=theta, beta=beta, sigma2=sigma2, psi=psi, deviance=deviance, reml=reml,
-                       success=success and deviance < _BAD, message=message, on_boundary=on_boundary,
-                       cov_beta=cov_beta)
-
+    return ProfiledFit(
+        theta=theta,
+        beta=beta,
+        sigma2=sigma2,
+        psi=psi,
+        deviance=deviance,
+        reml=reml,
+        success=success and deviance < _BAD,
+        message=message,
+        on_boundary=on_boundary,
+        cov_beta=cov_beta,
+    )
 
 
 def _bounds(structure: Structure) -> list[tuple]:
@@ -471,11 +503,16 @@ def _optimise(dev, starts, bounds, polish: bool):
     # search): polish with Nelder-Mead on a rescaled theta (each component in units of its own size, so that
     # tolerances are relative) and call it converged when the simplex has collapsed
     d = np.maximum(np.abs(theta), 1e-3)
-    scaled_bounds = [(None if lo is None else lo / di, None if hi is None else hi / di)
-                     for (lo, hi), di in zip(bounds, d)]
-    nm = optimize.minimize(lambda x: dev(x * d), theta / d, method="Nelder-Mead", bounds=scaled_bounds,
-                           options={"xatol": 1e-6, "fatol": 1e-7, "maxfev": 500 * theta.size,
-                                    "initial_simplex": _simplex(theta / d)})
+    scaled_bounds = [
+        (None if lo is None else lo / di, None if hi is None else hi / di) for (lo, hi), di in zip(bounds, d)
+    ]
+    nm = optimize.minimize(
+        lambda x: dev(x * d),
+        theta / d,
+        method="Nelder-Mead",
+        bounds=scaled_bounds,
+        options={"xatol": 1e-6, "fatol": 1e-7, "maxfev": 500 * theta.size, "initial_simplex": _simplex(theta / d)},
+    )
     nm.x = nm.x * d
     if nm.fun <= dev(theta):
         theta = np.asarray(nm.x, dtype=np.float64)
@@ -484,6 +521,7 @@ def _optimise(dev, starts, bounds, polish: bool):
     # (rounding in a deviance of order 1e5 can keep xatol from being met)
     success = bool(nm.success) or spread < 1e-6
     return theta, success, f"Nelder-Mead: {nm.message} (simplex spread {spread:.2g} in -2 log-likelihood)"
+
 
 def _simplex(theta: np.ndarray) -> np.ndarray:
     steps = np.maximum(0.02 * np.abs(theta), 1e-3)
@@ -496,8 +534,12 @@ def _simplex(theta: np.ndarray) -> np.ndarray:
 def _brent_intercept(f) -> float:
     """Minimise f(theta) over theta >= 0 (one relative standard deviation)."""
     # relative SDs up to 1e3 (a run SD a thousand times the residual SD); beyond, X'V^-1 X loses precision
-    res = optimize.minimize_scalar(lambda lt: f(np.exp(lt)), bounds=(np.log(1e-7), np.log(1e3)),
-                                   method="bounded", options={"xatol": 1e-10, "maxiter": 500})
+    res = optimize.minimize_scalar(
+        lambda lt: f(np.exp(lt)),
+        bounds=(np.log(1e-7), np.log(1e3)),
+        method="bounded",
+        options={"xatol": 1e-10, "maxiter": 500},
+    )
     theta = float(np.exp(res.x))
     if f(0.0) <= f(theta):
         return 0.0
@@ -597,10 +639,11 @@ class MixedFit:
 _TINY_PSI = 1e-10
 
 
-def _boundary(cov_re: np.ndarray, vcomp: np.ndarray, scale: float, structure: Structure,
-              cov_re_inner: np.ndarray | None = None) -> list[str]:
+def _boundary(
+    cov_re: np.ndarray, vcomp: np.ndarray, scale: float, structure: Structure, cov_re_inner: np.ndarray | None = None
+) -> list[str]:
     """Variance components estimated as zero (relative SD below BOUNDARY_THETA), lme4's "singular fit"."""
-    limit = BOUNDARY_THETA ** 2 * scale
+    limit = BOUNDARY_THETA**2 * scale
     out = []
     if structure.kind in ("slope", "nested_slope"):
         levels = [(structure.group, cov_re)]
@@ -631,8 +674,11 @@ def _sm_start(pfit: ProfiledFit, structure: Structure):
 
     psi = pfit.psi.copy()
     if structure.kind == "nested":
-        return MixedLMParams.from_components(fe_params=pfit.beta, cov_re=np.array([[max(psi[0, 0], _TINY_PSI)]]),
-                                             vcomp=np.array([max(psi[1, 1], _TINY_PSI)]))
+        return MixedLMParams.from_components(
+            fe_params=pfit.beta,
+            cov_re=np.array([[max(psi[0, 0], _TINY_PSI)]]),
+            vcomp=np.array([max(psi[1, 1], _TINY_PSI)]),
+        )
     if structure.kind == "slope":
         # statsmodels needs a positive definite start
         w, v = np.linalg.eigh(psi)
@@ -651,8 +697,9 @@ def _sm_model(y, X, names, data: pd.DataFrame, structure: Structure):
     if structure.kind == "intercept":
         return MixedLM(endog, exog, groups=groups, exog_re=np.ones((len(y), 1)))
     if structure.kind == "slope":
-        Z = pd.DataFrame({"Intercept": np.ones(len(y)), structure.slope: data[structure.slope].to_numpy(float)},
-                         index=data.index)
+        Z = pd.DataFrame(
+            {"Intercept": np.ones(len(y)), structure.slope: data[structure.slope].to_numpy(float)}, index=data.index
+        )
         return MixedLM(endog, exog, groups=groups, exog_re=Z)
     labels = sorted(set(groups))  # statsmodels orders groups by sorted label
     inner = data[structure.inner].astype(str).to_numpy()
@@ -666,8 +713,15 @@ def _sm_model(y, X, names, data: pd.DataFrame, structure: Structure):
     return MixedLM(endog, exog, groups=groups, exog_re=np.ones((len(y), 1)), exog_vc=vc)
 
 
-def fit_mixed(y, X, names: list[str], data: pd.DataFrame, structure: Structure, reml: bool = True,
-              start: ProfiledFit | None = None) -> MixedFit:
+def fit_mixed(
+    y,
+    X,
+    names: list[str],
+    data: pd.DataFrame,
+    structure: Structure,
+    reml: bool = True,
+    start: ProfiledFit | None = None,
+) -> MixedFit:
     """Fit one mixed model with statsmodels, started at the profiled optimum; warnings kept."""
     y = np.asarray(y, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)
@@ -704,14 +758,29 @@ def fit_mixed(y, X, names: list[str], data: pd.DataFrame, structure: Structure, 
     vcomp = np.asarray(getattr(result, "vcomp", np.zeros(0)), dtype=np.float64).ravel()
     re_names = [str(c) for c in getattr(result.cov_re, "columns", [])] or ["Intercept"]
     on_boundary = _boundary(cov_re, vcomp, float(result.scale), structure)
-    return MixedFit(names=list(names), fe_params=fe_params, fe_cov=cov, bse=bse, llf=llf, reml=reml,
-                    converged=converged, scale=float(result.scale), cov_re=cov_re, re_names=re_names, vcomp=vcomp,
-                    n_obs=len(y), n_groups=len(model.group_labels), structure=structure, on_boundary=on_boundary,
-                    warnings=notes)
+    return MixedFit(
+        names=list(names),
+        fe_params=fe_params,
+        fe_cov=cov,
+        bse=bse,
+        llf=llf,
+        reml=reml,
+        converged=converged,
+        scale=float(result.scale),
+        cov_re=cov_re,
+        re_names=re_names,
+        vcomp=vcomp,
+        n_obs=len(y),
+        n_groups=len(model.group_labels),
+        structure=structure,
+        on_boundary=on_boundary,
+        warnings=notes,
+    )
 
 
-def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structure, reml: bool = True,
-                 start: np.ndarray | None = None) -> MixedFit:
+def fit_profiled(
+    y, X, names: list[str], data: pd.DataFrame, structure: Structure, reml: bool = True, start: np.ndarray | None = None
+) -> MixedFit:
     """Fit one mixed model with the profiled criterion alone (lme4's algorithm and inference).
 
     Standard errors are lme4's: ``sigma^2 (X' V*^-1 X)^-1`` at the optimum
@@ -723,7 +792,11 @@ def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structur
     X = np.asarray(X, dtype=np.float64)
     data = data.reset_index(drop=True)
     pfit = profiled_fit(y, X, data, structure, reml=reml, polish=True, start=start)
-    bse = np.sqrt(np.clip(np.diag(pfit.cov_beta), 0.0, None)) if pfit.cov_beta is not None else np.full(X.shape[1], np.nan)
+    bse = (
+        np.sqrt(np.clip(np.diag(pfit.cov_beta), 0.0, None))
+        if pfit.cov_beta is not None
+        else np.full(X.shape[1], np.nan)
+    )
     notes = [] if pfit.success else [f"profiled fit did not converge: {pfit.message}"]
     if not np.all(np.isfinite(bse)):
         notes.append("standard errors not available (X' V^-1 X is singular)")
@@ -744,8 +817,24 @@ def fit_profiled(y, X, names: list[str], data: pd.DataFrame, structure: Structur
         re_names = ["Intercept"] + ([structure.slope] if structure.kind == "slope" else [])
     n_groups = int(data[structure.group].astype(str).nunique())
     on_boundary = _boundary(cov_re, vcomp, scale, structure, cov_re_inner) if scale > 0 else []
-    return MixedFit(names=list(names), fe_params=pfit.beta, fe_cov=pfit.cov_beta, bse=bse, llf=pfit.loglik,
-                    reml=reml, converged=bool(pfit.success and np.all(np.isfinite(bse))), scale=scale,
-                    cov_re=cov_re, re_names=re_names, vcomp=vcomp, n_obs=len(y), n_groups=n_groups,
-                    structure=structure, on_boundary=on_boundary, warnings=notes, engine="profiled",
-                    cov_re_inner=cov_re_inner, theta=pfit.theta)
+    return MixedFit(
+        names=list(names),
+        fe_params=pfit.beta,
+        fe_cov=pfit.cov_beta,
+        bse=bse,
+        llf=pfit.loglik,
+        reml=reml,
+        converged=bool(pfit.success and np.all(np.isfinite(bse))),
+        scale=scale,
+        cov_re=cov_re,
+        re_names=re_names,
+        vcomp=vcomp,
+        n_obs=len(y),
+        n_groups=n_groups,
+        structure=structure,
+        on_boundary=on_boundary,
+        warnings=notes,
+        engine="profiled",
+        cov_re_inner=cov_re_inner,
+        theta=pfit.theta,
+    )

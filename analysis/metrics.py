@@ -378,5 +378,9 @@ def map_metrics(maps, smooth: bool = True) -> CurveMetrics:
         raise ValueError(f"map_metrics takes (runs, epochs, time slices), got shape {a.shape}")
     runs, epochs, slices = a.shape
     flat = curve_metrics(a.reshape(runs * epochs, slices), smooth=smooth)
-    return CurveMetrics(**{k: v.reshape(runs, epochs) for k, v in
-                           (("start", flat.start), ("end", flat.end), ("max", flat.max), ("tmax", flat.tmax))})
+    return CurveMetrics(
+        **{
+            k: v.reshape(runs, epochs)
+            for k, v in (("start", flat.start), ("end", flat.end), ("max", flat.max), ("tmax", flat.tmax))
+        }
+    )

@@ -84,8 +84,20 @@ def lm(y: np.ndarray, X: np.ndarray, names: list[str] | None = None) -> LmFit:
         p_value = float(sps.f.sf(f, df_model, df_resid))
     else:
         f, p_value = float("nan"), float("nan")
-    return LmFit(n=n, p=p, rss=rss, mss=mss, r2=r2, adj_r2=adj_r2, f=float(f), df_model=df_model,
-                 df_resid=df_resid, p_value=p_value, coef=coef, names=list(names or []))
+    return LmFit(
+        n=n,
+        p=p,
+        rss=rss,
+        mss=mss,
+        r2=r2,
+        adj_r2=adj_r2,
+        f=float(f),
+        df_model=df_model,
+        df_resid=df_resid,
+        p_value=p_value,
+        coef=coef,
+        names=list(names or []),
+    )
 
 
 def nested_f_test(small: LmFit, large: LmFit) -> tuple[float, int, int, float]:
@@ -100,9 +112,17 @@ def nested_f_test(small: LmFit, large: LmFit) -> tuple[float, int, int, float]:
 
 def _row(metric, model, formula, subset, fit: LmFit) -> dict:
     return {
-        "metric": metric, "model": model, "formula": formula, "subset": subset, "n": fit.n,
-        "df_model": fit.df_model, "df_resid": fit.df_resid, "r2": fit.r2, "adj_r2": fit.adj_r2,
-        "f": fit.f, "p_value": fit.p_value,
+        "metric": metric,
+        "model": model,
+        "formula": formula,
+        "subset": subset,
+        "n": fit.n,
+        "df_model": fit.df_model,
+        "df_resid": fit.df_resid,
+        "r2": fit.r2,
+        "adj_r2": fit.adj_r2,
+        "f": fit.f,
+        "p_value": fit.p_value,
     }
 
 
@@ -125,13 +145,22 @@ def _authors_ols(table: pd.DataFrame, metrics, notes: list[str] | None) -> pd.Da
     for metric in metrics:
         if real["source"].nunique() >= 2:
             d = design_matrix(real, "source")
-            rows.append(_row(metric, "source", f"{metric} ~ source", "labels == real", lm(real[metric].to_numpy(), d.X)))
+            rows.append(
+                _row(metric, "source", f"{metric} ~ source", "labels == real", lm(real[metric].to_numpy(), d.X))
+            )
         for source in sorted(table["source"].unique().tolist()):
             both = table[table["source"] == source]
             if both["labels"].nunique() >= 2:
                 d = design_matrix(both, "labels")
-                rows.append(_row(metric, f"labels_{source}", f"{metric} ~ labels", f"source == {source}",
-                                 lm(both[metric].to_numpy(), d.X)))
+                rows.append(
+                    _row(
+                        metric,
+                        f"labels_{source}",
+                        f"{metric} ~ labels",
+                        f"source == {source}",
+                        lm(both[metric].to_numpy(), d.X),
+                    )
+                )
         for source in sources:
             sub = real[real["source"] == source]
             if sub["pair"].nunique() < 2:
@@ -143,17 +172,39 @@ def _authors_ols(table: pd.DataFrame, metrics, notes: list[str] | None) -> pd.Da
             rows.append(_row(metric, f"epoch_pair_{source}", f"{metric} ~ epoch * pair", subset, full))
             small = lm(y, design_matrix(sub, "epoch").X)
             f, df_num, df_den, p = nested_f_test(small, full)
-            rows.append({
-                "metric": metric, "model": f"epoch_vs_epoch_pair_{source}",
-                "formula": f"{metric} ~ epoch vs {metric} ~ epoch * pair", "subset": subset, "n": full.n,
-                "df_model": df_num, "df_resid": df_den, "r2": full.r2, "adj_r2": full.adj_r2, "f": f, "p_value": p,
-                "delta_r2": full.r2 - small.r2,
-            })
+            rows.append(
+                {
+                    "metric": metric,
+                    "model": f"epoch_vs_epoch_pair_{source}",
+                    "formula": f"{metric} ~ epoch vs {metric} ~ epoch * pair",
+                    "subset": subset,
+                    "n": full.n,
+                    "df_model": df_num,
+                    "df_resid": df_den,
+                    "r2": full.r2,
+                    "adj_r2": full.adj_r2,
+                    "f": f,
+                    "p_value": p,
+                    "delta_r2": full.r2 - small.r2,
+                }
+            )
     if real["source"].nunique() < 2:
         notes.append("OLS model 'source' left out: the table holds one data source only.")
     for source in sorted(table["source"].unique().tolist()):
         if table.loc[table["source"] == source, "labels"].nunique() < 2:
             notes.append(f"OLS model 'labels_{source}' left out: no runs with shuffled labels for {source}.")
-    columns = ["metric", "model", "formula", "subset", "n", "df_model", "df_resid", "r2", "adj_r2", "f", "p_value",
-               "delta_r2"]
+    columns = [
+        "metric",
+        "model",
+        "formula",
+        "subset",
+        "n",
+        "df_model",
+        "df_resid",
+        "r2",
+        "adj_r2",
+        "f",
+        "p_value",
+        "delta_r2",
+    ]
     return pd.DataFrame(rows, columns=columns)

@@ -80,8 +80,13 @@ def _fmt_num(x) -> str:
 LONG_TABLE_ROWS = 150
 
 
-def _table(frame: pd.DataFrame, p_columns=("p_value", "p_holm"), max_rows: int | None = None,
-           csv: str | None = None, wrap: bool = False) -> str:
+def _table(
+    frame: pd.DataFrame,
+    p_columns=("p_value", "p_holm"),
+    max_rows: int | None = None,
+    csv: str | None = None,
+    wrap: bool = False,
+) -> str:
     """An HTML table; every row unless longer than ``max_rows`` (default LONG_TABLE_ROWS), then ``csv`` linked."""
     if frame is None or len(frame) == 0:
         return "<p class='muted'>(no rows)</p>"
@@ -98,10 +103,11 @@ def _table(frame: pd.DataFrame, p_columns=("p_value", "p_holm"), max_rows: int |
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = ""
     if len(frame) > limit:
-        where = (f"<a href='{html.escape(csv)}'><code>{html.escape(csv)}</code></a>" if csv
-                 else "the CSV file")
-        more = (f"<p class='muted'>The first {limit} of {len(frame)} rows; all of them are in {where} (next to "
-                "this report).</p>")
+        where = f"<a href='{html.escape(csv)}'><code>{html.escape(csv)}</code></a>" if csv else "the CSV file"
+        more = (
+            f"<p class='muted'>The first {limit} of {len(frame)} rows; all of them are in {where} (next to "
+            "this report).</p>"
+        )
     cls = "data wrap" if wrap else "data"
     return f"<div class='tablebox'><table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{more}"
 
@@ -111,8 +117,10 @@ def _figure(figures: dict[str, bytes], name: str, caption: str) -> str:
     if data is None:
         return ""
     b64 = base64.b64encode(data).decode("ascii")
-    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"
-            f"<figcaption><b>{html.escape(name)}</b>. {caption}</figcaption></figure>")
+    return (
+        f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{b64}'/>"
+        f"<figcaption><b>{html.escape(name)}</b>. {caption}</figcaption></figure>"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -131,10 +139,15 @@ def _overview(inp: ReportInput) -> str:
     ]
     for source, d in real.groupby("source"):
         reps = d.groupby("pair")["run"].nunique()
-        items.append(f"{html.escape(source)} (real labels): {d['pair'].nunique()} class pairs, "
-                     f"{reps.min()}-{reps.max()} replicates per pair, epochs {d['epoch'].min()}-{d['epoch'].max()}")
-    items.append("Curves smoothed with Tukey's 3RS3R (R's smooth()) before the metrics were taken."
-                 if inp.smooth else "Metrics taken on the raw (unsmoothed) curves.")
+        items.append(
+            f"{html.escape(source)} (real labels): {d['pair'].nunique()} class pairs, "
+            f"{reps.min()}-{reps.max()} replicates per pair, epochs {d['epoch'].min()}-{d['epoch'].max()}"
+        )
+    items.append(
+        "Curves smoothed with Tukey's 3RS3R (R's smooth()) before the metrics were taken."
+        if inp.smooth
+        else "Metrics taken on the raw (unsmoothed) curves."
+    )
     if inp.skipped is not None and len(inp.skipped):
         items.append(f"<b>{len(inp.skipped)} run folder(s) skipped</b> (see Warnings).")
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
@@ -153,19 +166,27 @@ def _key_results(inp: ReportInput) -> str:
     cells = key.copy()
     singular = cells["singular"].fillna("").astype(str) if "singular" in cells else pd.Series("", index=cells.index)
     cells["cell"] = [
-        (f"&chi;&sup2;({int(df)}) = {chisq:.1f}, p {html.escape(('= ' + _fmt_p(p)) if p > 0 else '< 1e-300')}"
-         + ("" if conv else " (did not converge)") + (" (singular)" if sing else ""))
-        if np.isfinite(chisq) else "failed"
-        for chisq, df, p, conv, sing in zip(cells["chisq"], cells["df"].fillna(0), cells["p_value"].fillna(1),
-                                            cells["converged"].astype(bool), singular)]
+        (
+            f"&chi;&sup2;({int(df)}) = {chisq:.1f}, p {html.escape(('= ' + _fmt_p(p)) if p > 0 else '< 1e-300')}"
+            + ("" if conv else " (did not converge)")
+            + (" (singular)" if sing else "")
+        )
+        if np.isfinite(chisq)
+        else "failed"
+        for chisq, df, p, conv, sing in zip(
+            cells["chisq"], cells["df"].fillna(0), cells["p_value"].fillna(1), cells["converged"].astype(bool), singular
+        )
+    ]
     pivot = cells.pivot(index="metric", columns="model", values="cell")
     order = [m for m in _KEY_ORDER if m in pivot.columns]
     order += sorted(c for c in pivot.columns if c.startswith("pair_"))
     order += sorted(c for c in pivot.columns if c.startswith("labels_"))
     pivot = pivot[order]
     head = "<th>metric</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in pivot.columns)
-    rows = "".join("<tr><td>" + html.escape(str(m)) + "</td>" + "".join(f"<td>{v}</td>" for v in r) + "</tr>"
-                   for m, r in zip(pivot.index, pivot.fillna("").to_numpy()))
+    rows = "".join(
+        "<tr><td>" + html.escape(str(m)) + "</td>" + "".join(f"<td>{v}</td>" for v in r) + "</tr>"
+        for m, r in zip(pivot.index, pivot.fillna("").to_numpy())
+    )
     return (
         "<p>Likelihood-ratio tests (ML) of the models whose random effects match the design: the factor and its "
         "interaction with epoch against epoch alone, under the same random effects. "
@@ -178,7 +199,8 @@ def _key_results(inp: ReportInput) -> str:
         "<code>pair_*</code>, <code>labels_*</code>, <code>source_pair_re</code>) understate the standard "
         "error of every epoch term and are kept further down for comparison only.</p>"
         f"<div class='tablebox'><table class='data wrap'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>"
-        "</table></div>")
+        "</table></div>"
+    )
 
 
 def _replication(inp: ReportInput) -> str:
@@ -194,7 +216,8 @@ def _replication(inp: ReportInput) -> str:
             f"<tr class='claimhead'><td colspan='7'><b>Claim {html.escape(str(claim))}.</b> "
             f"{html.escape(str(first['statement']))}<br/><span class='muted'><b>Authors:</b> "
             f"{html.escape(str(first['authors_test']))}; figure: {html.escape(str(first['authors_figure']))}. "
-            f"<b>Ours:</b> {html.escape(str(first['our_test']))}.</span></td></tr>")
+            f"<b>Ours:</b> {html.escape(str(first['our_test']))}.</span></td></tr>"
+        )
         for r in group.itertuples(index=False):
             est = ""
             if np.isfinite(r.estimate):
@@ -207,14 +230,27 @@ def _replication(inp: ReportInput) -> str:
                 f"<tr class='{cls}'><td>{html.escape(where)}</td><td>{html.escape(str(r.authors_result))}</td>"
                 f"<td>{html.escape(est)}</td><td>{html.escape(_fmt_p(r.p_value))}</td>"
                 f"<td>{html.escape(_fmt_p(r.p_holm))}</td><td class='verdict'>{html.escape(str(r.verdict))}</td>"
-                f"<td class='note'>{html.escape(str(r.note))}</td></tr>")
-    head = "".join(f"<th>{h}</th>" for h in ("metric / source", "authors' test on this table",
-                                              "estimate [95% CI]", "p", "p (Holm)", "verdict", "note"))
-    return (f"<p>Each claim of the study (docs/science.md section 1), tested on this table: {summary}. "
-            f"<b>Rule:</b> {html.escape(inp.replication_rule)} The same rows, with the full test descriptions, "
-            "are in <a href='replication.csv'><code>replication.csv</code></a>.</p>"
-            f"<div class='tablebox'><table class='data wrap replication'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+                f"<td class='note'>{html.escape(str(r.note))}</td></tr>"
+            )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "metric / source",
+            "authors' test on this table",
+            "estimate [95% CI]",
+            "p",
+            "p (Holm)",
+            "verdict",
+            "note",
+        )
+    )
+    return (
+        f"<p>Each claim of the study (docs/science.md section 1), tested on this table: {summary}. "
+        f"<b>Rule:</b> {html.escape(inp.replication_rule)} The same rows, with the full test descriptions, "
+        "are in <a href='replication.csv'><code>replication.csv</code></a>.</p>"
+        f"<div class='tablebox'><table class='data wrap replication'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _diagnostics(inp: ReportInput) -> list[str]:
@@ -223,8 +259,10 @@ def _diagnostics(inp: ReportInput) -> list[str]:
     # study) are written next to the report as <name>.csv (analysis/cli.py) and linked here.
     for section in inp.diagnostics:
         parts = [f"<h2>{html.escape(str(section.get('title', 'Diagnostics')))}</h2>", str(section.get("html", ""))]
-        links = [f"<a href='{html.escape(name)}.csv'><code>{html.escape(name)}.csv</code></a> ({len(frame)} rows)"
-                 for name, frame in (section.get("tables") or {}).items()]
+        links = [
+            f"<a href='{html.escape(name)}.csv'><code>{html.escape(name)}.csv</code></a> ({len(frame)} rows)"
+            for name, frame in (section.get("tables") or {}).items()
+        ]
         if links:
             parts.append("<p class='muted'>Every row, next to this report: " + ", ".join(links) + ".</p>")
         out.append("".join(parts))
@@ -235,10 +273,13 @@ def _warnings(inp: ReportInput) -> str:
     parts = []
     if inp.skipped is not None and len(inp.skipped):
         reasons = inp.skipped["reason"].value_counts()
-        parts.append(f"<h3>Skipped run folders ({len(inp.skipped)})</h3><p>These folders are not in any table or "
-                     "figure. Reasons: " + "; ".join(f"{html.escape(r)} ({n})" for r, n in reasons.items())
-                     + ". The list is in <code>skipped_runs.csv</code>.</p>"
-                     + _table(inp.skipped[["study", "run_id", "reason"]], max_rows=100))
+        parts.append(
+            f"<h3>Skipped run folders ({len(inp.skipped)})</h3><p>These folders are not in any table or "
+            "figure. Reasons: "
+            + "; ".join(f"{html.escape(r)} ({n})" for r, n in reasons.items())
+            + ". The list is in <code>skipped_runs.csv</code>.</p>"
+            + _table(inp.skipped[["study", "run_id", "reason"]], max_rows=100)
+        )
     notes = list(inp.notes) + list(getattr(inp.mixed, "notes", []))
     if notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
@@ -249,22 +290,29 @@ def _warnings(inp: ReportInput) -> str:
     if models is not None and len(models):
         failed = models[~models["converged"].astype(bool)]
         if len(failed):
-            parts.append("<h3>Models that did not converge</h3><p>Their coefficients are flagged "
-                         "(<code>converged = no</code>); those of the extra models are left out of "
-                         "<code>mixed_effects.csv</code>.</p>" + _table(failed[["metric", "model", "warnings"]]))
+            parts.append(
+                "<h3>Models that did not converge</h3><p>Their coefficients are flagged "
+                "(<code>converged = no</code>); those of the extra models are left out of "
+                "<code>mixed_effects.csv</code>.</p>" + _table(failed[["metric", "model", "warnings"]])
+            )
         singular = models[models["on_boundary"].astype(str) != ""]
         if len(singular):
-            parts.append("<h3>Singular fits</h3><p>A variance component estimated as zero (or a perfect "
-                         "intercept-slope correlation): the data do not support that part of the random-effect "
-                         "structure. As lme4 does, the fit is kept (its fixed effects and the likelihood-ratio "
-                         "test remain valid; the boundary makes the test, if anything, conservative) and flagged "
-                         "in the <code>singular</code> column and in the replication table's note; nothing "
-                         "falls back to a simpler model. Models that did not converge are listed above; a "
-                         "replication verdict that rests on one is 'not testable here'.</p>"
-                         + _table(singular[["metric", "model", "on_boundary"]]))
+            parts.append(
+                "<h3>Singular fits</h3><p>A variance component estimated as zero (or a perfect "
+                "intercept-slope correlation): the data do not support that part of the random-effect "
+                "structure. As lme4 does, the fit is kept (its fixed effects and the likelihood-ratio "
+                "test remain valid; the boundary makes the test, if anything, conservative) and flagged "
+                "in the <code>singular</code> column and in the replication table's note; nothing "
+                "falls back to a simpler model. Models that did not converge are listed above; a "
+                "replication verdict that rests on one is 'not testable here'.</p>"
+                + _table(singular[["metric", "model", "on_boundary"]])
+            )
     if other:
-        parts.append("<h3>Convergence and fitting warnings</h3><ul>"
-                     + "".join(f"<li><code>{html.escape(w)}</code></li>" for w in other) + "</ul>")
+        parts.append(
+            "<h3>Convergence and fitting warnings</h3><ul>"
+            + "".join(f"<li><code>{html.escape(w)}</code></li>" for w in other)
+            + "</ul>"
+        )
     if boundary:
         names = sorted({w.split(":")[0] for w in boundary})
         parts.append(
@@ -272,7 +320,8 @@ def _warnings(inp: ReportInput) -> str:
             "this ConvergenceWarning whenever an estimated random-effect variance is below 0.01 in absolute "
             "units. The metrics are proportions whose variances are of order 0.001, so it fires on fits whose "
             "variances are clearly positive; the fits where a variance really is zero are listed under "
-            "Singular fits. Models concerned: " + html.escape(", ".join(names)) + ".</p>")
+            "Singular fits. Models concerned: " + html.escape(", ".join(names)) + ".</p>"
+        )
     if not parts:
         return "<p>No warnings: every run folder was read, every model converged.</p>"
     return "".join(parts)
@@ -280,31 +329,31 @@ def _warnings(inp: ReportInput) -> str:
 
 _CAPTIONS = {
     "maps": "Learning-curve maps: each panel is one class pair; the horizontal axis is the training epoch, the "
-            "vertical axis the time slice of the input sequence, the colour the accuracy of a 3-nearest-"
-            "neighbour classifier on the network's hidden states at that time slice (training samples, "
-            "resubstitution), averaged over replicates. One colour scale for every map figure (real and shuffled "
-            "runs alike), with the probe's chance level marked on the colour bar (see the figure's note). Reading up a column shows how class information builds "
-            "up within a sequence (information-processing trajectory); reading along a row shows how it changes "
-            "with training (developmental trajectory).",
+    "vertical axis the time slice of the input sequence, the colour the accuracy of a 3-nearest-"
+    "neighbour classifier on the network's hidden states at that time slice (training samples, "
+    "resubstitution), averaged over replicates. One colour scale for every map figure (real and shuffled "
+    "runs alike), with the probe's chance level marked on the colour bar (see the figure's note). Reading up a column shows how class information builds "
+    "up within a sequence (information-processing trajectory); reading along a row shows how it changes "
+    "with training (developmental trajectory).",
     "metric": "Per data source: the mean over runs (bold) with its 95% t interval over runs (band), and each class "
-              "pair's mean over replicates (thin grey lines). Runs with shuffled labels dashed, with their "
-              "interval. The interval treats runs as independent and so ignores the spread between class pairs; "
-              "the replication table tests the source difference against it. Where each shuffled row merges "
-              "several curves (the authors' null table merges five), their max is biased upward and their tmax "
-              "is not comparable with single runs.",
+    "pair's mean over replicates (thin grey lines). Runs with shuffled labels dashed, with their "
+    "interval. The interval treats runs as independent and so ignores the spread between class pairs; "
+    "the replication table tests the source difference against it. Where each shuffled row merges "
+    "several curves (the authors' null table merges five), their max is biased upward and their tmax "
+    "is not comparable with single runs.",
     "tmax": "Developmental trajectory of each class pair, one panel per data source x class pair: how early the "
-            "peak of the within-sequence curve comes (tmax) against how much the curve rises from first to last "
-            "time slice (end - start). Each point is the mean over replicates at one epoch, coloured by epoch and "
-            "joined in epoch order; the grey dots are every pair's points, for comparison.",
+    "peak of the within-sequence curve comes (tmax) against how much the curve rises from first to last "
+    "time slice (end - start). Each point is the mean over replicates at one epoch, coloured by epoch and "
+    "joined in epoch order; the grey dots are every pair's points, for comparison.",
     "difference": "Real minus shuffled labels: the mean map of real-label runs minus the mean map of "
-                  "shuffled-label runs of the same source, per class pair (shuffled runs are pooled over pairs "
-                  "when they have no pair of their own). One diverging colour scale centred on zero for every "
-                  "panel; red = real labels above the shuffled ones.",
+    "shuffled-label runs of the same source, per class pair (shuffled runs are pooled over pairs "
+    "when they have no pair of their own). One diverging colour scale centred on zero for every "
+    "panel; red = real labels above the shuffled ones.",
     "average": "Average learning-curve map per data source and labels (mean over class pairs and replicates), on "
-               "the same colour scale as the per-pair maps; the white contour is the chance level of the probe.",
+    "the same colour scale as the per-pair maps; the white contour is the chance level of the probe.",
     "startmax": "Developmental trajectory of each class pair, one panel per data source x class pair: accuracy "
-                "at the first time slice (start) against the peak accuracy (max), mean over replicates per epoch, "
-                "coloured by epoch; grey: every pair's points.",
+    "at the first time slice (start) against the peak accuracy (max), mean over replicates per epoch, "
+    "coloured by epoch; grey: every pair's points.",
 }
 
 
@@ -314,8 +363,9 @@ def render_report(inp: ReportInput) -> str:
 
     mixed = inp.mixed
     sections = []
-    sections.append(f"<h1>{html.escape(inp.title)}</h1><p class='muted'>Generated "
-                    f"{time.strftime('%Y-%m-%d %H:%M')}.</p>")
+    sections.append(
+        f"<h1>{html.escape(inp.title)}</h1><p class='muted'>Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>"
+    )
     sections.append("<h2>What replicates</h2>" + _replication(inp))
     sections.extend(_diagnostics(inp))
     sections.append("<h2>Overview</h2>" + _overview(inp))
@@ -324,27 +374,43 @@ def render_report(inp: ReportInput) -> str:
 
     figs = inp.figures
     fig_html = []
-    for name in sorted(n for n in figs if n.startswith("maps_") and not n.startswith("maps_difference")
-                       and n != "maps_average.png"):
+    for name in sorted(
+        n for n in figs if n.startswith("maps_") and not n.startswith("maps_difference") and n != "maps_average.png"
+    ):
         fig_html.append(_figure(figs, name, _CAPTIONS["maps"]))
     for name in sorted(n for n in figs if n.startswith("maps_difference")):
         fig_html.append(_figure(figs, name, _CAPTIONS["difference"]))
     fig_html.append(_figure(figs, "maps_average.png", _CAPTIONS["average"]))
     for name in [n for n in figs if n.startswith("metric_")]:
-        metric = name[len("metric_"):-4]
-        fig_html.append(_figure(figs, name, f"{html.escape(METRIC_LABELS.get(metric, metric))}. "
-                                + _CAPTIONS["metric"]))
+        metric = name[len("metric_") : -4]
+        fig_html.append(
+            _figure(figs, name, f"{html.escape(METRIC_LABELS.get(metric, metric))}. " + _CAPTIONS["metric"])
+        )
     fig_html.append(_figure(figs, "trajectory_tmax_vs_end_minus_start.png", _CAPTIONS["tmax"]))
     fig_html.append(_figure(figs, "trajectory_start_vs_max.png", _CAPTIONS["startmax"]))
     if any(fig_html):
         sections.append("<h2>Figures</h2>" + "".join(fig_html))
 
     me = mixed.mixed_effects
-    is_key = (me["model"].isin(_KEY_ORDER) | me["model"].str.endswith("_slope")) & (me["model"] != "source_slope") \
-        if len(me) else pd.Series(dtype=bool)
+    is_key = (
+        (me["model"].isin(_KEY_ORDER) | me["model"].str.endswith("_slope")) & (me["model"] != "source_slope")
+        if len(me)
+        else pd.Series(dtype=bool)
+    )
     main = me[is_key] if len(me) else me
-    cols = ["metric", "model", "term", "estimate", "std_error", "z", "p_value", "ci_low", "ci_high", "converged",
-            "singular"]
+    cols = [
+        "metric",
+        "model",
+        "term",
+        "estimate",
+        "std_error",
+        "z",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "converged",
+        "singular",
+    ]
     sections.append(
         "<h2>Mixed-effects models (<code>mixed_effects.csv</code>)</h2>"
         "<p>Fixed effects of the key models, REML: <code>source_pairs</code> (<code>metric ~ source * epoch + "
@@ -355,7 +421,8 @@ def render_report(inp: ReportInput) -> str:
         "first is the reference. p-values are Wald z tests with lme4's standard errors; ci = 95% Wald interval. "
         "<code>singular</code> names a variance component estimated as zero or an intercept-slope correlation of "
         "+-1; the fixed effects of a singular fit are kept (as lme4 keeps them) and flagged.</p>"
-        + _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True))
+        + _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True)
+    )
     extra = me[~me.index.isin(main.index)] if len(me) else me
     if len(extra):
         sections.append(
@@ -365,14 +432,20 @@ def render_report(inp: ReportInput) -> str:
             "<code>source_pair_re</code>: <code>(1 | pair) + (1 | run)</code>. Without a random slope the "
             "<code>:epoch</code> terms are tested against the residual scatter of single epochs, so their "
             "standard errors are several times too small; do not quote them.</p>"
-            + _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True))
+            + _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True)
+        )
 
     sections.append(
         "<h2>Likelihood-ratio tests (<code>lrt.csv</code>)</h2><p>ML fits of the model with and without the "
         "factor and its interaction with epoch, under the same random effects; chisq = 2 x difference in "
         "log-likelihood on df = the difference in the number of fixed effects.</p>"
-        + _table(mixed.lrt[["metric", "model", "full_formula", "chisq", "df", "p_value", "converged", "singular"]]
-                 if len(mixed.lrt) else mixed.lrt, wrap=True))
+        + _table(
+            mixed.lrt[["metric", "model", "full_formula", "chisq", "df", "p_value", "converged", "singular"]]
+            if len(mixed.lrt)
+            else mixed.lrt,
+            wrap=True,
+        )
+    )
 
     sections.append(
         "<h2>Effect sizes (<code>effect_sizes.csv</code>)</h2><p>Sentence - gesture (from "
@@ -380,19 +453,34 @@ def render_report(inp: ReportInput) -> str:
         "mean and last epoch and in slope, with 95% Wald intervals. <code>d</code> divides the difference by the "
         "standard deviation of a single observation around the fixed effects (random-effect plus residual "
         "variance, averaged over the epochs); its interval is the difference's interval on the same scale.</p>"
-        + _table(mixed.effect_sizes[["metric", "model", "effect", "estimate", "ci_low", "ci_high", "p_value", "d",
-                                     "d_ci_low", "d_ci_high"]] if len(mixed.effect_sizes) else mixed.effect_sizes,
-                 csv="effect_sizes.csv"))
+        + _table(
+            mixed.effect_sizes[
+                ["metric", "model", "effect", "estimate", "ci_low", "ci_high", "p_value", "d", "d_ci_low", "d_ci_high"]
+            ]
+            if len(mixed.effect_sizes)
+            else mixed.effect_sizes,
+            csv="effect_sizes.csv",
+        )
+    )
 
     con = mixed.contrasts
     if len(con):
-        summary = (con.assign(significant=con["p_holm"] < 0.05)
-                   .groupby(["metric", "model", "family"], sort=False)
-                   .agg(contrasts=("contrast", "size"), significant_holm_05=("significant", "sum"),
-                        largest_abs_d=("d", lambda d: float(np.max(np.abs(d)))))
-                   .reset_index())
-        top = (con.assign(abs_d=con["d"].abs()).sort_values("abs_d", ascending=False)
-               .groupby(["metric", "model", "family"], sort=False).head(3))
+        summary = (
+            con.assign(significant=con["p_holm"] < 0.05)
+            .groupby(["metric", "model", "family"], sort=False)
+            .agg(
+                contrasts=("contrast", "size"),
+                significant_holm_05=("significant", "sum"),
+                largest_abs_d=("d", lambda d: float(np.max(np.abs(d)))),
+            )
+            .reset_index()
+        )
+        top = (
+            con.assign(abs_d=con["d"].abs())
+            .sort_values("abs_d", ascending=False)
+            .groupby(["metric", "model", "family"], sort=False)
+            .head(3)
+        )
         sections.append(
             "<h2>Class-pair contrasts (<code>contrasts.csv</code>)</h2><p>Every pair of class pairs within a "
             "source, from <code>metric ~ pair * epoch + (1 + epoch | run)</code> (a random slope per run, so that "
@@ -400,8 +488,9 @@ def render_report(inp: ReportInput) -> str:
             "epoch and the difference in slope per epoch, Wald z tests with Holm's correction within each "
             "metric x model x family. How many differ at the 5% level, and the three largest per family (all "
             "contrasts: <a href='contrasts.csv'><code>contrasts.csv</code></a>):</p>"
-            + _table(summary) + _table(top[["metric", "model", "family", "contrast", "estimate", "ci_low",
-                                            "ci_high", "p_holm", "d"]]))
+            + _table(summary)
+            + _table(top[["metric", "model", "family", "contrast", "estimate", "ci_low", "ci_high", "p_holm", "d"]])
+        )
 
     ols = inp.ols
     ols_cols = ["metric", "model", "formula", "n", "adj_r2", "f", "df_model", "df_resid", "p_value"]
@@ -414,8 +503,8 @@ def render_report(inp: ReportInput) -> str:
         "nested test <code>epoch_vs_epoch_pair_&lt;source&gt;</code> (their \u201cEpoch*Class - Epoch\u201d row) "
         "<code>adj_r2</code> is the larger model's adjusted R&sup2; and <code>delta_r2</code> the change in "
         "R&sup2; from <code>metric ~ epoch</code> to <code>metric ~ epoch * pair</code>, the number the authors "
-        "report in that row.</p>"
-        + _table(ols[ols_cols] if len(ols) else ols, wrap=True))
+        "report in that row.</p>" + _table(ols[ols_cols] if len(ols) else ols, wrap=True)
+    )
 
     models = mixed.models
     if len(models):
@@ -423,18 +512,39 @@ def render_report(inp: ReportInput) -> str:
             "<h2>Model fits (<code>models.csv</code>, <code>random_effects.csv</code>)</h2>"
             "<p>Per model: observations, groups, convergence, REML log-likelihood, Nakagawa-Schielzeth "
             "marginal R&sup2; (fixed effects) and conditional R&sup2; (fixed + random).</p>"
-            + _table(models[["metric", "model", "engine", "n_obs", "n_groups", "converged", "loglik",
-                             "r2_marginal", "r2_conditional", "on_boundary", "seconds"]], wrap=True)
-            + _table(mixed.random_effects, csv="random_effects.csv"))
+            + _table(
+                models[
+                    [
+                        "metric",
+                        "model",
+                        "engine",
+                        "n_obs",
+                        "n_groups",
+                        "converged",
+                        "loglik",
+                        "r2_marginal",
+                        "r2_conditional",
+                        "on_boundary",
+                        "seconds",
+                    ]
+                ],
+                wrap=True,
+            )
+            + _table(mixed.random_effects, csv="random_effects.csv")
+        )
 
     for extra_section in inp.companion:
         sections.append(f"<h2>{html.escape(extra_section['title'])}</h2>" + extra_section["html"])
     if inp.files:
-        sections.append("<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in inp.files)
-                        + "</ul>")
+        sections.append(
+            "<h2>Files</h2><ul>" + "".join(f"<li><code>{html.escape(f)}</code></li>" for f in inp.files) + "</ul>"
+        )
     if inp.timings:
-        sections.append("<p class='muted'>Timings: " + ", ".join(f"{html.escape(k)} {v:.1f} s"
-                                                               for k, v in inp.timings.items()) + ".</p>")
+        sections.append(
+            "<p class='muted'>Timings: "
+            + ", ".join(f"{html.escape(k)} {v:.1f} s" for k, v in inp.timings.items())
+            + ".</p>"
+        )
     style = (
         "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1200px;"
         "margin:2em auto;padding:0 1em;color:#222;line-height:1.45}"
@@ -452,7 +562,11 @@ def render_report(inp: ReportInput) -> str:
         "details{margin:1em 0}summary{cursor:pointer;font-weight:600}"
         "@media print{body{max-width:none;margin:0}.tablebox{overflow:visible}"
         "table{font-size:9px;page-break-inside:auto}tr{page-break-inside:avoid}thead{display:table-header-group}"
-        "td,th{white-space:normal}td.num{white-space:nowrap}figure{page-break-inside:avoid}h2{page-break-after:avoid}}")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'/>"
-            f"<title>{html.escape(inp.title)}</title><style>{style}</style></head><body>"
-            + "".join(sections) + "</body></html>")
+        "td,th{white-space:normal}td.num{white-space:nowrap}figure{page-break-inside:avoid}h2{page-break-after:avoid}}"
+    )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'/>"
+        f"<title>{html.escape(inp.title)}</title><style>{style}</style></head><body>"
+        + "".join(sections)
+        + "</body></html>"
+    )

@@ -112,28 +112,56 @@ def model_specs(table: pd.DataFrame, extras: bool = True, notes: list[str] | Non
     slope = Structure("slope", "run", slope="epoch")
     pairs_ok = len(sources) >= 2 and real.groupby("source")["pair"].nunique().min() >= 2
     if pairs_ok:
-        specs.append(ModelSpec("source_pairs", "source * epoch",
-                               Structure("nested_slope", "pair", inner="run", slope="epoch"), "labels == real",
-                               (("labels", "real"),), null_rhs="epoch", factor="source"))
+        specs.append(
+            ModelSpec(
+                "source_pairs",
+                "source * epoch",
+                Structure("nested_slope", "pair", inner="run", slope="epoch"),
+                "labels == real",
+                (("labels", "real"),),
+                null_rhs="epoch",
+                factor="source",
+            )
+        )
     elif len(sources) >= 2:
-        notes.append("Mixed model 'source_pairs' left out: a source has one class pair only, so the source "
-                     "effect cannot be judged against the spread of class pairs.")
+        notes.append(
+            "Mixed model 'source_pairs' left out: a source has one class pair only, so the source "
+            "effect cannot be judged against the spread of class pairs."
+        )
     else:
-        notes.append("Mixed models of the source effect left out: the table holds one data source with real "
-                     "labels only.")
+        notes.append(
+            "Mixed models of the source effect left out: the table holds one data source with real labels only."
+        )
     for source in sources:
         sub = real[real["source"] == source]
         if sub["pair"].nunique() >= 2:
-            specs.append(ModelSpec(f"pair_{source}_slope", "pair * epoch", slope,
-                                   f"source == {source}, labels == real",
-                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair"))
+            specs.append(
+                ModelSpec(
+                    f"pair_{source}_slope",
+                    "pair * epoch",
+                    slope,
+                    f"source == {source}, labels == real",
+                    (("labels", "real"), ("source", source)),
+                    null_rhs="epoch",
+                    factor="pair",
+                )
+            )
         else:
             notes.append(f"Mixed model 'pair_{source}_slope' left out: one class pair only.")
     for source in levels_of(table["source"]):
         sub = table[table["source"] == source]
         if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
-            specs.append(ModelSpec(f"labels_{source}_slope", "labels * epoch", slope, f"source == {source}",
-                                   (("source", source),), null_rhs="epoch", factor="labels"))
+            specs.append(
+                ModelSpec(
+                    f"labels_{source}_slope",
+                    "labels * epoch",
+                    slope,
+                    f"source == {source}",
+                    (("source", source),),
+                    null_rhs="epoch",
+                    factor="labels",
+                )
+            )
         else:
             notes.append(f"Mixed model 'labels_{source}_slope' left out: no runs with shuffled labels for {source}.")
     if not extras:
@@ -141,26 +169,72 @@ def model_specs(table: pd.DataFrame, extras: bool = True, notes: list[str] | Non
     # for comparison: random intercepts only (they understate the standard errors of every epoch term) and
     # the partial structures of earlier versions
     if len(sources) >= 2:
-        specs.append(ModelSpec("source", "source * epoch", intercept, "labels == real", (("labels", "real"),),
-                               null_rhs="epoch", factor="source", extra=True))
+        specs.append(
+            ModelSpec(
+                "source",
+                "source * epoch",
+                intercept,
+                "labels == real",
+                (("labels", "real"),),
+                null_rhs="epoch",
+                factor="source",
+                extra=True,
+            )
+        )
     for source in sources:
         if real.loc[real["source"] == source, "pair"].nunique() >= 2:
-            specs.append(ModelSpec(f"pair_{source}", "pair * epoch", intercept,
-                                   f"source == {source}, labels == real",
-                                   (("labels", "real"), ("source", source)), null_rhs="epoch", factor="pair",
-                                   extra=True))
+            specs.append(
+                ModelSpec(
+                    f"pair_{source}",
+                    "pair * epoch",
+                    intercept,
+                    f"source == {source}, labels == real",
+                    (("labels", "real"), ("source", source)),
+                    null_rhs="epoch",
+                    factor="pair",
+                    extra=True,
+                )
+            )
     if len(sources) >= 2:
-        specs.append(ModelSpec("source_slope", "source * epoch", slope, "labels == real", (("labels", "real"),),
-                               factor="source", extra=True))
+        specs.append(
+            ModelSpec(
+                "source_slope",
+                "source * epoch",
+                slope,
+                "labels == real",
+                (("labels", "real"),),
+                factor="source",
+                extra=True,
+            )
+        )
         if pairs_ok:
-            specs.append(ModelSpec("source_pair_re", "source * epoch", Structure("nested", "pair", inner="run"),
-                                   "labels == real", (("labels", "real"),), null_rhs="epoch", factor="source",
-                                   extra=True))
+            specs.append(
+                ModelSpec(
+                    "source_pair_re",
+                    "source * epoch",
+                    Structure("nested", "pair", inner="run"),
+                    "labels == real",
+                    (("labels", "real"),),
+                    null_rhs="epoch",
+                    factor="source",
+                    extra=True,
+                )
+            )
     for source in levels_of(table["source"]):
         sub = table[table["source"] == source]
         if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
-            specs.append(ModelSpec(f"labels_{source}", "labels * epoch", intercept, f"source == {source}",
-                                   (("source", source),), null_rhs="epoch", factor="labels", extra=True))
+            specs.append(
+                ModelSpec(
+                    f"labels_{source}",
+                    "labels * epoch",
+                    intercept,
+                    f"source == {source}",
+                    (("source", source),),
+                    null_rhs="epoch",
+                    factor="labels",
+                    extra=True,
+                )
+            )
     return specs
 
 
@@ -179,18 +253,90 @@ class StatsResults:
 
 
 _COLUMNS = {
-    "mixed_effects": ["metric", "model", "formula", "subset", "term", "estimate", "std_error", "z", "p_value",
-                      "ci_low", "ci_high", "converged", "n_obs", "n_groups", "engine", "singular"],
-    "lrt": ["metric", "model", "null_formula", "full_formula", "loglik_null", "loglik_full", "chisq", "df",
-            "p_value", "converged", "singular"],
-    "models": ["metric", "model", "formula", "subset", "method", "engine", "n_obs", "n_groups", "converged",
-               "loglik", "r2_marginal", "r2_conditional", "on_boundary", "warnings", "seconds"],
+    "mixed_effects": [
+        "metric",
+        "model",
+        "formula",
+        "subset",
+        "term",
+        "estimate",
+        "std_error",
+        "z",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "converged",
+        "n_obs",
+        "n_groups",
+        "engine",
+        "singular",
+    ],
+    "lrt": [
+        "metric",
+        "model",
+        "null_formula",
+        "full_formula",
+        "loglik_null",
+        "loglik_full",
+        "chisq",
+        "df",
+        "p_value",
+        "converged",
+        "singular",
+    ],
+    "models": [
+        "metric",
+        "model",
+        "formula",
+        "subset",
+        "method",
+        "engine",
+        "n_obs",
+        "n_groups",
+        "converged",
+        "loglik",
+        "r2_marginal",
+        "r2_conditional",
+        "on_boundary",
+        "warnings",
+        "seconds",
+    ],
     "random_effects": ["metric", "model", "component", "variance", "sd"],
-    "contrasts": ["metric", "model", "family", "contrast", "level_a", "level_b", "at_epoch", "estimate",
-                  "std_error", "z", "p_value", "p_holm", "ci_low", "ci_high", "d", "d_ci_low", "d_ci_high",
-                  "converged"],
-    "effect_sizes": ["metric", "model", "effect", "at_epoch", "estimate", "std_error", "ci_low", "ci_high",
-                     "p_value", "sd_total", "d", "d_ci_low", "d_ci_high"],
+    "contrasts": [
+        "metric",
+        "model",
+        "family",
+        "contrast",
+        "level_a",
+        "level_b",
+        "at_epoch",
+        "estimate",
+        "std_error",
+        "z",
+        "p_value",
+        "p_holm",
+        "ci_low",
+        "ci_high",
+        "d",
+        "d_ci_low",
+        "d_ci_high",
+        "converged",
+    ],
+    "effect_sizes": [
+        "metric",
+        "model",
+        "effect",
+        "at_epoch",
+        "estimate",
+        "std_error",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "sd_total",
+        "d",
+        "d_ci_low",
+        "d_ci_high",
+    ],
 }
 
 
@@ -247,8 +393,9 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
         try:
             design = design_matrix(frame, spec.rhs)
             y = frame[metric].to_numpy(dtype=np.float64)
-            if spec.structure.kind == "nested_slope" or (spec.structure.kind in ("slope", "nested")
-                                                          and not statsmodels_all):
+            if spec.structure.kind == "nested_slope" or (
+                spec.structure.kind in ("slope", "nested") and not statsmodels_all
+            ):
                 fit = fit_profiled(y, design.X, design.names, frame, spec.structure, reml=True)
             else:
                 start = profiled_fit(y, design.X, frame, spec.structure, reml=True, polish=False)
@@ -256,69 +403,122 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
         except Exception as exc:  # a model that cannot be fitted is reported, not fatal
             message = f"{metric} / {spec.name}: fit failed: {type(exc).__name__}: {exc}"
             out["warnings"].append(message)
-            out["models"].append({"metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset,
-                                  "method": "REML", "engine": "", "n_obs": len(frame),
-                                  "n_groups": frame["run"].nunique(),
-                                  "converged": False, "loglik": np.nan, "r2_marginal": np.nan,
-                                  "r2_conditional": np.nan, "on_boundary": "", "warnings": message,
-                                  "seconds": time.perf_counter() - t0})
+            out["models"].append(
+                {
+                    "metric": metric,
+                    "model": spec.name,
+                    "formula": formula,
+                    "subset": spec.subset,
+                    "method": "REML",
+                    "engine": "",
+                    "n_obs": len(frame),
+                    "n_groups": frame["run"].nunique(),
+                    "converged": False,
+                    "loglik": np.nan,
+                    "r2_marginal": np.nan,
+                    "r2_conditional": np.nan,
+                    "on_boundary": "",
+                    "warnings": message,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             continue
         for text in fit.warnings:
             out["warnings"].append(f"{metric} / {spec.name}: {text}")
         if fit.on_boundary:
-            out["warnings"].append(f"{metric} / {spec.name}: variance estimated as zero (singular fit): "
-                                   f"{', '.join(fit.on_boundary)}")
+            out["warnings"].append(
+                f"{metric} / {spec.name}: variance estimated as zero (singular fit): {', '.join(fit.on_boundary)}"
+            )
         if not fit.converged:
             who = "statsmodels" if fit.engine == "statsmodels" else "the profiled fit"
-            out["warnings"].append(f"{metric} / {spec.name}: {who} did not converge"
-                                   + ("; its coefficients are left out of mixed_effects.csv" if spec.extra else ""))
+            out["warnings"].append(
+                f"{metric} / {spec.name}: {who} did not converge"
+                + ("; its coefficients are left out of mixed_effects.csv" if spec.extra else "")
+            )
         r2m, r2c = _nakagawa(fit, design.X, frame)
-        out["models"].append({
-            "metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset, "method": "REML",
-            "engine": fit.engine, "n_obs": fit.n_obs, "n_groups": fit.n_groups, "converged": fit.converged, "loglik": fit.llf,
-            "r2_marginal": r2m, "r2_conditional": r2c, "on_boundary": ", ".join(fit.on_boundary),
-            "warnings": " | ".join(fit.warnings), "seconds": time.perf_counter() - t0,
-        })
+        out["models"].append(
+            {
+                "metric": metric,
+                "model": spec.name,
+                "formula": formula,
+                "subset": spec.subset,
+                "method": "REML",
+                "engine": fit.engine,
+                "n_obs": fit.n_obs,
+                "n_groups": fit.n_groups,
+                "converged": fit.converged,
+                "loglik": fit.llf,
+                "r2_marginal": r2m,
+                "r2_conditional": r2c,
+                "on_boundary": ", ".join(fit.on_boundary),
+                "warnings": " | ".join(fit.warnings),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         for component, variance in fit.variances().items():
-            out["random_effects"].append({"metric": metric, "model": spec.name, "component": component,
-                                          "variance": variance,
-                                          "sd": float(np.sqrt(variance)) if variance >= 0 else np.nan})
+            out["random_effects"].append(
+                {
+                    "metric": metric,
+                    "model": spec.name,
+                    "component": component,
+                    "variance": variance,
+                    "sd": float(np.sqrt(variance)) if variance >= 0 else np.nan,
+                }
+            )
         if fit.converged or not spec.extra:
             z = fit.z
             p = fit.p_values
             for i, term in enumerate(fit.names):
-                out["mixed_effects"].append({
-                    "metric": metric, "model": spec.name, "formula": formula, "subset": spec.subset, "term": term,
-                    "estimate": fit.fe_params[i], "std_error": fit.bse[i], "z": z[i], "p_value": p[i],
-                    "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i], "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
-                    "converged": fit.converged, "n_obs": fit.n_obs, "n_groups": fit.n_groups, "engine": fit.engine,
-                    "singular": ", ".join(fit.on_boundary),
-                })
+                out["mixed_effects"].append(
+                    {
+                        "metric": metric,
+                        "model": spec.name,
+                        "formula": formula,
+                        "subset": spec.subset,
+                        "term": term,
+                        "estimate": fit.fe_params[i],
+                        "std_error": fit.bse[i],
+                        "z": z[i],
+                        "p_value": p[i],
+                        "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i],
+                        "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
+                        "converged": fit.converged,
+                        "n_obs": fit.n_obs,
+                        "n_groups": fit.n_groups,
+                        "engine": fit.engine,
+                        "singular": ", ".join(fit.on_boundary),
+                    }
+                )
         if spec.null_rhs:
             try:
                 row = _lrt(frame, metric, spec, design, y, start=fit.theta)
                 out["lrt"].append(row)
                 if not row["converged"]:
-                    out["warnings"].append(f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test "
-                                           "did not converge")
+                    out["warnings"].append(
+                        f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test did not converge"
+                    )
             except Exception as exc:
-                out["warnings"].append(f"{metric} / {spec.name}: likelihood-ratio test failed: "
-                                       f"{type(exc).__name__}: {exc}")
+                out["warnings"].append(
+                    f"{metric} / {spec.name}: likelihood-ratio test failed: {type(exc).__name__}: {exc}"
+                )
         sd_total = float(np.sqrt(fit.random_variance(frame) + fit.scale))
         # contrasts and effect sizes from the models whose random effects match the design (random slopes);
         # the intercept-only ones' slope standard errors are several times too small
         if spec.factor == "pair" and spec.structure.kind == "slope":
             if not fit.converged:
-                out["warnings"].append(f"{metric} / {spec.name}: class-pair contrasts come from a fit that did not "
-                                       "converge (converged = False in contrasts.csv)")
+                out["warnings"].append(
+                    f"{metric} / {spec.name}: class-pair contrasts come from a fit that did not "
+                    "converge (converged = False in contrasts.csv)"
+                )
             out["contrasts"].extend(_pair_contrasts(fit, frame, metric, spec, sd_total))
         elif spec.factor in ("source", "labels") and not spec.extra:
             out["effect_sizes"].extend(_effects(fit, frame, metric, spec, sd_total))
     return out
 
 
-def _lrt(frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray,
-         start: np.ndarray | None = None) -> dict:
+def _lrt(
+    frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray, start: np.ndarray | None = None
+) -> dict:
     small = design_matrix(frame, spec.null_rhs)
     # the multi-parameter ML fits start at the REML optimum (and the null model at the full ML one): the
     # optima are close, and the default starts cost seconds per fit of source_pairs
@@ -327,10 +527,19 @@ def _lrt(frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarra
     chisq = max(0.0, 2.0 * (full_fit.loglik - null_fit.loglik))
     df = design.n_params - small.n_params
     singular = sorted(set(full_fit.on_boundary) | set(null_fit.on_boundary))
-    return {"metric": metric, "model": spec.name, "null_formula": spec.formula(metric, spec.null_rhs),
-            "full_formula": spec.formula(metric), "loglik_null": null_fit.loglik, "loglik_full": full_fit.loglik,
-            "chisq": chisq, "df": df, "p_value": float(sps.chi2.sf(chisq, df)),
-            "converged": bool(full_fit.success and null_fit.success), "singular": ", ".join(singular)}
+    return {
+        "metric": metric,
+        "model": spec.name,
+        "null_formula": spec.formula(metric, spec.null_rhs),
+        "full_formula": spec.formula(metric),
+        "loglik_null": null_fit.loglik,
+        "loglik_full": full_fit.loglik,
+        "chisq": chisq,
+        "df": df,
+        "p_value": float(sps.chi2.sf(chisq, df)),
+        "converged": bool(full_fit.success and null_fit.success),
+        "singular": ", ".join(singular),
+    }
 
 
 def _ml(y, X, frame, structure: Structure, start):
@@ -347,11 +556,25 @@ def _contrast_row(fit, metric, spec, family, a, b, epoch, sd_total) -> dict:
     est, se = _estimate(fit, L)
     z = est / se if se > 0 else np.nan
     lo, hi = est - _Z975 * se, est + _Z975 * se
-    return {"metric": metric, "model": spec.name, "family": family, "contrast": f"{a} - {b}", "level_a": a,
-            "level_b": b, "at_epoch": np.nan if epoch is None else epoch, "estimate": est, "std_error": se, "z": z,
-            "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan, "ci_low": lo, "ci_high": hi,
-            "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total,
-            "converged": fit.converged}
+    return {
+        "metric": metric,
+        "model": spec.name,
+        "family": family,
+        "contrast": f"{a} - {b}",
+        "level_a": a,
+        "level_b": b,
+        "at_epoch": np.nan if epoch is None else epoch,
+        "estimate": est,
+        "std_error": se,
+        "z": z,
+        "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+        "ci_low": lo,
+        "ci_high": hi,
+        "d": est / sd_total,
+        "d_ci_low": lo / sd_total,
+        "d_ci_high": hi / sd_total,
+        "converged": fit.converged,
+    }
 
 
 def _pair_contrasts(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:
@@ -359,8 +582,11 @@ def _pair_contrasts(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:
     mean_epoch = float(frame["epoch"].mean())
     rows = []
     for family, epoch in (("level_at_mean_epoch", mean_epoch), ("epoch_slope", None)):
-        block = [_contrast_row(fit, metric, spec, family, a, b, epoch, sd_total)
-                 for i, a in enumerate(levels) for b in levels[i + 1:]]
+        block = [
+            _contrast_row(fit, metric, spec, family, a, b, epoch, sd_total)
+            for i, a in enumerate(levels)
+            for b in levels[i + 1 :]
+        ]
         adjusted = holm([r["p_value"] for r in block])
         for r, p in zip(block, adjusted):
             r["p_holm"] = p
@@ -374,20 +600,35 @@ def _effects(fit: MixedFit, frame, metric, spec, sd_total) -> list[dict]:
     epochs = frame["epoch"]
     rows = []
     for other in [lv for lv in levels if lv != reference]:
-        for label, epoch in (("first epoch", float(epochs.min())), ("mean epoch", float(epochs.mean())),
-                             ("last epoch", float(epochs.max())), ("slope per epoch", None)):
+        for label, epoch in (
+            ("first epoch", float(epochs.min())),
+            ("mean epoch", float(epochs.mean())),
+            ("last epoch", float(epochs.max())),
+            ("slope per epoch", None),
+        ):
             L = _difference_vector(fit.names, spec.factor, other, reference, epoch)
             est, se = _estimate(fit, L)
             lo, hi = est - _Z975 * se, est + _Z975 * se
             z = est / se if se > 0 else np.nan
-            rows.append({
-                "metric": metric, "model": spec.name,
-                "effect": f"{other} - {reference}" + ("" if epoch is None else f" at {label}")
-                          + (" (slope per epoch)" if epoch is None else ""),
-                "at_epoch": np.nan if epoch is None else epoch, "estimate": est, "std_error": se,
-                "ci_low": lo, "ci_high": hi, "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-                "sd_total": sd_total, "d": est / sd_total, "d_ci_low": lo / sd_total, "d_ci_high": hi / sd_total,
-            })
+            rows.append(
+                {
+                    "metric": metric,
+                    "model": spec.name,
+                    "effect": f"{other} - {reference}"
+                    + ("" if epoch is None else f" at {label}")
+                    + (" (slope per epoch)" if epoch is None else ""),
+                    "at_epoch": np.nan if epoch is None else epoch,
+                    "estimate": est,
+                    "std_error": se,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_value": float(2 * sps.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+                    "sd_total": sd_total,
+                    "d": est / sd_total,
+                    "d_ci_low": lo / sd_total,
+                    "d_ci_high": hi / sd_total,
+                }
+            )
     return rows
 
 
@@ -417,8 +658,7 @@ def _fit_metric_safe(args):
 class PendingStats:
     """Mixed models being fitted (in worker processes when jobs > 1); ``result()`` waits for them."""
 
-    def __init__(self, table: pd.DataFrame, metrics, extras: bool, jobs: int, progress: bool,
-                 statsmodels_all: bool):
+    def __init__(self, table: pd.DataFrame, metrics, extras: bool, jobs: int, progress: bool, statsmodels_all: bool):
         self.table = _prepare(table)
         self.notes: list[str] = []
         self.specs = model_specs(self.table, extras=extras, notes=self.notes)
@@ -428,8 +668,12 @@ class PendingStats:
         self.pool = None
         self.futures = None
         if progress:
-            print(f"[analysis] fitting {len(self.specs)} mixed models x {len(self.metrics)} metrics "
-                  f"({'1 process' if jobs <= 1 else f'{jobs} processes'})", file=sys.stderr, flush=True)
+            print(
+                f"[analysis] fitting {len(self.specs)} mixed models x {len(self.metrics)} metrics "
+                f"({'1 process' if jobs <= 1 else f'{jobs} processes'})",
+                file=sys.stderr,
+                flush=True,
+            )
         if jobs > 1 and len(self.tasks) > 1:
             self.pool = ProcessPoolExecutor(max_workers=min(jobs, len(self.tasks), os.cpu_count() or 1))
             self.futures = [self.pool.submit(_fit_metric_safe, task) for task in self.tasks]
@@ -460,14 +704,26 @@ class PendingStats:
         return StatsResults(**frames, warnings=all_warnings, notes=self.notes)
 
 
-def start_mixed_effects(table: pd.DataFrame, metrics=METRIC_NAMES, extras: bool = True, jobs: int = 1,
-                        progress: bool = False, statsmodels_all: bool = False) -> PendingStats:
+def start_mixed_effects(
+    table: pd.DataFrame,
+    metrics=METRIC_NAMES,
+    extras: bool = True,
+    jobs: int = 1,
+    progress: bool = False,
+    statsmodels_all: bool = False,
+) -> PendingStats:
     """Start fitting every mixed model of every metric (in the background when ``jobs > 1``)."""
     return PendingStats(table, metrics, extras, jobs, progress, statsmodels_all)
 
 
-def mixed_effects(table: pd.DataFrame, metrics=METRIC_NAMES, extras: bool = True, jobs: int = 1,
-                  progress: bool = False, statsmodels_all: bool = False) -> StatsResults:
+def mixed_effects(
+    table: pd.DataFrame,
+    metrics=METRIC_NAMES,
+    extras: bool = True,
+    jobs: int = 1,
+    progress: bool = False,
+    statsmodels_all: bool = False,
+) -> StatsResults:
     """Fit every mixed model of every metric; return the tables.
 
     ``jobs > 1`` fits metrics in that many worker processes. The study's

@@ -19,8 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["REQUIRED_COLUMNS", "MetricsTableError", "read_metrics_table", "finish_metrics_table",
-           "atomic_write_bytes", "atomic_write_text", "atomic_write_parquet", "atomic_write_csv"]
+# The atomic writers are the run folder's (pipeline/runfolder.py, torch-free), named here for analysis/.
+from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "MetricsTableError",
+    "read_metrics_table",
+    "finish_metrics_table",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_parquet",
+    "atomic_write_csv",
+]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("source", "labels", "pair", "replicate", "epoch", "start", "end", "max", "tmax")
 
@@ -35,7 +46,8 @@ def finish_metrics_table(table: pd.DataFrame, origin: str = "metrics table") -> 
     if missing:
         raise MetricsTableError(
             f"{origin} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-            f"(a metrics table needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)")
+            f"(a metrics table needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)"
+        )
     out = table.copy()
     for c in ("source", "labels", "pair"):
         out[c] = out[c].astype(str)
@@ -55,14 +67,14 @@ def finish_metrics_table(table: pd.DataFrame, origin: str = "metrics table") -> 
         prefix = out["study"].astype(str) + "/" if "study" in out.columns else ""
         out["run"] = prefix + out["run_id"].astype(str)
     else:
-        out["run"] = (out["source"] + "|" + out["labels"] + "|" + out["pair"] + "|"
-                      + out["replicate"].astype(str))
+        out["run"] = out["source"] + "|" + out["labels"] + "|" + out["pair"] + "|" + out["replicate"].astype(str)
     duplicated = out.duplicated(["run", "epoch"])
     if duplicated.any():
         example = out.loc[duplicated, ["run", "epoch"]].iloc[0]
         raise MetricsTableError(
             f"{origin}: {int(duplicated.sum())} duplicated run x epoch row(s), e.g. run {example['run']!r} "
-            f"epoch {example['epoch']} (one row per source x labels x pair x replicate x epoch expected)")
+            f"epoch {example['epoch']} (one row per source x labels x pair x replicate x epoch expected)"
+        )
     return out
 
 
@@ -91,11 +103,8 @@ def read_metrics_table(paths) -> pd.DataFrame:
         if missing:
             raise MetricsTableError(
                 f"metrics table {path} lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                f"(needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)")
+                f"(needs {', '.join(REQUIRED_COLUMNS)}; end_minus_start is derived)"
+            )
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     return finish_metrics_table(table, origin=", ".join(str(p) for p in paths))
-
-
-# The atomic writers are the run folder's (pipeline/runfolder.py, torch-free), named here for analysis/.
-from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text  # noqa: E402,F401

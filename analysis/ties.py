@@ -7,6 +7,7 @@ distance than room for them; ``probe == "knn_tie_share"`` in
 collapsed (e.g. zero-padded tails at an LSTM fixed point) and the map says
 little: the probe there sits near its chance level, not on what was learned.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,7 +27,7 @@ __all__ = ["tie_share_table", "tie_share_summary", "tie_share_section", "CHANCE_
 # the sample's own vote is no longer guaranteed; leave-one-out never has it.
 CHANCE_LEVELS = {
     "resubstitution": "about 0.75 with distinct states (the sample's own vote counts), about 0.5 where all "
-                      "states of a slice are tied",
+    "states of a slice are tied",
     "leave_one_out": "about 0.5 (the sample is not among its own neighbours)",
 }
 _RUN_KEYS = ["study", "run_id", "source", "labels", "pair", "replicate", "knn_ties", "knn_mode"]
@@ -51,34 +52,48 @@ def tie_share_table(collection: Collection) -> pd.DataFrame:
         with np.errstate(invalid="ignore"):
             block["tie_share_mean"] = np.nanmean(stack, axis=2).reshape(-1)
             block["tie_share_max"] = np.nanmax(stack, axis=2).reshape(-1)
-            block["slices_mostly_tied"] = np.nanmean(np.where(np.isnan(stack), np.nan, stack > MOSTLY_TIED),
-                                                     axis=2).reshape(-1)
+            block["slices_mostly_tied"] = np.nanmean(
+                np.where(np.isnan(stack), np.nan, stack > MOSTLY_TIED), axis=2
+            ).reshape(-1)
         frames.append(block)
     if not frames:
         return pd.DataFrame(columns=columns)
     table = pd.concat(frames, ignore_index=True)[columns]
-    return table.sort_values(["study", "source", "labels", "pair", "replicate", "run_id", "epoch"],
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["study", "source", "labels", "pair", "replicate", "run_id", "epoch"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def tie_share_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per data source, labels and probe rule: runs, mean tie share overall, in the first and last epoch, and the
     share of (run, epoch) rows whose slices are mostly tied on average."""
     keys = ["source", "labels", "knn_ties", "knn_mode"]
-    columns = [*keys, "n_runs", "tie_share_mean", "tie_share_first_epoch", "tie_share_last_epoch",
-               "tie_share_max", "slices_mostly_tied"]
+    columns = [
+        *keys,
+        "n_runs",
+        "tie_share_mean",
+        "tie_share_first_epoch",
+        "tie_share_last_epoch",
+        "tie_share_max",
+        "slices_mostly_tied",
+    ]
     if table.empty:
         return pd.DataFrame(columns=columns)
     rows = []
     for key, group in table.groupby(keys, sort=True):
         first = group[group["epoch"] == group["epoch"].min()]
         last = group[group["epoch"] == group["epoch"].max()]
-        rows.append({**dict(zip(keys, key)), "n_runs": group["run_id"].nunique(),
-                     "tie_share_mean": group["tie_share_mean"].mean(),
-                     "tie_share_first_epoch": first["tie_share_mean"].mean(),
-                     "tie_share_last_epoch": last["tie_share_mean"].mean(),
-                     "tie_share_max": group["tie_share_max"].max(),
-                     "slices_mostly_tied": group["slices_mostly_tied"].mean()})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "n_runs": group["run_id"].nunique(),
+                "tie_share_mean": group["tie_share_mean"].mean(),
+                "tie_share_first_epoch": first["tie_share_mean"].mean(),
+                "tie_share_last_epoch": last["tie_share_mean"].mean(),
+                "tie_share_max": group["tie_share_max"].max(),
+                "slices_mostly_tied": group["slices_mostly_tied"].mean(),
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -102,8 +117,15 @@ def _figure(maps: list[tuple[str, np.ndarray]]) -> bytes:
 
     fig, axes = plt.subplots(1, len(maps), figsize=(5.5 * len(maps), 3.8), squeeze=False)
     for ax, (title, values) in zip(axes[0], maps):
-        image = ax.imshow(values, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
-                          extent=(0.5, values.shape[1] + 0.5, 0.5, values.shape[0] + 0.5))
+        image = ax.imshow(
+            values,
+            aspect="auto",
+            origin="lower",
+            vmin=0,
+            vmax=1,
+            cmap="magma",
+            extent=(0.5, values.shape[1] + 0.5, 0.5, values.shape[0] + 0.5),
+        )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("time slice")
         ax.set_ylabel("epoch")
@@ -129,12 +151,16 @@ def tie_share_section(collection: Collection, figures: bool = True) -> dict:
     parts = []
     rules = sorted(set(zip(runs["knn_ties"], runs["knn_mode"]))) if len(runs) else []
     for ties, mode in rules:
-        parts.append(f"<p>KNN probe: tie rule <code>{html.escape(ties)}</code>, mode <code>{html.escape(mode)}</code>. "
-                     f"Chance level with random labels: {html.escape(CHANCE_LEVELS[mode])}.</p>")
-    parts.append("<p>Tie share: per run, epoch and time slice, the share of training samples whose k nearest "
-                 "neighbours were decided by ties (more points at the k-th distance than room for them). Where it "
-                 f"is high the states have collapsed and the map says little; <em>mostly tied</em> = a share above "
-                 f"{MOSTLY_TIED}.</p>")
+        parts.append(
+            f"<p>KNN probe: tie rule <code>{html.escape(ties)}</code>, mode <code>{html.escape(mode)}</code>. "
+            f"Chance level with random labels: {html.escape(CHANCE_LEVELS[mode])}.</p>"
+        )
+    parts.append(
+        "<p>Tie share: per run, epoch and time slice, the share of training samples whose k nearest "
+        "neighbours were decided by ties (more points at the k-th distance than room for them). Where it "
+        f"is high the states have collapsed and the map says little; <em>mostly tied</em> = a share above "
+        f"{MOSTLY_TIED}.</p>"
+    )
     n_without = int((~runs["has_tie_share"]).sum()) if len(runs) else 0
     if n_without:
         parts.append(f"<p>{n_without} run(s) were recorded without tie-share rows and are not in these tables.</p>")
@@ -147,8 +173,14 @@ def tie_share_section(collection: Collection, figures: bool = True) -> dict:
             maps = _mean_maps(collection)
             figs["knn_tie_share.png"] = _figure(maps)
             uri = "data:image/png;base64," + base64.b64encode(figs["knn_tie_share.png"]).decode()
-            parts.append(f'<figure><img src="{uri}" alt="mean tie share per source" style="max-width:100%">'
-                         "<figcaption>Mean tie share over the runs of each source, epoch x time slice "
-                         "(<code>knn_tie_share.png</code>).</figcaption></figure>")
-    return {"title": "KNN probe: ties and chance level", "html": "\n".join(parts),
-            "tables": {"knn_tie_share": table, "knn_tie_share_by_source": summary}, "figures": figs}
+            parts.append(
+                f'<figure><img src="{uri}" alt="mean tie share per source" style="max-width:100%">'
+                "<figcaption>Mean tie share over the runs of each source, epoch x time slice "
+                "(<code>knn_tie_share.png</code>).</figcaption></figure>"
+            )
+    return {
+        "title": "KNN probe: ties and chance level",
+        "html": "\n".join(parts),
+        "tables": {"knn_tie_share": table, "knn_tie_share_by_source": summary},
+        "figures": figs,
+    }

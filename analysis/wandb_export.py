@@ -58,16 +58,29 @@ def log_analysis(out: Path, table: pd.DataFrame, study: str | None = None, descr
     out = Path(out)
     os.environ.setdefault("WANDB_SILENT", "true")
     group = analysis_group(table, study)
-    run = wandb.init(project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, group=group,
-                     job_type="analysis", name=f"{group} analysis", tags=[group, "analysis"], dir=str(out),
-                     config={"study": group, "source": description, "n_runs": int(table["run"].nunique())
-                             if "run" in table.columns else None, "n_rows": int(len(table))},
-                     reinit="finish_previous")
+    run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        group=group,
+        job_type="analysis",
+        name=f"{group} analysis",
+        tags=[group, "analysis"],
+        dir=str(out),
+        config={
+            "study": group,
+            "source": description,
+            "n_runs": int(table["run"].nunique()) if "run" in table.columns else None,
+            "n_rows": int(len(table)),
+        },
+        reinit="finish_previous",
+    )
     if run.disabled:
         run.finish()
         return None
-    artifact = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "_", f"analysis-{group}"), type="analysis",
-                              description=f"python -m analysis: {description}")
+    artifact = wandb.Artifact(
+        re.sub(r"[^A-Za-z0-9_.-]", "_", f"analysis-{group}"),
+        type="analysis",
+        description=f"python -m analysis: {description}",
+    )
     logged: dict[str, object] = {}
     tables = [("metrics", table)]
     replication = out / "replication.csv"

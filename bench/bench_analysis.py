@@ -61,16 +61,31 @@ def main() -> int:
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-analysis-"))
     root = base / "outputs"
     n_runs = 2 * args.pairs * args.replicates
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
-          f"{os.getloadavg()[0]:.2f} at start (other work on the machine slows every number below)", flush=True)
-    print(f"study: 2 sources x {args.pairs} pairs x {args.replicates} replicates = {n_runs} runs, "
-          f"{args.epochs} epochs x {args.slices} time slices ({n_runs * args.epochs} curves)", flush=True)
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}; load average "
+        f"{os.getloadavg()[0]:.2f} at start (other work on the machine slows every number below)",
+        flush=True,
+    )
+    print(
+        f"study: 2 sources x {args.pairs} pairs x {args.replicates} replicates = {n_runs} runs, "
+        f"{args.epochs} epochs x {args.slices} time slices ({n_runs * args.epochs} curves)",
+        flush=True,
+    )
     try:
         t0 = time.perf_counter()
         if not (root / "bench" / "runs").is_dir():
-            make_study(root, study="bench", pairs=tuple(range(args.pairs)), replicates=args.replicates,
-                       epochs=args.epochs, slices=args.slices, shuffled_replicates=0, broken=False, seed=1,
-                       progress=True)
+            make_study(
+                root,
+                study="bench",
+                pairs=tuple(range(args.pairs)),
+                replicates=args.replicates,
+                epochs=args.epochs,
+                slices=args.slices,
+                shuffled_replicates=0,
+                broken=False,
+                seed=1,
+                progress=True,
+            )
         print(f"wrote the runs in {time.perf_counter() - t0:.1f} s ({root})", flush=True)
 
         # 1. metrics: read every map + smoother + metrics, no cache
@@ -108,8 +123,10 @@ def main() -> int:
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
         print("\nresults")
-        print(f"  metrics (read {n_runs} maps + 3RS3R + start/end/max/tmax): {t_collect:.1f} s wall, "
-              f"{cpu_collect:.1f} s CPU   (target < 30 s)")
+        print(
+            f"  metrics (read {n_runs} maps + 3RS3R + start/end/max/tmax): {t_collect:.1f} s wall, "
+            f"{cpu_collect:.1f} s CPU   (target < 30 s)"
+        )
         print(f"    of which smoother + metrics on {stack.shape[0] * stack.shape[1]} curves: {t_metrics_only:.1f} s")
         print(f"  whole command, fresh:   {timings[0][1]:.1f} s wall, {timings[0][2]:.1f} s CPU   (target < 180 s)")
         print(f"  cached rerun:           {timings[1][1]:.1f} s wall, {timings[1][2]:.1f} s CPU   (target < 60 s)")

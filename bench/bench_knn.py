@@ -16,6 +16,7 @@ over random orders, on the most-tied slices (--orders orders, --check-slices
 slices; the column gives the largest deviation in standard errors). Without
 ties the check is identity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe
 
-from pipeline.probes.knn import knn_curve  # noqa: E402
+from pipeline.probes.knn import knn_curve
 
 SIZES = [  # label, N, T, H, with ties
     ("default gesture run", 128, 150, 32, False),
@@ -72,8 +73,9 @@ def time_it(fn, repeat: int):
 
 
 def sklearn_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.array([np.mean(KNeighborsClassifier(n_neighbors=3).fit(x[:, i], y).predict(x[:, i]) == y)
-                     for i in range(x.shape[1])])
+    return np.array(
+        [np.mean(KNeighborsClassifier(n_neighbors=3).fit(x[:, i], y).predict(x[:, i]) == y) for i in range(x.shape[1])]
+    )
 
 
 def main() -> None:
@@ -87,8 +89,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe(args.threads))
-    print(f"{'size':<22} {'N':>5} {'T':>4} {'H':>3} {'ties':>5}  {'skl f32 s':>9}  {'skl f64 s':>9}  "
-          f"{'ours f64 s':>10}  {'ours f32 s':>10}  {'old rule s':>10}  {'speed-up':>8}  check")
+    print(
+        f"{'size':<22} {'N':>5} {'T':>4} {'H':>3} {'ties':>5}  {'skl f32 s':>9}  {'skl f64 s':>9}  "
+        f"{'ours f64 s':>10}  {'ours f32 s':>10}  {'old rule s':>10}  {'speed-up':>8}  check"
+    )
     for label, n, t, h, with_ties in SIZES:
         if (args.quick and n > 1000) or (args.max_n and n > args.max_n):
             continue
@@ -108,37 +112,50 @@ def main() -> None:
             if args.device != "cpu":
                 torch.cuda.synchronize()
             return out
+
         t64, c64 = time_it(lambda: ours(torch.float64), repeat)
         t32, c32 = time_it(lambda: ours(torch.float32), repeat)
         t_old, _ = time_it(lambda: ours(torch.float32 if n > 1000 else torch.float64, "self_first_by_index"), repeat)
         share = c64.tie_share.mean()
         if share == 0:
-            check = str(np.array_equal(c64.accuracy, theirs) and np.array_equal(c32.accuracy, theirs)
-                        and np.array_equal(theirs32, theirs))
+            check = str(
+                np.array_equal(c64.accuracy, theirs)
+                and np.array_equal(c32.accuracy, theirs)
+                and np.array_equal(theirs32, theirs)
+            )
         else:
             rng = np.random.default_rng(1)
-            checked = np.sort(np.argsort(-c64.tie_share, kind="stable")[:args.check_slices])
+            checked = np.sort(np.argsort(-c64.tie_share, kind="stable")[: args.check_slices])
             scores = []
             with threadpool_limits(args.threads):
                 for _ in range(args.orders):
                     order = rng.permutation(n)
                     predicted = np.empty((n, len(checked)), dtype=y.dtype)
-                    predicted[order] = np.array([KNeighborsClassifier(n_neighbors=3).fit(s64[order, i], y[order])
-                                                 .predict(s64[order, i]) for i in checked]).T
+                    predicted[order] = np.array(
+                        [
+                            KNeighborsClassifier(n_neighbors=3).fit(s64[order, i], y[order]).predict(s64[order, i])
+                            for i in checked
+                        ]
+                    ).T
                     scores.append((predicted == y[:, None]).mean(0))
             scores = np.array(scores)
             se = scores.std(0, ddof=1) / np.sqrt(args.orders)
             ours_checked = c64.accuracy[checked]
             z = np.abs(ours_checked - scores.mean(0))[se > 0] / se[se > 0]
             same_elsewhere = np.array_equal(ours_checked[se == 0], scores[0][se == 0])
-            check = (f"tie share {share:.2f}; {len(checked)} most-tied slices: |ours - skl mean of "
-                     f"{args.orders} orders| <= {z.max() if len(z) else 0:.1f} SE"
-                     f"{'' if same_elsewhere else ' (differs where skl has no spread)'}; "
-                     f"f32 == f64 {np.array_equal(c32.accuracy, c64.accuracy)}")
+            check = (
+                f"tie share {share:.2f}; {len(checked)} most-tied slices: |ours - skl mean of "
+                f"{args.orders} orders| <= {z.max() if len(z) else 0:.1f} SE"
+                f"{'' if same_elsewhere else ' (differs where skl has no spread)'}; "
+                f"f32 == f64 {np.array_equal(c32.accuracy, c64.accuracy)}"
+            )
         best = min(t64, t32)
         # speed-up: scikit-learn's faster precision against our faster precision
-        print(f"{label:<22} {n:>5} {t:>4} {h:>3} {'yes' if with_ties else 'no':>5}  {t_sk32:>9.3f}  {t_sk64:>9.3f}  "
-              f"{t64:>10.3f}  {t32:>10.3f}  {t_old:>10.3f}  {t_sk / best:>7.1f}x  {check}", flush=True)
+        print(
+            f"{label:<22} {n:>5} {t:>4} {h:>3} {'yes' if with_ties else 'no':>5}  {t_sk32:>9.3f}  {t_sk64:>9.3f}  "
+            f"{t64:>10.3f}  {t32:>10.3f}  {t_old:>10.3f}  {t_sk / best:>7.1f}x  {check}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

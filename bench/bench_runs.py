@@ -16,6 +16,7 @@
    the mean of the runs' own compute time (training + probes), minus 1.
 3. Peak resident memory of one run's process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,32 +33,34 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe, matmul_gflops  # noqa: E402
+from machine import describe, matmul_gflops
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
 def pipeline(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], cwd=REPO, env=ENV, capture_output=True, text=True, check=True
+    )
 
 
 def run_summaries(root: Path) -> list[tuple[dict, dict]]:
     out = []
     for run_dir in sorted((root / "headline" / "runs").iterdir()):
-        out.append((json.loads((run_dir / "summary.json").read_text()),
-                    yaml.safe_load((run_dir / "config.yaml").read_text())))
+        out.append(
+            (json.loads((run_dir / "summary.json").read_text()), yaml.safe_load((run_dir / "config.yaml").read_text()))
+        )
     return out
 
 
 def lstm_flops(summary: dict) -> float:
     """Floating-point operations of the run's training, evaluation and probe work (approximate)."""
     f, h, t, e = summary["n_features"], summary["hidden_size"], summary["time_slices"], summary["epochs"]
-    per_step = 8 * h * (f + h) + 20 * h                      # 4 gates: matrix-vector products + pointwise
-    train = summary["n_train"] * t * per_step * 3            # forward + backward ~ 3x forward
-    evaluate = summary["n_val"] * t * per_step               # validation pass every epoch
-    probe = t * summary["n_train"] ** 2 * (2 * h + 4)        # Gram matrix + distances per time slice
+    per_step = 8 * h * (f + h) + 20 * h  # 4 gates: matrix-vector products + pointwise
+    train = summary["n_train"] * t * per_step * 3  # forward + backward ~ 3x forward
+    evaluate = summary["n_val"] * t * per_step  # validation pass every epoch
+    probe = t * summary["n_train"] ** 2 * (2 * h + 4)  # Gram matrix + distances per time slice
     return e * (train + evaluate + probe) + summary["n_test"] * t * per_step
 
 
@@ -83,15 +86,18 @@ def single_runs(args, peak1: float) -> None:
     print("\n1. one default run per data source (fresh process)")
     with tempfile.TemporaryDirectory() as tmp:
         for source in ("gesture", "sentence"):
-            tic = time.perf_counter()
             pipeline(f"data_source={source}", f"trainer.epochs={args.epochs}", f"paths.root={tmp}")
-            wall = time.perf_counter() - tic
             peak_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         # the companion probes' cost on the same gesture run (issue 6): both on, every epoch
         probes_root = Path(tmp) / "with-probes"
-        pipeline("data_source=gesture", f"trainer.epochs={args.epochs}", f"paths.root={probes_root}",
-                 "probe.gradient_spectrum.enabled=true", "probe.gradient_spectrum.schedule=every_epoch",
-                 "probe.category_structure.enabled=true")
+        pipeline(
+            "data_source=gesture",
+            f"trainer.epochs={args.epochs}",
+            f"paths.root={probes_root}",
+            "probe.gradient_spectrum.enabled=true",
+            "probe.gradient_spectrum.schedule=every_epoch",
+            "probe.category_structure.enabled=true",
+        )
         for summary, _ in run_summaries(probes_root):
             sec = summary["seconds"]
             shares = ", ".join(f"{name} {t:.2f} s = {t / sec['total']:.0%}" for name, t in sec["probes"].items())
@@ -100,10 +106,12 @@ def single_runs(args, peak1: float) -> None:
             sec = summary["seconds"]
             compute = sec["training"] + sum(sec["probes"].values())
             flops = lstm_flops(summary)
-            print(f"   {summary['data_source']:<9} run {sec['total']:.2f} s (data {sec['data']:.2f}, training "
-                  f"{sec['training']:.2f}, knn probe {sec['probes']['knn']:.2f} = "
-                  f"{sec['probes']['knn'] / sec['total']:.0%} of the run); {flops / 1e9:.2f} GFLOP -> "
-                  f"{flops / compute / 1e9:.2f} GFLOP/s = {flops / compute / 1e9 / peak1:.1%} of the matmul rate")
+            print(
+                f"   {summary['data_source']:<9} run {sec['total']:.2f} s (data {sec['data']:.2f}, training "
+                f"{sec['training']:.2f}, knn probe {sec['probes']['knn']:.2f} = "
+                f"{sec['probes']['knn'] / sec['total']:.0%} of the run); {flops / 1e9:.2f} GFLOP -> "
+                f"{flops / compute / 1e9:.2f} GFLOP/s = {flops / compute / 1e9 / peak1:.1%} of the matmul rate"
+            )
         print(f"   peak resident memory of a run's process: {peak_rss:.0f} MiB")
 
 
@@ -114,25 +122,31 @@ def runs_per_hour(args, cores: int) -> None:
         root = Path(tmp) / "per-process"
         tic = time.perf_counter()
         with ThreadPoolExecutor(cores) as pool:
-            list(pool.map(lambda i: pipeline(f"seed={i}", f"trainer.epochs={args.epochs}", f"paths.root={root}"),
-                          range(args.runs)))
+            list(
+                pool.map(
+                    lambda i: pipeline(f"seed={i}", f"trainer.epochs={args.epochs}", f"paths.root={root}"),
+                    range(args.runs),
+                )
+            )
         results["one process per run"] = (time.perf_counter() - tic, root)
-        for mode, extra in (("local, one job per run", ["hydra.sweeper.runs_per_job=1"]),
-                            ("default local (packed)", [])):
+        for mode, extra in (
+            ("local, one job per run", ["hydra.sweeper.runs_per_job=1"]),
+            ("default local (packed)", []),
+        ):
             root = Path(tmp) / "".join(c if c.isalnum() else "-" for c in mode)  # no commas: Hydra would sweep
             tic = time.perf_counter()
-            pipeline("-m", f"seed=range(0,{args.runs})", f"trainer.epochs={args.epochs}", f"paths.root={root}",
-                     *extra)
+            pipeline("-m", f"seed=range(0,{args.runs})", f"trainer.epochs={args.epochs}", f"paths.root={root}", *extra)
             results[mode] = (time.perf_counter() - tic, root)
         for mode, (wall, root) in results.items():
             # a run's own work: its training and probes; everything else (interpreter
             # start, imports, data loading, config, writing) is overhead
-            compute = [s["seconds"]["training"] + sum(s["seconds"]["probes"].values())
-                       for s, _ in run_summaries(root)]
+            compute = [s["seconds"]["training"] + sum(s["seconds"]["probes"].values()) for s, _ in run_summaries(root)]
             mean = sum(compute) / len(compute)
             overhead = wall * cores / len(compute) / mean - 1
-            print(f"   {mode:<26} {wall:7.1f} s wall, {3600 * len(compute) / wall:6.0f} runs/hour, "
-                  f"mean run compute {mean:.2f} s, per-run overhead {overhead:+.0%}")
+            print(
+                f"   {mode:<26} {wall:7.1f} s wall, {3600 * len(compute) / wall:6.0f} runs/hour, "
+                f"mean run compute {mean:.2f} s, per-run overhead {overhead:+.0%}"
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ over a run's own training + probe time) and the peak resident memory of the
 sweep's largest process and of the analysis. About 50 minutes on 2 cores;
 nothing else should run on the machine meanwhile.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,23 +22,31 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 # A fresh intermediate process per command, so that its children's peak RSS
 # (a running maximum per process) is that command's alone.
-_MEASURE = ("import resource, subprocess, sys; "
-            "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+_MEASURE = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
 
 
 def timed(*args: str) -> tuple[float, float]:
     """Wall seconds and the peak RSS (GiB) of the largest process the command ran."""
     tic = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", _MEASURE, sys.executable, *args], cwd=REPO, check=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, *args],
+        cwd=REPO,
+        check=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+    )
     return time.perf_counter() - tic, int(out.stdout.split()[-1]) / 2**20
 
 
@@ -58,8 +67,10 @@ def main() -> None:
         sec = json.loads(summary_file.read_text())["seconds"]
         compute.append(sec["training"] + sum(sec["probes"].values()))
     mean = sum(compute) / len(compute)
-    print(f"{len(compute)} runs: sweep {sweep_s / 60:.1f} min + analysis {analysis_s:.0f} s = "
-          f"{(sweep_s + analysis_s) / 60:.1f} min on {cores} cores")
+    print(
+        f"{len(compute)} runs: sweep {sweep_s / 60:.1f} min + analysis {analysis_s:.0f} s = "
+        f"{(sweep_s + analysis_s) / 60:.1f} min on {cores} cores"
+    )
     print(f"mean run compute {mean:.2f} s; per-run overhead {sweep_s * cores / len(compute) / mean - 1:+.1%}")
     print(f"peak resident memory: sweep's largest process {sweep_gib:.2f} GiB, analysis {analysis_gib:.2f} GiB")
 

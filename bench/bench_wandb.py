@@ -15,6 +15,7 @@ Wall times move with the machine's load (printed); CPU times (this process and
 W&B's service process) much less, so both are printed.
 Target (issue 14): under 5% of a default run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402
+from machine import describe  # noqa: E402  (bench/ is put on the path above)
 
 
 def _compose(*overrides: str):
@@ -61,6 +62,7 @@ class TrackerClock:
                 return fn(*args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - t0
+
         return wrapper
 
 
@@ -137,8 +139,19 @@ def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[
         for mode in ("disabled", "offline"):
             env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
             c0, t0 = _children_cpu(), time.perf_counter()
-            subprocess.run([sys.executable, "-m", "pipeline", f"paths.root={scratch / f'proc-{mode}-{i}'}",
-                            f"trainer.epochs={epochs}"], cwd=REPO, env=env, check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    f"paths.root={scratch / f'proc-{mode}-{i}'}",
+                    f"trainer.epochs={epochs}",
+                ],
+                cwd=REPO,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             times[mode].append(time.perf_counter() - t0)
             cpu[mode].append(_children_cpu() - c0)
     return {"times": times, "cpu": cpu}
@@ -163,27 +176,35 @@ def main() -> None:
         dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
         tracker = statistics.median(r["tracker"])
         print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
-        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r['times']['disabled']))
-        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r['times']['offline']))
-        print(f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
-              f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
-              + " ".join(f"{t:.2f}" for t in r["tracker"]))
+        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
+        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
+        print(
+            f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
+            f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
+            + " ".join(f"{t:.2f}" for t in r["tracker"])
+        )
         cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
-        print(f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
-              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
-        print(f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
-              "(import wandb, W&B service start), once per process\n")
+        print(
+            f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+        )
+        print(
+            f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
+            "(import wandb, W&B service start), once per process\n"
+        )
 
         p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
         pt, pc = p["times"], p["cpu"]
         pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
         print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
-        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['disabled']))
-        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt['offline']))
+        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
+        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
         print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
         cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
-        print(f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
-              f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})")
+        print(
+            f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+        )
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -1,4 +1,5 @@
 """What a benchmark ran on: printed at the top of every benchmark's output."""
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,11 @@ def describe(torch_threads: int | None = None) -> str:
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"machine: {cpu_model()}, {cores} cores available, {platform.system()} {platform.release()}; "
-            f"python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}")
+    return (
+        f"machine: {cpu_model()}, {cores} cores available, {platform.system()} {platform.release()}; "
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}"
+    )
 
 
 def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", repeat: int = 5) -> float:
@@ -48,6 +51,6 @@ def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", 
             if device != "cpu":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - tic)
-        return 2 * n ** 3 / best / 1e9
+        return 2 * n**3 / best / 1e9
     finally:
         torch.set_num_threads(previous)

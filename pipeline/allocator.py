@@ -7,6 +7,7 @@ fresh pages: measured at 1-2 million minor page faults per default gesture run,
 a few seconds of a ~6 s run. Fixing the thresholds keeps them in the heap; the
 process's peak resident memory is unchanged (memory is reused, not added).
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -1,15 +1,16 @@
 """The Hydra entry point: ``python -m pipeline [-m] key=value ...``."""
+
 from __future__ import annotations
 
 import copy
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import hydra
-from hydra.experimental.callback import Callback
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
@@ -43,8 +44,10 @@ def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> lis
     study = OmegaConf.to_container(cfg.study, resolve=True)
     if study.get("data_sources"):
         if cfg.data_source.name not in study["data_sources"]:
-            raise ConfigError(f"data_source={cfg.data_source.name} is not in study {study['name']!r} "
-                              f"(its data sources: {', '.join(study['data_sources'])})")
+            raise ConfigError(
+                f"data_source={cfg.data_source.name} is not in study {study['name']!r} "
+                f"(its data sources: {', '.join(study['data_sources'])})"
+            )
         return study_cells(study, pairs_per_source(cfg, overrides, compose))
     try:
         return study_cells(study)
@@ -113,18 +116,23 @@ class ValidateBeforeRun(Callback):
 def main(cfg: DictConfig) -> RunOutcome:
     overrides = list(HydraConfig.get().overrides.task)
     if cfg.get("pack_file"):
-        return run_pack(cfg, _hydra_compose,
-                        lambda run_cfg, run_overrides: execute(prepare(run_cfg, run_overrides, _hydra_compose)))
+        return run_pack(
+            cfg, _hydra_compose, lambda run_cfg, run_overrides: execute(prepare(run_cfg, run_overrides, _hydra_compose))
+        )
     run_cfg = prepare(cfg, overrides, _hydra_compose)
     try:
         outcome = execute(run_cfg)
     except RunInterrupted as exc:
         if HydraConfig.get().mode.name != "RUN":
             raise  # the sweeper (or the launcher's worker) reports it
-        print(f"\nrun interrupted by {exc.signal_name}: its folder says so; run the same command again to "
-              f"compute it", file=sys.stderr)
+        print(
+            f"\nrun interrupted by {exc.signal_name}: its folder says so; run the same command again to compute it",
+            file=sys.stderr,
+        )
         sys.exit(exc.exit_code)
     if HydraConfig.get().mode.name == "RUN":
-        print(f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
-              f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml")
+        print(
+            f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
+            f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml"
+        )
     return outcome

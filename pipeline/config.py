@@ -5,6 +5,7 @@ allowed options. Each study runner checks its values with these helpers before
 anything runs (``pipeline.studies.*.validate``), so that a bad value fails at
 once with a message that names the key and what is allowed.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,9 @@ def check_number(cfg: DictConfig, key: str, low: float | None, high: float | Non
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = ok and (low is None or value > low) and (high is None or value < high)
     if not ok:
-        bounds = " and ".join(b for b in (f"> {low}" if low is not None else "",
-                                          f"< {high}" if high is not None else "") if b)
+        bounds = " and ".join(
+            b for b in (f"> {low}" if low is not None else "", f"< {high}" if high is not None else "") if b
+        )
         raise ConfigError(f"{key}={value!r}: must be a number {bounds}")
     return value
 
@@ -91,12 +93,12 @@ def check_root(cfg: DictConfig) -> None:
 
     value = _select(cfg, "paths.root")
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"paths.root={value!r}: must name the outputs folder (default: $LCM_OUTPUTS, else "
-                          f"./outputs)")
+        raise ConfigError(f"paths.root={value!r}: must name the outputs folder (default: $LCM_OUTPUTS, else ./outputs)")
     path = Path(value).expanduser().absolute()
     if any(path == Path(p) or Path(p) in path.parents for p in _NOT_STORAGE):
-        raise ConfigError(f"paths.root={value!r}: lies under {', '.join(_NOT_STORAGE)}, which are not storage; "
-                          f"pick a folder on disk")
+        raise ConfigError(
+            f"paths.root={value!r}: lies under {', '.join(_NOT_STORAGE)}, which are not storage; pick a folder on disk"
+        )
     existing = path
     while not existing.exists():
         existing = existing.parent
@@ -127,5 +129,7 @@ def check_added_keys(overrides, compose) -> None:
                     base = compose([o for o in overrides if not o.startswith("+")])
                 if OmegaConf.select(base, key, default=absent) is not absent:
                     continue  # ++ on a key that exists sets it
-            raise ConfigError(f"{override}: adds the key {key}, which no part of the pipeline reads; the keys that "
-                              f"can be set are those of `python -m pipeline --cfg job` (without +)")
+            raise ConfigError(
+                f"{override}: adds the key {key}, which no part of the pipeline reads; the keys that "
+                f"can be set are those of `python -m pipeline --cfg job` (without +)"
+            )

@@ -10,6 +10,7 @@ learning-curve maps (media panels of ``map/image``), real vs shuffled labels,
 and training health. ``--dry-run`` prints the workspace spec as JSON and never
 touches the network. See docs/wandb.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,15 +22,21 @@ from .tracking import COMPLETE_KEY, IMAGE_KEY
 
 LABELS = ("real", "shuffled")  # the sequence runner's label conditions (pipeline/studies/sequence.py)
 
-METRICS = (("start", "start: accuracy at the first time slice"),
-           ("end_minus_start", "end - start: gain over the sequence"),
-           ("max", "max: peak accuracy"),
-           ("tmax", "tmax: where the peak is (share of the sequence)"))
+METRICS = (
+    ("start", "start: accuracy at the first time slice"),
+    ("end_minus_start", "end - start: gain over the sequence"),
+    ("max", "max: peak accuracy"),
+    ("tmax", "tmax: where the peak is (share of the sequence)"),
+)
 X_AXIS = "epoch"
-HEALTH = (("train/loss", "training loss"), ("val/loss", "validation loss"),
-          ("train/accuracy", "training accuracy"), ("val/accuracy", "validation accuracy"),
-          ("knn/mean", "mean KNN accuracy over time slices (raw curve)"),
-          ("knn/tie_share", "share of KNN decisions with tied distances"))
+HEALTH = (
+    ("train/loss", "training loss"),
+    ("val/loss", "validation loss"),
+    ("train/accuracy", "training accuracy"),
+    ("val/accuracy", "validation accuracy"),
+    ("knn/mean", "mean KNN accuracy over time slices (raw curve)"),
+    ("knn/tie_share", "share of KNN decisions with tied distances"),
+)
 
 
 def _wandb_workspaces():
@@ -44,9 +51,19 @@ def _wandb_workspaces():
 def _metric_plots(group_key: str, suffix: str, band: str = "stderr") -> list:
     wr, _ = _wandb_workspaces()
 
-    return [wr.LinePlot(title=f"{title} {suffix}", x=X_AXIS, y=[f"map/{name}"], groupby=wr.Config(group_key),
-                        groupby_aggfunc="mean", groupby_rangefunc=band, title_x="epoch", title_y=name)
-            for name, title in METRICS]
+    return [
+        wr.LinePlot(
+            title=f"{title} {suffix}",
+            x=X_AXIS,
+            y=[f"map/{name}"],
+            groupby=wr.Config(group_key),
+            groupby_aggfunc="mean",
+            groupby_rangefunc=band,
+            title_x="epoch",
+            title_y=name,
+        )
+        for name, title in METRICS
+    ]
 
 
 def _note(text: str):
@@ -59,42 +76,96 @@ def build_workspace(entity: str, project: str, study: str):
     """The workspace object (nothing is sent anywhere until ``.save()``)."""
     wr, ws = _wandb_workspaces()
 
-    section = lambda name, panels, is_open=True: ws.Section(  # noqa: E731
-        name=name, panels=panels, is_open=is_open, layout_settings=ws.SectionLayoutSettings(columns=3, rows=2),
-        panel_settings=ws.SectionPanelSettings(x_axis=X_AXIS))
-    overview = section("Study overview", [
-        _note(f"**{study}**: the four metrics of each epoch's information-processing curve (3RS3R-smoothed KNN "
-              "accuracy over time slices), mean over runs with a standard-error band, one line per data source "
-              "(shuffled-label runs, if any, as their own lines). Same numbers as `python -m analysis`."),
-        *_metric_plots("source_group", "by data source")])
-    pairs = section("Class pairs", [
-        _note("The four metrics per class pair within each data source (config `source_pair`), mean over "
-              "replicates with a standard-error band."),
-        *_metric_plots("source_pair", "by class pair")], is_open=False)
-    maps = section("Learning-curve maps", [
-        _note("Each run's learning-curve map so far (KNN accuracy, time slice x epoch; one colour scale for the "
-              "whole study, chance marked on the scale) and its current curve; the step slider walks through the "
-              "epochs at which a map was logged (`logger.wandb.media_every`)."),
-        wr.MediaBrowser(title="learning-curve maps", media_keys=[IMAGE_KEY], gallery_axis="step", num_columns=3)])
-    labels = section("Real vs shuffled labels", [
-        _note("Real against label-shuffled runs (config `labels`), all sources pooled, mean with a standard-error "
-              "band: the shuffled runs are the null that the real maps are read against."),
-        *_metric_plots("labels", "real vs shuffled")], is_open=False)
-    health = section("Training health", [
-        wr.LinePlot(title=title, x=X_AXIS, y=[key], groupby=wr.Config("source_group"), groupby_aggfunc="mean",
-                    groupby_rangefunc="stddev", title_x="epoch", title_y=key)
-        for key, title in HEALTH], is_open=False)
+    section = lambda name, panels, is_open=True: ws.Section(
+        name=name,
+        panels=panels,
+        is_open=is_open,
+        layout_settings=ws.SectionLayoutSettings(columns=3, rows=2),
+        panel_settings=ws.SectionPanelSettings(x_axis=X_AXIS),
+    )
+    overview = section(
+        "Study overview",
+        [
+            _note(
+                f"**{study}**: the four metrics of each epoch's information-processing curve (3RS3R-smoothed KNN "
+                "accuracy over time slices), mean over runs with a standard-error band, one line per data source "
+                "(shuffled-label runs, if any, as their own lines). Same numbers as `python -m analysis`."
+            ),
+            *_metric_plots("source_group", "by data source"),
+        ],
+    )
+    pairs = section(
+        "Class pairs",
+        [
+            _note(
+                "The four metrics per class pair within each data source (config `source_pair`), mean over "
+                "replicates with a standard-error band."
+            ),
+            *_metric_plots("source_pair", "by class pair"),
+        ],
+        is_open=False,
+    )
+    maps = section(
+        "Learning-curve maps",
+        [
+            _note(
+                "Each run's learning-curve map so far (KNN accuracy, time slice x epoch; one colour scale for the "
+                "whole study, chance marked on the scale) and its current curve; the step slider walks through the "
+                "epochs at which a map was logged (`logger.wandb.media_every`)."
+            ),
+            wr.MediaBrowser(title="learning-curve maps", media_keys=[IMAGE_KEY], gallery_axis="step", num_columns=3),
+        ],
+    )
+    labels = section(
+        "Real vs shuffled labels",
+        [
+            _note(
+                "Real against label-shuffled runs (config `labels`), all sources pooled, mean with a standard-error "
+                "band: the shuffled runs are the null that the real maps are read against."
+            ),
+            *_metric_plots("labels", "real vs shuffled"),
+        ],
+        is_open=False,
+    )
+    health = section(
+        "Training health",
+        [
+            wr.LinePlot(
+                title=title,
+                x=X_AXIS,
+                y=[key],
+                groupby=wr.Config("source_group"),
+                groupby_aggfunc="mean",
+                groupby_rangefunc="stddev",
+                title_x="epoch",
+                title_y=key,
+            )
+            for key, title in HEALTH
+        ],
+        is_open=False,
+    )
     return ws.Workspace(
-        entity=entity, project=project, name=f"{study}: learning-curve maps",
+        entity=entity,
+        project=project,
+        name=f"{study}: learning-curve maps",
         sections=[overview, pairs, maps, labels, health],
         settings=ws.WorkspaceSettings(x_axis=X_AXIS, max_runs=1000, tooltip_number_of_runs="default"),
         runset_settings=ws.RunsetSettings(
             # the run groups are <study>-<labels> (pipeline/tracking.py); a group is a plain run field,
             # so the filter needs no nested config key
-            filters=(f"Metric('Group') in {[f'{study}-{labels}' for labels in LABELS]} "
-                     f"and Metric('JobType') = 'run' and SummaryMetric('{COMPLETE_KEY}') = 1"),
-            pinned_columns=["config:data_source", "config:class_pair", "config:labels", "config:replicate",
-                            "summary:test_accuracy", "summary:map/max"]),
+            filters=(
+                f"Metric('Group') in {[f'{study}-{labels}' for labels in LABELS]} "
+                f"and Metric('JobType') = 'run' and SummaryMetric('{COMPLETE_KEY}') = 1"
+            ),
+            pinned_columns=[
+                "config:data_source",
+                "config:class_pair",
+                "config:labels",
+                "config:replicate",
+                "summary:test_accuracy",
+                "summary:map/max",
+            ],
+        ),
     )
 
 
@@ -109,8 +180,7 @@ def panel_keys(spec: dict) -> set[str]:
 
     def walk(node):
         if isinstance(node, dict):
-            config = node.get("config") if node.get("viewType") in ("Run History Line Plot", "Media Browser") \
-                else None
+            config = node.get("config") if node.get("viewType") in ("Run History Line Plot", "Media Browser") else None
             if isinstance(config, dict):
                 keys.update(config.get("metrics") or [])
                 keys.update(config.get("mediaKeys") or [])
@@ -129,8 +199,11 @@ def panel_keys(spec: dict) -> set[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.dashboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--entity", required=True, help="W&B entity (user or team) that owns the project")
-    parser.add_argument("--project", required=True, help="W&B project the runs were logged to "
-                                                         "(logger.wandb.project; default learning-curve-maps)")
+    parser.add_argument(
+        "--project",
+        required=True,
+        help="W&B project the runs were logged to (logger.wandb.project; default learning-curve-maps)",
+    )
     parser.add_argument("--study", required=True, help="study name (study.name, e.g. headline)")
     parser.add_argument("--dry-run", action="store_true", help="print the workspace spec as JSON; send nothing")
     args = parser.parse_args(argv)

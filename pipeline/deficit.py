@@ -35,10 +35,12 @@ transform to training batches only). Noise is drawn from its own generator,
 seeded from the run's seed, so a deficit never changes the random stream of
 the rest of the run and the same config and seed give the same record.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,8 +84,9 @@ def _int(cfg, key: str, minimum: int, default: int) -> int:
     return value
 
 
-def validate_deficit(cfg: Mapping[str, Any] | None, *, source: str | None = None,
-                     n_features: int | None = None) -> None:
+def validate_deficit(
+    cfg: Mapping[str, Any] | None, *, source: str | None = None, n_features: int | None = None
+) -> None:
     """Raise ``ConfigError`` (naming the key and what is allowed) for a deficit that cannot work."""
     if cfg is None:
         return
@@ -103,17 +106,22 @@ def validate_deficit(cfg: Mapping[str, Any] | None, *, source: str | None = None
         raise ConfigError(f"deficit.noise_std={noise_std!r}: must be a number > 0")
     sources = _get(cfg, "sources")
     if sources is not None and (isinstance(sources, str) or not all(isinstance(s, str) for s in sources)):
-        raise ConfigError(f"deficit.sources={sources!r}: must be null or a list of data source names, "
-                          f"e.g. [gesture]")
+        raise ConfigError(f"deficit.sources={sources!r}: must be null or a list of data source names, e.g. [gesture]")
     features = _get(cfg, "features")
     if features is not None:
-        if isinstance(features, (str, int)) or not all(
-                isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in features) or not len(features):
-            raise ConfigError(f"deficit.features={features!r}: must be null or a non-empty list of input "
-                              f"feature indices >= 0")
+        if (
+            isinstance(features, (str, int))
+            or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in features)
+            or not len(features)
+        ):
+            raise ConfigError(
+                f"deficit.features={features!r}: must be null or a non-empty list of input feature indices >= 0"
+            )
         if n_features is not None and max(features) >= n_features:
-            raise ConfigError(f"deficit.features={list(features)!r}: this data set has {n_features} input "
-                              f"feature(s), so indices must be in 0..{n_features - 1}")
+            raise ConfigError(
+                f"deficit.features={list(features)!r}: this data set has {n_features} input "
+                f"feature(s), so indices must be in 0..{n_features - 1}"
+            )
 
 
 def window_of(cfg: Mapping[str, Any] | None) -> Window:
@@ -140,8 +148,9 @@ def affected_samples(n_train: int, fraction: float, seed: int) -> np.ndarray:
     return mask
 
 
-def build_batch_transform(cfg: Mapping[str, Any] | None, *, seed: int, x_train: np.ndarray,
-                          source: str | None = None) -> Callable | None:
+def build_batch_transform(
+    cfg: Mapping[str, Any] | None, *, seed: int, x_train: np.ndarray, source: str | None = None
+) -> Callable | None:
     """``batch_transform(epoch, x_batch, index) -> x_batch`` for ``train_run``, or None (no deficit).
 
     ``epoch`` is ``train_run``'s one-based epoch; ``index`` the batch's row
@@ -165,8 +174,7 @@ def build_batch_transform(cfg: Mapping[str, Any] | None, *, seed: int, x_train: 
     if kind == "noise":
         flat = np.asarray(x_train, dtype=np.float64).reshape(-1, n_features)
         std = torch.as_tensor(flat.std(axis=0) * float(_get(cfg, "noise_std", 1.0)), dtype=torch.float32)
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), _SALT, 1])
-                                                  .generate_state(1)[0]))
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), _SALT, 1]).generate_state(1)[0]))
     clock = {"step": 0}
 
     def transform(epoch: int, x_batch, index):

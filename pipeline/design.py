@@ -14,13 +14,15 @@ replicate and labels, never from the raw seed, so ``seed=37`` in a
 counterbalanced sweep and the explicit form of the same cell with ``seed=1``
 compute the same record.
 """
+
 from __future__ import annotations
 
 import itertools
 import json
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ class Cell:
     factors: tuple[tuple[str, Any], ...]
 
     @classmethod
-    def of(cls, **values: Any) -> "Cell":
+    def of(cls, **values: Any) -> Cell:
         return cls(tuple(values.items()))
 
     def as_dict(self) -> dict[str, Any]:
@@ -42,8 +44,10 @@ class Cell:
         return self.as_dict().get(key, default)
 
     def overrides(self) -> list[str]:
-        return [f"{key}={json.dumps(value) if isinstance(value, str) and ' ' in value else value}"
-                for key, value in self.factors]
+        return [
+            f"{key}={json.dumps(value) if isinstance(value, str) and ' ' in value else value}"
+            for key, value in self.factors
+        ]
 
     def label(self) -> str:
         """Human-readable: ``gesture/pair 3`` for the headline study, ``depth=4, onset=0`` otherwise."""
@@ -76,13 +80,18 @@ def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int
     if study_cfg.get("data_sources"):
         if keys != ["data_source", "pair"]:
             raise ValueError("a study with data_sources must have factors [data_source, pair]")
-        return [Cell.of(data_source=source, pair=pair) for source in study_cfg["data_sources"]
-                for pair in range(pairs_per_source[source])]
+        return [
+            Cell.of(data_source=source, pair=pair)
+            for source in study_cfg["data_sources"]
+            for pair in range(pairs_per_source[source])
+        ]
     levels = study_cfg.get("levels") or {}
     missing = [key for key in keys if key not in levels]
     if missing:
-        raise ValueError(f"study {study_cfg.get('name')!r} declares no levels for {', '.join(missing)}: "
-                         f"add study.levels or give the factor on the command line")
+        raise ValueError(
+            f"study {study_cfg.get('name')!r} declares no levels for {', '.join(missing)}: "
+            f"add study.levels or give the factor on the command line"
+        )
     return [Cell(tuple(zip(keys, combo))) for combo in itertools.product(*(list(levels[k]) for k in keys))]
 
 

@@ -4,6 +4,7 @@ Two launches that would compute the same thing get the same id, whatever their
 output paths, logger or launcher settings: that is what lets a relaunched sweep
 skip finished runs and lets a queued job notice that ``conf/`` changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +23,7 @@ NON_SEMANTIC_TRAINER = ("device", "num_threads")
 def semantic_config(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg, resolve=True)
     from .studies import get_runner
+
     for key in (*NON_SEMANTIC_TOP, *get_runner(cfg.study.runner).ignored_keys):
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
@@ -38,8 +40,9 @@ def semantic_config(cfg: DictConfig) -> dict:
         data.pop("deficit")  # likewise a deficit schedule that is off
     probes = data.get("probe")
     if isinstance(probes, dict):
-        data["probe"] = {name: opts for name, opts in probes.items()
-                         if not (isinstance(opts, dict) and opts.get("enabled") is False)}
+        data["probe"] = {
+            name: opts for name, opts in probes.items() if not (isinstance(opts, dict) and opts.get("enabled") is False)
+        }
     return data
 
 
@@ -54,7 +57,8 @@ def run_id(cfg: DictConfig) -> str:
     if list(cfg.study.factors) == ["data_source", "pair"]:
         cell = f"{d.data_source}-p{int(d.pair):02d}"
     else:
-        parts = [cfg.study.name] + [f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}"
-                                    for key in cfg.study.factors]
+        parts = [cfg.study.name] + [
+            f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}" for key in cfg.study.factors
+        ]
         cell = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
     return f"{cell}-r{int(d.replicate):03d}-{config_hash(cfg)}"

@@ -33,11 +33,12 @@ Two experiments:
   steps and then of the rank-5 target; the test error is the mean squared error
   over all entries.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -48,12 +49,14 @@ from .deficit import Window
 def one_blas_thread(fn):
     """Run with one BLAS thread: these matrices are far too small to gain from more, and a sweep runs one
     run per core (several BLAS threads per run oversubscribe the machine and slow everything down)."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -68,14 +71,14 @@ def hierarchical_items(levels: int = 3) -> tuple[np.ndarray, np.ndarray, list[st
     then each node of every level (2 halves, 4 quarters, 8 leaves for 3 levels):
     1 + 2 + 4 + 8 = 15 features for 8 items.
     """
-    n_items = 2 ** levels
+    n_items = 2**levels
     level_names = ["root", "half", "quarter", "leaf"] if levels == 3 else [f"level{d}" for d in range(levels + 1)]
     rows, names = [], []
     for depth in range(levels + 1):
-        width = n_items // 2 ** depth
-        for node in range(2 ** depth):
+        width = n_items // 2**depth
+        for node in range(2**depth):
             row = np.zeros(n_items)
-            row[node * width:(node + 1) * width] = 1.0
+            row[node * width : (node + 1) * width] = 1.0
             rows.append(row)
             names.append(f"{level_names[depth]}-{node}")
     return np.eye(n_items), np.array(rows), names
@@ -94,19 +97,20 @@ def low_rank_matrix(rng: np.random.Generator, n: int, rank: int) -> np.ndarray:
 # deep linear chains
 
 
-def gaussian_chain(rng: np.random.Generator, dims: list[int], init_scale: float,
-                   dtype=np.float64) -> list[np.ndarray]:
+def gaussian_chain(rng: np.random.Generator, dims: list[int], init_scale: float, dtype=np.float64) -> list[np.ndarray]:
     """Layers ``W_k`` of shape (dims[k+1], dims[k]) with i.i.d. N(0, sigma_k^2) entries,
     ``sigma_k = init_scale^(1/D) / sqrt(dims[k+1])``: each layer scales a random vector's norm by
     about ``init_scale^(1/D)``, so the end-to-end map starts at about ``init_scale`` (small init)."""
     depth = len(dims) - 1
     gain = init_scale ** (1.0 / depth)
-    return [rng.normal(0.0, gain / np.sqrt(dims[k + 1]), size=(dims[k + 1], dims[k])).astype(dtype)
-            for k in range(depth)]
+    return [
+        rng.normal(0.0, gain / np.sqrt(dims[k + 1]), size=(dims[k + 1], dims[k])).astype(dtype) for k in range(depth)
+    ]
 
 
-def aligned_chain(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, strengths: np.ndarray, depth: int,
-                  width: int) -> list[np.ndarray]:
+def aligned_chain(
+    rng: np.random.Generator, u: np.ndarray, v: np.ndarray, strengths: np.ndarray, depth: int, width: int
+) -> list[np.ndarray]:
     """Kleinman et al.'s aligned ("diagonal") initialisation: ``W_1 = R A V^T``, ``W_k = R A R^T``,
     ``W_D = U A R^T`` with one random orthogonal ``R`` (width x width) and ``A = diag(strengths^(1/D))``,
     so that the end-to-end map is ``U diag(strengths) V^T``: every layer is balanced and aligned with
@@ -118,7 +122,7 @@ def aligned_chain(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, streng
     if width < r:
         raise ValueError(f"width={width} is below the {r} modes of the aligned initialisation")
     q, tri = np.linalg.qr(rng.standard_normal((width, width)))
-    rot = q * np.sign(np.diag(tri))                  # Haar-distributed orthogonal matrix
+    rot = q * np.sign(np.diag(tri))  # Haar-distributed orthogonal matrix
     a = np.asarray(strengths, dtype=float) ** (1.0 / depth)
     first = rot[:, :r] @ np.diag(a) @ v[:, :r].T
     middle = rot[:, :r] @ np.diag(a) @ rot[:, :r].T  # modes beyond the data's rank start (and stay) at 0
@@ -126,8 +130,9 @@ def aligned_chain(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, streng
     return [first] + [middle.copy() for _ in range(depth - 2)] + [last]
 
 
-def aligned_strengths(rng: np.random.Generator, n_modes: int, width: int, init_scale: float,
-                      noise: float) -> np.ndarray:
+def aligned_strengths(
+    rng: np.random.Generator, n_modes: int, width: int, init_scale: float, noise: float
+) -> np.ndarray:
     """The authors' initial mode strengths: ``init_scale * (1 + noise * z)`` for ``width`` normal draws,
     sorted in decreasing order, the first ``n_modes`` kept (their ``eps (1 + 0.1 randn)``)."""
     values = np.sort(init_scale * (1.0 + noise * rng.standard_normal(max(width, n_modes))))[::-1]
@@ -136,8 +141,9 @@ def aligned_strengths(rng: np.random.Generator, n_modes: int, width: int, init_s
     return values[:n_modes].copy()
 
 
-def analytic_pathways(depth: int, target: np.ndarray, k0_a: np.ndarray, k0_b: np.ndarray, lr: float,
-                      steps: int, window: Window) -> tuple[np.ndarray, np.ndarray]:
+def analytic_pathways(
+    depth: int, target: np.ndarray, k0_a: np.ndarray, k0_b: np.ndarray, lr: float, steps: int, window: Window
+) -> tuple[np.ndarray, np.ndarray]:
     """Each mode's strength in pathways a and b, ``(steps + 1) x modes``, from the aligned initialisation.
 
     With balanced, aligned layers every layer of a pathway keeps one value ``p`` per mode and the
@@ -150,7 +156,7 @@ def analytic_pathways(depth: int, target: np.ndarray, k0_a: np.ndarray, k0_b: np
     target = np.asarray(target, dtype=float)
     ka, kb = np.empty((steps + 1, len(pa))), np.empty((steps + 1, len(pb)))
     for t in range(steps + 1):
-        ka[t], kb[t] = pa ** depth, pb ** depth
+        ka[t], kb[t] = pa**depth, pb**depth
         if t == steps:
             break
         omega = target - ka[t] - kb[t]
@@ -198,8 +204,8 @@ def _descend(layers: list[np.ndarray], acts: list[np.ndarray | None], delta: np.
 
 @dataclass
 class PathwaysResult:
-    shares: pd.DataFrame         # step, mode, level, singular_value, target, strength_a/b, share_a/b, deficit
-    losses: pd.DataFrame         # step, loss
+    shares: pd.DataFrame  # step, mode, level, singular_value, target, strength_a/b, share_a/b, deficit
+    losses: pd.DataFrame  # step, loss
     final_loss: float
     singular_values: np.ndarray  # of Sigma_yx
     seconds: float = 0.0
@@ -229,11 +235,22 @@ def mode_levels(s: np.ndarray, tol: float = 1e-8) -> np.ndarray:
 
 
 @one_blas_thread
-def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps: int = 1000,
-                       window: Window = Window(0, 0), init_scale: float = 0.01, mirrored: bool = True,
-                       aligned: bool = False, aligned_noise: float = 0.1,
-                       rng: np.random.Generator, record_every: int = 10, levels: int = 3,
-                       on_record: Callable[[int, float, float], None] | None = None) -> PathwaysResult:
+def train_two_pathways(
+    *,
+    depth: int,
+    width: int = 100,
+    lr: float = 0.01,
+    steps: int = 1000,
+    window: Window = Window(0, 0),
+    init_scale: float = 0.01,
+    mirrored: bool = True,
+    aligned: bool = False,
+    aligned_noise: float = 0.1,
+    rng: np.random.Generator,
+    record_every: int = 10,
+    levels: int = 3,
+    on_record: Callable[[int, float, float], None] | None = None,
+) -> PathwaysResult:
     """Two depth-``depth`` linear pathways summed into one output; pathway b is deprived
     (no parameter update) at steps t in ``window`` (t counts updates from 0).
 
@@ -275,8 +292,20 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
             share_a = np.where(total != 0, ka / total, np.nan)
         active = window.active(t - 1) if t > 0 else False
         for i in range(len(s)):
-            rows.append((t, i + 1, int(lvl[i]), float(s[i]), float(target[i]), float(ka[i]), float(kb[i]),
-                         float(share_a[i]), float(1 - share_a[i]), active))
+            rows.append(
+                (
+                    t,
+                    i + 1,
+                    int(lvl[i]),
+                    float(s[i]),
+                    float(target[i]),
+                    float(ka[i]),
+                    float(kb[i]),
+                    float(share_a[i]),
+                    float(1 - share_a[i]),
+                    active,
+                )
+            )
         losses.append((t, loss))
         if on_record is not None:
             on_record(t, loss, float(1 - share_a[0]))
@@ -295,8 +324,21 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
         if not window.active(t):
             _descend(path_b, acts_b, err, lr)
 
-    shares = pd.DataFrame(rows, columns=["step", "mode", "level", "singular_value", "target", "strength_a",
-                                         "strength_b", "share_a", "share_b", "deficit"])
+    shares = pd.DataFrame(
+        rows,
+        columns=[
+            "step",
+            "mode",
+            "level",
+            "singular_value",
+            "target",
+            "strength_a",
+            "strength_b",
+            "share_a",
+            "share_b",
+            "deficit",
+        ],
+    )
     shares = shares.astype({"step": np.int32, "mode": np.int32, "level": np.int32})
     loss_frame = pd.DataFrame(losses, columns=["step", "loss"]).astype({"step": np.int32})
     extra = {}
@@ -304,10 +346,14 @@ def train_two_pathways(*, depth: int, width: int = 100, lr: float = 0.01, steps:
         steps_rec = np.array(sorted(shares.step.unique()))
         ka, kb = analytic
         modes = np.arange(1, ka.shape[1] + 1)
-        extra["analytic"] = pd.DataFrame({
-            "step": np.repeat(steps_rec, len(modes)).astype(np.int32),
-            "mode": np.tile(modes, len(steps_rec)).astype(np.int32),
-            "strength_a": ka[steps_rec].ravel(), "strength_b": kb[steps_rec].ravel()})
+        extra["analytic"] = pd.DataFrame(
+            {
+                "step": np.repeat(steps_rec, len(modes)).astype(np.int32),
+                "mode": np.tile(modes, len(steps_rec)).astype(np.int32),
+                "strength_a": ka[steps_rec].ravel(),
+                "strength_b": kb[steps_rec].ravel(),
+            }
+        )
     return PathwaysResult(shares, loss_frame, loss, s, time.perf_counter() - t0, extra)
 
 
@@ -323,7 +369,7 @@ def imbalance(shares: pd.DataFrame, mode: int, step: int) -> float:
 
 @dataclass
 class CompletionResult:
-    errors: pd.DataFrame           # step, phase, train_loss, test_error, test_error_current, unobserved_error
+    errors: pd.DataFrame  # step, phase, train_loss, test_error, test_error_current, unobserved_error
     singular_values: pd.DataFrame  # step, phase, index, value
     final_test_error: float
     final_train_loss: float
@@ -331,11 +377,23 @@ class CompletionResult:
 
 
 @one_blas_thread
-def train_matrix_completion(*, depth: int, n: int = 100, rank_deficit: int = 10, rank_target: int = 5,
-                            n_observed: int = 2000, deficit_steps: int = 0, steps: int = 2000,
-                            lr: float = 10.0, init_scale: float = 1e-3, rng: np.random.Generator,
-                            record_every: int = 50, n_singular: int = 10, dtype=np.float32,
-                            on_record: Callable[[int, float, float], None] | None = None) -> CompletionResult:
+def train_matrix_completion(
+    *,
+    depth: int,
+    n: int = 100,
+    rank_deficit: int = 10,
+    rank_target: int = 5,
+    n_observed: int = 2000,
+    deficit_steps: int = 0,
+    steps: int = 2000,
+    lr: float = 10.0,
+    init_scale: float = 1e-3,
+    rng: np.random.Generator,
+    record_every: int = 50,
+    n_singular: int = 10,
+    dtype=np.float32,
+    on_record: Callable[[int, float, float], None] | None = None,
+) -> CompletionResult:
     """Deep linear factorisation ``W = W_D ... W_1`` (n x n factors) fitted to ``n_observed`` entries
     (one mask, drawn once) of a rank-``rank_deficit`` deficit matrix for ``deficit_steps`` steps, then
     of the rank-``rank_target`` target for ``steps`` steps.
@@ -369,9 +427,8 @@ def train_matrix_completion(*, depth: int, n: int = 100, rank_deficit: int = 10,
         diff_current = w64 - current
         train = 0.5 * float(np.sum((diff_current * observed) ** 2)) / n_observed
         diff = w64 - target
-        test = float(np.mean(diff ** 2))
-        err_rows.append((t, phase, train, test, float(np.mean(diff_current ** 2)),
-                         float(np.mean(diff[unobserved] ** 2))))
+        test = float(np.mean(diff**2))
+        err_rows.append((t, phase, train, test, float(np.mean(diff_current**2)), float(np.mean(diff[unobserved] ** 2))))
         values = np.linalg.svd(w64, compute_uv=False)[:n_singular]
         sv_rows.extend((t, phase, i + 1, float(value)) for i, value in enumerate(values))
         if on_record is not None:
@@ -389,12 +446,13 @@ def train_matrix_completion(*, depth: int, n: int = 100, rank_deficit: int = 10,
         current = deficit_t if t < deficit_steps else target_t
         _descend(layers, acts, (mask * (w - current)) * scale, lr)
 
-    errors = pd.DataFrame(err_rows, columns=["step", "phase", "train_loss", "test_error", "test_error_current",
-                                             "unobserved_error"]).drop_duplicates("step", keep="last")
+    errors = pd.DataFrame(
+        err_rows, columns=["step", "phase", "train_loss", "test_error", "test_error_current", "unobserved_error"]
+    ).drop_duplicates("step", keep="last")
     svs = pd.DataFrame(sv_rows, columns=["step", "phase", "index", "value"]).drop_duplicates(
-        ["step", "index"], keep="last")
+        ["step", "index"], keep="last"
+    )
     errors = errors.astype({"step": np.int32}).reset_index(drop=True)
     svs = svs.astype({"step": np.int32, "index": np.int32}).reset_index(drop=True)
     last = errors.iloc[-1]
-    return CompletionResult(errors, svs, float(last.test_error), float(last.train_loss),
-                            time.perf_counter() - t0)
+    return CompletionResult(errors, svs, float(last.test_error), float(last.train_loss), time.perf_counter() - t0)

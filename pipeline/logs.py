@@ -8,12 +8,13 @@ record's logger was asked for with Hydra's ``hydra.verbose`` (e.g.
 ``hydra.verbose=pipeline.train``: epoch lines; ``hydra.verbose=pipeline``: every
 line of the run). ``run_log`` keeps run.log complete whatever the console level.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 PROJECT_LOGGER = "pipeline"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

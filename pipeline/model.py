@@ -1,4 +1,5 @@
 """The study's sequence classifier (Jiang & Dale 2025, final version)."""
+
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,9 @@ class SequenceClassifier(nn.Module):
     the batch and the features, which is how the authors normalised.
     """
 
-    def __init__(self, time_slices: int, n_features: int, hidden_size: int,
-                 n_classes: int = 2, batchnorm_time: bool = True):
+    def __init__(
+        self, time_slices: int, n_features: int, hidden_size: int, n_classes: int = 2, batchnorm_time: bool = True
+    ):
         super().__init__()
         self.norm = nn.BatchNorm1d(time_slices) if batchnorm_time else nn.Identity()
         self.lstm = nn.LSTM(n_features, hidden_size, num_layers=1, batch_first=True)
@@ -35,5 +37,6 @@ def hidden_size_for(model_cfg, n_features: int) -> int:
 def build_model(model_cfg, time_slices: int, n_features: int, n_classes: int = 2) -> SequenceClassifier:
     if model_cfg.name != "lstm":
         raise ValueError(f"model.name={model_cfg.name!r} is unknown; allowed: lstm")
-    return SequenceClassifier(time_slices, n_features, hidden_size_for(model_cfg, n_features),
-                              n_classes, bool(model_cfg.batchnorm_time))
+    return SequenceClassifier(
+        time_slices, n_features, hidden_size_for(model_cfg, n_features), n_classes, bool(model_cfg.batchnorm_time)
+    )

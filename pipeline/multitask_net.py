@@ -25,6 +25,7 @@ training samples changes the output by ``df_k(x) ~= -(lr / N) sum_n K_k(x, x_n)`
 network; ``predicted_change`` computes the sum without forming K (a directional
 derivative along the batch gradient).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -82,7 +83,7 @@ class MultitaskEnv:
         """``in2>out0`` for one task, ``in0>out1+in3>out2`` for concurrent ones."""
         return "+".join(f"in{self.tasks[c][0]}>out{self.tasks[c][1]}" for c in combo)
 
-    def dataset(self, sets, stimulus_index) -> "TaskData":
+    def dataset(self, sets, stimulus_index) -> TaskData:
         stimuli = self.stimuli
         sets = list(sets)
         stimulus_index = np.asarray(stimulus_index)
@@ -105,10 +106,10 @@ class MultitaskEnv:
 
 @dataclass
 class TaskData:
-    x: np.ndarray        # (N, n_inputs) stimulus one-hots
-    t: np.ndarray        # (N, n_tasks) task units
-    y: np.ndarray        # (N, n_outputs) targets
-    set_id: np.ndarray   # (N,) index into set_labels
+    x: np.ndarray  # (N, n_inputs) stimulus one-hots
+    t: np.ndarray  # (N, n_tasks) task units
+    y: np.ndarray  # (N, n_outputs) targets
+    set_id: np.ndarray  # (N,) index into set_labels
     stimulus: np.ndarray  # (N,) stimulus index
     set_labels: list[str]
     sets: list[tuple[int, ...]]
@@ -116,10 +117,17 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.x)
 
-    def subset(self, index) -> "TaskData":
+    def subset(self, index) -> TaskData:
         index = np.asarray(index)
-        return TaskData(self.x[index], self.t[index], self.y[index], self.set_id[index], self.stimulus[index],
-                        self.set_labels, self.sets)
+        return TaskData(
+            self.x[index],
+            self.t[index],
+            self.y[index],
+            self.set_id[index],
+            self.stimulus[index],
+            self.set_labels,
+            self.sets,
+        )
 
     @property
     def labels(self) -> np.ndarray:
@@ -138,8 +146,12 @@ class TaskData:
 def init_params(rng: np.random.Generator, env: MultitaskEnv, n_hidden: int, init_range: float) -> dict:
     """U(-init_range, init_range) weights; the draws are U(-1, 1) scaled, so two ranges from the same
     generator state differ only by the scale."""
-    shapes = {"W_xh": (n_hidden, env.n_inputs), "W_th": (n_hidden, env.n_tasks),
-              "W_hy": (env.n_outputs, n_hidden), "W_ty": (env.n_outputs, env.n_tasks)}
+    shapes = {
+        "W_xh": (n_hidden, env.n_inputs),
+        "W_th": (n_hidden, env.n_tasks),
+        "W_hy": (env.n_outputs, n_hidden),
+        "W_ty": (env.n_outputs, env.n_tasks),
+    }
     return {k: rng.uniform(-1.0, 1.0, size=shape) * init_range for k, shape in shapes.items()}
 
 
@@ -170,22 +182,24 @@ def loss_by_set(params: dict, data: TaskData, bias: float = -2.0) -> np.ndarray:
     _, f = forward(params, data.x, data.t, bias)
     per_sample = np.sum((f - data.y) ** 2, axis=1)
     return np.bincount(data.set_id, per_sample, minlength=len(data.sets)) / np.maximum(
-        np.bincount(data.set_id, minlength=len(data.sets)), 1)
+        np.bincount(data.set_id, minlength=len(data.sets)), 1
+    )
 
 
 REDUCTIONS = ("mean", "sum")
 
 
-def gradients(params: dict, x: np.ndarray, t: np.ndarray, y: np.ndarray, bias: float = -2.0,
-              reduction: str = "mean") -> dict:
+def gradients(
+    params: dict, x: np.ndarray, t: np.ndarray, y: np.ndarray, bias: float = -2.0, reduction: str = "mean"
+) -> dict:
     """Gradient of the batch loss: the mean (``reduction="mean"``) or the sum (``"sum"``) over samples of
     the summed squared error."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r}; allowed: {', '.join(REDUCTIONS)}")
     h, f = forward(params, x, t, bias)
     scale = 2.0 / len(x) if reduction == "mean" else 2.0
-    r = scale * (f - y) * f * (1.0 - f)               # dL/da, (N, O)
-    c = (r @ params["W_hy"]) * h * (1.0 - h)          # dL/dz, (N, H)
+    r = scale * (f - y) * f * (1.0 - f)  # dL/da, (N, O)
+    c = (r @ params["W_hy"]) * h * (1.0 - h)  # dL/dz, (N, H)
     return {"W_xh": c.T @ x, "W_th": c.T @ t, "W_hy": r.T @ h, "W_ty": r.T @ t}
 
 
@@ -194,8 +208,15 @@ def sgd_step(params: dict, x, t, y, lr: float, bias: float = -2.0, reduction: st
         params[k] -= lr * g
 
 
-def train_epoch(params: dict, data: TaskData, lr: float, batch_size: int | None, rng: np.random.Generator,
-                bias: float = -2.0, reduction: str = "mean") -> None:
+def train_epoch(
+    params: dict,
+    data: TaskData,
+    lr: float,
+    batch_size: int | None,
+    rng: np.random.Generator,
+    bias: float = -2.0,
+    reduction: str = "mean",
+) -> None:
     """One epoch of minibatch SGD in a random order drawn from ``rng``; ``batch_size=None``: one
     full-batch step (no draw from ``rng``)."""
     if batch_size is None:
@@ -203,7 +224,7 @@ def train_epoch(params: dict, data: TaskData, lr: float, batch_size: int | None,
         return
     order = rng.permutation(len(data))
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         sgd_step(params, data.x[idx], data.t[idx], data.y[idx], lr, bias, reduction)
 
 
@@ -224,18 +245,18 @@ def kernel(params: dict, query: TaskData, train: TaskData, bias: float = -2.0) -
     hq, fq = forward(params, query.x, query.t, bias)
     hn, fn = forward(params, train.x, train.t, bias)
     w_hy = params["W_hy"]
-    r = 2.0 * (fn - train.y) * fn * (1.0 - fn)            # (N, O)
-    c = (r @ w_hy) * hn * (1.0 - hn)                     # (N, H)
-    s = fq * (1.0 - fq)                                  # (Q, O)
-    g = hq * (1.0 - hq)                                  # (Q, H)
+    r = 2.0 * (fn - train.y) * fn * (1.0 - fn)  # (N, O)
+    c = (r @ w_hy) * hn * (1.0 - hn)  # (N, H)
+    s = fq * (1.0 - fq)  # (Q, O)
+    g = hq * (1.0 - hq)  # (Q, H)
     uq = np.hstack([query.x, query.t])
     un = np.hstack([train.x, train.t])
-    out_layer = hq @ hn.T + query.t @ train.t.T          # (Q, N)
-    in_products = uq @ un.T                              # (Q, N)
+    out_layer = hq @ hn.T + query.t @ train.t.T  # (Q, N)
+    in_products = uq @ un.T  # (Q, N)
     k_out = np.empty((len(query), w_hy.shape[0], len(train)))
     for k in range(w_hy.shape[0]):
-        hidden = (g * w_hy[k]) @ c.T                     # (Q, N)
-        k_out[:, k, :] = s[:, k:k + 1] * (r[:, k][None, :] * out_layer + hidden * in_products)
+        hidden = (g * w_hy[k]) @ c.T  # (Q, N)
+        k_out[:, k, :] = s[:, k : k + 1] * (r[:, k][None, :] * out_layer + hidden * in_products)
     return k_out
 
 
@@ -248,16 +269,18 @@ def directional_change(params: dict, direction: dict, query: TaskData, bias: flo
     return f * (1.0 - f) * da
 
 
-def predicted_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0,
-                     reduction: str = "mean") -> np.ndarray:
+def predicted_change(
+    params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0, reduction: str = "mean"
+) -> np.ndarray:
     """The kernel's one-step prediction ``-(lr / N) sum_n K[:, :, n]`` (``reduction="sum"``:
     ``-lr sum_n K[:, :, n]``) of a full-batch step on ``train``."""
     grad = gradients(params, train.x, train.t, train.y, bias, reduction)
     return directional_change(params, {k: -lr * v for k, v in grad.items()}, query, bias)
 
 
-def actual_change(params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0,
-                  reduction: str = "mean") -> np.ndarray:
+def actual_change(
+    params: dict, query: TaskData, train: TaskData, lr: float, bias: float = -2.0, reduction: str = "mean"
+) -> np.ndarray:
     """The real change of the outputs on ``query`` after one full-batch SGD step on ``train`` (on a copy)."""
     before = forward(params, query.x, query.t, bias)[1]
     stepped = copy_params(params)
@@ -301,18 +324,19 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4
     """Lloyd's k-means with k-means++ seeding, best of ``n_init`` by inertia; returns labels."""
     points = np.asarray(points, dtype=np.float64)
     best, best_inertia = None, np.inf
-    sq = (points ** 2).sum(1)
+    sq = (points**2).sum(1)
     for _ in range(n_init):
         centres = [points[rng.integers(len(points))]]
         for _ in range(1, k):
             d = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
             total = d.sum()
-            centres.append(points[rng.choice(len(points), p=d / total)] if total > 0
-                           else points[rng.integers(len(points))])
+            centres.append(
+                points[rng.choice(len(points), p=d / total)] if total > 0 else points[rng.integers(len(points))]
+            )
         centres = np.array(centres)
         labels = None
         for _ in range(iters):
-            dist = sq[:, None] - 2 * points @ centres.T + (centres ** 2).sum(1)[None]
+            dist = sq[:, None] - 2 * points @ centres.T + (centres**2).sum(1)[None]
             new = dist.argmin(1)
             if labels is not None and np.array_equal(new, labels):
                 break
@@ -333,7 +357,7 @@ def adjusted_rand_index(a, b) -> float:
     _, bi = np.unique(np.asarray(b, dtype=str), return_inverse=True)
     table = np.zeros((ai.max() + 1, bi.max() + 1))
     np.add.at(table, (ai, bi), 1)
-    comb = lambda v: v * (v - 1) / 2.0  # noqa: E731
+    comb = lambda v: v * (v - 1) / 2.0
     index = comb(table).sum()
     rows, cols, n = comb(table.sum(1)).sum(), comb(table.sum(0)).sum(), comb(float(len(ai)))
     expected = rows * cols / n if n else 0.0

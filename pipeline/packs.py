@@ -12,14 +12,15 @@ applies them, and computes each run exactly as a job of its own would
 config that differs from Hydra's own refuses instead of running). Records are
 identical to solo runs: every run seeds its own generators.
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 class PackMember:
     run_id: str
     overrides: list[str]  # the run's full overrides, as for a job of its own
-    values: list[str]     # those of them that are plain values (no group choice, +, ~ or hydra key)
+    values: list[str]  # those of them that are plain values (no group choice, +, ~ or hydra key)
 
 
 def write_pack(path: Path, members: Sequence[PackMember]) -> None:
@@ -48,7 +49,8 @@ def read_pack(path: str | Path) -> list[PackMember]:
     except FileNotFoundError as exc:
         raise FileNotFoundError(
             f"pack_file={path}: no such file. pack_file is written by the study sweeper for the jobs it "
-            f"launches; do not set it by hand") from exc
+            f"launches; do not set it by hand"
+        ) from exc
     return [PackMember(**run) for run in data["runs"]]
 
 
@@ -80,8 +82,9 @@ class PackFailed(RuntimeError):
         return (PackFailed, (self.failures,))
 
 
-def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
-             run_one: Callable[[DictConfig, list[str]], object]) -> list[object]:
+def run_pack(
+    cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig], run_one: Callable[[DictConfig, list[str]], object]
+) -> list[object]:
     """Compute every run of ``cfg.pack_file``; a failed run does not stop the others.
 
     ``cfg`` is Hydra's composition of the first run's overrides (plus
@@ -100,7 +103,7 @@ def run_pack(cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig],
             else:  # not from the same sweep line: let Hydra compose it
                 member_cfg = compose(member.overrides)
             outcomes.append(run_one(member_cfg, member.overrides))
-        except Exception as exc:  # noqa: BLE001 - recorded in the run's status.json by execute
+        except Exception as exc:
             log.error("pack run %s failed: %s", member.run_id, exc)
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))
     if failed:

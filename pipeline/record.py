@@ -3,6 +3,7 @@
 Every file is written atomically; ``status.json`` with ``state == "done"`` is
 written last: a folder without it is not a finished run.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,19 @@ from typing import Any
 
 import pandas as pd
 
-from .runfolder import (CLAIM_STALE_SECONDS, CONFIG, CURVES, READOUTS, STATES, STATUS, SUMMARY, Claim,  # noqa: F401
-                        atomic_write_json, atomic_write_parquet, file_digest, atomic_write_text, claim_state, is_done,
-                        read_status, try_claim, utc_now)
+from .runfolder import (
+    CONFIG,
+    CURVES,
+    READOUTS,
+    STATES,
+    STATUS,
+    SUMMARY,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    file_digest,
+    utc_now,
+)
 
 
 class RunRecord:
@@ -33,10 +44,17 @@ class RunRecord:
         assert state in STATES
         atomic_write_json(
             self.dir / STATUS,
-            {"state": state, "run_id": self.run_id, "cell": self.cell, "host": socket.gethostname(),
-             "pid": os.getpid(), "started": self._started,
-             "ended": None if state == "running" else utc_now(),
-             "slurm_job_id": os.environ.get("SLURM_JOB_ID"), **extra},
+            {
+                "state": state,
+                "run_id": self.run_id,
+                "cell": self.cell,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": self._started,
+                "ended": None if state == "running" else utc_now(),
+                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+                **extra,
+            },
         )
 
     def write_config(self, resolved_yaml: str) -> None:
@@ -46,8 +64,9 @@ class RunRecord:
     def mark_running(self) -> None:
         self._status("running")
 
-    def write_results(self, curves: pd.DataFrame, readouts: pd.DataFrame, summary: dict,
-                      tables: dict[str, pd.DataFrame] | None = None) -> None:
+    def write_results(
+        self, curves: pd.DataFrame, readouts: pd.DataFrame, summary: dict, tables: dict[str, pd.DataFrame] | None = None
+    ) -> None:
         for name, frame in (tables or {}).items():
             atomic_write_parquet(self.dir / f"{name}.parquet", frame)
         atomic_write_parquet(self.dir / CURVES, curves)

@@ -1,9 +1,9 @@
 """One run: from a validated configuration to a finished run folder (any study)."""
+
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
 import subprocess
 import threading
@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from . import identity
 from .design import Design, run_seed
 from .logs import run_log
-from .record import RunRecord, claim_state, is_done, try_claim
-from .runfolder import LOG
+from .record import RunRecord
+from .runfolder import LOG, claim_state, is_done, try_claim
 from .studies import RunContext, get_runner
 from .tracking import Tracker
 
@@ -44,8 +44,12 @@ def with_design(cfg: DictConfig, design: Design) -> DictConfig:
     labels = cfg.get("labels", "real")
     with open_dict(cfg):
         cfg.design = {
-            **design.cell.as_dict(), "cell": design.cell.label(), "replicate": design.replicate,
-            "participant": design.participant, "assignment": design.assignment, "labels": labels,
+            **design.cell.as_dict(),
+            "cell": design.cell.label(),
+            "replicate": design.replicate,
+            "participant": design.participant,
+            "assignment": design.assignment,
+            "labels": labels,
             "rng_seed": run_seed(design.cell, design.replicate, labels),
         }
         cfg.design.update(runner.design_extras(cfg, design))
@@ -56,8 +60,9 @@ def with_design(cfg: DictConfig, design: Design) -> DictConfig:
 def _git_commit() -> str | None:
     """The commit of the code this process imported (asked once: a process runs many runs)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -71,15 +76,17 @@ def execute(cfg: DictConfig) -> RunOutcome:
     if expected and expected != rid:
         raise RuntimeError(
             f"this job was launched as run {expected}, but the configuration it composes now gives "
-            f"run {rid}: conf/ or the code changed while the job waited. Relaunch the sweep.")
+            f"run {rid}: conf/ or the code changed while the job waited. Relaunch the sweep."
+        )
     if is_done(run_dir):
         log.info("run %s is already done: skipping (%s)", rid, run_dir)
         return RunOutcome(rid, run_dir, "skipped-done")
     claim = try_claim(run_dir)
     if claim is None:
         owner = claim_state(run_dir) or {}
-        log.warning("run %s is being computed by %s (pid %s): leaving it alone",
-                    rid, owner.get("host"), owner.get("pid"))
+        log.warning(
+            "run %s is being computed by %s (pid %s): leaving it alone", rid, owner.get("host"), owner.get("pid")
+        )
         return RunOutcome(rid, run_dir, "skipped-claimed")
     if is_done(run_dir):
         # another process finished it between the check above and the claim
@@ -142,16 +149,25 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
             tracker.log_epoch(step, readouts, curves)
 
         result = get_runner(cfg.study.runner).run(cfg, RunContext(int(cfg.design.rng_seed), on_step))
-        summary = {"run_id": rid, "study": cfg.study.name, "cell": cfg.design.cell,
-                   "replicate": int(cfg.design.replicate), **result.summary,
-                   "git_commit": _git_commit(), "seconds_total": time.perf_counter() - t0}
+        summary = {
+            "run_id": rid,
+            "study": cfg.study.name,
+            "cell": cfg.design.cell,
+            "replicate": int(cfg.design.replicate),
+            **result.summary,
+            "git_commit": _git_commit(),
+            "seconds_total": time.perf_counter() - t0,
+        }
         record.write_results(result.curves, result.readouts, summary, result.tables)
         tracker.finish(result.curves, summary, ok=True)
         record.mark_done(**{k: summary[k] for k in ("test_accuracy",) if k in summary})
-        log.info("run %s done%s", rid, f": test accuracy {summary['test_accuracy']:.3f}"
-                 if "test_accuracy" in summary else "")
+        log.info(
+            "run %s done%s",
+            rid,
+            f": test accuracy {summary['test_accuracy']:.3f}" if "test_accuracy" in summary else "",
+        )
         return RunOutcome(rid, run_dir, "done")
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded, then re-raised
+    except Exception as exc:
         record.mark_failed(exc)
         if tracker is not None:
             tracker.finish(None, {}, ok=False)

@@ -8,6 +8,7 @@ The one owner of these names and of the atomic writers used by pipeline/,
 the study sweeper and analysis/ alike. Imports neither torch nor Hydra (the
 analysis and ``pipeline.status`` import it).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,11 +20,12 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 CONFIG = "config.yaml"
 STATUS = "status.json"
@@ -189,7 +191,9 @@ def damage(run_dir: Path, status: dict) -> str | None:
         except FileNotFoundError:
             return f"{name} missing"
         if not isinstance(want, dict) or size != want.get("bytes"):
-            return f"{name} has {size} bytes, status.json recorded {want.get('bytes') if isinstance(want, dict) else '?'}"
+            return (
+                f"{name} has {size} bytes, status.json recorded {want.get('bytes') if isinstance(want, dict) else '?'}"
+            )
         if file_digest(path)["sha256"] != want.get("sha256"):
             return f"{name} changed since the run wrote it (SHA-256 differs)"
     return None
@@ -281,8 +285,9 @@ def _read_claim(path: Path) -> tuple[dict | None | bool, float]:
 def _slurm_job_alive(job_id: str) -> bool | None:
     """True/False when squeue can tell whether a Slurm job still exists, else None."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
-                             text=True, timeout=20)
+        out = subprocess.run(
+            ["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -341,8 +346,13 @@ def try_claim(run_dir: Path) -> Claim | None:
     path = run_dir / CLAIM
     token = uuid.uuid4().hex
     payload = json.dumps(
-        {"host": socket.gethostname(), "pid": os.getpid(), "since": utc_now(),
-         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "token": token}
+        {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": utc_now(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "token": token,
+        }
     ).encode()
     tmp = _written_temp(path, payload)
     try:

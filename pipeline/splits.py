@@ -12,6 +12,7 @@ splits are drawn over groups instead of sequences, per class (each class gives
 windows on both sides; oversampled copies stay in their row's group. Null runs
 then permute the labels over groups, so every recording keeps one label.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,15 +53,18 @@ def oversample_minority(index: np.ndarray, y: np.ndarray, rng: np.random.Generat
     return np.concatenate(parts)
 
 
-def _split_groups(index: np.ndarray, groups: np.ndarray, y: np.ndarray, fraction: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _split_groups(
+    index: np.ndarray, groups: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Random split over groups, per class: (1 - fraction) of each class's groups first."""
     second_groups = []
     for cls in np.unique(y[index]):
         ids = np.unique(groups[index][y[index] == cls])
         if len(ids) < 2:
-            raise ValueError(f"class {cls} of the pair has {len(ids)} recording(s); splitting by recording "
-                             f"needs at least 2 per class")
+            raise ValueError(
+                f"class {cls} of the pair has {len(ids)} recording(s); splitting by recording "
+                f"needs at least 2 per class"
+            )
         n_second = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
         second_groups.append(ids[rng.permutation(len(ids))[:n_second]])
     second = np.isin(groups[index], np.concatenate(second_groups))
@@ -73,10 +77,18 @@ def _shuffle_group_labels(y: np.ndarray, groups: np.ndarray, rng: np.random.Gene
     return rng.permutation(y[first])[inverse]
 
 
-def make_splits(x: np.ndarray, y: np.ndarray, pair: tuple[int, int], rng: np.random.Generator,
-                *, shuffle_labels: bool = False, test_fraction: float = 0.2,
-                val_fraction: float = 0.2, oversample: bool = True,
-                groups: np.ndarray | None = None) -> RunSplits:
+def make_splits(
+    x: np.ndarray,
+    y: np.ndarray,
+    pair: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    shuffle_labels: bool = False,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    oversample: bool = True,
+    groups: np.ndarray | None = None,
+) -> RunSplits:
     """Select the pair, relabel it 0 / 1 (pair[0] -> 0) and split it (over ``groups`` when given)."""
     if groups is None:
         labels = rng.permutation(y) if shuffle_labels else y
@@ -103,5 +115,4 @@ def make_splits(x: np.ndarray, y: np.ndarray, pair: tuple[int, int], rng: np.ran
         train, val = _split_groups(train_full, groups, binary, val_fraction, rng)
         # random row order, as _split gives (it matters with trainer.shuffle=false)
         train, val = train[rng.permutation(len(train))], val[rng.permutation(len(val))]
-    return RunSplits(x[train], binary[train], x[val], binary[val], x[test], binary[test],
-                     train, val, test)
+    return RunSplits(x[train], binary[train], x[val], binary[val], x[test], binary[test], train, val, test)

@@ -10,6 +10,7 @@ column) are counted separately; runs launched without the sweeper are told
 apart by their labels only. Cells sort by their numbers (pair 2 before pair 10).
 Folders whose name starts with a dot (Hydra's ``.hydra``) are never studies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,14 @@ def list_studies(root: Path) -> list[str]:
     """Study folders under an outputs root (those with runs/ or plans/), never a dot-folder such as .hydra."""
     if not root.is_dir():
         return []
-    return sorted((p.name for p in root.iterdir() if not p.name.startswith(".")
-                   and ((p / "runs").is_dir() or (p / "plans").is_dir())), key=natural_key)
+    return sorted(
+        (
+            p.name
+            for p in root.iterdir()
+            if not p.name.startswith(".") and ((p / "runs").is_dir() or (p / "plans").is_dir())
+        ),
+        key=natural_key,
+    )
 
 
 def collect(root: Path, study: str | None = None) -> dict:
@@ -102,8 +109,11 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for row in csv.DictReader(fh):
                     planned[row["run_id"]] = (row["cell"], _plan_condition(row))
         runs_dir = study_dir / "runs"
-        present = ({p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-                   if runs_dir.is_dir() else set())
+        present = (
+            {p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            if runs_dir.is_dir()
+            else set()
+        )
         cells: dict[str, Counter] = defaultdict(Counter)
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
@@ -117,12 +127,22 @@ def collect(root: Path, study: str | None = None) -> dict:
             cells[cell][state] += 1
             conditions[condition][cell][state] += 1
             if state == "failed" or detail:
-                problems.append({"run_id": rid, "cell": cell, "condition": condition, "state": state,
-                                 "detail": detail, "folder": str(run_dir)})
+                problems.append(
+                    {
+                        "run_id": rid,
+                        "cell": cell,
+                        "condition": condition,
+                        "state": state,
+                        "detail": detail,
+                        "folder": str(run_dir),
+                    }
+                )
         report[name] = {
             "cells": {c: dict(cells[c]) for c in sorted(cells, key=natural_key)},
-            "conditions": {cond: {c: dict(by_cell[c]) for c in sorted(by_cell, key=natural_key)}
-                           for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))},
+            "conditions": {
+                cond: {c: dict(by_cell[c]) for c in sorted(by_cell, key=natural_key)}
+                for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
+            },
             "problems": problems,
         }
     return report
@@ -148,24 +168,36 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.status", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"),
-                        help="outputs root (paths.root of the runs; default: $LCM_OUTPUTS or ./outputs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("LCM_OUTPUTS", "outputs"),
+        help="outputs root (paths.root of the runs; default: $LCM_OUTPUTS or ./outputs)",
+    )
     parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--health", action="store_true",
-                        help="also print the training-health table: updates per epoch, test accuracy, map "
-                             "movement per data source, beside the authors' figures (analysis/health.py)")
+    parser.add_argument(
+        "--health",
+        action="store_true",
+        help="also print the training-health table: updates per epoch, test accuracy, map "
+        "movement per data source, beside the authors' figures (analysis/health.py)",
+    )
     parser.add_argument("--per-run", action="store_true", help="with --health: one row per done run as well")
-    parser.add_argument("--performance-csv", default=None,
-                        help="with --health: the authors' performance.csv (default: "
-                             "../shared/reference/jiang_dale_2025/performance.csv beside the repository)")
+    parser.add_argument(
+        "--performance-csv",
+        default=None,
+        help="with --health: the authors' performance.csv (default: "
+        "../shared/reference/jiang_dale_2025/performance.csv beside the repository)",
+    )
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     if not root.is_dir():
-        print(f"error: outputs root {root} does not exist (run `python -m pipeline` first, "
-              f"or pass --root DIR)", file=sys.stderr)
+        print(
+            f"error: outputs root {root} does not exist (run `python -m pipeline` first, or pass --root DIR)",
+            file=sys.stderr,
+        )
         return 2
     if args.study and not (root / args.study).is_dir():
         known = ", ".join(list_studies(root)) or "none"
@@ -179,10 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         summary = health.health_summary(runs)
         authors = health.authors_performance(args.performance_csv)
         if args.json:
-            report = {"studies": report, "health": {
-                "summary": json.loads(summary.to_json(orient="records")),
-                "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
-                "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None}}
+            report = {
+                "studies": report,
+                "health": {
+                    "summary": json.loads(summary.to_json(orient="records")),
+                    "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
+                    "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
+                },
+            }
             print(json.dumps(report, indent=2))
         else:
             print(format_report(report))

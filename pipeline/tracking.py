@@ -21,6 +21,7 @@ that fails is finished with exit code 1 (W&B state "failed"); only an attempt
 that completes sets the summary key ``run/complete``, which the study's
 workspace filters on: one complete history per done run.
 """
+
 from __future__ import annotations
 
 import functools
@@ -222,9 +223,16 @@ class MapFigure:
         self.ax_map = self.fig.add_axes((0.085, 0.17, 0.44, 0.75))
         cax = self.fig.add_axes((0.535, 0.17, 0.018, 0.75))
         self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.27, 0.75))
-        self.image = self.ax_map.imshow(np.full((n_epochs, n_slices), np.nan), vmin=scale[0], vmax=scale[1],
-                                        cmap="viridis", aspect="auto", origin="lower", interpolation="nearest",
-                                        extent=(0.5, n_slices + 0.5, 0.5, n_epochs + 0.5))
+        self.image = self.ax_map.imshow(
+            np.full((n_epochs, n_slices), np.nan),
+            vmin=scale[0],
+            vmax=scale[1],
+            cmap="viridis",
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            extent=(0.5, n_slices + 0.5, 0.5, n_epochs + 0.5),
+        )
         bar = self.fig.colorbar(self.image, cax=cax, label="KNN accuracy")
         if chance is not None and scale[0] <= chance <= scale[1]:
             bar.ax.axhline(chance, color="white", linewidth=1.5)
@@ -233,8 +241,7 @@ class MapFigure:
         self.ax_map.yaxis.set_major_locator(MaxNLocator(integer=True))
         slices = np.arange(1, n_slices + 1)
         (self.raw,) = self.ax_curve.plot(slices, np.full(n_slices, np.nan), color="0.6", linewidth=0.8, label="raw")
-        (self.smooth,) = self.ax_curve.plot(slices, np.full(n_slices, np.nan), color="C3", linewidth=1.4,
-                                            label="3RS3R")
+        (self.smooth,) = self.ax_curve.plot(slices, np.full(n_slices, np.nan), color="C3", linewidth=1.4, label="3RS3R")
         if chance is not None:
             self.ax_curve.axhline(chance, color="black", linestyle=":", linewidth=0.8, label="chance")
         self.ax_curve.set_ylim(*scale)
@@ -295,8 +302,14 @@ def _options(logger_cfg, knn_mode: str = "resubstitution") -> dict:
     console = str(w.get("console", "off"))
     if console not in CONSOLE_MODES:
         raise ValueError(f"logger.wandb.console={console!r}: allowed values are {', '.join(CONSOLE_MODES)}")
-    return {"media_every": int(every), "scale": (lo, hi), "chance": None if chance is None else float(chance),
-            "x_axes": x_axes, "console": console, "requirements": bool(w.get("requirements", False))}
+    return {
+        "media_every": int(every),
+        "scale": (lo, hi),
+        "chance": None if chance is None else float(chance),
+        "x_axes": x_axes,
+        "console": console,
+        "requirements": bool(w.get("requirements", False)),
+    }
 
 
 def _flat_scalars(summary: dict, prefix: str = "") -> dict[str, float | int | str]:
@@ -334,16 +347,27 @@ class Tracker:
         self.attempt = len(earlier) + 1
         self.wandb_id = attempt_id(run_id, self.attempt)
         if earlier:
-            log.info("W&B: run %s was attempted before (%s); this attempt is W&B run %s",
-                     run_id, ", ".join(earlier), self.wandb_id)
+            log.info(
+                "W&B: run %s was attempted before (%s); this attempt is W&B run %s",
+                run_id,
+                ", ".join(earlier),
+                self.wandb_id,
+            )
         w = cfg.logger.wandb
         self.run = wandb.init(
-            project=w.project, entity=w.entity, id=self.wandb_id, name=display_name(cfg, self.attempt),
-            resume="never", group=group_name(cfg), job_type="run", tags=run_tags(cfg), dir=str(run_dir),
-            config=run_config(cfg, run_id, self.attempt, earlier), reinit="finish_previous",
+            project=w.project,
+            entity=w.entity,
+            id=self.wandb_id,
+            name=display_name(cfg, self.attempt),
+            resume="never",
+            group=group_name(cfg),
+            job_type="run",
+            tags=run_tags(cfg),
+            dir=str(run_dir),
+            config=run_config(cfg, run_id, self.attempt, earlier),
+            reinit="finish_previous",
             # the package list is the same for every run of a process and costs ~0.03 s of CPU per run
-            settings=wandb.Settings(console=self.options["console"],
-                                    x_save_requirements=self.options["requirements"]),
+            settings=wandb.Settings(console=self.options["console"], x_save_requirements=self.options["requirements"]),
         )
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
@@ -388,20 +412,26 @@ class Tracker:
                 grid[e - 1] = values
         smoothed = smooth_3rs3r(curve)
         pixels = map_figure(n_epochs, n_slices, self.options["scale"], self.options["chance"]).render(
-            grid, epoch, curve, smoothed)
+            grid, epoch, curve, smoothed
+        )
         lo, hi = self.options["scale"]
         chance = self.options["chance"]
-        caption = (f"learning-curve map after epoch {epoch} of {n_epochs}: KNN accuracy by time slice (x) and "
-                   f"epoch (y); colour scale {lo:g}-{hi:g} for the whole study"
-                   + (f"; chance {chance:g} (white line on the scale, dotted in the curve)" if chance is not None
-                      else ""))
+        caption = (
+            f"learning-curve map after epoch {epoch} of {n_epochs}: KNN accuracy by time slice (x) and "
+            f"epoch (y); colour scale {lo:g}-{hi:g} for the whole study"
+            + (f"; chance {chance:g} (white line on the scale, dotted in the curve)" if chance is not None else "")
+        )
         slices = range(1, n_slices + 1)
         # mixed types: W&B then skips its per-row type inference, half the cost of the chart
-        table = wandb.Table(columns=["time slice", "accuracy", "curve"], allow_mixed_types=True,
-                            data=[[t, v, "raw"] for t, v in zip(slices, curve.tolist())]
-                            + [[t, v, "3RS3R"] for t, v in zip(slices, smoothed.tolist())])
-        chart = wandb.plot.line(table, "time slice", "accuracy", stroke="curve",
-                                title=f"information-processing curve, epoch {epoch}")
+        table = wandb.Table(
+            columns=["time slice", "accuracy", "curve"],
+            allow_mixed_types=True,
+            data=[[t, v, "raw"] for t, v in zip(slices, curve.tolist())]
+            + [[t, v, "3RS3R"] for t, v in zip(slices, smoothed.tolist())],
+        )
+        chart = wandb.plot.line(
+            table, "time slice", "accuracy", stroke="curve", title=f"information-processing curve, epoch {epoch}"
+        )
         self._last_media = epoch
         return {IMAGE_KEY: wandb.Image(pixels, caption=caption), CURVE_KEY: chart}
 

@@ -1,10 +1,11 @@
 """The training loop: epochs of Adam on one run's splits, probes after each epoch."""
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -72,8 +73,9 @@ def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-              readout_batchnorm: str = "eval") -> tuple[float, float]:
+def _evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, readout_batchnorm: str = "eval"
+) -> tuple[float, float]:
     """Mean loss and accuracy of a clean pass (no update).
 
     ``eval``: the model in evaluation mode (BatchNorm uses its running
@@ -110,15 +112,25 @@ def _clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Ten
         model.eval()
         with torch.no_grad():
             return torch.cat([model(x[s:e])[1] for s, e in batch_bounds(len(x), batch_size)])
+
     return states
 
 
-def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epochs: int, lr: float,
-              batch_size: int, shuffle: bool, device: torch.device, generator: torch.Generator,
-              on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
-              batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-              readout_batchnorm: str = "eval",
-              ) -> TrainingResult:
+def train_run(
+    model: nn.Module,
+    splits: RunSplits,
+    probes: list[Probe],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    shuffle: bool,
+    device: torch.device,
+    generator: torch.Generator,
+    on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
+    batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    readout_batchnorm: str = "eval",
+) -> TrainingResult:
     """Train for ``epochs`` epochs; after each, every probe measures the model.
 
     ``batch_transform(epoch, x_batch, index)`` may replace a training batch's
@@ -136,7 +148,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     if readout_batchnorm not in READOUT_BATCHNORM:
         raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
     model.to(device)
-    as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+    as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)
     x_train, y_train = as_tensor(splits.x_train, torch.float32), as_tensor(splits.y_train, torch.long)
     x_val, y_val = as_tensor(splits.x_val, torch.float32), as_tensor(splits.y_val, torch.long)
     x_test, y_test = as_tensor(splits.x_test, torch.float32), as_tensor(splits.y_test, torch.long)
@@ -151,8 +163,7 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     for epoch in range(1, epochs + 1):
         tic = time.perf_counter()
         model.train()
-        order = (torch.randperm(n_train, generator=generator) if shuffle
-                 else torch.arange(n_train)).to(device)
+        order = (torch.randperm(n_train, generator=generator) if shuffle else torch.arange(n_train)).to(device)
         states = None
         loss_sum, correct = 0.0, 0
         for start, stop in batch_bounds(n_train, batch_size):
@@ -172,14 +183,19 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
         val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size, readout_batchnorm)
         t_train += time.perf_counter() - tic
 
-        epoch_readouts = {"train/loss": loss_sum / n_train, "train/accuracy": correct / n_train,
-                          "val/loss": val_loss, "val/accuracy": val_acc}
+        epoch_readouts = {
+            "train/loss": loss_sum / n_train,
+            "train/accuracy": correct / n_train,
+            "val/loss": val_loss,
+            "val/accuracy": val_acc,
+        }
         for key, value in epoch_readouts.items():
             split, metric = key.split("/")
             readouts.append((epoch, split, metric, value))
 
-        ctx = ProbeContext(epoch, model, x_train, y_train, x_test, y_test, states,
-                           _clean_pass_states(model, batch_size))
+        ctx = ProbeContext(
+            epoch, model, x_train, y_train, x_test, y_test, states, _clean_pass_states(model, batch_size)
+        )
         epoch_curves = []
         for probe in probes:
             tic = time.perf_counter()
@@ -189,11 +205,13 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
                 epoch_curves.append(rows)
             else:
                 tables.setdefault(probe.table, []).append(rows)
-        epoch_frame = (pd.concat(epoch_curves, ignore_index=True) if epoch_curves
-                       else pd.DataFrame(columns=list(CURVE_COLUMNS)))
+        epoch_frame = (
+            pd.concat(epoch_curves, ignore_index=True) if epoch_curves else pd.DataFrame(columns=list(CURVE_COLUMNS))
+        )
         curves.append(epoch_frame)
-        log.info("epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f",
-                 epoch, epochs, *epoch_readouts.values())
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f", epoch, epochs, *epoch_readouts.values()
+        )
         if on_epoch is not None:
             on_epoch(epoch, epoch_readouts, epoch_frame)
 
@@ -204,7 +222,14 @@ def train_run(model: nn.Module, splits: RunSplits, probes: list[Probe], *, epoch
     readout_frame["epoch"] = readout_frame["epoch"].astype(np.int32)
     curve_frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
     curve_frame = curve_frame.astype({"epoch": np.int32, "time_slice": np.int32, "value": np.float64})
-    return TrainingResult(curve_frame, readout_frame, test_acc, test_loss, t_train,
-                          sum(probe_seconds.values()), probe_seconds,
-                          len(batch_bounds(n_train, batch_size)),
-                          {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()})
+    return TrainingResult(
+        curve_frame,
+        readout_frame,
+        test_acc,
+        test_loss,
+        t_train,
+        sum(probe_seconds.values()),
+        probe_seconds,
+        len(batch_bounds(n_train, batch_size)),
+        {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
+    )

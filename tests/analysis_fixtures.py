@@ -38,8 +38,9 @@ def class_pair(source: str, pair: int) -> tuple[str, str]:
     return names[a], names[b]
 
 
-def synthetic_map(rng: np.random.Generator, source: str, pair: int, labels: str, epochs: int, slices: int,
-                  n_train: int = 200) -> np.ndarray:
+def synthetic_map(
+    rng: np.random.Generator, source: str, pair: int, labels: str, epochs: int, slices: int, n_train: int = 200
+) -> np.ndarray:
     """An epochs x time slices map of KNN accuracies (multiples of 1/n_train)."""
     e = np.arange(1, epochs + 1)[:, None] / epochs
     t = np.arange(1, slices + 1)[None, :] / slices
@@ -59,8 +60,11 @@ def synthetic_map(rng: np.random.Generator, source: str, pair: int, labels: str,
 
 
 def _run_id(study: str, source: str, pair: int, replicate: int, labels: str, epochs: int) -> str:
-    semantic = {"study": study, "design": {"data_source": source, "pair": pair, "replicate": replicate,
-                                           "labels": labels}, "trainer": {"epochs": epochs}}
+    semantic = {
+        "study": study,
+        "design": {"data_source": source, "pair": pair, "replicate": replicate, "labels": labels},
+        "trainer": {"epochs": epochs},
+    }
     digest = hashlib.sha256(json.dumps(semantic, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
     return f"{source}-p{pair:02d}-r{replicate:03d}-{digest}"
 
@@ -73,18 +77,32 @@ def _curves_table(lc_map: np.ndarray, rng: np.random.Generator, extra_rows: bool
     if extra_rows:  # rows the analysis must ignore: the held-out readout of the same probe
         parts.append(("knn", "test", np.clip(lc_map.reshape(-1) - 0.05 + rng.normal(0, 0.01, ep.size), 0, 1)))
     n = ep.size
-    return pa.table({
-        "probe": pa.array(np.concatenate([np.full(n, p, dtype=object) for p, _, _ in parts]), pa.string()),
-        "split": pa.array(np.concatenate([np.full(n, s, dtype=object) for _, s, _ in parts]), pa.string()),
-        "epoch": pa.array(np.tile(ep, len(parts)), pa.int32()),
-        "time_slice": pa.array(np.tile(ts, len(parts)), pa.int32()),
-        "value": pa.array(np.concatenate([v for _, _, v in parts]).astype(np.float64), pa.float64()),
-    })
+    return pa.table(
+        {
+            "probe": pa.array(np.concatenate([np.full(n, p, dtype=object) for p, _, _ in parts]), pa.string()),
+            "split": pa.array(np.concatenate([np.full(n, s, dtype=object) for _, s, _ in parts]), pa.string()),
+            "epoch": pa.array(np.tile(ep, len(parts)), pa.int32()),
+            "time_slice": pa.array(np.tile(ts, len(parts)), pa.int32()),
+            "value": pa.array(np.concatenate([v for _, _, v in parts]).astype(np.float64), pa.float64()),
+        }
+    )
 
 
-def write_run(root, *, study: str, source: str, pair: int, replicate: int, labels: str = "real", epochs: int = 6,
-              slices: int = 12, rng: np.random.Generator | None = None, lc_map: np.ndarray | None = None,
-              state: str = "done", extra_rows: bool = True) -> tuple[str, Path, np.ndarray]:
+def write_run(
+    root,
+    *,
+    study: str,
+    source: str,
+    pair: int,
+    replicate: int,
+    labels: str = "real",
+    epochs: int = 6,
+    slices: int = 12,
+    rng: np.random.Generator | None = None,
+    lc_map: np.ndarray | None = None,
+    state: str = "done",
+    extra_rows: bool = True,
+) -> tuple[str, Path, np.ndarray]:
     """Write one run folder; returns (run_id, folder, learning-curve map)."""
     rng = rng if rng is not None else np.random.default_rng([pair, replicate, len(source)])
     if lc_map is None:
@@ -96,25 +114,45 @@ def write_run(root, *, study: str, source: str, pair: int, replicate: int, label
     class_a, class_b = class_pair(source, pair)
     config = {
         "study": {"name": study},
-        "design": {"data_source": source, "pair": pair, "replicate": replicate, "participant": replicate * 30 + pair,
-                   "class_names": [class_a, class_b], "labels": labels},
+        "design": {
+            "data_source": source,
+            "pair": pair,
+            "replicate": replicate,
+            "participant": replicate * 30 + pair,
+            "class_names": [class_a, class_b],
+            "labels": labels,
+        },
         "trainer": {"epochs": epochs, "lr": 0.001, "batch_size": 128},
         "probe": {"knn": {"k": 3}},
         "paths": {"root": str(root)},
     }
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     pq.write_table(_curves_table(lc_map, rng, extra_rows), folder / "curves.parquet")
-    readouts = pa.table({
-        "epoch": pa.array(np.repeat(np.arange(1, epochs + 1, dtype=np.int32), 4), pa.int32()),
-        "split": pa.array(["train", "train", "val", "val"] * epochs, pa.string()),
-        "metric": pa.array(["loss", "accuracy"] * 2 * epochs, pa.string()),
-        "value": pa.array(rng.random(4 * epochs), pa.float64()),
-    })
+    readouts = pa.table(
+        {
+            "epoch": pa.array(np.repeat(np.arange(1, epochs + 1, dtype=np.int32), 4), pa.int32()),
+            "split": pa.array(["train", "train", "val", "val"] * epochs, pa.string()),
+            "metric": pa.array(["loss", "accuracy"] * 2 * epochs, pa.string()),
+            "value": pa.array(rng.random(4 * epochs), pa.float64()),
+        }
+    )
     pq.write_table(readouts, folder / "readouts.parquet")
-    summary = {"run_id": run_id, "study": study, "data_source": source, "pair": pair,
-               "class_names": [class_a, class_b], "replicate": replicate, "labels": labels,
-               "test_accuracy": float(lc_map[-1].max()), "n_train": 200, "n_val": 50, "n_test": 62,
-               "time_slices": slices, "epochs": epochs, "durations": {"total_s": 1.0}}
+    summary = {
+        "run_id": run_id,
+        "study": study,
+        "data_source": source,
+        "pair": pair,
+        "class_names": [class_a, class_b],
+        "replicate": replicate,
+        "labels": labels,
+        "test_accuracy": float(lc_map[-1].max()),
+        "n_train": 200,
+        "n_val": 50,
+        "n_test": 62,
+        "time_slices": slices,
+        "epochs": epochs,
+        "durations": {"total_s": 1.0},
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     (folder / "run.log").write_text("synthetic run written by tests/analysis_fixtures.py\n")
     if state is not None:
@@ -124,10 +162,16 @@ def write_run(root, *, study: str, source: str, pair: int, replicate: int, label
 
 def write_status(folder, state: str, run_id: str | None = None) -> None:
     folder = Path(folder)
-    status = {"state": state, "run_id": run_id or folder.name, "host": "fixture", "pid": 0,
-              "started": "2025-01-01T00:00:00", "ended": None if state == "running" else "2025-01-01T00:01:00",
-              "error": "RuntimeError: boom" if state == "failed" else None,
-              "traceback": "Traceback ...\nRuntimeError: boom" if state == "failed" else None}
+    status = {
+        "state": state,
+        "run_id": run_id or folder.name,
+        "host": "fixture",
+        "pid": 0,
+        "started": "2025-01-01T00:00:00",
+        "ended": None if state == "running" else "2025-01-01T00:01:00",
+        "error": "RuntimeError: boom" if state == "failed" else None,
+        "traceback": "Traceback ...\nRuntimeError: boom" if state == "failed" else None,
+    }
     (folder / "status.json").write_text(json.dumps(status))
 
 
@@ -148,9 +192,20 @@ def break_run(folder, how: str) -> None:
         raise ValueError(f"unknown breakage {how!r} (one of {BROKEN_KINDS})")
 
 
-def make_study(root, study: str = "fixture", sources=("gesture", "sentence"), pairs=(0, 1, 2), replicates: int = 3,
-               epochs: int = 6, slices=None, shuffled_replicates: int = 2, broken: bool = True, seed: int = 0,
-               extra_rows: bool = True, progress: bool = False) -> dict:
+def make_study(
+    root,
+    study: str = "fixture",
+    sources=("gesture", "sentence"),
+    pairs=(0, 1, 2),
+    replicates: int = 3,
+    epochs: int = 6,
+    slices=None,
+    shuffled_replicates: int = 2,
+    broken: bool = True,
+    seed: int = 0,
+    extra_rows: bool = True,
+    progress: bool = False,
+) -> dict:
     """A small study: sources x pairs x replicates real runs, optional shuffled-label runs and broken folders.
 
     Returns ``{"root", "study", "runs": {run_id: info}, "broken": {run_id: kind}}``; ``info`` holds
@@ -164,19 +219,42 @@ def make_study(root, study: str = "fixture", sources=("gesture", "sentence"), pa
     plan = [(s, p, r, "real") for s in sources for p in pairs for r in range(1, replicates + 1)]
     plan += [(s, p, r, "shuffled") for s in sources for p in pairs for r in range(1, shuffled_replicates + 1)]
     for i, (source, pair, replicate, labels) in enumerate(plan, 1):
-        run_id, folder, lc_map = write_run(root, study=study, source=source, pair=pair, replicate=replicate,
-                                           labels=labels, epochs=epochs, slices=slices[source], rng=rng,
-                                           extra_rows=extra_rows)
-        runs[run_id] = {"source": source, "labels": labels, "pair": pair, "replicate": replicate, "map": lc_map,
-                        "folder": folder}
+        run_id, folder, lc_map = write_run(
+            root,
+            study=study,
+            source=source,
+            pair=pair,
+            replicate=replicate,
+            labels=labels,
+            epochs=epochs,
+            slices=slices[source],
+            rng=rng,
+            extra_rows=extra_rows,
+        )
+        runs[run_id] = {
+            "source": source,
+            "labels": labels,
+            "pair": pair,
+            "replicate": replicate,
+            "map": lc_map,
+            "folder": folder,
+        }
         if progress and i % 100 == 0:
             print(f"  wrote {i}/{len(plan)} runs", flush=True)
     broken_runs: dict[str, str] = {}
     if broken:
         for j, how in enumerate(BROKEN_KINDS):
             source = sources[j % len(sources)]
-            run_id, folder, _ = write_run(root, study=study, source=source, pair=pairs[0], replicate=900 + j,
-                                          epochs=epochs, slices=slices[source], rng=rng)
+            run_id, folder, _ = write_run(
+                root,
+                study=study,
+                source=source,
+                pair=pairs[0],
+                replicate=900 + j,
+                epochs=epochs,
+                slices=slices[source],
+                rng=rng,
+            )
             break_run(folder, how)
             broken_runs[run_id] = how
     return {"root": Path(root), "study": study, "runs": runs, "broken": broken_runs}

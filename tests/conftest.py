@@ -1,4 +1,5 @@
 """Shared test fixtures: composing run configs the way `python -m pipeline` does."""
+
 import os
 import subprocess
 import sys
@@ -8,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pipeline.app import CONFIG_DIR, prepare
+from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
 
 REPO = Path(__file__).resolve().parent.parent
-from tests.slurm_cluster import slurm_cluster  # noqa: E402,F401  (the one-node Slurm fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -33,5 +34,11 @@ def run_config(*overrides: str):
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
     """`python -m pipeline ...` in a subprocess, as a user runs it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )

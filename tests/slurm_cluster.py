@@ -27,8 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -51,14 +51,14 @@ class SlurmCluster:
     slurm_conf: Path
     repo_root: Path
     conf_dir: Path
-    timings: Dict[str, float]
+    timings: dict[str, float]
 
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
-def _unavailable_reason() -> Optional[str]:
+def _unavailable_reason() -> str | None:
     if not sys.platform.startswith("linux"):
         return f"the test Slurm cluster needs Linux (this is {sys.platform})"
     if os.geteuid() != 0:
@@ -82,9 +82,7 @@ def _run_script(name: str, timeout: float) -> tuple[float, str]:
     )
     dt = time.monotonic() - t0
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"slurm/cluster/{name} failed (exit {proc.returncode}) after {dt:.1f}s:\n{proc.stdout}"
-        )
+        raise RuntimeError(f"slurm/cluster/{name} failed (exit {proc.returncode}) after {dt:.1f}s:\n{proc.stdout}")
     return dt, proc.stdout
 
 
@@ -96,7 +94,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             pytest.fail(f"CI=true but {reason}", pytrace=False)
         pytest.skip(reason)
 
-    timings: Dict[str, float] = {}
+    timings: dict[str, float] = {}
     try:
         timings["install_s"], _ = _run_script("install.sh", INSTALL_TIMEOUT_S)
         timings["start_s"], out = _run_script("start.sh", START_TIMEOUT_S)
@@ -121,10 +119,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 # ----------------------------------------------------------------- helpers
 
 
-def _check(args: List[str], timeout: float = 30) -> str:
-    proc = subprocess.run(
-        args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-    )
+def _check(args: list[str], timeout: float = 30) -> str:
+    proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
@@ -136,7 +132,7 @@ def sbatch(*args: str) -> str:
     return out.strip().split(";")[0]
 
 
-def sacct_states(job_id: str) -> Dict[str, str]:
+def sacct_states(job_id: str) -> dict[str, str]:
     """{job id (e.g. '12_0'): state (e.g. 'COMPLETED', 'CANCELLED')} of a job's
     allocations (no steps), as the accounting DB has them."""
     out = _check(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "JobID,State"])
@@ -148,13 +144,22 @@ def sacct_states(job_id: str) -> Dict[str, str]:
     return states
 
 
-def wait_for_jobs(job_id: str, n: int = 1, timeout: float = 60.0) -> Dict[str, str]:
+def wait_for_jobs(job_id: str, n: int = 1, timeout: float = 60.0) -> dict[str, str]:
     """Wait until job_id left the queue and sacct records n allocations for it,
     all in a final state; return sacct_states(job_id)."""
-    final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+    final = {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
     end = time.monotonic() + timeout
-    states: Dict[str, str] = {}
+    states: dict[str, str] = {}
     while time.monotonic() < end:
         queued = _check(["squeue", "-h", "-j", str(job_id), "-o", "%i"])
         states = sacct_states(job_id)

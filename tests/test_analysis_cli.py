@@ -21,8 +21,9 @@ METRICS = {"start", "end_minus_start", "max", "tmax"}
 
 def _run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "analysis", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,19 @@ def analysed(tmp_path_factory):
 def test_writes_every_table(analysed):
     out = analysed["out"]
     metrics = pd.read_parquet(out / "metrics.parquet")
-    for column in ("source", "labels", "pair", "replicate", "run_id", "epoch", "start", "end", "end_minus_start",
-                   "max", "tmax"):
+    for column in (
+        "source",
+        "labels",
+        "pair",
+        "replicate",
+        "run_id",
+        "epoch",
+        "start",
+        "end",
+        "end_minus_start",
+        "max",
+        "tmax",
+    ):
         assert column in metrics.columns
     assert set(metrics["labels"]) == {"real", "shuffled"}
     assert metrics["run_id"].nunique() == len(analysed["study"]["runs"])
@@ -48,21 +60,33 @@ def test_writes_every_table(analysed):
     me = pd.read_csv(out / "mixed_effects.csv")
     assert {"metric", "model", "term", "estimate", "std_error", "p_value"} <= set(me.columns)
     assert set(me["metric"]) == METRICS
-    key = {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
-           "labels_sentence_slope"}
+    key = {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope", "labels_sentence_slope"}
     assert key | {"source", "pair_gesture", "pair_sentence"} <= set(me["model"])
     lrt = pd.read_csv(out / "lrt.csv")
     assert {"metric", "model", "chisq", "df", "p_value", "singular"} <= set(lrt.columns)
     assert key <= set(lrt["model"]) and set(lrt["metric"]) == METRICS
     rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
-    assert {"claim", "statement", "metric", "source", "authors_test", "our_test", "estimate", "ci_low", "ci_high",
-            "p_value", "p_holm", "verdict"} <= set(rep.columns)
+    assert {
+        "claim",
+        "statement",
+        "metric",
+        "source",
+        "authors_test",
+        "our_test",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_holm",
+        "verdict",
+    } <= set(rep.columns)
     assert set(rep["claim"]) == {"1", "2", "2b", "3", "4a", "4b", "5"}
     assert set(rep["verdict"]) <= {"replicates", "does not replicate", "not testable here"}
     ols = pd.read_csv(out / "ols.csv")
     assert {"metric", "model", "adj_r2", "f", "p_value"} <= set(ols.columns)
-    assert {"source", "labels_gesture", "pair_sentence", "epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} \
-        <= set(ols["model"])
+    assert {"source", "labels_gesture", "pair_sentence", "epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} <= set(
+        ols["model"]
+    )
     for name in ("contrasts.csv", "effect_sizes.csv", "models.csv", "random_effects.csv", "skipped_runs.csv"):
         assert (out / name).is_file(), name
     skipped = pd.read_csv(out / "skipped_runs.csv")
@@ -72,8 +96,13 @@ def test_writes_every_table(analysed):
 def test_figures_and_a_self_contained_report(analysed):
     out = analysed["out"]
     figures = {p.name for p in (out / "figures").glob("*.png")}
-    assert {"maps_gesture_real.png", "maps_sentence_real.png", "maps_gesture_shuffled.png",
-            "trajectory_tmax_vs_end_minus_start.png", "trajectory_start_vs_max.png"} <= figures
+    assert {
+        "maps_gesture_real.png",
+        "maps_sentence_real.png",
+        "maps_gesture_shuffled.png",
+        "trajectory_tmax_vs_end_minus_start.png",
+        "trajectory_start_vs_max.png",
+    } <= figures
     assert {f"metric_{m}.png" for m in METRICS} <= figures
     assert {"maps_average.png", "maps_difference_gesture.png", "maps_difference_sentence.png"} <= figures
     page = (out / "report.html").read_text()
@@ -106,8 +135,13 @@ def test_metrics_table_input(analysed, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--metrics-table", str(csv), "--out", str(out), "--core-only", "--quiet"]) == 0
     me = pd.read_csv(out / "mixed_effects.csv")
-    assert set(me["model"]) == {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
-                                "labels_sentence_slope"}
+    assert set(me["model"]) == {
+        "source_pairs",
+        "pair_gesture_slope",
+        "pair_sentence_slope",
+        "labels_gesture_slope",
+        "labels_sentence_slope",
+    }
     derived = pd.read_parquet(out / "metrics.parquet")
     assert (derived["end_minus_start"] == derived["end"] - derived["start"]).all()
     figures = {p.name for p in (out / "figures").glob("*.png")}
@@ -139,23 +173,52 @@ def test_clear_errors(tmp_path, capsys):
 def test_help_documents_the_command():
     result = _run("--help")
     assert result.returncode == 0
-    for text in ("--metrics-table", "--out", "--study", "--root", "--no-smooth", "mixed_effects.csv", "lrt.csv",
-                 "ols.csv", "report.html", "(1 | run)"):
+    for text in (
+        "--metrics-table",
+        "--out",
+        "--study",
+        "--root",
+        "--no-smooth",
+        "mixed_effects.csv",
+        "lrt.csv",
+        "ols.csv",
+        "report.html",
+        "(1 | run)",
+    ):
         assert text in result.stdout, text
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REFERENCE / "metrics_50epoch.csv").is_file(),
-                    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)")
+@pytest.mark.skipif(
+    not (REFERENCE / "metrics_50epoch.csv").is_file(),
+    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)",
+)
 def test_the_authors_tables_end_to_end(tmp_path):
     out = tmp_path / "jd"
-    result = _run("--metrics-table", str(REFERENCE / "metrics_50epoch.csv"), "--metrics-table",
-                  str(REFERENCE / "metrics_null_50epoch.csv"), "--out", str(out), timeout=600)
+    result = _run(
+        "--metrics-table",
+        str(REFERENCE / "metrics_50epoch.csv"),
+        "--metrics-table",
+        str(REFERENCE / "metrics_null_50epoch.csv"),
+        "--out",
+        str(out),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     lrt = pd.read_csv(out / "lrt.csv")
-    assert {"source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
-            "labels_sentence_slope", "source", "pair_gesture", "pair_sentence", "source_pair_re", "labels_gesture",
-            "labels_sentence"} == set(lrt["model"])
+    assert {
+        "source_pairs",
+        "pair_gesture_slope",
+        "pair_sentence_slope",
+        "labels_gesture_slope",
+        "labels_sentence_slope",
+        "source",
+        "pair_gesture",
+        "pair_sentence",
+        "source_pair_re",
+        "labels_gesture",
+        "labels_sentence",
+    } == set(lrt["model"])
     assert lrt["converged"].all()
     assert (lrt.loc[lrt["model"] == "source_pairs", "df"] == 2).all()
     models = pd.read_csv(out / "models.csv")
@@ -170,8 +233,7 @@ def test_the_authors_tables_end_to_end(tmp_path):
     rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
     real = pd.read_csv(REFERENCE / "metrics_50epoch.csv")
     real["end_minus_start"] = real["end"] - real["start"]
-    verdict = {(r.claim, r.metric, r.source if isinstance(r.source, str) else ""): r.verdict
-               for r in rep.itertuples()}
+    verdict = {(r.claim, r.metric, r.source if isinstance(r.source, str) else ""): r.verdict for r in rep.itertuples()}
     assert verdict[("1", "start", "")] == "replicates"
     assert verdict[("1", "end_minus_start", "")] == "replicates"
     assert verdict[("1", "max", "")] == "does not replicate"
@@ -182,6 +244,7 @@ def test_the_authors_tables_end_to_end(tmp_path):
         for metric in METRICS:
             assert verdict[("2", metric, source)] == "replicates"
     from scipy import stats as sps
+
     for metric in METRICS:
         row = rep[(rep["claim"] == "1") & (rep["metric"] == metric)].iloc[0]
         means = real.groupby(["source", "pair"])[metric].mean()
@@ -202,15 +265,35 @@ def test_report_renders_diagnostics_after_the_replication_section_and_links_thei
     from analysis import report
     from analysis.stats import StatsResults
 
-    table = pd.DataFrame({"source": ["gesture"] * 2, "labels": ["real"] * 2, "pair": ["a/b"] * 2, "run": ["r1", "r2"],
-                          "epoch": [1, 1], "start": [0.5, 0.6], "end": [0.7, 0.8], "max": [0.8, 0.9],
-                          "tmax": [0.5, 0.6], "end_minus_start": [0.2, 0.2]})
-    empty = {k: pd.DataFrame() for k in ("mixed_effects", "lrt", "models", "random_effects", "contrasts",
-                                         "effect_sizes")}
+    table = pd.DataFrame(
+        {
+            "source": ["gesture"] * 2,
+            "labels": ["real"] * 2,
+            "pair": ["a/b"] * 2,
+            "run": ["r1", "r2"],
+            "epoch": [1, 1],
+            "start": [0.5, 0.6],
+            "end": [0.7, 0.8],
+            "max": [0.8, 0.9],
+            "tmax": [0.5, 0.6],
+            "end_minus_start": [0.2, 0.2],
+        }
+    )
+    empty = {
+        k: pd.DataFrame() for k in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes")
+    }
     long = pd.DataFrame({"run_id": [f"run-{i:03d}" for i in range(300)], "tie_share": [i / 300 for i in range(300)]})
-    page = report.render_report(report.ReportInput(
-        title="t", source_description="x", table=table, ols=pd.DataFrame(), mixed=StatsResults(**empty),
-        figures={}, diagnostics=[{"title": "Probe tie share", "html": "<p>ties</p>", "tables": {"ties": long}}]))
+    page = report.render_report(
+        report.ReportInput(
+            title="t",
+            source_description="x",
+            table=table,
+            ols=pd.DataFrame(),
+            mixed=StatsResults(**empty),
+            figures={},
+            diagnostics=[{"title": "Probe tie share", "html": "<p>ties</p>", "tables": {"ties": long}}],
+        )
+    )
     assert page.index("What replicates") < page.index("Probe tie share") < page.index("Overview")
     # the section's own summary is shown; its long tables are linked as the CSV files cli.py writes
     assert "<p>ties</p>" in page and "href='ties.csv'" in page and "(300 rows)" in page

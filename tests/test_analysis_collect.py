@@ -25,9 +25,13 @@ def test_reads_done_runs_and_lists_the_rest(study, tmp_path):
     assert set(c.runs["run_id"]) == set(study["runs"])
     skipped = {s.run_id: s.reason for s in c.skipped}
     assert set(skipped) == set(study["broken"])
-    expected = {"truncated_curves": "damaged record: curves.parquet truncated", "running": "status is 'running'",
-                "failed": "status is 'failed'", "no_status": "no status.json",
-                "incomplete_map": "missing"}
+    expected = {
+        "truncated_curves": "damaged record: curves.parquet truncated",
+        "running": "status is 'running'",
+        "failed": "status is 'failed'",
+        "no_status": "no status.json",
+        "incomplete_map": "missing",
+    }
     for run_id, how in study["broken"].items():
         assert expected[how] in skipped[run_id], (how, skipped[run_id])
     frame = c.skipped_frame()
@@ -37,8 +41,21 @@ def test_reads_done_runs_and_lists_the_rest(study, tmp_path):
 def test_metrics_equal_a_direct_computation(study):
     c = collect.collect_runs(study["root"], progress=False)
     m = c.metrics
-    for column in ("source", "labels", "pair", "replicate", "run_id", "epoch", "start", "end", "end_minus_start",
-                   "max", "tmax", "pair_index", "study"):
+    for column in (
+        "source",
+        "labels",
+        "pair",
+        "replicate",
+        "run_id",
+        "epoch",
+        "start",
+        "end",
+        "end_minus_start",
+        "max",
+        "tmax",
+        "pair_index",
+        "study",
+    ):
         assert column in m.columns
     for run_id, info in study["runs"].items():
         rows = m[m["run_id"] == run_id].sort_values("epoch")
@@ -82,9 +99,15 @@ def test_changed_added_and_removed_runs_are_noticed(study, tmp_path):
     folder = study["runs"][run_id]["folder"]
     # a rerun of that run: a new map and a new status.json
     new_map = np.full_like(study["runs"][run_id]["map"], 0.75)
-    write_run(study["root"], study="s1", source=study["runs"][run_id]["source"],
-              pair=study["runs"][run_id]["pair"], replicate=study["runs"][run_id]["replicate"],
-              labels=study["runs"][run_id]["labels"], lc_map=new_map)
+    write_run(
+        study["root"],
+        study="s1",
+        source=study["runs"][run_id]["source"],
+        pair=study["runs"][run_id]["pair"],
+        replicate=study["runs"][run_id]["replicate"],
+        labels=study["runs"][run_id]["labels"],
+        lc_map=new_map,
+    )
     st = folder / "status.json"
     os.utime(st, ns=(time.time_ns(), time.time_ns() + 10_000_000))
     c = collect.collect_runs(study["root"], cache_dir=cache, progress=False)
@@ -141,8 +164,9 @@ def test_companion_studies_are_left_out(study):
     """Runs of studies without a data source x class pair design (critical periods, ...) are not read."""
     folder = study["root"] / "critical_pathways" / "runs" / "critical_pathways-abc"
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("study:\n  name: critical_pathways\n  runner: critical_pathways\n"
-                                        "design:\n  replicate: 0\n  labels: real\n")
+    (folder / "config.yaml").write_text(
+        "study:\n  name: critical_pathways\n  runner: critical_pathways\ndesign:\n  replicate: 0\n  labels: real\n"
+    )
     (folder / "status.json").write_text('{"state": "done"}')
     c = collect.collect_runs(study["root"], progress=False)
     assert set(c.runs["study"]) == {"s1"}

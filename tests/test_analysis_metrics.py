@@ -125,9 +125,11 @@ def test_matches_live_r_on_random_vectors(tmp_path):
             x = np.round(np.cumsum(rng.normal(size=n)), 1)
         vectors.append(x)
     (tmp_path / "in.txt").write_text("\n".join(" ".join(repr(float(v)) for v in x) for x in vectors) + "\n")
-    script = ("l <- readLines('in.txt'); o <- vapply(l, function(s) paste(sprintf('%.17g', "
-              "as.numeric(smooth(as.numeric(strsplit(s, ' ')[[1]])))), collapse = ' '), ''); "
-              "writeLines(o, 'out.txt')")
+    script = (
+        "l <- readLines('in.txt'); o <- vapply(l, function(s) paste(sprintf('%.17g', "
+        "as.numeric(smooth(as.numeric(strsplit(s, ' ')[[1]])))), collapse = ' '), ''); "
+        "writeLines(o, 'out.txt')"
+    )
     subprocess.run(["Rscript", "-e", script], cwd=tmp_path, check=True, capture_output=True, timeout=120)
     lines = (tmp_path / "out.txt").read_text().splitlines()
     assert len(lines) == len(vectors)

@@ -42,10 +42,10 @@ def test_the_whole_command_runs_with_torch_blocked(tmp_path):
         sys.meta_path.insert(0, NoTorch())  # any `import torch` now fails
         sys.path.insert(0, {str(REPO)!r})
         from tests.analysis_fixtures import make_study
-        make_study({str(tmp_path / 'outputs')!r}, study="t", pairs=(0, 1), replicates=2, shuffled_replicates=0,
+        make_study({str(tmp_path / "outputs")!r}, study="t", pairs=(0, 1), replicates=2, shuffled_replicates=0,
                    epochs=4)
         from analysis.cli import main
-        code = main(["--root", {str(tmp_path / 'outputs')!r}, "--core-only", "--quiet"])
+        code = main(["--root", {str(tmp_path / "outputs")!r}, "--core-only", "--quiet"])
         assert code == 0, code
         assert "torch" not in sys.modules
         print("ok")

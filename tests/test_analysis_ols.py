@@ -20,7 +20,8 @@ REFERENCE = REPO.parent / "shared" / "reference" / "jiang_dale_2025"
 DATA = Path(__file__).parent / "data"
 needs_reference = pytest.mark.skipif(
     not (REFERENCE / "metrics_50epoch.csv").is_file() or not (REFERENCE / "metrics_null_50epoch.csv").is_file(),
-    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)")
+    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)",
+)
 
 
 def _toy(seed=0, n_per=40):
@@ -31,8 +32,20 @@ def _toy(seed=0, n_per=40):
             for pair in ("a/b", "a/c", "b/c"):
                 for epoch in range(1, n_per + 1):
                     y = 0.5 + 0.1 * (source == "sentence") + 0.002 * epoch * (pair == "a/c") + rng.normal(0, 0.05)
-                    rows.append({"source": source, "labels": labels, "pair": pair, "replicate": 1, "epoch": epoch,
-                                 "start": y, "end": y + 0.1, "max": y + 0.2, "tmax": 0.5, "end_minus_start": 0.1})
+                    rows.append(
+                        {
+                            "source": source,
+                            "labels": labels,
+                            "pair": pair,
+                            "replicate": 1,
+                            "epoch": epoch,
+                            "start": y,
+                            "end": y + 0.1,
+                            "max": y + 0.2,
+                            "tmax": 0.5,
+                            "end_minus_start": 0.1,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -67,8 +80,17 @@ def test_lm_refuses_rank_deficient_designs():
 def test_authors_models_and_names():
     out = authors_ols(_toy())
     models = set(out["model"])
-    assert {"source", "labels_gesture", "labels_sentence", "pair_gesture", "pair_sentence", "epoch_pair_gesture",
-            "epoch_pair_sentence", "epoch_vs_epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} == models
+    assert {
+        "source",
+        "labels_gesture",
+        "labels_sentence",
+        "pair_gesture",
+        "pair_sentence",
+        "epoch_pair_gesture",
+        "epoch_pair_sentence",
+        "epoch_vs_epoch_pair_gesture",
+        "epoch_vs_epoch_pair_sentence",
+    } == models
     assert set(out["metric"]) == {"start", "end_minus_start", "max", "tmax"}
     for column in ("metric", "model", "adj_r2", "f", "p_value"):
         assert column in out.columns
@@ -146,8 +168,21 @@ def test_matches_stored_r_lm_on_the_reference_tables():
 @needs_reference
 @pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not on PATH (apt-get install r-base-core)")
 def test_matches_live_r_lm_on_the_reference_tables(tmp_path):
-    subprocess.run(["Rscript", str(DATA / "make_r_reference.R"), "--reference", str(REFERENCE), "--out",
-                    str(tmp_path), "--skip-lme4"], cwd=REPO, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            "Rscript",
+            str(DATA / "make_r_reference.R"),
+            "--reference",
+            str(REFERENCE),
+            "--out",
+            str(tmp_path),
+            "--skip-lme4",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     _compare_with_r(_r_lm_frame(tmp_path / "r_lm_reference.json"))
     # the committed smoother cases are what this R gives too
     live = json.loads((tmp_path / "r_smooth_cases.json").read_text())["cases"]

@@ -23,8 +23,17 @@ REFERENCE = REPO.parent / "shared" / "reference" / "jiang_dale_2025"
 DATA = Path(__file__).parent / "data"
 
 
-def _panel(seed=1, sources=("gesture", "sentence"), pairs=("a/b", "a/c", "b/c"), replicates=6, epochs=8,
-           sd_run=0.05, sd_pair=0.03, sd_slope=0.004, shuffled=0):
+def _panel(
+    seed=1,
+    sources=("gesture", "sentence"),
+    pairs=("a/b", "a/c", "b/c"),
+    replicates=6,
+    epochs=8,
+    sd_run=0.05,
+    sd_pair=0.03,
+    sd_slope=0.004,
+    shuffled=0,
+):
     """A balanced synthetic metrics table with run, pair and slope variation."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -35,13 +44,30 @@ def _panel(seed=1, sources=("gesture", "sentence"), pairs=("a/b", "a/c", "b/c"),
                 for rep in range(1, reps + 1):
                     u, b = rng.normal(0, sd_run), rng.normal(0, sd_slope)
                     for epoch in range(1, epochs + 1):
-                        y = (0.6 + 0.1 * s_i + pair_effect + u + (0.01 + 0.003 * p_i + b) * epoch
-                             - 0.15 * (labels == "shuffled") + rng.normal(0, 0.02))
+                        y = (
+                            0.6
+                            + 0.1 * s_i
+                            + pair_effect
+                            + u
+                            + (0.01 + 0.003 * p_i + b) * epoch
+                            - 0.15 * (labels == "shuffled")
+                            + rng.normal(0, 0.02)
+                        )
                         e = y + 0.05 + rng.normal(0, 0.02)
-                        rows.append({"source": source, "labels": labels, "pair": pair, "replicate": rep,
-                                     "epoch": epoch, "start": y, "end": e, "max": max(y, e) + 0.05,
-                                     "tmax": min(1.0, 0.3 + 0.01 * epoch + rng.normal(0, 0.05)),
-                                     "end_minus_start": e - y})
+                        rows.append(
+                            {
+                                "source": source,
+                                "labels": labels,
+                                "pair": pair,
+                                "replicate": rep,
+                                "epoch": epoch,
+                                "start": y,
+                                "end": e,
+                                "max": max(y, e) + 0.05,
+                                "tmax": min(1.0, 0.3 + 0.01 * epoch + rng.normal(0, 0.05)),
+                                "end_minus_start": e - y,
+                            }
+                        )
     d = pd.DataFrame(rows)
     d["run"] = d["source"] + "|" + d["labels"] + "|" + d["pair"] + "|" + d["replicate"].astype(str)
     return d
@@ -63,8 +89,7 @@ def test_holm_matches_statsmodels():
 def test_design_matrix_coding_and_names():
     d = pd.DataFrame({"pair": ["b/c", "a/b", "a/c", "a/b"], "epoch": [1, 2, 3, 4], "source": list("xyxy")})
     des = design_matrix(d, "epoch * pair")
-    assert des.names == ["Intercept", "epoch", "pair[T.a/c]", "pair[T.b/c]", "epoch:pair[T.a/c]",
-                         "epoch:pair[T.b/c]"]
+    assert des.names == ["Intercept", "epoch", "pair[T.a/c]", "pair[T.b/c]", "epoch:pair[T.a/c]", "epoch:pair[T.b/c]"]
     assert des.levels["pair"] == ["a/b", "a/c", "b/c"]  # sorted; the first is the reference
     assert des.X[:, 4].tolist() == [0, 0, 3, 0]
     assert parse_rhs("source * epoch") == [("source",), ("epoch",), ("source", "epoch")]
@@ -82,15 +107,19 @@ def test_profiled_optimum_is_statsmodels_optimum(kind, reml):
     d = _panel()
     d = d[d["labels"] == "real"].reset_index(drop=True)
     d["pairkey"] = d["source"] + ":" + d["pair"]
-    structure = {"intercept": lmm.Structure("intercept", "run"),
-                 "nested": lmm.Structure("nested", "pairkey", inner="run"),
-                 "slope": lmm.Structure("slope", "run", slope="epoch")}[kind]
+    structure = {
+        "intercept": lmm.Structure("intercept", "run"),
+        "nested": lmm.Structure("nested", "pairkey", inner="run"),
+        "slope": lmm.Structure("slope", "run", slope="epoch"),
+    }[kind]
     des = design_matrix(d, "source * epoch")
     pf = lmm.profiled_fit(d["start"].to_numpy(), des.X, d, structure, reml=reml)
     assert pf.success
-    kwargs = {"intercept": dict(groups="run"),
-              "nested": dict(groups="pairkey", re_formula="1", vc_formula={"run": "0 + C(run)"}),
-              "slope": dict(groups="run", re_formula="~epoch")}[kind]
+    kwargs = {
+        "intercept": dict(groups="run"),
+        "nested": dict(groups="pairkey", re_formula="1", vc_formula={"run": "0 + C(run)"}),
+        "slope": dict(groups="run", re_formula="~epoch"),
+    }[kind]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cold = smf.mixedlm("start ~ source * epoch", d, **kwargs).fit(reml=reml)
@@ -160,16 +189,24 @@ def test_nested_slope_criterion_equals_the_dense_likelihood(reml):
     dense = _dense_deviance(y, des.X, d, fit.theta, reml)
     assert -0.5 * dense[0] == pytest.approx(fit.llf, abs=1e-7)
     assert np.allclose(fit.fe_cov, dense[2], rtol=1e-7)
-    assert set(fit.variances()) == {"Var(pairkey: Intercept)", "Var(pairkey: epoch)", "Cov(pairkey: Intercept, epoch)",
-                                    "Var(run: Intercept)", "Var(run: epoch)", "Cov(run: Intercept, epoch)",
-                                    "Var(residual)"}
+    assert set(fit.variances()) == {
+        "Var(pairkey: Intercept)",
+        "Var(pairkey: epoch)",
+        "Cov(pairkey: Intercept, epoch)",
+        "Var(run: Intercept)",
+        "Var(run: epoch)",
+        "Cov(run: Intercept, epoch)",
+        "Var(residual)",
+    }
 
 
 # --- lme4 (stored) --------------------------------------------------------------------------------
 
 
-needs_reference = pytest.mark.skipif(not (REFERENCE / "metrics_50epoch.csv").is_file(),
-                                     reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)")
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "metrics_50epoch.csv").is_file(),
+    reason=f"the authors' reference tables are not in {REFERENCE} (CI has ../shared)",
+)
 
 
 def _compare_with_lme4(fits: list[dict], metric: str = "tmax") -> None:
@@ -205,8 +242,9 @@ def _compare_with_lme4(fits: list[dict], metric: str = "tmax") -> None:
             assert np.allclose(prof.bse, f["std_error"], rtol=1e-5), name  # lme4's vcov, the same formula
 
 
-def _compare_source_pairs_with_lme4(fits: list[dict], metrics=("start", "end_minus_start", "max", "tmax")
-                                    ) -> dict[str, float]:
+def _compare_source_pairs_with_lme4(
+    fits: list[dict], metrics=("start", "end_minus_start", "max", "tmax")
+) -> dict[str, float]:
     """source_pairs (REML) and its LRT's ML fits against lme4 (bobyqa to rhoend 1e-10), for ``metrics``."""
     table = read_metrics_table(REFERENCE / "metrics_50epoch.csv")
     real = table[table["labels"] == "real"].reset_index(drop=True)
@@ -241,8 +279,7 @@ def _compare_source_pairs_with_lme4(fits: list[dict], metrics=("start", "end_min
         r_full = next(f for f in pairs if f["metric"] == metric and f["name"] == "source_pairs_ml")
         r_null = next(f for f in pairs if f["metric"] == metric and f["name"] == "null_pairs_ml")
         if abs(full.llf - r_full["loglik"][0]) < 1e-3 and abs(null.llf - r_null["loglik"][0]) < 1e-3:
-            assert 2 * (full.llf - null.llf) == pytest.approx(2 * (r_full["loglik"][0] - r_null["loglik"][0]),
-                                                              abs=4e-3)
+            assert 2 * (full.llf - null.llf) == pytest.approx(2 * (r_full["loglik"][0] - r_null["loglik"][0]), abs=4e-3)
     return worst
 
 
@@ -263,8 +300,9 @@ def test_source_pairs_agrees_with_stored_lme4_fits():
 def _has_lme4() -> bool:
     if shutil.which("Rscript") is None:
         return False
-    probe = subprocess.run(["Rscript", "-e", "quit(status = !requireNamespace('lme4', quietly = TRUE))"],
-                           capture_output=True, timeout=60)
+    probe = subprocess.run(
+        ["Rscript", "-e", "quit(status = !requireNamespace('lme4', quietly = TRUE))"], capture_output=True, timeout=60
+    )
     return probe.returncode == 0
 
 
@@ -275,9 +313,22 @@ def test_agrees_with_live_lme4(tmp_path):
         pytest.skip("Rscript with the lme4 package not available (apt-get install r-base-core r-cran-lme4)")
     # one metric's source_pairs fits (lme4 with bobyqa takes minutes per metric); the stored
     # reference, checked above, holds all four
-    subprocess.run(["Rscript", str(DATA / "make_r_reference.R"), "--reference", str(REFERENCE), "--out",
-                    str(tmp_path), "--source-pairs-metrics", "tmax"], cwd=REPO, check=True, capture_output=True,
-                   timeout=1800)
+    subprocess.run(
+        [
+            "Rscript",
+            str(DATA / "make_r_reference.R"),
+            "--reference",
+            str(REFERENCE),
+            "--out",
+            str(tmp_path),
+            "--source-pairs-metrics",
+            "tmax",
+        ],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
     fits = json.loads((tmp_path / "r_lme4_reference.json").read_text())["fits"]
     _compare_with_lme4(fits)
     _compare_source_pairs_with_lme4(fits, metrics=("tmax",))
@@ -296,8 +347,13 @@ def test_model_specs_follow_the_table():
     d = _panel(shuffled=2)
     specs = {s.name: s for s in model_specs(d)}
     names = list(specs)
-    assert names[:5] == ["source_pairs", "pair_gesture_slope", "pair_sentence_slope", "labels_gesture_slope",
-                         "labels_sentence_slope"]
+    assert names[:5] == [
+        "source_pairs",
+        "pair_gesture_slope",
+        "pair_sentence_slope",
+        "labels_gesture_slope",
+        "labels_sentence_slope",
+    ]
     assert {"source", "pair_gesture", "source_slope", "source_pair_re", "labels_gesture"} <= set(names)
     sp = specs["source_pairs"]
     assert sp.structure.kind == "nested_slope" and sp.null_rhs == "epoch" and not sp.extra
@@ -328,8 +384,9 @@ def test_mixed_effects_tables(results):
     lrt = results.lrt
     for column in ("metric", "model", "chisq", "df", "p_value", "converged", "singular"):
         assert column in lrt.columns
-    assert {"source_pairs", "pair_gesture_slope", "labels_gesture_slope", "source", "source_pair_re"} \
-        <= set(lrt["model"])
+    assert {"source_pairs", "pair_gesture_slope", "labels_gesture_slope", "source", "source_pair_re"} <= set(
+        lrt["model"]
+    )
     row = lrt[(lrt["metric"] == "start") & (lrt["model"] == "source_pairs")].iloc[0]
     assert row["df"] == 2 and row["chisq"] > 0
     assert row["null_formula"] == "start ~ epoch + (1 + epoch | pair) + (1 + epoch | run)"
@@ -345,8 +402,11 @@ def test_mixed_effects_tables(results):
 
     eff = results.effect_sizes
     assert set(eff["model"]) == {"source_pairs", "labels_gesture_slope", "labels_sentence_slope"}
-    lab = eff[(eff["metric"] == "start") & (eff["model"] == "labels_gesture_slope")
-              & (eff["effect"].str.contains("mean epoch"))].iloc[0]
+    lab = eff[
+        (eff["metric"] == "start")
+        & (eff["model"] == "labels_gesture_slope")
+        & (eff["effect"].str.contains("mean epoch"))
+    ].iloc[0]
     assert lab["estimate"] == pytest.approx(-0.15, abs=0.07)
     assert lab["d_ci_low"] <= lab["d"] <= lab["d_ci_high"]
 
@@ -362,8 +422,9 @@ def test_pair_contrasts_match_the_slope_models_coefficients():
     res = mixed_effects(d, metrics=["max"], extras=False)
     me = res.mixed_effects.query("model == 'pair_sentence_slope'").set_index("term")["estimate"]
     con = res.contrasts.query("model == 'pair_sentence_slope' and family == 'epoch_slope'").set_index("contrast")
-    assert con.loc["a/c - b/c", "estimate"] == pytest.approx(me["pair[T.a/c]:epoch"] - me["pair[T.b/c]:epoch"],
-                                                             abs=1e-12)
+    assert con.loc["a/c - b/c", "estimate"] == pytest.approx(
+        me["pair[T.a/c]:epoch"] - me["pair[T.b/c]:epoch"], abs=1e-12
+    )
     assert con.loc["a/b - a/c", "estimate"] == pytest.approx(-me["pair[T.a/c]:epoch"], abs=1e-12)
 
 
@@ -373,8 +434,11 @@ def test_profiled_engine_agrees_with_statsmodels(kind):
     d = _panel(seed=4)
     d = d[d["labels"] == "real"].reset_index(drop=True)
     d["pairkey"] = d["source"] + ":" + d["pair"]
-    structure = (lmm.Structure("nested", "pairkey", inner="run") if kind == "nested"
-                 else lmm.Structure("slope", "run", slope="epoch"))
+    structure = (
+        lmm.Structure("nested", "pairkey", inner="run")
+        if kind == "nested"
+        else lmm.Structure("slope", "run", slope="epoch")
+    )
     des = design_matrix(d, "source * epoch")
     y = d["max"].to_numpy()
     ours = lmm.fit_profiled(y, des.X, des.names, d, structure)
@@ -434,11 +498,14 @@ def test_the_null_table_merges_five_curves():
     assert share == {"gesture": 208 / 250, "sentence": 186 / 250}
     null = table[table["labels"] != "real"]
     T = {"gesture": 150, "sentence": 66}
-    off = sum(int(np.sum(np.abs(g["tmax"] * T[s] - np.round(g["tmax"] * T[s])) > 1e-6))
-              for s, g in null.groupby("source"))
+    off = sum(
+        int(np.sum(np.abs(g["tmax"] * T[s] - np.round(g["tmax"] * T[s])) > 1e-6)) for s, g in null.groupby("source")
+    )
     assert off == 394
-    on_fifth = sum(int(np.sum(np.abs(g["tmax"] * 5 * T[s] - np.round(g["tmax"] * 5 * T[s])) < 1e-6))
-                   for s, g in null.groupby("source"))
+    on_fifth = sum(
+        int(np.sum(np.abs(g["tmax"] * 5 * T[s] - np.round(g["tmax"] * 5 * T[s])) < 1e-6))
+        for s, g in null.groupby("source")
+    )
     assert on_fifth == 500  # every row on the 1/(5T) grid
 
 
@@ -448,7 +515,7 @@ def test_singular_means_lmes_is_singular_not_a_small_slope_scale():
     scale = 1e-3
     sd_i, sd_s = 0.1, 1e-4  # relative SDs 3.2 and 3.2e-3: an eigenvalue ratio of 1e-6
     for rho, singular in ((0.1, False), (1.0, True)):
-        cov = np.array([[sd_i ** 2, rho * sd_i * sd_s], [rho * sd_i * sd_s, sd_s ** 2]])
+        cov = np.array([[sd_i**2, rho * sd_i * sd_s], [rho * sd_i * sd_s, sd_s**2]])
         got = lmm._boundary(cov, np.zeros(0), scale, st)
         assert bool(got) == singular, (rho, got)
         if singular:

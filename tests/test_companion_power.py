@@ -1,11 +1,19 @@
 """The power rule of the companion studies (analysis/companion/power.py) against scipy and statsmodels."""
+
 import numpy as np
 import pytest
 from scipy import stats
 from statsmodels.stats.power import TTestPower
 
-from analysis.companion.power import (holm, holm_floor, min_p_friedman, min_p_row, min_p_signed_rank,
-                                      replicates_needed, t_power)
+from analysis.companion.power import (
+    holm,
+    holm_floor,
+    min_p_friedman,
+    min_p_row,
+    min_p_signed_rank,
+    replicates_needed,
+    t_power,
+)
 
 
 @pytest.mark.parametrize("n", [2, 4, 6, 8, 10])
@@ -17,8 +25,11 @@ def test_smallest_signed_rank_p_is_scipys_exact_p_for_all_positive_differences(n
 @pytest.mark.parametrize("n,k", [(4, 5), (5, 5), (6, 3), (10, 2)])
 def test_smallest_friedman_p_is_scipys_p_for_identical_rankings(n, k):
     groups = [np.full(n, float(g)) + np.arange(n) * 10 for g in range(k)]
-    assert min_p_friedman(n, k) == pytest.approx(stats.friedmanchisquare(*groups).pvalue, rel=1e-12) \
-        if k > 2 else min_p_friedman(n, k) == pytest.approx(stats.chi2.sf(n, 1))
+    assert (
+        min_p_friedman(n, k) == pytest.approx(stats.friedmanchisquare(*groups).pvalue, rel=1e-12)
+        if k > 2
+        else min_p_friedman(n, k) == pytest.approx(stats.chi2.sf(n, 1))
+    )
     # the issue's numbers: 4 replicates, 5 groups -> 0.0030; Holm over 54 tests can never pass
     assert min_p_friedman(4, 5) == pytest.approx(0.0030, abs=5e-5)
     assert holm_floor(min_p_friedman(4, 5), 54) >= 0.05

@@ -1,4 +1,5 @@
 """Critical periods in deep linear networks: the checks of issue 7 as assertions, and the studies end to end."""
+
 import json
 import subprocess
 import sys
@@ -10,9 +11,19 @@ import yaml
 
 from pipeline.config import ConfigError
 from pipeline.deficit import Window
-from pipeline.linear_nets import (_descend, _forward, aligned_chain, analytic_pathways, chain_product,
-                                  gaussian_chain, hierarchical_items, imbalance, mode_basis, train_matrix_completion,
-                                  train_two_pathways)
+from pipeline.linear_nets import (
+    _descend,
+    _forward,
+    aligned_chain,
+    analytic_pathways,
+    chain_product,
+    gaussian_chain,
+    hierarchical_items,
+    imbalance,
+    mode_basis,
+    train_matrix_completion,
+    train_two_pathways,
+)
 from tests.conftest import REPO, run_cli, run_config
 
 DEPTHS = (1, 2, 4, 8)
@@ -42,7 +53,7 @@ def test_chain_gradient_matches_finite_differences():
     _descend(stepped, acts, acts[-1] - y, lr=1.0)
     grads = [w - s for w, s in zip(layers, stepped)]
     eps = 1e-6
-    for k, w in enumerate(layers):
+    for k, _w in enumerate(layers):
         i, j = 1, 0
         plus = [v.copy() for v in layers]
         plus[k][i, j] += eps
@@ -118,9 +129,11 @@ def test_depth8_run_takes_about_a_second():
 
 @pytest.fixture(scope="module")
 def completion_runs():
-    return {(depth, tc): train_matrix_completion(depth=depth, deficit_steps=tc, steps=1500,
-                                                 rng=np.random.default_rng(11))
-            for depth in (1, 2, 3) for tc in (0, 500)}
+    return {
+        (depth, tc): train_matrix_completion(depth=depth, deficit_steps=tc, steps=1500, rng=np.random.default_rng(11))
+        for depth in (1, 2, 3)
+        for tc in (0, 500)
+    }
 
 
 def test_without_deficit_depth2_and_3_complete_the_target(completion_runs):
@@ -149,15 +162,25 @@ def test_completion_records_errors_and_singular_values(completion_runs):
     assert (final > 1.0).sum() > 5
 
 
-@pytest.mark.parametrize("study,override,match", [
-    ("critical_pathways", "study.depth=0", "study.depth=0: must be an integer >= 1"),
-    ("critical_pathways", "study.init=random",
-     "study.init='random': allowed values are mirrored, independent, aligned"),
-    ("critical_pathways_paper", "study.aligned_noise=-0.1", "study.aligned_noise=-0.1: must be a number > 0"),
-    ("critical_pathways", "study.lr=-1", "study.lr=-1: must be a number > 0"),
-    ("critical_matrix_completion", "study.rank_target=200", "study.rank_target=200: must be at most study.size=100"),
-    ("critical_matrix_completion", "study.dtype=float16", "allowed values are float32, float64"),
-])
+@pytest.mark.parametrize(
+    "study,override,match",
+    [
+        ("critical_pathways", "study.depth=0", "study.depth=0: must be an integer >= 1"),
+        (
+            "critical_pathways",
+            "study.init=random",
+            "study.init='random': allowed values are mirrored, independent, aligned",
+        ),
+        ("critical_pathways_paper", "study.aligned_noise=-0.1", "study.aligned_noise=-0.1: must be a number > 0"),
+        ("critical_pathways", "study.lr=-1", "study.lr=-1: must be a number > 0"),
+        (
+            "critical_matrix_completion",
+            "study.rank_target=200",
+            "study.rank_target=200: must be at most study.size=100",
+        ),
+        ("critical_matrix_completion", "study.dtype=float16", "allowed values are float32, float64"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(study, override, match):
     with pytest.raises(ConfigError, match=match):
         run_config(f"study={study}", override)
@@ -167,8 +190,9 @@ def test_run_ids_ignore_the_headline_groups():
     from pipeline.identity import run_id
 
     a = run_config("study=critical_pathways", "study.depth=2")
-    b = run_config("study=critical_pathways", "study.depth=2", "trainer.lr=0.5", "data_source=sentence",
-                   "deficit.kind=zero")
+    b = run_config(
+        "study=critical_pathways", "study.depth=2", "trainer.lr=0.5", "data_source=sentence", "deficit.kind=zero"
+    )
     assert run_id(a) == run_id(b)
     assert run_id(a).startswith("critical_pathways-depth2-deficit_onset0-deficit_length20-r000-")
     assert run_id(a) != run_id(run_config("study=critical_pathways", "study.depth=4"))
@@ -179,8 +203,9 @@ def test_counterbalanced_seed_is_the_same_run_as_the_explicit_cell():
 
     # 60 cells: depth-major, then onset (15 levels); seed 62 -> cell 2 (depth 1, onset 20), replicate 1
     counter = run_config("study=critical_pathways", "seed=62")
-    explicit = run_config("study=critical_pathways", "study.depth=1", "study.deficit_onset=20",
-                          "study.deficit_length=20", "seed=1")
+    explicit = run_config(
+        "study=critical_pathways", "study.depth=1", "study.deficit_onset=20", "study.deficit_length=20", "seed=1"
+    )
     assert counter.design.replicate == 1 and counter.study.deficit_onset == 20
     assert run_id(counter) == run_id(explicit)
 
@@ -211,8 +236,9 @@ def test_analytic_solution_of_depth_one_is_the_closed_form():
 
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_simulation_from_aligned_init_follows_the_analytic_solution(depth):
-    result = train_two_pathways(depth=depth, aligned=True, rng=np.random.default_rng(3), window=Window(0, 150),
-                                steps=600, record_every=20)
+    result = train_two_pathways(
+        depth=depth, aligned=True, rng=np.random.default_rng(3), window=Window(0, 150), steps=600, record_every=20
+    )
     both = result.shares.merge(result.extra["analytic"], on=["step", "mode"], suffixes=("", "_exact"))
     assert len(both) == len(result.shares)
     for column in ("strength_a", "strength_b"):
@@ -236,18 +262,24 @@ def test_paper_configuration_and_stable_amplification():
     from pipeline.studies import get_runner
 
     cfg = run_config("study=critical_pathways_paper", "seed=2")
-    assert (cfg.study.init, cfg.study.depth, cfg.study.deficit_length, cfg.study.deficit_onset) == ("aligned", 4,
-                                                                                                     150, 750)
+    assert (cfg.study.init, cfg.study.depth, cfg.study.deficit_length, cfg.study.deficit_onset) == (
+        "aligned",
+        4,
+        150,
+        750,
+    )
     calls = []
-    result = get_runner("critical_pathways").run(cfg, __import__("pipeline.studies", fromlist=["RunContext"])
-                                                 .RunContext(0, lambda *a: calls.append(a)))
+    result = get_runner("critical_pathways").run(
+        cfg, __import__("pipeline.studies", fromlist=["RunContext"]).RunContext(0, lambda *a: calls.append(a))
+    )
     assert "pathway_analytic" in result.tables
     # onset 750: learning is over, the deficit leaves ~0 imbalance: amplification 1, no growth
     assert result.summary["amplification_mode1"] == pytest.approx(1.0, abs=1e-3)
     assert abs(result.summary["imbalance_growth_mode1"]) < 1e-6
-    early = get_runner("critical_pathways").run(run_config("study=critical_pathways", "study.depth=1", "seed=0"),
-                                                __import__("pipeline.studies", fromlist=["RunContext"])
-                                                .RunContext(0, lambda *a: None))
+    early = get_runner("critical_pathways").run(
+        run_config("study=critical_pathways", "study.depth=1", "seed=0"),
+        __import__("pipeline.studies", fromlist=["RunContext"]).RunContext(0, lambda *a: None),
+    )
     assert early.summary["amplification_mode1"] == pytest.approx(1.0, abs=1e-9)
 
 
@@ -255,8 +287,14 @@ def test_paper_configuration_and_stable_amplification():
 def test_pathways_sweep_end_to_end_and_report(tmp_path):
     from analysis.companion.critical import section
 
-    proc = run_cli("-m", "study=critical_pathways", "study.depth=1,8", "study.deficit_onset=0,800", "seed=0",
-                   f"paths.root={tmp_path}")
+    proc = run_cli(
+        "-m",
+        "study=critical_pathways",
+        "study.depth=1,8",
+        "study.deficit_onset=0,800",
+        "seed=0",
+        f"paths.root={tmp_path}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((tmp_path / "critical_pathways" / "runs").iterdir())
     assert len(runs) == 4
@@ -275,8 +313,16 @@ def test_pathways_sweep_end_to_end_and_report(tmp_path):
 
 @pytest.mark.slow
 def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
-    proc = run_cli("-m", "study=critical_matrix_completion", "study.depth=1,3", "study.deficit_steps=0,500",
-                   "study.steps=1000", "seed=0", f"paths.root={tmp_path}", "hydra/launcher=basic")
+    proc = run_cli(
+        "-m",
+        "study=critical_matrix_completion",
+        "study.depth=1,3",
+        "study.deficit_steps=0,500",
+        "study.steps=1000",
+        "seed=0",
+        f"paths.root={tmp_path}",
+        "hydra/launcher=basic",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((tmp_path / "critical_matrix_completion" / "runs").iterdir())
     assert len(runs) == 4
@@ -284,8 +330,21 @@ def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
         errors = pd.read_parquet(run / "test_error.parquet")
         assert {"step", "phase", "test_error", "train_loss"} <= set(errors.columns)
         assert (run / "singular_values.parquet").exists()
-    out = subprocess.run([sys.executable, "-m", "analysis.companion.critical", "--root", str(tmp_path), "--out",
-                          str(tmp_path / "report")], capture_output=True, text=True, cwd=REPO, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.companion.critical",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     checks = pd.read_csv(tmp_path / "report" / "critical_completion_checks.csv")
     assert (checks.result == "holds").all(), checks.to_dict("records")
@@ -294,8 +353,14 @@ def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
 def test_claims_table_of_one_depth_and_of_the_depth_grid():
     from analysis.companion.critical import pathways_claims
 
-    checks = [{"check": "20-step deficit at onset 0: the deprived pathway's final share of mode 1 falls "
-                        "monotonically with depth", "result": "holds", "measured": ""}]
+    checks = [
+        {
+            "check": "20-step deficit at onset 0: the deprived pathway's final share of mode 1 falls "
+            "monotonically with depth",
+            "result": "holds",
+            "measured": "",
+        }
+    ]
     grid = pd.DataFrame({"depth": [1, 2, 4], "effect_mean": [0.09, 0.3, 0.4], "p_holm": [1e-9, 1e-9, 1e-9]})
     assert pathways_claims(checks, grid).verdict.iloc[0] == "holds"
     undecided = grid.assign(p_holm=[1e-9, 0.2, 1e-9])

@@ -1,5 +1,6 @@
 """The data layer: shipped data sets, the study's file formats on fixtures,
 the tokeniser, class pairs, helpful errors. Fast (numpy only, no torch)."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,18 +13,37 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.data import (EMOTION_CLASSES, IMIGUE_CLASS_NAMES, LOADERS, DataNotFoundError, SequenceData,
-                           class_pairs, load_dataset)
+from pipeline.data import (
+    EMOTION_CLASSES,
+    IMIGUE_CLASS_NAMES,
+    LOADERS,
+    DataNotFoundError,
+    SequenceData,
+    class_pairs,
+    load_dataset,
+)
 from pipeline.data.glove import load_glove_text
 from pipeline.data.imigue import frame_features
 from pipeline.data.text import basic_english, basic_english_reference, embed_token_lists, split_sentences
 
 try:
-    from tests.fixtures_data import (EMOTION_ROWS, write_emotion_csv, write_emotion_txt, write_glove_text,
-                                     write_imigue, write_openpose_clip)
+    from tests.fixtures_data import (
+        EMOTION_ROWS,
+        write_emotion_csv,
+        write_emotion_txt,
+        write_glove_text,
+        write_imigue,
+        write_openpose_clip,
+    )
 except ImportError:  # tests/ on sys.path (rootdir-less runs)
-    from fixtures_data import (EMOTION_ROWS, write_emotion_csv, write_emotion_txt, write_glove_text,  # type: ignore
-                               write_imigue, write_openpose_clip)
+    from fixtures_data import (
+        EMOTION_ROWS,
+        write_emotion_csv,
+        write_emotion_txt,
+        write_glove_text,  # type: ignore
+        write_imigue,
+        write_openpose_clip,
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "dataset"
@@ -55,6 +75,7 @@ def assert_well_formed(d: SequenceData, n_features: int, time_slices: int) -> No
 
 # ------------------------------------------------------------------------------------------ class pairs
 
+
 def test_class_pairs_order():
     pairs = class_pairs(6)
     assert len(pairs) == 15 and pairs[0] == (0, 1) and pairs[4] == (0, 5) and pairs[5] == (1, 2)
@@ -64,6 +85,7 @@ def test_class_pairs_order():
 
 
 # ------------------------------------------------------------------------------------------ configs
+
 
 def test_every_dataset_config_is_complete():
     names = sorted(p.stem for p in CONF.glob("*.yaml") if not p.stem.startswith("default_"))
@@ -88,7 +110,8 @@ def test_default_configs_compose_with_hydra(tmp_path):
     for source in ("gesture", "sentence"):
         (tmp_path / "data_source" / f"{source}.yaml").write_text(f"name: {source}\n")
     (tmp_path / "config.yaml").write_text(
-        "defaults:\n  - data_source: gesture\n  - dataset: default_${data_source}\n  - _self_\n")
+        "defaults:\n  - data_source: gesture\n  - dataset: default_${data_source}\n  - _self_\n"
+    )
     with initialize_config_dir(str(tmp_path), version_base=None):
         assert compose("config").dataset.name == "watch"
         sentence = compose("config", overrides=["data_source=sentence"]).dataset
@@ -108,6 +131,7 @@ def test_config_mismatch_is_an_error():
 
 
 # ------------------------------------------------------------------------------------------ shipped data
+
 
 def test_wiimote_default_gesture_set():
     d = load_dataset(dataset_cfg("wiimote"), cache=False)
@@ -161,13 +185,20 @@ def test_cache_returns_the_same_read_only_data():
 
 # ------------------------------------------------------------------------------------------ text
 
-@pytest.mark.parametrize("text, tokens", [
-    ("You can now install TorchText using pip!", ["you", "can", "now", "install", "torchtext", "using", "pip", "!"]),
-    ("Don't stop", ["don", "'", "t", "stop"]),
-    ('He said "Hi, there" (twice).', ["he", "said", "hi", ",", "there", "(", "twice", ")", "."]),
-    ("a;b:c<br />d? E", ["a", "b", "c", "d", "?", "e"]),
-    ("Profit rose 1.13bn\tto  $2", ["profit", "rose", "1", ".", "13bn", "to", "$2"]),
-])
+
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        (
+            "You can now install TorchText using pip!",
+            ["you", "can", "now", "install", "torchtext", "using", "pip", "!"],
+        ),
+        ("Don't stop", ["don", "'", "t", "stop"]),
+        ('He said "Hi, there" (twice).', ["he", "said", "hi", ",", "there", "(", "twice", ")", "."]),
+        ("a;b:c<br />d? E", ["a", "b", "c", "d", "?", "e"]),
+        ("Profit rose 1.13bn\tto  $2", ["profit", "rose", "1", ".", "13bn", "to", "$2"]),
+    ],
+)
 def test_basic_english(text, tokens):
     assert basic_english(text) == tokens
     assert basic_english_reference(text) == tokens
@@ -183,8 +214,13 @@ def test_basic_english_matches_the_regex_reference():
 
 def test_split_sentences():
     para = 'Sales rose 2% to $11.1bn. "We are pleased," he said. Really? Yes! it was the U.S. market (again.) Done'
-    assert split_sentences(para) == ["Sales rose 2% to $11.1bn.", '"We are pleased," he said.', "Really?",
-                                     "Yes! it was the U.S. market (again.)", "Done"]
+    assert split_sentences(para) == [
+        "Sales rose 2% to $11.1bn.",
+        '"We are pleased," he said.',
+        "Really?",
+        "Yes! it was the U.S. market (again.)",
+        "Done",
+    ]
     assert split_sentences("   ") == []
 
 
@@ -198,6 +234,7 @@ def test_embed_token_lists_unknown_zero_and_padding():
 
 
 # ------------------------------------------------------------------------------------------ GloVe text
+
 
 def test_glove_text_loader(tmp_path):
     vectors = write_glove_text(tmp_path / "g.txt", ["the", "cat", ",", "sat"], dim=6)
@@ -219,10 +256,20 @@ def test_glove_text_loader(tmp_path):
 
 # ------------------------------------------------------------------------------------------ emotion
 
+
 def _emotion_cfg(root: Path, glove: Path, **extra):
-    return {"name": "emotion", "source": "sentence", "loader": "emotion", "root": str(root),
-            "splits": ["train"], "n_classes": 6, "class_names": list(EMOTION_CLASSES),
-            "embeddings": str(glove), "time_slices": None, **extra}
+    return {
+        "name": "emotion",
+        "source": "sentence",
+        "loader": "emotion",
+        "root": str(root),
+        "splits": ["train"],
+        "n_classes": 6,
+        "class_names": list(EMOTION_CLASSES),
+        "embeddings": str(glove),
+        "time_slices": None,
+        **extra,
+    }
 
 
 def test_emotion_loader_txt_and_csv(tmp_path):
@@ -241,11 +288,13 @@ def test_emotion_loader_txt_and_csv(tmp_path):
     c = load_dataset(_emotion_cfg(tmp_path / "csv", tmp_path / "glove" / "glove.tiny.4d.txt"), cache=False)
     assert np.array_equal(c.x, d.x) and np.array_equal(c.y, d.y)
     # cut / pad to time_slices; per_class sampling
-    cut = load_dataset(_emotion_cfg(tmp_path / "txt", tmp_path / "glove" / "glove.tiny.4d.txt", time_slices=3),
-                       cache=False)
+    cut = load_dataset(
+        _emotion_cfg(tmp_path / "txt", tmp_path / "glove" / "glove.tiny.4d.txt", time_slices=3), cache=False
+    )
     assert cut.x.shape[1] == 3 and cut.lengths.max() == 3
-    one = load_dataset(_emotion_cfg(tmp_path / "txt", tmp_path / "glove" / "glove.tiny.4d.txt", per_class=1),
-                       cache=False)
+    one = load_dataset(
+        _emotion_cfg(tmp_path / "txt", tmp_path / "glove" / "glove.tiny.4d.txt", per_class=1), cache=False
+    )
     assert np.bincount(one.y).tolist() == [1] * 6
 
 
@@ -254,19 +303,30 @@ def test_emotion_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     write_glove_text(tmp_path / "g.txt", ["i", "feel"], dim=2)
-    pq.write_table(pa.table({"text": [t for t, _ in EMOTION_ROWS],
-                             "label": [EMOTION_CLASSES.index(lab) for _, lab in EMOTION_ROWS]}),
-                   tmp_path / "train.parquet")
+    pq.write_table(
+        pa.table(
+            {"text": [t for t, _ in EMOTION_ROWS], "label": [EMOTION_CLASSES.index(lab) for _, lab in EMOTION_ROWS]}
+        ),
+        tmp_path / "train.parquet",
+    )
     d = load_dataset(_emotion_cfg(tmp_path, tmp_path / "g.txt"), cache=False)
     assert d.y.tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
 
 
 # ------------------------------------------------------------------------------------------ iMiGUE
 
+
 def test_openpose_frame_features_layout():
-    frame = {"people": [{"pose_keypoints_2d": [float(v) for v in range(75)],
-                         "face_keypoints_2d": [1.0] * 210, "hand_left_keypoints_2d": [],
-                         "hand_right_keypoints_2d": [2.0] * 63}]}
+    frame = {
+        "people": [
+            {
+                "pose_keypoints_2d": [float(v) for v in range(75)],
+                "face_keypoints_2d": [1.0] * 210,
+                "hand_left_keypoints_2d": [],
+                "hand_right_keypoints_2d": [2.0] * 63,
+            }
+        ]
+    }
     f = frame_features(frame)
     assert f.shape == (274,)
     assert f[:4].tolist() == [0, 1, 3, 4]  # x0, y0, x1, y1 (confidence 2, 5 dropped)
@@ -274,8 +334,17 @@ def test_openpose_frame_features_layout():
     assert not frame_features({"people": []}).any()
 
 
-CLIPS = [("c01", 99, 7), ("c02", 20, 4), ("c03", 1, 6), ("c04", 23, 3), ("c05", 12, 5), ("c06", 3, 8),
-         ("c07", 32, 4), ("c08", 31, 5), ("c09", 11, 3)]
+CLIPS = [
+    ("c01", 99, 7),
+    ("c02", 20, 4),
+    ("c03", 1, 6),
+    ("c04", 23, 3),
+    ("c05", 12, 5),
+    ("c06", 3, 8),
+    ("c07", 32, 4),
+    ("c08", 31, 5),
+    ("c09", 11, 3),
+]
 
 
 def _imigue_cfg(root, **extra):
@@ -332,12 +401,19 @@ def test_imigue_single_clip_reader_sorts_frames(tmp_path):
 
 # ------------------------------------------------------------------------------------------ helpful errors
 
+
 def test_missing_imigue_says_what_to_do(tmp_path):
     with pytest.raises(DataNotFoundError) as err:
         load_dataset(_imigue_cfg(tmp_path / "absent"), cache=False)
     msg = str(err.value)
-    for word in ("iMiGUE", str(tmp_path / "absent"), "github.com/linuxsino/iMiGUE", "OpenPose", "dataset.root",
-                 "data/imigue"):
+    for word in (
+        "iMiGUE",
+        str(tmp_path / "absent"),
+        "github.com/linuxsino/iMiGUE",
+        "OpenPose",
+        "dataset.root",
+        "data/imigue",
+    ):
         assert word in msg
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotFoundError, match="labels"):
@@ -362,11 +438,17 @@ def test_missing_emotion_and_glove_say_what_to_do(tmp_path):
 
 # ------------------------------------------------------------------------------------------ watch (seglearn)
 
+
 def _write_watch_file(path, recordings, labels, y_labels=("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")):
     """A file in seglearn's format: np.save of a dict of numpy arrays in a 0-d object array."""
-    data = {"X": [np.asarray(r, dtype=np.float64) for r in recordings], "y": np.asarray(labels),
-            "subject": np.arange(len(labels)) % 3 + 1, "side": np.zeros(len(labels)),
-            "y_labels": list(y_labels), "X_labels": ["ax", "ay", "az", "wx", "wy", "wz"]}
+    data = {
+        "X": [np.asarray(r, dtype=np.float64) for r in recordings],
+        "y": np.asarray(labels),
+        "subject": np.arange(len(labels)) % 3 + 1,
+        "side": np.zeros(len(labels)),
+        "y_labels": list(y_labels),
+        "X_labels": ["ax", "ay", "az", "wx", "wy", "wz"],
+    }
     np.save(path, np.array(data, dtype=object), allow_pickle=True)
     return path
 
@@ -375,8 +457,17 @@ def test_watch_windows_clips_and_recordings(tmp_path):
     rng = np.random.default_rng(0)
     recs = [rng.normal(size=(n, 6)) + k for k, n in enumerate([200, 175, 150, 260, 149, 210])]
     path = _write_watch_file(tmp_path / "watch.npy", recs, [0, 0, 1, 1, 2, 6])
-    cfg = {"name": "w", "source": "gesture", "loader": "watch", "classes": ["ROW", "PEN", "ABD"], "root": str(path),
-           "window": 150, "stride": 25, "min_length": 30, "standardize": False}
+    cfg = {
+        "name": "w",
+        "source": "gesture",
+        "loader": "watch",
+        "classes": ["ROW", "PEN", "ABD"],
+        "root": str(path),
+        "window": 150,
+        "stride": 25,
+        "min_length": 30,
+        "standardize": False,
+    }
     d = load_dataset(cfg, cache=False)
     assert_well_formed(d, n_features=6, time_slices=150)
     # windows per recording: (n - 150) // 25 + 1; FEL (label 2) is not chosen; ROW comes first
@@ -388,7 +479,7 @@ def test_watch_windows_clips_and_recordings(tmp_path):
     # each clip is the start of its window: recording 3's second window starts at sample 25
     w = np.flatnonzero(d.groups == 3)[1]
     n = d.lengths[w]
-    np.testing.assert_allclose(d.x[w, :n], recs[3][25:25 + n].astype(np.float32))
+    np.testing.assert_allclose(d.x[w, :n], recs[3][25 : 25 + n].astype(np.float32))
     full = load_dataset({**cfg, "min_length": 150}, cache=False)
     assert (full.lengths == 150).all()
     std = load_dataset({**cfg, "standardize": True}, cache=False)
@@ -408,22 +499,47 @@ def test_watch_file_that_names_other_code_is_refused(tmp_path):
 
     np.save(tmp_path / "evil.npy", np.array({"X": [Payload()], "y": np.zeros(1)}, dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="only numpy arrays are allowed"):
-        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "evil.npy"),
-                      "classes": ["PEN"]}, cache=False)
+        load_dataset(
+            {
+                "name": "w",
+                "source": "gesture",
+                "loader": "watch",
+                "root": str(tmp_path / "evil.npy"),
+                "classes": ["PEN"],
+            },
+            cache=False,
+        )
     assert not marker.exists()
     good = _write_watch_file(tmp_path / "ok.npy", [np.zeros((160, 6))], [0]).read_bytes()
     (tmp_path / "cut.npy").write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match="not a readable watch data file"):
-        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "cut.npy"),
-                      "classes": ["PEN"]}, cache=False)
+        load_dataset(
+            {
+                "name": "w",
+                "source": "gesture",
+                "loader": "watch",
+                "root": str(tmp_path / "cut.npy"),
+                "classes": ["PEN"],
+            },
+            cache=False,
+        )
     np.save(tmp_path / "plain.npy", np.zeros((3, 6)))
     with pytest.raises(ValueError, match="0-d object array"):
-        load_dataset({"name": "w", "source": "gesture", "loader": "watch", "root": str(tmp_path / "plain.npy"),
-                      "classes": ["PEN"]}, cache=False)
+        load_dataset(
+            {
+                "name": "w",
+                "source": "gesture",
+                "loader": "watch",
+                "root": str(tmp_path / "plain.npy"),
+                "classes": ["PEN"],
+            },
+            cache=False,
+        )
 
 
 def test_watch_default_gesture_set():
     from pipeline.data.watch import _read_cached, watch_file
+
     raw = _read_cached(str(watch_file(None)))
     assert len(raw["X"]) == 140 and raw["y_labels"] == ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
     assert np.bincount(raw["y"]).tolist() == [20] * 7
@@ -438,6 +554,7 @@ def test_watch_default_gesture_set():
     # the study's regime: every pair gives >= 7 optimiser updates per epoch at batch 128, whatever the split
     from analysis.health import updates_per_epoch
     from pipeline.splits import make_splits
+
     for k, pair in enumerate(class_pairs(6)):
         for replicate in range(3):
             s = make_splits(d.x, d.y, pair, np.random.default_rng([k, replicate]), groups=d.groups)

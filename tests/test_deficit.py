@@ -1,4 +1,5 @@
 """Deficit schedules (pipeline/deficit.py) and their wiring into the sequence runner."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,15 +7,22 @@ import torch
 from omegaconf import OmegaConf
 
 from pipeline.config import ConfigError
-from pipeline.deficit import (Window, affected_samples, applies, build_batch_transform, describe,
-                              validate_deficit)
+from pipeline.deficit import Window, affected_samples, applies, build_batch_transform, describe, validate_deficit
 
 X = np.arange(6 * 4 * 3, dtype=np.float32).reshape(6, 4, 3) + 1.0  # no zeros: zeroing is visible
 
 
 def _cfg(**kw):
-    base = {"kind": "zero", "onset": 1, "length": 2, "unit": "epoch", "sources": None, "features": None,
-            "fraction": 1.0, "noise_std": 1.0}
+    base = {
+        "kind": "zero",
+        "onset": 1,
+        "length": 2,
+        "unit": "epoch",
+        "sources": None,
+        "features": None,
+        "fraction": 1.0,
+        "noise_std": 1.0,
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -85,14 +93,17 @@ def test_step_unit_counts_training_batches():
     assert blocked == [False, False, True, False, False]
 
 
-@pytest.mark.parametrize("override,match", [
-    ({"kind": "blur"}, "deficit.kind='blur': allowed values are none, zero, noise"),
-    ({"unit": "minute"}, "deficit.unit='minute': allowed values are epoch, step"),
-    ({"length": -1}, "deficit.length=-1: must be an integer >= 0"),
-    ({"fraction": 0}, r"deficit.fraction=0: must be a number in \(0, 1\]"),
-    ({"features": [3]}, "this data set has 3 input feature"),
-    ({"sources": "gesture"}, "deficit.sources='gesture': must be null or a list"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"kind": "blur"}, "deficit.kind='blur': allowed values are none, zero, noise"),
+        ({"unit": "minute"}, "deficit.unit='minute': allowed values are epoch, step"),
+        ({"length": -1}, "deficit.length=-1: must be an integer >= 0"),
+        ({"fraction": 0}, r"deficit.fraction=0: must be a number in \(0, 1\]"),
+        ({"features": [3]}, "this data set has 3 input feature"),
+        ({"sources": "gesture"}, "deficit.sources='gesture': must be null or a list"),
+    ],
+)
 def test_bad_deficits_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         build_batch_transform(_cfg(**override), seed=0, x_train=X)
@@ -100,8 +111,10 @@ def test_bad_deficits_name_the_key(override, match):
 
 def test_describe():
     assert describe(None) == "no deficit"
-    assert describe(_cfg(sources=["gesture"], fraction=0.25)) == \
-        "inputs zeroed, epochs [1, 3), sources gesture, 25% of the training samples"
+    assert (
+        describe(_cfg(sources=["gesture"], fraction=0.25))
+        == "inputs zeroed, epochs [1, 3), sources gesture, 25% of the training samples"
+    )
 
 
 def test_default_config_has_no_deficit():
@@ -126,7 +139,7 @@ def test_sequence_run_with_a_deficit(tmp_path):
     assert plain.state == deprived.state == "done" and plain.run_id != deprived.run_id
     a = pd.read_parquet(plain.run_dir / "readouts.parquet")
     b = pd.read_parquet(deprived.run_dir / "readouts.parquet")
-    first = lambda f: f[(f.epoch == 1) & (f.split == "train") & (f.metric == "loss")].value.item()  # noqa: E731
+    first = lambda f: f[(f.epoch == 1) & (f.split == "train") & (f.metric == "loss")].value.item()
     assert first(a) != first(b)
     import yaml
 

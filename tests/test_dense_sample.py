@@ -1,5 +1,6 @@
 """The dense-sample study (docs/science.md 2a): the glyph generator, the VGG, the
 category-structure probe, the learning-curve fits, the config, and an end-to-end run."""
+
 import json
 import subprocess
 import sys
@@ -16,9 +17,17 @@ from pipeline.probes.category_structure import CategoryStructureProbe, category_
 from pipeline.studies.dense_sample import SmallVGG, checkpoint_steps, fit_learning_curve, n_weights
 from tests.conftest import REPO, run_cli, run_config
 
-SMALL = ["study=dense_sample", "study.data.per_class=120", "study.data.train_per_class=100",
-         "study.epochs=2", "study.batch_size=25", "study.category_structure.per_class=15",
-         "study.model.channels=[8,16]", "study.model.hidden=[64]", "study.data.noise=0.2"]
+SMALL = [
+    "study=dense_sample",
+    "study.data.per_class=120",
+    "study.data.train_per_class=100",
+    "study.epochs=2",
+    "study.batch_size=25",
+    "study.category_structure.per_class=15",
+    "study.model.channels=[8,16]",
+    "study.model.hidden=[64]",
+    "study.data.noise=0.2",
+]
 
 
 def test_generator_is_deterministic_and_dense():
@@ -56,7 +65,7 @@ def test_category_measures_on_known_clusters():
     centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
     r = centres[labels] + rng.normal(size=(60, 2))
     rows = pd.DataFrame(category_measures(r, labels), columns=["measure", "a", "b", "value"])
-    get = lambda m: rows[rows.measure == m].value.iloc[0]  # noqa: E731
+    get = lambda m: rows[rows.measure == m].value.iloc[0]
     assert get("between_within_ratio") > 4 and get("category_rdm_corr") > 0.8 and get("ncm_accuracy") == 1.0
     rdm = rows[rows.measure == "class_mean_rdm"].pivot(index="a", columns="b", values="value").to_numpy()
     assert np.allclose(rdm, rdm.T) and np.allclose(np.diag(rdm), 0)
@@ -122,6 +131,7 @@ def test_checkpoints_and_config_validation():
     cfg = run_config(*SMALL)
     assert cfg.design.cell == "train_per_class=100" and cfg.design.class_names == list(CLASS_NAMES)
     from pipeline.identity import run_id
+
     assert run_id(cfg).startswith("dense_sample-train_per_class100-r000-")
     # keys of the headline study do not change a dense-sample run's identity
     assert run_id(run_config(*SMALL, "trainer.epochs=7", "model.hidden_size=64")) == run_id(cfg)
@@ -137,8 +147,12 @@ def test_checkpoints_and_config_validation():
 
 @pytest.mark.slow
 def test_dense_sample_run_end_to_end_and_report(tmp_path):
-    args = [*SMALL, "probe.gradient_spectrum.enabled=true", "probe.gradient_spectrum.group_by=distortion",
-            "probe.gradient_spectrum.batch_size=50"]
+    args = [
+        *SMALL,
+        "probe.gradient_spectrum.enabled=true",
+        "probe.gradient_spectrum.group_by=distortion",
+        "probe.gradient_spectrum.batch_size=50",
+    ]
     result = run_cli("-m", *args, "seed=0,1", f"paths.root={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "dense_sample" / "runs").iterdir())
@@ -166,9 +180,23 @@ def test_dense_sample_run_end_to_end_and_report(tmp_path):
         assert (run / f"{name}.parquet").read_bytes() == (twin / f"{name}.parquet").read_bytes(), name
 
     out = tmp_path / "report"
-    cli = subprocess.run([sys.executable, "-m", "analysis.companion.dense_sample", "--root", str(tmp_path),
-                          "--study", "dense_sample", "--out", str(out)], capture_output=True, text=True,
-                         cwd=REPO, timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.companion.dense_sample",
+            "--root",
+            str(tmp_path),
+            "--study",
+            "dense_sample",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     html = (out / "dense_sample.html").read_text()
     assert html.count("data:image/png;base64,") >= 4 and "Hyperbolic vs exponential" in html
@@ -176,10 +204,12 @@ def test_dense_sample_run_end_to_end_and_report(tmp_path):
     assert set(timing.layer) == {"input", "blocks.0", "blocks.1", "fcs.0", "readout"}
     # the spectra section reads the dense-sample study's spectra too (Friedman-free: two groups)
     from analysis.companion import spectra
+
     sec = spectra.section(tmp_path / "dense_sample", out)
     assert "group_tests" in sec["tables"] and len(sec["tables"]["group_tests"])
     # and the report puts it beside the dense-sample section, with the two replicates' own data draws
     from analysis.companion import companion_sections
+
     titles = [s["title"] for s in companion_sections(tmp_path, "dense_sample", tmp_path / "combined")]
     assert titles == ["Category structure in the dense-sample study", "Gradient spectra by group"]
     seeds = {json.loads((r / "summary.json").read_text())["data_seed"] for r in runs}

@@ -1,4 +1,5 @@
 """The study grid: seed -> design cell + replicate, and run identity."""
+
 import pytest
 
 from pipeline.design import Cell, assign, is_explicit, participant_of, run_seed, study_cells
@@ -35,8 +36,11 @@ def test_unequal_pair_counts_per_source():
 
 
 def test_generic_factor_levels_make_a_full_factorial_grid():
-    study = {"name": "s", "factors": ["model.depth", "deficit.onset"],
-             "levels": {"model.depth": [1, 2, 4], "deficit.onset": [0, 100]}}
+    study = {
+        "name": "s",
+        "factors": ["model.depth", "deficit.onset"],
+        "levels": {"model.depth": [1, 2, 4], "deficit.onset": [0, 100]},
+    }
     cells = study_cells(study)
     assert len(cells) == 6
     assert cells[1].as_dict() == {"model.depth": 1, "deficit.onset": 100}
@@ -59,6 +63,11 @@ def test_explicit_cells_are_detected_from_overrides():
 
 def test_run_seed_depends_on_design_identity_only():
     assert run_seed(C("gesture", 3), 2, "real") == run_seed(C("gesture", 3), 2, "real")
-    seeds = {run_seed(C(s, p), r, l) for s in ("gesture", "sentence") for p in range(3) for r in range(3)
-             for l in ("real", "shuffled")}
+    seeds = {
+        run_seed(C(s, p), r, l)
+        for s in ("gesture", "sentence")
+        for p in range(3)
+        for r in range(3)
+        for l in ("real", "shuffled")
+    }
     assert len(seeds) == 36

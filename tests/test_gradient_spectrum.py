@@ -1,5 +1,6 @@
 """The gradient-spectrum probe (docs/science.md 2c): exact group gradients, rank bounds, a
 known group difference, the record, the schedule, and an end-to-end headline sweep."""
+
 import json
 import subprocess
 import sys
@@ -12,9 +13,16 @@ from torch import nn
 
 from pipeline.model import SequenceClassifier
 from pipeline.probes import PROBES, ProbeContext, build_probes
-from pipeline.probes.gradient_spectrum import (GradientSpectrumProbe, GroupGradients, effective_rank,
-                                               evaluation_mode, product_svdvals, rank_tolerance, svdvals,
-                                               weight_matrices)
+from pipeline.probes.gradient_spectrum import (
+    GradientSpectrumProbe,
+    GroupGradients,
+    effective_rank,
+    evaluation_mode,
+    product_svdvals,
+    rank_tolerance,
+    svdvals,
+    weight_matrices,
+)
 from pipeline.probes.schedule import Schedule, log_spaced
 from pipeline.studies.dense_sample import SmallVGG
 from tests.conftest import REPO, run_cli
@@ -87,12 +95,15 @@ def test_group_rank_never_exceeds_samples_or_dimensions():
     # groups of 1, 2 and 3 samples, so that the sample bound is the binding one
     groups = np.array([0, 1, 1, 2, 2, 2])
     y = torch.tensor([0, 1, 0, 1, 0, 1])
-    cases = [(lstm, torch.randn(6, steps, 5), steps), (mlp, torch.randn(6, 20), 1),
-             (conv, torch.randn(6, 1, 8, 8), None)]
+    cases = [
+        (lstm, torch.randn(6, steps, 5), steps),
+        (mlp, torch.randn(6, 20), 1),
+        (conv, torch.randn(6, 1, 8, 8), None),
+    ]
     for model, x, per_sample in cases:
         with evaluation_mode(model):
             result = GroupGradients(model).compute(x, y, groups)
-        for layer, kind, module, _ in weight_matrices(model):
+        for layer, kind, _module, _ in weight_matrices(model):
             for g in result["groups"]:
                 n_g = int((groups == g).sum())
                 mat = result["gradients"][g][layer].double()
@@ -158,7 +169,8 @@ def test_harder_class_spreads_its_gradient_over_more_directions(seed):
     assert per_sample[y == 1].mean() > 1.5 * per_sample[y == 0].mean()  # class 1 is the harder one
     rows = GradientSpectrumProbe(batch_size=400).compute(_ctx(model, x, y))
     er = rows[(rows.stat == "effective_rank") & (rows.layer == "0.weight")].pivot_table(
-        index="kind", columns="group", values="value")
+        index="kind", columns="group", values="value"
+    )
     assert er.loc["gradient", "1"] > 2 * er.loc["gradient", "0"]
     assert er.loc["delta", "1"] > er.loc["delta", "0"]
     assert er.loc["activation", "1"] > er.loc["activation", "0"]
@@ -172,8 +184,18 @@ def test_probe_rows_schedule_and_side_effects():
     rows = probe.measure(_ctx(model, x, y, epoch=1))
     assert torch.equal(rng_before, torch.get_rng_state())  # draws no random numbers
     assert all(m.training for m in model.modules())  # modes restored
-    assert list(rows.columns) == ["epoch", "layer", "layer_kind", "group_by", "group", "n_samples", "kind",
-                                  "stat", "index", "value"]
+    assert list(rows.columns) == [
+        "epoch",
+        "layer",
+        "layer_kind",
+        "group_by",
+        "group",
+        "n_samples",
+        "kind",
+        "stat",
+        "index",
+        "value",
+    ]
     assert rows.epoch.dtype == np.int32 and rows.value.dtype == np.float64
     assert set(rows.group) == {"0", "1", "2", "all"}
     assert set(rows.n_samples[rows.group == "0"]) == {4}  # 12 // 3 classes, stratified
@@ -212,6 +234,7 @@ def test_groupings_and_config_errors():
 def test_registry_config_and_schedule():
     assert {"knn", "gradient_spectrum", "category_structure"} <= set(PROBES)
     from tests.conftest import run_config
+
     cfg = run_config()
     assert not cfg.probe.gradient_spectrum.enabled and not cfg.probe.category_structure.enabled
     assert [p.name for p in build_probes(cfg.probe)] == ["knn"]  # both off: the run is as before
@@ -227,8 +250,14 @@ def test_registry_config_and_schedule():
 @pytest.mark.slow
 def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
     # seeds 0 and 25 are two replicates of the same cell (gesture/pair 0) of the counterbalanced design
-    result = run_cli("-m", "seed=0,25", "trainer.epochs=2", "probe.gradient_spectrum.enabled=true",
-                     "probe.gradient_spectrum.schedule=every_epoch", f"paths.root={tmp_path}")
+    result = run_cli(
+        "-m",
+        "seed=0,25",
+        "trainer.epochs=2",
+        "probe.gradient_spectrum.enabled=true",
+        "probe.gradient_spectrum.schedule=every_epoch",
+        f"paths.root={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted((tmp_path / "headline" / "runs").iterdir())
     assert len(runs) == 2
@@ -238,9 +267,23 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
         summary = json.loads((run / "summary.json").read_text())
         assert summary["seconds"]["probes"]["gradient_spectrum"] > 0
     out = tmp_path / "report"
-    cli = subprocess.run([sys.executable, "-m", "analysis.companion.spectra", "--root", str(tmp_path),
-                          "--study", "headline", "--out", str(out)], capture_output=True, text=True,
-                         cwd=REPO, timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "analysis.companion.spectra",
+            "--root",
+            str(tmp_path),
+            "--study",
+            "headline",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     html = (out / "spectra.html").read_text()
     assert "Gradient spectra by group" in html and "data:image/png;base64," in html
@@ -257,11 +300,16 @@ def test_sequence_run_measures_epoch_zero_without_changing_training():
     from pipeline.studies import RunContext, get_runner
     from tests.conftest import run_config
 
-    base = ["seed=0", "trainer.epochs=2", "probe.gradient_spectrum.enabled=true",
-            "probe.gradient_spectrum.schedule=every_epoch"]
+    base = [
+        "seed=0",
+        "trainer.epochs=2",
+        "probe.gradient_spectrum.enabled=true",
+        "probe.gradient_spectrum.schedule=every_epoch",
+    ]
     plain = get_runner("sequence").run(run_config(*base), RunContext(0, lambda *a: None))
-    init = get_runner("sequence").run(run_config(*base, "probe.gradient_spectrum.at_init=true"),
-                                      RunContext(0, lambda *a: None))
+    init = get_runner("sequence").run(
+        run_config(*base, "probe.gradient_spectrum.at_init=true"), RunContext(0, lambda *a: None)
+    )
     rows = init.tables["gradient_spectrum"]
     assert sorted(rows.epoch.unique()) == [0, 1, 2]
     # the later epochs and the training record are bit-identical to the run without epoch 0
@@ -273,8 +321,13 @@ def test_sequence_run_measures_epoch_zero_without_changing_training():
 def test_spectra_min_p_per_family():
     from analysis.companion.spectra import spectra_min_p
 
-    tested = pd.DataFrame({"stat": ["effective_rank"] * 54 + ["sv1"] * 2, "n_runs": [4] * 54 + [6, 6],
-                           "groups": ["a | b | c | d | e"] * 54 + ["a | b"] * 2})
+    tested = pd.DataFrame(
+        {
+            "stat": ["effective_rank"] * 54 + ["sv1"] * 2,
+            "n_runs": [4] * 54 + [6, 6],
+            "groups": ["a | b | c | d | e"] * 54 + ["a | b"] * 2,
+        }
+    )
     floors = spectra_min_p(tested).set_index("family")
     rank = floors.loc["gradient effective_rank"]
     # the issue's case: 5 groups, 4 replicates, 54 tests -> 0.0030 raw, never below 0.05 after Holm

@@ -1,4 +1,5 @@
 """The training-health table (analysis/health.py) and `python -m pipeline.status --health`."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.health import (ACCEPTANCE, authors_performance, default_performance_csv, health_section,
-                             health_summary, health_table, map_movement, run_health, updates_per_epoch)
+from analysis.health import (
+    ACCEPTANCE,
+    authors_performance,
+    default_performance_csv,
+    health_section,
+    health_summary,
+    health_table,
+    map_movement,
+    run_health,
+    updates_per_epoch,
+)
 from tests.analysis_fixtures import make_study, write_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +29,7 @@ PERFORMANCE = REPO.parent / "shared" / "reference" / "jiang_dale_2025" / "perfor
 
 
 def test_map_movement_by_hand():
-    m = np.array([[0.5, 0.5, 0.6, 1.0],
-                  [0.7, 0.5, 0.9, 0.8],
-                  [0.9, 0.4, 0.6, 0.9]])
+    m = np.array([[0.5, 0.5, 0.6, 1.0], [0.7, 0.5, 0.9, 0.8], [0.9, 0.4, 0.6, 0.9]])
     # |last - first| = 0.4, 0.1, 0.0, 0.1 -> mean 0.15 (middle epochs do not count)
     assert map_movement(m) == pytest.approx(0.15)
     assert map_movement(m[:1]) == 0.0
@@ -38,12 +46,21 @@ def _set_summary(folder: Path, **values) -> None:
 def test_run_health_reads_the_record(tmp_path):
     lc = np.tile(np.linspace(0.5, 0.9, 5)[:, None], (1, 7))  # each slice rises by 0.4
     _, folder, _ = write_run(tmp_path, study="s", source="gesture", pair=2, replicate=1, lc_map=lc)
-    _set_summary(folder, n_train=1664, batch_size=256, updates_per_epoch=7, test_accuracy=0.91,
-                 seconds_total=12.5, dataset="watch")
+    _set_summary(
+        folder,
+        n_train=1664,
+        batch_size=256,
+        updates_per_epoch=7,
+        test_accuracy=0.91,
+        seconds_total=12.5,
+        dataset="watch",
+    )
     row = run_health(folder)
     assert row["map_movement"] == pytest.approx(0.4)
     assert (row["n_train"], row["updates_per_epoch"], row["test_accuracy"]) == (1664, 7, 0.91)
-    assert row["epochs"] == 5 and row["dataset"] == "watch" and row["pair"] == "no gesture/hand"  # pair 2 = classes (0, 3)
+    assert (
+        row["epochs"] == 5 and row["dataset"] == "watch" and row["pair"] == "no gesture/hand"
+    )  # pair 2 = classes (0, 3)
     # a record from before updates_per_epoch was stored: counted from n_train and config's batch size (128)
     summary = json.loads((folder / "summary.json").read_text())
     del summary["updates_per_epoch"], summary["batch_size"]
@@ -52,13 +69,12 @@ def test_run_health_reads_the_record(tmp_path):
 
 
 def test_summary_per_source_and_the_bar(tmp_path):
-    study = make_study(tmp_path, study="st", pairs=(0, 1, 2, 3, 4), replicates=1, shuffled_replicates=0,
-                       broken=True)
+    study = make_study(tmp_path, study="st", pairs=(0, 1, 2, 3, 4), replicates=1, shuffled_replicates=0, broken=True)
     runs, skipped = health_table(tmp_path, "st")
     # the broken folders: truncated / incomplete maps are listed; running, failed, no status are not done
     assert len(skipped) == 2 and len(runs) == 10
     accuracies = {"gesture": [0.9, 0.85, 0.75, 0.65, 0.95], "sentence": [0.6, 0.65, 0.9, 0.95, 0.97]}
-    for run_id, info in study["runs"].items():
+    for _run_id, info in study["runs"].items():
         acc = accuracies[info["source"]][info["pair"]]
         _set_summary(info["folder"], test_accuracy=acc, n_train=1000 + info["pair"], batch_size=128)
     runs, _ = health_table(tmp_path, "st")
@@ -67,8 +83,10 @@ def test_summary_per_source_and_the_bar(tmp_path):
     assert g["median_test_accuracy"] == pytest.approx(0.85) and s["median_test_accuracy"] == pytest.approx(0.9)
     assert g["share_pairs_ge_070"] == pytest.approx(0.8) and s["share_pairs_ge_070"] == pytest.approx(0.6)
     assert g["median_n_train"] == 1002 and g["min_updates_per_epoch"] == 8
-    expected_movement = {src: np.median([map_movement(i["map"]) for i in study["runs"].values()
-                                         if i["source"] == src]) for src in ("gesture", "sentence")}
+    expected_movement = {
+        src: np.median([map_movement(i["map"]) for i in study["runs"].values() if i["source"] == src])
+        for src in ("gesture", "sentence")
+    }
     assert g["median_map_movement"] == pytest.approx(expected_movement["gesture"])
     assert g["meets_bar"] == (expected_movement["gesture"] >= ACCEPTANCE["median_map_movement"])
     assert not s["meets_bar"]  # 3 of 5 pairs at 0.70 or above
@@ -122,17 +140,38 @@ def test_section_for_the_report(tmp_path):
 
 def test_status_health_command(tmp_path):
     make_study(tmp_path, study="st", pairs=(0, 1), replicates=1, shuffled_replicates=0, broken=False)
-    out = subprocess.run([sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health",
-                          "--per-run", "--performance-csv", str(tmp_path / "absent.csv")],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.status",
+            "--root",
+            str(tmp_path),
+            "--health",
+            "--per-run",
+            "--performance-csv",
+            str(tmp_path / "absent.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "training health" in out.stdout and "median_map_movement" in out.stdout
     assert "not found" in out.stdout
-    as_json = subprocess.run([sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health", "--json"],
-                             capture_output=True, text=True, cwd=REPO, timeout=120)
+    as_json = subprocess.run(
+        [sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     report = json.loads(as_json.stdout)
     assert {r["source"] for r in report["health"]["summary"]} == {"gesture", "sentence"}
     # the status command stays torch-free with the health table
-    code = ("import sys; from pipeline import status; status.main(['--root', sys.argv[1], '--health']); "
-            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    code = (
+        "import sys; from pipeline import status; status.main(['--root', sys.argv[1], '--health']); "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True).returncode == 0

@@ -1,4 +1,5 @@
 """The information-processing probe against scikit-learn and brute-force references of both tie rules."""
+
 import itertools
 import math
 from fractions import Fraction
@@ -14,8 +15,12 @@ OLD = "self_first_by_index"
 
 
 def sklearn_curve(states: np.ndarray, labels: np.ndarray, k: int = 3) -> np.ndarray:
-    return np.array([KNeighborsClassifier(n_neighbors=k).fit(states[:, t], labels).score(states[:, t], labels)
-                     for t in range(states.shape[1])])
+    return np.array(
+        [
+            KNeighborsClassifier(n_neighbors=k).fit(states[:, t], labels).score(states[:, t], labels)
+            for t in range(states.shape[1])
+        ]
+    )
 
 
 def _distances(reference: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -32,8 +37,14 @@ def _vote(labels: np.ndarray, n_classes: int) -> int:
     return int(np.argmax(np.bincount(labels, minlength=n_classes)))  # first maximum: the lower class
 
 
-def brute_force_curve(states: np.ndarray, labels: np.ndarray, k: int = 3, leave_one_out: bool = False,
-                      query: np.ndarray | None = None, query_labels: np.ndarray | None = None) -> np.ndarray:
+def brute_force_curve(
+    states: np.ndarray,
+    labels: np.ndarray,
+    k: int = 3,
+    leave_one_out: bool = False,
+    query: np.ndarray | None = None,
+    query_labels: np.ndarray | None = None,
+) -> np.ndarray:
     """Plain loops over samples and explicit subsets: the k nearest are S plus each r-subset of E in turn,
     all subsets equally likely; the probability of a right vote is counted as an exact fraction."""
     same = query is None
@@ -48,8 +59,10 @@ def brute_force_curve(states: np.ndarray, labels: np.ndarray, k: int = 3, leave_
                 dist[i] = np.inf
             closer, tied = _sets(dist, k)
             subsets = list(itertools.combinations(tied, k - len(closer)))
-            right = sum(_vote(labels[np.r_[closer, list(subset)].astype(int)], n_classes) == query_labels[i]
-                        for subset in subsets)
+            right = sum(
+                _vote(labels[np.r_[closer, list(subset)].astype(int)], n_classes) == query_labels[i]
+                for subset in subsets
+            )
             total += Fraction(right, len(subsets))
         out.append(float(total / len(query)))
     return np.array(out)
@@ -91,8 +104,15 @@ def old_rule_curve(states: np.ndarray, labels: np.ndarray, k: int = 3, leave_one
     return np.array(out)
 
 
-def sklearn_over_orders(states: np.ndarray, labels: np.ndarray, k: int, orders: int, seed: int = 0,
-                        leave_one_out: bool = False, algorithm: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def sklearn_over_orders(
+    states: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    orders: int,
+    seed: int = 0,
+    leave_one_out: bool = False,
+    algorithm: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's accuracy per time slice, averaged over uniformly random sample orders, and its standard error.
 
     Each order permutes states and labels together, fits and predicts, and maps
@@ -114,12 +134,13 @@ def sklearn_over_orders(states: np.ndarray, labels: np.ndarray, k: int, orders: 
                 for i in range(n):
                     keep = np.arange(n) != i
                     model = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(x[keep, t], y[keep])
-                    right += int(model.predict(x[i:i + 1, t])[0] == y[i])
+                    right += int(model.predict(x[i : i + 1, t])[0] == y[i])
                 scores[o, t] = right / n
             else:
                 predicted = np.empty(n, dtype=labels.dtype)
-                predicted[order] = KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(x[:, t], y).predict(
-                    x[:, t])
+                predicted[order] = (
+                    KNeighborsClassifier(n_neighbors=k, algorithm=algorithm).fit(x[:, t], y).predict(x[:, t])
+                )
                 scores[o, t] = np.mean(predicted == labels)
     return scores.mean(0), scores.std(0, ddof=1) / np.sqrt(orders)
 
@@ -154,19 +175,31 @@ def test_other_k_and_three_classes_match_sklearn_with_vote_ties_to_the_lower_cla
     rng = np.random.default_rng(k)
     labels = rng.integers(0, 3, 90)
     states = rng.normal(size=(90, 3, 6)) + labels[:, None, None] * 0.4
-    np.testing.assert_array_equal(knn_accuracy(torch.tensor(states), torch.tensor(labels), k=k),
-                                  sklearn_curve(states, labels, k=k))
+    np.testing.assert_array_equal(
+        knn_accuracy(torch.tensor(states), torch.tensor(labels), k=k), sklearn_curve(states, labels, k=k)
+    )
 
 
 def test_leave_one_out_matches_sklearn_fit_without_the_sample():
     rng = np.random.default_rng(11)
     labels = rng.integers(0, 2, 50)
     states = rng.normal(size=(50, 3, 5)) + labels[:, None, None] * 0.5
-    expected = [np.mean([KNeighborsClassifier(3).fit(np.delete(states[:, t], i, 0), np.delete(labels, i))
-                         .predict(states[i:i + 1, t])[0] == labels[i] for i in range(50)]) for t in range(3)]
+    expected = [
+        np.mean(
+            [
+                KNeighborsClassifier(3)
+                .fit(np.delete(states[:, t], i, 0), np.delete(labels, i))
+                .predict(states[i : i + 1, t])[0]
+                == labels[i]
+                for i in range(50)
+            ]
+        )
+        for t in range(3)
+    ]
     for ties in ("expected_random_order", OLD):
         np.testing.assert_array_equal(
-            knn_accuracy(torch.tensor(states), torch.tensor(labels), ties=ties, leave_one_out=True), expected)
+            knn_accuracy(torch.tensor(states), torch.tensor(labels), ties=ties, leave_one_out=True), expected
+        )
 
 
 def test_test_split_readout_scores_queries_against_training_states():
@@ -269,8 +302,7 @@ def test_test_split_with_ties_agrees_with_the_subset_enumeration():
     ref, ref_y = _quantised_states(rng, n=40, hidden=5)
     qry, qry_y = _quantised_states(rng, n=12, hidden=5)
     ours = knn_accuracy(torch.tensor(ref), torch.tensor(ref_y), torch.tensor(qry), torch.tensor(qry_y))
-    np.testing.assert_allclose(ours, brute_force_curve(ref, ref_y, query=qry, query_labels=qry_y), rtol=0,
-                               atol=1e-12)
+    np.testing.assert_allclose(ours, brute_force_curve(ref, ref_y, query=qry, query_labels=qry_y), rtol=0, atol=1e-12)
 
 
 def test_tie_share_counts_samples_with_more_tied_points_than_room():
@@ -293,12 +325,15 @@ def test_float32_products_give_the_same_result():
     states[10:20] = states[0]  # exact duplicates, as at LSTM fixed points
     labels = torch.tensor(rng.integers(0, 2, 120))
     for ties in ("expected_random_order", OLD):
-        np.testing.assert_array_equal(knn_accuracy(states, labels, ties=ties, gram_dtype=torch.float32),
-                                      knn_accuracy(states, labels, ties=ties))
-    np.testing.assert_allclose(knn_accuracy(states, labels), brute_force_curve(states.double().numpy(),
-                                                                                labels.numpy()), rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(knn_accuracy(states, labels, ties=OLD),
-                                  old_rule_curve(states.double().numpy(), labels.numpy()))
+        np.testing.assert_array_equal(
+            knn_accuracy(states, labels, ties=ties, gram_dtype=torch.float32), knn_accuracy(states, labels, ties=ties)
+        )
+    np.testing.assert_allclose(
+        knn_accuracy(states, labels), brute_force_curve(states.double().numpy(), labels.numpy()), rtol=0, atol=1e-12
+    )
+    np.testing.assert_array_equal(
+        knn_accuracy(states, labels, ties=OLD), old_rule_curve(states.double().numpy(), labels.numpy())
+    )
 
 
 def test_blocking_does_not_change_the_result():
@@ -323,7 +358,8 @@ def test_old_rule_ties_follow_its_documented_rule():
     for leave_one_out in (False, True):
         np.testing.assert_array_equal(
             knn_accuracy(torch.tensor(states), torch.tensor(labels), ties=OLD, leave_one_out=leave_one_out),
-            old_rule_curve(states, labels, leave_one_out=leave_one_out))
+            old_rule_curve(states, labels, leave_one_out=leave_one_out),
+        )
 
 
 def test_near_ties_below_rounding_are_decided_by_exact_distances():
@@ -338,10 +374,12 @@ def test_near_ties_below_rounding_are_decided_by_exact_distances():
     new, old = brute_force_curve(exact, labels), old_rule_curve(exact, labels)
     as32 = torch.tensor(states, dtype=torch.float32)
     for dtype in (torch.float32, torch.float64):
-        np.testing.assert_allclose(knn_accuracy(as32, torch.tensor(labels), gram_dtype=dtype, max_elements=500),
-                                   new, rtol=0, atol=1e-12)
-        np.testing.assert_array_equal(knn_accuracy(as32, torch.tensor(labels), ties=OLD, gram_dtype=dtype,
-                                                   max_elements=500), old)
+        np.testing.assert_allclose(
+            knn_accuracy(as32, torch.tensor(labels), gram_dtype=dtype, max_elements=500), new, rtol=0, atol=1e-12
+        )
+        np.testing.assert_array_equal(
+            knn_accuracy(as32, torch.tensor(labels), ties=OLD, gram_dtype=dtype, max_elements=500), old
+        )
 
 
 def test_long_rows_take_the_strided_search_and_agree_with_the_references():
@@ -359,12 +397,14 @@ def test_long_rows_take_the_strided_search_and_agree_with_the_references():
         curve = knn_curve(torch.tensor(states), torch.tensor(labels), gram_dtype=dtype)
         np.testing.assert_allclose(curve.accuracy, accuracy, rtol=0, atol=1e-12)
         np.testing.assert_array_equal(curve.tie_share, share)
-        np.testing.assert_array_equal(knn_accuracy(torch.tensor(states), torch.tensor(labels), ties=OLD,
-                                                   gram_dtype=dtype), old)
+        np.testing.assert_array_equal(
+            knn_accuracy(torch.tensor(states), torch.tensor(labels), ties=OLD, gram_dtype=dtype), old
+        )
 
 
 def test_strided_selection_returns_the_smallest_values():
     from pipeline.probes.knn import _smallest
+
     rng = np.random.default_rng(7)
     dist = torch.tensor(rng.integers(0, 50, size=(3, 40, 4099)), dtype=torch.float64)  # many ties
     values, index = _smallest(dist, 4)

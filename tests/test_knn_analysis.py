@@ -1,4 +1,5 @@
 """The analysis side of the KNN tie rule: the rule and mode per run, no pooling, the tie share and its report."""
+
 from __future__ import annotations
 
 import json
@@ -22,19 +23,23 @@ def _set_rule(folder, ties_rule: str, mode: str = "resubstitution", tie_map: np.
     if tie_map is not None:
         table = pq.read_table(folder / "curves.parquet")
         epochs, slices = tie_map.shape
-        extra = pa.table({
-            "probe": pa.array(["knn_tie_share"] * tie_map.size, pa.string()),
-            "split": pa.array(["train"] * tie_map.size, pa.string()),
-            "epoch": pa.array(np.repeat(np.arange(1, epochs + 1), slices).astype(np.int32), pa.int32()),
-            "time_slice": pa.array(np.tile(np.arange(1, slices + 1), epochs).astype(np.int32), pa.int32()),
-            "value": pa.array(tie_map.reshape(-1), pa.float64())})
+        extra = pa.table(
+            {
+                "probe": pa.array(["knn_tie_share"] * tie_map.size, pa.string()),
+                "split": pa.array(["train"] * tie_map.size, pa.string()),
+                "epoch": pa.array(np.repeat(np.arange(1, epochs + 1), slices).astype(np.int32), pa.int32()),
+                "time_slice": pa.array(np.tile(np.arange(1, slices + 1), epochs).astype(np.int32), pa.int32()),
+                "value": pa.array(tie_map.reshape(-1), pa.float64()),
+            }
+        )
         pq.write_table(pa.concat_tables([table, extra]), folder / "curves.parquet")
 
 
 @pytest.fixture()
 def study(tmp_path):
-    s = make_study(tmp_path / "outputs", study="s1", pairs=(0, 1), replicates=2, shuffled_replicates=0, epochs=4,
-                   broken=False)
+    s = make_study(
+        tmp_path / "outputs", study="s1", pairs=(0, 1), replicates=2, shuffled_replicates=0, epochs=4, broken=False
+    )
     rng = np.random.default_rng(0)
     for info in s["runs"].values():
         info["ties"] = np.round(rng.random(info["map"].shape), 3)
@@ -79,7 +84,7 @@ def test_different_rules_are_never_pooled(study, tmp_path):
         collect.collect_runs(study["root"], progress=False)
     message = str(err.value)
     n_new = len(study["runs"]) - 3
-    assert f"3 run(s) under probe.knn.ties=self_first_by_index" in message
+    assert "3 run(s) under probe.knn.ties=self_first_by_index" in message
     assert f"{n_new} run(s) under probe.knn.ties=expected_random_order" in message
     assert "--knn-ties RULE" in message
     for rule, count in (("self_first_by_index", 3), ("expected_random_order", n_new)):
@@ -143,7 +148,10 @@ def test_a_real_run_record_gives_its_tie_share(tmp_path):
     curves = pd.read_parquet(outcome.run_dir / "curves.parquet")
     c = collect.collect_runs(tmp_path, progress=False)
     row = c.runs.iloc[0]
-    assert (row["knn_ties"], row["knn_mode"], row["knn_rule_recorded"]) == ("expected_random_order",
-                                                                           "resubstitution", True)
+    assert (row["knn_ties"], row["knn_mode"], row["knn_rule_recorded"]) == (
+        "expected_random_order",
+        "resubstitution",
+        True,
+    )
     share = curves[curves.probe == "knn_tie_share"].sort_values(["epoch", "time_slice"])
     np.testing.assert_array_equal(c.tie_maps[row["shape"]][row["map_row"]].reshape(-1), share["value"])

@@ -1,4 +1,5 @@
 """probe.knn.ties and probe.knn.mode: validated before anything runs, part of the run's identity, recorded."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,8 +16,11 @@ from tests.conftest import run_cli, run_config
 def test_the_tie_rule_and_the_mode_are_part_of_the_run_id():
     default = run_config()
     assert default.probe.knn.ties == "expected_random_order" and default.probe.knn.mode == "resubstitution"
-    ids = {run_id(default), run_id(run_config("probe.knn.ties=self_first_by_index")),
-           run_id(run_config("probe.knn.mode=leave_one_out"))}
+    ids = {
+        run_id(default),
+        run_id(run_config("probe.knn.ties=self_first_by_index")),
+        run_id(run_config("probe.knn.mode=leave_one_out")),
+    }
     assert len(ids) == 3
 
 
@@ -34,10 +38,13 @@ def test_a_run_done_under_one_rule_is_not_done_for_the_other(tmp_path):
     assert not curves["old"].equals(curves["new"])
 
 
-@pytest.mark.parametrize("key,value,allowed", [
-    ("ties", "random", ["expected_random_order", "self_first_by_index"]),
-    ("mode", "loo", ["resubstitution", "leave_one_out"]),
-])
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("ties", "random", ["expected_random_order", "self_first_by_index"]),
+        ("mode", "loo", ["resubstitution", "leave_one_out"]),
+    ],
+)
 def test_bad_values_fail_before_anything_runs(tmp_path, key, value, allowed):
     with pytest.raises(ConfigError, match=f"probe.knn.{key}={value!r}"):
         run_config(f"probe.knn.{key}={value}")
@@ -54,8 +61,16 @@ def test_probe_rows_hold_the_accuracy_and_the_tie_share():
     states = torch.tensor(rng.normal(size=(40, 5, 3)))
     states[20:] = states[0]  # half the samples at one fixed point
     labels = torch.tensor(rng.integers(0, 2, 40))
-    ctx = ProbeContext(epoch=3, model=torch.nn.Identity(), x_train=states, y_train=labels, x_test=states[:5],
-                       y_test=labels[:5], training_pass_states=states, clean_pass_states=lambda x: x)
+    ctx = ProbeContext(
+        epoch=3,
+        model=torch.nn.Identity(),
+        x_train=states,
+        y_train=labels,
+        x_test=states[:5],
+        y_test=labels[:5],
+        training_pass_states=states,
+        clean_pass_states=lambda x: x,
+    )
     for mode in ("resubstitution", "leave_one_out"):
         rows = KnnProbe(mode=mode, splits=("train", "test")).measure(ctx)
         curve = knn_curve(states, labels, leave_one_out=mode == "leave_one_out")

@@ -1,5 +1,6 @@
 """The multitasking network and its pseudo-kernel: exact gradients, the kernel against autograd and
 against a real SGD step, the study end to end with its report section."""
+
 import json
 import subprocess
 import sys
@@ -29,6 +30,7 @@ def _torch_net(params):
     def f(p, x, t):
         h = torch.sigmoid(x @ p["W_xh"].T + t @ p["W_th"].T - 2.0)
         return torch.sigmoid(h @ p["W_hy"].T + t @ p["W_ty"].T - 2.0)
+
     return tp, f
 
 
@@ -75,8 +77,8 @@ def test_kernel_matches_per_sample_autograd(init_range):
 
     tx, tt, ty = (torch.tensor(a) for a in (train.x, train.t, train.y))
     qx, qt = torch.tensor(query.x), torch.tensor(query.t)
-    g = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0))(p0, tx, tt, ty)        # per-sample loss gradients
-    j = vmap(jacrev(out), in_dims=(None, 0, 0))(p0, qx, qt)                     # d f_k(x_q) / d theta
+    g = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0))(p0, tx, tt, ty)  # per-sample loss gradients
+    j = vmap(jacrev(out), in_dims=(None, 0, 0))(p0, qx, qt)  # d f_k(x_q) / d theta
     reference = sum(torch.einsum("qk...,n...->qkn", j[k], g[k]) for k in mt.PARAMS).numpy()
     ours = mt.kernel(params, query, train)
     assert ours.shape == (len(query), 9, len(train))
@@ -112,31 +114,36 @@ def test_representation_sharing_and_clustering_helpers():
     assert abs(mt.adjusted_rand_index(truth, rng.permutation(truth))) < 0.1
 
 
-@pytest.mark.parametrize("study,init,extra", [
-    ("multitask", "standard", []),
-    ("multitask_pyle2023", "large", ["study.single_epochs=2", "study.finetune_epochs=1"]),
-])
+@pytest.mark.parametrize(
+    "study,init,extra",
+    [
+        ("multitask", "standard", []),
+        ("multitask_pyle2023", "large", ["study.single_epochs=2", "study.finetune_epochs=1"]),
+    ],
+)
 def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     """The run's recorded one-step prediction equals -lr/N sum_n K (mean loss) or -lr sum_n K (summed loss),
     with K formed explicitly (mt.kernel) from the same initial weights, training set and query set."""
     from pipeline.studies import RunContext, get_runner
     from pipeline.studies.critical import instance_seed
 
-    cfg = run_config(f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1",
-                     "seed=0", *extra)
+    cfg = run_config(
+        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=0", *extra
+    )
     ctx = RunContext(0, lambda *a: None)
     recorded = get_runner("multitask").run(cfg, ctx).tables["kernel_prediction"]
     recorded = recorded[recorded.stage == "init"]
     s = cfg.study
-    split, init_rng, _, _, draw_rng = (np.random.default_rng(x)
-                                       for x in np.random.SeedSequence(instance_seed(cfg, ctx)).spawn(5))
+    split, init_rng, _, _, draw_rng = (
+        np.random.default_rng(x) for x in np.random.SeedSequence(instance_seed(cfg, ctx)).spawn(5)
+    )
     stimuli = split.permutation(81)
-    train_stim, test_stim = np.sort(stimuli[:int(s.n_train_stimuli)]), np.sort(stimuli[int(s.n_train_stimuli):])
+    train_stim, test_stim = np.sort(stimuli[: int(s.n_train_stimuli)]), np.sort(stimuli[int(s.n_train_stimuli) :])
     single = ENV.task_sets([1])
     train = ENV.dataset(single, train_stim)
     if int(s.n_train_draws):
         train = train.subset(np.sort(draw_rng.integers(0, len(train), int(s.n_train_draws))))
-    query = ENV.dataset(single, test_stim[:int(s.kernel.n_query_stimuli)])
+    query = ENV.dataset(single, test_stim[: int(s.kernel.n_query_stimuli)])
     params = mt.init_params(init_rng, ENV, int(s.hidden), float(s.init_range[init]))
     k = mt.kernel(params, query, train)
     scale = 1.0 / len(train) if s.loss_reduction == "mean" else 1.0
@@ -161,23 +168,28 @@ def test_paper_protocol_configuration():
     assert all(np.allclose(g_sum[k], len(train) * g_mean[k], rtol=1e-12) for k in g_mean)
 
 
-@pytest.mark.parametrize("override,match", [
-    ("study.init=huge", "study.init='huge': allowed values are standard, large"),
-    ("study.batch_size=half", "study.batch_size='half'; allowed: an integer >= 1 or full"),
-    ("study.loss_reduction=max", "study.loss_reduction='max': allowed values are mean, sum"),
-    ("+study.lr_by_init.huge=1", "study.lr_by_init has huge; allowed keys: standard, large"),
-    ("study.n_train_stimuli=81", "study.n_train_stimuli=81: must be below the number of stimuli"),
-    ("study.finetune_sizes=[1,4]", "study.finetune_sizes=.*set sizes in 1..3"),
-    ("study.kernel.probe_lr=0", "study.kernel.probe_lr=0: must be a number > 0"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("study.init=huge", "study.init='huge': allowed values are standard, large"),
+        ("study.batch_size=half", "study.batch_size='half'; allowed: an integer >= 1 or full"),
+        ("study.loss_reduction=max", "study.loss_reduction='max': allowed values are mean, sum"),
+        ("+study.lr_by_init.huge=1", "study.lr_by_init has huge; allowed keys: standard, large"),
+        ("study.n_train_stimuli=81", "study.n_train_stimuli=81: must be below the number of stimuli"),
+        ("study.finetune_sizes=[1,4]", "study.finetune_sizes=.*set sizes in 1..3"),
+        ("study.kernel.probe_lr=0", "study.kernel.probe_lr=0: must be a number > 0"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
         run_config("study=multitask", override)
 
 
 def test_analysis_companions_do_not_import_torch():
-    code = ("import sys, analysis.companion.critical, analysis.companion.multitask; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, analysis.companion.critical, analysis.companion.multitask; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
 
@@ -187,8 +199,16 @@ def test_multitask_sweep_end_to_end_and_report(tmp_path):
     """Two replicates of each init (a shortened curriculum; in-process launcher), then the report section."""
     from analysis.companion.multitask import section
 
-    proc = run_cli("-m", "study=multitask", "seed=range(0,4)", "study.single_epochs=150", "study.finetune_epochs=10",
-                   f"paths.root={tmp_path}", "hydra/launcher=basic", timeout=600)
+    proc = run_cli(
+        "-m",
+        "study=multitask",
+        "seed=range(0,4)",
+        "study.single_epochs=150",
+        "study.finetune_epochs=10",
+        f"paths.root={tmp_path}",
+        "hydra/launcher=basic",
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted((tmp_path / "multitask" / "runs").iterdir())
     assert len(runs) == 4

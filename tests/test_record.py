@@ -1,11 +1,13 @@
 """The run folder: atomic writes, status, and claims."""
+
 import json
 import multiprocessing as mp
 import os
 
 import pandas as pd
 
-from pipeline.record import RunRecord, atomic_write_json, claim_state, is_done, read_status, try_claim
+from pipeline.record import RunRecord
+from pipeline.runfolder import atomic_write_json, claim_state, is_done, read_status, try_claim
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -51,6 +53,7 @@ def test_a_claim_of_a_dead_process_is_taken_over(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     import socket
+
     (run_dir / "claim.json").write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
     assert claim_state(run_dir) is None
     claim = try_claim(run_dir)

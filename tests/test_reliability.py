@@ -1,4 +1,5 @@
 """Reliability of the run folder: race-free claims, verified done runs, exact failure counts, file modes."""
+
 import json
 import multiprocessing as mp
 import os
@@ -12,8 +13,21 @@ import pytest
 
 from pipeline.packs import PackFailed
 from pipeline.record import RunRecord
-from pipeline.runfolder import (CLAIM, CONFIG, CURVES, STATUS, SUMMARY, FILE_MODE, atomic_write_json, claim_state,
-                                damage, done_check, is_done, read_status, try_claim)
+from pipeline.runfolder import (
+    CLAIM,
+    CONFIG,
+    CURVES,
+    FILE_MODE,
+    STATUS,
+    SUMMARY,
+    atomic_write_json,
+    claim_state,
+    damage,
+    done_check,
+    is_done,
+    read_status,
+    try_claim,
+)
 from pipeline.status import collect, format_report
 
 WORKERS = 4
@@ -105,14 +119,17 @@ def _truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("fault,reason", [
-    (lambda d: _truncate(d / CURVES), "curves.parquet has"),
-    (lambda d: (d / CONFIG).write_text("design:\n  pair: 1\n"), "config.yaml changed"),
-    (lambda d: (d / SUMMARY).unlink(), "summary.json missing"),
-    (lambda d: (d / SUMMARY).write_text('{\n  "c": 4\n}\n'), "summary.json changed"),  # same size
-    (lambda d: (d / STATUS).write_text('{"state": "do'), "status.json unreadable"),
-    (lambda d: (d / STATUS).write_text('[1, 2]'), "status.json is not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "fault,reason",
+    [
+        (lambda d: _truncate(d / CURVES), "curves.parquet has"),
+        (lambda d: (d / CONFIG).write_text("design:\n  pair: 1\n"), "config.yaml changed"),
+        (lambda d: (d / SUMMARY).unlink(), "summary.json missing"),
+        (lambda d: (d / SUMMARY).write_text('{\n  "c": 4\n}\n'), "summary.json changed"),  # same size
+        (lambda d: (d / STATUS).write_text('{"state": "do'), "status.json unreadable"),
+        (lambda d: (d / STATUS).write_text("[1, 2]"), "status.json is not a JSON object"),
+    ],
+)
 def test_a_damaged_done_run_is_found_reported_and_not_done(tmp_path, fault, reason):
     good = _done_record(tmp_path / "headline" / "runs" / "gesture-p00-r000-aaaaaaaaaa")
     bad = _done_record(tmp_path / "headline" / "runs" / "gesture-p00-r001-bbbbbbbbbb")
@@ -174,9 +191,24 @@ def test_two_sweeps_started_at_once_on_one_root_each_compute_all_their_runs(tmp_
     from tests.conftest import REPO
 
     def start(seeds):
-        return subprocess.Popen([sys.executable, "-m", "pipeline", "-m", "data_source=gesture", "pair=0",
-                                 f"seed={seeds}", *FAST, f"paths.root={tmp_path}"], cwd=REPO, env=_sweep_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "-m",
+                "data_source=gesture",
+                "pair=0",
+                f"seed={seeds}",
+                *FAST,
+                f"paths.root={tmp_path}",
+            ],
+            cwd=REPO,
+            env=_sweep_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     procs = [start("0,1,2"), start("3,4,5")]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -214,8 +246,17 @@ def test_every_failed_run_of_every_pack_is_counted_and_listed(tmp_path):
     from tests.conftest import run_cli
 
     # the iMiGUE files are absent here: each of the 4 runs fails, 2 per job
-    result = run_cli("-m", "data_source=gesture", "dataset=imigue", "pair=0,1", "seed=0,1", *FAST,
-                     "hydra.sweeper.runs_per_job=2", f"paths.root={tmp_path}", env={"WANDB_MODE": "disabled"})
+    result = run_cli(
+        "-m",
+        "data_source=gesture",
+        "dataset=imigue",
+        "pair=0,1",
+        "seed=0,1",
+        *FAST,
+        "hydra.sweeper.runs_per_job=2",
+        f"paths.root={tmp_path}",
+        env={"WANDB_MODE": "disabled"},
+    )
     assert result.returncode != 0
     assert "4 of 4 runs failed" in result.stderr, result.stderr[-3000:]
     for run_dir in (tmp_path / "headline" / "runs").iterdir():
@@ -230,9 +271,22 @@ def test_a_signal_marks_the_run_interrupted_and_frees_its_claim(tmp_path, signum
 
     from tests.conftest import REPO
 
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "data_source=gesture", "pair=0", "trainer.epochs=500",
-                             f"paths.root={tmp_path}"], cwd=REPO, env=_sweep_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "data_source=gesture",
+            "pair=0",
+            "trainer.epochs=500",
+            f"paths.root={tmp_path}",
+        ],
+        cwd=REPO,
+        env=_sweep_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     runs = tmp_path / "headline" / "runs"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -278,8 +332,11 @@ def test_the_analysis_refuses_to_pool_runs_of_different_settings(tmp_path):
     config = yaml.safe_load((folder / CONFIG).read_text())
     config["trainer"]["lr"] = 0.05
     (folder / CONFIG).write_text(yaml.safe_dump(config))
-    with pytest.raises(collect.MixedConditions, match=r"trainer\.lr=0\.05.*trainer\.lr=0\.001|trainer\.lr=0\.001.*"
-                                                        r"trainer\.lr=0\.05"):
+    with pytest.raises(
+        collect.MixedConditions,
+        match=r"trainer\.lr=0\.05.*trainer\.lr=0\.001|trainer\.lr=0\.001.*"
+        r"trainer\.lr=0\.05",
+    ):
         collect.collect_runs(study["root"], progress=False)
 
 
@@ -355,26 +412,53 @@ def test_class_names_with_dollar_signs_are_drawn_as_text(tmp_path):
 # --- bad input is refused before anything runs, naming the key ---------------------------------------------
 
 BAD_INPUTS = [  # (overrides, what the message must name)
-    (["paths.root="], "paths.root"), (["paths.root=/proc/x"], "paths.root"), (["paths.root=/dev/x"], "paths.root"),
-    (["+foo=1"], "foo"), (["+trainer.foo=1"], "trainer.foo"), (["++trainer.foo=1"], "trainer.foo"), (["no_such_key=1"], "no_such_key"),
-    (["data_source=audio"], "data_source"), (["dataset=mnist"], "dataset"), (["labels=maybe"], "labels"),
-    (["pair=-1"], "pair"), (["data_source=sentence", "pair=12"], "pair"), (["seed=-1"], "seed"),
-    (["seed=abc"], "seed"), (["probe.knn.k=0"], "probe.knn.k"), (["probe.knn.k=-1"], "probe.knn.k"),
-    (["probe.knn.states=foo"], "probe.knn.states"), (["probe.knn.splits=[foo]"], "probe.knn.splits"),
-    (["probe.knn.gram_precision=float8"], "probe.knn.gram_precision"), (["probe.knn.ties=coin"], "probe.knn.ties"),
-    (["probe.knn.mode=loo"], "probe.knn.mode"), (["model.name=gru"], "model.name"),
-    (["model.hidden_size=0"], "model.hidden_size"), (["model.hidden_size=-5"], "model.hidden_size"),
-    (["model.hidden_size=10000000"], "model.hidden_size"), (["model.hidden_size=abc"], "model.hidden_size"),
-    (["model.min_hidden_size=0"], "model.min_hidden_size"), (["model.batchnorm_time=3"], "model.batchnorm_time"),
-    (["trainer.num_threads=-1"], "trainer.num_threads"), (["trainer.num_threads=abc"], "trainer.num_threads"),
-    (["trainer.lr=1e300"], "trainer.lr"), (["trainer.lr=0"], "trainer.lr"), (["trainer.lr=-0.1"], "trainer.lr"),
-    (["trainer.lr=abc"], "trainer.lr"), (["trainer.epochs=0"], "trainer.epochs"),
-    (["trainer.epochs=1.5"], "trainer.epochs"), (["trainer.batch_size=0"], "trainer.batch_size"),
-    (["trainer.shuffle=maybe"], "trainer.shuffle"), (["trainer.device=tpu"], "trainer.device"),
-    (["split.oversample=2"], "split.oversample"), (["split.test_fraction=0"], "split.test_fraction"),
-    (["split.test_fraction=1.5"], "split.test_fraction"), (["split.val_fraction=-0.2"], "split.val_fraction"),
-    (["dataset.time_slices=0"], "dataset.time_slices"), (["dataset.time_slices=abc"], "dataset.time_slices"),
-    (["deficit.kind=burn"], "deficit.kind"), (["deficit.length=-1"], "deficit.length"),
+    (["paths.root="], "paths.root"),
+    (["paths.root=/proc/x"], "paths.root"),
+    (["paths.root=/dev/x"], "paths.root"),
+    (["+foo=1"], "foo"),
+    (["+trainer.foo=1"], "trainer.foo"),
+    (["++trainer.foo=1"], "trainer.foo"),
+    (["no_such_key=1"], "no_such_key"),
+    (["data_source=audio"], "data_source"),
+    (["dataset=mnist"], "dataset"),
+    (["labels=maybe"], "labels"),
+    (["pair=-1"], "pair"),
+    (["data_source=sentence", "pair=12"], "pair"),
+    (["seed=-1"], "seed"),
+    (["seed=abc"], "seed"),
+    (["probe.knn.k=0"], "probe.knn.k"),
+    (["probe.knn.k=-1"], "probe.knn.k"),
+    (["probe.knn.states=foo"], "probe.knn.states"),
+    (["probe.knn.splits=[foo]"], "probe.knn.splits"),
+    (["probe.knn.gram_precision=float8"], "probe.knn.gram_precision"),
+    (["probe.knn.ties=coin"], "probe.knn.ties"),
+    (["probe.knn.mode=loo"], "probe.knn.mode"),
+    (["model.name=gru"], "model.name"),
+    (["model.hidden_size=0"], "model.hidden_size"),
+    (["model.hidden_size=-5"], "model.hidden_size"),
+    (["model.hidden_size=10000000"], "model.hidden_size"),
+    (["model.hidden_size=abc"], "model.hidden_size"),
+    (["model.min_hidden_size=0"], "model.min_hidden_size"),
+    (["model.batchnorm_time=3"], "model.batchnorm_time"),
+    (["trainer.num_threads=-1"], "trainer.num_threads"),
+    (["trainer.num_threads=abc"], "trainer.num_threads"),
+    (["trainer.lr=1e300"], "trainer.lr"),
+    (["trainer.lr=0"], "trainer.lr"),
+    (["trainer.lr=-0.1"], "trainer.lr"),
+    (["trainer.lr=abc"], "trainer.lr"),
+    (["trainer.epochs=0"], "trainer.epochs"),
+    (["trainer.epochs=1.5"], "trainer.epochs"),
+    (["trainer.batch_size=0"], "trainer.batch_size"),
+    (["trainer.shuffle=maybe"], "trainer.shuffle"),
+    (["trainer.device=tpu"], "trainer.device"),
+    (["split.oversample=2"], "split.oversample"),
+    (["split.test_fraction=0"], "split.test_fraction"),
+    (["split.test_fraction=1.5"], "split.test_fraction"),
+    (["split.val_fraction=-0.2"], "split.val_fraction"),
+    (["dataset.time_slices=0"], "dataset.time_slices"),
+    (["dataset.time_slices=abc"], "dataset.time_slices"),
+    (["deficit.kind=burn"], "deficit.kind"),
+    (["deficit.length=-1"], "deficit.length"),
 ]
 
 

@@ -1,4 +1,5 @@
 """One learning-curve run, end to end, on the real shipped data."""
+
 import json
 import subprocess
 import sys
@@ -14,13 +15,17 @@ from pipeline.data import load_dataset
 from pipeline.model import build_model
 from pipeline.probes import Probe
 from pipeline.probes.knn import knn_accuracy, knn_curve
-from pipeline.record import read_status
 from pipeline.run import execute
+from pipeline.runfolder import read_status
 from pipeline.splits import make_splits
 from pipeline.train import train_run
 from tests.conftest import run_cli, run_config
-from tests.test_knn import (assert_within_monte_carlo, hypergeometric_curve, old_rule_curve,  # noqa: E402
-                            sklearn_over_orders)
+from tests.test_knn import (
+    assert_within_monte_carlo,
+    hypergeometric_curve,
+    old_rule_curve,
+    sklearn_over_orders,
+)
 
 EPOCHS = 2
 
@@ -48,13 +53,15 @@ def _check_record(run_dir, epochs, time_slices, class_names):
     return curves
 
 
-@pytest.mark.parametrize("source,pair,time_slices,names", [
-    ("gesture", 0, 150, ["PEN", "ABD"]),
-    ("sentence", 9, 40, ["sports", "tech"]),
-])
+@pytest.mark.parametrize(
+    "source,pair,time_slices,names",
+    [
+        ("gesture", 0, 150, ["PEN", "ABD"]),
+        ("sentence", 9, 40, ["sports", "tech"]),
+    ],
+)
 def test_a_run_writes_its_learning_curve_map(tmp_path, source, pair, time_slices, names):
-    cfg = run_config(f"data_source={source}", f"pair={pair}", f"trainer.epochs={EPOCHS}",
-                     f"paths.root={tmp_path}")
+    cfg = run_config(f"data_source={source}", f"pair={pair}", f"trainer.epochs={EPOCHS}", f"paths.root={tmp_path}")
     outcome = execute(cfg)
     assert outcome.state == "done"
     assert outcome.run_dir.parent == tmp_path / "headline" / "runs"
@@ -71,8 +78,9 @@ def test_same_config_and_seed_give_identical_curves(tmp_path):
         dirs.append(outcome.run_dir)
     assert dirs[0].name == dirs[1].name
     assert (dirs[0] / "curves.parquet").read_bytes() == (dirs[1] / "curves.parquet").read_bytes()
-    pd.testing.assert_frame_equal(pd.read_parquet(dirs[0] / "readouts.parquet"),
-                                  pd.read_parquet(dirs[1] / "readouts.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(dirs[0] / "readouts.parquet"), pd.read_parquet(dirs[1] / "readouts.parquet")
+    )
 
 
 def test_counterbalanced_seed_and_explicit_cell_are_the_same_run():
@@ -81,6 +89,7 @@ def test_counterbalanced_seed_and_explicit_cell_are_the_same_run():
     explicit = run_config("data_source=gesture", "pair=2", "seed=1")
     assert counterbalanced.design.replicate == 1 and counterbalanced.design.pair == 2
     from pipeline.identity import run_id
+
     assert run_id(counterbalanced) == run_id(explicit)
     # seed 20 -> the sentence source (cell 20 = sentence pair 5): recomposed with its data set
     sentence = run_config("seed=20")
@@ -112,8 +121,17 @@ def test_probe_matches_sklearn_on_real_hidden_states(source):
     torch.manual_seed(0)
     model = build_model(cfg.model, data.time_slices, data.n_features)
     keep = _KeepStates()
-    train_run(model, splits, [keep], epochs=1, lr=1e-3, batch_size=int(cfg.trainer.batch_size),
-              shuffle=True, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    train_run(
+        model,
+        splits,
+        [keep],
+        epochs=1,
+        lr=1e-3,
+        batch_size=int(cfg.trainer.batch_size),
+        shuffle=True,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
     labels = splits.y_train
     compared, total = 0, 0
     for states in keep.seen[0]:  # training-pass states, then clean-pass states
@@ -122,8 +140,9 @@ def test_probe_matches_sklearn_on_real_hidden_states(source):
         accuracy, share = hypergeometric_curve(s, labels)
         np.testing.assert_allclose(curve.accuracy, accuracy, rtol=0, atol=1e-12)
         np.testing.assert_array_equal(curve.tie_share, share)
-        np.testing.assert_array_equal(knn_accuracy(states, torch.tensor(labels), ties="self_first_by_index"),
-                                      old_rule_curve(s, labels))
+        np.testing.assert_array_equal(
+            knn_accuracy(states, torch.tensor(labels), ties="self_first_by_index"), old_rule_curve(s, labels)
+        )
         for t in range(s.shape[1]):
             # scikit-learn, row by row, wherever its choice of neighbours is determined
             # (no tie between the 3rd and 4th nearest, not even within rounding)
@@ -156,17 +175,20 @@ def _brute_force_predictions(x: np.ndarray, labels: np.ndarray, k: int = 3) -> n
 def _clear_rows(x: np.ndarray, k: int = 3) -> np.ndarray:
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     d.sort(axis=1)
-    return d[:, k] - d[:, k - 1] > 1e-9 * (x ** 2).sum(1).max()
+    return d[:, k] - d[:, k - 1] > 1e-9 * (x**2).sum(1).max()
 
 
-@pytest.mark.parametrize("override,expected", [
-    ("no_such_key=1", ["no_such_key"]),
-    ("data_source=audio", ["data_source", "gesture", "sentence"]),
-    ("dataset=mnist", ["dataset", "wiimote", "bbc_news"]),
-    ("labels=maybe", ["labels", "real", "shuffled"]),
-    ("trainer.epochs=0", ["trainer.epochs"]),
-    ("trainer.device=tpu", ["trainer.device", "auto", "cpu", "cuda"]),
-])
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("no_such_key=1", ["no_such_key"]),
+        ("data_source=audio", ["data_source", "gesture", "sentence"]),
+        ("dataset=mnist", ["dataset", "wiimote", "bbc_news"]),
+        ("labels=maybe", ["labels", "real", "shuffled"]),
+        ("trainer.epochs=0", ["trainer.epochs"]),
+        ("trainer.device=tpu", ["trainer.device", "auto", "cpu", "cuda"]),
+    ],
+)
 def test_bad_overrides_fail_at_once_naming_the_key_and_choices(tmp_path, override, expected):
     result = run_cli(override, f"paths.root={tmp_path}", timeout=60)
     assert result.returncode != 0
@@ -188,8 +210,9 @@ def test_wandb_offline_mirrors_the_run(tmp_path):
     (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     assert log_file.name == f"run-{run_dir.name}.wandb"  # the W&B id is the run id
     wandb_cli = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]
-    out = subprocess.run([*wandb_cli, "leet", "inspect", "--json", str(log_file)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [*wandb_cli, "leet", "inspect", "--json", str(log_file)], capture_output=True, text=True, timeout=120
+    )
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     run_record = next(r for r in records if r["type"] == "run")
     assert run_record["run"]["run_group"] == "headline-real"  # study + labels (tests/test_wandb.py has more)

@@ -21,11 +21,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 def test_sbatch_array_all_completed(slurm_cluster: SlurmCluster, tmp_path):
     script = tmp_path / "task.sh"
-    script.write_text("#!/bin/bash\necho \"task $SLURM_ARRAY_TASK_ID on $(hostname)\"\n")
+    script.write_text('#!/bin/bash\necho "task $SLURM_ARRAY_TASK_ID on $(hostname)"\n')
     t0 = time.monotonic()
     job = sbatch(
-        "--array=0-2", f"--partition={slurm_cluster.partition}", f"--chdir={tmp_path}",
-        "--output=out_%a.txt", "--job-name=lcm-array", str(script),
+        "--array=0-2",
+        f"--partition={slurm_cluster.partition}",
+        f"--chdir={tmp_path}",
+        "--output=out_%a.txt",
+        "--job-name=lcm-array",
+        str(script),
     )
     states = wait_for_jobs(job, n=3, timeout=60)
     elapsed = time.monotonic() - t0
@@ -39,8 +43,9 @@ def test_scancel_shows_cancelled(slurm_cluster: SlurmCluster, tmp_path):
     job = sbatch(f"--chdir={tmp_path}", "--output=/dev/null", "--wrap=sleep 300")
     end = time.monotonic() + 30
     while time.monotonic() < end:  # cancel once it runs (a pending cancel also works)
-        if subprocess.run(["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"],
-                          capture_output=True, text=True).stdout.strip():
+        if subprocess.run(
+            ["squeue", "-h", "-j", job, "-t", "R", "-o", "%i"], capture_output=True, text=True
+        ).stdout.strip():
             break
         time.sleep(0.2)
     subprocess.run(["scancel", job], check=True)
@@ -73,13 +78,19 @@ def test_hydra_sweep_runs_as_one_job_array(slurm_cluster: SlurmCluster, tmp_path
     t0 = time.monotonic()
     proc = subprocess.run(
         [
-            sys.executable, "tiny_app.py", "-m",
+            sys.executable,
+            "tiny_app.py",
+            "-m",
             f"hydra.searchpath=[file://{slurm_cluster.conf_dir}]",
             "hydra/launcher=slurm",
             f"hydra.sweep.dir={sweep}",
             "x=1,2",
         ],
-        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -104,6 +115,5 @@ def test_hydra_sweep_runs_as_one_job_array(slurm_cluster: SlurmCluster, tmp_path
     script = (sweep / ".submitit" / array_id / f"{array_id}_submission.sh").read_text()
     assert "#SBATCH --array=0-1%2" in script
     assert "#SBATCH --mem=4GB" in script
-    assert wait_for_jobs(array_id, n=2, timeout=30) == {
-        f"{array_id}_0": "COMPLETED", f"{array_id}_1": "COMPLETED"}
+    assert wait_for_jobs(array_id, n=2, timeout=30) == {f"{array_id}_0": "COMPLETED", f"{array_id}_1": "COMPLETED"}
     print(f"2-job Hydra sweep via hydra/launcher=slurm: {elapsed:.1f}s")

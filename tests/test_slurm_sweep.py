@@ -1,5 +1,6 @@
 """The study sweep through `hydra/launcher=slurm` on a real one-node Slurm cluster:
 records, a job killed part-way, status, and a relaunch that runs only what is missing."""
+
 import json
 import os
 import subprocess
@@ -8,21 +9,30 @@ import time
 
 import pytest
 
-from pipeline.record import read_status
+from pipeline.runfolder import read_status
 from pipeline.status import collect
 from tests.conftest import REPO
-from tests.slurm_cluster import SlurmCluster, sacct_states  # noqa: F401
+from tests.slurm_cluster import SlurmCluster, sacct_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def _sweep(root, epochs, partition):
-    args = [sys.executable, "-m", "pipeline", "-m", "seed=range(0,3)", f"trainer.epochs={epochs}",
-            f"paths.root={root}", "hydra/launcher=slurm", f"hydra.launcher.partition={partition}",
-            "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "-m",
+        "seed=range(0,3)",
+        f"trainer.epochs={epochs}",
+        f"paths.root={root}",
+        "hydra/launcher=slurm",
+        f"hydra.launcher.partition={partition}",
+        "hydra.launcher.mem_gb=2",
+        "hydra.launcher.timeout_min=10",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "disabled"}
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for_running_run(runs_dir, timeout=240):
@@ -91,7 +101,8 @@ def test_sweep_on_slurm_survives_a_killed_job_and_resumes(slurm_cluster: SlurmCl
     for name in finished:
         run_dir = runs_dir / name
         assert {"config.yaml", "curves.parquet", "readouts.parquet", "summary.json"} <= {
-            p.name for p in run_dir.iterdir()}
+            p.name for p in run_dir.iterdir()
+        }
         assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 40
     report = collect(root)["headline"]
     lost = [p for p in report["problems"] if p["run_id"] == victim.name]

@@ -1,5 +1,6 @@
 """A run's splits: over sequences (the study's), or over recordings when the data
 set cuts several windows from one recording."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Study sweeps on the local launcher: the design grid, resuming, failures, claims, status."""
+
 import csv
 import json
 import os
@@ -7,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from pipeline.record import read_status
+from pipeline.runfolder import read_status
 from pipeline.status import collect
 from tests.conftest import run_cli
 
@@ -56,21 +57,27 @@ def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path)
     assert states == ["done", "failed"]
     # the progress lines name each run as it ends, the failed one with its error
     (failed_id,) = [name for name, s in _runs(tmp_path).items() if s["state"] == "failed"]
-    assert re.search(rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*iMiGUE",
-                     result.stderr, re.MULTILINE)
+    assert re.search(
+        rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*iMiGUE", result.stderr, re.MULTILINE
+    )
 
     report = collect(tmp_path)["headline"]
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
     # the two data sets are two conditions of the sweep, counted apart
-    assert report["conditions"] == {"dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
-                                    "dataset=wiimote trainer.epochs=1": {"gesture/pair 0": {"done": 1}}}
+    assert report["conditions"] == {
+        "dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
+        "dataset=wiimote trainer.epochs=1": {"gesture/pair 0": {"done": 1}},
+    }
     (problem,) = report["problems"]
     assert problem["state"] == "failed" and problem["detail"].startswith("DataNotFoundError: iMiGUE")
 
     status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
-    assert "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" \
-        in status_cli.stdout
-    assert "study headline [dataset=wiimote trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
+    assert (
+        "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
+    )
+    assert (
+        "study headline [dataset=wiimote trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
+    )
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried
@@ -106,14 +113,17 @@ def test_label_shuffled_null_runs_are_one_switch(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = _runs(tmp_path)
     assert len(runs) == 2
-    labels = {yaml.safe_load((tmp_path / "headline" / "runs" / n / "config.yaml").read_text())["design"]["labels"]
-              for n in runs}
+    labels = {
+        yaml.safe_load((tmp_path / "headline" / "runs" / n / "config.yaml").read_text())["design"]["labels"]
+        for n in runs
+    }
     assert labels == {"real", "shuffled"}
 
 
 def run_cli_module(module, *args):
     import subprocess
     import sys
+
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=60)
 
 
@@ -121,8 +131,16 @@ def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp
     """Two runs in one job (runs_per_job=2): the first fails (its data are missing), the second,
     whose config the job derives from the first one's, still runs and its record is byte for
     byte that of the same run launched on its own."""
-    packed = run_cli("-m", "data_source=gesture", "dataset=wiimote", "dataset.root=/nonexistent,null", "pair=1",
-                     *FAST, "hydra.sweeper.runs_per_job=2", f"paths.root={tmp_path / 'packed'}")
+    packed = run_cli(
+        "-m",
+        "data_source=gesture",
+        "dataset=wiimote",
+        "dataset.root=/nonexistent,null",
+        "pair=1",
+        *FAST,
+        "hydra.sweeper.runs_per_job=2",
+        f"paths.root={tmp_path / 'packed'}",
+    )
     assert packed.returncode != 0
     assert "launching 2 runs as 1 job of up to 2 runs each" in packed.stderr
     assert "1 of 2 runs failed" in packed.stderr

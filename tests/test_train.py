@@ -1,5 +1,6 @@
 """The training loop's batches (no batch of one sample in BatchNorm's training
 mode) and the authors' BatchNorm readout option. Small data, a few epochs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,17 +18,20 @@ from pipeline.train import _evaluate, batch_bounds, train_run
 from tests.conftest import run_config
 
 
-@pytest.mark.parametrize("n,batch_size,expected", [
-    (12, 4, [4, 4, 4]),          # remainder 0
-    (13, 4, [4, 4, 5]),          # remainder 1: the single sample joins the batch before it
-    (14, 4, [4, 4, 4, 2]),       # remainder 2: a batch of two stays
-    (5, 4, [5]),                 # remainder 1 after one full batch
-    (1, 4, [1]),                 # one sample in all: nothing to merge with
-    (3, 1, [1, 1, 1]),           # batch size 1 (refused by the run's validation when BatchNorm is on)
-    (2, 1, [1, 1]),
-    (257, 256, [257]),
-    (1664, 256, [256] * 6 + [128]),
-])
+@pytest.mark.parametrize(
+    "n,batch_size,expected",
+    [
+        (12, 4, [4, 4, 4]),  # remainder 0
+        (13, 4, [4, 4, 5]),  # remainder 1: the single sample joins the batch before it
+        (14, 4, [4, 4, 4, 2]),  # remainder 2: a batch of two stays
+        (5, 4, [5]),  # remainder 1 after one full batch
+        (1, 4, [1]),  # one sample in all: nothing to merge with
+        (3, 1, [1, 1, 1]),  # batch size 1 (refused by the run's validation when BatchNorm is on)
+        (2, 1, [1, 1]),
+        (257, 256, [257]),
+        (1664, 256, [256] * 6 + [128]),
+    ],
+)
 def test_batch_bounds(n, batch_size, expected):
     bounds = batch_bounds(n, batch_size)
     assert [stop - start for start, stop in bounds] == expected
@@ -46,6 +50,7 @@ def test_updates_per_epoch_agrees_with_the_training_loop_everywhere():
 
 class _BatchSizes(Probe):
     """Records nothing; the model hook records the batch sizes of the training passes."""
+
     name = "none"
 
     def measure(self, ctx):
@@ -57,6 +62,7 @@ def _tiny_splits(n_train: int, n_features: int = 1, time_slices: int = 6):
     x = rng.normal(size=(n_train, time_slices, n_features)).astype(np.float32)
     y = np.arange(n_train) % 2
     from pipeline.splits import RunSplits
+
     idx = np.arange(n_train)
     return RunSplits(x, y, x[:5], y[:5], x[:7], y[:7], idx, idx[:5], idx[:7])
 
@@ -67,8 +73,17 @@ def test_training_never_gives_batchnorm_one_sample(n_train, batch_size):
     model = SequenceClassifier(6, 1, 4)
     seen = []
     model.norm.register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[0])))
-    result = train_run(model, _tiny_splits(n_train), [_BatchSizes()], epochs=2, lr=1e-3, batch_size=batch_size,
-                       shuffle=True, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    result = train_run(
+        model,
+        _tiny_splits(n_train),
+        [_BatchSizes()],
+        epochs=2,
+        lr=1e-3,
+        batch_size=batch_size,
+        shuffle=True,
+        device=torch.device("cpu"),
+        generator=torch.Generator().manual_seed(0),
+    )
     train_sizes = [size for training, size in seen if training]
     assert min(train_sizes) >= 2
     assert sum(train_sizes) == 2 * n_train
@@ -130,6 +145,7 @@ def test_authors_readout_uses_batch_statistics_and_leaves_running_ones():
 def test_grouped_splits_reach_the_run(tmp_path):
     """A run on the watch data: its train and test windows come from different recordings."""
     from pipeline.data import load_dataset
+
     cfg = run_config("dataset=watch", "pair=14")
     data = load_dataset(cfg.dataset)
     splits = make_splits(data.x, data.y, (4, 5), np.random.default_rng(0), groups=data.groups)

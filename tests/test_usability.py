@@ -1,11 +1,11 @@
 """What a person sees: docs whose links resolve, help, a debug config, quiet consoles with complete
 run logs, progress lines, and status tables that sort and separate conditions."""
+
 import csv
 import io
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,8 +41,10 @@ def anchors(path: Path) -> set:
 
 
 def test_github_anchor_rule():
-    assert github_anchor(" 2b. Pseudo-kernel prediction of learned representations") == \
-        "2b-pseudo-kernel-prediction-of-learned-representations"
+    assert (
+        github_anchor(" 2b. Pseudo-kernel prediction of learned representations")
+        == "2b-pseudo-kernel-prediction-of-learned-representations"
+    )
     assert github_anchor(" 5. Syncing offline W&B runs") == "5-syncing-offline-wb-runs"
     assert github_anchor(" The authors' tables") == "the-authors-tables"
 
@@ -74,11 +76,16 @@ def test_the_link_checker_catches_broken_links(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "other.md").write_text("# Other page\n\n## A section\n")
     page = tmp_path / "docs" / "page.md"
-    page.write_text("# Page\n[ok](other.md#a-section) [ok](#page) [web](https://example.org)\n"
-                    "[gone](missing.md) [no heading](other.md#nope) [out](../../shared/docs/PROTOCOL.md)\n"
-                    "```\n[in code](nowhere.md)\n```\n")
-    assert broken_links(page, tmp_path) == ["missing.md: no such file", "other.md#nope: no heading #nope in other.md",
-                                            "../../shared/docs/PROTOCOL.md: outside the repository"]
+    page.write_text(
+        "# Page\n[ok](other.md#a-section) [ok](#page) [web](https://example.org)\n"
+        "[gone](missing.md) [no heading](other.md#nope) [out](../../shared/docs/PROTOCOL.md)\n"
+        "```\n[in code](nowhere.md)\n```\n"
+    )
+    assert broken_links(page, tmp_path) == [
+        "missing.md: no such file",
+        "other.md#nope: no heading #nope in other.md",
+        "../../shared/docs/PROTOCOL.md: outside the repository",
+    ]
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
@@ -90,8 +97,11 @@ def test_docs_name_no_file_outside_the_repository(doc):
 
 
 def test_code_cites_the_science_in_the_repository():
-    cited = [p for p in REPO.glob("**/*.py") if ".venv" not in p.parts and p.name != "test_usability.py"
-             and "PROTOCOL.md" in p.read_text()]
+    cited = [
+        p
+        for p in REPO.glob("**/*.py")
+        if ".venv" not in p.parts and p.name != "test_usability.py" and "PROTOCOL.md" in p.read_text()
+    ]
     cited += [p for p in (REPO / "conf").glob("**/*.yaml") if "PROTOCOL.md" in p.read_text()]
     assert not cited, f"cite docs/science.md, not PROTOCOL.md: {cited}"
 
@@ -128,8 +138,16 @@ def test_cluster_config_from_a_folder_outside_the_repository(tmp_path):
     launcher_dir = tmp_path / "hydra" / "launcher"
     launcher_dir.mkdir(parents=True)
     (launcher_dir / "my_cluster.yaml").write_text((REPO / "docs" / "examples" / "my_cluster.yaml").read_text())
-    result = run_cli("--config-dir", str(tmp_path), "hydra/launcher=my_cluster", "--cfg", "hydra",
-                     "-p", "hydra.launcher", timeout=120)
+    result = run_cli(
+        "--config-dir",
+        str(tmp_path),
+        "hydra/launcher=my_cluster",
+        "--cfg",
+        "hydra",
+        "-p",
+        "hydra.launcher",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "partition: gpu" in result.stdout and "array_parallelism: 64" in result.stdout
     # and what it does not set still comes from the project's slurm.yaml
@@ -182,8 +200,7 @@ def test_epoch_lines_reach_the_console_when_asked(tmp_path, job_logging):
 # -- progress --------------------------------------------------------------
 def _status(run_dir: Path, state: str, **extra):
     run_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"state": state, "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:00:03+00:00",
-               **extra}
+    payload = {"state": state, "started": "2026-01-01T00:00:00+00:00", "ended": "2026-01-01T00:00:03+00:00", **extra}
     if state == "done":  # a done run has its record files (pipeline.status checks them)
         import pandas as pd
 
@@ -217,8 +234,11 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert re.match(r"\[study\] gesture-p00-r000-x  done\s+8\.2 s  \(1/3 done, 0 failed, ETA ", lines[0])
-    assert re.match(r"\[study\] gesture-p01-r000-x  failed\s+3\.0 s  \(1/3 done, 1 failed, ETA .*\)  "
-                    r"DataNotFoundError: no files$", lines[1])
+    assert re.match(
+        r"\[study\] gesture-p01-r000-x  failed\s+3\.0 s  \(1/3 done, 1 failed, ETA .*\)  "
+        r"DataNotFoundError: no files$",
+        lines[1],
+    )
     assert "gesture-p02-r000-x  skipped-claimed" in lines[2] and "ETA 00:00" in lines[2]
 
 
@@ -237,8 +257,15 @@ def test_status_sorts_pairs_numerically_and_counts_conditions_apart(tmp_path):
     for pair in (0, 1, 2, 10, 11):
         for labels in ("real", "shuffled"):
             rid = f"gesture-p{pair:02d}-r000-{labels[0]}"
-            rows.append([rid, f"gesture/pair {pair}", "to-run", f"labels={labels}",
-                         "" if labels == "real" else "labels=shuffled"])
+            rows.append(
+                [
+                    rid,
+                    f"gesture/pair {pair}",
+                    "to-run",
+                    f"labels={labels}",
+                    "" if labels == "real" else "labels=shuffled",
+                ]
+            )
             _status(study / "runs" / rid, "done")
     _plan(study, rows)
     # a run launched on its own, without a plan: told apart by its labels
@@ -258,8 +285,13 @@ def test_status_sorts_pairs_numerically_and_counts_conditions_apart(tmp_path):
 
 def test_natural_key_orders_numbers_as_numbers():
     names = ["sentence/pair 2", "gesture/pair 10", "gesture/pair 2", "gesture/pair 1", "sentence/pair 10"]
-    assert sorted(names, key=natural_key) == ["gesture/pair 1", "gesture/pair 2", "gesture/pair 10",
-                                              "sentence/pair 2", "sentence/pair 10"]
+    assert sorted(names, key=natural_key) == [
+        "gesture/pair 1",
+        "gesture/pair 2",
+        "gesture/pair 10",
+        "sentence/pair 2",
+        "sentence/pair 10",
+    ]
 
 
 def test_hydra_bookkeeping_is_never_a_study_or_a_run(tmp_path):
@@ -280,6 +312,7 @@ def test_hydra_bookkeeping_is_never_a_study_or_a_run(tmp_path):
 
 def test_hydra_folders_lie_where_neither_status_nor_analysis_looks(tmp_path):
     from hydra import compose, initialize_config_dir
+
     from pipeline.app import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -298,18 +331,21 @@ def test_a_sweep_prints_one_line_per_run_and_keeps_epoch_lines_in_run_logs(tmp_p
 
     single = run_cli("seed=5", "trainer.epochs=1", f"paths.root={tmp_path}", "hydra.job_logging.root.level=WARNING")
     assert single.returncode == 0, single.stderr[-3000:]
-    result = run_cli("-m", "seed=range(0,3)", "trainer.epochs=2", f"paths.root={tmp_path}",
-                     "hydra.job_logging.root.level=WARNING")
+    result = run_cli(
+        "-m", "seed=range(0,3)", "trainer.epochs=2", f"paths.root={tmp_path}", "hydra.job_logging.root.level=WARNING"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr
-    lines = re.findall(r"^\[study\] (\S+)\s+done\s+[\d.]+ s\s+\((\d)/3 done, 0 failed, ETA [\d:]+\)$",
-                       console, re.MULTILINE)
+    lines = re.findall(
+        r"^\[study\] (\S+)\s+done\s+[\d.]+ s\s+\((\d)/3 done, 0 failed, ETA [\d:]+\)$", console, re.MULTILINE
+    )
     assert sorted(k for _, k in lines) == ["1", "2", "3"]
     assert "launching 3 runs" in console and "all 3 runs done" in console
     assert "epoch 1/" not in console and "#0 :" not in console  # no epoch lines, no launcher banner
     runs = tmp_path / "headline" / "runs"
-    assert {rid for rid, _ in lines} | {p.name for p in runs.iterdir() if p.name.startswith("gesture-p05")} \
-        == {p.name for p in runs.iterdir()}
+    assert {rid for rid, _ in lines} | {p.name for p in runs.iterdir() if p.name.startswith("gesture-p05")} == {
+        p.name for p in runs.iterdir()
+    }
     for rid, _ in lines:
         log = (runs / rid / "run.log").read_text()
         assert "epoch 1/2" in log and "epoch 2/2" in log and f"run {rid} done" in log

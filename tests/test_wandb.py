@@ -1,4 +1,5 @@
 """W&B mirror, workspace and analysis export, checked by reading real offline W&B files back."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,9 @@ WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; s
 
 def read_offline(wandb_file: Path) -> list[dict]:
     """Every record of an offline run, read with `wandb leet inspect --json` (no network)."""
-    out = subprocess.run([*WANDB_CLI, "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [*WANDB_CLI, "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
@@ -57,7 +59,7 @@ def config_value(run: dict, key: str):
 
 def wandb_files(run_dir: Path) -> dict[str, Path]:
     """W&B id -> its offline .wandb file, for every attempt logged in a run folder."""
-    return {p.stem[len("run-"):]: p for p in run_dir.glob("wandb/offline-run-*/run-*.wandb")}
+    return {p.stem[len("run-") :]: p for p in run_dir.glob("wandb/offline-run-*/run-*.wandb")}
 
 
 # ---------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def test_epoch_metrics_are_the_analysis_metrics_on_a_curve_with_ties():
     assert got["map/max"] == smoothed.max()
     assert got["map/tmax"] == (int(np.argmax(smoothed)) + 1) / len(curve)
     reference = curve_metrics(curve).as_dict()
-    assert {k: v[0] for k, v in reference.items()} == {k[len("map/"):]: v for k, v in got.items()}
+    assert {k: v[0] for k, v in reference.items()} == {k[len("map/") :]: v for k, v in got.items()}
 
 
 def test_tie_share_is_the_mean_of_the_tie_rows_when_they_exist():
@@ -115,19 +117,30 @@ def test_config_name_tags_and_group_of_a_run(tmp_path):
 def test_earlier_attempts_count_only_this_runs_wandb_folders(tmp_path):
     rid = "gesture-p00-r000-abc"
     assert tracking.earlier_attempts(tmp_path, rid) == []
-    for name in (f"offline-run-20260101_000000-{rid}", f"run-20260102_000000-{rid}-a2",
-                 f"offline-run-20260103_000000-{rid}x",  # another run id that starts the same way
-                 f"offline-run-20260103_000000-{rid}-a3-b", "latest-run", "debug.log"):
+    for name in (
+        f"offline-run-20260101_000000-{rid}",
+        f"run-20260102_000000-{rid}-a2",
+        f"offline-run-20260103_000000-{rid}x",  # another run id that starts the same way
+        f"offline-run-20260103_000000-{rid}-a3-b",
+        "latest-run",
+        "debug.log",
+    ):
         (tmp_path / "wandb" / name).mkdir(parents=True)
     assert tracking.earlier_attempts(tmp_path, rid) == [rid, f"{rid}-a2"]
     assert tracking.attempt_id(rid, 3) == f"{rid}-a3"
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("media_every", -1, "media_every=-1"), ("media_every", "often", "media_every='often'"),
-    ("color_scale", [1.0, 0.4], "low must be below high"), ("color_scale", "red", "two numbers"),
-    ("chance", "half", "chance='half'"), ("console", "loud", "console='loud'"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("media_every", -1, "media_every=-1"),
+        ("media_every", "often", "media_every='often'"),
+        ("color_scale", [1.0, 0.4], "low must be below high"),
+        ("color_scale", "red", "two numbers"),
+        ("chance", "half", "chance='half'"),
+        ("console", "loud", "console='loud'"),
+    ],
+)
 def test_bad_logger_options_name_the_key(tmp_path, key, value, message):
     cfg = run_config(f"paths.root={tmp_path}")
     OmegaConf.update(cfg, f"logger.wandb.{key}", value, force_add=True)
@@ -188,8 +201,7 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
     empty = pd.DataFrame(columns=["probe", "split", "epoch", "time_slice", "value"])
     for step in (0, 100, 200):
         tracker.log_epoch(step, {"train/loss": 1.0 / (step + 1), "share_b/mode1": 0.5 - step / 1000}, empty)
-    tracker.finish(empty, {"final_share_b_mode1": 0.3, "amplification_mode1": 2.5, "final_share_b": {1: 0.3}},
-                   ok=True)
+    tracker.finish(empty, {"final_share_b_mode1": 0.3, "amplification_mode1": 2.5, "final_share_b": {1: 0.3}}, ok=True)
     records = read_offline(wandb_files(tmp_path)["cp-run"])
     assert [row["step"] for row in history(records)] == [0, 100, 200]
     assert not any(key.startswith("map/") for row in history(records) for key in row)
@@ -207,8 +219,12 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
-    env = {"WANDB_MODE": "offline", "WANDB_CACHE_DIR": str(root / ".wandb-cache"),
-           "WANDB_CONFIG_DIR": str(root / ".wandb-cache"), "WANDB_DATA_DIR": str(root / ".wandb-cache")}
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_CACHE_DIR": str(root / ".wandb-cache"),
+        "WANDB_CONFIG_DIR": str(root / ".wandb-cache"),
+        "WANDB_DATA_DIR": str(root / ".wandb-cache"),
+    }
     result = run_cli(f"trainer.epochs={EPOCHS}", f"paths.root={root}", "logger.wandb.media_every=2", env=env)
     assert result.returncode == 0, result.stderr
     (run_dir,) = (root / "headline" / "runs").iterdir()
@@ -243,8 +259,11 @@ def test_every_workspace_panel_key_is_in_the_runs_history(offline_run):
     spec = dashboard.workspace_spec(dashboard.build_workspace("me", "learning-curve-maps", "headline"))
     used = dashboard.panel_keys(spec)
     assert {"epoch", "map/start", "map/end_minus_start", "map/max", "map/tmax", "map/image"} <= used
-    logged = {key.split(".")[0] if key.startswith("map/image") else key
-              for row in history(offline_run["records"]) for key in row}
+    logged = {
+        key.split(".")[0] if key.startswith("map/image") else key
+        for row in history(offline_run["records"])
+        for key in row
+    }
     curves = pd.read_parquet(offline_run["run_dir"] / "curves.parquet")
     pending = set() if (curves.probe == tracking.TIE_PROBE).any() else {"knn/tie_share"}  # until the probe has it
     assert used - pending <= logged, sorted(used - pending - logged)
@@ -254,19 +273,61 @@ def test_every_workspace_panel_key_is_in_the_runs_history(offline_run):
 
 
 def test_dashboard_dry_run_prints_the_spec_without_network(tmp_path):
-    env = {**os.environ, "WANDB_BASE_URL": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "HTTP_PROXY": "http://127.0.0.1:9", "WANDB_API_KEY": ""}
-    out = subprocess.run([sys.executable, "-m", "pipeline.dashboard", "--entity", "me", "--project", "p",
-                          "--study", "headline", "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env,
-                         timeout=120)
+    env = {
+        **os.environ,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "WANDB_API_KEY": "",
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.dashboard",
+            "--entity",
+            "me",
+            "--project",
+            "p",
+            "--study",
+            "headline",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     spec = json.loads(out.stdout)
     sections = [s["name"] for s in spec["spec"]["section"]["panelBankConfig"]["sections"]]
-    assert sections == ["Study overview", "Class pairs", "Learning-curve maps", "Real vs shuffled labels",
-                        "Training health"]
-    bad = subprocess.run([sys.executable, "-m", "pipeline.dashboard", "--entity", "", "--project", "p",
-                          "--study", "headline", "--dry-run"], capture_output=True, text=True, cwd=REPO, env=env,
-                         timeout=120)
+    assert sections == [
+        "Study overview",
+        "Class pairs",
+        "Learning-curve maps",
+        "Real vs shuffled labels",
+        "Training health",
+    ]
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.dashboard",
+            "--entity",
+            "",
+            "--project",
+            "p",
+            "--study",
+            "headline",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--entity" in bad.stderr
 
 
@@ -286,6 +347,7 @@ def test_a_recomputed_run_never_mixes_histories(tmp_path, monkeypatch):
             on_step(step, readouts, curves)
             if step == 2:
                 raise RuntimeError("simulated crash at epoch 2")
+
         return real_context(seed, on_step_failing)
 
     cfg = run_config(f"paths.root={tmp_path}", f"trainer.epochs={EPOCHS}")
@@ -318,15 +380,35 @@ def test_analysis_logs_tables_and_report_offline_without_torch(tmp_path):
 
     make_study(tmp_path, study="jd", epochs=5, replicates=2, shuffled_replicates=1, broken=False)
     (tmp_path / "analysis").mkdir()
-    pd.DataFrame({"metric": ["max"], "replicated": [True]}).to_csv(tmp_path / "analysis" / "replication.csv",
-                                                                    index=False)
-    code = ("import sys; from analysis.cli import main; rc = main(sys.argv[1:]); "
-            "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')], 'torch imported'; "
-            "sys.exit(rc)")
+    pd.DataFrame({"metric": ["max"], "replicated": [True]}).to_csv(
+        tmp_path / "analysis" / "replication.csv", index=False
+    )
+    code = (
+        "import sys; from analysis.cli import main; rc = main(sys.argv[1:]); "
+        "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')], 'torch imported'; "
+        "sys.exit(rc)"
+    )
     env = {**os.environ, "WANDB_MODE": "offline", "MPLBACKEND": "Agg"}
-    out = subprocess.run([sys.executable, "-c", code, "--root", str(tmp_path), "--study", "jd", "--core-only",
-                          "--no-figures", "--quiet", "--wandb"], capture_output=True, text=True, cwd=REPO, env=env,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--root",
+            str(tmp_path),
+            "--study",
+            "jd",
+            "--core-only",
+            "--no-figures",
+            "--quiet",
+            "--wandb",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     (wandb_file,) = (tmp_path / "analysis").glob("wandb/offline-run-*/run-*.wandb")
     records = read_offline(wandb_file)

@@ -6,18 +6,17 @@ Each module has ``section(study_dir: Path, out_dir: Path) -> dict`` returning
 ``study_dir/runs/*/``. Like the rest of ``analysis``, they never import torch.
 """
 
-
 # ---------------------------------------------------------------------------
 # Which section reads which study (by the runner named in the runs' config)
 # ---------------------------------------------------------------------------
-import importlib  # noqa: E402
-import json  # noqa: E402
-import traceback  # noqa: E402
-from pathlib import Path  # noqa: E402
+import importlib
+import json
+import traceback
+from pathlib import Path
 
-import yaml  # noqa: E402
+import yaml
 
-from pipeline.runfolder import CONFIG, STATUS  # noqa: E402
+from pipeline.runfolder import CONFIG, STATUS
 
 SECTION_MODULES = {
     "critical_pathways": "critical",
@@ -47,8 +46,9 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
     a broken companion analysis is seen in the report instead of hidden.
     """
     root = Path(root)
-    studies = [root / study] if study else sorted(p for p in root.iterdir() if (p / "runs").is_dir()) \
-        if root.is_dir() else []
+    studies = (
+        [root / study] if study else sorted(p for p in root.iterdir() if (p / "runs").is_dir()) if root.is_dir() else []
+    )
     sections = []
     for study_dir in studies:
         runner = study_runner(study_dir)
@@ -64,11 +64,15 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
             try:
                 module = importlib.import_module(f"{__name__}.{name}")
                 section = module.section(study_dir, target)
-            except Exception as exc:  # noqa: BLE001 - shown in the report, not swallowed
-                section = {"title": f"{study_dir.name}: the {name} analysis failed",
-                           "html": "<pre>" + "".join(traceback.format_exception(exc))[-4000:]
-                                   .replace("&", "&amp;").replace("<", "&lt;") + "</pre>",
-                           "tables": {}, "error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:
+                section = {
+                    "title": f"{study_dir.name}: the {name} analysis failed",
+                    "html": "<pre>"
+                    + "".join(traceback.format_exception(exc))[-4000:].replace("&", "&amp;").replace("<", "&lt;")
+                    + "</pre>",
+                    "tables": {},
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
             for table_name, frame in (section.get("tables") or {}).items():
                 tmp = target / f".{table_name}.csv.tmp"
                 frame.to_csv(tmp, index=False)

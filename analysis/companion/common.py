@@ -1,4 +1,5 @@
 """Formatting and summaries shared by the companion report sections (no torch)."""
+
 from __future__ import annotations
 
 import html
@@ -53,11 +54,14 @@ def fmt(value) -> str:
 def table_html(frame: pd.DataFrame, caption: str, max_rows: int = 60) -> str:
     shown = frame.head(max_rows)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in shown.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>" for row in shown.itertuples(index=False)
+    )
     more = f" (first {max_rows} of {len(frame)} rows; all in the CSV)" if len(frame) > max_rows else ""
-    return (f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
-            f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return (
+        f'<table border="1" cellspacing="0" cellpadding="3"><caption>{html.escape(caption + more)}'
+        f"</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def para(text: str) -> str:
@@ -72,8 +76,9 @@ def skipped_note(skipped: list[tuple[str, str]]) -> str:
     return f"<details><summary>{len(skipped)} run folders not used</summary><ul>{items}{more}</ul></details>"
 
 
-def done_runs(study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "",
-              summary_required: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+def done_runs(
+    study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "", summary_required: bool = True
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
     and the folders skipped with the reason (``missing_note`` is added to "no <table>.parquet")."""
     runs, skipped = [], []
@@ -93,16 +98,18 @@ def done_runs(study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "
             continue
         try:
             config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
-            summary = (json.loads((run_dir / SUMMARY).read_text())
-                       if summary_required or (run_dir / SUMMARY).exists() else {})
+            summary = (
+                json.loads((run_dir / SUMMARY).read_text()) if summary_required or (run_dir / SUMMARY).exists() else {}
+            )
             frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
-        except Exception as exc:  # noqa: BLE001 - a damaged run is skipped with its reason
+        except Exception as exc:
             skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
             continue
         design = config.get("design") or {}
         if "replicate" not in design:
             skipped.append((run_dir.name, "config.yaml has no design block"))
             continue
-        runs.append({"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary,
-                     "config": config, **frames})
+        runs.append(
+            {"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary, "config": config, **frames}
+        )
     return runs, skipped

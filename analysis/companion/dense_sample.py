@@ -27,26 +27,39 @@ What it shows
 CLI: ``python -m analysis.companion.dense_sample --root OUTPUTS --study dense_sample --out DIR``.
 Never imports torch.
 """
+
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from .spectra import (done_runs, figure_html, main_cli, mean_ci, note_html, read_table, skipped_note,  # noqa: E402
-                      summarise, table_html)
+from .spectra import (
+    done_runs,
+    figure_html,
+    main_cli,
+    mean_ci,
+    note_html,
+    read_table,
+    skipped_note,
+    summarise,
+    table_html,
+)
 
 TABLE = "category_structure"
 TITLE = "Category structure in the dense-sample study"
-SEPARABILITY = {"between_within_ratio": "between / within-class distance",
-                "category_rdm_corr": "RDM-category correlation",
-                "ncm_accuracy": "nearest-class-mean accuracy (leave-one-out)"}
+SEPARABILITY = {
+    "between_within_ratio": "between / within-class distance",
+    "category_rdm_corr": "RDM-category correlation",
+    "ncm_accuracy": "nearest-class-mean accuracy (leave-one-out)",
+}
 THRESHOLD = 1.25
 
 
@@ -80,9 +93,19 @@ def layer_timing(sep: pd.DataFrame) -> pd.DataFrame:
         gain = v - v[0]
         top = gain.max()
         t50 = crossing_step(steps, gain, 0.5 * top) if top > 1e-9 else np.nan
-        rows.append({"run_id": run_id, "layer_index": int(layer_index), "layer": layer, "ratio_init": v[0],
-                     "ratio_final": v[-1], "max_gain": top, "step_of_max": float(steps[np.argmax(gain)]),
-                     "t50_step": t50, "first_step_above_threshold": crossing_step(steps, v, THRESHOLD)})
+        rows.append(
+            {
+                "run_id": run_id,
+                "layer_index": int(layer_index),
+                "layer": layer,
+                "ratio_init": v[0],
+                "ratio_final": v[-1],
+                "max_gain": top,
+                "step_of_max": float(steps[np.argmax(gain)]),
+                "t50_step": t50,
+                "first_step_above_threshold": crossing_step(steps, v, THRESHOLD),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -102,13 +125,25 @@ def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
             pw = float(stats.wilcoxon(per_run).pvalue) if np.any(per_run != 0) else np.nan
         except ValueError:
             pw = np.nan
-        rows.append({"test": "Spearman rho of depth vs t50 within each run; mean over runs (t-test)",
-                     "n": len(per_run), "statistic": float(per_run.mean()),
-                     "p": float(res.pvalue) if res is not None else np.nan, "p_wilcoxon": pw})
+        rows.append(
+            {
+                "test": "Spearman rho of depth vs t50 within each run; mean over runs (t-test)",
+                "n": len(per_run),
+                "statistic": float(per_run.mean()),
+                "p": float(res.pvalue) if res is not None else np.nan,
+                "p_wilcoxon": pw,
+            }
+        )
     if len(t) >= 3 and t.layer_index.nunique() >= 2:
         rho, p = stats.spearmanr(t.layer_index, t.t50_step)
-        rows.append({"test": "Spearman: depth vs t50, all run x layer pairs pooled (descriptive)", "n": len(t),
-                     "statistic": float(rho), "p": float(p)})
+        rows.append(
+            {
+                "test": "Spearman: depth vs t50, all run x layer pairs pooled (descriptive)",
+                "n": len(t),
+                "statistic": float(rho),
+                "p": float(p),
+            }
+        )
     wide = t.pivot_table(index="run_id", columns="layer_index", values="t50_step").dropna(axis=0)
     if wide.shape[1] >= 2 and len(wide) >= 2:
         first, last = wide[wide.columns.min()], wide[wide.columns.max()]
@@ -118,10 +153,15 @@ def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
             pw = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else np.nan
         except ValueError:
             pw = np.nan
-        rows.append({"test": "paired: t50(last layer) - t50(first layer)", "n": len(diff),
-                     "statistic": float(diff.mean()),
-                     "p": float(res.pvalue) if res is not None else (1.0 if not diff.any() else np.nan),
-                     "p_wilcoxon": pw})
+        rows.append(
+            {
+                "test": "paired: t50(last layer) - t50(first layer)",
+                "n": len(diff),
+                "statistic": float(diff.mean()),
+                "p": float(res.pvalue) if res is not None else (1.0 if not diff.any() else np.nan),
+                "p_wilcoxon": pw,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -132,7 +172,7 @@ def emergence_tests(timing: pd.DataFrame) -> pd.DataFrame:
     from .power import holm
 
     rows = []
-    for (index, layer), part in timing[timing.layer != "input"].groupby(["layer_index", "layer"]):
+    for (_layer_index, layer), part in timing[timing.layer != "input"].groupby(["layer_index", "layer"]):
         gain = (part.ratio_final - part.ratio_init).to_numpy(dtype=float)
         n = len(gain)
         t_p = float(stats.ttest_1samp(gain, 0.0).pvalue) if n >= 2 and gain.std() > 0 else math.nan
@@ -147,23 +187,33 @@ def dense_claims(emergence: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if len(emergence):
         ok = bool((emergence.p_holm < 0.05).all() and (emergence.gain_mean > 0).all())
-        rows.append({"claim (Hanson et al.)": "category structure emerges during training in the network's layers",
-                     "our test": "per layer after the input, final minus initial between/within ratio > 0 across "
-                                 "runs (t, Holm over layers)",
-                     "verdict": "holds in every layer" if ok else
-                     f"holds in {int(((emergence.p_holm < 0.05) & (emergence.gain_mean > 0)).sum())} of "
-                     f"{len(emergence)} layers",
-                     "numbers": ", ".join(f"{r.layer} +{r.gain_mean:.2f} (p {r.p_holm:.2g})"
-                                          for r in emergence.itertuples())})
+        rows.append(
+            {
+                "claim (Hanson et al.)": "category structure emerges during training in the network's layers",
+                "our test": "per layer after the input, final minus initial between/within ratio > 0 across "
+                "runs (t, Holm over layers)",
+                "verdict": "holds in every layer"
+                if ok
+                else f"holds in {int(((emergence.p_holm < 0.05) & (emergence.gain_mean > 0)).sum())} of "
+                f"{len(emergence)} layers",
+                "numbers": ", ".join(
+                    f"{r.layer} +{r.gain_mean:.2f} (p {r.p_holm:.2g})" for r in emergence.itertuples()
+                ),
+            }
+        )
     head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
     if len(head):
         r = head.iloc[0]
         earlier = bool(r.p < 0.05 and r.statistic < 0)
-        rows.append({"claim (Hanson et al.)": "structure appears earlier in later layers",
-                     "our test": "within-run Spearman rho of layer depth vs t50 (the step of half the layer's own "
-                                 "gain), mean over runs, one-sample t",
-                     "verdict": "holds" if earlier else "does not hold (relative timing)",
-                     "numbers": f"mean rho {r.statistic:.2f}, p {r.p:.2g}, {int(r.n)} runs"})
+        rows.append(
+            {
+                "claim (Hanson et al.)": "structure appears earlier in later layers",
+                "our test": "within-run Spearman rho of layer depth vs t50 (the step of half the layer's own "
+                "gain), mean over runs, one-sample t",
+                "verdict": "holds" if earlier else "does not hold (relative timing)",
+                "numbers": f"mean rho {r.statistic:.2f}, p {r.p:.2g}, {int(r.n)} runs",
+            }
+        )
     return pd.DataFrame(rows, columns=["claim (Hanson et al.)", "our test", "verdict", "numbers"])
 
 
@@ -173,8 +223,7 @@ def dense_min_p(tests: pd.DataFrame) -> pd.DataFrame:
     head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
     if not len(head):
         return min_p_table([])
-    return min_p_table([min_p_row("earlier in later layers (within-run rho)", "signed_rank", int(head.n.iloc[0]),
-                                  1)])
+    return min_p_table([min_p_row("earlier in later layers (within-run rho)", "signed_rank", int(head.n.iloc[0]), 1)])
 
 
 def _separability_figure(summary: pd.DataFrame, layers: list[str]):
@@ -202,8 +251,9 @@ def _embedding_figure(sep: pd.DataFrame, class_names: list[str], layers: list[st
         picks = np.unique(np.round(np.linspace(0, len(steps) - 1, 6)).astype(int))
         steps = [steps[i] for i in picks]
     emb = sep[sep.measure.isin(["embedding_1", "embedding_2"]) & sep.step.isin(steps)]
-    fig, axes = plt.subplots(len(layers), len(steps), figsize=(1.75 * len(steps) + 0.8, 1.65 * len(layers) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(layers), len(steps), figsize=(1.75 * len(steps) + 0.8, 1.65 * len(layers) + 0.5), squeeze=False
+    )
     for i, layer in enumerate(layers):
         for j, step in enumerate(steps):
             ax = axes[i, j]
@@ -211,8 +261,13 @@ def _embedding_figure(sep: pd.DataFrame, class_names: list[str], layers: list[st
             wide = part.pivot_table(index=["a", "b"], columns="measure", values="value").reset_index()
             for c in sorted(wide.b.unique()):
                 pts = wide[wide.b == c]
-                ax.scatter(pts.embedding_1, pts.embedding_2, s=3, color=f"C{int(c)}",
-                           label=class_names[int(c)] if int(c) < len(class_names) else str(c))
+                ax.scatter(
+                    pts.embedding_1,
+                    pts.embedding_2,
+                    s=3,
+                    color=f"C{int(c)}",
+                    label=class_names[int(c)] if int(c) < len(class_names) else str(c),
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -264,12 +319,18 @@ def _curve_figure(curves: pd.DataFrame, fits: pd.DataFrame, first_run: str):
             f = fits[(fits.run_id == first_run) & (fits.curve == curve) & (fits.form == form)]
             if len(f) and bool(f.converged.iloc[0]):
                 r = f.iloc[0]
-                ax.plot(t, _fits(t, form, r.a, r.b, r.c), color=color,
-                        label=f"{form} fit ({first_run[:12]}...), AIC {r.aic:.1f}")
+                ax.plot(
+                    t,
+                    _fits(t, form, r.a, r.b, r.c),
+                    color=color,
+                    label=f"{form} fit ({first_run[:12]}...), AIC {r.aic:.1f}",
+                )
         ax.set_xlabel("optimiser step", fontsize=8)
         ax.set_ylabel("accuracy", fontsize=8)
-        ax.set_title({"batch": "minibatch accuracy per step", "probe_set": "probe-set accuracy at checkpoints"}[curve],
-                     fontsize=9)
+        ax.set_title(
+            {"batch": "minibatch accuracy per step", "probe_set": "probe-set accuracy at checkpoints"}[curve],
+            fontsize=9,
+        )
         ax.legend(fontsize=7, loc="lower right")
         ax.tick_params(labelsize=7)
     fig.subplots_adjust(left=0.06, right=0.99, top=0.9, bottom=0.15, wspace=0.18)
@@ -291,10 +352,20 @@ def fit_comparison(fits: pd.DataFrame) -> pd.DataFrame:
         except ValueError:
             p = np.nan
         r2 = part.groupby("form").r2.mean()
-        rows.append({"curve": curve, "n_runs": n, "hyperbolic_wins": int((delta < 0).sum()),
-                     "exponential_wins": int((delta > 0).sum()), "mean_delta_aic": m, "ci_low": lo, "ci_high": hi,
-                     "p_wilcoxon": p, "r2_hyperbolic": r2.get("hyperbolic", np.nan),
-                     "r2_exponential": r2.get("exponential", np.nan)})
+        rows.append(
+            {
+                "curve": curve,
+                "n_runs": n,
+                "hyperbolic_wins": int((delta < 0).sum()),
+                "exponential_wins": int((delta > 0).sum()),
+                "mean_delta_aic": m,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_wilcoxon": p,
+                "r2_hyperbolic": r2.get("hyperbolic", np.nan),
+                "r2_exponential": r2.get("exponential", np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -303,88 +374,160 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     runs, skipped = done_runs(study_dir, TABLE)
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
-        parts.append(note_html(f"No done run with category_structure.parquet under {study_dir}: run "
-                               "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."))
+        parts.append(
+            note_html(
+                f"No done run with category_structure.parquet under {study_dir}: run "
+                "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."
+            )
+        )
         parts.append(skipped_note(skipped))
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     sep = pd.concat([r["frame"].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
-    curves = pd.concat([(read_table(r, "learning_curve") if read_table(r, "learning_curve") is not None
-                         else pd.DataFrame()).assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
+    curves = pd.concat(
+        [
+            (read_table(r, "learning_curve") if read_table(r, "learning_curve") is not None else pd.DataFrame()).assign(
+                run_id=r["run_id"]
+            )
+            for r in runs
+        ],
+        ignore_index=True,
+    )
     fit_frames = [read_table(r, "curve_fits") for r in runs]
-    fits = pd.concat([f.assign(run_id=r["run_id"]) for f, r in zip(fit_frames, runs) if f is not None],
-                     ignore_index=True) if any(f is not None for f in fit_frames) else pd.DataFrame()
+    fits = (
+        pd.concat([f.assign(run_id=r["run_id"]) for f, r in zip(fit_frames, runs) if f is not None], ignore_index=True)
+        if any(f is not None for f in fit_frames)
+        else pd.DataFrame()
+    )
     class_names = [str(c) for c in runs[0]["design"].get("class_names") or []]
     layers = list(sep.sort_values("layer_index").layer.drop_duplicates())
     accs = [r["summary"].get("test_accuracy") for r in runs if r["summary"].get("test_accuracy") is not None]
     m, lo, hi, n = mean_ci(accs)
     weights = runs[0]["summary"].get("n_weights")
-    parts.append(note_html(
-        f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens "
-        f"({', '.join(class_names)}) with {runs[0]['summary'].get('n_train', '?')} training exemplars; "
-        f"final test accuracy {m:.3f} (95% interval {lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars "
-        "is read in every layer at checkpoints placed at log-spaced optimiser steps and at every epoch end."
-        if weights else f"{len(runs)} runs."))
+    parts.append(
+        note_html(
+            f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens "
+            f"({', '.join(class_names)}) with {runs[0]['summary'].get('n_train', '?')} training exemplars; "
+            f"final test accuracy {m:.3f} (95% interval {lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars "
+            "is read in every layer at checkpoints placed at log-spaced optimiser steps and at every epoch end."
+            if weights
+            else f"{len(runs)} runs."
+        )
+    )
 
     sep_summary = summarise(sep[sep.measure.isin(list(SEPARABILITY))], ["measure", "layer", "step"])
-    parts.append(figure_html(_separability_figure(sep_summary, layers),
-                             "How well the classes separate in each layer over training (mean and 95% interval "
-                             "over runs): left, mean distance between exemplars of different classes over the mean "
-                             "distance within a class (1 = no category structure); middle, correlation of the "
-                             "exemplar dissimilarities with the same/different-class pattern; right, leave-one-out "
-                             "nearest-class-mean accuracy. Colours go from the input (dark) to the readout (yellow)."))
+    parts.append(
+        figure_html(
+            _separability_figure(sep_summary, layers),
+            "How well the classes separate in each layer over training (mean and 95% interval "
+            "over runs): left, mean distance between exemplars of different classes over the mean "
+            "distance within a class (1 = no category structure); middle, correlation of the "
+            "exemplar dissimilarities with the same/different-class pattern; right, leave-one-out "
+            "nearest-class-mean accuracy. Colours go from the input (dark) to the readout (yellow).",
+        )
+    )
     timing = layer_timing(sep)
-    per_layer = (timing.groupby(["layer_index", "layer"])
-                 .agg(ratio_init=("ratio_init", "mean"), ratio_final=("ratio_final", "mean"),
-                      max_gain=("max_gain", "mean"), t50_step_mean=("t50_step", "mean"),
-                      t50_step_median=("t50_step", "median"),
-                      step_of_max_median=("step_of_max", "median"),
-                      first_step_above_threshold=("first_step_above_threshold", "median"),
-                      runs_above_threshold=("first_step_above_threshold", lambda v: int(v.notna().sum())))
-                 .reset_index())
-    parts.append(table_html(per_layer, "Per layer, over runs: mean between/within ratio at initialisation and at "
-                                       "the end, mean largest gain over initialisation, t50 (the step where the gain "
-                                       "first reaches half of its largest value, interpolated between checkpoints in "
-                                       "log steps), the median step of the largest gain, and the median first step "
-                                       f"where the ratio exceeds {THRESHOLD} (with the number of runs where it does)."))
+    per_layer = (
+        timing.groupby(["layer_index", "layer"])
+        .agg(
+            ratio_init=("ratio_init", "mean"),
+            ratio_final=("ratio_final", "mean"),
+            max_gain=("max_gain", "mean"),
+            t50_step_mean=("t50_step", "mean"),
+            t50_step_median=("t50_step", "median"),
+            step_of_max_median=("step_of_max", "median"),
+            first_step_above_threshold=("first_step_above_threshold", "median"),
+            runs_above_threshold=("first_step_above_threshold", lambda v: int(v.notna().sum())),
+        )
+        .reset_index()
+    )
+    parts.append(
+        table_html(
+            per_layer,
+            "Per layer, over runs: mean between/within ratio at initialisation and at "
+            "the end, mean largest gain over initialisation, t50 (the step where the gain "
+            "first reaches half of its largest value, interpolated between checkpoints in "
+            "log steps), the median step of the largest gain, and the median first step "
+            f"where the ratio exceeds {THRESHOLD} (with the number of runs where it does).",
+        )
+    )
     tests = timing_tests(timing)
     emergence = emergence_tests(timing)
     claims = dense_claims(emergence, tests)
-    parts.insert(1, table_html(claims, "Hanson et al.'s claims, our test of each, and the "
-                                                                "verdict (Holm over the layers)."))
+    parts.insert(
+        1, table_html(claims, "Hanson et al.'s claims, our test of each, and the verdict (Holm over the layers).")
+    )
     if len(emergence):
-        parts.append(table_html(emergence, "Category structure emerges in each layer: the between/within ratio at "
-                                           "the end minus at initialisation, across runs (one-sample t; exact "
-                                           "signed-rank p beside it); Holm over the layers."))
+        parts.append(
+            table_html(
+                emergence,
+                "Category structure emerges in each layer: the between/within ratio at "
+                "the end minus at initialisation, across runs (one-sample t; exact "
+                "signed-rank p beside it); Holm over the layers.",
+            )
+        )
     if len(tests):
-        parts.append(table_html(tests, "Does separability rise earlier in later layers (relative timing)? A "
-                                       "negative correlation of depth with t50 (the run is the unit in the first "
-                                       "test), or a negative paired difference t50(last) - t50(first), says yes."))
+        parts.append(
+            table_html(
+                tests,
+                "Does separability rise earlier in later layers (relative timing)? A "
+                "negative correlation of depth with t50 (the run is the unit in the first "
+                "test), or a negative paired difference t50(last) - t50(first), says yes.",
+            )
+        )
     parts.append(note_html(_timing_reading(per_layer, tests)))
     floors = dense_min_p(tests)
     if len(floors):
-        parts.append(table_html(floors, "Smallest attainable p of the headline test (within-run depth-t50 "
-                                        "correlation, one test) with the runs at hand (the power rule of "
-                                        "docs/companion_spectra_dense.md)."))
+        parts.append(
+            table_html(
+                floors,
+                "Smallest attainable p of the headline test (within-run depth-t50 "
+                "correlation, one test) with the runs at hand (the power rule of "
+                "docs/companion_spectra_dense.md).",
+            )
+        )
     first = runs[0]["run_id"]
-    parts.append(figure_html(_embedding_figure(sep[sep.run_id == first], class_names, layers),
-                             f"The probe set's 2-D embedding (first two principal components) in every layer "
-                             f"(rows, input at the top) at six checkpoints (columns), run {first}. Colours are the "
-                             "classes; each axis points so that the first class lies on its negative side."))
-    parts.append(figure_html(_rdm_figure(sep, class_names, layers),
-                             "Distances between class means at the end of training (mean over runs), each layer "
-                             "scaled by its mean off-diagonal distance: dark = similar classes."))
-    tables = {"separability": sep_summary, "layer_timing": timing, "timing_tests": tests, "min_p": floors,
-              "emergence_tests": emergence, "claims": claims}
+    parts.append(
+        figure_html(
+            _embedding_figure(sep[sep.run_id == first], class_names, layers),
+            f"The probe set's 2-D embedding (first two principal components) in every layer "
+            f"(rows, input at the top) at six checkpoints (columns), run {first}. Colours are the "
+            "classes; each axis points so that the first class lies on its negative side.",
+        )
+    )
+    parts.append(
+        figure_html(
+            _rdm_figure(sep, class_names, layers),
+            "Distances between class means at the end of training (mean over runs), each layer "
+            "scaled by its mean off-diagonal distance: dark = similar classes.",
+        )
+    )
+    tables = {
+        "separability": sep_summary,
+        "layer_timing": timing,
+        "timing_tests": tests,
+        "min_p": floors,
+        "emergence_tests": emergence,
+        "claims": claims,
+    }
     if len(fits):
         comparison = fit_comparison(fits)
         if len(curves):
-            parts.append(figure_html(_curve_figure(curves, fits, first),
-                                     "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and "
-                                     "exponential a - b exp(-c t), t in optimiser steps."))
-        parts.append(table_html(comparison, "Hyperbolic vs exponential learning curves: runs won by each form (lower "
-                                            "AIC; both have 3 parameters, so BIC agrees), mean AIC difference "
-                                            "hyperbolic - exponential (negative favours hyperbolic) with 95% "
-                                            "interval and Wilcoxon p, mean R^2."))
+            parts.append(
+                figure_html(
+                    _curve_figure(curves, fits, first),
+                    "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and "
+                    "exponential a - b exp(-c t), t in optimiser steps.",
+                )
+            )
+        parts.append(
+            table_html(
+                comparison,
+                "Hyperbolic vs exponential learning curves: runs won by each form (lower "
+                "AIC; both have 3 parameters, so BIC agrees), mean AIC difference "
+                "hyperbolic - exponential (negative favours hyperbolic) with 95% "
+                "interval and Wilcoxon p, mean R^2.",
+            )
+        )
         tables.update({"curve_fits": fits, "curve_fit_comparison": comparison})
     parts.append(skipped_note(skipped))
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
@@ -397,10 +540,15 @@ def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
         return ""
     gains = hidden.set_index("layer").max_gain
     rising = bool((hidden.ratio_final > hidden.ratio_init).all())
-    text = (("Separability rises with training in every layer after the input" if rising else
-             "Separability does not rise in every layer")
-            + f"; the largest gain of the between/within ratio goes from {gains.iloc[0]:.2f} ({gains.index[0]}) "
-            f"to {gains.iloc[-1]:.2f} ({gains.index[-1]}). ")
+    text = (
+        (
+            "Separability rises with training in every layer after the input"
+            if rising
+            else "Separability does not rise in every layer"
+        )
+        + f"; the largest gain of the between/within ratio goes from {gains.iloc[0]:.2f} ({gains.index[0]}) "
+        f"to {gains.iloc[-1]:.2f} ({gains.index[-1]}). "
+    )
     spearman = tests[tests.test.str.startswith("Spearman")] if len(tests) else tests
     if len(spearman):
         rho, p = spearman.statistic.iloc[0], spearman.p.iloc[0]
@@ -409,19 +557,27 @@ def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
         if rho < 0 and p < 0.05:
             verdict = "later layers reach half of their gain earlier."
         elif rho > 0 and p < 0.05:
-            verdict = ("later layers reach half of their gain later: relative to its own final gain, an early "
-                       "layer is done sooner.")
+            verdict = (
+                "later layers reach half of their gain later: relative to its own final gain, an early "
+                "layer is done sooner."
+            )
         else:
-            verdict = ("no significant ordering: relative to their own final gains, all layers rise within the "
-                       "same stretch of training.")
-        text += (f"Relative timing: t50 (mean steps) is {t50} for {', '.join(hidden.layer)}; {what} Spearman rho "
-                 f"between depth and t50 = {rho:.2f} (p = {p:.3g}): {verdict} ")
+            verdict = (
+                "no significant ordering: relative to their own final gains, all layers rise within the "
+                "same stretch of training."
+            )
+        text += (
+            f"Relative timing: t50 (mean steps) is {t50} for {', '.join(hidden.layer)}; {what} Spearman rho "
+            f"between depth and t50 = {rho:.2f} (p = {p:.3g}): {verdict} "
+        )
     above = hidden.first_step_above_threshold
-    text += (f"Absolute timing: the ratio first exceeds {THRESHOLD} at (median) step "
-             + ", ".join(f"{v:.0f}" if np.isfinite(v) else "never" for v in above)
-             + f" for {', '.join(hidden.layer)}. Both readings are given because they answer different questions: "
-             "when category structure becomes visible in a layer (absolute), and when a layer's own change is half "
-             "done (relative).")
+    text += (
+        f"Absolute timing: the ratio first exceeds {THRESHOLD} at (median) step "
+        + ", ".join(f"{v:.0f}" if np.isfinite(v) else "never" for v in above)
+        + f" for {', '.join(hidden.layer)}. Both readings are given because they answer different questions: "
+        "when category structure becomes visible in a layer (absolute), and when a layer's own change is half "
+        "done (relative)."
+    )
     return text
 
 

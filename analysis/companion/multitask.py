@@ -24,6 +24,7 @@ What it shows:
 CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` writes
 ``multitask.html`` and the tables as CSV. Never imports torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .critical import (done_runs, figure_html, para, plt, save_figure, skipped_note, summarise, table_html,
-                       write_outputs)
+from .critical import done_runs, figure_html, para, plt, save_figure, skipped_note, summarise, table_html, write_outputs
 
 TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
 STUDY = "multitask"
@@ -86,8 +86,10 @@ STRUCTURE = {
     "task_purity_init": "mean task purity of the top eigenvectors",
     "kernel_top1_share_init": "top singular value's share of the top components",
 }
-LOSSES = {"single_task_test_loss": "single-task test loss after single-task training",
-          "multitask_test_loss": "concurrent-multitask test loss after fine-tuning"}
+LOSSES = {
+    "single_task_test_loss": "single-task test loss after single-task training",
+    "multitask_test_loss": "concurrent-multitask test loss after fine-tuning",
+}
 
 
 def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
@@ -107,8 +109,17 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
                 rho = p = math.nan
                 if len(ok) >= 3 and ok[key].nunique() > 1 and ok[loss].nunique() > 1:
                     rho, p = spearman(ok[key], ok[loss])
-                rows.append({"runs": scope, "kernel_structure_at_init": label, "key": key, "loss": loss_label,
-                             "n": len(ok), "spearman_rho": rho, "p": p})
+                rows.append(
+                    {
+                        "runs": scope,
+                        "kernel_structure_at_init": label,
+                        "key": key,
+                        "loss": loss_label,
+                        "n": len(ok),
+                        "spearman_rho": rho,
+                        "p": p,
+                    }
+                )
     out = pd.DataFrame(rows, columns=["runs", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"])
     out["p_holm"] = np.nan
     for scope in out.runs.unique():  # one Holm family per scope (pooled, each init)
@@ -138,10 +149,21 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 pass
         m_s, lo_s, hi_s, _ = _ci(std)
         m_l, lo_l, hi_l, _ = _ci(large)
-        rows.append({"measure": label, "key": key, "n_pairs": len(common), "standard_mean": m_s,
-                     "standard_ci": f"{lo_s:.3g}..{hi_s:.3g}", "large_mean": m_l, "large_ci": f"{lo_l:.3g}..{hi_l:.3g}",
-                     "lower": ("standard" if m_s < m_l else "large") if len(common) else "",
-                     "pairs_where_standard_lower": int((diff > 0).sum()), "paired_t_p": t_p, "wilcoxon_p": w_p})
+        rows.append(
+            {
+                "measure": label,
+                "key": key,
+                "n_pairs": len(common),
+                "standard_mean": m_s,
+                "standard_ci": f"{lo_s:.3g}..{hi_s:.3g}",
+                "large_mean": m_l,
+                "large_ci": f"{lo_l:.3g}..{hi_l:.3g}",
+                "lower": ("standard" if m_s < m_l else "large") if len(common) else "",
+                "pairs_where_standard_lower": int((diff > 0).sum()),
+                "paired_t_p": t_p,
+                "wilcoxon_p": w_p,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -151,8 +173,9 @@ def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
     tested = comparison[comparison.key.isin(VERDICT_KEYS)]
     if not len(tested):
         return min_p_table([])
-    return min_p_table([min_p_row("standard vs large init, the paper's claims", "signed_rank",
-                                  int(tested.n_pairs.min()), len(tested))])
+    return min_p_table(
+        [min_p_row("standard vs large init, the paper's claims", "signed_rank", int(tested.n_pairs.min()), len(tested))]
+    )
 
 
 def _ci(values):
@@ -177,12 +200,18 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
         return part.iloc[0] if len(part) else None
 
     for key, claim, expect in (
-            ("single_task_test_loss", "standard init gives lower single-task test loss (after single-task "
-                                      "training)", "standard"),
-            ("single_task_test_loss_after_finetune", "standard init gives lower single-task test loss (after "
-                                                     "fine-tuning)", "standard"),
-            ("multitask_test_loss", "large init gives lower concurrent-multitask loss after fine-tuning",
-             "large")):
+        (
+            "single_task_test_loss",
+            "standard init gives lower single-task test loss (after single-task training)",
+            "standard",
+        ),
+        (
+            "single_task_test_loss_after_finetune",
+            "standard init gives lower single-task test loss (after fine-tuning)",
+            "standard",
+        ),
+        ("multitask_test_loss", "large init gives lower concurrent-multitask loss after fine-tuning", "large"),
+    ):
         r = row(key)
         if r is None or not r.n_pairs:
             out.append({"finding (Pyle et al.)": claim, "found here": "not measured", "numbers": ""})
@@ -190,13 +219,24 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
         p = float(holm_of.get(key, math.nan))
         significant = bool(np.isfinite(p) and p < 0.05)
         agrees = r.lower == expect
-        found = ("yes" if agrees and significant else "same direction, not significant" if agrees
-                 else "NO: the opposite (significant)" if significant else "no (opposite direction, not "
-                                                                          "significant)")
-        out.append({"finding (Pyle et al.)": claim, "found here": found,
-                    "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
-                               f"({r.n_pairs} paired replicates, paired t p={r.paired_t_p:.2g}, "
-                               f"Holm over the {len(holm_of)} claims {p:.2g})"})
+        found = (
+            "yes"
+            if agrees and significant
+            else "same direction, not significant"
+            if agrees
+            else "NO: the opposite (significant)"
+            if significant
+            else "no (opposite direction, not significant)"
+        )
+        out.append(
+            {
+                "finding (Pyle et al.)": claim,
+                "found here": found,
+                "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
+                f"({r.n_pairs} paired replicates, paired t p={r.paired_t_p:.2g}, "
+                f"Holm over the {len(holm_of)} claims {p:.2g})",
+            }
+        )
     return out
 
 
@@ -205,37 +245,55 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     runs, skipped = done_runs(study_dir, TABLES)
     parts = [f"<h2>{TITLE}</h2>"]
     if not runs:
-        parts += [para(f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask "
-                       "'seed=range(0,30)')."), skipped_note(skipped)]
+        parts += [
+            para(
+                f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask 'seed=range(0,30)')."
+            ),
+            skipped_note(skipped),
+        ]
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     frame = per_run(runs)
     s0 = runs[0]["summary"]
-    parts.append(para(
-        "The multitasking network (4 input groups x 3 features, 12 tasks = input group x output group, 3 "
-        "output groups x 3 units, 200 sigmoid hidden units with a fixed bias of -2) learns the 12 single tasks "
-        f"({s0.get('single_epochs')} epochs), then is fine-tuned on concurrent multitasking (1-3 tasks at once; "
-        f"{s0.get('finetune_epochs')} epochs). Test losses use stimuli never trained on. The pseudo-kernel "
-        "K(x, x_n) = <grad loss(x_n), grad f_k(x)> is computed from the weights before each phase and that "
-        f"phase's training set. {len(runs)} runs ({', '.join(f'{(frame.init == i).sum()} {i}' for i in INITS)})."))
+    parts.append(
+        para(
+            "The multitasking network (4 input groups x 3 features, 12 tasks = input group x output group, 3 "
+            "output groups x 3 units, 200 sigmoid hidden units with a fixed bias of -2) learns the 12 single tasks "
+            f"({s0.get('single_epochs')} epochs), then is fine-tuned on concurrent multitasking (1-3 tasks at once; "
+            f"{s0.get('finetune_epochs')} epochs). Test losses use stimuli never trained on. The pseudo-kernel "
+            "K(x, x_n) = <grad loss(x_n), grad f_k(x)> is computed from the weights before each phase and that "
+            f"phase's training set. {len(runs)} runs ({', '.join(f'{(frame.init == i).sum()} {i}' for i in INITS)})."
+        )
+    )
 
     # kernel prediction
     corr = frame[[c for c in frame.columns if c.startswith("kernel_corr_")]]
     worst = float(np.nanmin(corr.to_numpy())) if corr.size else math.nan
-    checks = [{"check": f"the one-step kernel prediction correlates with the real change above {CORR_THRESHOLD} "
-                        "at a small learning rate",
-               "result": "holds" if worst > CORR_THRESHOLD else "does NOT hold",
-               "measured": f"lowest correlation over {len(frame)} runs and stages: {worst:.6f} "
-                           f"(probe lr {s0.get('kernel', {}).get('init', {}).get('probe_lr')})"}]
+    checks = [
+        {
+            "check": f"the one-step kernel prediction correlates with the real change above {CORR_THRESHOLD} "
+            "at a small learning rate",
+            "result": "holds" if worst > CORR_THRESHOLD else "does NOT hold",
+            "measured": f"lowest correlation over {len(frame)} runs and stages: {worst:.6f} "
+            f"(probe lr {s0.get('kernel', {}).get('init', {}).get('probe_lr')})",
+        }
+    ]
     onestep = frame[[c for c in frame.columns if c.startswith("onestep_corr_training_lr_")]]
     if onestep.size and np.isfinite(onestep.to_numpy()).any():
         by_init = {i: float(np.nanmin(onestep[frame.init == i].to_numpy())) for i in INITS if (frame.init == i).any()}
-        checks.append({"check": "the same one-step prediction at the training step size (how far a real training "
-                                "step is from the kernel's linearisation)",
-                       "result": "holds" if min(by_init.values()) > CORR_THRESHOLD else "does NOT hold",
-                       "measured": "lowest correlation: " + ", ".join(f"{i} {v:.4f}" for i, v in by_init.items())
-                                   + " (training lr " + ", ".join(
-                                       f"{i} {lr}" for i, lr in sorted({(r["summary"]["init"], r["summary"].get("lr"))
-                                                                       for r in runs})) + "; per run in summary.json)"})
+        checks.append(
+            {
+                "check": "the same one-step prediction at the training step size (how far a real training "
+                "step is from the kernel's linearisation)",
+                "result": "holds" if min(by_init.values()) > CORR_THRESHOLD else "does NOT hold",
+                "measured": "lowest correlation: "
+                + ", ".join(f"{i} {v:.4f}" for i, v in by_init.items())
+                + " (training lr "
+                + ", ".join(
+                    f"{i} {lr}" for i, lr in sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
+                )
+                + "; per run in summary.json)",
+            }
+        )
     comparison = init_comparison(frame)
     verdict = verdicts(comparison)
     k2l = kernel_to_loss(frame)
@@ -243,37 +301,69 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     for loss_label in LOSSES.values():
         part = pooled[pooled.loss == loss_label]
         if not len(part):
-            verdict.append({"finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
-                            "found here": "not measured", "numbers": ""})
+            verdict.append(
+                {
+                    "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
+                    "found here": "not measured",
+                    "numbers": "",
+                }
+            )
             continue
         best = part.loc[part.spearman_rho.abs().idxmax()]
         within = k2l[(k2l.runs != "all runs") & (k2l.loss == loss_label) & (k2l.p_holm < 0.05)]
-        found = ("no (not significant after Holm)" if not best.p_holm < 0.05
-                 else "yes, across and within inits" if len(within)
-                 else "across inits only: the structure tells the inits apart, not the runs within an init")
-        verdict.append({"finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
-                        "found here": found,
-                        "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
-                                   f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
-                                   f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}"})
-    protocol = (f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, "
-                f"loss {s0.get('loss_reduction', 'mean')}"
-                f" over samples, learning rate " + ", ".join(
-                    f"{i} {frame_lr}" for i, frame_lr in sorted({(r['summary']['init'], r['summary'].get('lr'))
-                                                                 for r in runs}))
-                + f", training samples per phase {s0.get('n_train', '')}.")
-    parts.insert(1, table_html(pd.DataFrame(verdict), "Pyle et al.'s claims, our test of each, and the verdict "
-                                                      "(paired by replicate; Holm over the claims of each kind)."))
+        found = (
+            "no (not significant after Holm)"
+            if not best.p_holm < 0.05
+            else "yes, across and within inits"
+            if len(within)
+            else "across inits only: the structure tells the inits apart, not the runs within an init"
+        )
+        verdict.append(
+            {
+                "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
+                "found here": found,
+                "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
+                f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
+                f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}",
+            }
+        )
+    protocol = (
+        f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, "
+        f"loss {s0.get('loss_reduction', 'mean')}"
+        f" over samples, learning rate "
+        + ", ".join(
+            f"{i} {frame_lr}" for i, frame_lr in sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
+        )
+        + f", training samples per phase {s0.get('n_train', '')}."
+    )
+    parts.insert(
+        1,
+        table_html(
+            pd.DataFrame(verdict),
+            "Pyle et al.'s claims, our test of each, and the verdict "
+            "(paired by replicate; Holm over the claims of each kind).",
+        ),
+    )
     parts.insert(2, para(protocol))
     parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
-    parts.append(table_html(k2l.drop(columns=["key"]), "The kernel-to-loss prediction: each measure of the "
-                                                       "kernel's structure at initialisation against the downstream "
-                                                       "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
-                                                       "scope: pooled, and each init)."))
+    parts.append(
+        table_html(
+            k2l.drop(columns=["key"]),
+            "The kernel-to-loss prediction: each measure of the "
+            "kernel's structure at initialisation against the downstream "
+            "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
+            "scope: pooled, and each init).",
+        )
+    )
     floors = multitask_min_p(comparison)
     if len(floors):
-        parts.append(table_html(floors, "Smallest attainable p of the claims' family with the replicates at hand "
-                                        "(the power rule of docs/companion_critical_multitask.md)."))
+        parts.append(
+            table_html(
+                floors,
+                "Smallest attainable p of the claims' family with the replicates at hand "
+                "(the power rule of docs/companion_critical_multitask.md).",
+            )
+        )
     inits_present = [i for i in INITS if (frame.init == i).any()]
     fig, axes = plt.subplots(1, len(inits_present), figsize=(4.2 * len(inits_present), 3.6), squeeze=False)
     for ax, init in zip(axes[0], inits_present):
@@ -286,21 +376,33 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         r = np.corrcoef(kp.actual, kp.predicted)[0, 1]
         ax.set(title=f"{init} init (r = {r:.6f})", xlabel="real change of f_k(x)", ylabel="kernel prediction")
     uri = save_figure(fig, out_dir, "multitask_kernel_prediction")
-    parts.append(figure_html(uri, "Kernel-predicted against real change of every output unit on held-out "
-                                  "single-task inputs after one full-batch step at the probe learning rate, "
-                                  "computed at initialisation from the single-task curriculum (one run per "
-                                  "init). Points on the diagonal: the kernel predicts the change exactly."))
+    parts.append(
+        figure_html(
+            uri,
+            "Kernel-predicted against real change of every output unit on held-out "
+            "single-task inputs after one full-batch step at the probe learning rate, "
+            "computed at initialisation from the single-task curriculum (one run per "
+            "init). Points on the diagonal: the kernel predicts the change exactly.",
+        )
+    )
 
     # eigenvector clusters
     stage_rows = []
-    fig, axes = plt.subplots(len(inits_present), 2, figsize=(11, 3.6 * len(inits_present)), squeeze=False,
-                             gridspec_kw={"width_ratios": [12, 9]}, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(inits_present),
+        2,
+        figsize=(11, 3.6 * len(inits_present)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [12, 9]},
+        constrained_layout=True,
+    )
     for row_axes, init in zip(axes, inits_present):
         run = min((r for r in runs if r["summary"]["init"] == init), key=lambda r: int(r["design"]["replicate"]))
         eig = run["kernel_eigen"]
-        eig = eig[eig.stage == "init"].assign(e=lambda f: f.loading ** 2)
-        eig = eig.assign(target=eig.target_units.astype(str) if "target_units" in eig
-                         else [_target_of(label) for label in eig.label])
+        eig = eig[eig.stage == "init"].assign(e=lambda f: f.loading**2)
+        eig = eig.assign(
+            target=eig.target_units.astype(str) if "target_units" in eig else [_target_of(label) for label in eig.label]
+        )
         for ax, by, name in ((row_axes[0], "label", "task"), (row_axes[1], "target", "target output unit (1-9)")):
             energy = eig.groupby(["component", by]).e.sum().unstack(by)
             image = ax.imshow(energy.to_numpy(), aspect="auto", cmap="magma", vmin=0)
@@ -317,23 +419,35 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                     row[f"ARI {label.replace('_', ' ')}"] = _ci(sub[col])[0]
             stage_rows.append(row)
     uri = save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
-    parts.append(figure_html(uri, "Top eigenvectors of the kernel at initialisation (rows, largest first; replicate "
-                                  "0 of each init) and how their weight (squared loadings over the training "
-                                  "samples) splits over the 12 single tasks (left, 'in i>out o') and over the "
-                                  "output unit the sample's target turns on (right, output group x feature). A "
-                                  "row lit in one column is a direction specific to that task or unit."))
+    parts.append(
+        figure_html(
+            uri,
+            "Top eigenvectors of the kernel at initialisation (rows, largest first; replicate "
+            "0 of each init) and how their weight (squared loadings over the training "
+            "samples) splits over the 12 single tasks (left, 'in i>out o') and over the "
+            "output unit the sample's target turns on (right, output group x feature). A "
+            "row lit in one column is a direction specific to that task or unit.",
+        )
+    )
     ari = pd.DataFrame(stage_rows)
-    parts.append(table_html(ari, "Clustering of the training samples in the space of the top kernel eigenvectors "
-                                 "(k-means with as many clusters as labels): adjusted Rand index against each "
-                                 "labelling (1 = the clusters are exactly that grouping, 0 = chance), mean over "
-                                 "runs. Stage init: single-task curriculum at initialisation; finetune: the "
-                                 "multitasking curriculum after single-task training."))
+    parts.append(
+        table_html(
+            ari,
+            "Clustering of the training samples in the space of the top kernel eigenvectors "
+            "(k-means with as many clusters as labels): adjusted Rand index against each "
+            "labelling (1 = the clusters are exactly that grouping, 0 = chance), mean over "
+            "runs. Stage init: single-task curriculum at initialisation; finetune: the "
+            "multitasking curriculum after single-task training.",
+        )
+    )
 
     # init comparison: curves and the table
     curves = pd.concat([r["loss_curves"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, split, title in ((axes[0], "single_test", "single-task test loss"),
-                             (axes[1], "multi_test", "concurrent-multitask test loss")):
+    for ax, split, title in (
+        (axes[0], "single_test", "single-task test loss"),
+        (axes[1], "multi_test", "concurrent-multitask test loss"),
+    ):
         for init, colour in zip(INITS, ("tab:blue", "tab:red")):
             part = curves[(curves.init == init) & (curves.split == split) & (curves.epoch >= 1)]
             if not len(part):
@@ -347,31 +461,53 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         ax.set(yscale="log", xlabel="epoch (dotted: start of fine-tuning)", title=title)
         ax.legend(fontsize=8)
     uri = save_figure(fig, out_dir, "multitask_loss_curves")
-    parts.append(figure_html(uri, "Test losses over training, mean and 95% interval over replicates, per "
-                                  "initialisation: single-task training, then fine-tuning on concurrent "
-                                  "multitasking."))
-    parts.append(table_html(comparison.drop(columns=["key"]), "Standard vs large initialisation, paired by "
-                                                              "replicate (paired t-test and Wilcoxon signed-rank)."))
-    share = pd.concat([r["representation_sharing"].assign(init=r["summary"]["init"], run_id=r["run_id"])
-                       for r in runs])
+    parts.append(
+        figure_html(
+            uri,
+            "Test losses over training, mean and 95% interval over replicates, per "
+            "initialisation: single-task training, then fine-tuning on concurrent "
+            "multitasking.",
+        )
+    )
+    parts.append(
+        table_html(
+            comparison.drop(columns=["key"]),
+            "Standard vs large initialisation, paired by replicate (paired t-test and Wilcoxon signed-rank).",
+        )
+    )
+    share = pd.concat([r["representation_sharing"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
     share = share.assign(pair=np.where(share.same_input, "same input group", "different input group"))
     share_runs = share.groupby(["init", "stage", "pair", "run_id"]).similarity.mean().reset_index()
     share_summary = summarise(share_runs, ["init", "stage", "pair"], "similarity")
-    parts.append(table_html(share_summary, "Overlap of the single tasks' hidden representations (cosine of the "
-                                           "centred hidden patterns of the same stimuli) for task pairs that read "
-                                           "the same input group vs different ones; high overlap for different "
-                                           "input groups means shared representations, which interfere when the "
-                                           "tasks run at once."))
+    parts.append(
+        table_html(
+            share_summary,
+            "Overlap of the single tasks' hidden representations (cosine of the "
+            "centred hidden patterns of the same stimuli) for task pairs that read "
+            "the same input group vs different ones; high overlap for different "
+            "input groups means shared representations, which interfere when the "
+            "tasks run at once.",
+        )
+    )
     parts.append(skipped_note(skipped))
-    tables = {"runs": frame, "init_comparison": comparison, "verdicts": pd.DataFrame(verdict),
-              "kernel_clusters": ari, "representation_sharing": share_summary, "checks": pd.DataFrame(checks),
-              "min_p": floors, "kernel_to_loss": k2l}
+    tables = {
+        "runs": frame,
+        "init_comparison": comparison,
+        "verdicts": pd.DataFrame(verdict),
+        "kernel_clusters": ari,
+        "representation_sharing": share_summary,
+        "checks": pd.DataFrame(checks),
+        "min_p": floors,
+        "kernel_to_loss": k2l,
+    }
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.companion.multitask",
-                                     description="Write multitask.html (figures, checks) and its tables as CSV.")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.companion.multitask",
+        description="Write multitask.html (figures, checks) and its tables as CSV.",
+    )
     parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
     parser.add_argument("--study", default=STUDY, help="study folder under the root")
     parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")

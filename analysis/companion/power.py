@@ -18,6 +18,7 @@ replicate count ``n`` (per cell, or per init):
 test could return with the replicates at hand and after the correction, so a
 reader sees when "not significant" could not have been otherwise.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,16 @@ def t_power(d: float, n: int, alpha: float) -> float:
     return power
 
 
-def replicates_needed(d_measured: float, m: int, *, alpha: float = 0.05, power: float = 0.8,
-                      test: str = "signed_rank", k: int = 2, n_max: int = 200) -> int:
+def replicates_needed(
+    d_measured: float,
+    m: int,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    test: str = "signed_rank",
+    k: int = 2,
+    n_max: int = 200,
+) -> int:
     """The rule's ``n``: the smallest count meeting both the attainable and the powered condition."""
     if test not in ("signed_rank", "friedman"):
         raise ValueError(f"test={test!r}; allowed: signed_rank, friedman")
@@ -78,13 +87,27 @@ def min_p_row(family: str, test: str, n: int, m: int, *, k: int = 2, alpha: floa
     p_min = min_p_signed_rank(n) if test == "signed_rank" else min_p_friedman(n, k)
     floor = holm_floor(p_min, m)
     name = {"signed_rank": "exact signed-rank / sign-flip", "friedman": f"Friedman, {k} groups"}[test]
-    return {"family": family, "tests_in_family": int(m), "replicates": int(n), "rank_test": name,
-            "smallest_p": p_min, "smallest_p_after_holm": floor, "can_reject_at_0.05": bool(floor < alpha)}
+    return {
+        "family": family,
+        "tests_in_family": int(m),
+        "replicates": int(n),
+        "rank_test": name,
+        "smallest_p": p_min,
+        "smallest_p_after_holm": floor,
+        "can_reject_at_0.05": bool(floor < alpha),
+    }
 
 
 def min_p_table(rows: list[dict]) -> pd.DataFrame:
-    columns = ["family", "tests_in_family", "replicates", "rank_test", "smallest_p", "smallest_p_after_holm",
-               "can_reject_at_0.05"]
+    columns = [
+        "family",
+        "tests_in_family",
+        "replicates",
+        "rank_test",
+        "smallest_p",
+        "smallest_p_after_holm",
+        "can_reject_at_0.05",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -102,7 +125,7 @@ def spearman(x, y, exact_up_to: int = 8) -> tuple[float, float]:
         return rho, float(stats.spearmanr(x, y).pvalue)
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
-    norm = math.sqrt(float((rx ** 2).sum() * (ry ** 2).sum()))
+    norm = math.sqrt(float((rx**2).sum() * (ry**2).sum()))
     observed = abs(float(rx @ ry)) / norm
     count = total = 0
     for perm in itertools.permutations(range(n)):

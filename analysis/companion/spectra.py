@@ -22,6 +22,7 @@ CLI (writes ``spectra.html`` and the tables as CSV):
 The helpers at the top (reading done runs, figures, HTML) are shared with
 ``analysis.companion.dense_sample``. Never imports torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,21 +32,22 @@ import io
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from pipeline.runfolder import atomic_write_text  # noqa: E402
+from pipeline.runfolder import atomic_write_text
 
-from .common import done_runs as common_done_runs  # noqa: E402
-from .common import fmt as _fmt, mean_ci, skipped_note, summarise, table_html  # noqa: E402,F401
-from .common import para as note_html  # noqa: E402,F401
+from .common import done_runs as common_done_runs
+from .common import fmt as _fmt  # noqa: F401
+from .common import para as note_html
+from .common import skipped_note, summarise, table_html
 
 TABLE = "gradient_spectrum"
 TITLE = "Gradient spectra by group"
@@ -76,17 +78,21 @@ def png_uri(fig, dpi: int = 80) -> str:
 
 
 def figure_html(fig, caption: str) -> str:
-    return (f'<figure><img src="{png_uri(fig)}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{png_uri(fig)}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
 def standalone_page(section: dict) -> str:
-    return ("<!doctype html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(section['title'])}</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
-            "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
-            f"{section['html']}</body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(section['title'])}</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
+        "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
+        f"{section['html']}</body></html>"
+    )
 
 
 def write_outputs(section: dict, out_dir: Path, stem: str) -> Path:
@@ -132,8 +138,7 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         f = run["frame"]
         design = run["design"]
         names = [str(n) for n in design.get("class_names") or []]
-        keep = ((f.stat == "effective_rank") | ((f.stat == "sv") & (f["index"] == 1))
-                | (f.stat == "frobenius"))
+        keep = (f.stat == "effective_rank") | ((f.stat == "sv") & (f["index"] == 1)) | (f.stat == "frobenius")
         f = f[keep].copy()
         f["stat"] = np.where(f.stat == "sv", "sv1", f.stat)
         f["run_id"] = run["run_id"]
@@ -147,7 +152,7 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
         return pd.DataFrame(), skipped
     data = pd.concat(frames, ignore_index=True)
     # a panel whose runs all share one class pair: name its classes rather than their order
-    for panel, part in data.groupby("panel"):
+    for _panel, part in data.groupby("panel"):
         pairs = part.pair_names.unique()
         if len(pairs) == 1 and pairs[0]:
             first, second = pairs[0].split(" | ")
@@ -170,10 +175,22 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
         wide = wide.dropna()
         groups = list(wide.columns)
         n = len(wide)
-        row = {"cell": cell, "group_by": group_by, "layer": layer, "kind": kind, "stat": stat, "epoch": epoch,
-               "n_runs": n,
-               "groups": " | ".join(groups), "test": "", "statistic": np.nan, "p": np.nan,
-               "p_wilcoxon": np.nan, "mean_diff": np.nan, "higher": ""}
+        row = {
+            "cell": cell,
+            "group_by": group_by,
+            "layer": layer,
+            "kind": kind,
+            "stat": stat,
+            "epoch": epoch,
+            "n_runs": n,
+            "groups": " | ".join(groups),
+            "test": "",
+            "statistic": np.nan,
+            "p": np.nan,
+            "p_wilcoxon": np.nan,
+            "mean_diff": np.nan,
+            "higher": "",
+        }
         if n < 2 or len(groups) < 2:
             rows.append(row)
             continue
@@ -204,9 +221,25 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
             except ValueError:
                 pass
         rows.append(row)
-    tests = pd.DataFrame(rows, columns=["cell", "group_by", "layer", "kind", "stat", "epoch", "n_runs", "groups",
-                                        "test",
-                                        "statistic", "p", "p_wilcoxon", "mean_diff", "higher"])
+    tests = pd.DataFrame(
+        rows,
+        columns=[
+            "cell",
+            "group_by",
+            "layer",
+            "kind",
+            "stat",
+            "epoch",
+            "n_runs",
+            "groups",
+            "test",
+            "statistic",
+            "p",
+            "p_wilcoxon",
+            "mean_diff",
+            "higher",
+        ],
+    )
     tests["p_holm"] = np.nan
     for _, idx in tests.groupby("stat").groups.items():
         p = tests.loc[idx, "p"]
@@ -250,8 +283,14 @@ def _figure(summary: pd.DataFrame, panel: str, layers: list[str]):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize=8)
     fig.suptitle(f"{panel}", fontsize=10, x=0.02, ha="left")
-    fig.subplots_adjust(left=0.08, right=0.98, top=1 - 0.55 / fig.get_figheight(), bottom=0.5 / fig.get_figheight()
-                        + 0.02, hspace=0.55, wspace=0.25)
+    fig.subplots_adjust(
+        left=0.08,
+        right=0.98,
+        top=1 - 0.55 / fig.get_figheight(),
+        bottom=0.5 / fig.get_figheight() + 0.02,
+        hspace=0.55,
+        wspace=0.25,
+    )
     return fig
 
 
@@ -260,51 +299,88 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     data, skipped = collect(study_dir)
     parts = [f"<h2>{TITLE}</h2>"]
     if data.empty:
-        parts.append(note_html(f"No done run of {study_dir.name} has gradient spectra: run the study with "
-                               "probe.gradient_spectrum.enabled=true."))
+        parts.append(
+            note_html(
+                f"No done run of {study_dir.name} has gradient spectra: run the study with "
+                "probe.gradient_spectrum.enabled=true."
+            )
+        )
         parts.append(skipped_note(skipped))
         return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
     group_by = ", ".join(sorted(data.group_by.unique()))
     n_runs = data.run_id.nunique()
-    parts.append(note_html(
-        f"For every weight matrix (layer), the gradient of a fixed measured batch was split by {group_by}: "
-        "each group's gradient is the part of the batch gradient that its samples contribute, and the group "
-        "gradients add up to the batch gradient. The effective rank (exp of the entropy of the normalised "
-        "singular values) says over how many directions a group's gradient is spread; the top singular value "
-        f"says how strong its dominant direction is. {n_runs} runs; lines are the mean over runs and bands "
-        "the 95% interval; the dashed line is the whole batch."))
+    parts.append(
+        note_html(
+            f"For every weight matrix (layer), the gradient of a fixed measured batch was split by {group_by}: "
+            "each group's gradient is the part of the batch gradient that its samples contribute, and the group "
+            "gradients add up to the batch gradient. The effective rank (exp of the entropy of the normalised "
+            "singular values) says over how many directions a group's gradient is spread; the top singular value "
+            f"says how strong its dominant direction is. {n_runs} runs; lines are the mean over runs and bands "
+            "the 95% interval; the dashed line is the whole batch."
+        )
+    )
     summary = summarise(data[data.kind == "gradient"], ["panel", "layer", "stat", "group_label", "epoch"])
     for panel in sorted(summary.panel.unique()):
         layers = list(dict.fromkeys(data[data.panel == panel].layer))
         fig = _figure(summary[summary.panel == panel], panel, layers)
-        parts.append(figure_html(fig, f"{panel}: effective rank (left) and top singular value (right, log "
-                                      "scale) of each group's gradient, per layer, over epochs; mean and 95% "
-                                      "interval over runs."))
+        parts.append(
+            figure_html(
+                fig,
+                f"{panel}: effective rank (left) and top singular value (right, log "
+                "scale) of each group's gradient, per layer, over epochs; mean and 95% "
+                "interval over runs.",
+            )
+        )
     tests = group_tests(data)
     tested = tests[tests.p.notna()]
     few = sorted(set(tests.cell) - set(tested.cell))
-    parts.append(note_html(
-        "Group difference per epoch: within each run the groups are paired; across the replicate runs of a "
-        "design cell, a paired t-test of the difference (two groups; Wilcoxon signed-rank p beside it) or a "
-        "Friedman test (more groups). Holm's correction over all epochs, layers and cells of each statistic. "
-        f"{len(tested)} tests, {int(tested.significant.sum())} significant at 0.05 after correction."))
+    parts.append(
+        note_html(
+            "Group difference per epoch: within each run the groups are paired; across the replicate runs of a "
+            "design cell, a paired t-test of the difference (two groups; Wilcoxon signed-rank p beside it) or a "
+            "Friedman test (more groups). Holm's correction over all epochs, layers and cells of each statistic. "
+            f"{len(tested)} tests, {int(tested.significant.sum())} significant at 0.05 after correction."
+        )
+    )
     if few:
-        parts.append(note_html(f"Not tested (fewer than 2 replicate runs with both groups): {len(few)} cells, "
-                               f"e.g. {', '.join(few[:5])}."))
+        parts.append(
+            note_html(
+                f"Not tested (fewer than 2 replicate runs with both groups): {len(few)} cells, "
+                f"e.g. {', '.join(few[:5])}."
+            )
+        )
     if len(tested):
-        overview = (tested.groupby(["cell", "layer", "stat"])
-                    .agg(epochs_tested=("epoch", "size"), epochs_significant=("significant", "sum"),
-                         min_p_holm=("p_holm", "min"), n_runs=("n_runs", "max"),
-                         higher_at_significant=("higher", lambda h: ", ".join(sorted(set(
-                             h[tested.loc[h.index, "significant"]])))))
-                    .reset_index())
-        parts.append(table_html(overview, "Per cell, layer and statistic: epochs where the groups differ "
-                                          "(Holm-corrected p < 0.05) and which group is higher there."))
+        overview = (
+            tested.groupby(["cell", "layer", "stat"])
+            .agg(
+                epochs_tested=("epoch", "size"),
+                epochs_significant=("significant", "sum"),
+                min_p_holm=("p_holm", "min"),
+                n_runs=("n_runs", "max"),
+                higher_at_significant=(
+                    "higher",
+                    lambda h: ", ".join(sorted(set(h[tested.loc[h.index, "significant"]]))),
+                ),
+            )
+            .reset_index()
+        )
+        parts.append(
+            table_html(
+                overview,
+                "Per cell, layer and statistic: epochs where the groups differ "
+                "(Holm-corrected p < 0.05) and which group is higher there.",
+            )
+        )
     floors = spectra_min_p(tested)
     if len(floors):
-        parts.append(table_html(floors, "Smallest attainable p per family (each statistic is one Holm family): "
-                                        "what the test could return at best with the replicates at hand "
-                                        "(docs/companion_spectra_dense.md, the power rule)."))
+        parts.append(
+            table_html(
+                floors,
+                "Smallest attainable p per family (each statistic is one Holm family): "
+                "what the test could return at best with the replicates at hand "
+                "(docs/companion_spectra_dense.md, the power rule).",
+            )
+        )
     parts.append(skipped_note(skipped))
     tables = {"group_tests": tests, "spectra_summary": summary, "spectra_min_p": floors}
     return {"title": TITLE, "html": "\n".join(parts), "tables": tables}

@@ -3,4 +3,4 @@
 
 # Hydra imports its plugins before it composes a config: the resolver that makes each sweep's folder unique
 # (conf/config.yaml, hydra.sweep.dir) must exist by then.
-import pipeline.config  # noqa: E402,F401
+import pipeline.config  # noqa: F401

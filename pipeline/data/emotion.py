@@ -12,13 +12,15 @@ GloVe (default: the 300-d text file of the study), unknown tokens -> zero, and
 zero-padded to the longest sentence (``time_slices: null``, 66 tokens for the
 16,000 training sentences) or cut / padded to ``time_slices``.
 """
+
 from __future__ import annotations
 
 import csv
 import gzip
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +30,12 @@ from .text import basic_english, embed_token_lists
 
 EMOTION_CLASSES = ("sadness", "joy", "love", "anger", "fear", "surprise")
 EXTENSIONS = (".txt", ".csv", ".tsv", ".parquet", ".jsonl", ".jsonl.gz")
-EMOTION_HOW = ("Obtain the emotion corpus (dair-ai/emotion, https://huggingface.co/datasets/dair-ai/emotion, "
-               "or the text files train.txt / val.txt / test.txt with lines `text;label`, e.g. "
-               "https://www.kaggle.com/datasets/praveengovi/emotions-dataset-for-nlp) and put the files in "
-               "data/emotion/ (relative to where you run).")
+EMOTION_HOW = (
+    "Obtain the emotion corpus (dair-ai/emotion, https://huggingface.co/datasets/dair-ai/emotion, "
+    "or the text files train.txt / val.txt / test.txt with lines `text;label`, e.g. "
+    "https://www.kaggle.com/datasets/praveengovi/emotions-dataset-for-nlp) and put the files in "
+    "data/emotion/ (relative to where you run)."
+)
 
 
 def _label(value: Any, where: str) -> int:
@@ -90,7 +94,8 @@ def emotion_files(root_value: Any, splits: list[str]) -> list[Path]:
         if found is None:
             raise DataNotFoundError(
                 f"Emotion corpus split {split!r} not found in {root} (looked for {split}{{{','.join(EXTENSIONS)}}}). "
-                f"{EMOTION_HOW} Or set dataset.root=<folder> / dataset.splits=[...].")
+                f"{EMOTION_HOW} Or set dataset.root=<folder> / dataset.splits=[...]."
+            )
         files.append(found)
     return files
 
@@ -115,8 +120,11 @@ def load_emotion(cfg: Mapping[str, Any]) -> SequenceData:
 
     per_class = opt(cfg, "per_class")
     if per_class is not None:
-        chosen = seeded_subsample([np.flatnonzero(y == k) for k in range(len(EMOTION_CLASSES))],
-                                  int(per_class), int(opt(cfg, "sample_seed", 0)))
+        chosen = seeded_subsample(
+            [np.flatnonzero(y == k) for k in range(len(EMOTION_CLASSES))],
+            int(per_class),
+            int(opt(cfg, "sample_seed", 0)),
+        )
         keep = np.sort(np.concatenate(chosen))
         token_lists, y = [token_lists[i] for i in keep], y[keep]
 
@@ -124,5 +132,11 @@ def load_emotion(cfg: Mapping[str, Any]) -> SequenceData:
     time_slices = max(len(t) for t in token_lists) if time_slices is None else int(time_slices)
     index, matrix = glove.embeddings(spec, vocab={t for s in token_lists for t in s})
     x, lengths = embed_token_lists(token_lists, index, matrix, time_slices)
-    return SequenceData(x=x, y=y, class_names=EMOTION_CLASSES, lengths=lengths,
-                        source=str(opt(cfg, "source", "sentence")), name=str(opt(cfg, "name", "emotion")))
+    return SequenceData(
+        x=x,
+        y=y,
+        class_names=EMOTION_CLASSES,
+        lengths=lengths,
+        source=str(opt(cfg, "source", "sentence")),
+        name=str(opt(cfg, "name", "emotion")),
+    )

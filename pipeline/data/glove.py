@@ -5,13 +5,15 @@ the official text format (``word v1 ... vD`` per line, any D, optionally .gz).
 to a row of ``matrix`` (float32, (V, D)). Unknown tokens are not in ``index``;
 the caller gives them a zero vector (as torchtext's GloVe lookup does).
 """
+
 from __future__ import annotations
 
 import functools
 import gzip
 import io
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +21,11 @@ from .base import DataNotFoundError, package_dir, require_path
 
 PACKAGE_SPEC = "glove6b50d_package"
 
-GLOVE_HOW = ("Download the GloVe 6B vectors (https://nlp.stanford.edu/projects/glove/, file "
-             "https://nlp.stanford.edu/data/glove.6B.zip), unzip glove.6B.300d.txt into data/glove/ "
-             f"(relative to where you run), or use the shipped 50-d vectors with dataset.embeddings={PACKAGE_SPEC}.")
+GLOVE_HOW = (
+    "Download the GloVe 6B vectors (https://nlp.stanford.edu/projects/glove/, file "
+    "https://nlp.stanford.edu/data/glove.6B.zip), unzip glove.6B.300d.txt into data/glove/ "
+    f"(relative to where you run), or use the shipped 50-d vectors with dataset.embeddings={PACKAGE_SPEC}."
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,8 +77,10 @@ def load_glove_text(path: str | Path, vocab: Iterable[str] | None = None) -> tup
     of a duplicated word wins."""
     path = require_path(path, "GloVe vectors", GLOVE_HOW, "dataset.embeddings")
     if path.is_dir():
-        raise DataNotFoundError(f"GloVe vectors: {path} is a folder; give the text file itself "
-                                f"(e.g. {path / 'glove.6B.300d.txt'}). {GLOVE_HOW}")
+        raise DataNotFoundError(
+            f"GloVe vectors: {path} is a folder; give the text file itself "
+            f"(e.g. {path / 'glove.6B.300d.txt'}). {GLOVE_HOW}"
+        )
     wanted = None if vocab is None else set(vocab)
     index: dict[str, int] = {}
     rows: list[np.ndarray] = []
@@ -96,7 +102,7 @@ def load_glove_text(path: str | Path, vocab: Iterable[str] | None = None) -> tup
             word = line[:cut]
             if (wanted is not None and word not in wanted) or word in index:
                 continue
-            values = np.array(line[cut + 1:].split(), dtype=np.float32)
+            values = np.array(line[cut + 1 :].split(), dtype=np.float32)
             if values.shape[0] != dim:
                 raise ValueError(f"{path}:{lineno}: expected {dim} numbers after the word, got {values.shape[0]}")
             index[word] = len(rows)

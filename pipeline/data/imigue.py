@@ -19,6 +19,7 @@ clips whose id is in no group (id 32) are dropped. Clips are cut or
 zero-padded at the end to ``time_slices`` frames (150). Coordinates stay raw
 pixels, as in the study.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,9 @@ import io
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,22 +39,34 @@ from .base import DataNotFoundError, SequenceData, as_list, opt, pad_sequences, 
 log = logging.getLogger(__name__)
 
 # (OpenPose JSON key, number of keypoints), in feature order
-PARTS = (("pose_keypoints_2d", 25), ("face_keypoints_2d", 70),
-         ("hand_left_keypoints_2d", 21), ("hand_right_keypoints_2d", 21))
+PARTS = (
+    ("pose_keypoints_2d", 25),
+    ("face_keypoints_2d", 70),
+    ("hand_left_keypoints_2d", 21),
+    ("hand_right_keypoints_2d", 21),
+)
 N_KEYPOINTS = sum(n for _, n in PARTS)  # 137
 N_FEATURES = 2 * N_KEYPOINTS  # 274
 
 # docs/science.md section 1: the study's 6 classes as groups of iMiGUE class ids
-GROUPS = ((99,), (20, 21, 31), (1, 2, 28, 29), (23, 24, 25, 26, 27),
-          (12, 13, 14, 15, 16, 17, 18, 19, 22, 30), (3, 4, 5, 6, 7, 8, 9, 10, 11))
+GROUPS = (
+    (99,),
+    (20, 21, 31),
+    (1, 2, 28, 29),
+    (23, 24, 25, 26, 27),
+    (12, 13, 14, 15, 16, 17, 18, 19, 22, 30),
+    (3, 4, 5, 6, 7, 8, 9, 10, 11),
+)
 CLASS_NAMES = ("no gesture", "body", "head", "hand", "body-head", "head-hand")
 
 FRAME_FILE = re.compile(r"(\d+)_keypoints\.json$")
-IMIGUE_HOW = ("Obtain the iMiGUE data set (https://github.com/linuxsino/iMiGUE, request access from its authors), "
-              "run OpenPose (https://github.com/CMU-Perceptual-Computing-Lab/openpose) on every clip with "
-              "`--write_json <root>/<clip>/ --face --hand` (BODY_25 model), write a labels CSV `clip,label` "
-              "(iMiGUE class ids 1..32, 99 = no gesture) and put it all under data/imigue/ (relative to where you "
-              "run); or give a pre-extracted .npz (keypoints (N,T,274), label (N,)).")
+IMIGUE_HOW = (
+    "Obtain the iMiGUE data set (https://github.com/linuxsino/iMiGUE, request access from its authors), "
+    "run OpenPose (https://github.com/CMU-Perceptual-Computing-Lab/openpose) on every clip with "
+    "`--write_json <root>/<clip>/ --face --hand` (BODY_25 model), write a labels CSV `clip,label` "
+    "(iMiGUE class ids 1..32, 99 = no gesture) and put it all under data/imigue/ (relative to where you "
+    "run); or give a pre-extracted .npz (keypoints (N,T,274), label (N,))."
+)
 
 
 def frame_features(frame: Mapping[str, Any]) -> np.ndarray:
@@ -67,10 +81,12 @@ def frame_features(frame: Mapping[str, Any]) -> np.ndarray:
         values = person.get(key) or []
         if len(values):
             if len(values) != 3 * n:
-                raise ValueError(f"OpenPose {key} has {len(values)} numbers, expected {3 * n} "
-                                 f"({n} keypoints x (x, y, confidence)); use the BODY_25 model")
+                raise ValueError(
+                    f"OpenPose {key} has {len(values)} numbers, expected {3 * n} "
+                    f"({n} keypoints x (x, y, confidence)); use the BODY_25 model"
+                )
             xy = np.asarray(values, dtype=np.float32).reshape(n, 3)[:, :2]
-            out[start:start + 2 * n] = xy.reshape(-1)
+            out[start : start + 2 * n] = xy.reshape(-1)
         start += 2 * n
     return out
 
@@ -145,7 +161,7 @@ def _from_npz(path: Path, time_slices: int) -> tuple[np.ndarray, np.ndarray, np.
         else:  # last frame with any non-zero value
             nonzero = np.abs(kp).sum(2) > 0
             lengths = np.where(nonzero.any(1), kp.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 0)
-    seqs = [kp[i, :lengths[i]] for i in range(len(kp))]
+    seqs = [kp[i, : lengths[i]] for i in range(len(kp))]
     x, lengths = pad_sequences(seqs, time_slices, N_FEATURES)
     return x, lengths, labels
 
@@ -179,8 +195,9 @@ def load_imigue(cfg: Mapping[str, Any]) -> SequenceData:
     elif cache is not None and cache.exists():
         x, lengths, labels = _from_npz(cache, time_slices)
     else:
-        labels_path = require_path(opt(cfg, "labels", str(root / "labels.csv")), "iMiGUE labels CSV",
-                                   IMIGUE_HOW, "dataset.labels")
+        labels_path = require_path(
+            opt(cfg, "labels", str(root / "labels.csv")), "iMiGUE labels CSV", IMIGUE_HOW, "dataset.labels"
+        )
         x, lengths, labels = _from_openpose(root, labels_path, time_slices)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -189,5 +206,11 @@ def load_imigue(cfg: Mapping[str, Any]) -> SequenceData:
             np.savez(buffer, keypoints=x, label=labels, length=lengths)
             atomic_write_bytes(cache, buffer.getvalue())
     keep, y = _regroup(labels, groups)
-    return SequenceData(x=np.ascontiguousarray(x[keep]), y=y, class_names=class_names, lengths=lengths[keep],
-                        source=str(opt(cfg, "source", "gesture")), name=str(opt(cfg, "name", "imigue")))
+    return SequenceData(
+        x=np.ascontiguousarray(x[keep]),
+        y=y,
+        class_names=class_names,
+        lengths=lengths[keep],
+        source=str(opt(cfg, "source", "gesture")),
+        name=str(opt(cfg, "name", "imigue")),
+    )

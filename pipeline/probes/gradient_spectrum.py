@@ -83,6 +83,7 @@ LSTM (2 groups, ~100-200 samples), i.e. ~10% of a default 50-epoch run with
 for the dense-sample VGG (5 classes, 255 samples). See
 docs/companion_spectra_dense.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -191,8 +192,7 @@ class GroupGradients:
                 allowed = ", ".join(m[0] for m in weight_matrices(model))
                 raise ValueError(f"probe.gradient_spectrum.layers has {missing}; allowed: {allowed}")
 
-    def compute(self, x: torch.Tensor, y: torch.Tensor, groups: np.ndarray,
-                want_linear: bool = True) -> dict:
+    def compute(self, x: torch.Tensor, y: torch.Tensor, groups: np.ndarray, want_linear: bool = True) -> dict:
         """{"groups": names, "logits", "gradients": {group: {layer: G}}, "activations", "deltas"}.
 
         ``groups``: one label per sample (any hashable); group order is sorted.
@@ -221,14 +221,17 @@ class GroupGradients:
         for gi, group in enumerate(names):
             mask = torch.as_tensor(groups == group, device=logits.device)
             loss_g = losses[mask].sum()
-            grads = torch.autograd.grad(loss_g, params + [o for _, o in outputs],
-                                        retain_graph=gi < len(names) - 1, allow_unused=True)
-            gradients[group] = {name: (g if g is not None else torch.zeros_like(p)).detach().reshape(p.shape[0], -1)
-                                for (name, _, _, p), g in zip(self.matrices, grads)}
+            grads = torch.autograd.grad(
+                loss_g, params + [o for _, o in outputs], retain_graph=gi < len(names) - 1, allow_unused=True
+            )
+            gradients[group] = {
+                name: (g if g is not None else torch.zeros_like(p)).detach().reshape(p.shape[0], -1)
+                for (name, _, _, p), g in zip(self.matrices, grads)
+            }
             if linear:
                 sample_mask = mask
                 acts, dels = {}, {}
-                for (name, out), d in zip(outputs, grads[len(params):]):
+                for (name, out), d in zip(outputs, grads[len(params) :]):
                     call = [c for c in captured[name] if c[1] is out][0]
                     a = call[0].detach()[sample_mask]
                     d = (d if d is not None else torch.zeros_like(out)).detach()[sample_mask]
@@ -236,8 +239,13 @@ class GroupGradients:
                     dels.setdefault(name, []).append(d.reshape(-1, d.shape[-1]))
                 activations[group] = {k: torch.cat(v) for k, v in acts.items()}
                 deltas[group] = {k: torch.cat(v) for k, v in dels.items()}
-        return {"groups": names, "logits": logits.detach(), "gradients": gradients,
-                "activations": activations, "deltas": deltas}
+        return {
+            "groups": names,
+            "logits": logits.detach(),
+            "gradients": gradients,
+            "activations": activations,
+            "deltas": deltas,
+        }
 
 
 class GradientSpectrumProbe(Probe):
@@ -245,12 +253,24 @@ class GradientSpectrumProbe(Probe):
     table = "gradient_spectrum"
     needs_training_pass_states = False
 
-    def __init__(self, group_by: str = "class", batch_size: int = 256, top_k: int = 8,
-                 kinds=KINDS, layers=None, schedule: str = "log", per_decade: float = 5.0,
-                 epochs=None, include_all: bool = True, at_init: bool = False):
+    def __init__(
+        self,
+        group_by: str = "class",
+        batch_size: int = 256,
+        top_k: int = 8,
+        kinds=KINDS,
+        layers=None,
+        schedule: str = "log",
+        per_decade: float = 5.0,
+        epochs=None,
+        include_all: bool = True,
+        at_init: bool = False,
+    ):
         if not isinstance(group_by, str) or not group_by:
-            raise ValueError(f"probe.gradient_spectrum.group_by={group_by!r}; allowed: "
-                             f"{', '.join(GROUPINGS)} or a label column the study supplies")
+            raise ValueError(
+                f"probe.gradient_spectrum.group_by={group_by!r}; allowed: "
+                f"{', '.join(GROUPINGS)} or a label column the study supplies"
+            )
         bad = set(kinds) - set(KINDS)
         if bad or not kinds:
             raise ValueError(f"probe.gradient_spectrum.kinds has {sorted(bad)}; allowed: {', '.join(KINDS)}")
@@ -291,22 +311,48 @@ class GradientSpectrumProbe(Probe):
             return np.where(pred == y.cpu().numpy(), "correct", "incorrect")
         if self.group_by not in self.label_columns:
             available = ", ".join([*GROUPINGS, *self.label_columns]) or "none"
-            raise ValueError(f"probe.gradient_spectrum.group_by={self.group_by!r} is not a grouping of this "
-                             f"run; available: {available}")
+            raise ValueError(
+                f"probe.gradient_spectrum.group_by={self.group_by!r} is not a grouping of this "
+                f"run; available: {available}"
+            )
         return self.label_columns[self.group_by][index]
 
-    def _rows(self, epoch, layer, kind_of_layer, group, n, kind, matrix: torch.Tensor | None,
-              factors: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[tuple]:
+    def _rows(
+        self,
+        epoch,
+        layer,
+        kind_of_layer,
+        group,
+        n,
+        kind,
+        matrix: torch.Tensor | None,
+        factors: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> list[tuple]:
         s = (svdvals(matrix) if factors is None else product_svdvals(*factors)).cpu().numpy()
         shape = matrix.shape if matrix is not None else (factors[0].shape[1], factors[1].shape[1])
         dtype = (matrix if matrix is not None else factors[0]).dtype
         tol = rank_tolerance(s, shape, dtype)
-        rows = [(epoch, layer, kind_of_layer, self.group_by, group, n, kind, "sv", i + 1, float(v))
-                for i, v in enumerate(s[:self.top_k])]
-        rows.append((epoch, layer, kind_of_layer, self.group_by, group, n, kind, "effective_rank", 0,
-                     effective_rank(s, tol)))
-        rows.append((epoch, layer, kind_of_layer, self.group_by, group, n, kind, "frobenius", 0,
-                     float(math.sqrt(float((s ** 2).sum())))))
+        rows = [
+            (epoch, layer, kind_of_layer, self.group_by, group, n, kind, "sv", i + 1, float(v))
+            for i, v in enumerate(s[: self.top_k])
+        ]
+        rows.append(
+            (epoch, layer, kind_of_layer, self.group_by, group, n, kind, "effective_rank", 0, effective_rank(s, tol))
+        )
+        rows.append(
+            (
+                epoch,
+                layer,
+                kind_of_layer,
+                self.group_by,
+                group,
+                n,
+                kind,
+                "frobenius",
+                0,
+                float(math.sqrt(float((s**2).sum()))),
+            )
+        )
         return rows
 
     # -- the probe ----------------------------------------------------------
@@ -322,9 +368,11 @@ class GradientSpectrumProbe(Probe):
         x, y = ctx.x_train[sel], ctx.y_train[sel]
         engine = GroupGradients(ctx.model, self.layers)
         with evaluation_mode(ctx.model):
+
             def logits_fn():
                 with torch.no_grad():
                     return _logits(ctx.model(x))
+
             groups = self.group_labels(index, y, logits_fn)
             result = engine.compute(x, y, groups, want_linear="activation" in self.kinds or "delta" in self.kinds)
         epoch = int(ctx.epoch)
@@ -346,10 +394,16 @@ class GradientSpectrumProbe(Probe):
                     if kind_of_layer == "linear" and result["deltas"]:
                         # G_g = Delta_g^T A_g: the same singular values from two thin QRs
                         # when the group has fewer rows than the layer's dimensions
-                        dl = result["deltas"][g][layer] if g is not None else \
-                            torch.cat([result["deltas"][h][layer] for h in names])
-                        ac = result["activations"][g][layer] if g is not None else \
-                            torch.cat([result["activations"][h][layer] for h in names])
+                        dl = (
+                            result["deltas"][g][layer]
+                            if g is not None
+                            else torch.cat([result["deltas"][h][layer] for h in names])
+                        )
+                        ac = (
+                            result["activations"][g][layer]
+                            if g is not None
+                            else torch.cat([result["activations"][h][layer] for h in names])
+                        )
                         if len(dl) < min(mat.shape):
                             factors = (dl, ac)
                     rows += self._rows(epoch, layer, kind_of_layer, label, n, "gradient", mat, factors)
@@ -371,6 +425,17 @@ class GradientSpectrumProbe(Probe):
     @staticmethod
     def _frame(rows) -> pd.DataFrame:
         frame = pd.DataFrame(rows, columns=list(COLUMNS))
-        return frame.astype({"epoch": np.int32, "n_samples": np.int32, "index": np.int32, "value": np.float64,
-                             "layer": str, "layer_kind": str, "group_by": str, "group": str, "kind": str,
-                             "stat": str})
+        return frame.astype(
+            {
+                "epoch": np.int32,
+                "n_samples": np.int32,
+                "index": np.int32,
+                "value": np.float64,
+                "layer": str,
+                "layer_kind": str,
+                "group_by": str,
+                "group": str,
+                "kind": str,
+                "stat": str,
+            }
+        )

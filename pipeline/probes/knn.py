@@ -36,6 +36,7 @@ candidate neighbours recomputed in float64 from explicit differences, and
 those distances decide S and E (identical states are at exactly 0). Elsewhere
 the k nearest are determined by the Gram values alone, with no tie.
 """
+
 from __future__ import annotations
 
 import functools
@@ -66,8 +67,7 @@ def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     per block with nothing to add afterwards. Scaling by -2 is exact.
     """
     ones = torch.ones((*states.shape[:-1], 1), dtype=states.dtype, device=states.device)
-    return (torch.cat([states * -2, ones], -1),
-            torch.cat([states, states.square().sum(-1, keepdim=True)], -1))
+    return (torch.cat([states * -2, ones], -1), torch.cat([states, states.square().sum(-1, keepdim=True)], -1))
 
 
 def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,7 +87,7 @@ def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor
     width = 8
     cols = n // width
     lead = dist.shape[:-1]
-    column_min = dist[..., :cols * width].unflatten(-1, (width, cols)).amin(-2)
+    column_min = dist[..., : cols * width].unflatten(-1, (width, cols)).amin(-2)
     _, column = column_min.topk(take, dim=-1, largest=False)
     steps = torch.arange(width, device=dist.device) * cols
     candidates = (column.unsqueeze(-2) + steps.view(width, 1)).flatten(-2)
@@ -98,8 +98,16 @@ def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor
     return values, candidates.gather(-1, which)
 
 
-def _exact_distances(qry: torch.Tensor, ref: torch.Tensor, dist: torch.Tensor, b: torch.Tensor, m: torch.Tensor,
-                     limit: torch.Tensor, self_offset: int | None, self_value: float | None) -> torch.Tensor:
+def _exact_distances(
+    qry: torch.Tensor,
+    ref: torch.Tensor,
+    dist: torch.Tensor,
+    b: torch.Tensor,
+    m: torch.Tensor,
+    limit: torch.Tensor,
+    self_offset: int | None,
+    self_value: float | None,
+) -> torch.Tensor:
     """Exact distances of query rows (b, m) to every reference point that can be among their k nearest.
 
     A point can be among the exact k nearest only if its Gram value is within
@@ -115,14 +123,14 @@ def _exact_distances(qry: torch.Tensor, ref: torch.Tensor, dist: torch.Tensor, b
     out = torch.full(candidate.shape, float("inf"), dtype=torch.float64, device=dist.device)
     step = max(1, _EXACT_ELEMENTS // qry.shape[-1])
     for lo in range(0, len(r), step):
-        rr, nn = r[lo:lo + step], n[lo:lo + step]
+        rr, nn = r[lo : lo + step], n[lo : lo + step]
         out[rr, nn] = torch.linalg.vector_norm(qry[b[rr], m[rr]].double() - ref[b[rr], nn].double(), dim=-1)
     if self_offset is not None and self_value is not None:
         out[torch.arange(len(b), device=out.device), m + self_offset] = self_value
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compositions(r: int, n_classes: int) -> np.ndarray:
     """Every way to split r votes over n_classes classes: (P, n_classes) counts, P = C(r + C - 1, C - 1)."""
     rows = []
@@ -141,8 +149,9 @@ def _binomials(n: torch.Tensor, top: int) -> torch.Tensor:
     return torch.stack(out, -1)
 
 
-def _expected_correct(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor,
-                      truth: torch.Tensor) -> torch.Tensor:
+def _expected_correct(
+    closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor, truth: torch.Tensor
+) -> torch.Tensor:
     """P(majority vote == truth) when ``room`` points are drawn uniformly without replacement from the tied set.
 
     closer_votes, tied_votes: (R, C) class counts of S and E (float64); room:
@@ -158,7 +167,7 @@ def _expected_correct(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room
         (rows,) = (room == r).nonzero(as_tuple=True)
         step = max(1, _EXACT_ELEMENTS // (len(comps) * n_classes))
         for lo in range(0, len(rows), step):
-            sel = rows[lo:lo + step]
+            sel = rows[lo : lo + step]
             table = _binomials(tied_votes[sel], int(r))  # (R, C, r + 1)
             weight = table.gather(-1, comps.T.unsqueeze(0).expand(len(sel), -1, -1)).prod(1)  # (R, P)
             votes = closer_votes[sel].unsqueeze(1) + comps.to(torch.float64)  # (R, P, C)
@@ -168,9 +177,22 @@ def _expected_correct(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room
     return out
 
 
-def _block(qry: torch.Tensor, ref: torch.Tensor, qry_aug: torch.Tensor, ref_aug: torch.Tensor,
-           labels: torch.Tensor, onehot: torch.Tensor, truth: torch.Tensor, k: int, self_offset: int | None,
-           leave_one_out: bool, random_order: bool, out: torch.Tensor, right: torch.Tensor, tied: torch.Tensor):
+def _block(
+    qry: torch.Tensor,
+    ref: torch.Tensor,
+    qry_aug: torch.Tensor,
+    ref_aug: torch.Tensor,
+    labels: torch.Tensor,
+    onehot: torch.Tensor,
+    truth: torch.Tensor,
+    k: int,
+    self_offset: int | None,
+    leave_one_out: bool,
+    random_order: bool,
+    out: torch.Tensor,
+    right: torch.Tensor,
+    tied: torch.Tensor,
+):
     """Fill ``right`` (B, M), whether each query point is classified right, and ``tied`` (B, M), whether ties
     decided its neighbours. Under the random-order rule, returns the rows the ties leave open, to be scored
     together after the last block: (b, m) and their S and E class counts, room r and true class; else None.
@@ -228,10 +250,17 @@ class KnnCurve:
     tie_share: np.ndarray
 
 
-def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
-              query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None, k: int = 3,
-              ties: str = "expected_random_order", leave_one_out: bool = False, max_elements: int | None = None,
-              gram_dtype: torch.dtype = torch.float64) -> KnnCurve:
+def knn_curve(
+    reference: torch.Tensor,
+    reference_labels: torch.Tensor,
+    query: torch.Tensor | None = None,
+    query_labels: torch.Tensor | None = None,
+    k: int = 3,
+    ties: str = "expected_random_order",
+    leave_one_out: bool = False,
+    max_elements: int | None = None,
+    gram_dtype: torch.dtype = torch.float64,
+) -> KnnCurve:
     """Per-time-slice k-NN accuracy and tie share (float64 arrays of length T).
 
     reference: N x T x H states with labels (N,); query (M x T x H) defaults to
@@ -251,8 +280,10 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
         query, query_labels = reference, reference_labels
     n_usable = reference.shape[0] - (1 if leave_one_out else 0)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
-        raise ValueError(f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
-                         f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})")
+        raise ValueError(
+            f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
+            f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})"
+        )
     device = reference.device
     labels = reference_labels.long().to(device)
     truth = query_labels.long().to(device)
@@ -260,8 +291,7 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
     onehot = torch.nn.functional.one_hot(labels, n_classes).to(torch.float64)
     # float32 products are only exact-checkable for states that are float32 already
     dtype = gram_dtype
-    if dtype == torch.float32 and (reference.dtype != torch.float32 or
-                                   (not same and query.dtype != torch.float32)):
+    if dtype == torch.float32 and (reference.dtype != torch.float32 or (not same and query.dtype != torch.float32)):
         dtype = torch.float64
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
@@ -290,10 +320,23 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
             qry_aug = _augment(qry[start:stop])[0]
         for row in range(0, n_query, rows_per_block):
             end = min(n_query, row + rows_per_block)
-            out = buffer[:(stop - start) * (end - row) * n_ref].view(stop - start, end - row, n_ref)
-            found = _block(qry[start:stop, row:end], ref[start:stop], qry_aug[:, row:end], ref_aug, labels, onehot,
-                           truth[row:end], k, row if same else None, leave_one_out, ties == "expected_random_order",
-                           out, right[start:stop, row:end], tied[start:stop, row:end])
+            out = buffer[: (stop - start) * (end - row) * n_ref].view(stop - start, end - row, n_ref)
+            found = _block(
+                qry[start:stop, row:end],
+                ref[start:stop],
+                qry_aug[:, row:end],
+                ref_aug,
+                labels,
+                onehot,
+                truth[row:end],
+                k,
+                row if same else None,
+                leave_one_out,
+                ties == "expected_random_order",
+                out,
+                right[start:stop, row:end],
+                tied[start:stop, row:end],
+            )
             if found is not None:
                 b, m, *rest = found
                 open_rows.append((b + start, m + row, *rest))
@@ -304,21 +347,43 @@ def knn_curve(reference: torch.Tensor, reference_labels: torch.Tensor,
     return KnnCurve(right.sum(-1).cpu().numpy() / n_query, tied.sum(-1).cpu().numpy() / n_query)
 
 
-def knn_accuracy(reference: torch.Tensor, reference_labels: torch.Tensor,
-                 query: torch.Tensor | None = None, query_labels: torch.Tensor | None = None, k: int = 3,
-                 ties: str = "expected_random_order", leave_one_out: bool = False, max_elements: int | None = None,
-                 gram_dtype: torch.dtype = torch.float64) -> np.ndarray:
+def knn_accuracy(
+    reference: torch.Tensor,
+    reference_labels: torch.Tensor,
+    query: torch.Tensor | None = None,
+    query_labels: torch.Tensor | None = None,
+    k: int = 3,
+    ties: str = "expected_random_order",
+    leave_one_out: bool = False,
+    max_elements: int | None = None,
+    gram_dtype: torch.dtype = torch.float64,
+) -> np.ndarray:
     """Per-time-slice k-NN accuracy (``knn_curve``'s accuracy)."""
-    return knn_curve(reference, reference_labels, query, query_labels, k=k, ties=ties, leave_one_out=leave_one_out,
-                     max_elements=max_elements, gram_dtype=gram_dtype).accuracy
+    return knn_curve(
+        reference,
+        reference_labels,
+        query,
+        query_labels,
+        k=k,
+        ties=ties,
+        leave_one_out=leave_one_out,
+        max_elements=max_elements,
+        gram_dtype=gram_dtype,
+    ).accuracy
 
 
 class KnnProbe(Probe):
     name = "knn"
 
-    def __init__(self, k: int = 3, states: str = "training_pass", splits=("train",),
-                 gram_precision: str = "float64", ties: str = "expected_random_order",
-                 mode: str = "resubstitution"):
+    def __init__(
+        self,
+        k: int = 3,
+        states: str = "training_pass",
+        splits=("train",),
+        gram_precision: str = "float64",
+        ties: str = "expected_random_order",
+        mode: str = "resubstitution",
+    ):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"probe.knn.k={k!r}: must be an integer >= 1")
         if gram_precision not in ("float32", "float64"):
@@ -348,15 +413,36 @@ class KnnProbe(Probe):
         frames = []
 
         def rows(probe: str, split: str, values: np.ndarray) -> pd.DataFrame:
-            return pd.DataFrame({"probe": probe, "split": split, "epoch": np.int32(ctx.epoch),
-                                 "time_slice": np.arange(1, len(values) + 1, dtype=np.int32), "value": values})
+            return pd.DataFrame(
+                {
+                    "probe": probe,
+                    "split": split,
+                    "epoch": np.int32(ctx.epoch),
+                    "time_slice": np.arange(1, len(values) + 1, dtype=np.int32),
+                    "value": values,
+                }
+            )
+
         for split in self.splits:
             if split == "train":
-                curve = knn_curve(train_states, ctx.y_train, k=self.k, ties=self.ties,
-                                  leave_one_out=self.mode == "leave_one_out", gram_dtype=self.gram_dtype)
+                curve = knn_curve(
+                    train_states,
+                    ctx.y_train,
+                    k=self.k,
+                    ties=self.ties,
+                    leave_one_out=self.mode == "leave_one_out",
+                    gram_dtype=self.gram_dtype,
+                )
                 frames += [rows(self.name, split, curve.accuracy), rows(TIE_SHARE, split, curve.tie_share)]
             else:
-                acc = knn_accuracy(train_states, ctx.y_train, ctx.clean_pass_states(ctx.x_test),
-                                   ctx.y_test, k=self.k, ties=self.ties, gram_dtype=self.gram_dtype)
+                acc = knn_accuracy(
+                    train_states,
+                    ctx.y_train,
+                    ctx.clean_pass_states(ctx.x_test),
+                    ctx.y_test,
+                    k=self.k,
+                    ties=self.ties,
+                    gram_dtype=self.gram_dtype,
+                )
                 frames.append(rows(self.name, split, acc))
         return pd.concat(frames, ignore_index=True)

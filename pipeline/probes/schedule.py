@@ -10,9 +10,10 @@ i = 0, 1, 2, ...: with the default p = 5, epochs 1, 2, 3, 4, 6, 10, 16, 25,
 40, 63, 100, ... (about p points per factor of ten). Add the last epoch with
 ``epochs: [...]`` when it is wanted too (a probe does not know the run length).
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -31,8 +32,13 @@ def log_spaced(n_max: int, per_decade: float = 5.0, start: int = 1) -> list[int]
 class Schedule:
     """Which epochs a probe measures (see the module docstring)."""
 
-    def __init__(self, schedule: str = "every_epoch", per_decade: float = 5.0,
-                 epochs: Iterable[int] | None = None, owner: str = "probe"):
+    def __init__(
+        self,
+        schedule: str = "every_epoch",
+        per_decade: float = 5.0,
+        epochs: Iterable[int] | None = None,
+        owner: str = "probe",
+    ):
         if schedule not in SCHEDULES:
             raise ValueError(f"{owner}.schedule={schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if not per_decade or float(per_decade) <= 0:

@@ -14,10 +14,12 @@ A runner is a class with:
   of the run id, e.g. the data set of the headline study for a deep linear study);
 - ``run(cfg, ctx) -> RunResult``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -66,6 +68,7 @@ def get_runner(name: str) -> StudyRunner:
     _load_builtin()
     if name not in RUNNERS:
         from ..config import ConfigError
+
         raise ConfigError(f"study.runner={name!r} is unknown; allowed: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[name]()
 
@@ -74,6 +77,7 @@ def _load_builtin() -> None:
     # imported here, not at module import, so that a runner's heavy imports are
     # paid only by the studies that use it
     from . import sequence  # noqa: F401
+
     for module in ("critical", "multitask", "dense_sample"):
         try:
             __import__(f"{__name__}.{module}")

@@ -14,6 +14,7 @@ Both put every parameter under ``study.`` and ignore the headline study's
 config groups (they do not enter these runs' ids). See
 docs/companion_critical_multitask.md.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,9 +37,15 @@ AMPLIFICATION_EPS = 1e-3
 
 
 def empty_curves() -> pd.DataFrame:
-    return pd.DataFrame({"probe": pd.Series(dtype=str), "split": pd.Series(dtype=str),
-                         "epoch": pd.Series(dtype=np.int32), "time_slice": pd.Series(dtype=np.int32),
-                         "value": pd.Series(dtype=np.float64)})
+    return pd.DataFrame(
+        {
+            "probe": pd.Series(dtype=str),
+            "split": pd.Series(dtype=str),
+            "epoch": pd.Series(dtype=np.int32),
+            "time_slice": pd.Series(dtype=np.int32),
+            "value": pd.Series(dtype=np.float64),
+        }
+    )
 
 
 def instance_seed(cfg: DictConfig, ctx: RunContext) -> int:
@@ -73,9 +80,17 @@ def blas_one_thread():
 def _readouts(frame: pd.DataFrame, step_col: str, columns: dict[str, tuple[str, str]]) -> pd.DataFrame:
     """Readout rows ``epoch, split, metric, value`` (epoch = training step; steps >= 1)."""
     sub = frame[frame[step_col] >= 1]
-    parts = [pd.DataFrame({"epoch": sub[step_col].to_numpy(dtype=np.int32), "split": split, "metric": metric,
-                           "value": sub[column].to_numpy(dtype=np.float64)})
-             for column, (split, metric) in columns.items()]
+    parts = [
+        pd.DataFrame(
+            {
+                "epoch": sub[step_col].to_numpy(dtype=np.int32),
+                "split": split,
+                "metric": metric,
+                "value": sub[column].to_numpy(dtype=np.float64),
+            }
+        )
+        for column, (split, metric) in columns.items()
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -121,19 +136,34 @@ class CriticalPathwaysRunner(StudyRunner):
                 ctx.on_step(step, {"train/loss": loss, "share_b/mode1": share_b}, empty_curves())
 
         with blas_one_thread():
-            result = train_two_pathways(depth=int(s.depth), width=int(s.width), lr=float(s.lr),
-                                        steps=int(s.steps), window=window, init_scale=float(s.init_scale),
-                                        mirrored=s.init == "mirrored", aligned=s.init == "aligned",
-                                        aligned_noise=float(s.get("aligned_noise", 0.1)), rng=rng,
-                                        record_every=int(s.record_every), levels=int(s.hierarchy_levels),
-                                        on_record=on_record)
+            result = train_two_pathways(
+                depth=int(s.depth),
+                width=int(s.width),
+                lr=float(s.lr),
+                steps=int(s.steps),
+                window=window,
+                init_scale=float(s.init_scale),
+                mirrored=s.init == "mirrored",
+                aligned=s.init == "aligned",
+                aligned_noise=float(s.get("aligned_noise", 0.1)),
+                rng=rng,
+                record_every=int(s.record_every),
+                levels=int(s.hierarchy_levels),
+                on_record=on_record,
+            )
         shares = result.shares
         steps = int(s.steps)
         final = shares[shares.step == steps].sort_values("mode")
         summary = {
-            "depth": int(s.depth), "width": int(s.width), "deficit_onset": window.onset,
-            "deficit_length": window.length, "deficit_window": [window.onset, window.end],
-            "init": str(s.init), "init_scale": float(s.init_scale), "lr": float(s.lr), "steps": steps,
+            "depth": int(s.depth),
+            "width": int(s.width),
+            "deficit_onset": window.onset,
+            "deficit_length": window.length,
+            "deficit_window": [window.onset, window.end],
+            "init": str(s.init),
+            "init_scale": float(s.init_scale),
+            "lr": float(s.lr),
+            "steps": steps,
             "final_loss": result.final_loss,
             "final_share_b": {int(m): float(v) for m, v in zip(final["mode"], final.share_b)},
             "final_share_b_mode1": float(final.share_b.iloc[0]),
@@ -150,9 +180,14 @@ class CriticalPathwaysRunner(StudyRunner):
             # |start| down to 1e-12, ratios of -4760 or 572 at depth 8); the amplification is the ratio of
             # the sizes with AMPLIFICATION_EPS added to both: the plain ratio where both are >> eps, 1 where
             # both are << eps (no effect), never above (1 + eps) / eps
-            summary.update({"imbalance_mode1_at_deficit_end": start, "imbalance_mode1_final": last,
-                            "imbalance_growth_mode1": abs(last) - abs(start),
-                            "amplification_mode1": amplification(start, last)})
+            summary.update(
+                {
+                    "imbalance_mode1_at_deficit_end": start,
+                    "imbalance_mode1_final": last,
+                    "imbalance_growth_mode1": abs(last) - abs(start),
+                    "amplification_mode1": amplification(start, last),
+                }
+            )
         summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
         readouts = _readouts(result.losses, "step", {"loss": ("train", "loss")})
         tables = {"pathway_shares": shares, "pathway_loss": result.losses}
@@ -198,19 +233,35 @@ class CriticalMatrixCompletionRunner(StudyRunner):
 
         with blas_one_thread():
             result = train_matrix_completion(
-                depth=int(s.depth), n=int(s.size), rank_deficit=int(s.rank_deficit),
-                rank_target=int(s.rank_target), n_observed=int(s.n_observed),
-                deficit_steps=int(s.deficit_steps), steps=int(s.steps), lr=float(s.lr),
-                init_scale=float(s.init_scale), rng=rng, record_every=int(s.record_every),
-                n_singular=int(s.n_singular), dtype=np.dtype(str(s.dtype)).type, on_record=on_record)
+                depth=int(s.depth),
+                n=int(s.size),
+                rank_deficit=int(s.rank_deficit),
+                rank_target=int(s.rank_target),
+                n_observed=int(s.n_observed),
+                deficit_steps=int(s.deficit_steps),
+                steps=int(s.steps),
+                lr=float(s.lr),
+                init_scale=float(s.init_scale),
+                rng=rng,
+                record_every=int(s.record_every),
+                n_singular=int(s.n_singular),
+                dtype=np.dtype(str(s.dtype)).type,
+                on_record=on_record,
+            )
         errors, svs = result.errors, result.singular_values
         last = int(errors.step.max())
         final_sv = svs[svs.step == last].sort_values("index").value.to_numpy()
         summary = {
-            "depth": int(s.depth), "deficit_steps": int(s.deficit_steps), "steps": int(s.steps),
-            "lr": float(s.lr), "init_scale": float(s.init_scale), "n_observed": int(s.n_observed),
-            "rank_deficit": int(s.rank_deficit), "rank_target": int(s.rank_target),
-            "final_test_error": result.final_test_error, "final_train_loss": result.final_train_loss,
+            "depth": int(s.depth),
+            "deficit_steps": int(s.deficit_steps),
+            "steps": int(s.steps),
+            "lr": float(s.lr),
+            "init_scale": float(s.init_scale),
+            "n_observed": int(s.n_observed),
+            "rank_deficit": int(s.rank_deficit),
+            "rank_target": int(s.rank_target),
+            "final_test_error": result.final_test_error,
+            "final_train_loss": result.final_train_loss,
             "final_unobserved_error": float(errors.unobserved_error.iloc[-1]),
             "final_singular_values": [float(v) for v in final_sv],
             "seconds": {"training": result.seconds, "total": time.perf_counter() - t0},

@@ -36,6 +36,7 @@ Records (besides readouts.parquet and summary.json; curves.parquet is empty):
 Other probes of ``probe.*`` (knn) read time slices of sequence models and do
 not apply here; they are ignored.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,13 +49,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..config import ConfigError, check_int, check_number
 from ..dense_data import CLASS_NAMES, distortion_groups, generate, split_per_class
 from ..probes import CURVE_COLUMNS, ProbeContext
 from ..probes.category_structure import CategoryStructureProbe
 from ..probes.gradient_spectrum import GradientSpectrumProbe
 from ..probes.schedule import log_spaced
-from ..allocator import keep_freed_memory
 from ..train import resolve_device
 from . import RunContext, RunResult, StudyRunner, register
 
@@ -81,13 +82,21 @@ class SmallVGG(nn.Module):
     (logits, hidden states).
     """
 
-    def __init__(self, size: int = 16, channels=(32, 64, 128), hidden=(1024, 384), n_classes: int = 5,
-                 in_channels: int = 1):
+    def __init__(
+        self, size: int = 16, channels=(32, 64, 128), hidden=(1024, 384), n_classes: int = 5, in_channels: int = 1
+    ):
         super().__init__()
         blocks, c_in = [], in_channels
         for c in channels:
-            blocks.append(nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU(),
-                                        nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)))
+            blocks.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c, 3, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                )
+            )
             c_in = c
         self.blocks = nn.ModuleList(blocks)
         side = size // 2 ** len(channels)
@@ -100,8 +109,9 @@ class SmallVGG(nn.Module):
         self.fcs = nn.ModuleList(fcs)
         self.readout = nn.Linear(width, n_classes)
         # the layers the category-structure probe reads, input to output
-        self.probe_layers = [f"blocks.{i}" for i in range(len(blocks))] + \
-                            [f"fcs.{i}" for i in range(len(fcs))] + ["readout"]
+        self.probe_layers = (
+            [f"blocks.{i}" for i in range(len(blocks))] + [f"fcs.{i}" for i in range(len(fcs))] + ["readout"]
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for block in self.blocks:
@@ -146,27 +156,55 @@ def fit_learning_curve(t, y) -> list[dict]:
         best = None
         if n > k + 1:
             span = max(float(t.max() - t.min()), 1.0)
-            tail = float(np.mean(y[-max(1, n // 10):]))
+            tail = float(np.mean(y[-max(1, n // 10) :]))
             for rate in 10.0 ** np.linspace(np.log10(0.3 / span), np.log10(30.0 / span), 7):
                 try:
-                    params, _ = curve_fit(fn, t, y, p0=(tail, tail - float(y[0]), rate), maxfev=5000,
-                                          bounds=([-np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf]))
+                    params, _ = curve_fit(
+                        fn,
+                        t,
+                        y,
+                        p0=(tail, tail - float(y[0]), rate),
+                        maxfev=5000,
+                        bounds=([-np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf]),
+                    )
                 except (RuntimeError, ValueError):
                     continue
                 rss = float(((y - fn(t, *params)) ** 2).sum())
                 if best is None or rss < best[1]:
                     best = (params, rss)
         if best is None:
-            out.append({"form": form, "a": np.nan, "b": np.nan, "c": np.nan, "n": n, "rss": np.nan,
-                        "r2": np.nan, "aic": np.nan, "bic": np.nan, "converged": False})
+            out.append(
+                {
+                    "form": form,
+                    "a": np.nan,
+                    "b": np.nan,
+                    "c": np.nan,
+                    "n": n,
+                    "rss": np.nan,
+                    "r2": np.nan,
+                    "aic": np.nan,
+                    "bic": np.nan,
+                    "converged": False,
+                }
+            )
             continue
         params, rss = best
         tss = float(((y - y.mean()) ** 2).sum())
         loglike_term = n * math.log(max(rss, 1e-300) / n)
-        out.append({"form": form, "a": float(params[0]), "b": float(params[1]), "c": float(params[2]), "n": n,
-                    "rss": rss, "r2": 1 - rss / tss if tss > 0 else np.nan,
-                    "aic": loglike_term + 2 * (k + 1), "bic": loglike_term + (k + 1) * math.log(n),
-                    "converged": True})
+        out.append(
+            {
+                "form": form,
+                "a": float(params[0]),
+                "b": float(params[1]),
+                "c": float(params[2]),
+                "n": n,
+                "rss": rss,
+                "r2": 1 - rss / tss if tss > 0 else np.nan,
+                "aic": loglike_term + 2 * (k + 1),
+                "bic": loglike_term + (k + 1) * math.log(n),
+                "converged": True,
+            }
+        )
     return out
 
 
@@ -188,11 +226,16 @@ class DenseSampleRunner(StudyRunner):
 
     def validate(self, cfg: DictConfig) -> None:
         if cfg.get("labels", "real") != "real":
-            raise ConfigError(f"labels={cfg.labels!r}: study dense_sample has no shuffled-label runs; "
-                              f"allowed: real")
+            raise ConfigError(f"labels={cfg.labels!r}: study dense_sample has no shuffled-label runs; allowed: real")
         s = "study"
-        for key, minimum in (("data.per_class", 2), ("data.train_per_class", 1), ("data.size", 8),
-                             ("data.clutter", 0), ("epochs", 1), ("batch_size", 1)):
+        for key, minimum in (
+            ("data.per_class", 2),
+            ("data.train_per_class", 1),
+            ("data.size", 8),
+            ("data.clutter", 0),
+            ("epochs", 1),
+            ("batch_size", 1),
+        ):
             check_int(cfg, f"{s}.{key}", minimum)
         check_int(cfg, f"{s}.data.seed", 0)
         if cfg.study.data.get("draw", "fixed") not in DATA_DRAWS:
@@ -203,24 +246,30 @@ class DenseSampleRunner(StudyRunner):
             check_number(cfg, f"{s}.{key}", -1e-12, None)
         data = cfg.study.data
         if data.train_per_class >= data.per_class:
-            raise ConfigError(f"study.data.train_per_class={data.train_per_class} must be < study.data.per_class="
-                              f"{data.per_class} (the rest of each class is the test set)")
+            raise ConfigError(
+                f"study.data.train_per_class={data.train_per_class} must be < study.data.per_class="
+                f"{data.per_class} (the rest of each class is the test set)"
+            )
         n_test = data.per_class - data.train_per_class
         per = cfg.study.category_structure.get("per_class", 50)
         split = cfg.study.category_structure.get("split", "test")
         available = n_test if split == "test" else data.train_per_class
         if per > available:
-            raise ConfigError(f"study.category_structure.per_class={per}: the {split} set has only {available} "
-                              f"exemplars per class; allowed: 2..{available}")
+            raise ConfigError(
+                f"study.category_structure.per_class={per}: the {split} set has only {available} "
+                f"exemplars per class; allowed: 2..{available}"
+            )
         if cfg.study.optimizer not in OPTIMISERS:
             raise ConfigError(f"study.optimizer={cfg.study.optimizer!r}; allowed: {', '.join(OPTIMISERS)}")
         if len(list(data.scale)) != 2 or len(list(data.stroke)) != 2:
             raise ConfigError("study.data.scale and study.data.stroke must be [low, high] pairs")
         side = int(data.size) // 2 ** len(cfg.study.model.channels)
         if side < 1:
-            raise ConfigError(f"study.data.size={data.size} is too small for {len(cfg.study.model.channels)} "
-                              f"pooling blocks (study.model.channels); allowed: >= "
-                              f"{2 ** len(cfg.study.model.channels)}")
+            raise ConfigError(
+                f"study.data.size={data.size} is too small for {len(cfg.study.model.channels)} "
+                f"pooling blocks (study.model.channels); allowed: >= "
+                f"{2 ** len(cfg.study.model.channels)}"
+            )
         try:
             CategoryStructureProbe(**self._category_options(cfg))
             if cfg.probe.get("gradient_spectrum") and cfg.probe.gradient_spectrum.get("enabled", False):
@@ -259,18 +308,27 @@ class DenseSampleRunner(StudyRunner):
         generator = torch.Generator().manual_seed(ctx.rng_seed)
 
         d = study.data
-        data = generate(data_seed(cfg), per_class=int(d.per_class), size=int(d.size),
-                        rotation_deg=float(d.rotation_deg), scale=tuple(d.scale), shear=float(d.shear),
-                        translate=float(d.translate), stroke=tuple(d.stroke), clutter=int(d.clutter),
-                        noise=float(d.noise))
+        data = generate(
+            data_seed(cfg),
+            per_class=int(d.per_class),
+            size=int(d.size),
+            rotation_deg=float(d.rotation_deg),
+            scale=tuple(d.scale),
+            shear=float(d.shear),
+            translate=float(d.translate),
+            stroke=tuple(d.stroke),
+            clutter=int(d.clutter),
+            noise=float(d.noise),
+        )
         train_idx, test_idx = split_per_class(data.y, int(d.train_per_class))
-        as_t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        as_t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)
         x_train, y_train = as_t(data.x[train_idx], torch.float32), as_t(data.y[train_idx], torch.long)
         x_test, y_test = as_t(data.x[test_idx], torch.float32), as_t(data.y[test_idx], torch.long)
         t_data = time.perf_counter() - t0
 
-        model = SmallVGG(int(d.size), tuple(study.model.channels), tuple(study.model.hidden),
-                         len(data.class_names)).to(device)
+        model = SmallVGG(int(d.size), tuple(study.model.channels), tuple(study.model.hidden), len(data.class_names)).to(
+            device
+        )
         if study.optimizer == "adam":
             optimiser = torch.optim.Adam(model.parameters(), lr=float(study.lr))
         else:
@@ -290,25 +348,28 @@ class DenseSampleRunner(StudyRunner):
         probe_seconds = {"category_structure": 0.0, "gradient_spectrum": 0.0}
         curve_rows: list[tuple] = []
         readouts: list[tuple] = []
-        empty_curves = pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                                     zip(CURVE_COLUMNS, ("object", "object", "int32", "int32", "float64"))})
+        empty_curves = pd.DataFrame(
+            {c: pd.Series(dtype=t) for c, t in zip(CURVE_COLUMNS, ("object", "object", "int32", "int32", "float64"))}
+        )
 
         def evaluate(x, y) -> tuple[float, float]:
             model.eval()
             loss, correct = 0.0, 0
             with torch.no_grad():
                 for s in range(0, len(x), 500):
-                    logits, _ = model(x[s:s + 500])
-                    loss += nn.functional.cross_entropy(logits, y[s:s + 500], reduction="sum").item()
-                    correct += (logits.argmax(1) == y[s:s + 500]).sum().item()
+                    logits, _ = model(x[s : s + 500])
+                    loss += nn.functional.cross_entropy(logits, y[s : s + 500], reduction="sum").item()
+                    correct += (logits.argmax(1) == y[s : s + 500]).sum().item()
             return loss / len(x), correct / len(x)
 
         def checkpoint(step: int, number: int) -> None:
             epoch_now = step // steps_per_epoch
-            pctx = ProbeContext(epoch_now, model, x_train, y_train, x_test, y_test, None,
-                                lambda x: model(x)[1])
-            extra = {"step": np.int64(step), "checkpoint": np.int32(number),
-                     "epoch": np.float64(step / steps_per_epoch)}
+            pctx = ProbeContext(epoch_now, model, x_train, y_train, x_test, y_test, None, lambda x: model(x)[1])
+            extra = {
+                "step": np.int64(step),
+                "checkpoint": np.int32(number),
+                "epoch": np.float64(step / steps_per_epoch),
+            }
             tic = time.perf_counter()
             frame = category.compute(pctx)
             probe_seconds["category_structure"] += time.perf_counter() - tic
@@ -335,7 +396,7 @@ class DenseSampleRunner(StudyRunner):
             loss_sum, correct = 0.0, 0
             for start in range(0, n_train, batch):
                 model.train()
-                idx = order[start:start + batch]
+                idx = order[start : start + batch]
                 logits, _ = model(x_train[idx])
                 loss = nn.functional.cross_entropy(logits, y_train[idx])
                 optimiser.zero_grad(set_to_none=True)
@@ -353,13 +414,21 @@ class DenseSampleRunner(StudyRunner):
             test_loss, test_acc = evaluate(x_test, y_test)
             curve_rows.append((step, float(epoch), "test", "loss", test_loss))
             curve_rows.append((step, float(epoch), "test", "accuracy", test_acc))
-            epoch_readouts = {"train/loss": loss_sum / n_train, "train/accuracy": correct / n_train,
-                              "test/loss": test_loss, "test/accuracy": test_acc}
+            epoch_readouts = {
+                "train/loss": loss_sum / n_train,
+                "train/accuracy": correct / n_train,
+                "test/loss": test_loss,
+                "test/accuracy": test_acc,
+            }
             for key, value in epoch_readouts.items():
                 split, metric = key.split("/")
                 readouts.append((epoch, split, metric, value))
-            log.info("epoch %d/%d  train loss %.4f acc %.3f  test loss %.4f acc %.3f",
-                     epoch, epochs, *epoch_readouts.values())
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.3f  test loss %.4f acc %.3f",
+                epoch,
+                epochs,
+                *epoch_readouts.values(),
+            )
             ctx.on_step(epoch, epoch_readouts, empty_curves)
         seconds_loop = time.perf_counter() - tic_train
         t_probes = sum(probe_seconds.values()) - t_probe_start
@@ -374,8 +443,11 @@ class DenseSampleRunner(StudyRunner):
         fit_frame = pd.DataFrame(fits)
         readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"])
         readout_frame["epoch"] = readout_frame["epoch"].astype(np.int32)
-        tables = {"category_structure": pd.concat(probe_frames["category_structure"], ignore_index=True),
-                  "learning_curve": curve, "curve_fits": fit_frame}
+        tables = {
+            "category_structure": pd.concat(probe_frames["category_structure"], ignore_index=True),
+            "learning_curve": curve,
+            "curve_fits": fit_frame,
+        }
         if spectrum is not None:
             tables["gradient_spectrum"] = pd.concat(probe_frames["gradient_spectrum"], ignore_index=True)
         test_loss, test_acc = evaluate(x_test, y_test)
@@ -383,19 +455,32 @@ class DenseSampleRunner(StudyRunner):
         for name, part in fit_frame.groupby("curve"):
             part = part.dropna(subset=["aic"])
             if len(part) == 2:
-                better[name] = {"aic": part.loc[part.aic.idxmin(), "form"],
-                                "delta_aic_hyperbolic_minus_exponential":
-                                    float(part.set_index("form").aic.hyperbolic
-                                          - part.set_index("form").aic.exponential)}
+                better[name] = {
+                    "aic": part.loc[part.aic.idxmin(), "form"],
+                    "delta_aic_hyperbolic_minus_exponential": float(
+                        part.set_index("form").aic.hyperbolic - part.set_index("form").aic.exponential
+                    ),
+                }
         summary = {
-            "class_names": list(data.class_names), "test_accuracy": test_acc, "test_loss": test_loss,
-            "n_train": int(n_train), "n_test": int(len(x_test)), "data_seed": data_seed(cfg),
+            "class_names": list(data.class_names),
+            "test_accuracy": test_acc,
+            "test_loss": test_loss,
+            "n_train": int(n_train),
+            "n_test": int(len(x_test)),
+            "data_seed": data_seed(cfg),
             "n_weights": n_weights(model),
-            "epochs": epochs, "steps": int(total), "steps_per_epoch": int(steps_per_epoch),
-            "checkpoints": [int(c) for c in checkpoints], "curve_fit_better": better,
-            "device": str(device), "torch": torch.__version__,
-            "seconds": {"data": t_data, "training": seconds_loop - t_probes, "probes": dict(probe_seconds),
-                        "total": time.perf_counter() - t0},
+            "epochs": epochs,
+            "steps": int(total),
+            "steps_per_epoch": int(steps_per_epoch),
+            "checkpoints": [int(c) for c in checkpoints],
+            "curve_fit_better": better,
+            "device": str(device),
+            "torch": torch.__version__,
+            "seconds": {
+                "data": t_data,
+                "training": seconds_loop - t_probes,
+                "probes": dict(probe_seconds),
+                "total": time.perf_counter() - t0,
+            },
         }
         return RunResult(empty_curves, readout_frame, summary, tables)
-

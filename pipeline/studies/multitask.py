@@ -9,6 +9,7 @@ compute the kernel of the concurrent-multitasking curriculum and fine-tune on
 it. Records loss curves per phase, the kernel checks, and how much the tasks'
 hidden representations overlap. Network and kernel: ``pipeline/multitask_net.py``.
 """
+
 from __future__ import annotations
 
 import time
@@ -101,8 +102,10 @@ class MultitaskRunner(StudyRunner):
         n_stimuli = int(s.n_features) ** int(s.n_input_groups)
         n_train = check_int(cfg, "study.n_train_stimuli", 1)
         if n_train >= n_stimuli:
-            raise ConfigError(f"study.n_train_stimuli={n_train}: must be below the number of stimuli "
-                              f"({n_stimuli} = n_features^n_input_groups), the rest are the test stimuli")
+            raise ConfigError(
+                f"study.n_train_stimuli={n_train}: must be below the number of stimuli "
+                f"({n_stimuli} = n_features^n_input_groups), the rest are the test stimuli"
+            )
         check_number(cfg, "study.lr", 0, None)
         check_number(cfg, "study.bias", None, None)
         top = min(int(s.n_input_groups), int(s.n_output_groups))
@@ -115,8 +118,10 @@ class MultitaskRunner(StudyRunner):
             check_int(cfg, f"study.kernel.{key}", 1)
         check_int(cfg, "study.kernel.every_epochs", 0)
         if int(s.kernel.n_query_stimuli) > n_stimuli - n_train:
-            raise ConfigError(f"study.kernel.n_query_stimuli={s.kernel.n_query_stimuli}: at most the "
-                              f"{n_stimuli - n_train} test stimuli")
+            raise ConfigError(
+                f"study.kernel.n_query_stimuli={s.kernel.n_query_stimuli}: at most the "
+                f"{n_stimuli - n_train} test stimuli"
+            )
         check_bool(cfg, "study.paired")
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
@@ -133,13 +138,15 @@ class MultitaskRunner(StudyRunner):
         split_rng, init_rng, order_rng, kernel_rng, draw_rng = (np.random.default_rng(x) for x in streams)
 
         stimuli = split_rng.permutation(len(env.stimuli))
-        train_stim, test_stim = np.sort(stimuli[:int(s.n_train_stimuli)]), np.sort(stimuli[int(s.n_train_stimuli):])
-        query_stim = test_stim[:int(s.kernel.n_query_stimuli)]
+        train_stim, test_stim = np.sort(stimuli[: int(s.n_train_stimuli)]), np.sort(stimuli[int(s.n_train_stimuli) :])
+        query_stim = test_stim[: int(s.kernel.n_query_stimuli)]
         single, multi = env.task_sets([1]), env.task_sets([int(v) for v in s.test_multitask_sizes])
         finetune = env.task_sets([int(v) for v in s.finetune_sizes])
         data = {
-            "single_train": env.dataset(single, train_stim), "single_test": env.dataset(single, test_stim),
-            "multi_test": env.dataset(multi, test_stim), "finetune_train": env.dataset(finetune, train_stim),
+            "single_train": env.dataset(single, train_stim),
+            "single_test": env.dataset(single, test_stim),
+            "multi_test": env.dataset(multi, test_stim),
+            "finetune_train": env.dataset(finetune, train_stim),
         }
         n_draws = int(s.get("n_train_draws", 0))
         if n_draws:
@@ -151,8 +158,12 @@ class MultitaskRunner(StudyRunner):
         curves, readouts, predictions, eigen, along = [], [], [], [], []
         kernel_summary: dict = {}
 
-        readout_names = {"single_train": ("train", "loss_single"), "single_test": ("test", "loss_single"),
-                         "multi_test": ("test", "loss_multi"), "finetune_train": ("train", "loss_finetune")}
+        readout_names = {
+            "single_train": ("train", "loss_single"),
+            "single_test": ("test", "loss_single"),
+            "multi_test": ("test", "loss_multi"),
+            "finetune_train": ("train", "loss_finetune"),
+        }
 
         def evaluate(phase: str, epoch: int, names=tuple(data)) -> dict:
             values = {name: mt.loss(params, data[name], bias) for name in names}
@@ -164,8 +175,11 @@ class MultitaskRunner(StudyRunner):
 
         def kernel_stage(stage: str, train, query) -> None:
             n_max = int(s.kernel.max_train)
-            sample = (np.sort(kernel_rng.choice(len(train), n_max, replace=False)) if len(train) > n_max
-                      else np.arange(len(train)))
+            sample = (
+                np.sort(kernel_rng.choice(len(train), n_max, replace=False))
+                if len(train) > n_max
+                else np.arange(len(train))
+            )
             sub = train.subset(sample)
             k = mt.kernel(params, query, sub, bias)
             probe = float(s.kernel.probe_lr)
@@ -179,27 +193,52 @@ class MultitaskRunner(StudyRunner):
             corr_lr = float(np.corrcoef(pred_lr.ravel(), act_lr.ravel())[0, 1])
             rel_lr = float(np.linalg.norm(pred_lr - act_lr) / np.linalg.norm(act_lr))
             n_out = env.n_outputs
-            predictions.append(pd.DataFrame({
-                "stage": stage, "query": np.repeat(np.arange(len(query)), n_out),
-                "label": np.repeat(query.labels, n_out), "set_size": np.repeat(query.set_sizes, n_out),
-                "stimulus": np.repeat(query.stimulus, n_out), "unit": np.tile(np.arange(1, n_out + 1), len(query)),
-                "predicted": predicted.ravel(), "actual": actual.ravel()}))
+            predictions.append(
+                pd.DataFrame(
+                    {
+                        "stage": stage,
+                        "query": np.repeat(np.arange(len(query)), n_out),
+                        "label": np.repeat(query.labels, n_out),
+                        "set_size": np.repeat(query.set_sizes, n_out),
+                        "stimulus": np.repeat(query.stimulus, n_out),
+                        "unit": np.tile(np.arange(1, n_out + 1), len(query)),
+                        "predicted": predicted.ravel(),
+                        "actual": actual.ravel(),
+                    }
+                )
+            )
             values, vectors = mt.kernel_components(k, int(s.kernel.n_components))
             labels, ins, outs, targets = sub.labels, _groups(env, sub, 0), _groups(env, sub, 1), _targets(sub)
             n_comp, n_sub = vectors.shape[1], len(sub)
-            eigen.append(pd.DataFrame({
-                "stage": stage, "component": np.repeat(np.arange(1, n_comp + 1), n_sub),
-                "singular_value": np.repeat(values, n_sub), "sample": np.tile(sample, n_comp),
-                "label": np.tile(labels, n_comp), "input_groups": np.tile(ins, n_comp),
-                "output_groups": np.tile(outs, n_comp), "target_units": np.tile(targets, n_comp),
-                "set_size": np.tile(sub.set_sizes, n_comp), "loading": vectors.T.ravel()}))
+            eigen.append(
+                pd.DataFrame(
+                    {
+                        "stage": stage,
+                        "component": np.repeat(np.arange(1, n_comp + 1), n_sub),
+                        "singular_value": np.repeat(values, n_sub),
+                        "sample": np.tile(sample, n_comp),
+                        "label": np.tile(labels, n_comp),
+                        "input_groups": np.tile(ins, n_comp),
+                        "output_groups": np.tile(outs, n_comp),
+                        "target_units": np.tile(targets, n_comp),
+                        "set_size": np.tile(sub.set_sizes, n_comp),
+                        "loading": vectors.T.ravel(),
+                    }
+                )
+            )
             embedding = vectors * values
-            cseed = int(kernel_rng.integers(2 ** 31))
+            cseed = int(kernel_rng.integers(2**31))
             kernel_summary[stage] = {
-                "prediction_corr": corr, "prediction_rel_error": rel, "probe_lr": probe,
-                "prediction_corr_training_lr": corr_lr, "prediction_rel_error_training_lr": rel_lr,
-                "training_lr": lr, "loss_reduction": reduction,
-                "n_train": len(train), "n_kernel_train": len(sub), "n_query": len(query),
+                "prediction_corr": corr,
+                "prediction_rel_error": rel,
+                "probe_lr": probe,
+                "prediction_corr_training_lr": corr_lr,
+                "prediction_rel_error_training_lr": rel_lr,
+                "training_lr": lr,
+                "loss_reduction": reduction,
+                "n_train": len(train),
+                "n_kernel_train": len(sub),
+                "n_query": len(query),
                 "top_singular_values": [float(v) for v in values],
                 "cluster_ari_task": _clusters(embedding, labels, cseed),
                 "cluster_ari_input_group": _clusters(embedding, ins, cseed),
@@ -211,10 +250,13 @@ class MultitaskRunner(StudyRunner):
 
         def sharing(stage: str) -> pd.DataFrame:
             sim = mt.representation_sharing(params, env, test_stim, bias)
-            rows = [(stage, a, b, env.tasks[a][0] == env.tasks[b][0], env.tasks[a][1] == env.tasks[b][1],
-                     float(sim[a, b])) for a in range(env.n_tasks) for b in range(env.n_tasks) if a != b]
-            return pd.DataFrame(rows, columns=["stage", "task_a", "task_b", "same_input", "same_output",
-                                               "similarity"])
+            rows = [
+                (stage, a, b, env.tasks[a][0] == env.tasks[b][0], env.tasks[a][1] == env.tasks[b][1], float(sim[a, b]))
+                for a in range(env.n_tasks)
+                for b in range(env.n_tasks)
+                if a != b
+            ]
+            return pd.DataFrame(rows, columns=["stage", "task_a", "task_b", "same_input", "same_output", "similarity"])
 
         with blas_one_thread():
             evaluate("init", 0)
@@ -230,14 +272,19 @@ class MultitaskRunner(StudyRunner):
                 values = evaluate("single", epoch, ("single_train", "single_test", "multi_test"))
                 if every and epoch % every == 0:
                     q = env.dataset(single, query_stim)
-                    p = mt.predicted_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias,
-                                            reduction)
+                    p = mt.predicted_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias, reduction)
                     a = mt.actual_change(params, q, data["single_train"], float(s.kernel.probe_lr), bias, reduction)
                     along.append((epoch, float(np.corrcoef(p.ravel(), a.ravel())[0, 1])))
                 if epoch % (10 * eval_every) == 0 or epoch == epochs1:
-                    ctx.on_step(epoch, {"train/loss_single": values["single_train"],
-                                        "test/loss_single": values["single_test"],
-                                        "test/loss_multi": values["multi_test"]}, empty_curves())
+                    ctx.on_step(
+                        epoch,
+                        {
+                            "train/loss_single": values["single_train"],
+                            "test/loss_single": values["single_test"],
+                            "test/loss_multi": values["multi_test"],
+                        },
+                        empty_curves(),
+                    )
             after_single = {name: mt.loss(params, d, bias) for name, d in data.items()}
             sharing_frames.append(sharing("after_single"))
             kernel_stage("finetune", data["finetune_train"], env.dataset(multi, query_stim))
@@ -245,9 +292,15 @@ class MultitaskRunner(StudyRunner):
                 mt.train_epoch(params, data["finetune_train"], lr, batch, order_rng, bias, reduction)
                 values = evaluate("finetune", epoch)
                 if epoch % 5 == 0 or epoch == epochs1 + epochs2:
-                    ctx.on_step(epoch, {"train/loss_finetune": values["finetune_train"],
-                                        "test/loss_single": values["single_test"],
-                                        "test/loss_multi": values["multi_test"]}, empty_curves())
+                    ctx.on_step(
+                        epoch,
+                        {
+                            "train/loss_finetune": values["finetune_train"],
+                            "test/loss_single": values["single_test"],
+                            "test/loss_multi": values["multi_test"],
+                        },
+                        empty_curves(),
+                    )
             final = {name: mt.loss(params, d, bias) for name, d in data.items()}
             sharing_frames.append(sharing("after_finetune"))
             multi_by_set = mt.loss_by_set(params, data["multi_test"], bias)
@@ -264,15 +317,21 @@ class MultitaskRunner(StudyRunner):
 
         sizes = np.array([len(x) for x in data["multi_test"].sets])
         summary = {
-            "init": str(s.init), "init_range": float(s.init_range[s.init]), "hidden": int(s.hidden),
-            "lr": lr, "batch_size": "full" if batch is None else batch, "loss_reduction": reduction,
+            "init": str(s.init),
+            "init_range": float(s.init_range[s.init]),
+            "hidden": int(s.hidden),
+            "lr": lr,
+            "batch_size": "full" if batch is None else batch,
+            "loss_reduction": reduction,
             "n_train": {"single": len(data["single_train"]), "finetune": len(data["finetune_train"])},
             "single_epochs": int(s.single_epochs),
             "finetune_epochs": int(s.finetune_epochs),
-            "n_train_stimuli": len(train_stim), "n_test_stimuli": len(test_stim),
+            "n_train_stimuli": len(train_stim),
+            "n_test_stimuli": len(test_stim),
             "single_task_test_loss": after_single["single_test"],
             "single_task_train_loss": after_single["single_train"],
-            "single_task_test_loss_mean_over_training": float(single_curve.loss.mean()) if len(single_curve)
+            "single_task_test_loss_mean_over_training": float(single_curve.loss.mean())
+            if len(single_curve)
             else after_single["single_test"],
             "multitask_test_loss_before_finetune": after_single["multi_test"],
             "multitask_test_loss": final["multi_test"],
@@ -295,5 +354,6 @@ class MultitaskRunner(StudyRunner):
         if along:
             tables["kernel_along_training"] = pd.DataFrame(along, columns=["epoch", "prediction_corr"])
         readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"]).astype(
-            {"epoch": np.int32})
+            {"epoch": np.int32}
+        )
         return RunResult(empty_curves(), readout_frame, summary, tables)

@@ -1,5 +1,6 @@
 """The headline study's runner (Jiang & Dale 2025): one class pair, one sequence
 classifier, its learning-curve map and developmental readouts."""
+
 from __future__ import annotations
 
 import logging
@@ -10,13 +11,13 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from ..allocator import keep_freed_memory
 from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
-from ..allocator import keep_freed_memory
 from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
 
@@ -68,34 +69,45 @@ class SequenceRunner(StudyRunner):
             check_int_range(cfg, "dataset.time_slices", 1, 100_000)
         readout = cfg.trainer.get("readout_batchnorm", "eval")
         if readout not in READOUT_BATCHNORM:
-            raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are "
-                              f"{', '.join(READOUT_BATCHNORM)}")
+            raise ConfigError(
+                f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}"
+            )
         if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
-            raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
-                              f"at least 2 samples per batch; use trainer.batch_size>=2 "
-                              f"(or model.batchnorm_time=false)")
+            raise ConfigError(
+                f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
+                f"at least 2 samples per batch; use trainer.batch_size>=2 "
+                f"(or model.batchnorm_time=false)"
+            )
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
         source = cfg.data_source.name
         if cfg.dataset.source != source:
             raise ConfigError(
                 f"dataset={cfg.dataset.name} belongs to data source {cfg.dataset.source!r}, "
-                f"but data_source={source}; pick a {source} data set or data_source={cfg.dataset.source}")
+                f"but data_source={source}; pick a {source} data set or data_source={cfg.dataset.source}"
+            )
         if cfg.study.get("data_sources") and source not in cfg.study.data_sources:
-            raise ConfigError(f"data_source={source} is not in study {cfg.study.name!r} "
-                              f"(its data sources: {', '.join(cfg.study.data_sources)})")
+            raise ConfigError(
+                f"data_source={source} is not in study {cfg.study.name!r} "
+                f"(its data sources: {', '.join(cfg.study.data_sources)})"
+            )
         n_classes = int(cfg.dataset.n_classes)
         n_pairs = n_classes * (n_classes - 1) // 2
         if cfg.pair >= n_pairs:
-            raise ConfigError(f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, "
-                              f"so pair must be in 0..{n_pairs - 1}")
+            raise ConfigError(
+                f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, "
+                f"so pair must be in 0..{n_pairs - 1}"
+            )
         resolve_device(cfg.trainer.device)
         validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
         build_probes(cfg.probe)  # the probes check their options here, before any data is read
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
-        return {"data_source": cfg.data_source.name, "pair": int(cfg.pair),
-                "class_names": pair_class_names(cfg, int(cfg.pair))}
+        return {
+            "data_source": cfg.data_source.name,
+            "pair": int(cfg.pair),
+            "class_names": pair_class_names(cfg, int(cfg.pair)),
+        }
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
         t0 = time.perf_counter()
@@ -105,30 +117,61 @@ class SequenceRunner(StudyRunner):
         data = load_dataset(cfg.dataset)
         t_data = time.perf_counter() - t0
         pair = class_pairs(len(data.class_names))[int(design.pair)]
-        splits = make_splits(data.x, data.y, pair, rng, shuffle_labels=cfg.labels == "shuffled",
-                             test_fraction=cfg.split.test_fraction, val_fraction=cfg.split.val_fraction,
-                             oversample=cfg.split.oversample, groups=data.groups)
+        splits = make_splits(
+            data.x,
+            data.y,
+            pair,
+            rng,
+            shuffle_labels=cfg.labels == "shuffled",
+            test_fraction=cfg.split.test_fraction,
+            val_fraction=cfg.split.val_fraction,
+            oversample=cfg.split.oversample,
+            groups=data.groups,
+        )
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
         probes = build_probes(cfg.probe)
         generator = torch.Generator().manual_seed(ctx.rng_seed)
         at_init = measure_at_init(model, splits, probes, device, int(cfg.trainer.batch_size))
-        result = train_run(model, splits, probes, epochs=int(cfg.trainer.epochs), lr=float(cfg.trainer.lr),
-                           batch_size=int(cfg.trainer.batch_size), shuffle=bool(cfg.trainer.shuffle),
-                           device=device, generator=generator, on_epoch=ctx.on_step,
-                           batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
-                           readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")))
+        result = train_run(
+            model,
+            splits,
+            probes,
+            epochs=int(cfg.trainer.epochs),
+            lr=float(cfg.trainer.lr),
+            batch_size=int(cfg.trainer.batch_size),
+            shuffle=bool(cfg.trainer.shuffle),
+            device=device,
+            generator=generator,
+            on_epoch=ctx.on_step,
+            batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
+            readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")),
+        )
         summary = {
-            "data_source": design.data_source, "dataset": cfg.dataset.name, "pair": int(design.pair),
-            "class_names": list(design.class_names), "labels": cfg.labels,
-            "test_accuracy": result.test_accuracy, "test_loss": result.test_loss,
-            "n_train": len(splits.y_train), "n_val": len(splits.y_val), "n_test": len(splits.y_test),
-            "batch_size": int(cfg.trainer.batch_size), "updates_per_epoch": result.updates_per_epoch,
-            "time_slices": int(time_slices), "n_features": int(n_features),
-            "hidden_size": int(model.lstm.hidden_size), "epochs": int(cfg.trainer.epochs),
-            "device": str(device), "torch": torch.__version__,
-            "seconds": {"data": t_data, "training": result.seconds_training,
-                        "probes": result.probe_seconds, "total": time.perf_counter() - t0},
+            "data_source": design.data_source,
+            "dataset": cfg.dataset.name,
+            "pair": int(design.pair),
+            "class_names": list(design.class_names),
+            "labels": cfg.labels,
+            "test_accuracy": result.test_accuracy,
+            "test_loss": result.test_loss,
+            "n_train": len(splits.y_train),
+            "n_val": len(splits.y_val),
+            "n_test": len(splits.y_test),
+            "batch_size": int(cfg.trainer.batch_size),
+            "updates_per_epoch": result.updates_per_epoch,
+            "time_slices": int(time_slices),
+            "n_features": int(n_features),
+            "hidden_size": int(model.lstm.hidden_size),
+            "epochs": int(cfg.trainer.epochs),
+            "device": str(device),
+            "torch": torch.__version__,
+            "seconds": {
+                "data": t_data,
+                "training": result.seconds_training,
+                "probes": result.probe_seconds,
+                "total": time.perf_counter() - t0,
+            },
         }
         tables = dict(result.tables)
         for name, frame in at_init.items():
@@ -142,10 +185,17 @@ def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:
     wanted = [p for p in probes if getattr(p, "at_init", False) and p.table != "curves"]
     if not wanted:
         return {}
-    as_t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
-    ctx = ProbeContext(0, model, as_t(splits.x_train, torch.float32), as_t(splits.y_train, torch.long),
-                       as_t(splits.x_test, torch.float32), as_t(splits.y_test, torch.long), None,
-                       _clean_pass_states(model, batch_size))
+    as_t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)
+    ctx = ProbeContext(
+        0,
+        model,
+        as_t(splits.x_train, torch.float32),
+        as_t(splits.y_train, torch.long),
+        as_t(splits.x_test, torch.float32),
+        as_t(splits.y_test, torch.long),
+        None,
+        _clean_pass_states(model, batch_size),
+    )
     out = {}
     for probe in wanted:
         tic = time.perf_counter()

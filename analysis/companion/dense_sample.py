@@ -41,16 +41,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .common import mean_ci, skipped_note, summarise, table_html
 from .spectra import (
     done_runs,
     figure_html,
     main_cli,
-    mean_ci,
     note_html,
     read_table,
-    skipped_note,
-    summarise,
-    table_html,
 )
 
 TABLE = "category_structure"

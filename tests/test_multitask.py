@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import multitask_net as mt
 from pipeline.config import ConfigError
+from pipeline.studies.multitask import network as mt
+from pipeline.studies.multitask.data import MultitaskEnv
 from tests.conftest import REPO, run_cli, run_config
 
-ENV = mt.MultitaskEnv()
+ENV = MultitaskEnv()
 
 
 def _data(seed=0, n_train=54, n_query=9):
@@ -125,7 +126,7 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     """The run's recorded one-step prediction equals -lr/N sum_n K (mean loss) or -lr sum_n K (summed loss),
     with K formed explicitly (mt.kernel) from the same initial weights, training set and query set."""
     from pipeline.studies import RunContext, get_runner
-    from pipeline.studies.critical import instance_seed
+    from pipeline.studies.common import instance_seed
 
     cfg = run_config(
         f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=0", *extra
@@ -153,7 +154,7 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
 
 
 def test_paper_protocol_configuration():
-    from pipeline.studies.multitask import training_lr
+    from pipeline.studies.multitask.runner import training_lr
 
     cfg = run_config("study=multitask_pyle2023", "study.init=standard")
     assert (cfg.study.batch_size, cfg.study.loss_reduction, cfg.study.n_train_draws) == ("full", "sum", 500)

@@ -1,42 +1,34 @@
-"""Report section: pseudo-kernel prediction in the multitasking network (docs/science.md 2b).
+"""Report section: the multitasking network's pseudo-kernel (one-step prediction, eigenvector structure,
+kernel-to-loss prediction) and standard vs large initialisation (docs/companion_critical_multitask.md).
 
-``section(study_dir, out_dir)`` reads the done runs of ``study=multitask``
-(``summary.json``, ``loss_curves``, ``kernel_prediction``, ``kernel_eigen``,
-``representation_sharing`` parquet tables) and returns ``{"title", "html",
-"tables"}``; figures are also written to ``out_dir`` as PNG.
-
-What it shows:
-- the kernel's one-step prediction of the output change against the real change
-  of one small full-batch step (correlation per run and stage; check > 0.999);
-- the top eigenvectors of the kernel (over training samples): how their weight
-  is spread over the tasks, and how well k-means clusters of the samples in the
-  top-eigenvector space match the tasks, input groups, output groups or target
-  units (adjusted Rand index);
-- standard vs large initialisation across replicates (paired by replicate: the
-  two inits of a replicate share the stimulus split, the U(-1, 1) draws and
-  the training order): single-task test loss after single-task training and
-  after fine-tuning, concurrent-multitask test loss before and after
-  fine-tuning; paired t-test and Wilcoxon signed-rank test, and a plain verdict
-  on the two findings of Pyle et al.;
-- how much the single tasks' hidden representations overlap (tasks sharing an
-  input group vs not).
-
-CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` writes
-``multitask.html`` and the tables as CSV. Never imports torch.
+CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` (multitask.html and CSV tables).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .critical import done_runs, figure_html, para, plt, save_figure, skipped_note, summarise, table_html, write_outputs
+from .common import (
+    done_runs,
+    figure_html,
+    main_cli,
+    mean_ci,
+    para,
+    save_figure,
+    section_html,
+    skipped_note,
+    summarise,
+    table_html,
+)
 
 TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
 STUDY = "multitask"
@@ -147,8 +139,8 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 w_p = float(stats.wilcoxon(diff).pvalue)
             except ValueError:
                 pass
-        m_s, lo_s, hi_s, _ = _ci(std)
-        m_l, lo_l, hi_l, _ = _ci(large)
+        m_s, lo_s, hi_s, _ = mean_ci(std)
+        m_l, lo_l, hi_l, _ = mean_ci(large)
         rows.append(
             {
                 "measure": label,
@@ -176,12 +168,6 @@ def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
     return min_p_table(
         [min_p_row("standard vs large init, the paper's claims", "signed_rank", int(tested.n_pairs.min()), len(tested))]
     )
-
-
-def _ci(values):
-    from .critical import mean_ci
-
-    return mean_ci(values)
 
 
 VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
@@ -243,7 +229,7 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
 def section(study_dir: Path, out_dir: Path) -> dict:
     study_dir = Path(study_dir)
     runs, skipped = done_runs(study_dir, TABLES)
-    parts = [f"<h2>{TITLE}</h2>"]
+    parts = []
     if not runs:
         parts += [
             para(
@@ -251,7 +237,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             ),
             skipped_note(skipped),
         ]
-        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
     frame = per_run(runs)
     s0 = runs[0]["summary"]
     parts.append(
@@ -337,14 +323,14 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         + f", training samples per phase {s0.get('n_train', '')}."
     )
     parts.insert(
-        1,
+        0,
         table_html(
             pd.DataFrame(verdict),
             "Pyle et al.'s claims, our test of each, and the verdict "
             "(paired by replicate; Holm over the claims of each kind).",
         ),
     )
-    parts.insert(2, para(protocol))
+    parts.insert(1, para(protocol))
     parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
     parts.append(
         table_html(
@@ -416,7 +402,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             for label in ("task", "input_group", "output_group", "target_units"):
                 col = f"ari_{label}_{stage}"
                 if col in sub:
-                    row[f"ARI {label.replace('_', ' ')}"] = _ci(sub[col])[0]
+                    row[f"ARI {label.replace('_', ' ')}"] = mean_ci(sub[col])[0]
             stage_rows.append(row)
     uri = save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
     parts.append(
@@ -500,24 +486,17 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         "min_p": floors,
         "kernel_to_loss": k2l,
     }
-    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+    return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    return main_cli(
+        argv,
         prog="python -m analysis.companion.multitask",
-        description="Write multitask.html (figures, checks) and its tables as CSV.",
+        stem="multitask",
+        build=lambda root, study, out: section(root / study, out),
+        default_study=STUDY,
     )
-    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
-    parser.add_argument("--study", default=STUDY, help="study folder under the root")
-    parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
-    args = parser.parse_args(argv)
-    root = Path(args.root).expanduser()
-    out = Path(args.out) if args.out else root / "companion"
-    result = section(root / args.study, out)
-    page = write_outputs(result, out, "multitask")
-    print(f"{result['title']}: {page}")
-    return 0
 
 
 if __name__ == "__main__":

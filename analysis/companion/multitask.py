@@ -64,19 +64,30 @@ def per_run(runs: list[dict]) -> pd.DataFrame:
             row[f"task_purity_{stage}"] = float(np.mean(purity))
             for label in ("task", "input_group", "output_group", "target_units"):
                 row[f"ari_{label}_{stage}"] = float(values.get(f"cluster_ari_{label}", math.nan))
+            for key, value in (values.get("output_group_mean") or {}).items():
+                row[f"out_{key}_{stage}"] = float(value)
         for key in ("sharing_same_input_after_single", "sharing_other_input_after_single"):
             row[key] = float(s.get(key, math.nan))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+# Pyle et al.'s reading: the kernel of each output group, eigen-decomposed over the training samples
+# (pipeline/studies/multitask/runner.py, output_group_structure); each measure is the mean over groups
+PER_OUTPUT = "per output group"
+STACKED = "all outputs stacked"
 STRUCTURE = {
-    "ari_task_init": "k-means clusters of the top eigenvectors match the tasks (ARI)",
-    "ari_target_units_init": "... match the target output units (ARI)",
-    "ari_input_group_init": "... match the input groups (ARI)",
-    "ari_output_group_init": "... match the output groups (ARI)",
-    "task_purity_init": "mean task purity of the top eigenvectors",
-    "kernel_top1_share_init": "top singular value's share of the top components",
+    "out_own_output_share_init": (PER_OUTPUT, "top eigenvector's share on the group's own tasks"),
+    "out_task_purity_init": (PER_OUTPUT, "top eigenvector's largest share on one task"),
+    "out_ari_task_init": (PER_OUTPUT, "k-means clusters of the top eigenvectors match the tasks (ARI)"),
+    "out_top1_share_init": (PER_OUTPUT, "top eigenvalue's share of the kernel"),
+    "out_effective_rank_init": (PER_OUTPUT, "effective rank of the kernel (participation ratio)"),
+    "ari_task_init": (STACKED, "k-means clusters of the top eigenvectors match the tasks (ARI)"),
+    "ari_target_units_init": (STACKED, "... match the target output units (ARI)"),
+    "ari_input_group_init": (STACKED, "... match the input groups (ARI)"),
+    "ari_output_group_init": (STACKED, "... match the output groups (ARI)"),
+    "task_purity_init": (STACKED, "mean task purity of the top eigenvectors"),
+    "kernel_top1_share_init": (STACKED, "top singular value's share of the top components"),
 }
 LOSSES = {
     "single_task_test_loss": "single-task test loss after single-task training",
@@ -87,13 +98,13 @@ LOSSES = {
 def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
     """Pyle et al.'s prediction from the kernel at initialisation: Spearman correlation across runs (both
     inits pooled, and within each init) of each structure measure with each downstream loss; Holm over the
-    pooled tests."""
+    tests of one scope and one reading of the kernel (per output group, or all outputs stacked)."""
     from .power import holm, spearman
 
     rows = []
     for scope in ("all runs", *INITS):
         part = frame if scope == "all runs" else frame[frame.init == scope]
-        for key, label in STRUCTURE.items():
+        for key, (reading, label) in STRUCTURE.items():
             for loss, loss_label in LOSSES.items():
                 if key not in part or loss not in part:
                     continue
@@ -104,6 +115,7 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append(
                     {
                         "runs": scope,
+                        "kernel": reading,
                         "kernel_structure_at_init": label,
                         "key": key,
                         "loss": loss_label,
@@ -112,12 +124,39 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
                         "p": p,
                     }
                 )
-    out = pd.DataFrame(rows, columns=["runs", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"])
+    columns = ["runs", "kernel", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"]
+    out = pd.DataFrame(rows, columns=columns)
     out["p_holm"] = np.nan
-    for scope in out.runs.unique():  # one Holm family per scope (pooled, each init)
-        part = out.runs == scope
-        out.loc[part, "p_holm"] = holm(out.loc[part, "p"])
+    for _, index in out.groupby(["runs", "kernel"]).groups.items():  # one Holm family per scope and reading
+        out.loc[index, "p_holm"] = holm(out.loc[index, "p"])
     return out
+
+
+OUTPUT_COLUMNS = {
+    "top1_share": "top eigenvalue share",
+    "effective_rank": "effective rank",
+    "own_output_share": "own-output share",
+    "own_output_chance": "own-output share, chance",
+    "task_purity": "task purity",
+    "ari_task": "ARI task",
+}
+
+
+def per_output_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per init and stage: the per-output-group kernel measures, mean [95% interval] over runs."""
+    rows = []
+    for init in INITS:
+        sub = frame[frame.init == init]
+        for stage in ("init",):  # measured at initialisation (the kernel Pyle et al. predict from)
+            columns = {label: f"out_{key}_{stage}" for key, label in OUTPUT_COLUMNS.items()}
+            if not len(sub) or not all(c in sub for c in columns.values()):
+                continue
+            row = {"init": init, "stage": stage, "runs": len(sub)}
+            for label, column in columns.items():
+                m, lo, hi, _ = mean_ci(sub[column])
+                row[label] = f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
@@ -283,7 +322,13 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     comparison = init_comparison(frame)
     verdict = verdicts(comparison)
     k2l = kernel_to_loss(frame)
-    pooled = k2l[(k2l.runs == "all runs") & k2l.p_holm.notna()]
+    # the verdict reads the per-output kernels (Pyle et al.'s method); runs recorded before they were
+    # measured fall back to the stacked kernel
+    reading = (
+        PER_OUTPUT if (k2l.kernel == PER_OUTPUT).any() and k2l[k2l.kernel == PER_OUTPUT].p.notna().any() else STACKED
+    )
+    k2l_read = k2l[k2l.kernel == reading]
+    pooled = k2l_read[(k2l_read.runs == "all runs") & k2l_read.p_holm.notna()]
     for loss_label in LOSSES.values():
         part = pooled[pooled.loss == loss_label]
         if not len(part):
@@ -296,7 +341,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             )
             continue
         best = part.loc[part.spearman_rho.abs().idxmax()]
-        within = k2l[(k2l.runs != "all runs") & (k2l.loss == loss_label) & (k2l.p_holm < 0.05)]
+        within = k2l_read[(k2l_read.runs != "all runs") & (k2l_read.loss == loss_label) & (k2l_read.p_holm < 0.05)]
         found = (
             "no (not significant after Holm)"
             if not best.p_holm < 0.05
@@ -308,7 +353,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             {
                 "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
                 "found here": found,
-                "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
+                "numbers": f"kernel {reading}; strongest: {best.kernel_structure_at_init}, "
+                f"Spearman rho {best.spearman_rho:.2f} "
                 f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
                 f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}",
             }
@@ -338,7 +384,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             "The kernel-to-loss prediction: each measure of the "
             "kernel's structure at initialisation against the downstream "
             "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
-            "scope: pooled, and each init).",
+            "scope (pooled, each init) and each reading of the kernel: per output group, "
+            "as Pyle et al. read it, or all outputs stacked).",
         )
     )
     floors = multitask_min_p(comparison)
@@ -426,6 +473,17 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             "multitasking curriculum after single-task training.",
         )
     )
+    per_output = per_output_table(frame)
+    if len(per_output):
+        parts.append(
+            table_html(
+                per_output,
+                "The kernel of each output group (its 3 output units), eigen-decomposed over the training "
+                "samples, as Pyle et al. read it; mean over the 3 groups, then mean and 95% interval over runs. "
+                "own-output share: the top eigenvector's weight on samples whose tasks write to the group "
+                "(chance: its share of samples); task purity: its largest weight on one task (set).",
+            )
+        )
 
     # init comparison: curves and the table
     curves = pd.concat([r["loss_curves"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
@@ -485,6 +543,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         "checks": pd.DataFrame(checks),
         "min_p": floors,
         "kernel_to_loss": k2l,
+        "kernel_per_output": per_output,
     }
     return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 

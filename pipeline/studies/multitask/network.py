@@ -174,6 +174,27 @@ def kernel_components(k: np.ndarray, n_components: int) -> tuple[np.ndarray, np.
     return values, vectors * signs
 
 
+def output_components(k: np.ndarray, units, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel of some output units (an output group) as a (Q * len(units), N) matrix M: its singular
+    values (all min(Q * len(units), N) of them) and its top right singular vectors over training samples
+    (the top eigenvectors of M^T M), signs fixed as in ``kernel_components``. Computed from the smaller of
+    the two Gram matrices."""
+    mat = k[:, list(units), :].reshape(-1, k.shape[-1])
+    small_left = mat.shape[0] < mat.shape[1]
+    values, basis = np.linalg.eigh(mat @ mat.T if small_left else mat.T @ mat)
+    order = np.argsort(values)[::-1]
+    values = np.sqrt(np.clip(values[order], 0, None))
+    top = order[:n_components]
+    if small_left:  # right vectors from the left ones: v = M^T u / s
+        scale = np.where(values[: len(top)] > 0, values[: len(top)], 1.0)
+        vectors = (mat.T @ basis[:, top]) / scale
+    else:
+        vectors = basis[:, top]
+    signs = np.sign(vectors[np.abs(vectors).argmax(0), np.arange(vectors.shape[1])])
+    signs[signs == 0] = 1
+    return values, vectors * signs
+
+
 def representation_sharing(params: dict, env: MultitaskEnv, stimulus_index, bias: float = -2.0) -> np.ndarray:
     """(n_tasks, n_tasks) cosine similarity of the single tasks' hidden representations of the same
     stimuli, each centred over the stimuli: how much two tasks share a representation."""

@@ -61,6 +61,62 @@ def _groups(env, data, which: int) -> np.ndarray:
     return np.array(["/".join(str(env.tasks[c][which]) for c in data.sets[s]) for s in data.set_id], dtype=object)
 
 
+def _writes_to(env: MultitaskEnv, data: TaskData) -> np.ndarray:
+    """(N, n_output_groups): whether a sample's task set writes to each output group."""
+    out = np.zeros((len(data), env.n_output_groups), dtype=bool)
+    for s, tasks in enumerate(data.sets):
+        rows = data.set_id == s
+        for c in tasks:
+            out[rows, env.tasks[c][1]] = True
+    return out
+
+
+def output_group_structure(
+    k: np.ndarray, env: MultitaskEnv, sub: TaskData, n_components: int, seed: int
+) -> tuple[pd.DataFrame, dict]:
+    """Pyle et al.'s per-output reading of the kernel: per output group, the eigen-decomposition of its
+    kernel over the training samples and the structure of its top eigenvectors.
+
+    Per group: ``top1_share`` (the top eigenvalue's share of the kernel's squared norm), ``effective_rank``
+    (participation ratio of the eigenvalues), ``own_output_share`` (share of the top eigenvector's squared
+    loadings on samples whose tasks write to this group; ``own_output_chance`` is that share for equal
+    loadings), ``task_purity`` (the largest share on one task set) and ``ari_task`` (k-means clusters of
+    the top eigenvectors against the task sets). Returns the per-component rows and the per-group lists.
+    """
+    labels, writes = sub.labels, _writes_to(env, sub)
+    rows, groups = [], {key: [] for key in OUTPUT_MEASURES}
+    for g in range(env.n_output_groups):
+        units = range(g * env.n_features, (g + 1) * env.n_features)
+        values, vectors = mt.output_components(k, units, n_components)
+        energy = values**2
+        total = float(energy.sum())
+        own = (vectors[writes[:, g]] ** 2).sum(0)
+        purity = _purity(vectors, labels)
+        n_comp = vectors.shape[1]
+        groups["top1_share"].append(float(energy[0] / total) if total > 0 else float("nan"))
+        groups["effective_rank"].append(float(total**2 / (energy**2).sum()) if total > 0 else float("nan"))
+        groups["own_output_share"].append(float(own[0]))
+        groups["own_output_chance"].append(float(writes[:, g].mean()))
+        groups["task_purity"].append(float(purity[0]))
+        groups["ari_task"].append(_clusters(vectors * values[:n_comp], labels, seed))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "output_group": np.full(n_comp, g, dtype=np.int64),
+                    "component": np.arange(1, n_comp + 1),
+                    "singular_value": values[:n_comp],
+                    "own_output_share": own,
+                    "task_purity": purity,
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True), groups
+
+
+# per output group, in the kernel summary of each stage (lists over groups; their means beside them)
+OUTPUT_MEASURES = ("top1_share", "effective_rank", "own_output_share", "own_output_chance", "task_purity", "ari_task")
+
+
 @register
 class MultitaskRunner(StudyRunner):
     name = "multitask"
@@ -92,6 +148,8 @@ class MultitaskRunner(StudyRunner):
         for key in ("single_epochs", "finetune_epochs"):
             check_int(cfg, f"study.{key}", 0)
         check_int(cfg, "study.eval_every", 1)
+        if s.get("finetune_eval_every") is not None:
+            check_int(cfg, "study.finetune_eval_every", 1)
         n_stimuli = int(s.n_features) ** int(s.n_input_groups)
         n_train = check_int(cfg, "study.n_train_stimuli", 1)
         if n_train >= n_stimuli:
@@ -184,6 +242,7 @@ class MultitaskRun:
         self.readouts: list[tuple] = []
         self.predictions: list[pd.DataFrame] = []
         self.eigen: list[pd.DataFrame] = []
+        self.output_eigen: list[pd.DataFrame] = []
         self.along: list[tuple] = []
         self.sharing_frames: list[pd.DataFrame] = []
         self.kernel_summary: dict = {}
@@ -261,6 +320,16 @@ class MultitaskRun:
         )
         embedding = vectors * values
         cseed = int(self.kernel_rng.integers(2**31))
+        per_output = {}
+        if stage == "init":  # Pyle et al. predict from the kernel at initialisation
+            # the k-means of the per-output kernels reuse cseed: no further draw from kernel_rng, whose
+            # stream decides the next stage's kernel sample
+            output_rows, per_group = output_group_structure(k, env, sub, int(s.kernel.n_components), cseed)
+            self.output_eigen.append(output_rows.assign(stage=stage))
+            per_output = {
+                "output_groups": per_group,
+                "output_group_mean": {key: float(np.mean(v)) for key, v in per_group.items()},
+            }
         self.kernel_summary[stage] = {
             "prediction_corr": corr,
             "prediction_rel_error": rel,
@@ -279,6 +348,7 @@ class MultitaskRun:
             "cluster_ari_target_units": _clusters(embedding, targets, cseed),
             "task_purity": [float(v) for v in _purity(vectors, labels)],
             "task_purity_chance": 1.0 / len(set(labels.tolist())),
+            **per_output,
         }
 
     def sharing(self, stage: str) -> None:
@@ -317,14 +387,18 @@ class MultitaskRun:
                 self.ctx.on_step(epoch, logged, empty_curves())
 
     def finetune(self) -> None:
-        """Phase 2: concurrent multitasking, evaluated every epoch."""
+        """Phase 2: concurrent multitasking, evaluated every ``finetune_eval_every`` epochs (default 1) and at
+        the last."""
         first, epochs = int(self.s.single_epochs) + 1, int(self.s.single_epochs) + int(self.s.finetune_epochs)
+        every = int(self.s.get("finetune_eval_every") or 1)
         for epoch in range(first, epochs + 1):
             mt.train_epoch(
                 self.params, self.data["finetune_train"], self.lr, self.batch, self.order_rng, self.bias, self.reduction
             )
+            if (epoch - first + 1) % every and epoch != epochs:
+                continue
             values = self.evaluate("finetune", epoch)
-            if epoch % 5 == 0 or epoch == epochs:
+            if epoch % (5 * every) == 0 or epoch == epochs:
                 logged = {
                     "train/loss_finetune": values["finetune_train"],
                     "test/loss_single": values["single_test"],
@@ -379,6 +453,7 @@ class MultitaskRun:
             "loss_curves": self.curve_frame(),
             "kernel_prediction": _typed(pd.concat(self.predictions, ignore_index=True)),
             "kernel_eigen": _typed(pd.concat(self.eigen, ignore_index=True)),
+            "kernel_output_eigen": pd.concat(self.output_eigen, ignore_index=True),
             "representation_sharing": pd.concat(self.sharing_frames, ignore_index=True),
         }
         if self.along:

@@ -543,8 +543,9 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         "checks": pd.DataFrame(checks),
         "min_p": floors,
         "kernel_to_loss": k2l,
-        "kernel_per_output": per_output,
     }
+    if len(per_output):
+        tables["kernel_per_output"] = per_output
     return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 

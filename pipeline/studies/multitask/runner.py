@@ -61,6 +61,41 @@ def _groups(env, data, which: int) -> np.ndarray:
     return np.array(["/".join(str(env.tasks[c][which]) for c in data.sets[s]) for s in data.set_id], dtype=object)
 
 
+def _prediction_frame(stage: str, query: TaskData, predicted, actual, n_out: int) -> pd.DataFrame:
+    """One row per query and output unit: the kernel's predicted and the real change of one step."""
+    return pd.DataFrame(
+        {
+            "stage": stage,
+            "query": np.repeat(np.arange(len(query)), n_out),
+            "label": np.repeat(query.labels, n_out),
+            "set_size": np.repeat(query.set_sizes, n_out),
+            "stimulus": np.repeat(query.stimulus, n_out),
+            "unit": np.tile(np.arange(1, n_out + 1), len(query)),
+            "predicted": predicted.ravel(),
+            "actual": actual.ravel(),
+        }
+    )
+
+
+def _eigen_frame(stage: str, sample, sub: TaskData, values, vectors, ins, outs, targets) -> pd.DataFrame:
+    """One row per top eigenvector of the stacked kernel and training sample: the sample's loading."""
+    n_comp, n_sub = vectors.shape[1], len(sub)
+    return pd.DataFrame(
+        {
+            "stage": stage,
+            "component": np.repeat(np.arange(1, n_comp + 1), n_sub),
+            "singular_value": np.repeat(values, n_sub),
+            "sample": np.tile(sample, n_comp),
+            "label": np.tile(sub.labels, n_comp),
+            "input_groups": np.tile(ins, n_comp),
+            "output_groups": np.tile(outs, n_comp),
+            "target_units": np.tile(targets, n_comp),
+            "set_size": np.tile(sub.set_sizes, n_comp),
+            "loading": vectors.T.ravel(),
+        }
+    )
+
+
 def _writes_to(env: MultitaskEnv, data: TaskData) -> np.ndarray:
     """(N, n_output_groups): whether a sample's task set writes to each output group."""
     out = np.zeros((len(data), env.n_output_groups), dtype=bool)
@@ -284,40 +319,10 @@ class MultitaskRun:
         predicted, actual, corr, rel = self.one_step_check(train, query, probe)
         # the same check at the training step size: how far one real step departs from the linearisation
         _, _, corr_lr, rel_lr = self.one_step_check(train, query, self.lr)
-        n_out = env.n_outputs
-        self.predictions.append(
-            pd.DataFrame(
-                {
-                    "stage": stage,
-                    "query": np.repeat(np.arange(len(query)), n_out),
-                    "label": np.repeat(query.labels, n_out),
-                    "set_size": np.repeat(query.set_sizes, n_out),
-                    "stimulus": np.repeat(query.stimulus, n_out),
-                    "unit": np.tile(np.arange(1, n_out + 1), len(query)),
-                    "predicted": predicted.ravel(),
-                    "actual": actual.ravel(),
-                }
-            )
-        )
+        self.predictions.append(_prediction_frame(stage, query, predicted, actual, env.n_outputs))
         values, vectors = mt.kernel_components(k, int(s.kernel.n_components))
         labels, ins, outs, targets = sub.labels, _groups(env, sub, 0), _groups(env, sub, 1), _targets(sub)
-        n_comp, n_sub = vectors.shape[1], len(sub)
-        self.eigen.append(
-            pd.DataFrame(
-                {
-                    "stage": stage,
-                    "component": np.repeat(np.arange(1, n_comp + 1), n_sub),
-                    "singular_value": np.repeat(values, n_sub),
-                    "sample": np.tile(sample, n_comp),
-                    "label": np.tile(labels, n_comp),
-                    "input_groups": np.tile(ins, n_comp),
-                    "output_groups": np.tile(outs, n_comp),
-                    "target_units": np.tile(targets, n_comp),
-                    "set_size": np.tile(sub.set_sizes, n_comp),
-                    "loading": vectors.T.ravel(),
-                }
-            )
-        )
+        self.eigen.append(_eigen_frame(stage, sample, sub, values, vectors, ins, outs, targets))
         embedding = vectors * values
         cseed = int(self.kernel_rng.integers(2**31))
         per_output = {}

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from ._threads import single_threaded_blas
 from .formula import design_matrix, levels_of
@@ -84,16 +85,12 @@ class ModelSpec:
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN kept as NaN)."""
+    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``); NaN stays NaN and is not in the family."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = order.size
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adjusted
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 

@@ -59,6 +59,9 @@ def _constant(fit) -> bool:
 
 def _row(metric, model, formula, subset, fit) -> dict:
     constant = _constant(fit)
+    # statsmodels takes the explained sum of squares as TSS - RSS: when the factor explains nothing
+    # that is a rounding error either side of zero (R, from the fitted values, gets +1e-30); never below
+    nothing = not constant and fit.ess < 0
     return {
         "metric": metric,
         "model": model,
@@ -67,9 +70,9 @@ def _row(metric, model, formula, subset, fit) -> dict:
         "n": int(fit.nobs),
         "df_model": int(fit.df_model),
         "df_resid": int(fit.df_resid),
-        "r2": np.nan if constant else fit.rsquared,
+        "r2": np.nan if constant else 0.0 if nothing else fit.rsquared,
         "adj_r2": np.nan if constant else fit.rsquared_adj,
-        "f": np.nan if constant else fit.fvalue,
+        "f": np.nan if constant else 0.0 if nothing else fit.fvalue,
         "p_value": np.nan if constant else fit.f_pvalue,
     }
 
@@ -113,7 +116,7 @@ def _authors_ols(table: pd.DataFrame, metrics, notes: list[str] | None) -> pd.Da
             row.update(df_model=int(small.df_resid - full.df_resid), df_resid=int(full.df_resid), delta_r2=np.nan)
             if not _constant(full):
                 nested = anova_lm(small, full).iloc[1]
-                row.update(f=nested["F"], p_value=nested["Pr(>F)"], delta_r2=full.rsquared - small.rsquared)
+                row.update(f=max(nested["F"], 0.0), p_value=nested["Pr(>F)"], delta_r2=full.rsquared - small.rsquared)
             rows.append(row)
     if real["source"].nunique() < 2:
         notes.append("OLS model 'source' left out: the table holds one data source only.")

@@ -70,6 +70,19 @@ def test_a_constant_metric_has_no_r2_and_no_test():
     assert out[["r2", "adj_r2", "f", "p_value", "delta_r2"]].isna().all().all()
 
 
+def test_a_factor_that_explains_nothing_has_r2_and_f_of_zero_not_below():
+    """statsmodels' TSS - RSS is a rounding error either side of 0 here; R (and the old lm) gave +1e-30."""
+    values = [0.538, 0.343, 0.369, 0.374, 0.987, 0.633, 0.674, 0.33]  # the same in every class pair
+    table = pd.DataFrame(
+        {"source": "gesture", "labels": "real", "pair": np.repeat(["a/b", "a/c", "b/c"], 8), "tmax": values * 3}
+    ).assign(epoch=np.tile(np.arange(1, 9), 3))
+    assert lm(table, "tmax", "pair").ess < 0  # the case this guards against
+    row = authors_ols(table, metrics=("tmax",)).set_index("model").loc["pair_gesture"]
+    assert row["r2"] == 0.0 and row["f"] == 0.0
+    assert row["p_value"] == pytest.approx(1.0)
+    assert row["adj_r2"] == pytest.approx(-2 / 21, abs=1e-14)  # 1 - (n - 1) / (n - p)
+
+
 def test_lm_refuses_rank_deficient_designs():
     d = pd.DataFrame({"a": list("xyxyxy"), "b": list("uvuvuv"), "y": np.arange(6.0)})
     with pytest.raises(np.linalg.LinAlgError, match="rank deficient"):

@@ -1,33 +1,10 @@
 """Read run folders into a tidy metrics table and learning-curve maps, with a cache.
 
-Run folders (``docs/architecture.md``): ``<root>/<study>/runs/<run_id>/`` with
-``status.json``, ``config.yaml`` (its ``design`` block) and ``curves.parquet``
-(the learning-curve map is ``probe == "knn" & split == "train"``).
-
-- Only runs whose ``status.json`` says ``"state": "done"`` are used. Every
-  other folder, and every done run whose records cannot be read (a truncated
-  parquet, a config without its design block, an incomplete map, NaN
-  accuracies), is *skipped and listed* with the reason; nothing half-read is
-  mixed in.
-- Class pairs are labelled ``"<class a>/<class b>"`` from
-  ``design.class_names`` (the format of the authors' tables), with the
-  integer ``design.pair`` kept as ``pair_index``.
-- The cache (``<out>/.cache/``) holds each run's map and the metrics table.
-  A run is re-read only when its fingerprint changes: the bytes and mtime of
-  ``status.json`` and the size and mtime of ``config.yaml`` and
-  ``curves.parquet``. A rerun that finds the same done runs reads no curves
-  (done runs that could not be read are remembered with their reason too).
-  Cache files are numpy ``.npy`` (loaded with ``allow_pickle=False``),
-  parquet and JSON, each written atomically; ``meta.json``, written last,
-  names the current set, so a crash mid-write leaves the old cache valid.
-- The KNN probe's tie rule and mode (``probe.knn.ties``, ``probe.knn.mode``)
-  are read from each run's ``config.yaml`` (records written before these keys
-  existed were computed under ``self_first_by_index`` / ``resubstitution``)
-  and kept as the columns ``knn_ties`` and ``knn_mode``; runs of different
-  rules or modes are never pooled (``MixedProbeRules``, unless the caller
-  selects one). The tie share (``probe == "knn_tie_share"``) is read into
-  ``Collection.tie_maps`` (NaN where a run has none).
-"""
+Only done runs are used; every other folder, and every done run whose records cannot be read, is
+skipped and listed with its reason (``Collection.skipped``). Class pairs are labelled
+``"<class a>/<class b>"``; runs of different KNN tie rules or settings are never pooled
+(``MixedConditions``). The cache (``<out>/.cache/``, ``_Cache``) re-reads a run only when its
+fingerprint changes. Details: docs/analysis.md ("Input")."""
 
 from __future__ import annotations
 

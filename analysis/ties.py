@@ -1,12 +1,8 @@
 """How much ties decide the KNN probe, and its chance level: tables and a report section.
 
-The probe writes, per run, epoch and time slice, the share of training samples
-whose k nearest neighbours were decided by ties (more points at the k-th
-distance than room for them; ``probe == "knn_tie_share"`` in
-``curves.parquet``). Where that share is high the states of the slice have
-collapsed (e.g. zero-padded tails at an LSTM fixed point) and the map says
-little: the probe there sits near its chance level, not on what was learned.
-"""
+The probe records, per run, epoch and time slice, the share of training samples whose k nearest
+neighbours ties decided (``probe == "knn_tie_share"``); where it is high the states of the slice
+have collapsed and the map there says little."""
 
 from __future__ import annotations
 

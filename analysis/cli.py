@@ -294,7 +294,7 @@ def _main(args) -> int:
     diagnostics = []
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, Path(args.root), args.study, out, files, figs if args.figures else None)
+        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
@@ -335,9 +335,7 @@ def _main(args) -> int:
     return 0
 
 
-def _diagnostics(
-    collection, root: Path, study: str | None, out: Path, files: list[str], figs: dict[str, bytes] | None
-) -> list[dict]:
+def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
     """Sections on whether the maps can be trusted (did the networks train in the study's regime,
     did their maps move, how many neighbour sets ties decided), shown after the replication table.
 
@@ -346,7 +344,7 @@ def _diagnostics(
     from . import health, ties
     from .tables import atomic_write_bytes, atomic_write_csv
 
-    sections = [health.health_section(root, study), ties.tie_share_section(collection, figures=figs is not None)]
+    sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)
@@ -376,21 +374,17 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     """A report of the companion studies alone, for roots without learning-curve maps.
 
     None when there is none to make; else the exit code (1 when a section failed)."""
-    import html
-
     from .tables import atomic_write_text
+    from .templating import Markup, render
 
     sections = _companion(root, args.study, out, args.quiet)
     if not sections:
         return None
-    body = "".join(f"<h2>{html.escape(s['title'])}</h2>{s['html']}" for s in sections)
-    page = (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Companion studies</title>"
-        "<style>body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "img{max-width:100%}</style></head><body><h1>Companion studies: analysis report</h1>"
-        f"<p>Run folders under {html.escape(str(root.resolve()))}; no learning-curve maps there.</p>"
-        f"{body}</body></html>"
+    page = render(
+        "report_companion_only.html.j2",
+        root=str(root.resolve()),
+        # fragments made by analysis/companion, which escapes what it puts in them
+        sections=[{"title": str(s["title"]), "html": Markup(s["html"])} for s in sections],
     )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.html", page)

@@ -1,33 +1,10 @@
 """Read run folders into a tidy metrics table and learning-curve maps, with a cache.
 
-Run folders (``docs/architecture.md``): ``<root>/<study>/runs/<run_id>/`` with
-``status.json``, ``config.yaml`` (its ``design`` block) and ``curves.parquet``
-(the learning-curve map is ``probe == "knn" & split == "train"``).
-
-- Only runs whose ``status.json`` says ``"state": "done"`` are used. Every
-  other folder, and every done run whose records cannot be read (a truncated
-  parquet, a config without its design block, an incomplete map, NaN
-  accuracies), is *skipped and listed* with the reason; nothing half-read is
-  mixed in.
-- Class pairs are labelled ``"<class a>/<class b>"`` from
-  ``design.class_names`` (the format of the authors' tables), with the
-  integer ``design.pair`` kept as ``pair_index``.
-- The cache (``<out>/.cache/``) holds each run's map and the metrics table.
-  A run is re-read only when its fingerprint changes: the bytes and mtime of
-  ``status.json`` and the size and mtime of ``config.yaml`` and
-  ``curves.parquet``. A rerun that finds the same done runs reads no curves
-  (done runs that could not be read are remembered with their reason too).
-  Cache files are numpy ``.npy`` (loaded with ``allow_pickle=False``),
-  parquet and JSON, each written atomically; ``meta.json``, written last,
-  names the current set, so a crash mid-write leaves the old cache valid.
-- The KNN probe's tie rule and mode (``probe.knn.ties``, ``probe.knn.mode``)
-  are read from each run's ``config.yaml`` (records written before these keys
-  existed were computed under ``self_first_by_index`` / ``resubstitution``)
-  and kept as the columns ``knn_ties`` and ``knn_mode``; runs of different
-  rules or modes are never pooled (``MixedProbeRules``, unless the caller
-  selects one). The tie share (``probe == "knn_tie_share"``) is read into
-  ``Collection.tie_maps`` (NaN where a run has none).
-"""
+Only done runs are used; every other folder, and every done run whose records cannot be read, is
+skipped and listed with its reason (``Collection.skipped``). Class pairs are labelled
+``"<class a>/<class b>"``; runs of different KNN tie rules or settings are never pooled
+(``MixedConditions``). The cache (``<out>/.cache/``, ``_Cache``) re-reads a run only when its
+fingerprint changes. Details: docs/analysis.md ("Input")."""
 
 from __future__ import annotations
 
@@ -458,8 +435,20 @@ def read_run_with_ties(run_dir) -> tuple[dict, np.ndarray, np.ndarray | None]:
 # ---------------------------------------------------------------------------
 
 
-def _load_cache(cache_dir: Path):
-    """(meta, runs, maps, metrics, failures) from the cache folder, or None."""
+@dataclass(frozen=True)
+class _Cache:
+    """One generation of the cache folder, as ``_write_cache`` left it."""
+
+    meta: dict
+    runs: pd.DataFrame  # one row per done run used, with its fingerprint, shape and map_row
+    maps: dict[str, np.ndarray]  # per map shape: the learning-curve maps, rows as runs' map_row
+    metrics: pd.DataFrame | None
+    failures: pd.DataFrame | None  # done runs that could not be read, with fingerprint and reason
+    tie_maps: dict[str, np.ndarray]  # as maps: the KNN tie shares
+
+
+def _load_cache(cache_dir: Path) -> _Cache | None:
+    """The cache folder's current generation, or None (absent, another version, or damaged)."""
     meta_path = cache_dir / "meta.json"
     try:
         meta = json.loads(meta_path.read_text())
@@ -482,7 +471,7 @@ def _load_cache(cache_dir: Path):
                 or tie_maps[shape].shape != maps[shape].shape
             ):
                 return None
-        return meta, runs, maps, metrics, failures, tie_maps
+        return _Cache(meta, runs, maps, metrics, failures, tie_maps)
     except Exception:  # no cache or a damaged one: read the runs again
         return None
 
@@ -616,10 +605,10 @@ def collect_runs(
     cached_index: dict[tuple[str, str], dict] = {}
     cached_failures: dict[tuple[str, str], tuple[str, str]] = {}
     if cached is not None:
-        for row in cached[1].to_dict("records"):
+        for row in cached.runs.to_dict("records"):
             cached_index[(row["study"], row["run_id"])] = row
-        if cached[4] is not None:
-            for row in cached[4].to_dict("records"):
+        if cached.failures is not None:
+            for row in cached.failures.to_dict("records"):
                 cached_failures[(row["study"], row["run_id"])] = (row["fingerprint"], row["reason"])
 
     skipped: list[SkippedRun] = []
@@ -650,8 +639,8 @@ def collect_runs(
         if hit is not None and hit["fingerprint"] == fingerprint:
             record = dict(hit)
             record["path"] = str(run_dir)
-            record["_map"] = cached[2][hit["shape"]][hit["map_row"]]
-            record["_ties"] = cached[5][hit["shape"]][hit["map_row"]]
+            record["_map"] = cached.maps[hit["shape"]][hit["map_row"]]
+            record["_ties"] = cached.tie_maps[hit["shape"]][hit["map_row"]]
             n_cached += 1
         else:
             try:
@@ -723,14 +712,14 @@ def collect_runs(
         cached is not None
         and n_read == 0
         and n_failed_read == 0
-        and len(runs) == len(cached[1])
-        and len(failures) == (0 if cached[4] is None else len(cached[4]))
-        and bool(cached[0].get("smooth")) == bool(smooth)
-        and cached[3] is not None
+        and len(runs) == len(cached.runs)
+        and len(failures) == (0 if cached.failures is None else len(cached.failures))
+        and bool(cached.meta.get("smooth")) == bool(smooth)
+        and cached.metrics is not None
     )
     t1 = time.perf_counter()
     if unchanged:
-        metrics = cached[3]
+        metrics = cached.metrics
     else:
         metrics = _metrics_table(runs, stacked, smooth)
     seconds_metrics = time.perf_counter() - t1

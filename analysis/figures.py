@@ -1,24 +1,8 @@
-"""Figures of the analysis (matplotlib, Agg backend, PNG).
+"""Figures of the analysis (matplotlib, Agg backend, PNG): learning-curve maps, their average and
+real - shuffled difference, each metric against epoch, and the developmental trajectories.
 
-- ``maps_<source>_<labels>.png``: the learning-curve maps, one heatmap per
-  class pair (time slice x epoch, colour = KNN accuracy on the training
-  states, mean over replicates). Every map figure shares one colour scale,
-  real and shuffled alike, with the probe's chance level marked.
-- ``maps_average.png``: the mean map per source and labels (over class pairs),
-  same scale, chance level as a contour.
-- ``maps_difference_<source>.png``: real minus shuffled mean maps per class
-  pair, one diverging scale centred on zero for all of them (when shuffled
-  runs exist).
-- ``metric_<metric>.png``: each metric against epoch, one panel per source:
-  the source mean with a 95% interval over runs, the class pairs' means as
-  thin grey lines, shuffled-label runs dashed; legend below the panels.
-- ``trajectory_tmax_vs_end_minus_start.png`` and
-  ``trajectory_start_vs_max.png``: the developmental trajectories as small
-  multiples, one panel per source x class pair, colour = epoch.
-
-Every function returns ``{file name: PNG bytes}`` and writes the files
-(atomically) when given a folder.
-"""
+Every function returns ``{file name: PNG bytes}`` and writes the files (atomically) when given a
+folder. What each figure shows: docs/analysis.md ("Figures")."""
 
 from __future__ import annotations
 

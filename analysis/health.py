@@ -1,16 +1,13 @@
-"""Training health: did the runs train in the study's regime, and did they learn?
+"""Training health: did the runs train in the study's regime, and did their learning-curve maps move?
 
-Per done run: optimiser updates per epoch, training-set size, test accuracy,
-and the map movement = mean over time slices of |map at the last epoch - map
-at epoch 1| (a flat learning-curve map moves ~0). Per data source (and label
-kind): medians, the share of class pairs whose test accuracy is >= 0.70, and
-the same figures from the authors' ``performance.csv`` beside ours. Reads run
-folders only (summary.json, config.yaml, curves.parquet); never imports torch.
+Per done run: updates per epoch, training-set size, test accuracy and map movement; per data
+source: medians and the share of class pairs at test accuracy >= 0.70, beside the authors'
+``performance.csv``. The report's section reuses the analysis' collection (``health_section``);
+``python -m pipeline.status --health`` reads the run folders itself (``health_table``). Torch-free.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -19,7 +16,8 @@ import pandas as pd
 
 from pipeline.runfolder import CONFIG, STATUS, SUMMARY
 
-from .collect import RunReadError, find_run_dirs, read_run
+from .collect import Collection, RunReadError, find_run_dirs, read_run
+from .templating import Markup, render
 
 __all__ = [
     "ACCEPTANCE",
@@ -27,6 +25,7 @@ __all__ = [
     "map_movement",
     "run_health",
     "health_table",
+    "health_from_collection",
     "health_summary",
     "authors_performance",
     "default_performance_csv",
@@ -78,28 +77,31 @@ def map_movement(learning_curve_map: np.ndarray) -> float:
 
 def run_health(run_dir) -> dict:
     """One done run's health row; RunReadError when its records cannot be used."""
-    import yaml  # pyyaml comes with omegaconf
-
     run_dir = Path(run_dir)
     info, lc_map = read_run(run_dir)
+    return _health_row(run_dir, info, lc_map)
+
+
+def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
+    """The row from the run's design and map (read already) and its summary.json."""
     try:
         summary = json.loads((run_dir / SUMMARY).read_text())
     except (OSError, ValueError) as exc:
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
-    try:
-        config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
-    except Exception:
-        config = {}
-    batch_size = summary.get("batch_size") or (config.get("trainer") or {}).get("batch_size")
+    batch_size = summary.get("batch_size")
+    dataset = summary.get("dataset")
+    if not batch_size or not dataset:  # records written before the summary held them
+        config = _config(run_dir)
+        batch_size = batch_size or (config.get("trainer") or {}).get("batch_size")
+        dataset = dataset or (config.get("dataset") or {}).get("name", "")
     n_train = summary.get("n_train")
     updates = summary.get("updates_per_epoch")
     if updates is None and n_train is not None and batch_size:
         updates = updates_per_epoch(n_train, batch_size)  # records written before it was stored
-    seconds = summary.get("seconds_total")
     return {
         "run_id": run_dir.name,
         "source": info["source"],
-        "dataset": summary.get("dataset") or (config.get("dataset") or {}).get("name", ""),
+        "dataset": dataset,
         "labels": info["labels"],
         "pair": info["pair"],
         "pair_index": info["pair_index"],
@@ -110,12 +112,28 @@ def run_health(run_dir) -> dict:
         "epochs": int(lc_map.shape[0]),
         "test_accuracy": summary.get("test_accuracy"),
         "map_movement": map_movement(lc_map),
-        "seconds_total": seconds,
+        "seconds_total": summary.get("seconds_total"),
     }
 
 
+def _config(run_dir: Path) -> dict:
+    import yaml  # pyyaml comes with omegaconf
+
+    try:
+        return yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+    except Exception:
+        return {}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for col in ("n_train", "batch_size", "updates_per_epoch", "test_accuracy", "map_movement", "seconds_total"):
+        table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table.sort_values(["study", "source", "labels", "pair_index", "replicate"], ignore_index=True)
+
+
 def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """(one row per done run, [(run folder, reason)] for done runs that could not be read)."""
+    """(one row per done run, [(run folder, reason)] for done runs that could not be read), from the run folders."""
     rows, skipped = [], []
     for study_name, run_dir in find_run_dirs(root, study):
         try:
@@ -128,10 +146,23 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
             rows.append({"study": study_name, **run_health(run_dir)})
         except RunReadError as exc:
             skipped.append((str(run_dir), str(exc)))
-    table = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    for col in ("n_train", "batch_size", "updates_per_epoch", "test_accuracy", "map_movement", "seconds_total"):
-        table[col] = pd.to_numeric(table[col], errors="coerce")
-    return table.sort_values(["study", "source", "labels", "pair_index", "replicate"], ignore_index=True), skipped
+    return _frame(rows), skipped
+
+
+def health_from_collection(collection: Collection) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """As ``health_table``, for the runs the analysis collected: their designs and maps are not read again.
+
+    Done runs the collection could not read are in its skipped list (the report's Warnings), not here.
+    """
+    rows, skipped = [], []
+    for record in collection.runs.to_dict("records"):
+        run_dir = Path(record["path"])
+        lc_map = collection.maps[record["shape"]][record["map_row"]]
+        try:
+            rows.append({"study": record["study"], **_health_row(run_dir, record, lc_map)})
+        except RunReadError as exc:
+            skipped.append((str(run_dir), str(exc)))
+    return _frame(rows), skipped
 
 
 def _pair_share(frame: pd.DataFrame, accuracy: str, keys: list[str]) -> float:
@@ -260,31 +291,25 @@ def format_health(
     return "\n\n".join(parts)
 
 
-def health_section(root, study: str | None = None, performance_csv=None) -> dict:
+def health_section(collection: Collection, performance_csv=None) -> dict:
     """The report's section: {"title", "html", "tables": {"health_runs", "health_summary", "health_authors"}}."""
-    runs, skipped = health_table(root, study)
+    runs, skipped = health_from_collection(collection)
     summary = health_summary(runs)
     authors = authors_performance(performance_csv)
     tables = {"health_runs": runs, "health_summary": summary}
     if authors is not None:
         tables["health_authors"] = authors
-    bar = "; ".join(f"{k.replace('_', ' ')} &ge; {v}" for k, v in ACCEPTANCE.items())
-    body = [
-        f"<p>Did the runs train in the study's regime, and did their maps move? Map movement is the mean over "
-        f"time slices of |map at the last epoch &minus; map at epoch 1|. Bar per data source (real labels): "
-        f"{bar} (pairs: median test accuracy over replicates &ge; {PAIR_FLOOR}).</p>"
-    ]
-    if runs.empty:
-        body.append("<p>No done runs with a learning-curve map.</p>")
-    else:
-        body.append(summary.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
-    body.append(f"<p>{html.escape(_reference_note(authors, performance_csv))}</p>")
-    if authors is not None:
-        body.append(authors.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
-    if skipped:
-        body.append(
-            "<p>Done runs that could not be read: "
-            + "; ".join(html.escape(f"{Path(p).name}: {r}") for p, r in skipped)
-            + "</p>"
-        )
-    return {"title": "Training health", "html": "\n".join(body), "tables": tables}
+    html = render(
+        "report_health.html.j2",
+        bar=[(k.replace("_", " "), v) for k, v in ACCEPTANCE.items()],
+        pair_floor=PAIR_FLOOR,
+        summary=None if runs.empty else _html_table(summary),
+        reference_note=_reference_note(authors, performance_csv),
+        authors=None if authors is None else _html_table(authors),
+        skipped=[f"{Path(p).name}: {r}" for p, r in skipped],
+    )
+    return {"title": "Training health", "html": Markup(html), "tables": tables}
+
+
+def _html_table(frame: pd.DataFrame) -> Markup:
+    return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))

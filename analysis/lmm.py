@@ -1,40 +1,11 @@
-"""Linear mixed models: an exact profiled-likelihood solver, and statsmodels.
+"""Linear mixed models: lme4's profiled (RE)ML criterion, solved exactly, and statsmodels started at its optimum.
 
-The profiled (RE)ML criterion of lme4 (Bates, Maechler, Bolker & Walker 2015,
-section 3) reduces, for the random-effect structures used here, to sums over
-runs and class pairs: milliseconds per evaluation on a full study.
-
-- ``profiled_fit`` maximises it (Brent for one variance, L-BFGS-B then
-  Nelder-Mead for two or three parameters).
-- ``fit_mixed`` fits a model with statsmodels' ``MixedLM``, *started at that
-  optimum*. Started from its defaults, statsmodels needs 2 to 15 s per model
-  on 30,000 rows and 600 runs and now and then stops at a poor optimum (seen
-  on the nested model); from the optimum it re-checks the gradient, moves on
-  if it is not zero, and computes standard errors (from its full Hessian),
-  Wald tests and its own warnings.
-- ``fit_profiled`` reports the profiled optimum itself with lme4's inference
-  (``vcov = sigma^2 (X' V*^-1 X)^-1``); used for the random-slope and nested
-  models, where statsmodels' own fitting takes minutes.
-- The likelihood-ratio tests use the maximised ML log-likelihoods of
-  ``profiled_fit(..., reml=False)`` (equal to statsmodels' and lme4's at the
-  optimum; tested to 1e-5 against lme4 on the authors' tables).
-
-Random-effect structures (``Structure``):
-
-- ``intercept``: ``(1 | group)``;
-- ``slope``: ``(1 + x | group)``, unstructured 2 x 2 covariance;
-- ``nested``: ``(1 | outer) + (1 | outer:inner)``, e.g. class pair and run
-  within class pair (every run belongs to one class pair);
-- ``nested_slope``: ``(1 + x | outer) + (1 + x | outer:inner)``, a correlated
-  random intercept and slope at both levels (class pair and run within
-  class pair). The inner level is removed by Woodbury's identity run by run,
-  the outer one pair by pair on the run-reduced cross products, so that an
-  evaluation stays a sum of 2 x 2 blocks.
-
-Notation: ``V = sigma^2 (I + Z Psi Z')`` with ``Psi = Lambda Lambda'`` the
-covariance of the random effects relative to the residual variance, and
-``theta`` the free entries of ``Lambda`` (relative standard deviations, or
-the Cholesky factor for ``slope``).
+For the random-effect structures of the study (``Structure``: ``(1 | g)``, ``(1 + x | g)``, class
+pair and run within pair, with or without slopes) the criterion reduces to sums of small blocks
+per run and class pair. ``profiled_fit`` maximises it; ``fit_profiled`` reports that optimum with
+lme4's inference; ``fit_mixed`` hands it to statsmodels' ``MixedLM`` as the start. Kept beside
+statsmodels because it matches lme4 and statsmodels alone is slow and sometimes stops early on
+these models (docs/analysis.md, "Mixed models").
 """
 
 from __future__ import annotations

@@ -1,62 +1,9 @@
-"""The four learning-curve metrics and Tukey's 3RS3R smoother.
+"""The four learning-curve metrics (start, end - start, max, tmax) and Tukey's 3RS3R smoother.
 
-Each per-epoch information-processing curve (KNN accuracy over time slices) is
-smoothed with Tukey's running-median smoother "3RS3R" exactly as R's
-``smooth(x)`` does with its defaults (``kind = "3RS3R"``, ``endrule =
-"Tukey"``, ``twiceit = FALSE``, ``do.ends = FALSE``), and then summarised by
-
-- ``start``: the smoothed value at the first time slice,
-- ``end``: the smoothed value at the last time slice,
-- ``end_minus_start``: ``end - start``,
-- ``max``: the maximum of the smoothed curve,
-- ``tmax``: the 1-based index of the *first* maximum divided by the number of
-  time slices T, in (0, 1].
-
-The smoother (Tukey 1977, *Exploratory Data Analysis*; Velleman & Hoaglin
-1981, *Applications, Basics and Computing of EDA*; R's ``?smooth``):
-
-``3``
-    running median of three; the two end values are copied.
-``3R``
-    ``3`` repeated until nothing changes; then Tukey's end rule:
-    ``y[1] = median(y[1], y[2], 3 y[2] - 2 y[3])`` and
-    ``y[n] = median(y[n], y[n-1], 3 y[n-1] - 2 y[n-2])`` (the value at the
-    end, the smoothed neighbour, and the straight-line extrapolation from the
-    two smoothed neighbours). The two ends are done in this order, so for
-    n = 3 the last value uses the already end-ruled first one.
-``S``
-    splitting: a *2-flat* is a pair of equal neighbours ``x[i] == x[i+1]``
-    that forms a peak or a valley (``x[i-1]`` and ``x[i+2]`` both on the same
-    side, strictly). Each half of the flat is replaced by the median of itself,
-    its outer neighbour and the straight-line extrapolation from the outer
-    neighbour and the value beyond it (``median(x[i], x[i-1], 3 x[i-1] - 2
-    x[i-2])`` on the left, mirrored on the right). Flats are found on the input
-    of the step, not on partial results. No split is attempted when n <= 4.
-``3RS3R``
-    ``3R``, then ``S``, then ``3R`` again on the split result.
-
-What R's implementation fixes beyond the textbook (and what this module
-reproduces, tested against R on hand-worked, random and tied inputs):
-
-1. With the default ``do.ends = FALSE`` R *does* split 2-flats next to the
-   ends (a flat at positions 2-3 or n-2..n-1, 1-based): the left half of a
-   flat at 2-3 becomes ``x[1]`` and its right half
-   ``median(x[3], x[4], 3 x[4] - 2 x[5])`` (mirrored at the other end).
-   (R's R code negates the end-rule code when ``do.ends`` is FALSE and its C
-   code reads a negative code as "split the ends".)
-2. Whether the second ``3R`` runs is decided by a "changed" flag that holds
-   the outcome of the *last* replacement made by ``S``, not of any
-   replacement: an end split sets it, an interior half-flat sets it to
-   whether its new value differs from the old one. A half-flat is replaced
-   only when its own value is not the median of the three candidates (ties
-   are resolved towards the outer neighbour, then the extrapolation, then the
-   value itself). When the flag ends up false, the result is the first ``3R``
-   and every split is dropped.
-3. Lengths 1 and 2 are returned unchanged; n = 3 and 4 get ``3R`` only.
-
-Everything here is numpy only; ``smooth_3rs3r_rows`` runs the same algorithm on
-all curves at once and is tested to equal ``smooth_3rs3r`` curve by curve.
-"""
+Each per-epoch information-processing curve (KNN accuracy over time slices) is smoothed exactly as
+R's ``smooth(x)`` does with its defaults, then summarised: ``start`` and ``end`` (first and last
+time slice), ``max``, and ``tmax`` (the first maximum's 1-based index / T). numpy only. The
+smoother's definition and the R quirks it reproduces: docs/analysis.md ("The smoother")."""
 
 from __future__ import annotations
 

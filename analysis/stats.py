@@ -1,47 +1,10 @@
-"""Mixed-effects statistics on a tidy metrics table.
+"""Mixed-effects statistics on a tidy metrics table: the models, their tests, contrasts and effect sizes.
 
-Each metric (``start``, ``end_minus_start``, ``max``, ``tmax``) is modelled
-with the repeated measures of a run (one data source x class pair x
-replicate, all its epochs) as random effects, so that p-values respect that
-the epochs of one run are not independent. ``epoch`` is the raw epoch number;
-categorical levels are in sorted order and the first is the reference. Rows
-have real labels unless a model compares them with shuffled ones.
-
-Key models (random effects that match the design; always fitted):
-
-- ``source_pairs``: ``metric ~ source * epoch + (1 + epoch | pair) + (1 +
-  epoch | run)``, real labels, the class pair coded within its source: the
-  source effect is judged against the spread of class pairs in level and in
-  slope.
-- ``pair_<source>_slope``: ``metric ~ pair * epoch + (1 + epoch | run)``,
-  real, one source; the class-pair contrasts come from it.
-- ``labels_<source>_slope``: ``metric ~ labels * epoch + (1 + epoch | run)``,
-  real and shuffled runs of one source.
-
-For comparison only (``extras``): ``source``, ``pair_<source>``,
-``labels_<source>`` with ``(1 | run)`` (statsmodels' ``MixedLM``, started at
-the exact profiled optimum), ``source_slope`` and ``source_pair_re``
-(``(1 | pair) + (1 | run)``). Random intercepts alone understate the
-standard errors of every epoch term.
-
-All REML; the random-slope and nested models by the profiled criterion of
-``analysis.lmm`` (lme4's algorithm and standard errors; tested against lme4
-and statsmodels). Likelihood-ratio tests (``lrt.csv``) compare ML fits of
-``metric ~ epoch`` with the full fixed effects under the same random effects.
-Singular fits are kept and flagged (``singular``); fits that did not converge
-are flagged (``converged``) and the comparison models' coefficients left out.
-
-Contrasts (``contrasts.csv``): every pair of class pairs within a source, from
-``pair_<source>_slope``: the difference at the mean epoch
-(``family = level_at_mean_epoch``) and in slope per epoch (``family =
-epoch_slope``); Wald z tests, Holm-corrected within each metric x model x
-family. Effect sizes (``effect_sizes.csv``): sentence - gesture
-(``source_pairs``) and shuffled - real (``labels_<source>_slope``) at the
-first, mean and last epoch and in slope, with 95% Wald intervals, and
-standardised as d = difference / sqrt(random variance averaged over the rows +
-residual variance). Nakagawa-Schielzeth marginal and conditional R^2 per model
-in ``models.csv``.
-"""
+Each metric is modelled with a run's epochs as repeated measures (``model_specs``: the key models
+``source_pairs``, ``pair_<source>_slope``, ``labels_<source>_slope``, and comparison models);
+``mixed_effects`` fits them (``analysis.lmm``) and returns fixed effects, likelihood-ratio tests,
+Holm-corrected class-pair contrasts, effect sizes and R^2 (``StatsResults``). The models and what
+each column means: docs/analysis.md ("Statistics")."""
 
 from __future__ import annotations
 
@@ -55,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
 
 from ._threads import single_threaded_blas
 from .formula import design_matrix, levels_of
@@ -84,16 +48,12 @@ class ModelSpec:
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm's step-down adjusted p-values (NaN kept as NaN)."""
+    """Holm's step-down adjusted p-values (statsmodels' ``multipletests``); NaN stays NaN and is not in the family."""
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = order.size
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adjusted
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
     return out
 
 

@@ -1,15 +1,5 @@
-"""The tidy metrics table: its columns, reading one from a file, writing atomically.
-
-A metrics table has one row per run x epoch. Required columns (the format of
-the authors' tables in ``../shared/reference/jiang_dale_2025/``):
-
-``source, labels, pair, replicate, epoch, start, end, max, tmax``
-
-``end_minus_start`` is derived when absent. ``run`` (the grouping factor of
-the mixed models: one data source x class pair x replicate, and labels) is
-``<study>/<run_id>`` for tables built from run folders and
-``<source>|<labels>|<pair>|<replicate>`` otherwise.
-"""
+"""The tidy metrics table (one row per run x epoch, the format of the authors' tables): its columns,
+reading one from a file, and the analysis' atomic writers."""
 
 from __future__ import annotations
 

@@ -1,23 +1,19 @@
 """How much ties decide the KNN probe, and its chance level: tables and a report section.
 
-The probe writes, per run, epoch and time slice, the share of training samples
-whose k nearest neighbours were decided by ties (more points at the k-th
-distance than room for them; ``probe == "knn_tie_share"`` in
-``curves.parquet``). Where that share is high the states of the slice have
-collapsed (e.g. zero-padded tails at an LSTM fixed point) and the map says
-little: the probe there sits near its chance level, not on what was learned.
-"""
+The probe records, per run, epoch and time slice, the share of training samples whose k nearest
+neighbours ties decided (``probe == "knn_tie_share"``); where it is high the states of the slice
+have collapsed and the map there says little."""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 
 import numpy as np
 import pandas as pd
 
 from .collect import Collection
+from .templating import Markup, render
 
 __all__ = ["tie_share_table", "tie_share_summary", "tie_share_section", "CHANCE_LEVELS"]
 
@@ -136,51 +132,31 @@ def _figure(maps: list[tuple[str, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
-def _fmt(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0, escape=True)
-
-
 def tie_share_section(collection: Collection, figures: bool = True) -> dict:
     """The report section: ``{"title", "html", "tables": {name: DataFrame}, "figures": {name: PNG bytes}}``.
 
-    ``html`` is a fragment with the figure embedded (base64), so it can be placed as is.
+    ``html`` is a fragment (Markup) with the figure embedded (base64), so it can be placed as is.
     """
     table = tie_share_table(collection)
     summary = tie_share_summary(table)
     runs = collection.runs
-    parts = []
     rules = sorted(set(zip(runs["knn_ties"], runs["knn_mode"]))) if len(runs) else []
-    for ties, mode in rules:
-        parts.append(
-            f"<p>KNN probe: tie rule <code>{html.escape(ties)}</code>, mode <code>{html.escape(mode)}</code>. "
-            f"Chance level with random labels: {html.escape(CHANCE_LEVELS[mode])}.</p>"
-        )
-    parts.append(
-        "<p>Tie share: per run, epoch and time slice, the share of training samples whose k nearest "
-        "neighbours were decided by ties (more points at the k-th distance than room for them). Where it "
-        f"is high the states have collapsed and the map says little; <em>mostly tied</em> = a share above "
-        f"{MOSTLY_TIED}.</p>"
-    )
-    n_without = int((~runs["has_tie_share"]).sum()) if len(runs) else 0
-    if n_without:
-        parts.append(f"<p>{n_without} run(s) were recorded without tie-share rows and are not in these tables.</p>")
     figs: dict[str, bytes] = {}
-    if table.empty:
-        parts.append("<p>No tie-share rows in the runs.</p>")
-    else:
-        parts.append(_fmt(summary))
-        if figures:
-            maps = _mean_maps(collection)
-            figs["knn_tie_share.png"] = _figure(maps)
-            uri = "data:image/png;base64," + base64.b64encode(figs["knn_tie_share.png"]).decode()
-            parts.append(
-                f'<figure><img src="{uri}" alt="mean tie share per source" style="max-width:100%">'
-                "<figcaption>Mean tie share over the runs of each source, epoch x time slice "
-                "(<code>knn_tie_share.png</code>).</figcaption></figure>"
-            )
+    if not table.empty and figures:
+        figs["knn_tie_share.png"] = _figure(_mean_maps(collection))
+    html = render(
+        "report_ties.html.j2",
+        rules=[(ties, mode, CHANCE_LEVELS[mode]) for ties, mode in rules],
+        mostly_tied=MOSTLY_TIED,
+        n_without=int((~runs["has_tie_share"]).sum()) if len(runs) else 0,
+        summary=None
+        if table.empty
+        else Markup(summary.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)),
+        figure=("data:image/png;base64," + base64.b64encode(figs["knn_tie_share.png"]).decode() if figs else None),
+    )
     return {
         "title": "KNN probe: ties and chance level",
-        "html": "\n".join(parts),
+        "html": Markup(html),
         "tables": {"knn_tie_share": table, "knn_tie_share_by_source": summary},
         "figures": figs,
     }

@@ -1,17 +1,5 @@
-"""``python -m analysis ... --wandb``: the analysis as a W&B run of job type ``analysis``.
-
-Reads what the analysis wrote to its output folder and logs it to the study's
-W&B group (the study name; the pipeline's runs are in ``<study>-real`` and
-``<study>-shuffled``): the replication table (``replication.csv``, when the
-analysis wrote one), the model tables (``mixed_effects``, ``lrt``, ``ols``,
-``contrasts``, ``effect_sizes``, ``models``, ``random_effects``) and the metrics
-table as W&B tables, and ``report.html`` (with the figures) as an artifact.
-
-The mode comes from ``WANDB_MODE`` as everywhere in the project (never set
-here); the project from ``WANDB_PROJECT`` (default ``learning-curve-maps``,
-the pipeline's ``logger.wandb.project``), the entity from ``WANDB_ENTITY``.
-W&B only mirrors: nothing in the analysis reads it back. No torch here.
-"""
+"""``python -m analysis ... --wandb``: mirrors the analysis' tables and report.html to the study's W&B
+group as a run of job type ``analysis`` (mode from ``WANDB_MODE``; nothing reads it back)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis import lmm
-from analysis.formula import design_matrix, parse_rhs
+from analysis.formula import design_matrix
 from analysis.replication import RULE, merged_null_share, replication_table
 from analysis.stats import holm, mixed_effects, model_specs
 from analysis.tables import read_metrics_table
@@ -76,24 +76,84 @@ def _panel(
 # --- small pieces -------------------------------------------------------------------------------
 
 
-def test_holm_matches_statsmodels():
-    from statsmodels.stats.multitest import multipletests
+def _holm_by_definition(p):
+    """Holm's step-down: sort, multiply the k-th smallest by (m - k), running max, cap at 1 (NaN left out)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, (order.size - k) * p[i])
+        out[i] = min(1.0, running)
+    return out
 
-    p = np.array([0.01, 0.04, 0.03, 0.2, 0.001, np.nan])
-    got = holm(p)
-    want = multipletests(p[:5], method="holm")[1]
-    assert np.allclose(got[:5], want)
-    assert np.isnan(got[5])
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        [0.01, 0.04, 0.03, 0.2, 0.001, np.nan],
+        [0.02, 0.02, 0.02, 0.5, 0.02],  # exact ties
+        [0.3, 0.6, 0.9],  # every adjusted value capped at 1
+        [np.nan, np.nan],
+        [0.049],  # a family of one
+        [],
+    ],
+)
+def test_holm_is_exactly_the_step_down_definition(p):
+    assert np.array_equal(holm(p), _holm_by_definition(p), equal_nan=True)
+
+
+def test_holm_is_exact_on_random_families():
+    rng = np.random.default_rng(3)
+    for m in (2, 7, 50, 400):
+        p = rng.uniform(0, 1, m) ** 4
+        p[rng.integers(0, m, m // 5)] = np.nan
+        p[: m // 3] = np.round(p[: m // 3], 2)  # ties
+        assert np.array_equal(holm(p), _holm_by_definition(p), equal_nan=True)
 
 
 def test_design_matrix_coding_and_names():
     d = pd.DataFrame({"pair": ["b/c", "a/b", "a/c", "a/b"], "epoch": [1, 2, 3, 4], "source": list("xyxy")})
     des = design_matrix(d, "epoch * pair")
+    # the order the terms are written in (patsy would put pair before epoch)
     assert des.names == ["Intercept", "epoch", "pair[T.a/c]", "pair[T.b/c]", "epoch:pair[T.a/c]", "epoch:pair[T.b/c]"]
-    assert des.levels["pair"] == ["a/b", "a/c", "b/c"]  # sorted; the first is the reference
-    assert des.X[:, 4].tolist() == [0, 0, 3, 0]
-    assert parse_rhs("source * epoch") == [("source",), ("epoch",), ("source", "epoch")]
+    assert des.X.tolist() == [
+        [1, 1, 0, 1, 0, 1],
+        [1, 2, 0, 0, 0, 0],  # a/b: the first level in sorted order is the reference
+        [1, 3, 1, 0, 3, 0],
+        [1, 4, 0, 0, 0, 0],
+    ]
+    assert design_matrix(d, "source * epoch").names == ["Intercept", "source[T.y]", "epoch", "source[T.y]:epoch"]
     assert design_matrix(d, "1").names == ["Intercept"]
+    assert design_matrix(d.assign(pair="a/b"), "epoch * pair").names == ["Intercept", "epoch"]  # one level
+
+
+def test_design_matrix_equals_patsy_up_to_column_order():
+    import patsy
+
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame(
+        {
+            "source": rng.choice(["gesture", "sentence"], 200),
+            "pair": rng.choice(["0/1", "0/2", "1/2", "3/4"], 200),
+            "labels": rng.choice(["real", "shuffled"], 200),
+            "epoch": rng.integers(1, 51, 200),
+        }
+    )
+    for rhs in ("source * epoch", "epoch * pair", "pair * epoch", "labels * epoch", "epoch", "source"):
+        ours = design_matrix(d, rhs)
+        theirs = patsy.dmatrix(rhs, d, return_type="dataframe")
+        assert sorted(ours.names) == sorted(theirs.columns)
+        assert np.array_equal(ours.X, theirs[ours.names].to_numpy()), rhs
+
+
+def test_design_matrix_errors_name_the_problem():
+    d = pd.DataFrame({"pair": ["a", None, "b"], "epoch": [1, 2, 3]})
+    with pytest.raises(KeyError, match="source"):
+        design_matrix(d, "source * epoch")
+    with pytest.raises(ValueError, match="pair"):
+        design_matrix(d, "pair")
 
 
 # --- the profiled solver against statsmodels' own optimiser ---------------------------------------

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis.collect import collect_runs
 from analysis.health import (
     ACCEPTANCE,
     authors_performance,
     default_performance_csv,
+    health_from_collection,
     health_section,
     health_summary,
     health_table,
@@ -120,7 +122,7 @@ def test_authors_figures_from_performance_csv():
 def test_absent_performance_csv_is_said(tmp_path):
     write_run(tmp_path, study="s", source="sentence", pair=1, replicate=1)
     assert authors_performance(tmp_path / "nope.csv") is None
-    section = health_section(tmp_path, performance_csv=tmp_path / "nope.csv")
+    section = health_section(collect_runs(tmp_path, progress=False), performance_csv=tmp_path / "nope.csv")
     assert set(section) == {"title", "html", "tables"}
     assert "not found" in section["html"] and str(tmp_path / "nope.csv") in section["html"]
     assert set(section["tables"]) == {"health_runs", "health_summary"}
@@ -130,7 +132,7 @@ def test_absent_performance_csv_is_said(tmp_path):
 @pytest.mark.skipif(not PERFORMANCE.is_file(), reason=f"authors' performance.csv absent ({PERFORMANCE})")
 def test_section_for_the_report(tmp_path):
     make_study(tmp_path, study="st", pairs=(0, 1), replicates=2, shuffled_replicates=1, broken=False)
-    section = health_section(tmp_path)
+    section = health_section(collect_runs(tmp_path, progress=False))
     assert section["title"] == "Training health"
     summary = section["tables"]["health_summary"]
     assert set(summary["labels"]) == {"real", "shuffled"} and not summary[summary.labels == "shuffled"].meets_bar.any()
@@ -175,3 +177,23 @@ def test_status_health_command(tmp_path):
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True).returncode == 0
+
+
+def test_the_report_section_reuses_the_collection(tmp_path):
+    """Same rows as reading the run folders, without reading a curves.parquet again."""
+    study = make_study(tmp_path, study="st", pairs=(0, 1), replicates=2, shuffled_replicates=1, broken=True)
+    for i, info in enumerate(study["runs"].values()):
+        _set_summary(info["folder"], test_accuracy=0.5 + i / 100, n_train=1000 + i, batch_size=128)
+    from_folders, skipped = health_table(tmp_path, "st")
+    collection = collect_runs(tmp_path, "st", progress=False)
+    for info in study["runs"].values():
+        (Path(info["folder"]) / "curves.parquet").unlink()
+    reused, none = health_from_collection(collection)
+    pd.testing.assert_frame_equal(reused, from_folders)
+    assert len(reused) == len(study["runs"]) and len(skipped) == 2 and none == []
+    section = health_section(collection)
+    pd.testing.assert_frame_equal(section["tables"]["health_runs"], from_folders)
+    # a done run whose summary.json went missing since the collection read it is said, not fatal
+    (Path(next(iter(study["runs"].values()))["folder"]) / "summary.json").unlink()
+    rows, skipped = health_from_collection(collection)
+    assert len(rows) == len(study["runs"]) - 1 and "summary.json unreadable" in skipped[0][1]

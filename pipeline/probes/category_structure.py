@@ -1,56 +1,9 @@
 """Category structure per layer (dense-sample learning; Hanson, Yadav & Hanson 2024).
 
-One job: after an epoch (or at a checkpoint of a study's own loop), read the
-representation of a fixed probe set in every probed layer and summarise how
-the classes are arranged there.
-
-Probe set: the first ``per_class`` exemplars of every class of the ``split``
-(``test`` by default; ``train`` for the training set), in split order, the
-same at every checkpoint.
-
-Layers: ``layers: auto`` reads the model's ``probe_layers`` (a list of module
-names, e.g. the dense-sample VGG's blocks) when it has one, else every
-top-level child module; or give a list of module names. ``include_input``
-adds the raw input as layer ``input`` (index 0). A module's output is
-flattened per sample; a recurrent module contributes its last time step's
-hidden state. Everything is computed in evaluation mode, without gradients,
-in float64.
-
-Measures (``category_structure.parquet``, long format: ``epoch`` (int32),
-``layer`` (str), ``layer_index`` (int32, 0 = input), ``measure`` (str),
-``a``, ``b`` (int32), ``value`` (float64)). d(i, j) is the Euclidean distance
-between two representations (``metric: correlation``: 1 - Pearson r across
-features).
-- ``class_mean_rdm`` (a, b = classes): d between the class means;
-- ``exemplar_rdm`` (a, b = classes): the mean d between exemplars of class a
-  and of class b (for a = b, over distinct exemplars: the within-class spread);
-  the full exemplar RDM is the matrix these blocks average;
-- ``between_within_ratio`` (a = b = -1): mean between-class d / mean
-  within-class d over exemplar pairs; 1 = no category structure, larger =
-  classes separated relative to their spread (scale-free, so comparable
-  across layers);
-- ``category_rdm_corr`` (-1, -1): Pearson correlation between the exemplar
-  RDM and the category model RDM (0 same class, 1 different);
-- ``ncm_accuracy`` (-1, -1): leave-one-out nearest-class-mean accuracy on the
-  probe set (Euclidean);
-- ``pca_explained`` (a = component 1 or 2, b = -1): share of the variance of
-  the probe set's representations along the embedding's axes;
-- ``embedding_1``, ``embedding_2`` (a = exemplar number in the probe set,
-  b = its class): the 2-D embedding, the first two principal components of the
-  centred representations. Sign convention: each axis points so that the mean
-  score of the lowest-numbered class is <= 0, which keeps the picture from
-  flipping between checkpoints once classes separate.
-
-Schedule: as the gradient-spectrum probe (``schedule: every_epoch`` by
-default here; ``log``; ``list``); ``study=dense_sample`` instead runs it at
-its own checkpoints (log-spaced optimiser steps and epoch ends).
-
-Cost: one forward pass over the probe set plus an n x n distance matrix and
-an n x n eigendecomposition per layer (n = classes x per_class), all in torch
-float64 on one thread: about 0.3 s per checkpoint for the dense-sample VGG
-(7 layers, n = 250; ~16% of a dense-sample run at 19 checkpoints), and about
-0.03-0.05 s per epoch for the headline model (~10-15% of a default run when
-enabled every epoch). See docs/companion_spectra_dense.md.
+At each checkpoint, the representation of a fixed probe set in every probed layer, summarised
+by how the classes are arranged there (class-mean and exemplar RDMs, between/within ratio,
+correlation with the category model RDM, nearest-class-mean accuracy, a 2-D embedding).
+The measures and records: docs/companion_spectra_dense.md.
 """
 
 from __future__ import annotations

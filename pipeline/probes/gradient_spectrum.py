@@ -1,87 +1,10 @@
 """Gradient spectra by group (spectral introspection; Baker, Calhoun & Plis 2024).
 
-One job: for every weight matrix of the model, the gradient of a fixed measured
-batch, split by a grouping of its samples, summarised by its singular values.
-
-What is measured
-- The measured batch: a fixed, class-stratified subset of the training set
-  (``batch_size`` samples: the first ``batch_size // n_classes`` of each class
-  in training-set order, which the run's seed already shuffled), the same at
-  every measurement.
-- The loss is the training loss, cross-entropy **averaged over the measured
-  batch**: L = (1/n) sum_i l_i. The loss of group g is L_g = (1/n) sum_{i in g}
-  l_i (the batch's own normalisation), so sum_g L_g = L and the group
-  gradients G_g = dL_g/dW add up to the batch gradient exactly (up to float
-  rounding). "Output deltas" below are dL/dy per sample for this mean loss
-  (they carry the 1/n factor).
-- Weight matrices: ``nn.Linear`` weights (out x in), ``nn.Conv*d`` weights
-  reshaped to out x (in * kernel), and the input and recurrent weights of
-  ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (``weight_ih_l<k>``: 4H x F,
-  ``weight_hh_l<k>``: 4H x H for an LSTM, gates stacked). Biases are vectors
-  and are left out.
-- Group gradients come from one forward pass and one backward pass per group
-  (``torch.autograd.grad`` of L_g), which is exact for every layer type,
-  recurrent ones included (back-propagation through time). For linear layers
-  the same passes give the layer's input activations A_g (n_g x in) and output
-  deltas Delta_g (n_g x out), and G_g = Delta_g^T A_g; their spectra are
-  recorded too. A linear layer applied to sequences (N x T x in) contributes
-  T rows per sample.
-- Rank bounds (tested): a linear layer's group gradient has rank <= min(n_g,
-  in, out); a recurrent or convolutional weight's has rank <= min(n_g * T,
-  rows, columns) (T time steps or spatial positions per sample), since each
-  sample contributes one outer product per step.
-- Mode: the model is measured in **evaluation mode** (BatchNorm uses its
-  running statistics, dropout is off), so that samples do not interact and the
-  per-group split is meaningful; in training mode BatchNorm couples the
-  samples of a batch and the group gradients would not add up to the batch
-  gradient. The measured gradient is therefore that of the evaluation-mode
-  network, not of the training step. On CUDA, cuDNN's recurrent kernels cannot
-  run backward in evaluation mode, so they are disabled for the measurement.
-  The probe draws no random numbers and restores every module's mode.
-
-Records (``gradient_spectrum.parquet``, one row per value)
-``epoch`` (int32), ``layer`` (parameter name, e.g. ``lstm.weight_ih_l0``),
-``layer_kind`` (linear, conv, lstm_ih, lstm_hh, gru_ih, ...), ``group_by``,
-``group`` (the group's label as a string; ``all`` = the whole batch),
-``n_samples`` (int32), ``kind`` (gradient, activation, delta), ``stat``
-(``sv``: singular value number ``index`` = 1..top_k, descending;
-``effective_rank``; ``frobenius``; ``index`` 0 for the last two), ``index``
-(int32), ``value`` (float64).
-
-The effective rank (Roy & Vetterli 2007) is exp(H(p)) with p_i = s_i / sum_j s_j
-over the nonzero singular values s and H the Shannon entropy (natural log): 1
-for a rank-one matrix, r for r equal singular values. "Nonzero" means above
-the numerical-rank tolerance of ``torch.linalg.matrix_rank`` for the model's
-dtype (s_max * max(rows, cols) * eps), so that float32 rounding noise does
-not count as rank. Singular values are computed in float64; for a linear
-layer whose group has fewer rows than the layer's dimensions they come from
-the factors (thin QRs of Delta_g^T and A_g^T), which is exact and much cheaper
-than an SVD of the out x in gradient.
-
-Schedule: ``schedule: log`` (default; epochs 1, 2, 3, 4, 6, 10, 16, 25, 40,
-63, ...), ``every_epoch``, or ``list`` with ``epochs: [...]``
-(pipeline/probes/schedule.py); skipped epochs return an empty frame.
-``at_init: true`` also measures epoch 0, before any update (the sequence
-runner calls ``compute`` once before training; the dense-sample study always
-measures step 0).
-
-Groupings (``group_by``)
-- ``class``: the sample's label (default; in the headline study the pair's two
-  classes, ``0`` and ``1``);
-- ``prediction``: the class the model predicts now; ``correct``: ``correct`` /
-  ``incorrect`` now (these groups change over training);
-- any other name: a label column a study runner supplies for the training set
-  with ``probe.set_label_column(name, values)`` (e.g. ``distortion`` in the
-  dense-sample study). Unknown names fail at the first measurement, naming
-  the columns that exist.
-
-Cost: one forward pass and one backward pass per group over the measured
-batch, plus small SVDs. Measured on this project's 2-core machine (one torch
-thread, other jobs running): about 0.1-0.2 s per measurement for the headline
-LSTM (2 groups, ~100-200 samples), i.e. ~10% of a default 50-epoch run with
-``schedule: log`` and ~30-35% with ``every_epoch``; about 2 s per measurement
-for the dense-sample VGG (5 classes, 255 samples). See
-docs/companion_spectra_dense.md.
+For every weight matrix of the model: the gradient of a fixed, class-stratified measured batch,
+split by a grouping of its samples (class, prediction, correct, or a label column a study
+supplies), summarised by its singular values and effective rank. The group gradients add up to
+the batch gradient exactly, so the network is measured in evaluation mode. What is measured,
+the records' columns, the schedule and the costs: docs/companion_spectra_dense.md.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 """Keep BLAS single-threaded inside the analysis (its matrices are small and it parallelises over
-processes; why: docs/analysis.md, "Speed"). Without threadpoolctl nothing changes."""
+processes; why: docs/analysis.md, "Speed"). The helper is pipeline/blas.py (torch-free), shared with
+the study runners."""
 
-from __future__ import annotations
+from pipeline.blas import single_threaded_blas
 
-import contextlib
-
-
-def single_threaded_blas():
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+__all__ = ["single_threaded_blas"]

@@ -1,40 +1,7 @@
-"""Deficits: a temporary block or corruption of part of the training signal.
-
-A critical-period experiment trains normally except during a window
-``[onset, onset + length)`` of steps or epochs (zero-based), in which something
-is taken away: an input pathway, a data source, or a set of samples is blocked
-(zeroed) or corrupted (replaced by noise). Outside the window training is
-normal. ``Window`` is that schedule; the companion studies use it directly
-(``pipeline/studies/critical.py`` blocks the gradient into one pathway), and
-``sequence_deficit`` turns the ``deficit:`` block of ``conf/config.yaml`` into
-the ``batch_transform(epoch, x_batch, index)`` that ``pipeline.train.train_run``
-applies to each training batch of the sequence models.
-
-The ``deficit:`` block (default ``kind: none``: no deficit, the headline record
-is unchanged):
-
-=============  ==============================================================
-``kind``       ``none`` | ``zero`` (inputs blocked: set to 0) | ``noise``
-               (inputs replaced by Gaussian noise with each input feature's
-               training standard deviation times ``noise_std``)
-``onset``      first affected step or epoch, zero-based (epoch 1 of the
-               training log is epoch index 0)
-``length``     number of affected steps or epochs (0: none)
-``unit``       ``epoch`` | ``step`` (one step = one training batch)
-``sources``    data sources it applies to (``[gesture]``); null = every source.
-               A run of another source trains normally.
-``features``   input features (the last axis of a sequence: the pathway) it
-               applies to, as indices; null = all features
-``fraction``   share of the training samples it applies to, drawn once per run
-               from the run's seed (1.0 = all samples)
-``noise_std``  noise scale for ``kind: noise``
-=============  ==============================================================
-
-Probes and evaluation always see the real inputs (``train_run`` applies the
-transform to training batches only). Noise is drawn from its own generator,
-seeded from the run's seed, so a deficit never changes the random stream of
-the rest of the run and the same config and seed give the same record.
-"""
+"""Deficits: a window ``[onset, onset + length)`` of steps or epochs in which part of the training
+signal is blocked or corrupted. ``Window`` is the schedule (the critical-period runners use it);
+``sequence_deficit`` turns the ``deficit:`` config block into the batch transform of the sequence
+runs (keys and behaviour: docs/companion_critical_multitask.md, "Deficits for any run")."""
 
 from __future__ import annotations
 

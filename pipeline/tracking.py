@@ -1,25 +1,9 @@
-"""W&B mirror of a run record (optional; the run folder is the source of truth).
+"""W&B mirror of a run record (optional; the run folder is the source of truth), mode from ``WANDB_MODE``.
 
-The mode comes from ``WANDB_MODE`` (offline, online, disabled) and is never
-hard-coded, because an explicit ``mode=`` would override the user's choice.
-Unset means disabled here, so that nothing tries the network by surprise.
-
-Per epoch (the x-axis ``epoch``, or ``step`` for runners that report training
-steps) a run logs its readouts and, for runs with a learning-curve map, the
-four metrics of that epoch's information-processing curve computed by
-``analysis.metrics`` exactly as the analysis does (``map/start``, ``map/end``,
-``map/end_minus_start``, ``map/max``, ``map/tmax``), the raw curve's mean
-(``knn/mean``) and the probe's tie share (``knn/tie_share``). Every
-``media_every`` epochs and at the last one it logs the map so far as an image
-(``map/image``, one colour scale for the whole study) and the current curve as
-a line chart (``map/curve``). See docs/wandb.md.
-
-Attempts: each computation of a run is its own W&B run. The first attempt's
-W&B id is the run id; a recomputation (the run folder already holds W&B files
-of earlier attempts) gets ``<run id>-a<n>``, so histories never mix. An attempt
-that fails is finished with exit code 1 (W&B state "failed"); only an attempt
-that completes sets the summary key ``run/complete``, which the study's
-workspace filters on: one complete history per done run.
+Per epoch (or step) a run logs its readouts and, with a learning-curve map, the analysis's four metrics
+of that epoch's curve; the map as an image every ``media_every`` epochs; a companion study's headline
+figure at its end (``companion/<name>``). Each attempt at a run is its own W&B run (``<run id>-a<n>``
+after the first); only a completed one sets ``run/complete``. See docs/wandb.md.
 """
 
 from __future__ import annotations
@@ -272,6 +256,100 @@ def map_figure(n_epochs: int, n_slices: int, scale: tuple[float, float], chance:
 
 
 # ---------------------------------------------------------------------------
+# Companion studies: one figure of each study's headline quantity, drawn at the end of a run from
+# the table the runner wrote to the run folder (the tracker never sees a runner's tables otherwise)
+# ---------------------------------------------------------------------------
+
+
+def _draw_pathway_shares(ax, frame: pd.DataFrame) -> None:
+    for mode, part in frame.groupby("mode"):
+        ax.plot(part.step, part.share_b, linewidth=1.2 if mode == 1 else 0.8, label=f"mode {mode}")
+    deprived = frame.loc[frame.deficit.astype(bool), "step"]
+    if len(deprived):
+        ax.axvspan(deprived.min(), deprived.max(), color="0.85", zorder=0, label="deficit")
+    ax.axhline(0.5, color="black", linestyle=":", linewidth=0.8)
+    ax.set(xlabel="step", ylabel="share of pathway b", ylim=(-0.05, 1.05))
+
+
+def _draw_singular_values(ax, frame: pd.DataFrame) -> None:
+    for index, part in frame.groupby("index"):
+        ax.plot(part.step, part.value, linewidth=0.9, label=f"sigma {index}" if index <= 5 else None)
+    switch = frame.loc[frame.phase == "target", "step"]
+    if len(switch) and (frame.phase != "target").any():
+        ax.axvline(switch.min(), color="black", linestyle=":", linewidth=0.8, label="target from here")
+    ax.set(xlabel="step", ylabel="singular value of the product", yscale="symlog")
+
+
+def _draw_loss_curves(ax, frame: pd.DataFrame) -> None:
+    for split, part in frame.groupby("split", sort=True):
+        ax.plot(part.epoch, part.loss, marker=".", markersize=2, linewidth=0.9, label=split)
+    finetune = frame.loc[frame.phase == "finetune", "epoch"]
+    if len(finetune):
+        ax.axvline(finetune.min() - 0.5, color="black", linestyle=":", linewidth=0.8, label="fine-tuning")
+    ax.set(xlabel="epoch", ylabel="loss", yscale="log")
+
+
+def _draw_category_structure(ax, frame: pd.DataFrame) -> None:
+    ratio = frame[frame.measure == "between_within_ratio"].sort_values(["layer_index", "step"])
+    for (_, layer), part in ratio.groupby(["layer_index", "layer"], sort=True):
+        ax.plot(part.step.clip(lower=0.5), part.value, marker=".", markersize=2, linewidth=0.9, label=layer)
+    ax.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
+    ax.set(xlabel="optimiser step (0 plotted at 0.5)", ylabel="between / within-class distance", xscale="log")
+
+
+# runner -> (run-folder table, W&B key, drawing, caption)
+COMPANION_MEDIA = {
+    "critical_pathways": (
+        "pathway_shares",
+        "companion/pathway_shares",
+        _draw_pathway_shares,
+        "the deprived pathway b's share of each singular mode over training (1/2: both pathways alike)",
+    ),
+    "critical_matrix_completion": (
+        "singular_values",
+        "companion/singular_values",
+        _draw_singular_values,
+        "top singular values of the end-to-end product over training (deficit matrix, then the target)",
+    ),
+    "multitask": (
+        "loss_curves",
+        "companion/loss_curves",
+        _draw_loss_curves,
+        "losses per data set over the single-task phase and fine-tuning",
+    ),
+    "dense_sample": (
+        "category_structure",
+        "companion/category_structure",
+        _draw_category_structure,
+        "category structure per layer: between / within-class distance of the probe set (1: none)",
+    ),
+}
+
+
+def companion_image(runner: str, run_dir: Path) -> tuple[str, np.ndarray, str] | None:
+    """The W&B key, the pixels and the caption of a companion run's headline figure, or None where the
+    runner has none or its table is not in the run folder."""
+    if runner not in COMPANION_MEDIA:
+        return None
+    table, key, draw, caption = COMPANION_MEDIA[runner]
+    path = Path(run_dir) / f"{table}.parquet"
+    if not path.exists():
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.2), dpi=72)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    draw(ax, pd.read_parquet(path))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, frameon=False, loc="best")
+    fig.tight_layout()
+    canvas.draw()
+    return key, np.asarray(canvas.buffer_rgba())[..., :3].copy(), caption
+
+
+# ---------------------------------------------------------------------------
 # The tracker
 # ---------------------------------------------------------------------------
 
@@ -340,7 +418,8 @@ class Tracker:
         import wandb  # imported only when used: it costs about a second
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        runner = cfg.study.runner
+        runner = self.runner = str(cfg.study.runner)
+        self.run_dir = Path(run_dir)
         self.x_axis = str(self.options["x_axes"].get(runner, self.options["x_axes"].get("default", "epoch")))
         self.n_epochs = int(cfg.trainer.epochs) if runner == "sequence" else None
         earlier = earlier_attempts(run_dir, run_id)
@@ -373,6 +452,7 @@ class Tracker:
         self.run.define_metric("*", step_metric=self.x_axis)
         self._rows: dict[int, np.ndarray] = {}
         self._last_media = None
+        self._last_step = 0
         self._wandb = wandb
 
     # -- per epoch -------------------------------------------------------
@@ -381,6 +461,7 @@ class Tracker:
         if self.run is None:
             return
         row: dict[str, Any] = {self.x_axis: epoch, **readouts}
+        self._last_step = max(self._last_step, epoch)
         curve = epoch_curve(curves)
         if curve is not None and np.all(np.isfinite(curve)):  # the analysis leaves non-finite maps out too
             self._rows[epoch] = curve
@@ -443,6 +524,11 @@ class Tracker:
         if ok and self._rows and self._last_media != max(self._rows):
             last = max(self._rows)
             self.run.log({self.x_axis: last, **self._media(last)})
+        if ok:
+            media = companion_image(self.runner, self.run_dir)
+            if media is not None:
+                key, pixels, caption = media
+                self.run.log({self.x_axis: self._last_step, key: self._wandb.Image(pixels, caption=caption)})
         if ok:
             scalars = {k: v for k, v in _flat_scalars(summary).items() if k != "run_id"}
             self.run.summary.update({**scalars, COMPLETE_KEY: 1})

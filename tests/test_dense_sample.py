@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError
-from pipeline.dense_data import CLASS_NAMES, distortion_groups, generate, split_per_class
 from pipeline.probes import ProbeContext
 from pipeline.probes.category_structure import CategoryStructureProbe, category_measures
-from pipeline.studies.dense_sample import SmallVGG, checkpoint_steps, fit_learning_curve, n_weights
+from pipeline.studies.dense_sample.data import CLASS_NAMES, distortion_groups, generate, split_per_class
+from pipeline.studies.dense_sample.fits import checkpoint_steps, fit_learning_curve
+from pipeline.studies.dense_sample.network import SmallVGG, n_weights
 from tests.conftest import REPO, run_cli, run_config
 
 SMALL = [
@@ -111,7 +112,7 @@ def test_curve_fits_recover_the_generating_form(form):
 
 
 def test_each_replicate_draws_its_own_data_set():
-    from pipeline.studies.dense_sample import data_seed
+    from pipeline.studies.dense_sample.runner import data_seed
 
     seeds = [data_seed(run_config(*SMALL, f"seed={r}")) for r in range(3)]
     assert len(set(seeds)) == 3 and seeds[0] == data_seed(run_config(*SMALL, "seed=0"))  # distinct, reproducible

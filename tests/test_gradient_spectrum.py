@@ -24,7 +24,7 @@ from pipeline.probes.gradient_spectrum import (
     weight_matrices,
 )
 from pipeline.probes.schedule import Schedule, log_spaced
-from pipeline.studies.dense_sample import SmallVGG
+from pipeline.studies.dense_sample.network import SmallVGG
 from tests.conftest import REPO, run_cli
 
 

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import multitask_net as mt
 from pipeline.config import ConfigError
+from pipeline.studies.multitask import network as mt
+from pipeline.studies.multitask.data import MultitaskEnv
 from tests.conftest import REPO, run_cli, run_config
 
-ENV = mt.MultitaskEnv()
+ENV = MultitaskEnv()
 
 
 def _data(seed=0, n_train=54, n_query=9):
@@ -114,25 +115,23 @@ def test_representation_sharing_and_clustering_helpers():
     assert abs(mt.adjusted_rand_index(truth, rng.permutation(truth))) < 0.1
 
 
-@pytest.mark.parametrize(
-    "study,init,extra",
-    [
-        ("multitask", "standard", []),
-        ("multitask_pyle2023", "large", ["study.single_epochs=2", "study.finetune_epochs=1"]),
-    ],
-)
-def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
-    """The run's recorded one-step prediction equals -lr/N sum_n K (mean loss) or -lr sum_n K (summed loss),
-    with K formed explicitly (mt.kernel) from the same initial weights, training set and query set."""
-    from pipeline.studies import RunContext, get_runner
-    from pipeline.studies.critical import instance_seed
+@pytest.mark.parametrize("n_query,n_train", [(5, 40), (30, 20)])
+def test_output_components_match_an_svd(n_query, n_train):
+    """Both Gram routes (queries fewer than samples, or more) give the singular values and the top right
+    singular vectors of the output group's kernel matrix."""
+    k = np.random.default_rng(n_query).normal(size=(n_query, 9, n_train))
+    values, vectors = mt.output_components(k, [3, 4, 5], 4)
+    mat = k[:, 3:6, :].reshape(-1, n_train)
+    _, sv, vt = np.linalg.svd(mat, full_matrices=False)
+    assert np.allclose(values, sv, rtol=1e-9, atol=1e-9 * sv[0])
+    assert np.allclose(np.abs(vectors.T @ vt[:4].T), np.eye(4), atol=1e-8)  # the same vectors up to sign
+    assert all(v[np.abs(v).argmax()] > 0 for v in vectors.T)
 
-    cfg = run_config(
-        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=0", *extra
-    )
-    ctx = RunContext(0, lambda *a: None)
-    recorded = get_runner("multitask").run(cfg, ctx).tables["kernel_prediction"]
-    recorded = recorded[recorded.stage == "init"]
+
+def _rebuilt(cfg, ctx):
+    """The run's initial weights, single-task training set and query set, rebuilt from its seeds."""
+    from pipeline.studies.common import instance_seed
+
     s = cfg.study
     split, init_rng, _, _, draw_rng = (
         np.random.default_rng(x) for x in np.random.SeedSequence(instance_seed(cfg, ctx)).spawn(5)
@@ -144,7 +143,30 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     if int(s.n_train_draws):
         train = train.subset(np.sort(draw_rng.integers(0, len(train), int(s.n_train_draws))))
     query = ENV.dataset(single, test_stim[: int(s.kernel.n_query_stimuli)])
-    params = mt.init_params(init_rng, ENV, int(s.hidden), float(s.init_range[init]))
+    params = mt.init_params(init_rng, ENV, int(s.hidden), float(s.init_range[s.init]))
+    return params, train, query
+
+
+PROTOCOLS = [
+    ("multitask", "standard", []),
+    ("multitask_pyle2023", "large", ["study.single_epochs=2", "study.finetune_epochs=1"]),
+]
+
+
+@pytest.mark.parametrize("study,init,extra", PROTOCOLS)
+def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
+    """The run's recorded one-step prediction equals -lr/N sum_n K (mean loss) or -lr sum_n K (summed loss),
+    with K formed explicitly (mt.kernel) from the same initial weights, training set and query set."""
+    from pipeline.studies import RunContext, get_runner
+
+    cfg = run_config(
+        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=0", *extra
+    )
+    ctx = RunContext(0, lambda *a: None)
+    recorded = get_runner("multitask").run(cfg, ctx).tables["kernel_prediction"]
+    recorded = recorded[recorded.stage == "init"]
+    s = cfg.study
+    params, train, query = _rebuilt(cfg, ctx)
     k = mt.kernel(params, query, train)
     scale = 1.0 / len(train) if s.loss_reduction == "mean" else 1.0
     expected = -float(s.kernel.probe_lr) * scale * k.sum(2)
@@ -152,8 +174,73 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     assert np.allclose(got, expected, rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("study,init,extra", PROTOCOLS)
+def test_recorded_per_output_kernel_structure_matches_eigh(study, init, extra):
+    """Each output group's kernel at init, rebuilt from the run's seeds and eigen-decomposed with numpy's
+    eigh of its Gram matrix over training samples, gives the recorded spectrum and top-eigenvector measures;
+    which samples belong to a group is read off the targets (a task's target lights one unit of its group)."""
+    from pipeline.studies import RunContext, get_runner
+
+    cfg = run_config(
+        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=3", *extra
+    )
+    ctx = RunContext(3, lambda *a: None)
+    result = get_runner("multitask").run(cfg, ctx)
+    recorded = result.summary["kernel"]["init"]["output_groups"]
+    table = result.tables["kernel_output_eigen"]
+    table = table[table.stage == "init"]
+    params, train, query = _rebuilt(cfg, ctx)
+    assert len(train) <= int(cfg.study.kernel.max_train)  # no subsample: the kernel spans the whole set
+    k = mt.kernel(params, query, train)
+    labels = train.labels
+    n_comp = int(cfg.study.kernel.n_components)
+    for g in range(3):
+        m = k[:, 3 * g : 3 * g + 3, :].reshape(-1, len(train))
+        values, vectors = np.linalg.eigh(m.T @ m)
+        values, vectors = values[::-1], vectors[:, ::-1]
+        top = vectors[:, 0] ** 2
+        own = train.y[:, 3 * g : 3 * g + 3].any(1)
+        purity = max(top[labels == name].sum() for name in set(labels))
+        assert recorded["top1_share"][g] == pytest.approx(values[0] / values.sum(), rel=1e-9)
+        assert recorded["effective_rank"][g] == pytest.approx(values.sum() ** 2 / (values**2).sum(), rel=1e-9)
+        assert recorded["own_output_share"][g] == pytest.approx(top[own].sum(), rel=1e-7)
+        assert recorded["own_output_chance"][g] == pytest.approx(own.mean(), rel=1e-12)
+        assert recorded["task_purity"][g] == pytest.approx(purity, rel=1e-7)
+        assert -1 <= recorded["ari_task"][g] <= 1
+        rows = table[table.output_group == g].sort_values("component")
+        expected_sv = np.sqrt(np.clip(values[:n_comp], 0, None))
+        assert np.allclose(rows.singular_value, expected_sv, rtol=1e-7, atol=1e-7 * expected_sv[0])
+    means = result.summary["kernel"]["init"]["output_group_mean"]
+    assert means["own_output_share"] == pytest.approx(np.mean(recorded["own_output_share"]))
+
+
+def test_finetune_evaluation_interval_changes_only_what_is_recorded():
+    """Losses every 2nd fine-tuning epoch and at the last; the training itself is the same as evaluating
+    every epoch (evaluation draws no random numbers)."""
+    from pipeline.studies import RunContext, get_runner
+
+    base = ["study=multitask_pyle2023", "study.single_epochs=2", "study.finetune_epochs=5", "seed=1"]
+    every = get_runner("multitask").run(
+        run_config(*base, "study.finetune_eval_every=1"), RunContext(1, lambda *a: None)
+    )
+    sparse = get_runner("multitask").run(
+        run_config(*base, "study.finetune_eval_every=2"), RunContext(1, lambda *a: None)
+    )
+    curves = sparse.tables["loss_curves"]
+    assert sorted(curves[curves.phase == "finetune"].epoch.unique()) == [4, 6, 7]
+    full = every.tables["loss_curves"]
+    pd.testing.assert_frame_equal(
+        curves.reset_index(drop=True),
+        full[(full.phase != "finetune") | full.epoch.isin([4, 6, 7])].reset_index(drop=True),
+    )
+    for key in ("multitask_test_loss", "single_task_test_loss_after_finetune", "single_task_test_loss"):
+        assert sparse.summary[key] == every.summary[key]
+    with pytest.raises(ConfigError, match="study.finetune_eval_every=0: must be an integer >= 1"):
+        run_config(*base, "study.finetune_eval_every=0")
+
+
 def test_paper_protocol_configuration():
-    from pipeline.studies.multitask import training_lr
+    from pipeline.studies.multitask.runner import training_lr
 
     cfg = run_config("study=multitask_pyle2023", "study.init=standard")
     assert (cfg.study.batch_size, cfg.study.loss_reduction, cfg.study.n_train_draws) == ("full", "sum", 500)

@@ -211,6 +211,60 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
     assert (final["final_share_b_mode1"], final["amplification_mode1"], final["final_share_b/1"]) == (0.3, 2.5, 0.3)
 
 
+COMPANION_RUNS = {
+    "critical_pathways": ["study.steps=200", "study.deficit_length=50"],
+    "critical_matrix_completion": ["study.steps=100", "study.size=30", "study.n_observed=300"],
+    "multitask": ["study.single_epochs=4", "study.finetune_epochs=2", "study.eval_every=2"],
+    "dense_sample": [
+        "study.epochs=1",
+        "study.data.per_class=30",
+        "study.data.train_per_class=20",
+        "study.category_structure.per_class=5",
+    ],
+}
+
+
+@pytest.mark.parametrize("study", sorted(COMPANION_RUNS))
+def test_a_companion_run_logs_its_headline_figure_at_the_end(study, tmp_path, monkeypatch):
+    """A real run of each companion runner, mirrored offline: its per-step headline quantities, then its
+    figure (drawn from the table it wrote to the run folder) once, at the last step it logged."""
+    from pipeline.record import RunRecord
+    from pipeline.studies import RunContext, get_runner
+
+    cfg = run_config(f"study={study}", "seed=5", f"paths.root={tmp_path}", *COMPANION_RUNS[study])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tracker = tracking.Tracker(cfg, f"{study}-run", tmp_path)
+    logged = []
+
+    def on_step(step, readouts, curves):
+        logged.append((step, readouts))
+        tracker.log_epoch(step, readouts, curves)
+
+    result = get_runner(cfg.study.runner).run(cfg, RunContext(5, on_step))
+    RunRecord(tmp_path, f"{study}-run").write_results(result.curves, result.readouts, result.summary, result.tables)
+    tracker.finish(result.curves, result.summary, ok=True)
+
+    table, key, _, caption = tracking.COMPANION_MEDIA[study]
+    assert (tmp_path / f"{table}.parquet").exists()
+    rows = history(read_offline(wandb_files(tmp_path)[f"{study}-run"]))
+    x_axis = "step" if study.startswith("critical") else "epoch"
+    with_image = [row for row in rows if f"{key}._type" in row]
+    assert len(with_image) == 1 and rows[-1] is with_image[0]
+    assert with_image[0][x_axis] == max(step for step, _ in logged)
+    assert with_image[0][f"{key}.caption"] == caption
+    image = next(tmp_path.glob("wandb/offline-run-*/files/" + with_image[0][f"{key}.path"]))
+    assert image.stat().st_size == with_image[0][f"{key}.size"] > 1000
+    # the per-step headline quantities the runner reported are in the history, as reported
+    first_step, first = logged[0]
+    row = next(r for r in rows if r.get(x_axis) == first_step)
+    assert all(row[k] == pytest.approx(v) for k, v in first.items())
+
+
+def test_no_companion_figure_without_its_table(tmp_path):
+    assert tracking.companion_image("critical_pathways", tmp_path) is None
+    assert tracking.companion_image("sequence", tmp_path) is None
+
+
 # ---------------------------------------------------------------------------
 # A real run, offline: equal to the analysis, and every workspace panel has its data
 # ---------------------------------------------------------------------------

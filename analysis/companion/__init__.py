@@ -1,9 +1,7 @@
-"""Report sections of the companion studies (docs/science.md section 2).
+"""Report sections of the companion studies (docs/science.md section 2), never importing torch.
 
-Each module has ``section(study_dir: Path, out_dir: Path) -> dict`` returning
-``{"title", "html" (a fragment: figures as base64 PNG, tables with captions),
-"tables": {name: DataFrame}}``, read from the done run folders under
-``study_dir/runs/*/``. Like the rest of ``analysis``, they never import torch.
+Each module's ``section(study_dir, out_dir)`` reads the done runs under ``study_dir/runs/`` and returns
+``{"title", "html" (an HTML fragment, markupsafe.Markup), "tables": {name: DataFrame}}``.
 """
 
 # ---------------------------------------------------------------------------
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.runfolder import CONFIG, STATUS
+from pipeline.runfolder import CONFIG, STATUS, atomic_write_csv
 
 SECTION_MODULES = {
     "critical_pathways": "critical",
@@ -65,18 +63,16 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
                 module = importlib.import_module(f"{__name__}.{name}")
                 section = module.section(study_dir, target)
             except Exception as exc:
+                from .common import error_html
+
                 section = {
                     "title": f"{study_dir.name}: the {name} analysis failed",
-                    "html": "<pre>"
-                    + "".join(traceback.format_exception(exc))[-4000:].replace("&", "&amp;").replace("<", "&lt;")
-                    + "</pre>",
+                    "html": error_html("".join(traceback.format_exception(exc))[-4000:]),
                     "tables": {},
                     "error": f"{type(exc).__name__}: {exc}",
                 }
             for table_name, frame in (section.get("tables") or {}).items():
-                tmp = target / f".{table_name}.csv.tmp"
-                frame.to_csv(tmp, index=False)
-                tmp.replace(target / f"{table_name}.csv")
+                atomic_write_csv(target / f"{table_name}.csv", frame)
             section["study"] = study_dir.name
             sections.append(section)
     return sections

@@ -1,34 +1,12 @@
-"""Report sections: critical periods in deep linear networks (docs/science.md 2d).
+"""Report section: critical periods in deep linear networks (competing pathways, matrix completion).
 
-``section(study_dir, out_dir)`` reads the done runs of ``critical_pathways``
-(``pathway_shares.parquet``) and/or ``critical_matrix_completion``
-(``test_error.parquet``, ``singular_values.parquet``) under
-``study_dir/runs/*/`` and returns ``{"title", "html", "tables"}``; figures are
-written to ``out_dir`` as PNG and embedded in the HTML.
-
-Checks (each reported as a table row with the measured numbers, never hidden):
-- pathways: with a deficit at onset 0 the deprived pathway's final share of the
-  first mode falls monotonically with depth; a deficit that starts after
-  learning has finished leaves the shares at 1/2; depth 1 shows no lasting
-  effect beyond what was learned during the deficit (its imbalance is not
-  amplified afterwards: amplification 1);
-- matrix completion: without a deficit, depth >= 2 completes the target (test
-  error well below depth 1); the longest deficit raises the final error for
-  depth >= 2; depth 1 stays flat.
-
-CLI: ``python -m analysis.companion.critical --root OUTPUTS --out DIR`` writes
-``critical.html`` and the tables as CSV (both studies found under the root).
-Never imports torch.
+The claims, checks and their tolerances are described in docs/companion_critical_multitask.md.
+CLI: ``python -m analysis.companion.critical --root OUTPUTS --out DIR`` (critical.html and CSV tables).
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import html
-import io
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -40,9 +18,19 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import atomic_write_bytes
-
-from .common import done_runs, fmt, mean_ci, para, skipped_note, summarise, table_html  # noqa: F401
+from .common import (
+    check_row,
+    done_runs,
+    figure_html,
+    main_cli,
+    mean_ci,
+    para,
+    save_figure,
+    section_html,
+    skipped_note,
+    summarise,
+    table_html,
+)
 from .power import holm, min_p_row, min_p_table
 
 TITLE = "Critical learning periods in deep linear networks"
@@ -52,58 +40,6 @@ HALF_TOL = 0.01  # a late deficit leaves the share within 0.5 +- this
 FLAT_TOL = 0.02  # depth 1: relative range of the final error over deficit lengths
 COMPLETE_RATIO = 0.25  # depth >= 2 without deficit: error below this fraction of depth 1's
 DAMAGE_RATIO = 2.0  # the longest deficit: error at least this multiple of the no-deficit error
-
-
-# ---------------------------------------------------------------------------
-# reading runs and writing HTML (shared with analysis.companion.multitask)
-# ---------------------------------------------------------------------------
-def save_figure(fig, out_dir: Path | None, name: str, dpi: int = 90) -> str:
-    """Write ``<out_dir>/<name>.png`` (when out_dir is given) and return the PNG as a data URI."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    data = buffer.getvalue()
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(out_dir / f"{name}.png", data)
-    return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def figure_html(uri: str, caption: str) -> str:
-    return (
-        f'<figure><img src="{uri}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
-
-
-def standalone_page(title: str, body: str) -> str:
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
-        "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
-        f"{body}</body></html>"
-    )
-
-
-def write_outputs(result: dict, out_dir: Path, stem: str) -> Path:
-    out_dir = Path(out_dir)
-    page = out_dir / f"{stem}.html"
-    atomic_write(page, standalone_page(result["title"], result["html"]))
-    for name, frame in result["tables"].items():
-        atomic_write(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
-    return page
-
-
-def check_row(check: str, passed: bool | None, measured: str, criterion: str) -> dict:
-    verdict = "not measured" if passed is None else ("holds" if passed else "does NOT hold")
-    return {"check": check, "result": verdict, "measured": measured, "criterion": criterion}
 
 
 # ---------------------------------------------------------------------------
@@ -423,7 +359,7 @@ def critical_window(mode1_summary: pd.DataFrame, effect: float = 0.1) -> pd.Data
 
 def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
     runs, skipped = done_runs(study_dir, ("pathway_shares", "pathway_loss"))
-    parts = ["<h3>Competing pathways</h3>"]
+    parts = []
     if not runs:
         parts += [
             para(
@@ -432,7 +368,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
             ),
             skipped_note(skipped),
         ]
-        return {"html": "\n".join(parts), "tables": {}}
+        return {"html": section_html("Competing pathways", parts, level=3), "tables": {}}
     finals, traj = pathways_frames(runs)
     mode1 = finals[finals["mode"] == 1]
     by_cell = summarise(mode1, ["depth", "length", "onset"], "share_b")
@@ -448,7 +384,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
     )
     effect_tests = pathways_effect_tests(finals)
     claims = pathways_claims(checks, effect_tests)
-    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test of each, and the verdict."))
+    parts.insert(0, table_html(claims, "Kleinman et al.'s claims, our test of each, and the verdict."))
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
     depths = sorted(mode1.depth.unique())
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
@@ -600,7 +536,7 @@ def pathways_section(study_dir: Path, out_dir: Path | None) -> dict:
         tables["pathways_share_by_depth_onset0"] = by_depth
     if analytic is not None:
         tables["pathways_analytic_deviation"] = analytic[1]
-    return {"html": "\n".join(parts), "tables": tables}
+    return {"html": section_html("Competing pathways", parts, level=3), "tables": tables}
 
 
 # ---------------------------------------------------------------------------
@@ -657,7 +593,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
     from scipy import stats
 
     runs, skipped = done_runs(study_dir, ("test_error", "singular_values"))
-    parts = ["<h3>Matrix completion</h3>"]
+    parts = []
     if not runs:
         parts += [
             para(
@@ -666,7 +602,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
             ),
             skipped_note(skipped),
         ]
-        return {"html": "\n".join(parts), "tables": {}}
+        return {"html": section_html("Matrix completion", parts, level=3), "tables": {}}
     finals = pd.DataFrame(
         [
             {
@@ -774,7 +710,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
             )
     parts.append(table_html(pd.DataFrame(checks), "Checks of the issue, with what was measured."))
     claims = completion_claims(checks, tests_frame(tests))
-    parts.insert(1, table_html(claims, "Kleinman et al.'s claims, our test of each, and the verdict."))
+    parts.insert(0, table_html(claims, "Kleinman et al.'s claims, our test of each, and the verdict."))
 
     colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(depths), 1)))
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -908,7 +844,7 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
         )
     parts.append(skipped_note(skipped))
     return {
-        "html": "\n".join(parts),
+        "html": section_html("Matrix completion", parts, level=3),
         "tables": {
             "completion_min_p": floors,
             "completion_claims": claims,
@@ -937,51 +873,40 @@ def _study_kind(study_dir: Path) -> str | None:
 def section(study_dir: Path, out_dir: Path) -> dict:
     """The report section of one critical-period study folder (either study; detected from its runs)."""
     kind = _study_kind(study_dir)
-    parts = [f"<h2>{TITLE}</h2>"]
     if kind == PATHWAYS:
         sub = pathways_section(study_dir, out_dir)
     elif kind == COMPLETION:
         sub = completion_section(study_dir, out_dir)
     else:
         sub = {"html": para(f"No critical-period runs under {study_dir}."), "tables": {}}
-    parts.append(sub["html"])
     return {
         "title": TITLE + (f": {kind.replace('critical_', '').replace('_', ' ')}" if kind else ""),
-        "html": "\n".join(parts),
+        "html": section_html(TITLE, [sub["html"]]),
         "tables": sub["tables"],
     }
 
 
 def sections(root: Path, out_dir: Path) -> dict:
     """Both studies under an outputs root, as one section."""
-    parts, tables = [f"<h2>{TITLE}</h2>"], {}
-    found = False
+    parts, tables = [], {}
     for study, build in ((PATHWAYS, pathways_section), (COMPLETION, completion_section)):
         if (Path(root) / study / "runs").is_dir():
-            found = True
             sub = build(Path(root) / study, out_dir)
             parts.append(sub["html"])
             tables.update(sub["tables"])
-    if not found:
+    if not parts:
         parts.append(para(f"Neither {PATHWAYS} nor {COMPLETION} has run folders under {root}."))
-    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+    return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    return main_cli(
+        argv,
         prog="python -m analysis.companion.critical",
-        description="Write critical.html (figures, checks) and its tables as CSV.",
+        stem="critical",
+        build=lambda root, study, out: section(root / study, out) if study else sections(root, out),
+        default_study=None,
     )
-    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
-    parser.add_argument("--study", default=None, help=f"one study folder ({PATHWAYS} or {COMPLETION}); default: both")
-    parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
-    args = parser.parse_args(argv)
-    root = Path(args.root).expanduser()
-    out = Path(args.out) if args.out else root / "companion"
-    result = section(root / args.study, out) if args.study else sections(root, out)
-    page = write_outputs(result, out, "critical")
-    print(f"{result['title']}: {page}")
-    return 0
 
 
 if __name__ == "__main__":

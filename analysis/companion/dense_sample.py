@@ -1,31 +1,7 @@
-"""Report section: category structure in the dense-sample study (docs/science.md 2a).
-
-Reads the done runs of ``study=dense_sample`` (pipeline/studies/dense_sample.py):
-``category_structure.parquet`` (per layer and checkpoint: class-mean and
-exemplar RDMs, between/within-class distance ratio, RDM-category
-correlation, nearest-class-mean accuracy, 2-D PCA embedding),
-``learning_curve.parquet`` and ``curve_fits.parquet``.
-
-What it shows
-- Separability per layer over training (mean and 95% interval over replicate
-  runs): the between/within distance ratio, the RDM-category correlation and
-  the leave-one-out nearest-class-mean accuracy of the probe set.
-- When separability rises in each layer: per run and layer, the gain over
-  initialisation, and t50 = the first checkpoint (in optimiser steps) at which
-  the ratio's gain reaches half of its largest gain in that run. "Earlier in
-  later layers" is tested as a negative Spearman correlation between layer
-  depth and t50 over (run, layer) pairs (the input layer, which does not
-  change, is left out), and by a paired comparison of t50 of the first and
-  the last layer across runs (paired t-test, Wilcoxon beside it). A second,
-  absolute reading: the step at which the ratio first exceeds 1.25.
-- The 2-D embeddings of the probe set over training (one run; every layer,
-  six checkpoints) and the class-mean RDMs at the end.
-- Hyperbolic vs exponential fits of the learning curves: per curve, how many
-  runs each form wins by AIC, and the mean AIC difference (hyperbolic minus
-  exponential; negative favours hyperbolic) with its 95% interval.
+"""Report section: category structure per layer in the dense-sample study, when it emerges, and the
+hyperbolic vs exponential learning-curve fits (docs/companion_spectra_dense.md).
 
 CLI: ``python -m analysis.companion.dense_sample --root OUTPUTS --study dense_sample --out DIR``.
-Never imports torch.
 """
 
 from __future__ import annotations
@@ -41,13 +17,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .common import mean_ci, skipped_note, summarise, table_html
-from .spectra import (
+from .common import (
     done_runs,
     figure_html,
     main_cli,
-    note_html,
+    mean_ci,
+    para,
     read_table,
+    save_figure,
+    section_html,
+    skipped_note,
+    summarise,
+    table_html,
 )
 
 TABLE = "category_structure"
@@ -368,18 +349,18 @@ def fit_comparison(fits: pd.DataFrame) -> pd.DataFrame:
 
 def section(study_dir: Path, out_dir: Path) -> dict:
     study_dir = Path(study_dir)
-    runs, skipped = done_runs(study_dir, TABLE)
-    parts = [f"<h2>{TITLE}</h2>"]
+    runs, skipped = done_runs(study_dir, (TABLE,), missing_note=" (probe off)", summary_required=False)
+    parts = []
     if not runs:
         parts.append(
-            note_html(
+            para(
                 f"No done run with category_structure.parquet under {study_dir}: run "
                 "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."
             )
         )
         parts.append(skipped_note(skipped))
-        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
-    sep = pd.concat([r["frame"].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
+        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
+    sep = pd.concat([r[TABLE].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
     curves = pd.concat(
         [
             (read_table(r, "learning_curve") if read_table(r, "learning_curve") is not None else pd.DataFrame()).assign(
@@ -401,7 +382,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     m, lo, hi, n = mean_ci(accs)
     weights = runs[0]["summary"].get("n_weights")
     parts.append(
-        note_html(
+        para(
             f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens "
             f"({', '.join(class_names)}) with {runs[0]['summary'].get('n_train', '?')} training exemplars; "
             f"final test accuracy {m:.3f} (95% interval {lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars "
@@ -414,7 +395,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     sep_summary = summarise(sep[sep.measure.isin(list(SEPARABILITY))], ["measure", "layer", "step"])
     parts.append(
         figure_html(
-            _separability_figure(sep_summary, layers),
+            save_figure(_separability_figure(sep_summary, layers), out_dir, "dense_separability"),
             "How well the classes separate in each layer over training (mean and 95% interval "
             "over runs): left, mean distance between exemplars of different classes over the mean "
             "distance within a class (1 = no category structure); middle, correlation of the "
@@ -451,7 +432,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     emergence = emergence_tests(timing)
     claims = dense_claims(emergence, tests)
     parts.insert(
-        1, table_html(claims, "Hanson et al.'s claims, our test of each, and the verdict (Holm over the layers).")
+        0, table_html(claims, "Hanson et al.'s claims, our test of each, and the verdict (Holm over the layers).")
     )
     if len(emergence):
         parts.append(
@@ -471,7 +452,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
                 "test), or a negative paired difference t50(last) - t50(first), says yes.",
             )
         )
-    parts.append(note_html(_timing_reading(per_layer, tests)))
+    parts.append(para(_timing_reading(per_layer, tests)))
     floors = dense_min_p(tests)
     if len(floors):
         parts.append(
@@ -485,7 +466,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     first = runs[0]["run_id"]
     parts.append(
         figure_html(
-            _embedding_figure(sep[sep.run_id == first], class_names, layers),
+            save_figure(_embedding_figure(sep[sep.run_id == first], class_names, layers), out_dir, "dense_embedding"),
             f"The probe set's 2-D embedding (first two principal components) in every layer "
             f"(rows, input at the top) at six checkpoints (columns), run {first}. Colours are the "
             "classes; each axis points so that the first class lies on its negative side.",
@@ -493,7 +474,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     )
     parts.append(
         figure_html(
-            _rdm_figure(sep, class_names, layers),
+            save_figure(_rdm_figure(sep, class_names, layers), out_dir, "dense_rdm"),
             "Distances between class means at the end of training (mean over runs), each layer "
             "scaled by its mean off-diagonal distance: dark = similar classes.",
         )
@@ -511,7 +492,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         if len(curves):
             parts.append(
                 figure_html(
-                    _curve_figure(curves, fits, first),
+                    save_figure(_curve_figure(curves, fits, first), out_dir, "dense_learning_curves"),
                     "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and "
                     "exponential a - b exp(-c t), t in optimiser steps.",
                 )
@@ -527,7 +508,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         )
         tables.update({"curve_fits": fits, "curve_fit_comparison": comparison})
     parts.append(skipped_note(skipped))
-    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+    return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
 def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
@@ -579,7 +560,13 @@ def _timing_reading(per_layer: pd.DataFrame, tests: pd.DataFrame) -> str:
 
 
 def main(argv=None) -> int:
-    return main_cli(argv, section, "dense_sample", "dense_sample", "python -m analysis.companion.dense_sample")
+    return main_cli(
+        argv,
+        prog="python -m analysis.companion.dense_sample",
+        stem="dense_sample",
+        build=lambda root, study, out: section(root / study, out),
+        default_study="dense_sample",
+    )
 
 
 if __name__ == "__main__":

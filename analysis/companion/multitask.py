@@ -1,42 +1,34 @@
-"""Report section: pseudo-kernel prediction in the multitasking network (docs/science.md 2b).
+"""Report section: the multitasking network's pseudo-kernel (one-step prediction, eigenvector structure,
+kernel-to-loss prediction) and standard vs large initialisation (docs/companion_critical_multitask.md).
 
-``section(study_dir, out_dir)`` reads the done runs of ``study=multitask``
-(``summary.json``, ``loss_curves``, ``kernel_prediction``, ``kernel_eigen``,
-``representation_sharing`` parquet tables) and returns ``{"title", "html",
-"tables"}``; figures are also written to ``out_dir`` as PNG.
-
-What it shows:
-- the kernel's one-step prediction of the output change against the real change
-  of one small full-batch step (correlation per run and stage; check > 0.999);
-- the top eigenvectors of the kernel (over training samples): how their weight
-  is spread over the tasks, and how well k-means clusters of the samples in the
-  top-eigenvector space match the tasks, input groups, output groups or target
-  units (adjusted Rand index);
-- standard vs large initialisation across replicates (paired by replicate: the
-  two inits of a replicate share the stimulus split, the U(-1, 1) draws and
-  the training order): single-task test loss after single-task training and
-  after fine-tuning, concurrent-multitask test loss before and after
-  fine-tuning; paired t-test and Wilcoxon signed-rank test, and a plain verdict
-  on the two findings of Pyle et al.;
-- how much the single tasks' hidden representations overlap (tasks sharing an
-  input group vs not).
-
-CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` writes
-``multitask.html`` and the tables as CSV. Never imports torch.
+CLI: ``python -m analysis.companion.multitask --root OUTPUTS --out DIR`` (multitask.html and CSV tables).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .critical import done_runs, figure_html, para, plt, save_figure, skipped_note, summarise, table_html, write_outputs
+from .common import (
+    done_runs,
+    figure_html,
+    main_cli,
+    mean_ci,
+    para,
+    save_figure,
+    section_html,
+    skipped_note,
+    summarise,
+    table_html,
+)
 
 TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
 STUDY = "multitask"
@@ -72,19 +64,30 @@ def per_run(runs: list[dict]) -> pd.DataFrame:
             row[f"task_purity_{stage}"] = float(np.mean(purity))
             for label in ("task", "input_group", "output_group", "target_units"):
                 row[f"ari_{label}_{stage}"] = float(values.get(f"cluster_ari_{label}", math.nan))
+            for key, value in (values.get("output_group_mean") or {}).items():
+                row[f"out_{key}_{stage}"] = float(value)
         for key in ("sharing_same_input_after_single", "sharing_other_input_after_single"):
             row[key] = float(s.get(key, math.nan))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+# Pyle et al.'s reading: the kernel of each output group, eigen-decomposed over the training samples
+# (pipeline/studies/multitask/runner.py, output_group_structure); each measure is the mean over groups
+PER_OUTPUT = "per output group"
+STACKED = "all outputs stacked"
 STRUCTURE = {
-    "ari_task_init": "k-means clusters of the top eigenvectors match the tasks (ARI)",
-    "ari_target_units_init": "... match the target output units (ARI)",
-    "ari_input_group_init": "... match the input groups (ARI)",
-    "ari_output_group_init": "... match the output groups (ARI)",
-    "task_purity_init": "mean task purity of the top eigenvectors",
-    "kernel_top1_share_init": "top singular value's share of the top components",
+    "out_own_output_share_init": (PER_OUTPUT, "top eigenvector's share on the group's own tasks"),
+    "out_task_purity_init": (PER_OUTPUT, "top eigenvector's largest share on one task"),
+    "out_ari_task_init": (PER_OUTPUT, "k-means clusters of the top eigenvectors match the tasks (ARI)"),
+    "out_top1_share_init": (PER_OUTPUT, "top eigenvalue's share of the kernel"),
+    "out_effective_rank_init": (PER_OUTPUT, "effective rank of the kernel (participation ratio)"),
+    "ari_task_init": (STACKED, "k-means clusters of the top eigenvectors match the tasks (ARI)"),
+    "ari_target_units_init": (STACKED, "... match the target output units (ARI)"),
+    "ari_input_group_init": (STACKED, "... match the input groups (ARI)"),
+    "ari_output_group_init": (STACKED, "... match the output groups (ARI)"),
+    "task_purity_init": (STACKED, "mean task purity of the top eigenvectors"),
+    "kernel_top1_share_init": (STACKED, "top singular value's share of the top components"),
 }
 LOSSES = {
     "single_task_test_loss": "single-task test loss after single-task training",
@@ -95,13 +98,13 @@ LOSSES = {
 def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
     """Pyle et al.'s prediction from the kernel at initialisation: Spearman correlation across runs (both
     inits pooled, and within each init) of each structure measure with each downstream loss; Holm over the
-    pooled tests."""
+    tests of one scope and one reading of the kernel (per output group, or all outputs stacked)."""
     from .power import holm, spearman
 
     rows = []
     for scope in ("all runs", *INITS):
         part = frame if scope == "all runs" else frame[frame.init == scope]
-        for key, label in STRUCTURE.items():
+        for key, (reading, label) in STRUCTURE.items():
             for loss, loss_label in LOSSES.items():
                 if key not in part or loss not in part:
                     continue
@@ -112,6 +115,7 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append(
                     {
                         "runs": scope,
+                        "kernel": reading,
                         "kernel_structure_at_init": label,
                         "key": key,
                         "loss": loss_label,
@@ -120,12 +124,39 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
                         "p": p,
                     }
                 )
-    out = pd.DataFrame(rows, columns=["runs", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"])
+    columns = ["runs", "kernel", "kernel_structure_at_init", "key", "loss", "n", "spearman_rho", "p"]
+    out = pd.DataFrame(rows, columns=columns)
     out["p_holm"] = np.nan
-    for scope in out.runs.unique():  # one Holm family per scope (pooled, each init)
-        part = out.runs == scope
-        out.loc[part, "p_holm"] = holm(out.loc[part, "p"])
+    for _, index in out.groupby(["runs", "kernel"]).groups.items():  # one Holm family per scope and reading
+        out.loc[index, "p_holm"] = holm(out.loc[index, "p"])
     return out
+
+
+OUTPUT_COLUMNS = {
+    "top1_share": "top eigenvalue share",
+    "effective_rank": "effective rank",
+    "own_output_share": "own-output share",
+    "own_output_chance": "own-output share, chance",
+    "task_purity": "task purity",
+    "ari_task": "ARI task",
+}
+
+
+def per_output_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per init and stage: the per-output-group kernel measures, mean [95% interval] over runs."""
+    rows = []
+    for init in INITS:
+        sub = frame[frame.init == init]
+        for stage in ("init",):  # measured at initialisation (the kernel Pyle et al. predict from)
+            columns = {label: f"out_{key}_{stage}" for key, label in OUTPUT_COLUMNS.items()}
+            if not len(sub) or not all(c in sub for c in columns.values()):
+                continue
+            row = {"init": init, "stage": stage, "runs": len(sub)}
+            for label, column in columns.items():
+                m, lo, hi, _ = mean_ci(sub[column])
+                row[label] = f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
@@ -147,8 +178,8 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 w_p = float(stats.wilcoxon(diff).pvalue)
             except ValueError:
                 pass
-        m_s, lo_s, hi_s, _ = _ci(std)
-        m_l, lo_l, hi_l, _ = _ci(large)
+        m_s, lo_s, hi_s, _ = mean_ci(std)
+        m_l, lo_l, hi_l, _ = mean_ci(large)
         rows.append(
             {
                 "measure": label,
@@ -176,12 +207,6 @@ def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
     return min_p_table(
         [min_p_row("standard vs large init, the paper's claims", "signed_rank", int(tested.n_pairs.min()), len(tested))]
     )
-
-
-def _ci(values):
-    from .critical import mean_ci
-
-    return mean_ci(values)
 
 
 VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
@@ -243,7 +268,7 @@ def verdicts(comparison: pd.DataFrame) -> list[dict]:
 def section(study_dir: Path, out_dir: Path) -> dict:
     study_dir = Path(study_dir)
     runs, skipped = done_runs(study_dir, TABLES)
-    parts = [f"<h2>{TITLE}</h2>"]
+    parts = []
     if not runs:
         parts += [
             para(
@@ -251,7 +276,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             ),
             skipped_note(skipped),
         ]
-        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
     frame = per_run(runs)
     s0 = runs[0]["summary"]
     parts.append(
@@ -297,7 +322,13 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     comparison = init_comparison(frame)
     verdict = verdicts(comparison)
     k2l = kernel_to_loss(frame)
-    pooled = k2l[(k2l.runs == "all runs") & k2l.p_holm.notna()]
+    # the verdict reads the per-output kernels (Pyle et al.'s method); runs recorded before they were
+    # measured fall back to the stacked kernel
+    reading = (
+        PER_OUTPUT if (k2l.kernel == PER_OUTPUT).any() and k2l[k2l.kernel == PER_OUTPUT].p.notna().any() else STACKED
+    )
+    k2l_read = k2l[k2l.kernel == reading]
+    pooled = k2l_read[(k2l_read.runs == "all runs") & k2l_read.p_holm.notna()]
     for loss_label in LOSSES.values():
         part = pooled[pooled.loss == loss_label]
         if not len(part):
@@ -310,7 +341,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             )
             continue
         best = part.loc[part.spearman_rho.abs().idxmax()]
-        within = k2l[(k2l.runs != "all runs") & (k2l.loss == loss_label) & (k2l.p_holm < 0.05)]
+        within = k2l_read[(k2l_read.runs != "all runs") & (k2l_read.loss == loss_label) & (k2l_read.p_holm < 0.05)]
         found = (
             "no (not significant after Holm)"
             if not best.p_holm < 0.05
@@ -322,7 +353,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             {
                 "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
                 "found here": found,
-                "numbers": f"strongest: {best.kernel_structure_at_init}, Spearman rho {best.spearman_rho:.2f} "
+                "numbers": f"kernel {reading}; strongest: {best.kernel_structure_at_init}, "
+                f"Spearman rho {best.spearman_rho:.2f} "
                 f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
                 f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}",
             }
@@ -337,14 +369,14 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         + f", training samples per phase {s0.get('n_train', '')}."
     )
     parts.insert(
-        1,
+        0,
         table_html(
             pd.DataFrame(verdict),
             "Pyle et al.'s claims, our test of each, and the verdict "
             "(paired by replicate; Holm over the claims of each kind).",
         ),
     )
-    parts.insert(2, para(protocol))
+    parts.insert(1, para(protocol))
     parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
     parts.append(
         table_html(
@@ -352,7 +384,8 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             "The kernel-to-loss prediction: each measure of the "
             "kernel's structure at initialisation against the downstream "
             "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
-            "scope: pooled, and each init).",
+            "scope (pooled, each init) and each reading of the kernel: per output group, "
+            "as Pyle et al. read it, or all outputs stacked).",
         )
     )
     floors = multitask_min_p(comparison)
@@ -416,7 +449,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             for label in ("task", "input_group", "output_group", "target_units"):
                 col = f"ari_{label}_{stage}"
                 if col in sub:
-                    row[f"ARI {label.replace('_', ' ')}"] = _ci(sub[col])[0]
+                    row[f"ARI {label.replace('_', ' ')}"] = mean_ci(sub[col])[0]
             stage_rows.append(row)
     uri = save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
     parts.append(
@@ -440,6 +473,17 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             "multitasking curriculum after single-task training.",
         )
     )
+    per_output = per_output_table(frame)
+    if len(per_output):
+        parts.append(
+            table_html(
+                per_output,
+                "The kernel of each output group (its 3 output units), eigen-decomposed over the training "
+                "samples, as Pyle et al. read it; mean over the 3 groups, then mean and 95% interval over runs. "
+                "own-output share: the top eigenvector's weight on samples whose tasks write to the group "
+                "(chance: its share of samples); task purity: its largest weight on one task (set).",
+            )
+        )
 
     # init comparison: curves and the table
     curves = pd.concat([r["loss_curves"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
@@ -500,24 +544,19 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         "min_p": floors,
         "kernel_to_loss": k2l,
     }
-    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+    if len(per_output):
+        tables["kernel_per_output"] = per_output
+    return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    return main_cli(
+        argv,
         prog="python -m analysis.companion.multitask",
-        description="Write multitask.html (figures, checks) and its tables as CSV.",
+        stem="multitask",
+        build=lambda root, study, out: section(root / study, out),
+        default_study=STUDY,
     )
-    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
-    parser.add_argument("--study", default=STUDY, help="study folder under the root")
-    parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
-    args = parser.parse_args(argv)
-    root = Path(args.root).expanduser()
-    out = Path(args.out) if args.out else root / "companion"
-    result = section(root / args.study, out)
-    page = write_outputs(result, out, "multitask")
-    print(f"{result['title']}: {page}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,23 +1,6 @@
-"""How many replicates a companion study needs to decide (the power rule of docs/companion_*.md).
-
-A family of ``m`` tests is corrected with Holm's method, whose smallest
-adjusted p is ``m`` times the smallest raw p. The rule for a study's default
-replicate count ``n`` (per cell, or per init):
-
-1. attainable: the exact rank version of the family's test can reach alpha
-   after the correction, ``m * p_min(n) < alpha``, where ``p_min`` is the
-   smallest p the test can return with ``n`` replicates (a sign-flip /
-   Wilcoxon signed-rank test: ``2 / 2**n``, two-sided; Friedman over ``k``
-   groups: ``chi2.sf(n (k - 1), k - 1)``, every replicate ranking the groups
-   alike);
-2. powered: a paired (one-sample) t test of standardised effect ``d`` has
-   power 0.8 at Holm's strictest level ``alpha / m``, with ``d`` half the
-   effect measured in a pilot (estimates from 2-4 replicates are optimistic).
-
-``min_p_table`` gives, per family of a report section, the smallest p each
-test could return with the replicates at hand and after the correction, so a
-reader sees when "not significant" could not have been otherwise.
-"""
+"""How many replicates a companion study needs to decide, and the smallest p a family of tests can
+reach with the replicates at hand, before and after Holm's correction (the power rule of
+docs/companion_critical_multitask.md, "Replicates: the power rule")."""
 
 from __future__ import annotations
 

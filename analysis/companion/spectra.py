@@ -1,38 +1,13 @@
-"""Report section: gradient spectra by group (docs/science.md 2c).
+"""Report section: gradient spectra by group (effective rank, top singular value) per layer over
+training, with the group difference tested across replicate runs (docs/companion_spectra_dense.md).
 
-Reads ``gradient_spectrum.parquet`` of the done runs of a study (written by
-``probe.gradient_spectrum.enabled=true``, pipeline/probes/gradient_spectrum.py)
-and shows, per weight matrix (layer), the spectra of each group's gradient over
-training: the effective rank and the top singular value, mean and 95%
-interval (t interval over replicate runs).
-
-The group difference is tested per design cell, layer, statistic and epoch,
-across the replicates of the cell (a run is the unit; its groups are paired
-within it):
-- two groups: paired t-test of the within-run difference (second group minus
-  first), with the Wilcoxon signed-rank p-value beside it;
-- more groups: Friedman test (runs as blocks).
-Holm's correction (statsmodels) is applied over every test of the same
-statistic (all cells, layers and epochs together). Cells with fewer than 2
-replicates are not tested (listed in a note).
-
-CLI (writes ``spectra.html`` and the tables as CSV):
-    python -m analysis.companion.spectra --root OUTPUTS --study headline --out DIR
-
-The helpers at the top (reading done runs, figures, HTML) are shared with
-``analysis.companion.dense_sample``. Never imports torch.
+CLI: ``python -m analysis.companion.spectra --root OUTPUTS --study headline --out DIR``.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import html
-import io
-import os
 import sys
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -42,80 +17,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import atomic_write_text
-
-from .common import done_runs as common_done_runs
-from .common import fmt as _fmt  # noqa: F401
-from .common import para as note_html
-from .common import skipped_note, summarise, table_html
+from .common import (
+    done_runs,
+    figure_html,
+    main_cli,
+    para,
+    save_figure,
+    section_html,
+    skipped_note,
+    summarise,
+    table_html,
+)
 
 TABLE = "gradient_spectrum"
 TITLE = "Gradient spectra by group"
 STATS = {"effective_rank": "effective rank", "sv1": "top singular value"}
-
-
-# ---------------------------------------------------------------------------
-# shared helpers
-# ---------------------------------------------------------------------------
-def done_runs(study_dir: Path, table: str) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Done runs that hold ``<table>.parquet``: [{run_id, dir, design, summary, config, frame}], skipped (id, reason)."""
-    runs, skipped = common_done_runs(study_dir, (table,), missing_note=" (probe off)", summary_required=False)
-    for run in runs:
-        run["frame"] = run.pop(table)
-    return runs, skipped
-
-
-def read_table(run: dict, table: str) -> pd.DataFrame | None:
-    path = Path(run["dir"]) / f"{table}.parquet"
-    return pd.read_parquet(path) if path.exists() else None
-
-
-def png_uri(fig, dpi: int = 80) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def figure_html(fig, caption: str) -> str:
-    return (
-        f'<figure><img src="{png_uri(fig)}" alt="{html.escape(caption[:80])}" style="max-width:100%">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def standalone_page(section: dict) -> str:
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(section['title'])}</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-        "table{border-collapse:collapse;font-size:12px;margin:1em 0}caption{text-align:left;"
-        "font-style:italic}figcaption{font-style:italic;font-size:13px}</style></head><body>"
-        f"{section['html']}</body></html>"
-    )
-
-
-def write_outputs(section: dict, out_dir: Path, stem: str) -> Path:
-    out_dir = Path(out_dir)
-    page = out_dir / f"{stem}.html"
-    atomic_write_text(page, standalone_page(section))
-    for name, frame in section["tables"].items():
-        atomic_write_text(out_dir / f"{stem}_{name}.csv", frame.to_csv(index=False))
-    return page
-
-
-def main_cli(argv, section: Callable[[Path, Path], dict], stem: str, default_study: str, prog: str) -> int:
-    parser = argparse.ArgumentParser(prog=prog, description=f"Write {stem}.html and its tables (CSV).")
-    parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
-    parser.add_argument("--study", default=default_study, help="study name (folder under the root)")
-    parser.add_argument("--out", default=None, help="output folder (default: <root>/<study>/companion)")
-    args = parser.parse_args(argv)
-    study_dir = Path(args.root).expanduser() / args.study
-    out = Path(args.out) if args.out else study_dir / "companion"
-    result = section(study_dir, out)
-    page = write_outputs(result, out, stem)
-    print(f"{result['title']}: {page}")
-    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -132,10 +48,10 @@ def _group_label(group: str, group_by: str, class_names: list[str]) -> str:
 
 def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The spectra of every done run, long format, with run identity and the ``x`` axis (epoch)."""
-    runs, skipped = done_runs(study_dir, TABLE)
+    runs, skipped = done_runs(study_dir, (TABLE,), missing_note=" (probe off)", summary_required=False)
     frames = []
     for run in runs:
-        f = run["frame"]
+        f = run[TABLE]
         design = run["design"]
         names = [str(n) for n in design.get("class_names") or []]
         keep = (f.stat == "effective_rank") | ((f.stat == "sv") & (f["index"] == 1)) | (f.stat == "frobenius")
@@ -297,20 +213,20 @@ def _figure(summary: pd.DataFrame, panel: str, layers: list[str]):
 def section(study_dir: Path, out_dir: Path) -> dict:
     study_dir = Path(study_dir)
     data, skipped = collect(study_dir)
-    parts = [f"<h2>{TITLE}</h2>"]
+    parts = []
     if data.empty:
         parts.append(
-            note_html(
+            para(
                 f"No done run of {study_dir.name} has gradient spectra: run the study with "
                 "probe.gradient_spectrum.enabled=true."
             )
         )
         parts.append(skipped_note(skipped))
-        return {"title": TITLE, "html": "\n".join(parts), "tables": {}}
+        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
     group_by = ", ".join(sorted(data.group_by.unique()))
     n_runs = data.run_id.nunique()
     parts.append(
-        note_html(
+        para(
             f"For every weight matrix (layer), the gradient of a fixed measured batch was split by {group_by}: "
             "each group's gradient is the part of the batch gradient that its samples contribute, and the group "
             "gradients add up to the batch gradient. The effective rank (exp of the entropy of the normalised "
@@ -325,7 +241,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         fig = _figure(summary[summary.panel == panel], panel, layers)
         parts.append(
             figure_html(
-                fig,
+                save_figure(fig, out_dir, f"spectra_{panel}".replace("/", "_").replace(" ", "_")),
                 f"{panel}: effective rank (left) and top singular value (right, log "
                 "scale) of each group's gradient, per layer, over epochs; mean and 95% "
                 "interval over runs.",
@@ -335,7 +251,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     tested = tests[tests.p.notna()]
     few = sorted(set(tests.cell) - set(tested.cell))
     parts.append(
-        note_html(
+        para(
             "Group difference per epoch: within each run the groups are paired; across the replicate runs of a "
             "design cell, a paired t-test of the difference (two groups; Wilcoxon signed-rank p beside it) or a "
             "Friedman test (more groups). Holm's correction over all epochs, layers and cells of each statistic. "
@@ -344,7 +260,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
     )
     if few:
         parts.append(
-            note_html(
+            para(
                 f"Not tested (fewer than 2 replicate runs with both groups): {len(few)} cells, "
                 f"e.g. {', '.join(few[:5])}."
             )
@@ -383,11 +299,17 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         )
     parts.append(skipped_note(skipped))
     tables = {"group_tests": tests, "spectra_summary": summary, "spectra_min_p": floors}
-    return {"title": TITLE, "html": "\n".join(parts), "tables": tables}
+    return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
 def main(argv=None) -> int:
-    return main_cli(argv, section, "spectra", "headline", "python -m analysis.companion.spectra")
+    return main_cli(
+        argv,
+        prog="python -m analysis.companion.spectra",
+        stem="spectra",
+        build=lambda root, study, out: section(root / study, out),
+        default_study="headline",
+    )
 
 
 if __name__ == "__main__":

@@ -11,11 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
 import torch
 
 # Columns of every probe's rows (curves.parquet).
 CURVE_COLUMNS = ("probe", "split", "epoch", "time_slice", "value")
+
+
+def empty_curves(text_dtype=str) -> pd.DataFrame:
+    """A curves table without rows, its columns typed (a study whose probes write no curves records this)."""
+    dtypes = (text_dtype, text_dtype, np.int32, np.int32, np.float64)
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(CURVE_COLUMNS, dtypes)})
 
 
 @dataclass

@@ -74,13 +74,6 @@ def get_runner(name: str) -> StudyRunner:
 
 
 def _load_builtin() -> None:
-    # imported here, not at module import, so that a runner's heavy imports are
-    # paid only by the studies that use it
-    from . import sequence  # noqa: F401
-
-    for module in ("critical", "multitask", "dense_sample"):
-        try:
-            __import__(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
+    # imported on first use, not with this module; each companion study is a
+    # package whose __init__ registers its runners
+    from . import critical, dense_sample, multitask, sequence  # noqa: F401 - registers the runners

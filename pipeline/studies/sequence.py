@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from ..allocator import keep_freed_memory
 from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..deficit import sequence_deficit, validate_deficit
@@ -20,6 +19,7 @@ from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
 from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
+from .common import set_up_torch
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,6 @@ def pair_class_names(cfg: DictConfig, pair: int) -> list[str]:
     first, second = class_pairs(int(cfg.dataset.n_classes))[pair]
     names = list(cfg.dataset.class_names)
     return [names[first], names[second]]
-
-
-def set_up_torch(cfg: DictConfig, seed: int) -> torch.device:
-    keep_freed_memory()
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    device = resolve_device(cfg.trainer.device)
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        # CPU kernels used here are deterministic for a fixed thread count; on
-        # CUDA, ask for deterministic kernels (cuDNN's LSTM is otherwise not).
-        # Not called on CPU: the call imports torch's compiler stack (~3 s).
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return device
 
 
 @register

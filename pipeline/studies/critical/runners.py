@@ -1,97 +1,25 @@
-"""Critical-period studies in deep linear networks (docs/science.md 2d; Kleinman, Achille & Soatto, ICLR 2024).
-
-``study=critical_pathways``: two deep linear pathways summed into one output,
-pathway b deprived (no parameter update) during ``[deficit_onset,
-deficit_onset + deficit_length)``; records each pathway's share of each singular
-mode over training (``pathway_shares.parquet``).
-
-``study=critical_matrix_completion``: a deep linear factorisation trained on a
-rank-10 deficit matrix for ``deficit_steps`` steps, then on the rank-5 target;
-records the test error on all entries (``test_error.parquet``) and the top
-singular values (``singular_values.parquet``) over time.
-
-Both put every parameter under ``study.`` and ignore the headline study's
-config groups (they do not enter these runs' ids). See
-docs/companion_critical_multitask.md.
-"""
+"""Runners of the critical-period studies: ``study=critical_pathways`` (two pathways, one deprived
+during a window) and ``study=critical_matrix_completion`` (a deficit matrix before the target)."""
 
 from __future__ import annotations
 
 import time
-import zlib
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from ..config import ConfigError, check_choice, check_int, check_number
-from ..deficit import Window
-from . import RunContext, RunResult, StudyRunner, register
+from ...blas import single_threaded_blas
+from ...config import ConfigError, check_bool, check_choice, check_int, check_number
+from ...deficit import Window
+from ...probes.base import empty_curves
+from .. import RunContext, RunResult, StudyRunner, register
+from ..common import HEADLINE_KEYS, instance_seed, readout_rows
+from .linear_nets import imbalance, train_matrix_completion, train_two_pathways
 
-# top-level keys of the composed config that belong to the sequence studies
-IGNORED = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
-CURVE_COLUMNS = ["probe", "split", "epoch", "time_slice", "value"]
 # added to both imbalances (fractions of the mode's strength) of the amplification ratio, so that it is
 # defined, and bounded by (1 + eps) / eps, where the deficit left (almost) no imbalance
 AMPLIFICATION_EPS = 1e-3
-
-
-def empty_curves() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "probe": pd.Series(dtype=str),
-            "split": pd.Series(dtype=str),
-            "epoch": pd.Series(dtype=np.int32),
-            "time_slice": pd.Series(dtype=np.int32),
-            "value": pd.Series(dtype=np.float64),
-        }
-    )
-
-
-def instance_seed(cfg: DictConfig, ctx: RunContext) -> int:
-    """The seed of the run's problem instance (data, mask, initial weights).
-
-    ``study.paired: true`` draws it from the study and the replicate alone, so
-    all cells of one replicate share the instance and differ only by their
-    factors (a paired design: the deficit is the only difference between a
-    deprived run and its control). ``false``: from the run's own seed.
-    """
-    if not cfg.study.get("paired", True):
-        return int(ctx.rng_seed)
-    entropy = [zlib.crc32(str(cfg.study.name).encode()), int(cfg.design.replicate)]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def check_bool(cfg: DictConfig, key: str) -> None:
-    from omegaconf import OmegaConf
-
-    value = OmegaConf.select(cfg, key)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: allowed values are true, false")
-
-
-def blas_one_thread():
-    # the matrices are tiny: one BLAS thread per run (a sweep runs one run per core)
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1)
-
-
-def _readouts(frame: pd.DataFrame, step_col: str, columns: dict[str, tuple[str, str]]) -> pd.DataFrame:
-    """Readout rows ``epoch, split, metric, value`` (epoch = training step; steps >= 1)."""
-    sub = frame[frame[step_col] >= 1]
-    parts = [
-        pd.DataFrame(
-            {
-                "epoch": sub[step_col].to_numpy(dtype=np.int32),
-                "split": split,
-                "metric": metric,
-                "value": sub[column].to_numpy(dtype=np.float64),
-            }
-        )
-        for column, (split, metric) in columns.items()
-    ]
-    return pd.concat(parts, ignore_index=True)
 
 
 def amplification(start: float, last: float, eps: float = AMPLIFICATION_EPS) -> float:
@@ -99,10 +27,29 @@ def amplification(start: float, last: float, eps: float = AMPLIFICATION_EPS) -> 
     return (abs(last) + eps) / (abs(start) + eps)
 
 
+def _deficit_effect(shares: pd.DataFrame, window: Window, steps: int) -> dict:
+    """Mode 1's imbalance when the deficit ended and at the end, and how much it grew in between."""
+    end = min(window.end, steps)
+    # the first recorded state at or after the deficit's end
+    end_step = next((t for t in sorted(shares.step.unique()) if t >= end), steps)
+    start = imbalance(shares, 1, end_step)
+    last = imbalance(shares, 1, steps)
+    # A plain ratio last / start is unstable where the deficit leaves ~no imbalance (late onsets:
+    # |start| down to 1e-12, ratios of -4760 or 572 at depth 8); the amplification is the ratio of
+    # the sizes with AMPLIFICATION_EPS added to both: the plain ratio where both are >> eps, 1 where
+    # both are << eps (no effect), never above (1 + eps) / eps
+    return {
+        "imbalance_mode1_at_deficit_end": start,
+        "imbalance_mode1_final": last,
+        "imbalance_growth_mode1": abs(last) - abs(start),
+        "amplification_mode1": amplification(start, last),
+    }
+
+
 @register
 class CriticalPathwaysRunner(StudyRunner):
     name = "critical_pathways"
-    ignored_keys = IGNORED
+    ignored_keys = HEADLINE_KEYS
 
     def validate(self, cfg: DictConfig) -> None:
         check_int(cfg, "study.depth", 1)
@@ -124,8 +71,6 @@ class CriticalPathwaysRunner(StudyRunner):
         return {"deficit_window": [int(s.deficit_onset), int(s.deficit_onset) + int(s.deficit_length)]}
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
-        from ..linear_nets import imbalance, train_two_pathways
-
         t0 = time.perf_counter()
         s = cfg.study
         window = Window(int(s.deficit_onset), int(s.deficit_length))
@@ -135,7 +80,7 @@ class CriticalPathwaysRunner(StudyRunner):
             if step % 100 == 0:
                 ctx.on_step(step, {"train/loss": loss, "share_b/mode1": share_b}, empty_curves())
 
-        with blas_one_thread():
+        with single_threaded_blas():
             result = train_two_pathways(
                 depth=int(s.depth),
                 width=int(s.width),
@@ -151,6 +96,16 @@ class CriticalPathwaysRunner(StudyRunner):
                 levels=int(s.hierarchy_levels),
                 on_record=on_record,
             )
+        summary = self._summary(s, window, result)
+        summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
+        readouts = readout_rows(result.losses, "step", {"loss": ("train", "loss")})
+        tables = {"pathway_shares": result.shares, "pathway_loss": result.losses}
+        if "analytic" in result.extra:
+            tables["pathway_analytic"] = result.extra["analytic"]
+        return RunResult(empty_curves(), readouts, summary, tables)
+
+    @staticmethod
+    def _summary(s, window: Window, result) -> dict:
         shares = result.shares
         steps = int(s.steps)
         final = shares[shares.step == steps].sort_values("mode")
@@ -169,37 +124,15 @@ class CriticalPathwaysRunner(StudyRunner):
             "final_share_b_mode1": float(final.share_b.iloc[0]),
             "singular_values": [float(v) for v in result.singular_values],
         }
-        end = min(window.end, steps)
-        recorded = sorted(shares.step.unique())
         if window and window.onset < steps:
-            # the first recorded state at or after the deficit's end
-            end_step = next((t for t in recorded if t >= end), steps)
-            start = imbalance(shares, 1, end_step)
-            last = imbalance(shares, 1, steps)
-            # A plain ratio last / start is unstable where the deficit leaves ~no imbalance (late onsets:
-            # |start| down to 1e-12, ratios of -4760 or 572 at depth 8); the amplification is the ratio of
-            # the sizes with AMPLIFICATION_EPS added to both: the plain ratio where both are >> eps, 1 where
-            # both are << eps (no effect), never above (1 + eps) / eps
-            summary.update(
-                {
-                    "imbalance_mode1_at_deficit_end": start,
-                    "imbalance_mode1_final": last,
-                    "imbalance_growth_mode1": abs(last) - abs(start),
-                    "amplification_mode1": amplification(start, last),
-                }
-            )
-        summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
-        readouts = _readouts(result.losses, "step", {"loss": ("train", "loss")})
-        tables = {"pathway_shares": shares, "pathway_loss": result.losses}
-        if "analytic" in result.extra:
-            tables["pathway_analytic"] = result.extra["analytic"]
-        return RunResult(empty_curves(), readouts, summary, tables)
+            summary.update(_deficit_effect(shares, window, steps))
+        return summary
 
 
 @register
 class CriticalMatrixCompletionRunner(StudyRunner):
     name = "critical_matrix_completion"
-    ignored_keys = IGNORED
+    ignored_keys = HEADLINE_KEYS
 
     def validate(self, cfg: DictConfig) -> None:
         check_int(cfg, "study.depth", 1)
@@ -221,8 +154,6 @@ class CriticalMatrixCompletionRunner(StudyRunner):
         check_bool(cfg, "study.paired")
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
-        from ..linear_nets import train_matrix_completion
-
         t0 = time.perf_counter()
         s = cfg.study
         rng = np.random.default_rng(instance_seed(cfg, ctx))
@@ -231,7 +162,7 @@ class CriticalMatrixCompletionRunner(StudyRunner):
             if step % 500 == 0:
                 ctx.on_step(step, {"train/loss": train, "test/error": test}, empty_curves())
 
-        with blas_one_thread():
+        with single_threaded_blas():
             result = train_matrix_completion(
                 depth=int(s.depth),
                 n=int(s.size),
@@ -266,6 +197,6 @@ class CriticalMatrixCompletionRunner(StudyRunner):
             "final_singular_values": [float(v) for v in final_sv],
             "seconds": {"training": result.seconds, "total": time.perf_counter() - t0},
         }
-        readouts = _readouts(errors, "step", {"train_loss": ("train", "loss"), "test_error": ("test", "mse")})
+        readouts = readout_rows(errors, "step", {"train_loss": ("train", "loss"), "test_error": ("test", "mse")})
         tables = {"test_error": errors, "singular_values": svs}
         return RunResult(empty_curves(), readouts, summary, tables)

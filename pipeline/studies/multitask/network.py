@@ -1,146 +1,18 @@
-"""The multitasking network and its pseudo-kernel (docs/science.md 2b; Pyle, Musslick, Cohen & Patel 2023).
+"""The multitasking network and its pseudo-kernel, in numpy with hand-written gradients.
 
-Environment. A stimulus has ``n_input_groups`` (4) input groups, each a one-hot
-code of one of ``n_features`` (3) features: 3^4 = 81 stimuli, 12 input units.
-A task (i, o) maps input group i to output group o (4 x 3 = 12 tasks, one task
-unit each); its target copies the one-hot feature of input group i into output
-group o (3 output groups x 3 units = 9 output units); output groups no active
-task uses have target 0. Concurrent multitasking turns on several task units at
-once whose input groups are distinct and whose output groups are distinct.
-
-Network. ``h = sigmoid(W_xh x + W_th t + b)``, ``f = sigmoid(W_hy h + W_ty t + b)``
-with a fixed bias ``b = -2`` on every hidden and output unit (not trained); the
-task units feed the hidden and the output layer. Loss of a sample: the summed
-squared error over the output units; a batch's loss is its mean over samples
-(``reduction="mean"``, ours) or its sum (``"sum"``, Pyle et al.'s).
-Initial weights U(-r, r) with r = 0.1 ("standard") or 1.0 ("large"). Plain numpy
-with hand-written gradients (the tests check them against torch autograd).
-
-Pseudo-kernel. For a query input x, output unit k and a training sample n,
-``K_k(x, x_n) = < grad_theta loss_n, grad_theta f_k(x) >`` over all trained
-weights. One full-batch gradient step of size ``lr`` on the mean loss of N
-training samples changes the output by ``df_k(x) ~= -(lr / N) sum_n K_k(x, x_n)``
-(on the summed loss: ``-lr sum_n K_k(x, x_n)``)
-(exact to first order in lr). ``kernel`` computes K in closed form for this
-network; ``predicted_change`` computes the sum without forming K (a directional
-derivative along the batch gradient).
+``h = sigmoid(W_xh x + W_th t + b)``, ``f = sigmoid(W_hy h + W_ty t + b)`` (fixed b); the
+pseudo-kernel ``K_k(x, x_n) = <grad loss_n, grad f_k(x)>`` predicts one gradient step's output
+change, ``-(lr / N) sum_n K_k(x, x_n)`` on the mean loss (docs/companion_critical_multitask.md).
 """
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import numpy as np
 from scipy.special import expit
 
+from .data import MultitaskEnv, TaskData
+
 PARAMS = ("W_xh", "W_th", "W_hy", "W_ty")
-
-
-# --------------------------------------------------------------------------
-# environment
-
-
-@dataclass(frozen=True)
-class MultitaskEnv:
-    n_input_groups: int = 4
-    n_features: int = 3
-    n_output_groups: int = 3
-
-    @property
-    def tasks(self) -> list[tuple[int, int]]:
-        return [(i, o) for i in range(self.n_input_groups) for o in range(self.n_output_groups)]
-
-    @property
-    def n_tasks(self) -> int:
-        return self.n_input_groups * self.n_output_groups
-
-    @property
-    def n_inputs(self) -> int:
-        return self.n_input_groups * self.n_features
-
-    @property
-    def n_outputs(self) -> int:
-        return self.n_output_groups * self.n_features
-
-    @property
-    def stimuli(self) -> np.ndarray:
-        """(n_features^n_input_groups, n_input_groups): the feature of each input group."""
-        return np.array(list(itertools.product(range(self.n_features), repeat=self.n_input_groups)))
-
-    def task_sets(self, sizes) -> list[tuple[int, ...]]:
-        """Sets of tasks performed at once: distinct input groups and distinct output groups."""
-        tasks, out = self.tasks, []
-        for size in sizes:
-            for combo in itertools.combinations(range(len(tasks)), int(size)):
-                ins = {tasks[c][0] for c in combo}
-                outs = {tasks[c][1] for c in combo}
-                if len(ins) == size and len(outs) == size:
-                    out.append(combo)
-        return out
-
-    def set_label(self, combo: tuple[int, ...]) -> str:
-        """``in2>out0`` for one task, ``in0>out1+in3>out2`` for concurrent ones."""
-        return "+".join(f"in{self.tasks[c][0]}>out{self.tasks[c][1]}" for c in combo)
-
-    def dataset(self, sets, stimulus_index) -> TaskData:
-        stimuli = self.stimuli
-        sets = list(sets)
-        stimulus_index = np.asarray(stimulus_index)
-        n = len(sets) * len(stimulus_index)
-        x = np.zeros((n, self.n_inputs))
-        t = np.zeros((n, self.n_tasks))
-        y = np.zeros((n, self.n_outputs))
-        set_id = np.repeat(np.arange(len(sets)), len(stimulus_index))
-        stim = np.tile(stimulus_index, len(sets))
-        rows = np.arange(n)
-        for g in range(self.n_input_groups):
-            x[rows, g * self.n_features + stimuli[stim, g]] = 1.0
-        for r, (s, si) in enumerate(zip(set_id, stim)):
-            for c in sets[s]:
-                i, o = self.tasks[c]
-                t[r, c] = 1.0
-                y[r, o * self.n_features + stimuli[si, i]] = 1.0
-        return TaskData(x, t, y, set_id, stim, [self.set_label(s) for s in sets], [tuple(s) for s in sets])
-
-
-@dataclass
-class TaskData:
-    x: np.ndarray  # (N, n_inputs) stimulus one-hots
-    t: np.ndarray  # (N, n_tasks) task units
-    y: np.ndarray  # (N, n_outputs) targets
-    set_id: np.ndarray  # (N,) index into set_labels
-    stimulus: np.ndarray  # (N,) stimulus index
-    set_labels: list[str]
-    sets: list[tuple[int, ...]]
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def subset(self, index) -> TaskData:
-        index = np.asarray(index)
-        return TaskData(
-            self.x[index],
-            self.t[index],
-            self.y[index],
-            self.set_id[index],
-            self.stimulus[index],
-            self.set_labels,
-            self.sets,
-        )
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.array(self.set_labels, dtype=object)[self.set_id]
-
-    @property
-    def set_sizes(self) -> np.ndarray:
-        """Number of tasks performed at once, per sample."""
-        return self.t.sum(1).astype(np.int64)
-
-
-# --------------------------------------------------------------------------
-# network
 
 
 def init_params(rng: np.random.Generator, env: MultitaskEnv, n_hidden: int, init_range: float) -> dict:
@@ -297,6 +169,27 @@ def kernel_components(k: np.ndarray, n_components: int) -> tuple[np.ndarray, np.
     order = np.argsort(values)[::-1][:n_components]
     values = np.sqrt(np.clip(values[order], 0, None))
     vectors = vectors[:, order]
+    signs = np.sign(vectors[np.abs(vectors).argmax(0), np.arange(vectors.shape[1])])
+    signs[signs == 0] = 1
+    return values, vectors * signs
+
+
+def output_components(k: np.ndarray, units, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel of some output units (an output group) as a (Q * len(units), N) matrix M: its singular
+    values (all min(Q * len(units), N) of them) and its top right singular vectors over training samples
+    (the top eigenvectors of M^T M), signs fixed as in ``kernel_components``. Computed from the smaller of
+    the two Gram matrices."""
+    mat = k[:, list(units), :].reshape(-1, k.shape[-1])
+    small_left = mat.shape[0] < mat.shape[1]
+    values, basis = np.linalg.eigh(mat @ mat.T if small_left else mat.T @ mat)
+    order = np.argsort(values)[::-1]
+    values = np.sqrt(np.clip(values[order], 0, None))
+    top = order[:n_components]
+    if small_left:  # right vectors from the left ones: v = M^T u / s
+        scale = np.where(values[: len(top)] > 0, values[: len(top)], 1.0)
+        vectors = (mat.T @ basis[:, top]) / scale
+    else:
+        vectors = basis[:, top]
     signs = np.sign(vectors[np.abs(vectors).argmax(0), np.arange(vectors.shape[1])])
     signs[signs == 0] = 1
     return values, vectors * signs

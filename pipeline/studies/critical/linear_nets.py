@@ -1,64 +1,21 @@
-"""Deep linear networks for the critical-period studies (docs/science.md 2d; Kleinman, Achille & Soatto 2024).
+"""Deep linear networks of the critical-period studies (Kleinman, Achille & Soatto 2024), in numpy.
 
-Plain numpy with hand-written gradients: the networks are tiny, and one run of
-1000 full-batch steps of two depth-8, width-100 pathways takes about a second
-on one core. Every random draw comes from the ``numpy.random.Generator`` the
-caller passes, so a run is reproducible bit for bit.
-
-Two experiments:
-
-* **Competing pathways** (``train_two_pathways``): two deep linear pathways
-  (depth D, width 100, no bias) whose outputs are summed, trained with
-  full-batch gradient descent on the hierarchical data of ``hierarchical_items``
-  (8 one-hot items, 15 features: 1 root, 2 halves, 4 quarters, 8 leaves) with
-  the loss ``0.5 * sum over items and features of (y - yhat)^2`` (the authors'
-  ``0.5 * MSELoss(reduction="sum")``). During the deficit window pathway b's
-  parameters get no update (its output still counts).
-
-  *Pathway share of a singular mode.* With the SVD of the input-output
-  correlation ``Sigma_yx = Y X^T / P = U S V^T`` and a pathway's end-to-end map
-  ``W_a`` (the product of its layer matrices), pathway a's strength in mode i is
-  ``k_a,i = u_i^T W_a v_i`` and its share is ``k_a,i / (k_a,i + k_b,i)``. When
-  training has converged ``W_a + W_b = Sigma_yx Sigma_x^{-1}``, so the two
-  strengths add up to the mode's full strength (``8 s_i``, the singular value of
-  ``Y`` for one-hot items) and the shares are fractions in [0, 1]. Early in
-  training, while both strengths are near 0, the share is noisy (it is NaN when
-  the sum is exactly 0). Modes 3-4 and 5-8 have equal singular values, so their
-  individual vectors are one (deterministic) basis of a degenerate subspace; the
-  ``level`` column groups them (root, halves, quarters, leaves).
-
-* **Matrix completion** (``train_matrix_completion``): a depth-D factorisation
-  ``W = W_D ... W_1`` of 100 x 100 factors, trained by gradient descent on 2000
-  observed entries, first of a rank-10 *deficit* matrix for ``deficit_steps``
-  steps and then of the rank-5 target; the test error is the mean squared error
-  over all entries.
+Two competing pathways summed into one output, trained on hierarchical data, with each pathway's
+share of each singular mode (``train_two_pathways``); and a deep matrix factorisation trained on a
+deficit matrix, then on the target (``train_matrix_completion``). Definitions and measurements:
+docs/companion_critical_multitask.md.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .deficit import Window
-
-
-def one_blas_thread(fn):
-    """Run with one BLAS thread: these matrices are far too small to gain from more, and a sweep runs one
-    run per core (several BLAS threads per run oversubscribe the machine and slow everything down)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
+from ...blas import single_threaded_blas
+from ...deficit import Window
 
 # --------------------------------------------------------------------------
 # data
@@ -234,7 +191,7 @@ def mode_levels(s: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     return levels
 
 
-@one_blas_thread
+@single_threaded_blas()
 def train_two_pathways(
     *,
     depth: int,
@@ -376,7 +333,7 @@ class CompletionResult:
     seconds: float = 0.0
 
 
-@one_blas_thread
+@single_threaded_blas()
 def train_matrix_completion(
     *,
     depth: int,

@@ -1,40 +1,6 @@
-"""The dense-sample data set: 5 glyph tokens x many distorted, noisy exemplars.
-
-docs/science.md 2a (Hanson, Yadav & Hanson 2024) trains a small VGG on "5 unique
-tokens with at least 500 exemplars each"; their data are not public. This
-generator makes such a set deterministically from a seed, with numpy only.
-
-The tokens (canonical strokes in [-1, 1]^2, y up):
-  0 plus      two strokes, horizontal and vertical
-  1 cross     two diagonal strokes (a plus turned by 45 degrees)
-  2 square    four strokes, a box of half-width 0.6
-  3 circle    a 16-gon of radius 0.65 (close to the square: the hard pair)
-  4 triangle  three strokes, apex up
-Plus/cross and square/circle are deliberately similar pairs, so the classes
-have a structure of their own (two near pairs and a singleton) for the
-category-structure probe to find.
-
-One exemplar: draw the class's strokes under a random affine map
-(rotation U(-rotation_deg, rotation_deg); scale U(scale) per axis times a
-common factor, so aspect ratio varies too; shear U(-shear, shear);
-translation U(-translate, translate) in each axis, in units of the image
-half-width), with a random stroke half-width U(stroke) (canonical units, in
-image space), rasterise on a ``size`` x ``size`` pixel grid with
-anti-aliased edges (intensity = clip((w - d) / pixel + 0.5, 0, 1), d = the
-pixel centre's distance to the nearest stroke), add ``clutter`` short random
-distractor strokes (same for all classes: each present with probability 1/2,
-random position and angle, length 0.3-0.7), scale by a contrast
-U(0.6, 1.0), and add Gaussian pixel noise N(0, noise^2). Images are float32,
-1 x size x size, not clipped.
-
-Every random number comes from ``numpy.random.default_rng(seed)``, drawn in a
-fixed order (class by class, all parameters of a class at once), so the same
-parameters give the same array on any machine with the same numpy. The
-``distortion`` of an exemplar (mean of |rotation| / rotation_deg,
-|log scale| / log(max scale ratio), |shear| / shear, |translation| /
-translate; 0 = undistorted) is returned too, as a label column for groupings
-(``low`` / ``high`` at the data set's median).
-"""
+"""The dense-sample data set: 5 glyph tokens (plus, cross, square, circle, triangle) drawn as many
+distorted, noisy exemplars, deterministically from a seed with numpy only (the paper's data are not
+public; the generator is described in docs/companion_spectra_dense.md)."""
 
 from __future__ import annotations
 

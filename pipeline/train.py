@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .probes import CURVE_COLUMNS, Probe, ProbeContext
+from .probes.base import empty_curves
 from .splits import RunSplits
 
 log = logging.getLogger(__name__)
@@ -205,9 +206,7 @@ def train_run(
                 epoch_curves.append(rows)
             else:
                 tables.setdefault(probe.table, []).append(rows)
-        epoch_frame = (
-            pd.concat(epoch_curves, ignore_index=True) if epoch_curves else pd.DataFrame(columns=list(CURVE_COLUMNS))
-        )
+        epoch_frame = pd.concat(epoch_curves, ignore_index=True) if epoch_curves else empty_curves(object)
         curves.append(epoch_frame)
         log.info(
             "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f", epoch, epochs, *epoch_readouts.values()

@@ -9,11 +9,12 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..allocator import keep_freed_memory
 from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
+from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
@@ -132,7 +133,7 @@ def _check_model(cfg: DictConfig) -> None:
 
 
 def _check_data(cfg: DictConfig) -> None:
-    """The data set belongs to the data source and the study, and has the run's class pair."""
+    """The data set belongs to the data source and the study, has the run's class pair, and its files are there."""
     if cfg.dataset.get("time_slices") is not None:
         check_int_range(cfg, "dataset.time_slices", 1, 100_000)
     source = cfg.data_source.name
@@ -152,6 +153,10 @@ def _check_data(cfg: DictConfig) -> None:
         raise ConfigError(
             f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, so pair must be in 0..{n_pairs - 1}"
         )
+    try:  # the files exist and start as their format does; the full load is the run's
+        check_dataset_files(OmegaConf.to_container(cfg.dataset, resolve=True))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
 
 
 def _pair_splits(cfg: DictConfig, data, rng: np.random.Generator):

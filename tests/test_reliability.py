@@ -306,6 +306,70 @@ def test_a_signal_marks_the_run_interrupted_and_frees_its_claim(tmp_path, signum
     assert problem["state"] == "missing" and "interrupted by SIG" in problem["detail"]
 
 
+def _start_sweep(tmp_path, *args):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    command = [sys.executable, "-m", "pipeline", "-m", *args, f"paths.root={tmp_path}"]
+    return command, subprocess.Popen(
+        command, cwd=REPO, env=_sweep_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_until_running(runs, n, timeout=300):
+    """The run folders once ``n`` of them say running (each owned by its job process, named in its claim)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        folders = sorted(runs.iterdir()) if runs.is_dir() else []
+        if len(folders) == n and all(_state(f) == "running" and (f / CLAIM).exists() for f in folders):
+            return folders
+        time.sleep(0.2)
+    raise AssertionError(f"{n} runs never ran at once under {runs}")
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp_path):
+    import signal
+    import subprocess
+
+    args = ["data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=3", "hydra.launcher.n_jobs=2"]
+    command, proc = _start_sweep(tmp_path, *args)
+    runs = tmp_path / "headline" / "runs"
+    victim, survivor = _wait_until_running(runs, 2)
+    os.kill(json.loads((victim / CLAIM).read_text())["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    assert _state(survivor) == "done" and is_done(survivor)
+    assert _state(victim) == "running"  # its process died mid-run; the claim is stale
+    assert "1 of 2 runs failed" in err and f"  {victim.name}: WorkerDied" in err and "SIGKILL" in err
+    assert "relaunch the same command" in err
+    (problem,) = collect(tmp_path)["headline"]["problems"]
+    assert problem["run_id"] == victim.name and problem["state"] == "missing"
+    from tests.conftest import REPO
+
+    again = subprocess.run(command, cwd=REPO, env=_sweep_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 to run, 1 already done" in again.stderr and is_done(victim)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_sweep_driver_stops_its_workers_and_their_runs_say_interrupted(tmp_path):
+    import signal
+
+    _, proc = _start_sweep(tmp_path, "data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=50")
+    folders = _wait_until_running(tmp_path / "headline" / "runs", 2)
+    workers = [json.loads((f / CLAIM).read_text())["pid"] for f in folders]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped by" in err and "relaunch" in err, err[-3000:]
+    assert all(_state(f) == "interrupted" and not (f / CLAIM).exists() for f in folders)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 def _state(run_dir):
     try:
         return (read_status(run_dir) or {}).get("state")

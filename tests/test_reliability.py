@@ -330,25 +330,27 @@ def _wait_until_running(runs, n, timeout=300):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
+def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp_path, signame):
     import signal
     import subprocess
+
+    from tests.conftest import REPO
 
     args = ["data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=3", "hydra.launcher.n_jobs=2"]
     command, proc = _start_sweep(tmp_path, *args)
     runs = tmp_path / "headline" / "runs"
     victim, survivor = _wait_until_running(runs, 2)
-    os.kill(json.loads((victim / CLAIM).read_text())["pid"], signal.SIGKILL)
+    os.kill(json.loads((victim / CLAIM).read_text())["pid"], getattr(signal, signame))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err[-3000:]
     assert _state(survivor) == "done" and is_done(survivor)
-    assert _state(victim) == "running"  # its process died mid-run; the claim is stale
-    assert "1 of 2 runs failed" in err and f"  {victim.name}: WorkerDied" in err and "SIGKILL" in err
+    # SIGKILL: the run could not say anything (its claim is stale); SIGTERM: it marked itself interrupted
+    assert _state(victim) == ("running" if signame == "SIGKILL" else "interrupted")
+    assert "1 of 2 runs failed" in err and f"  {victim.name}: WorkerDied" in err and signame in err
     assert "relaunch the same command" in err
     (problem,) = collect(tmp_path)["headline"]["problems"]
     assert problem["run_id"] == victim.name and problem["state"] == "missing"
-    from tests.conftest import REPO
-
     again = subprocess.run(command, cwd=REPO, env=_sweep_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "1 to run, 1 already done" in again.stderr and is_done(victim)

@@ -256,11 +256,12 @@ class StudySweeper(BasicSweeper):
         return returns
 
     def _parallel_slots(self) -> int:
-        """How many jobs the launcher runs at once (joblib workers, Slurm array slots)."""
+        """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""
         launcher = self.config.hydra.launcher
-        if "n_jobs" in launcher:  # joblib: -1 = every core, -2 = all but one, ...
-            n_jobs = int(launcher.n_jobs)
-            return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
+        if "n_jobs" in launcher:  # the local launcher: -1 = every core, -2 = all but one, ...
+            from .local_launcher import parallel_jobs
+
+            return parallel_jobs(launcher.n_jobs)
         if "array_parallelism" in launcher:
             return max(1, int(launcher.array_parallelism))
         return 1
@@ -384,7 +385,11 @@ class _quiet_launcher_banner:
     """The launchers log one line per job ("#12 : seed=... pack_file=..."), which names only a pack's
     first run; the sweeper prints its own lines per run. ``hydra.verbose=hydra_plugins`` shows them."""
 
-    LOGGERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
+    LOGGERS = (
+        "hydra_plugins.hydra_joblib_launcher",
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra_plugins.lcm_study.local_launcher",
+    )
 
     def __enter__(self):
         self.saved = {}

@@ -1,12 +1,6 @@
-"""Keep freed memory in the process for reuse (glibc), instead of returning it.
-
-A run allocates and frees the same few-MB temporaries thousands of times (the
-probe's distance blocks, training batches). glibc's default adapts its mmap
-threshold and trims the heap's top, so many of those temporaries come back as
-fresh pages: measured at 1-2 million minor page faults per default gesture run,
-a few seconds of a ~6 s run. Fixing the thresholds keeps them in the heap; the
-process's peak resident memory is unchanged (memory is reused, not added).
-"""
+"""Keep freed memory in the process for reuse (glibc) instead of returning it: a run frees and
+reallocates the same few-MB temporaries thousands of times, which glibc's adaptive defaults turn
+into fresh pages (minor page faults) each time; peak resident memory is unchanged."""
 
 from __future__ import annotations
 

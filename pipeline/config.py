@@ -1,10 +1,5 @@
-"""Validation helpers for composed run configurations.
-
-Hydra already rejects unknown keys and unknown config-group choices, naming the
-allowed options. Each study runner checks its values with these helpers before
-anything runs (``pipeline.studies.*.validate``), so that a bad value fails at
-once with a message that names the key and what is allowed.
-"""
+"""Checks of composed run configurations: each helper raises ``ConfigError`` naming the key and what is
+allowed, so that a bad value fails before anything runs (used by the planner and the study runners)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,7 @@
-"""The study grid: which design cell and replicate a run belongs to.
-
-A study declares its factors (config keys) and their levels; its design cells
-are every combination, in the declared order. The headline study's factors are
-``data_source`` and ``pair``: it lists its data sources, and each source's
-class pairs (set by its data set's class count) are the levels of ``pair``.
-
-A sweep over ``seed=range(0, n)`` treats seed i as a simulated participant who
-runs cell ``i mod n_cells`` as replicate ``i div n_cells``: any n that is a
-multiple of n_cells gives a balanced design. When a factor is given on the
-command line the cell is explicit, and ``seed`` is the replicate number within
-it. Both ways name the same run: a run's random choices are drawn from its cell,
-replicate and labels, never from the raw seed, so ``seed=37`` in a
-counterbalanced sweep and the explicit form of the same cell with ``seed=1``
-compute the same record.
-"""
+"""The study grid: a study's design cells (every combination of its factors' levels), the
+counterbalanced assignment of seed i to cell i mod n_cells as replicate i div n_cells, and the seed of
+a run's random choices, drawn from its cell and replicate (never the raw seed), so that both ways of
+naming a run compute the same record. README.md, "The study grid", explains it for users."""
 
 from __future__ import annotations
 

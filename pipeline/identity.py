@@ -1,9 +1,5 @@
-"""Run identity: a run id derived from the run's semantic configuration.
-
-Two launches that would compute the same thing get the same id, whatever their
-output paths, logger or launcher settings: that is what lets a relaunched sweep
-skip finished runs and lets a queued job notice that ``conf/`` changed.
-"""
+"""Run identity: a run id derived from the run's semantic configuration, so that two launches that
+would compute the same thing share one id whatever their paths, logger or launcher."""
 
 from __future__ import annotations
 
@@ -20,11 +16,15 @@ NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "
 NON_SEMANTIC_TRAINER = ("device", "num_threads")
 
 
-def semantic_config(cfg: DictConfig) -> dict:
+def semantic_config(cfg: DictConfig, runner=None) -> dict:
+    """The config without what does not change what the run computes (``runner``: the study's runner,
+    fetched from ``cfg.study.runner`` if not given)."""
     data = OmegaConf.to_container(cfg, resolve=True)
-    from .studies import get_runner
+    if runner is None:
+        from .studies import get_runner
 
-    for key in (*NON_SEMANTIC_TOP, *get_runner(cfg.study.runner).ignored_keys):
+        runner = get_runner(cfg.study.runner)
+    for key in (*NON_SEMANTIC_TOP, *runner.ignored_keys):
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
         data.get("trainer", {}).pop(key, None)
@@ -46,12 +46,12 @@ def semantic_config(cfg: DictConfig) -> dict:
     return data
 
 
-def config_hash(cfg: DictConfig) -> str:
-    canonical = json.dumps(semantic_config(cfg), sort_keys=True, separators=(",", ":"), default=str)
+def config_hash(cfg: DictConfig, runner=None) -> str:
+    canonical = json.dumps(semantic_config(cfg, runner), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def run_id(cfg: DictConfig) -> str:
+def run_id(cfg: DictConfig, runner=None) -> str:
     """``gesture-p03-r002-<hash>`` (headline), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
     d = cfg.design
     if list(cfg.study.factors) == ["data_source", "pair"]:
@@ -61,4 +61,4 @@ def run_id(cfg: DictConfig) -> str:
             f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}" for key in cfg.study.factors
         ]
         cell = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(parts))
-    return f"{cell}-r{int(d.replicate):03d}-{config_hash(cfg)}"
+    return f"{cell}-r{int(d.replicate):03d}-{config_hash(cfg, runner)}"

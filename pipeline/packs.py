@@ -1,16 +1,7 @@
-"""Run packs: several runs of a sweep computed one after another by one job.
-
-A job's fixed costs (a process, imports, torch's first optimiser step, data
-loading, Hydra composing the job's config, a Slurm task's start) are paid once
-per pack instead of once per run. The study sweeper groups runs that share
-their config-group choices (so that they differ only in plain values such as
-seed, pair, participant and the frozen run id) and writes each pack to a JSON
-file in the sweep folder; the job composes the first run's config through
-Hydra as usual, derives the others by applying their values the way Hydra
-applies them, and computes each run exactly as a job of its own would
-(``execute`` checks each against the run id frozen at planning, so a derived
-config that differs from Hydra's own refuses instead of running). Records are
-identical to solo runs: every run seeds its own generators.
+"""Run packs: several runs of a sweep computed one after another by one job, so that a job's fixed
+costs (process start, imports, data loading, composing) are paid once per pack. The study sweeper
+writes the pack files; each run is planned (pipeline/planning.py) and computed as a job of its own
+would, and records are identical to solo runs.
 """
 
 from __future__ import annotations
@@ -22,10 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
+from .planning import Planner, apply_values
 from .runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -54,23 +44,6 @@ def read_pack(path: str | Path) -> list[PackMember]:
     return [PackMember(**run) for run in data["runs"]]
 
 
-def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:
-    """A copy of ``base`` with parsed plain-value overrides applied as Hydra applies them (in order, merged).
-
-    Shared by the study sweeper's planning and a pack's jobs, so that both derive
-    a run's config the same way.
-    """
-    cfg = copy.deepcopy(base)
-    for override in overrides:
-        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-    return cfg
-
-
-def apply_values(base: DictConfig, values: Sequence[str]) -> DictConfig:
-    """``base`` with plain-value overrides (override lines) applied as Hydra applies them."""
-    return apply_parsed_values(base, OverridesParser.create().parse_overrides(list(values)))
-
-
 class PackFailed(RuntimeError):
     """Some runs of a pack failed: ``failures`` holds (run id, first line of its error) for each of them."""
 
@@ -82,13 +55,11 @@ class PackFailed(RuntimeError):
         return (PackFailed, (self.failures,))
 
 
-def run_pack(
-    cfg: DictConfig, compose: Callable[[Sequence[str]], DictConfig], run_one: Callable[[DictConfig, list[str]], object]
-) -> list[object]:
-    """Compute every run of ``cfg.pack_file``; a failed run does not stop the others.
+def run_pack(cfg: DictConfig, planner: Planner, execute: Callable[[DictConfig], object]) -> list[object]:
+    """Plan and ``execute`` every run of ``cfg.pack_file``; a failed run does not stop the others.
 
-    ``cfg`` is Hydra's composition of the first run's overrides (plus
-    pack_file); ``run_one(run_cfg, overrides)`` prepares and executes one run.
+    ``cfg`` is Hydra's composition of the first run's overrides (plus pack_file); the others are derived
+    from it by their plain values, or composed by ``planner.compose`` where they differ in more.
     """
     members = read_pack(cfg.pack_file)
     base = copy.deepcopy(cfg)
@@ -101,8 +72,8 @@ def run_pack(
             if [v.split("=", 1)[0] for v in member.values] == value_keys:
                 member_cfg = apply_values(base, member.values)
             else:  # not from the same sweep line: let Hydra compose it
-                member_cfg = compose(member.overrides)
-            outcomes.append(run_one(member_cfg, member.overrides))
+                member_cfg = planner.compose(member.overrides)
+            outcomes.append(execute(planner.plan(member_cfg, member.overrides).cfg))
         except Exception as exc:
             log.error("pack run %s failed: %s", member.run_id, exc)
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from . import identity
-from .design import Design, run_seed
 from .logs import run_log
+from .planning import runs_root
 from .record import RunRecord
 from .runfolder import LOG, claim_state, is_done, try_claim
 from .studies import RunContext, get_runner
@@ -31,29 +31,6 @@ class RunOutcome:
     run_dir: Path
     state: str  # done | failed | skipped-done | skipped-claimed
     error: str | None = None
-
-
-def runs_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() / cfg.study.name / "runs"
-
-
-def with_design(cfg: DictConfig, design: Design) -> DictConfig:
-    """The run's config with its design block filled in (what config.yaml records)."""
-    runner = get_runner(cfg.study.runner)
-    cfg = cfg.copy()
-    labels = cfg.get("labels", "real")
-    with open_dict(cfg):
-        cfg.design = {
-            **design.cell.as_dict(),
-            "cell": design.cell.label(),
-            "replicate": design.replicate,
-            "participant": design.participant,
-            "assignment": design.assignment,
-            "labels": labels,
-            "rng_seed": run_seed(design.cell, design.replicate, labels),
-        }
-        cfg.design.update(runner.design_extras(cfg, design))
-    return cfg
 
 
 @functools.lru_cache(maxsize=1)

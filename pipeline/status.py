@@ -1,15 +1,6 @@
-"""``python -m pipeline.status``: how far a study is, per design cell.
-
-Reads run folders (and the plans that the study sweeper writes at every launch)
-under an outputs root; imports neither torch nor Hydra, so it answers at once.
-States: done, failed, running (a live process owns the run), missing (planned
-but not started, or started by a process that died: ``interrupted``).
-Runs of different conditions (what a sweep varied besides cell and replicate:
-``labels=shuffled``, ``trainer.epochs=1``, ...; the plan's ``condition``
-column) are counted separately; runs launched without the sweeper are told
-apart by their labels only. Cells sort by their numbers (pair 2 before pair 10).
-Folders whose name starts with a dot (Hydra's ``.hydra``) are never studies.
-"""
+"""``python -m pipeline.status``: how far a study is, per design cell and condition (done, failed,
+running, missing), from the run folders and sweep plans under an outputs root; imports neither torch
+nor Hydra, so it answers at once."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from pipeline.app import CONFIG_DIR, prepare
+from pipeline.planning import CONFIG_DIR, prepare
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -245,11 +245,11 @@ def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
 def test_every_failed_run_of_every_pack_is_counted_and_listed(tmp_path):
     from tests.conftest import run_cli
 
-    # the iMiGUE files are absent here: each of the 4 runs fails, 2 per job
+    # no Wiimote series is this long: each of the 4 runs fails when it loads its data, 2 per job
     result = run_cli(
         "-m",
-        "data_source=gesture",
-        "dataset=imigue",
+        "dataset=wiimote",
+        "dataset.min_length=100000",
         "pair=0,1",
         "seed=0,1",
         *FAST,
@@ -304,6 +304,72 @@ def test_a_signal_marks_the_run_interrupted_and_frees_its_claim(tmp_path, signum
     assert not (run_dir / CLAIM).exists()
     (problem,) = collect(tmp_path)["headline"]["problems"]
     assert problem["state"] == "missing" and "interrupted by SIG" in problem["detail"]
+
+
+def _start_sweep(tmp_path, *args):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    command = [sys.executable, "-m", "pipeline", "-m", *args, f"paths.root={tmp_path}"]
+    return command, subprocess.Popen(
+        command, cwd=REPO, env=_sweep_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_until_running(runs, n, timeout=300):
+    """The run folders once ``n`` of them say running (each owned by its job process, named in its claim)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        folders = sorted(runs.iterdir()) if runs.is_dir() else []
+        if len(folders) == n and all(_state(f) == "running" and (f / CLAIM).exists() for f in folders):
+            return folders
+        time.sleep(0.2)
+    raise AssertionError(f"{n} runs never ran at once under {runs}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signame", ["SIGKILL", "SIGTERM"])
+def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp_path, signame):
+    import signal
+    import subprocess
+
+    from tests.conftest import REPO
+
+    args = ["data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=3", "hydra.launcher.n_jobs=2"]
+    command, proc = _start_sweep(tmp_path, *args)
+    runs = tmp_path / "headline" / "runs"
+    victim, survivor = _wait_until_running(runs, 2)
+    os.kill(json.loads((victim / CLAIM).read_text())["pid"], getattr(signal, signame))
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    assert _state(survivor) == "done" and is_done(survivor)
+    # SIGKILL: the run could not say anything (its claim is stale); SIGTERM: it marked itself interrupted
+    assert _state(victim) == ("running" if signame == "SIGKILL" else "interrupted")
+    assert "1 of 2 runs failed" in err and f"  {victim.name}: WorkerDied" in err and signame in err
+    assert "relaunch the same command" in err
+    (problem,) = collect(tmp_path)["headline"]["problems"]
+    assert problem["run_id"] == victim.name and problem["state"] == "missing"
+    again = subprocess.run(command, cwd=REPO, env=_sweep_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 to run, 1 already done" in again.stderr and is_done(victim)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_sweep_driver_stops_its_workers_and_their_runs_say_interrupted(tmp_path):
+    import signal
+
+    _, proc = _start_sweep(tmp_path, "data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=50")
+    folders = _wait_until_running(tmp_path / "headline" / "runs", 2)
+    workers = [json.loads((f / CLAIM).read_text())["pid"] for f in folders]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "stopped by" in err and "relaunch" in err, err[-3000:]
+    assert all(_state(f) == "interrupted" and not (f / CLAIM).exists() for f in folders)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def _state(run_dir):
@@ -462,18 +528,79 @@ BAD_INPUTS = [  # (overrides, what the message must name)
 ]
 
 
-@pytest.mark.parametrize("overrides,key", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
-def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, tmp_path):
+# Data files: missing, or not in their format (checked at planning from the path and the file's first bytes).
+# {files} is a folder of damaged files (_write_bad_data_files); the commands run where there is no data/ folder.
+BAD_DATA = [  # (overrides, what the message must name, and a word of what to do)
+    (["dataset=imigue"], "dataset.root", "iMiGUE"),
+    (["data_source=sentence", "dataset=emotion"], "dataset.root", "dair-ai/emotion"),
+    (["dataset=imigue", "dataset.root={files}/text.npz"], "dataset.root", "not a .npz"),
+    (["dataset=imigue", "dataset.root={files}/pickled.npz"], "dataset.root", "pickled"),
+    (["dataset=imigue", "dataset.root={files}/empty"], "dataset.labels", "labels CSV"),
+    (["dataset=imigue", "dataset.root={files}/binary_labels"], "dataset.root", "not a labels CSV"),
+    (["dataset=cricket", "dataset.root={files}/empty"], "dataset.root", "CricketX_TRAIN.tsv"),
+    (["dataset=cricket", "dataset.root={files}/words_tsv"], "dataset.root", "not a UCR .tsv"),
+    (["dataset.root={files}/text.npz"], "dataset.root", "watch"),
+    (["data_source=sentence", "dataset.root={files}/nothing"], "dataset.root", "BBC News"),
+    (["data_source=sentence", "dataset=emotion", "dataset.root={files}/no_semicolon"], "dataset.root", "text;label"),
+    (["data_source=sentence", "dataset=emotion", "dataset.root={files}/text.parquet"], "dataset.root", "parquet"),
+    (
+        ["data_source=sentence", "dataset=emotion", "dataset.root={files}/emotion"],
+        "dataset.embeddings",
+        "GloVe",
+    ),
+    (
+        ["data_source=sentence", "dataset=emotion", "dataset.root={files}/emotion", "dataset.embeddings={files}/x.npz"],
+        "dataset.embeddings",
+        "not a GloVe text file",
+    ),
+]
+
+
+def _write_bad_data_files(folder):
+    import io
+    import zipfile
+
+    import numpy as np
+
+    folder.mkdir()
+    (folder / "empty").mkdir()
+    (folder / "text.npz").write_text("keypoints and labels\n")
+    np.savez(folder / "pickled.npz", keypoints=np.zeros((2, 3, 274), np.float32), label=np.array([{}, {}]))
+    (folder / "binary_labels").mkdir()
+    (folder / "binary_labels" / "labels.csv").write_bytes(bytes(range(256)) * 4)
+    (folder / "words_tsv").mkdir()
+    for split in ("TRAIN", "TEST"):
+        (folder / "words_tsv" / f"CricketX_{split}.tsv").write_text("one\ttwo\tthree\n")
+    (folder / "no_semicolon").mkdir()
+    (folder / "no_semicolon" / "train.txt").write_text("i feel fine, joy\n")
+    (folder / "text.parquet").write_text("text,label\n")
+    (folder / "emotion").mkdir()
+    (folder / "emotion" / "train.txt").write_text("i feel fine;joy\n")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "x")
+    (folder / "x.npz").write_bytes(buffer.getvalue())
+
+
+ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
+
+
+@pytest.mark.parametrize("overrides,key,hint", ALL_BAD, ids=[" ".join(o) for o, _, _ in ALL_BAD])
+def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, hint, tmp_path, monkeypatch):
     from tests.conftest import run_config
 
+    _write_bad_data_files(tmp_path / "files")
+    monkeypatch.chdir(tmp_path)  # no data/ folder here: the default data paths do not exist
+    overrides = [o.format(files=tmp_path / "files") for o in overrides]
     with pytest.raises(Exception) as err:
         run_config(*overrides, f"paths.root={tmp_path / 'out'}" if "paths.root" not in key else overrides[0])
     assert key in str(err.value)
+    assert hint is None or hint in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists()
 
 
 def test_enough_bad_inputs_are_tried():
-    assert len(BAD_INPUTS) >= 40
+    assert len(ALL_BAD) >= 40 and len(BAD_DATA) >= 10
 
 
 def test_forcing_an_existing_key_is_allowed(tmp_path):
@@ -492,11 +619,14 @@ def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("multirun", [False, True])
-def test_the_command_leaves_no_folder_behind_for_a_bad_value(tmp_path, multirun):
+@pytest.mark.parametrize("bad", ["model.hidden_size=0", "dataset=imigue"])
+def test_the_command_leaves_no_folder_behind_for_a_bad_value(tmp_path, multirun, bad):
     from tests.conftest import run_cli
 
     args = ["-m", "seed=0,1"] if multirun else []
-    result = run_cli(*args, "model.hidden_size=0", f"paths.root={tmp_path / 'out'}", timeout=120)
-    assert result.returncode == 1 and "model.hidden_size=0" in result.stderr
+    if bad == "dataset=imigue":  # the iMiGUE files are not there
+        args.append(f"dataset.root={tmp_path / 'imigue'}")
+    result = run_cli(*args, bad, f"paths.root={tmp_path / 'out'}", timeout=120)
+    assert result.returncode == 1 and bad in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()

@@ -48,36 +48,36 @@ def test_counterbalanced_sweep_resume_and_explicit_cells(tmp_path):
 
 
 def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path):
-    # the iMiGUE files are absent here, so that run fails; the Wiimote run must still finish
-    args = ["-m", "data_source=gesture", "dataset=imigue,wiimote", "pair=0", *FAST, f"paths.root={tmp_path}"]
+    # a minimum length no Wiimote series reaches leaves no sequence: that run fails when it loads its data
+    # (a file's content, which planning does not read); the run with the data set's own minimum must finish
+    args = ["-m", "dataset=wiimote", "dataset.min_length=20,100000", "pair=0", *FAST, f"paths.root={tmp_path}"]
     result = run_cli(*args)
     assert result.returncode != 0
-    assert "1 of 2 runs failed" in result.stderr and "iMiGUE keypoints not found" in result.stderr
+    assert "1 of 2 runs failed" in result.stderr and "no sequences for classes" in result.stderr
     states = sorted(s["state"] for s in _runs(tmp_path).values())
     assert states == ["done", "failed"]
     # the progress lines name each run as it ends, the failed one with its error
     (failed_id,) = [name for name, s in _runs(tmp_path).items() if s["state"] == "failed"]
     assert re.search(
-        rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*iMiGUE", result.stderr, re.MULTILINE
+        rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*no sequences",
+        result.stderr,
+        re.MULTILINE,
     )
 
     report = collect(tmp_path)["headline"]
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
-    # the two data sets are two conditions of the sweep, counted apart
+    # the two minimum lengths are two conditions of the sweep, counted apart
+    short, long = (f"dataset.min_length={n} dataset=wiimote trainer.epochs=1" for n in (20, 100000))
     assert report["conditions"] == {
-        "dataset=imigue trainer.epochs=1": {"gesture/pair 0": {"failed": 1}},
-        "dataset=wiimote trainer.epochs=1": {"gesture/pair 0": {"done": 1}},
+        long: {"gesture/pair 0": {"failed": 1}},
+        short: {"gesture/pair 0": {"done": 1}},
     }
     (problem,) = report["problems"]
-    assert problem["state"] == "failed" and problem["detail"].startswith("DataNotFoundError: iMiGUE")
+    assert problem["state"] == "failed" and problem["detail"].startswith("ValueError: dataset 'wiimote': no sequences")
 
     status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
-    assert (
-        "study headline [dataset=imigue trainer.epochs=1]: 0 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
-    )
-    assert (
-        "study headline [dataset=wiimote trainer.epochs=1]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
-    )
+    assert f"study headline [{long}]: 0 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
+    assert f"study headline [{short}]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried
@@ -128,14 +128,14 @@ def run_cli_module(module, *args):
 
 
 def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp_path):
-    """Two runs in one job (runs_per_job=2): the first fails (its data are missing), the second,
+    """Two runs in one job (runs_per_job=2): the first fails (no series is that long), the second,
     whose config the job derives from the first one's, still runs and its record is byte for
     byte that of the same run launched on its own."""
     packed = run_cli(
         "-m",
         "data_source=gesture",
         "dataset=wiimote",
-        "dataset.root=/nonexistent,null",
+        "dataset.min_length=100000,20",
         "pair=1",
         *FAST,
         "hydra.sweeper.runs_per_job=2",

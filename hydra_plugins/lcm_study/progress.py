@@ -1,6 +1,6 @@
 """A launched sweep's progress, read from its run folders: one line per finished run and k/N done, ETA.
 
-The launchers (joblib workers, a Slurm job array) block until a whole batch has
+The launchers (local job processes, a Slurm job array) block until a whole batch has
 ended and say nothing meanwhile, so the sweeper watches the runs' status.json
 files instead, from a thread: this works the same on this machine and while
 waiting on Slurm (the run folders are on a shared file system). On a terminal

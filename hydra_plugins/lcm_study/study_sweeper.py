@@ -1,17 +1,8 @@
 """The study sweeper: Hydra's basic sweeper, made study-aware.
 
-Before anything is launched it composes and validates every planned run,
-places it in the study grid (seed -> design cell + replicate, see
-pipeline/design.py), derives its run id, and leaves out runs whose folder says
-done or that a live process is computing. Each launched job receives its cell
-explicitly together with the run id frozen at launch (``expected_run_id``): a
-job that composes a different run id (conf/ edited while it waited in a queue)
-refuses to run. A failed run does not stop the others; at the end the sweep
-says how many failed and ends non-zero.
-
-Runs are handed to the launcher in packs (``runs_per_job``, see
-pipeline/packs.py): one job computes several runs that share their config-group
-choices, so that a job's fixed costs are paid once per pack.
+It plans every run before anything is launched (pipeline/planning.py), skips done runs and runs a live
+process owns, launches the others in packs (pipeline/packs.py) with their run id frozen, and reports
+every failed run at the end.
 """
 
 import csv
@@ -34,14 +25,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from .progress import Progress
 
 log = logging.getLogger(__name__)
-
-# Overrides the sweeper rewrites into the job's canonical, explicit form.
-_DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 
 @dataclass
@@ -90,113 +78,40 @@ class StudySweeper(BasicSweeper):
         self.runs_per_job = None if runs_per_job is None else int(runs_per_job)
 
     # -- planning ---------------------------------------------------------
-    def _full_compose(self, overrides: Sequence[str]) -> DictConfig:
-        cfg = self.hydra_context.config_loader.load_configuration(
-            config_name=self.config.hydra.job.config_name, overrides=list(overrides), run_mode=RunMode.MULTIRUN
-        )
-        with open_struct_off(cfg):
-            del cfg["hydra"]
-        return cfg
-
-    def _compose(self, overrides: Sequence[str]) -> DictConfig:
-        """Hydra's composition of a job's config, with the expensive part shared.
-
-        A full composition costs ~0.2 s, which made planning a 750-run study take
-        3 minutes. The jobs of a sweep differ mostly in plain values (seed, pair,
-        participant, expected_run_id), so the defaults tree is composed once per
-        distinct set of structural overrides (config-group choices, +/~ and
-        hydra keys) and the plain values are then applied as Hydra applies them
-        (pipeline.packs.apply_parsed_values, which a pack's job uses too). The
-        first run of every job is composed by Hydra from scratch, and every run
-        is checked against the frozen run id, so a difference here could only
-        make a run refuse, never run the wrong thing.
-        """
-        structural, values = self._split(overrides)
-        base_key = tuple(structural)
-        if base_key not in self._bases:
-            self._bases[base_key] = self._full_compose(structural)
-        from pipeline.packs import apply_parsed_values
-
-        try:
-            return apply_parsed_values(self._bases[base_key], values)
-        except Exception:
-            return self._full_compose(overrides)
-
-    def _split(self, overrides: Sequence[str]) -> tuple:
-        """(structural override lines, parsed plain-value overrides)."""
-        if not hasattr(self, "_bases"):
-            self._bases: dict[tuple, DictConfig] = {}
-            self._parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        repository = self.hydra_context.config_loader.repository
-        structural, values = [], []
-        for override in self._parser.parse_overrides(list(overrides)):
-            key = override.key_or_group
-            if (
-                override.is_delete()
-                or override.is_add()
-                or override.is_force_add()
-                or key.startswith("hydra")
-                or repository.group_exists(key)
-            ):
-                structural.append(override.input_line)
-            else:
-                values.append(override)
-        return structural, values
-
     def plan(self, jobs: list[list[str]]) -> list[PlannedRun]:
-        from pipeline.app import cells_of, prepare
-        from pipeline.design import assign, factor_keys, is_explicit, override_key
-        from pipeline.identity import run_id
-        from pipeline.run import runs_root
+        """Every job planned (pipeline/planning.py), in explicit form, with the state of its run folder."""
+        # pipeline's modules are imported where used: Hydra imports every plugin at each start, and the
+        # planning module's runners import pandas
+        from pipeline.planning import Planner, SharedCompose, override_key
         from pipeline.runfolder import claim_state, done_check
 
-        cells_cache: dict[tuple, Any] = {}
+        compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
+        planner = Planner(compose)
         planned = []
         tic = time.perf_counter()
         for number, job in enumerate(jobs):
-            job = list(job)
-            others = tuple(o for o in job if override_key(o) != "seed")
-            if others not in cells_cache:
-                base = self._compose(list(others))
-                keys = factor_keys(base.study)
-                cells_cache[others] = (
-                    keys,
-                    None if is_explicit(job, keys) else cells_of(base, list(others), self._compose),
-                    base.seed,
-                )
-            keys, cells, default_seed = cells_cache[others]
-            if cells is not None:
-                seed_values = [o.split("=", 1)[1] for o in job if override_key(o) == "seed"]
-                seed = int(seed_values[-1]) if seed_values else int(default_seed)
-                cell, replicate = assign(seed, cells)
-                job = [o for o in job if override_key(o) not in (*keys, *_DESIGN_KEYS)] + [
-                    *cell.overrides(),
-                    f"seed={replicate}",
-                    f"participant={seed}",
-                ]
-            cfg = prepare(self._compose(job), job, self._compose)
-            rid = run_id(cfg)
-            run_dir = runs_root(cfg) / rid
-            done, why = done_check(run_dir)
+            plan = planner.plan(compose(job), job)
+            rid = plan.run_id
+            done, why = done_check(plan.run_dir)
             if done == "done":
                 state = "done"
-            elif claim_state(run_dir):
+            elif claim_state(plan.run_dir):
                 state = "claimed"
             else:
                 # a damaged done run (a record file missing, truncated or changed; status.json unreadable) is redone
                 state = "redo" if done == "damaged" else "to-run"
                 if why:
                     log.warning("run %s is damaged (%s): it will be computed again", rid, why)
-            job = [o for o in job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
-            structural, values = self._split(job)
+            launched = [o for o in plan.job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
+            structural, values = compose.split(launched)
             planned.append(
                 PlannedRun(
-                    job,
+                    launched,
                     rid,
-                    run_dir,
-                    cfg.design.cell,
+                    plan.run_dir,
+                    plan.cfg.design.cell,
                     state,
-                    self._condition(job, keys, cfg),
+                    planner.condition(plan),
                     tuple(structural),
                     tuple(v.input_line for v in values),
                 )
@@ -205,57 +120,15 @@ class StudySweeper(BasicSweeper):
                 log.info("planned %d/%d runs (%.1f s)", number + 1, len(jobs), time.perf_counter() - tic)
         return planned
 
-    def _condition(self, job: Sequence[str], keys: Sequence[str], cfg: DictConfig) -> str:
-        """The run's overrides that set something other than its cell and replicate, to other values
-        than its cell alone would have (``labels=shuffled``, ``trainer.epochs=1``, ``dataset=cricket``).
-
-        Runs of one study that differ here are different experimental conditions,
-        which pipeline.status counts separately. Keys that leave the run id alone
-        (paths, logger, hydra, device, threads) are not conditions.
-        """
-        from pipeline.design import override_key
-        from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
-
-        cell_only = None
-        parts = []
-        # the study itself is no condition (its runs have a folder of their own), and the
-        # cell's factors may be keys of that study's config (study.depth), so the baseline
-        # is composed with the study choice
-        study = [o for o in job if override_key(o) == "study"]
-        for override in job:
-            key = override_key(override)
-            top = key.split(".")[0].split("/")[0]
-            if (
-                key == "study"
-                or key in keys
-                or key in _DESIGN_KEYS
-                or top in NON_SEMANTIC_TOP
-                or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}
-            ):
-                continue
-            here = OmegaConf.select(cfg, key)
-            if here is None:  # a group that writes elsewhere (debug=quick) or a deleted key
-                parts.append(override)
-                continue
-            if cell_only is None:
-                cell = tuple(study + [o for o in job if override_key(o) in keys])
-                if not hasattr(self, "_cell_only"):
-                    self._cell_only: dict[tuple, DictConfig] = {}
-                if cell not in self._cell_only:
-                    self._cell_only[cell] = self._compose(list(cell))
-                cell_only = self._cell_only[cell]
-            there = OmegaConf.select(cell_only, key)
-            if _plain(here) != _plain(there):
-                parts.append(override)
-        return " ".join(sorted(parts))
-
     # -- sweeping ---------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
         params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
 
-        from pipeline.config import ConfigError
+        from pipeline.planning import ConfigError
+        from pipeline.run import RunInterrupted
+        from pipeline.runfolder import is_done
 
         try:
             # every run is validated here, before the sweep folder or any run folder exists
@@ -305,9 +178,6 @@ class StudySweeper(BasicSweeper):
         batch_size = self.max_batch_size or len(packs)
         returns: list[Sequence[JobReturn]] = []
         failed: list[tuple] = []
-        from pipeline.run import RunInterrupted
-        from pipeline.runfolder import is_done
-
         progress = Progress({p.run_id: p.run_dir for p in to_run})
         with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
@@ -386,11 +256,12 @@ class StudySweeper(BasicSweeper):
         return returns
 
     def _parallel_slots(self) -> int:
-        """How many jobs the launcher runs at once (joblib workers, Slurm array slots)."""
+        """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""
         launcher = self.config.hydra.launcher
-        if "n_jobs" in launcher:  # joblib: -1 = every core, -2 = all but one, ...
-            n_jobs = int(launcher.n_jobs)
-            return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs)
+        if "n_jobs" in launcher:  # the local launcher: -1 = every core, -2 = all but one, ...
+            from .local_launcher import parallel_jobs
+
+            return parallel_jobs(launcher.n_jobs)
         if "array_parallelism" in launcher:
             return max(1, int(launcher.array_parallelism))
         return 1
@@ -510,15 +381,15 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 class _quiet_launcher_banner:
     """The launchers log one line per job ("#12 : seed=... pack_file=..."), which names only a pack's
     first run; the sweeper prints its own lines per run. ``hydra.verbose=hydra_plugins`` shows them."""
 
-    LOGGERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
+    LOGGERS = (
+        "hydra_plugins.hydra_joblib_launcher",
+        "hydra_plugins.hydra_submitit_launcher",
+        "hydra_plugins.lcm_study.local_launcher",
+    )
 
     def __enter__(self):
         self.saved = {}
@@ -532,19 +403,4 @@ class _quiet_launcher_banner:
     def __exit__(self, *exc):
         for name, level in self.saved.items():
             logging.getLogger(name).setLevel(level)
-        return False
-
-
-class open_struct_off:
-    """Temporarily lift OmegaConf's struct flag (to drop the hydra node)."""
-
-    def __init__(self, cfg: DictConfig):
-        self.cfg = cfg
-
-    def __enter__(self):
-        OmegaConf.set_struct(self.cfg, False)
-        return self.cfg
-
-    def __exit__(self, *exc):
-        OmegaConf.set_struct(self.cfg, True)
         return False

@@ -9,10 +9,11 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
+from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
@@ -40,50 +41,11 @@ class SequenceRunner(StudyRunner):
         if cfg.labels not in LABELS:
             raise ConfigError(f"labels={cfg.labels!r}: allowed values are {', '.join(LABELS)}")
         check_int(cfg, "pair", 0)
-        check_int(cfg, "trainer.epochs", 1)
-        check_int(cfg, "trainer.batch_size", 1)
-        check_number(cfg, "trainer.lr", 0, 10)
-        check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
-        check_bool(cfg, "trainer.shuffle")
-        check_bool(cfg, "split.oversample")
-        check_choice(cfg, "model.name", ("lstm",))
-        # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
-        check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
-        check_int_range(cfg, "model.min_hidden_size", 1, 4096)
-        check_bool(cfg, "model.batchnorm_time")
-        if cfg.dataset.get("time_slices") is not None:
-            check_int_range(cfg, "dataset.time_slices", 1, 100_000)
-        readout = cfg.trainer.get("readout_batchnorm", "eval")
-        if readout not in READOUT_BATCHNORM:
-            raise ConfigError(
-                f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}"
-            )
-        if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
-            raise ConfigError(
-                f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
-                f"at least 2 samples per batch; use trainer.batch_size>=2 "
-                f"(or model.batchnorm_time=false)"
-            )
+        _check_trainer(cfg)
+        _check_model(cfg)
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
-        source = cfg.data_source.name
-        if cfg.dataset.source != source:
-            raise ConfigError(
-                f"dataset={cfg.dataset.name} belongs to data source {cfg.dataset.source!r}, "
-                f"but data_source={source}; pick a {source} data set or data_source={cfg.dataset.source}"
-            )
-        if cfg.study.get("data_sources") and source not in cfg.study.data_sources:
-            raise ConfigError(
-                f"data_source={source} is not in study {cfg.study.name!r} "
-                f"(its data sources: {', '.join(cfg.study.data_sources)})"
-            )
-        n_classes = int(cfg.dataset.n_classes)
-        n_pairs = n_classes * (n_classes - 1) // 2
-        if cfg.pair >= n_pairs:
-            raise ConfigError(
-                f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, "
-                f"so pair must be in 0..{n_pairs - 1}"
-            )
+        _check_data(cfg)
         resolve_device(cfg.trainer.device)
         validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
         build_probes(cfg.probe)  # the probes check their options here, before any data is read
@@ -97,23 +59,10 @@ class SequenceRunner(StudyRunner):
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
         t0 = time.perf_counter()
-        design = cfg.design
         device = set_up_torch(cfg, ctx.rng_seed)
-        rng = np.random.default_rng(ctx.rng_seed)
         data = load_dataset(cfg.dataset)
         t_data = time.perf_counter() - t0
-        pair = class_pairs(len(data.class_names))[int(design.pair)]
-        splits = make_splits(
-            data.x,
-            data.y,
-            pair,
-            rng,
-            shuffle_labels=cfg.labels == "shuffled",
-            test_fraction=cfg.split.test_fraction,
-            val_fraction=cfg.split.val_fraction,
-            oversample=cfg.split.oversample,
-            groups=data.groups,
-        )
+        splits = _pair_splits(cfg, data, np.random.default_rng(ctx.rng_seed))
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
         probes = build_probes(cfg.probe)
@@ -133,36 +82,109 @@ class SequenceRunner(StudyRunner):
             batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
             readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")),
         )
-        summary = {
-            "data_source": design.data_source,
-            "dataset": cfg.dataset.name,
-            "pair": int(design.pair),
-            "class_names": list(design.class_names),
-            "labels": cfg.labels,
-            "test_accuracy": result.test_accuracy,
-            "test_loss": result.test_loss,
-            "n_train": len(splits.y_train),
-            "n_val": len(splits.y_val),
-            "n_test": len(splits.y_test),
-            "batch_size": int(cfg.trainer.batch_size),
-            "updates_per_epoch": result.updates_per_epoch,
-            "time_slices": int(time_slices),
-            "n_features": int(n_features),
-            "hidden_size": int(model.lstm.hidden_size),
-            "epochs": int(cfg.trainer.epochs),
-            "device": str(device),
-            "torch": torch.__version__,
-            "seconds": {
-                "data": t_data,
-                "training": result.seconds_training,
-                "probes": result.probe_seconds,
-                "total": time.perf_counter() - t0,
-            },
-        }
+        seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
+        summary = _summary(
+            cfg, result, splits, model, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
+        )
         tables = dict(result.tables)
         for name, frame in at_init.items():
             tables[name] = pd.concat([frame, tables[name]], ignore_index=True) if name in tables else frame
         return RunResult(result.curves, result.readouts, summary, tables)
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    check_int(cfg, "trainer.epochs", 1)
+    check_int(cfg, "trainer.batch_size", 1)
+    check_number(cfg, "trainer.lr", 0, 10)
+    check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
+    check_bool(cfg, "trainer.shuffle")
+    check_bool(cfg, "split.oversample")
+    readout = cfg.trainer.get("readout_batchnorm", "eval")
+    if readout not in READOUT_BATCHNORM:
+        raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    check_choice(cfg, "model.name", ("lstm",))
+    # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
+    check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
+    check_int_range(cfg, "model.min_hidden_size", 1, 4096)
+    check_bool(cfg, "model.batchnorm_time")
+    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
+            f"at least 2 samples per batch; use trainer.batch_size>=2 "
+            f"(or model.batchnorm_time=false)"
+        )
+
+
+def _check_data(cfg: DictConfig) -> None:
+    """The data set belongs to the data source and the study, has the run's class pair, and its files are there."""
+    if cfg.dataset.get("time_slices") is not None:
+        check_int_range(cfg, "dataset.time_slices", 1, 100_000)
+    source = cfg.data_source.name
+    if cfg.dataset.source != source:
+        raise ConfigError(
+            f"dataset={cfg.dataset.name} belongs to data source {cfg.dataset.source!r}, "
+            f"but data_source={source}; pick a {source} data set or data_source={cfg.dataset.source}"
+        )
+    if cfg.study.get("data_sources") and source not in cfg.study.data_sources:
+        raise ConfigError(
+            f"data_source={source} is not in study {cfg.study.name!r} "
+            f"(its data sources: {', '.join(cfg.study.data_sources)})"
+        )
+    n_classes = int(cfg.dataset.n_classes)
+    n_pairs = n_classes * (n_classes - 1) // 2
+    if cfg.pair >= n_pairs:
+        raise ConfigError(
+            f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, so pair must be in 0..{n_pairs - 1}"
+        )
+    try:  # the files exist and start as their format does; the full load is the run's
+        check_dataset_files(OmegaConf.to_container(cfg.dataset, resolve=True))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
+
+
+def _pair_splits(cfg: DictConfig, data, rng: np.random.Generator):
+    """Train / validation / test splits of the run's class pair (labels shuffled for a null run)."""
+    return make_splits(
+        data.x,
+        data.y,
+        class_pairs(len(data.class_names))[int(cfg.design.pair)],
+        rng,
+        shuffle_labels=cfg.labels == "shuffled",
+        test_fraction=cfg.split.test_fraction,
+        val_fraction=cfg.split.val_fraction,
+        oversample=cfg.split.oversample,
+        groups=data.groups,
+    )
+
+
+def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dict) -> dict:
+    """summary.json's fields of a headline run."""
+    design = cfg.design
+    _, time_slices, n_features = shape
+    return {
+        "data_source": design.data_source,
+        "dataset": cfg.dataset.name,
+        "pair": int(design.pair),
+        "class_names": list(design.class_names),
+        "labels": cfg.labels,
+        "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
+        "n_train": len(splits.y_train),
+        "n_val": len(splits.y_val),
+        "n_test": len(splits.y_test),
+        "batch_size": int(cfg.trainer.batch_size),
+        "updates_per_epoch": result.updates_per_epoch,
+        "time_slices": int(time_slices),
+        "n_features": int(n_features),
+        "hidden_size": int(model.lstm.hidden_size),
+        "epochs": int(cfg.trainer.epochs),
+        "device": str(device),
+        "torch": torch.__version__,
+        "seconds": seconds,
+    }
 
 
 def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:

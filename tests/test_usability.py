@@ -313,7 +313,7 @@ def test_hydra_bookkeeping_is_never_a_study_or_a_run(tmp_path):
 def test_hydra_folders_lie_where_neither_status_nor_analysis_looks(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from pipeline.app import CONFIG_DIR
+    from pipeline.planning import CONFIG_DIR
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"paths.root={tmp_path}"], return_hydra_config=True)

@@ -25,8 +25,14 @@ def describe(torch_threads: int | None = None) -> str:
     return (
         f"machine: {cpu_model()}, {cores} cores available, {platform.system()} {platform.release()}; "
         f"python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}"
+        f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}; {load()}"
     )
+
+
+def load() -> str:
+    """The load average: other processes on a shared machine inflate every time printed."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", repeat: int = 5) -> float:

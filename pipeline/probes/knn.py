@@ -277,7 +277,7 @@ def _groups_of_identical_states(states: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def _near_ties(
     points: torch.Tensor,
-    qry_aug: torch.Tensor,
+    queries: torch.Tensor,
     ref_aug: torch.Tensor,
     rows: torch.Tensor,
     limit: torch.Tensor,
@@ -288,6 +288,7 @@ def _near_ties(
 ) -> tuple[torch.Tensor, ...]:
     """The tie rule for groups ``rows`` whose k nearest the Gram values cannot decide, from exact distances.
 
+    ``queries``: their augmented states (``_augment``), ``ref_aug`` every group's.
     Candidates of a row: every group whose Gram value is within ``limit`` (R,
     1), the k-th value plus twice the rounding bound; all others are farther
     than its k-th distance. Their distances come from explicit float64
@@ -305,7 +306,7 @@ def _near_ties(
     step = max(1, max_elements // len(points))
     for lo in range(0, len(rows), step):
         chunk = rows[lo : lo + step]
-        near = (qry_aug[chunk] @ ref_aug.T) <= limit[lo : lo + step]
+        near = (queries[lo : lo + step] @ ref_aug.T) <= limit[lo : lo + step]
         (union,) = near.any(0).nonzero(as_tuple=True)
         exact = torch.cdist(
             points[chunk].double(), points[union].double(), compute_mode="donot_use_mm_for_euclid_dist"
@@ -319,6 +320,68 @@ def _near_ties(
     return closer, at, room, size
 
 
+def _nearest_groups(
+    points: torch.Tensor,
+    rows: torch.Tensor | None,
+    weight: torch.Tensor,
+    counts: torch.Tensor,
+    k: int,
+    max_elements: int,
+    buffer: torch.Tensor,
+    final: bool,
+) -> tuple[torch.Tensor, ...]:
+    """S and E of groups ``rows`` (None: all) from Gram values in the precision of ``points`` (G, H).
+
+    Returns the class counts of S and E, room and e per row, and the rows the
+    Gram values left undecided (indices into ``rows``). Where the gaps around
+    the group at which the sizes reach k exceed twice the rounding bound (as in
+    _block), the Gram order is exact. With ``final`` the undecided rows are
+    decided by exact distances (``_near_ties``) and none is returned.
+    """
+    size, hidden = points.shape
+    qry_aug, ref_aug = _augment(points)
+    queries = qry_aug if rows is None else qry_aug[rows]
+    eps = torch.finfo(points.dtype).eps
+    norms = points.square().sum(-1) if rows is None else points[rows].square().sum(-1)
+    margin = (8 * (hidden + 2) * eps * (norms + ref_aug[:, -1].max())).unsqueeze(-1)
+    n_rows, take = len(queries), min(size, k + 1)
+    values = torch.empty((n_rows, take), dtype=points.dtype, device=points.device)
+    index = torch.empty((n_rows, take), dtype=torch.int64, device=points.device)
+    step = max(1, min(n_rows, max_elements // size))
+    for lo in range(0, n_rows, step):
+        hi = min(n_rows, lo + step)
+        dist = torch.mm(queries[lo:hi], ref_aug.T, out=buffer[: (hi - lo) * size].view(hi - lo, size))
+        values[lo:hi], index[lo:hi] = _smallest(dist, take)
+    reach = weight[index].cumsum(-1)
+    j = (reach < k).sum(-1, keepdim=True)  # the group at which the sizes reach k
+    at_j = values.gather(1, j)
+    upper = (j + 1 >= take) | (values.gather(1, (j + 1).clamp(max=take - 1)) - at_j > margin)
+    split = reach.gather(1, j) > k
+    lower = ~split | (j == 0) | (at_j - values.gather(1, (j - 1).clamp(min=0)) > margin)
+    before = torch.arange(take, device=points.device) < j
+    closer = (before.unsqueeze(-1) * counts[index]).sum(1)
+    at = counts[index.gather(1, j).squeeze(-1)]
+    room = k - (before * weight[index]).sum(-1)
+    e = weight[index.gather(1, j).squeeze(-1)]
+    (unclear,) = (~(upper & lower)).squeeze(-1).nonzero(as_tuple=True)
+    if final and len(unclear):
+        # rows of near-identical states next to each other: they share their candidates
+        unclear = unclear[index[unclear, 0].argsort()]
+        closer[unclear], at[unclear], room[unclear], e[unclear] = _near_ties(
+            points,
+            queries[unclear],
+            ref_aug,
+            unclear if rows is None else rows[unclear],
+            at_j[unclear] + margin[unclear],
+            weight,
+            counts,
+            k,
+            max_elements,
+        )
+        unclear = unclear[:0]
+    return closer, at, room, e, unclear
+
+
 def _resubstitution_by_groups(
     ref: torch.Tensor, labels: torch.Tensor, onehot: torch.Tensor, k: int, max_elements: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -328,17 +391,19 @@ def _resubstitution_by_groups(
     sample of a group has the same distances, so the same S and E and, per
     true class, the same expected vote; identical states cost one row and one
     column of the distance matrix, and a group larger than the room is a tie
-    counted from its class counts, with no distances among its members. Returns
-    per (slice, sample) the expected right vote and whether ties decided it:
-    the same values, bit for bit, as a search over all samples.
+    counted from its class counts, with no distances among its members. In
+    float32, rows too close to call within its rounding are searched again in
+    float64, then by exact distances. Returns per (slice, sample) the expected
+    right vote and whether ties decided it: the same values, bit for bit, as a
+    search over all samples.
     """
-    slices, n, hidden = ref.shape
+    slices, n, _ = ref.shape
     n_classes = onehot.shape[1]
     device = ref.device
     group, n_groups = _groups_of_identical_states(ref)
-    eps = torch.finfo(ref.dtype).eps
     most = int(n_groups.max())
     buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
+    wide = buffer if ref.dtype == torch.float64 else None
     votes_by_slice, open_rows = [], []
     tied = torch.empty((slices, n), dtype=torch.bool, device=device)
     for t in range(slices):
@@ -349,35 +414,13 @@ def _resubstitution_by_groups(
         points = ref[t, first]
         weight = torch.bincount(g, minlength=size).to(torch.float64)
         counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
-        qry_aug, ref_aug = _augment(points)
-        # Rounding bound of the Gram values, as in _block: where the gaps around
-        # the group that reaches k exceed twice it, the Gram order is exact.
-        margin = (8 * (hidden + 2) * eps * (points.square().sum(-1) + ref_aug[:, -1].max())).unsqueeze(-1)
-        take = min(size, k + 1)
-        values = torch.empty((size, take), dtype=ref.dtype, device=device)
-        index = torch.empty((size, take), dtype=torch.int64, device=device)
-        step = max(1, min(size, max_elements // size))
-        for lo in range(0, size, step):
-            hi = min(size, lo + step)
-            dist = torch.mm(qry_aug[lo:hi], ref_aug.T, out=buffer[: (hi - lo) * size].view(hi - lo, size))
-            values[lo:hi], index[lo:hi] = _smallest(dist, take)
-        reach = weight[index].cumsum(-1)
-        j = (reach < k).sum(-1, keepdim=True)  # the group at which the sizes reach k
-        at_j = values.gather(1, j)
-        upper = (j + 1 >= take) | (values.gather(1, (j + 1).clamp(max=take - 1)) - at_j > margin)
-        split = reach.gather(1, j) > k
-        lower = ~split | (j == 0) | (at_j - values.gather(1, (j - 1).clamp(min=0)) > margin)
-        before = torch.arange(take, device=device) < j
-        closer = (before.unsqueeze(-1) * counts[index]).sum(1)
-        at = counts[index.gather(1, j).squeeze(-1)]
-        room = k - (before * weight[index]).sum(-1)
-        e = weight[index.gather(1, j).squeeze(-1)]
-        (unclear,) = (~(upper & lower)).squeeze(-1).nonzero(as_tuple=True)
+        final = ref.dtype == torch.float64
+        closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
         if len(unclear):
-            # rows of near-identical states next to each other: they share their candidates
-            unclear = unclear[index[unclear, 0].argsort()]
-            closer[unclear], at[unclear], room[unclear], e[unclear] = _near_ties(
-                points, qry_aug, ref_aug, unclear, at_j[unclear] + margin[unclear], weight, counts, k, max_elements
+            if wide is None:
+                wide = torch.empty(max(most, min(max_elements // 2, most**2)), dtype=torch.float64, device=device)
+            closer[unclear], at[unclear], room[unclear], e[unclear], _ = _nearest_groups(
+                points.double(), unclear, weight, counts, k, max_elements // 2, wide, True
             )
         decided_by_ties = e > room
         votes = torch.nn.functional.one_hot((closer + at).argmax(-1), n_classes).to(torch.float64)

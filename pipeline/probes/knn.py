@@ -2,39 +2,29 @@
 
 For every time slice t, a k-nearest-neighbour classifier (Euclidean, uniform
 votes) is fit on the hidden states h_t of the training sequences and scored on
-the same states (resubstitution, the study's readout). Over the time slices
-this is the information-processing curve; over the epochs, the learning-curve
-map.
+the same states (resubstitution, the study's readout): over the slices the
+information-processing curve, over the epochs the learning-curve map.
 
-Ties (``probe.knn.ties``). Identical states are common in real runs: inputs
-that start alike give identical states and zero-padded tails drive the LSTM to
-one fixed point. For query sample i let d_k be its k-th smallest distance, S
-the points strictly closer (s < k of them) and E the points at exactly d_k
-(e of them). The k nearest are S plus r = k - s points of E.
-
+Ties (``probe.knn.ties``; identical states are common: inputs that start alike,
+padded tails at a fixed point). For query i, d_k is its k-th smallest
+distance, S the points closer (s of them), E those at exactly d_k (e); the k
+nearest are S plus r = k - s points of E.
 - ``expected_random_order`` (default): the r points are a uniformly random
-  subset of E, and the sample itself is one point at distance 0 like any
-  other (scikit-learn's choice among equidistant points follows the sample
-  order, and under a uniformly random order it is this subset). The value of
-  a slice is the exact expectation of the accuracy over that choice: the
-  class counts of the chosen points are multivariate hypergeometric over the
-  class counts of E, enumerated, not sampled.
-- ``self_first_by_index`` (the project's earlier rule): the sample is its own
-  first neighbour, other tied points are taken by ascending sample index.
+  subset of E, the sample itself one point at distance 0 like any other (what
+  scikit-learn's order-dependent choice is under a random sample order); the
+  slice's value is the exact expectation (multivariate hypergeometric over
+  E's class counts, enumerated).
+- ``self_first_by_index`` (the earlier rule): the sample first, other tied
+  points by ascending index.
+Vote ties go to the lower class, as scikit-learn's ``predict`` does.
+``probe.knn.mode=leave_one_out`` leaves the sample out of its own neighbours.
 
-Under both rules the majority vote goes to the lower class index when classes
-tie in votes, as scikit-learn's ``predict`` does (impossible for the study's
-two classes and k = 3). ``probe.knn.mode=leave_one_out`` leaves the sample out
-of its own neighbours.
-
-Numerics: squared distances are computed from the Gram matrix (|a|^2 + |b|^2 -
-2 a.b, as scikit-learn does; |a|^2 dropped, constant per row), as one matrix
-product of augmented states per block of time slices or query rows, in
-float64 (float32 on request). Rows whose k-th and (k+1)-th values are closer
-than that formula's worst-case rounding error get the distances of their
-candidate neighbours recomputed in float64 from explicit differences, and
-those distances decide S and E (identical states are at exactly 0). Elsewhere
-the k nearest are determined by the Gram values alone, with no tie.
+Numerics: distances come from the Gram identity (one matrix product per block,
+float64 or float32); where the gaps around the k-th value are within its
+rounding bound, the candidates' distances are recomputed from explicit float64
+differences (identical states at exactly 0). Resubstitution under the default
+rule searches each slice's groups of identical states once, counted with their
+sizes. bench/bench_knn.py and docs/performance.md have the measurements.
 """
 
 from __future__ import annotations

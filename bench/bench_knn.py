@@ -223,10 +223,6 @@ def monte_carlo_check(s64: np.ndarray, y: np.ndarray, c64, c32, args) -> str:
     )
 
 
-if __name__ == "__main__":
-    main()
-
-
 def exact_check(s64: np.ndarray, y: np.ndarray, c64, c32, slices: int = 3) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.test_knn import hypergeometric_curve
@@ -238,3 +234,7 @@ def exact_check(s64: np.ndarray, y: np.ndarray, c64, c32, slices: int = 3) -> st
         f"tie share equal {np.array_equal(share, c64.tie_share[checked])}; "
         f"f32 == f64 {np.array_equal(c32.accuracy, c64.accuracy)}"
     )
+
+
+if __name__ == "__main__":
+    main()

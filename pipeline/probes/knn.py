@@ -275,6 +275,7 @@ def _near_ties(
     counts: torch.Tensor,
     k: int,
     max_elements: int,
+    shift: bool = True,
 ) -> tuple[torch.Tensor, ...]:
     """The tie rule for groups ``rows`` whose k nearest the Gram values cannot decide, from exact distances.
 
@@ -289,6 +290,12 @@ def _near_ties(
     distance at which the sizes, in order of distance, reach k. Returns per row
     the class counts of S (closer than d_k) and E (at d_k), room r = k - |S| and
     e = |E|.
+
+    With ``shift``, a chunk's candidates are first searched again among
+    themselves, moved to their first member's position (exactly, checked): a
+    cluster of near-identical states then has norms near 0, so its Gram
+    values' rounding bound shrinks with them and a matrix product decides most
+    rows; only the rest get explicit differences.
     """
     n_classes = counts.shape[1]
     closer = torch.empty((len(rows), n_classes), dtype=torch.float64, device=points.device)
@@ -298,6 +305,30 @@ def _near_ties(
         chunk = rows[lo : lo + step]
         near = (queries[lo : lo + step] @ ref_aug.T) <= limit[lo : lo + step]
         (union,) = near.any(0).nonzero(as_tuple=True)
+        if shift:
+            local = points[union].double()
+            moved = local - local[:1]
+            # TwoSum: the rounding error of each difference, zero everywhere when the move is exact
+            back = moved - local
+            error = (local - (moved - back)) + (-local[:1] - back)
+            if not error.any():
+                size_u = len(union)
+                buffer = torch.empty(
+                    max(size_u, min(max_elements, size_u**2)), dtype=torch.float64, device=points.device
+                )
+                found = _nearest_groups(
+                    moved,
+                    torch.searchsorted(union, chunk),
+                    weight[union],
+                    counts[union],
+                    k,
+                    max_elements,
+                    buffer,
+                    final=True,
+                    shift=False,
+                )
+                closer[lo : lo + step], at[lo : lo + step], room[lo : lo + step], size[lo : lo + step] = found[:4]
+                continue
         exact = torch.cdist(
             points[chunk].double(), points[union].double(), compute_mode="donot_use_mm_for_euclid_dist"
         ).masked_fill_(~near[:, union], float("inf"))
@@ -319,6 +350,7 @@ def _nearest_groups(
     max_elements: int,
     buffer: torch.Tensor,
     final: bool,
+    shift: bool = True,
 ) -> tuple[torch.Tensor, ...]:
     """S and E of groups ``rows`` (None: all) from Gram values in the precision of ``points`` (G, H).
 
@@ -367,6 +399,7 @@ def _nearest_groups(
             counts,
             k,
             max_elements,
+            shift,
         )
         unclear = unclear[:0]
     return closer, at, room, e, unclear

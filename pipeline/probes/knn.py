@@ -300,7 +300,8 @@ def _near_ties(
     n_classes = counts.shape[1]
     closer = torch.empty((len(rows), n_classes), dtype=torch.float64, device=points.device)
     at, room, size = torch.empty_like(closer), torch.empty_like(closer[:, 0]), torch.empty_like(closer[:, 0])
-    step = max(1, max_elements // len(points))
+    # chunks larger than the search blocks: each chunk pays for its union and its move once
+    step = max(1, 8 * max_elements // len(points))
     for lo in range(0, len(rows), step):
         chunk = rows[lo : lo + step]
         near = (queries[lo : lo + step] @ ref_aug.T) <= limit[lo : lo + step]

@@ -25,8 +25,14 @@ def describe(torch_threads: int | None = None) -> str:
     return (
         f"machine: {cpu_model()}, {cores} cores available, {platform.system()} {platform.release()}; "
         f"python {platform.python_version()}, torch {torch.__version__} "
-        f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}"
+        f"({torch_threads or torch.get_num_threads()} threads); GPU: {gpu}; {load()}"
     )
+
+
+def load() -> str:
+    """The load average: other processes on a shared machine inflate every time printed."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", repeat: int = 5) -> float:
@@ -54,3 +60,29 @@ def matmul_gflops(threads: int, n: int = 1024, dtype=None, device: str = "cpu", 
         return 2 * n**3 / best / 1e9
     finally:
         torch.set_num_threads(previous)
+
+
+# A fresh intermediate process per command, so that its children's peak RSS (a
+# running maximum per process) and CPU time are that command's alone.
+_MEASURE = (
+    "import json, resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(json.dumps([u.ru_maxrss, u.ru_utime + u.ru_stime]))"
+)
+
+
+def measured(command: list[str], cwd=None, env=None) -> tuple[float, float, float]:
+    """Run ``command``; its wall seconds, CPU seconds (it and its children) and the peak RSS in GiB of its
+    largest process."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    tic = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    peak_kib, cpu = json.loads(out.stdout.strip().splitlines()[-1])
+    return time.perf_counter() - tic, cpu, peak_kib / 2**20

@@ -2,39 +2,29 @@
 
 For every time slice t, a k-nearest-neighbour classifier (Euclidean, uniform
 votes) is fit on the hidden states h_t of the training sequences and scored on
-the same states (resubstitution, the study's readout). Over the time slices
-this is the information-processing curve; over the epochs, the learning-curve
-map.
+the same states (resubstitution, the study's readout): over the slices the
+information-processing curve, over the epochs the learning-curve map.
 
-Ties (``probe.knn.ties``). Identical states are common in real runs: inputs
-that start alike give identical states and zero-padded tails drive the LSTM to
-one fixed point. For query sample i let d_k be its k-th smallest distance, S
-the points strictly closer (s < k of them) and E the points at exactly d_k
-(e of them). The k nearest are S plus r = k - s points of E.
-
+Ties (``probe.knn.ties``; identical states are common: inputs that start alike,
+padded tails at a fixed point). For query i, d_k is its k-th smallest
+distance, S the points closer (s of them), E those at exactly d_k (e); the k
+nearest are S plus r = k - s points of E.
 - ``expected_random_order`` (default): the r points are a uniformly random
-  subset of E, and the sample itself is one point at distance 0 like any
-  other (scikit-learn's choice among equidistant points follows the sample
-  order, and under a uniformly random order it is this subset). The value of
-  a slice is the exact expectation of the accuracy over that choice: the
-  class counts of the chosen points are multivariate hypergeometric over the
-  class counts of E, enumerated, not sampled.
-- ``self_first_by_index`` (the project's earlier rule): the sample is its own
-  first neighbour, other tied points are taken by ascending sample index.
+  subset of E, the sample itself one point at distance 0 like any other (what
+  scikit-learn's order-dependent choice is under a random sample order); the
+  slice's value is the exact expectation (multivariate hypergeometric over
+  E's class counts, enumerated).
+- ``self_first_by_index`` (the earlier rule): the sample first, other tied
+  points by ascending index.
+Vote ties go to the lower class, as scikit-learn's ``predict`` does.
+``probe.knn.mode=leave_one_out`` leaves the sample out of its own neighbours.
 
-Under both rules the majority vote goes to the lower class index when classes
-tie in votes, as scikit-learn's ``predict`` does (impossible for the study's
-two classes and k = 3). ``probe.knn.mode=leave_one_out`` leaves the sample out
-of its own neighbours.
-
-Numerics: squared distances are computed from the Gram matrix (|a|^2 + |b|^2 -
-2 a.b, as scikit-learn does; |a|^2 dropped, constant per row), as one matrix
-product of augmented states per block of time slices or query rows, in
-float64 (float32 on request). Rows whose k-th and (k+1)-th values are closer
-than that formula's worst-case rounding error get the distances of their
-candidate neighbours recomputed in float64 from explicit differences, and
-those distances decide S and E (identical states are at exactly 0). Elsewhere
-the k nearest are determined by the Gram values alone, with no tie.
+Numerics: distances come from the Gram identity (one matrix product per block,
+float64 or float32); where the gaps around the k-th value are within its
+rounding bound, the candidates' distances are recomputed from explicit float64
+differences (identical states at exactly 0). Resubstitution under the default
+rule searches each slice's groups of identical states once, counted with their
+sizes. bench/bench_knn.py and docs/performance.md have the measurements.
 """
 
 from __future__ import annotations
@@ -82,9 +72,9 @@ def _smallest(dist: torch.Tensor, take: int) -> tuple[torch.Tensor, torch.Tensor
     the caller treats every near-tie by exact distances anyway.
     """
     n = dist.shape[-1]
-    if n < 2048:
+    if n < 1024:
         return dist.topk(take, dim=-1, largest=False, sorted=True)
-    width = 8
+    width = 4 if n < 2500 else 8  # measured (bench/bench_knn.py sizes): fewer, longer columns win below
     cols = n // width
     lead = dist.shape[:-1]
     column_min = dist[..., : cols * width].unflatten(-1, (width, cols)).amin(-2)
@@ -149,19 +139,18 @@ def _binomials(n: torch.Tensor, top: int) -> torch.Tensor:
     return torch.stack(out, -1)
 
 
-def _expected_correct(
-    closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor, truth: torch.Tensor
-) -> torch.Tensor:
-    """P(majority vote == truth) when ``room`` points are drawn uniformly without replacement from the tied set.
+def _expected_votes(closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor) -> torch.Tensor:
+    """P(majority vote == c) for every class c when ``room`` points are drawn uniformly without replacement
+    from the tied set: (R, C).
 
     closer_votes, tied_votes: (R, C) class counts of S and E (float64); room:
     (R,) r = k - s >= 1. Enumerates every composition x of r over the classes
     (x_c <= |E_c|), weighted by prod_c C(|E_c|, x_c) / C(e, r); the vote is
     S's counts plus x, lower class on vote ties. Numerators are summed as
-    exact integers and divided once.
+    exact integers (below 2**53, so in any order) and divided once.
     """
     n_rows, n_classes = closer_votes.shape
-    out = torch.zeros(n_rows, dtype=torch.float64, device=closer_votes.device)
+    out = torch.zeros((n_rows, n_classes), dtype=torch.float64, device=closer_votes.device)
     for r in torch.unique(room).tolist():
         comps = torch.from_numpy(_compositions(int(r), n_classes)).to(closer_votes.device)
         (rows,) = (room == r).nonzero(as_tuple=True)
@@ -171,10 +160,17 @@ def _expected_correct(
             table = _binomials(tied_votes[sel], int(r))  # (R, C, r + 1)
             weight = table.gather(-1, comps.T.unsqueeze(0).expand(len(sel), -1, -1)).prod(1)  # (R, P)
             votes = closer_votes[sel].unsqueeze(1) + comps.to(torch.float64)  # (R, P, C)
-            right = votes.argmax(-1) == truth[sel].unsqueeze(-1)  # the first maximum: the lower class
+            winner = torch.nn.functional.one_hot(votes.argmax(-1), n_classes)  # first maximum: the lower class
             total = _binomials(tied_votes[sel].sum(-1), int(r))[:, -1]
-            out[sel] = (weight * right).sum(-1) / total
+            out[sel] = (weight.unsqueeze(-1) * winner).sum(1) / total.unsqueeze(-1)
     return out
+
+
+def _expected_correct(
+    closer_votes: torch.Tensor, tied_votes: torch.Tensor, room: torch.Tensor, truth: torch.Tensor
+) -> torch.Tensor:
+    """P(majority vote == truth) per row (``_expected_votes`` at the true class)."""
+    return _expected_votes(closer_votes, tied_votes, room).gather(1, truth.unsqueeze(-1)).squeeze(-1)
 
 
 def _block(
@@ -242,6 +238,230 @@ def _block(
     return None
 
 
+def _groups_of_identical_states(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Identical states of every time slice, grouped: group ids (T, N) int64 and the number of groups (T,).
+
+    Rows are sorted by a fixed random projection and runs of equal projections
+    are checked row by row against the run's first row (equal as numbers: +0
+    and -0 alike, their distances to every point are the same). A row unequal
+    to its run's first row, a collision of projections, gets a group of its
+    own: a missed duplicate costs time, never changes a result, because the
+    distance search treats distinct points at distance zero as tied.
+    """
+    slices, n, hidden = states.shape
+    direction = torch.randn(hidden, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # elementwise and summed per row (not a matrix product, whose kernels may treat rows differently), so
+    # that equal rows get equal keys; in float64, so that states a few float32 units apart (a padded
+    # tail short of its fixed point) rarely share a key
+    key, order = (states.to(torch.float64) * direction.to(states.device)).sum(-1).sort(-1)
+    run_start = torch.ones((slices, n), dtype=torch.bool, device=states.device)
+    run_start[:, 1:] = key[:, 1:] != key[:, :-1]
+    first = (torch.arange(n, device=states.device) * run_start).cummax(-1).values
+    same = torch.ones((slices, n), dtype=torch.bool, device=states.device)
+    t, j = (~run_start).nonzero(as_tuple=True)  # only rows in a run of equal keys are compared
+    same[t, j] = (states[t, order[t, j]] == states[t, order[t, first[t, j]]]).all(-1)
+    ids = (run_start | ~same).cumsum(-1) - 1
+    group = torch.empty_like(ids).scatter_(1, order, torch.where(same, ids.gather(1, first), ids))
+    return group, ids[:, -1] + 1
+
+
+def _near_ties(
+    points: torch.Tensor,
+    queries: torch.Tensor,
+    ref_aug: torch.Tensor,
+    rows: torch.Tensor,
+    limit: torch.Tensor,
+    weight: torch.Tensor,
+    counts: torch.Tensor,
+    k: int,
+    max_elements: int,
+    shift: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """The tie rule for groups ``rows`` whose k nearest the Gram values cannot decide, from exact distances.
+
+    ``queries``: their augmented states (``_augment``), ``ref_aug`` every group's.
+    Candidates of a row: every group whose Gram value is within ``limit`` (R,
+    1), the k-th value plus twice the rounding bound; all others are farther
+    than its k-th distance. Their distances come from explicit float64
+    differences (identical states at exactly 0), for a chunk of rows against
+    the union of the chunk's candidates at once (near-identical states, as
+    padded tails approach a fixed point, share their candidates). With the
+    groups' sizes ``weight`` and class counts ``counts`` (G, C): d_k is the
+    distance at which the sizes, in order of distance, reach k. Returns per row
+    the class counts of S (closer than d_k) and E (at d_k), room r = k - |S| and
+    e = |E|.
+
+    With ``shift``, a chunk's candidates are first searched again among
+    themselves, moved to their first member's position (exactly, checked): a
+    cluster of near-identical states then has norms near 0, so its Gram
+    values' rounding bound shrinks with them and a matrix product decides most
+    rows; only the rest get explicit differences.
+    """
+    n_classes = counts.shape[1]
+    closer = torch.empty((len(rows), n_classes), dtype=torch.float64, device=points.device)
+    at, room, size = torch.empty_like(closer), torch.empty_like(closer[:, 0]), torch.empty_like(closer[:, 0])
+    # chunks larger than the search blocks: each chunk pays for its union and its move once
+    step = max(1, 8 * max_elements // len(points))
+    for lo in range(0, len(rows), step):
+        chunk = rows[lo : lo + step]
+        near = (queries[lo : lo + step] @ ref_aug.T) <= limit[lo : lo + step]
+        (union,) = near.any(0).nonzero(as_tuple=True)
+        if shift:
+            local = points[union].double()
+            moved = local - local[:1]
+            # TwoSum: the rounding error of each difference, zero everywhere when the move is exact
+            back = moved - local
+            error = (local - (moved - back)) + (-local[:1] - back)
+            if not error.any():
+                size_u = len(union)
+                buffer = torch.empty(
+                    max(size_u, min(max_elements, size_u**2)), dtype=torch.float64, device=points.device
+                )
+                found = _nearest_groups(
+                    moved,
+                    torch.searchsorted(union, chunk),
+                    weight[union],
+                    counts[union],
+                    k,
+                    max_elements,
+                    buffer,
+                    final=True,
+                    shift=False,
+                )
+                closer[lo : lo + step], at[lo : lo + step], room[lo : lo + step], size[lo : lo + step] = found[:4]
+                continue
+        exact = torch.cdist(
+            points[chunk].double(), points[union].double(), compute_mode="donot_use_mm_for_euclid_dist"
+        ).masked_fill_(~near[:, union], float("inf"))
+        nearest, which = exact.topk(min(k, len(union)), dim=-1, largest=False)
+        reach = weight[union[which]].cumsum(-1)
+        kth = nearest.gather(1, (reach < k).sum(-1, keepdim=True))
+        inside, on = (exact < kth).double(), (exact == kth).double()
+        closer[lo : lo + step], at[lo : lo + step] = inside @ counts[union], on @ counts[union]
+        room[lo : lo + step], size[lo : lo + step] = k - inside @ weight[union], on @ weight[union]
+    return closer, at, room, size
+
+
+def _nearest_groups(
+    points: torch.Tensor,
+    rows: torch.Tensor | None,
+    weight: torch.Tensor,
+    counts: torch.Tensor,
+    k: int,
+    max_elements: int,
+    buffer: torch.Tensor,
+    final: bool,
+    shift: bool = True,
+) -> tuple[torch.Tensor, ...]:
+    """S and E of groups ``rows`` (None: all) from Gram values in the precision of ``points`` (G, H).
+
+    Returns the class counts of S and E, room and e per row, and the rows the
+    Gram values left undecided (indices into ``rows``). Where the gaps around
+    the group at which the sizes reach k exceed twice the rounding bound (as in
+    _block), the Gram order is exact. With ``final`` the undecided rows are
+    decided by exact distances (``_near_ties``) and none is returned.
+    """
+    size, hidden = points.shape
+    qry_aug, ref_aug = _augment(points)
+    queries = qry_aug if rows is None else qry_aug[rows]
+    eps = torch.finfo(points.dtype).eps
+    norms = points.square().sum(-1) if rows is None else points[rows].square().sum(-1)
+    margin = (8 * (hidden + 2) * eps * (norms + ref_aug[:, -1].max())).unsqueeze(-1)
+    n_rows, take = len(queries), min(size, k + 1)
+    values = torch.empty((n_rows, take), dtype=points.dtype, device=points.device)
+    index = torch.empty((n_rows, take), dtype=torch.int64, device=points.device)
+    step = max(1, min(n_rows, max_elements // size))
+    for lo in range(0, n_rows, step):
+        hi = min(n_rows, lo + step)
+        dist = torch.mm(queries[lo:hi], ref_aug.T, out=buffer[: (hi - lo) * size].view(hi - lo, size))
+        values[lo:hi], index[lo:hi] = _smallest(dist, take)
+    reach = weight[index].cumsum(-1)
+    j = (reach < k).sum(-1, keepdim=True)  # the group at which the sizes reach k
+    at_j = values.gather(1, j)
+    upper = (j + 1 >= take) | (values.gather(1, (j + 1).clamp(max=take - 1)) - at_j > margin)
+    split = reach.gather(1, j) > k
+    lower = ~split | (j == 0) | (at_j - values.gather(1, (j - 1).clamp(min=0)) > margin)
+    before = torch.arange(take, device=points.device) < j
+    closer = (before.unsqueeze(-1) * counts[index]).sum(1)
+    at = counts[index.gather(1, j).squeeze(-1)]
+    room = k - (before * weight[index]).sum(-1)
+    e = weight[index.gather(1, j).squeeze(-1)]
+    (unclear,) = (~(upper & lower)).squeeze(-1).nonzero(as_tuple=True)
+    if final and len(unclear):
+        # rows of near-identical states next to each other: they share their candidates
+        unclear = unclear[index[unclear, 0].argsort()]
+        closer[unclear], at[unclear], room[unclear], e[unclear] = _near_ties(
+            points,
+            queries[unclear],
+            ref_aug,
+            unclear if rows is None else rows[unclear],
+            at_j[unclear] + margin[unclear],
+            weight,
+            counts,
+            k,
+            max_elements,
+            shift,
+        )
+        unclear = unclear[:0]
+    return closer, at, room, e, unclear
+
+
+def _resubstitution_by_groups(
+    ref: torch.Tensor, labels: torch.Tensor, onehot: torch.Tensor, k: int, max_elements: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resubstitution under the random-order rule, once per group of identical states.
+
+    ref: (T, N, H) states in the Gram precision. Within a time slice every
+    sample of a group has the same distances, so the same S and E and, per
+    true class, the same expected vote; identical states cost one row and one
+    column of the distance matrix, and a group larger than the room is a tie
+    counted from its class counts, with no distances among its members. In
+    float32, rows too close to call within its rounding are searched again in
+    float64, then by exact distances. Returns per (slice, sample) the expected
+    right vote and whether ties decided it: the same values, bit for bit, as a
+    search over all samples.
+    """
+    slices, n, _ = ref.shape
+    n_classes = onehot.shape[1]
+    device = ref.device
+    group, n_groups = _groups_of_identical_states(ref)
+    most = int(n_groups.max())
+    buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
+    wide = buffer if ref.dtype == torch.float64 else None
+    votes_by_slice, open_rows = [], []
+    tied = torch.empty((slices, n), dtype=torch.bool, device=device)
+    for t in range(slices):
+        g, size = group[t], int(n_groups[t])
+        first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
+            0, g, torch.arange(n, device=device), "amin"
+        )
+        points = ref[t, first]
+        weight = torch.bincount(g, minlength=size).to(torch.float64)
+        counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
+        final = ref.dtype == torch.float64
+        closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
+        if len(unclear):
+            if wide is None:
+                wide = torch.empty(max(most, min(max_elements // 2, most**2)), dtype=torch.float64, device=device)
+            closer[unclear], at[unclear], room[unclear], e[unclear], _ = _nearest_groups(
+                points.double(), unclear, weight, counts, k, max_elements // 2, wide, True
+            )
+        decided_by_ties = e > room
+        votes = torch.nn.functional.one_hot((closer + at).argmax(-1), n_classes).to(torch.float64)
+        (open_groups,) = decided_by_ties.nonzero(as_tuple=True)
+        if len(open_groups):
+            open_rows.append((t, open_groups, closer[open_groups], at[open_groups], room[open_groups]))
+        votes_by_slice.append(votes)
+        tied[t] = decided_by_ties[g]
+    if open_rows:
+        _, rows, closer, at, room = zip(*open_rows)
+        expected = _expected_votes(torch.cat(closer), torch.cat(at), torch.cat(room)).split([len(r) for r in rows])
+        for (t, rows_t, *_), value in zip(open_rows, expected):
+            votes_by_slice[t][rows_t] = value
+    right = torch.stack([votes_by_slice[t][group[t], labels] for t in range(slices)])
+    return right, tied
+
+
 @dataclass(frozen=True)
 class KnnCurve:
     """Per time slice: the k-NN accuracy and the share of query samples whose neighbour set ties decided."""
@@ -294,6 +514,12 @@ def knn_curve(
     if dtype == torch.float32 and (reference.dtype != torch.float32 or (not same and query.dtype != torch.float32)):
         dtype = torch.float64
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
+    if same and not leave_one_out and ties == "expected_random_order":
+        # blocks of 2 MiB of distances: a block stays in a core's cache between the product and the search
+        right, tied = _resubstitution_by_groups(
+            ref, labels, onehot, k, max_elements or 2**21 // torch.finfo(dtype).bits * 8
+        )
+        return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
     slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]
     # Work in blocks of about max_elements distances: several time slices at

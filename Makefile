@@ -57,7 +57,7 @@ bench: $(STAMP)  ## benchmarks (bench/): KNN vs scikit-learn, runs per hour, ana
 	$(BIN)/python bench/bench_runs.py
 	$(BIN)/python bench/bench_analysis.py
 
-bench-study: $(STAMP)  ## the whole 750-run default study + analysis, timed (about 50 min on 2 cores)
+bench-study: $(STAMP)  ## the 25-cell study + analysis timed end to end, 750-run extrapolation (~30 min on 2 free cores)
 	$(BIN)/python bench/bench_study.py
 
 run: $(STAMP)  ## run the default study + analysis and say where the results are

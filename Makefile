@@ -45,7 +45,7 @@ setup: $(STAMP)  ## create .venv and install the project with its test extras
 
 # The main job: a small complete study (one replicate of each of the 25 design
 # cells, 20 epochs, at the default data sizes; measured on a quiet 2-core VM after setup:
-# sweep 6 min 2 s (694 s of CPU), analysis 9 s; the maps move by epoch 20), then its
+# 4 min 34 s in all, sweep + analysis (5 s) + health table; the maps move by epoch 20), then its
 # analysis and the training-health table (updates per epoch, test accuracy, map
 # movement). Relaunching skips finished runs. OUTPUTS, SEEDS and EPOCHS are overridable.
 OUTPUTS ?= outputs

@@ -107,6 +107,8 @@ class LocalLauncher(Launcher):
                     number, overrides = pending.pop(0)
                     idx = initial_job_idx + number
                     result = work / f"job-{idx}.result.pkl"
+                    # only a result this launch's own process writes is ever unpickled
+                    result.unlink(missing_ok=True)
                     args = [json.dumps(sys.path), str(context), str(idx), json.dumps(list(overrides)), str(result)]
                     running.append((number, subprocess.Popen([sys.executable, "-c", _WORKER, *args], env=env), result))
                 # each process is awaited on its own (a poll, which works wherever Python does)

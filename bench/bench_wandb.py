@@ -37,7 +37,7 @@ from machine import describe  # noqa: E402  (bench/ is put on the path above)
 def _compose(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from pipeline.app import CONFIG_DIR, prepare
+    from pipeline.planning import CONFIG_DIR, prepare
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))

@@ -13,11 +13,10 @@ from omegaconf import DictConfig
 
 from .config import ConfigError
 from .packs import run_pack
-from .planning import CONFIG_DIR, Planner, prepare, without_hydra
+from .planning import CONFIG_DIR, Planner, without_hydra
 from .run import RunInterrupted, RunOutcome, execute
 
-# `prepare` and CONFIG_DIR stay importable from here for callers written before pipeline/planning.py
-__all__ = ["CONFIG_DIR", "ValidateBeforeRun", "main", "prepare"]
+__all__ = ["ValidateBeforeRun", "main"]
 
 
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:

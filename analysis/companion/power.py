@@ -118,12 +118,10 @@ def spearman(x, y, exact_up_to: int = 8) -> tuple[float, float]:
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm-adjusted p values (NaN stays NaN and does not count in the family)."""
-    from statsmodels.stats.multitest import multipletests
+    """Holm-adjusted p values: analysis.stats.holm (NaN stays NaN and does not count in the family).
 
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
-    return out
+    Imported when called: analysis.stats brings the mixed-model stack, which a companion page does not
+    otherwise need."""
+    from ..stats import holm as holm_adjusted
+
+    return holm_adjusted(pvalues)

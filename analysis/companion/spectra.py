@@ -81,7 +81,8 @@ def collect(study_dir: Path) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
 def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) -> pd.DataFrame:
     """One test per (cell, layer, kind, stat, epoch) across the cell's replicate runs; Holm per stat."""
     from scipy import stats
-    from statsmodels.stats.multitest import multipletests
+
+    from .power import holm
 
     rows = []
     part_all = data[(data.group != "all") & data.kind.isin(kinds) & data.stat.isin(stats_)]
@@ -158,10 +159,7 @@ def group_tests(data: pd.DataFrame, kinds=("gradient",), stats_=tuple(STATS)) ->
     )
     tests["p_holm"] = np.nan
     for _, idx in tests.groupby("stat").groups.items():
-        p = tests.loc[idx, "p"]
-        ok = p.notna()
-        if ok.any():
-            tests.loc[p[ok].index, "p_holm"] = multipletests(p[ok].to_numpy(), method="holm")[1]
+        tests.loc[idx, "p_holm"] = holm(tests.loc[idx, "p"].to_numpy(dtype=float))
     tests["significant"] = tests.p_holm < 0.05
     return tests
 

@@ -336,8 +336,10 @@ class _stop_on_term:
 
     @staticmethod
     def _raise(signum, frame):
-        # the launcher kills its workers outright (SIGKILL): pass the signal on first and give their runs a
-        # moment to mark themselves interrupted and free their claims
+        # joblib's launcher (hydra/launcher=joblib) kills its workers outright (SIGKILL): pass the signal on
+        # first and give their runs a moment to mark themselves interrupted and free their claims (the
+        # project's local launcher would stop its job processes the same way once the KeyboardInterrupt
+        # reaches it; after this it finds them gone)
         children = _child_pids()
         for pid in children:
             try:

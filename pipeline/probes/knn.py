@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
+from . import knn_compiled
 from .base import Probe, ProbeContext
 
 TIE_RULES = ("expected_random_order", "self_first_by_index")
@@ -407,7 +408,12 @@ def _nearest_groups(
 
 
 def _resubstitution_by_groups(
-    ref: torch.Tensor, labels: torch.Tensor, onehot: torch.Tensor, k: int, max_elements: int
+    ref: torch.Tensor,
+    labels: torch.Tensor,
+    onehot: torch.Tensor,
+    k: int,
+    max_elements: int,
+    compiled: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resubstitution under the random-order rule, once per group of identical states.
 
@@ -419,8 +425,11 @@ def _resubstitution_by_groups(
     float32, rows too close to call within its rounding are searched again in
     float64, then by exact distances. Returns per (slice, sample) the expected
     right vote and whether ties decided it: the same values, bit for bit, as a
-    search over all samples.
+    search over all samples. ``compiled`` (default: on CPU) searches each
+    slice with ``knn_compiled.nearest_groups``, else with torch (the GPU path).
     """
+    if compiled is None:
+        compiled = ref.device.type == "cpu"
     slices, n, _ = ref.shape
     n_classes = onehot.shape[1]
     device = ref.device
@@ -439,7 +448,11 @@ def _resubstitution_by_groups(
         weight = torch.bincount(g, minlength=size).to(torch.float64)
         counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
         final = ref.dtype == torch.float64
-        closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
+        if compiled:
+            closer, at, room, e = knn_compiled.nearest_groups(points, weight, counts, k)
+            unclear = ()
+        else:
+            closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
         if len(unclear):
             if wide is None:
                 wide = torch.empty(max(most, min(max_elements // 2, most**2)), dtype=torch.float64, device=device)
@@ -516,9 +529,10 @@ def knn_curve(
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     if same and not leave_one_out and ties == "expected_random_order":
         # blocks of 2 MiB of distances: a block stays in a core's cache between the product and the search
-        right, tied = _resubstitution_by_groups(
-            ref, labels, onehot, k, max_elements or 2**21 // torch.finfo(dtype).bits * 8
-        )
+        with knn_compiled.blas_threads():
+            right, tied = _resubstitution_by_groups(
+                ref, labels, onehot, k, max_elements or 2**21 // torch.finfo(dtype).bits * 8
+            )
         return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
     slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]

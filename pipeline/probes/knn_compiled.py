@@ -1,0 +1,353 @@
+"""The probe's per-slice neighbour search on CPU, compiled (numba): Gram rows scanned once, near ties settled inline.
+
+``nearest_groups`` returns, for every group of identical states of one time
+slice, what the tie rule needs (class counts of S and E, room r, e); see
+``knn._resubstitution_by_groups``, whose torch search it replaces on CPU (the
+torch search stays the GPU path; tests hold the two equal bit for bit).
+
+Why it is fast on LSTM states: their padded tails form clusters of
+near-identical states whose distances (~1e-13) sit below the rounding bound of
+the Gram identity at ordinary norms (~1e-12), so the search used to hand them
+to explicit differences. Distances do not change under translation, and the
+bound scales with the norms of the two states compared, so the slice is first
+moved to its mean (rounded to a state value, so that the move is exact, and
+checked), and each pair gets its own bound: most rows are then decided by the
+products, and the rest get explicit float64 differences against the few
+candidates within their bound, while their row of products is still in cache.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+def rounding_factor(hidden: int, gram_dtype) -> float:
+    """kappa: each lower end is at most the exact value and at least it minus 2 kappa (|p_i|^2 + |p_c|^2).
+
+    For moved states p, the product [-2 p_i, 1] . [p_c, |p_c|^2 (1 - kappa)]
+    has rounding error at most gamma_(H+1) (2 |p_i| |p_c| + |p_c|^2) <= (H + 1)
+    eps (|p_i|^2 + |p_c|^2) (eps = 2u); rounding the moved states to float32
+    adds at most 2.01 eps, the appended column 0.5 eps, the float64 sums a few
+    float64 units. (H + 12) eps covers them with room.
+    """
+    return (hidden + 12) * float(np.finfo(gram_dtype).eps)
+
+
+@numba.njit(nogil=True, cache=False)
+def _mean_as_float32(exact):
+    """The states' mean rounded to float32: a value run states have, so moving float32 states by it is exact."""
+    size, hidden = exact.shape
+    origin = np.zeros(hidden)
+    for c in range(size):
+        for h in range(hidden):
+            origin[h] += exact[c, h]
+    for h in range(hidden):
+        origin[h] = np.float64(np.float32(origin[h] / size))
+    return origin
+
+
+@numba.njit(nogil=True, cache=False)
+def _moved_states(exact, origin, kappa, query, reference):
+    """Move the states by ``origin`` and fill the augmented product's two sides; return |p|^2.
+
+    query[i] = [-2 p_i, 1], reference[c] = [p_c, |p_c|^2 (1 - kappa)] (in the
+    product's precision) for the moved states p; |p|^2 in float64 of p as the
+    product sees it. Where a difference is not exact in float64 (TwoSum),
+    nothing is moved.
+    """
+    size, hidden = exact.shape
+    exact_move = True
+    for c in range(size):
+        for h in range(hidden):
+            moved = exact[c, h] - origin[h]
+            back = moved - exact[c, h]
+            exact_move = exact_move and (exact[c, h] - (moved - back)) + (-origin[h] - back) == 0.0
+    shift = origin if exact_move else np.zeros(hidden)
+    norms = np.empty(size)
+    for c in range(size):
+        total = 0.0
+        for h in range(hidden):
+            value = reference.dtype.type(exact[c, h] - shift[h])
+            reference[c, h] = value
+            query[c, h] = -2 * value
+            total += np.float64(value) * np.float64(value)
+        norms[c] = total
+        reference[c, hidden] = total * (1.0 - kappa)
+        query[c, hidden] = 1.0
+    return norms
+
+
+@numba.njit(nogil=True, cache=False)
+def _insert(values, index, take, value, column):
+    """Insert (value, column) into the ascending top-``take`` list; return its new largest value."""
+    pos = take - 1
+    while pos > 0 and values[pos - 1] > value:
+        values[pos] = values[pos - 1]
+        index[pos] = index[pos - 1]
+        pos -= 1
+    values[pos] = value
+    index[pos] = column
+    return values[take - 1]
+
+
+# The elementwise passes are written over whole slices: numba (LLVM) vectorises such loops, not the same
+# loops with offsets into a larger array (measured 3.4x).
+@numba.njit(nogil=True, cache=False, inline="always")
+def _min_into(target, source):
+    for c in range(len(target)):
+        x = source[c]
+        target[c] = x if x < target[c] else target[c]
+
+
+@numba.njit(nogil=True, cache=False)
+def _scan_column(lower, column, cols, width, values, index, largest):
+    """Insert the elements of strided column ``column`` (column, column + cols, ...) that beat ``largest``."""
+    for lane in range(width):
+        value = lower[lane * cols + column]
+        if value < largest:
+            largest = _insert(values, index, len(values), value, lane * cols + column)
+    return largest
+
+
+@numba.njit(nogil=True, cache=False)
+def _scan_row(lower, values, index, level1, level2, bound, spare):
+    """The ``len(values)`` smallest entries of ``lower`` and their columns, ascending, into values/index.
+
+    Two levels of strided-column minima (vectorised elementwise passes): the
+    row's elements in ``width`` lanes, those minima in ``width2`` lanes. tau,
+    the take-th smallest among the minima of disjoint parts of the row, is at
+    least the row's take-th smallest value, so only parts whose minimum is at
+    most tau are searched element by element (a few per row).
+    """
+    size = len(lower)
+    take = len(values)
+    values[:] = np.inf
+    index[:] = -1
+    width, width2 = 4, 8
+    cols = size // width
+    cols2 = cols // width2
+    largest = np.inf
+    if cols2 < take:  # short rows: every element
+        for c in range(size):
+            if lower[c] < largest:
+                largest = _insert(values, index, take, lower[c], c)
+        return
+    level1[:cols] = lower[:cols]
+    for lane in range(1, width):
+        _min_into(level1[:cols], lower[lane * cols : (lane + 1) * cols])
+    level2[:cols2] = level1[:cols2]
+    for lane in range(1, width2):
+        _min_into(level2[:cols2], level1[lane * cols2 : (lane + 1) * cols2])
+    bound[:] = np.inf
+    tau = np.inf
+    for c in range(cols2):
+        if level2[c] < tau:
+            tau = _insert(bound, spare, take, level2[c], c)
+    for c in range(width2 * cols2, cols):  # level-1 columns outside the second level
+        if level1[c] < tau:
+            tau = _insert(bound, spare, take, level1[c], c)
+    for c in range(width * cols, size):  # the ragged end of the row
+        if lower[c] < tau:
+            tau = _insert(bound, spare, take, lower[c], c)
+    for c2 in range(cols2):
+        if level2[c2] <= tau:
+            for lane2 in range(width2):
+                c = lane2 * cols2 + c2
+                if level1[c] <= tau and level1[c] < largest:
+                    largest = _scan_column(lower, c, cols, width, values, index, largest)
+    for c in range(width2 * cols2, cols):
+        if level1[c] <= tau and level1[c] < largest:
+            largest = _scan_column(lower, c, cols, width, values, index, largest)
+    for c in range(width * cols, size):
+        if lower[c] < largest:
+            largest = _insert(values, index, take, lower[c], c)
+
+
+@numba.njit(nogil=True, cache=False)
+def _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e):
+    """Decide row g from its top list where the bounds allow; return the limit for its exact search, or -inf.
+
+    values: lower ends without the row term (see _decide_rows). Settled rows
+    get closer/at/room/e; the limit is the largest upper end among the
+    positions up to the group at which the sizes reach k: every group that can
+    be among the k nearest has its lower end at or below it.
+    """
+    take = len(values)
+    n_classes = counts.shape[1]
+    reach = 0.0
+    j = 0
+    while True:
+        reach += weight[index[j]]
+        if reach >= k:
+            break
+        j += 1
+    row_term = 2.0 * kappa * norms[g]
+    limit = -np.inf
+    for q in range(j + 1):
+        limit = max(limit, values[q] + 2.0 * kappa * norms[index[q]] + row_term)
+    if reach > k:  # group j is split: it holds d_k, every group before it must be strictly closer
+        clear = j + 1 >= take or values[j + 1] > values[j] + 2.0 * kappa * norms[index[j]] + row_term
+        for q in range(j):
+            clear = clear and values[q] + 2.0 * kappa * norms[index[q]] + row_term < values[j]
+    else:  # positions 0..j hold exactly k: every other group must be strictly farther than all of them
+        clear = j + 1 >= take or values[j + 1] > limit
+    if not clear:
+        return limit
+    inside = 0.0
+    for cc in range(n_classes):
+        total = 0.0
+        for q in range(j):
+            total += counts[index[q], cc]
+        closer[g, cc] = total
+        at[g, cc] = counts[index[j], cc]
+    for q in range(j):
+        inside += weight[index[q]]
+    room[g] = k - inside
+    e[g] = weight[index[j]]
+    return -np.inf
+
+
+@numba.njit(nogil=True, cache=False)
+def _exact_row(g, lower, limit, points, weight, counts, k, closer, at, room, e, candidate, distance):
+    """Row g from explicit float64 differences to every group whose lower end is within ``limit``."""
+    n_classes = counts.shape[1]
+    hidden = points.shape[1]
+    n_candidates = 0
+    for c in range(len(lower)):
+        if lower[c] <= limit:
+            total = 0.0
+            for h in range(hidden):
+                d = points[g, h] - points[c, h]
+                total += d * d
+            candidate[n_candidates] = c
+            distance[n_candidates] = np.sqrt(total)
+            n_candidates += 1
+    order = np.argsort(distance[:n_candidates], kind="mergesort")
+    reach = 0.0
+    kth = 0.0
+    for q in range(n_candidates):
+        reach += weight[candidate[order[q]]]
+        if reach >= k:
+            kth = distance[order[q]]
+            break
+    inside = 0.0
+    tied = 0.0
+    for cc in range(n_classes):
+        closer[g, cc] = 0.0
+        at[g, cc] = 0.0
+    for q in range(n_candidates):
+        c = candidate[q]
+        if distance[q] < kth:
+            inside += weight[c]
+            for cc in range(n_classes):
+                closer[g, cc] += counts[c, cc]
+        elif distance[q] == kth:
+            tied += weight[c]
+            for cc in range(n_classes):
+                at[g, cc] += counts[c, cc]
+    room[g] = k - inside
+    e[g] = tied
+
+
+@numba.njit(nogil=True, cache=False)
+def _search_rows(
+    rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e, exactly, nearest
+):
+    """Rows ``rows`` of one slice: products a few rows at a time, each scanned while it is in cache.
+
+    query (G, H + 1) and reference_t (H + 1, G): the augmented moved states
+    (``_moved_states``), float32 or float64; for row i, product entry c is the
+    lower end of pair (i, c)'s squared distance minus the row constant
+    (1 - kappa) |p_i|^2 (the scan's order); the upper end is 2 kappa (|p_i|^2 +
+    |p_c|^2) above it. points: (G, H) the states in float64. With ``exactly``,
+    rows the bounds leave open are settled by explicit differences at once;
+    without, they are returned (``nearest``: the group at their smallest lower
+    end) to be searched again.
+    """
+    size = reference_t.shape[1]
+    take = min(size, k + 1)
+    block = 16  # 16 rows of products stay in the core's cache between the product and the scan
+    rows_block = np.empty((block, query.shape[1]), dtype=query.dtype)
+    products = np.empty((block, size), dtype=query.dtype)
+    values = np.empty(take)
+    index = np.empty(take, dtype=np.int64)
+    level1 = np.empty(size, dtype=query.dtype)
+    level2 = np.empty(size, dtype=query.dtype)
+    bound = np.empty(take)
+    spare = np.empty(take, dtype=np.int64)
+    candidate = np.empty(size, dtype=np.int64)
+    distance = np.empty(size)
+    open_rows = np.empty(len(rows), dtype=np.int64)
+    n_open = 0
+    for start in range(0, len(rows), block):
+        m = min(block, len(rows) - start)
+        for q in range(m):
+            rows_block[q] = query[rows[start + q]]
+        np.dot(rows_block[:m], reference_t, products[:m])
+        for q in range(m):
+            g = rows[start + q]
+            _scan_row(products[q], values, index, level1, level2, bound, spare)
+            limit = _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e)
+            if limit == -np.inf:
+                continue
+            if exactly:
+                _exact_row(g, products[q], limit, points, weight, counts, k, closer, at, room, e, candidate, distance)
+            else:
+                open_rows[n_open] = g
+                nearest[g] = index[0]
+                n_open += 1
+    return open_rows[:n_open]
+
+
+def nearest_groups(
+    points: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, k: int
+) -> tuple[torch.Tensor, ...]:
+    """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64.
+
+    points: (G, H) the groups' states in the Gram precision (float32 only for
+    float32 states), finite; weight (G,) group sizes; counts (G, C) class
+    counts. Call within ``blas_threads``: the products come from the BLAS
+    numba calls (scipy's), which torch's thread setting does not reach.
+
+    Float64 products, moved to the slice's mean, settle all but a few rows,
+    which get explicit differences at once. Float32 products leave open the
+    rows of clusters away from the mean (their bounds are 2^29 times wider):
+    those are searched again in float32 moved into their cluster (to the group
+    most of them have nearest), then what is left in float64.
+    """
+    size, hidden = points.shape
+    exact = points.double().numpy()
+    n_classes = counts.shape[1]
+    closer = np.empty((size, n_classes))
+    at = np.empty((size, n_classes))
+    room = np.empty(size)
+    e = np.empty(size)
+    nearest = np.empty(size, dtype=np.int64)
+    weight_np, counts_np = weight.numpy(), counts.numpy()
+    mean = _mean_as_float32(exact)
+
+    def search(dtype, origin, rows):
+        kappa = rounding_factor(hidden, dtype)
+        query = np.empty((size, hidden + 1), dtype=dtype)
+        reference = np.empty((size, hidden + 1), dtype=dtype)
+        norms = _moved_states(exact, origin, kappa, query, reference)
+        exactly = dtype == np.float64
+        args = (norms, kappa, exact, weight_np, counts_np, k, closer, at, room, e, exactly, nearest)
+        return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
+
+    dtype = np.float64 if points.dtype == torch.float64 else np.float32
+    open_rows = search(dtype, mean, np.arange(size))
+    if len(open_rows):
+        open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
+    if len(open_rows):
+        search(np.float64, mean, open_rows)
+    return tuple(torch.from_numpy(a) for a in (closer, at, room, e))
+
+
+def blas_threads():
+    """The BLAS behind the products (numpy's and scipy's) limited to torch's thread count, as a context."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")

@@ -414,10 +414,12 @@ def _resubstitution_by_groups(
     k: int,
     max_elements: int,
     compiled: bool | None = None,
+    gram_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resubstitution under the random-order rule, once per group of identical states.
 
-    ref: (T, N, H) states in the Gram precision. Within a time slice every
+    ref: (T, N, H) states; ``gram_dtype``: the products' precision (default:
+    the states'; float32 only for float32 states). Within a time slice every
     sample of a group has the same distances, so the same S and E and, per
     true class, the same expected vote; identical states cost one row and one
     column of the distance matrix, and a group larger than the room is a tie
@@ -430,28 +432,45 @@ def _resubstitution_by_groups(
     """
     if compiled is None:
         compiled = ref.device.type == "cpu"
+    gram_dtype = gram_dtype or ref.dtype
+    if not compiled:
+        ref = ref.to(gram_dtype)
     slices, n, _ = ref.shape
     n_classes = onehot.shape[1]
     device = ref.device
-    group, n_groups = _groups_of_identical_states(ref)
+    if compiled:
+        group, n_groups = knn_compiled.identical_groups(ref.numpy())
+    else:
+        group, n_groups = _groups_of_identical_states(ref)
     most = int(n_groups.max())
     buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
     wide = buffer if ref.dtype == torch.float64 else None
     votes_by_slice, open_rows = [], []
     tied = torch.empty((slices, n), dtype=torch.bool, device=device)
+    if compiled:
+        states, group_np, labels_np = ref.numpy(), group.numpy(), labels.numpy()
+        product_dtype = np.float32 if gram_dtype == torch.float32 else np.float64
+        neighbours = None  # per sample, the first samples of its group's nearest groups at the previous slice
     for t in range(slices):
         g, size = group[t], int(n_groups[t])
-        first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
-            0, g, torch.arange(n, device=device), "amin"
-        )
-        points = ref[t, first]
-        weight = torch.bincount(g, minlength=size).to(torch.float64)
-        counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
-        final = ref.dtype == torch.float64
         if compiled:
-            closer, at, room, e = knn_compiled.nearest_groups(points, weight, counts, k)
+            first, weight, counts = knn_compiled.group_tables(group_np[t], size, labels_np, n_classes)
+            candidates = None
+            if neighbours is not None:
+                candidates = np.concatenate([np.arange(size)[:, None], group_np[t][neighbours[first]]], axis=1)
+            closer, at, room, e, nearest = knn_compiled.nearest_groups(
+                states[t, first], weight, counts, k, product_dtype, candidates
+            )
+            neighbours = first[nearest][group_np[t]]
             unclear = ()
         else:
+            first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
+                0, g, torch.arange(n, device=device), "amin"
+            )
+            points = ref[t, first]
+            weight = torch.bincount(g, minlength=size).to(torch.float64)
+            counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
+            final = ref.dtype == torch.float64
             closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
         if len(unclear):
             if wide is None:
@@ -526,14 +545,19 @@ def knn_curve(
     dtype = gram_dtype
     if dtype == torch.float32 and (reference.dtype != torch.float32 or (not same and query.dtype != torch.float32)):
         dtype = torch.float64
-    ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     if same and not leave_one_out and ties == "expected_random_order":
         # blocks of 2 MiB of distances: a block stays in a core's cache between the product and the search
         with knn_compiled.blas_threads():
             right, tied = _resubstitution_by_groups(
-                ref, labels, onehot, k, max_elements or 2**21 // torch.finfo(dtype).bits * 8
+                reference.detach().transpose(0, 1),
+                labels,
+                onehot,
+                k,
+                max_elements or 2**21 // torch.finfo(dtype).bits * 8,
+                gram_dtype=dtype,
             )
         return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
+    ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
     slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]
     # Work in blocks of about max_elements distances: several time slices at

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls it: loaded now, so that blas_threads limits it
 import torch
 
 
@@ -58,13 +59,13 @@ def _moved_states(exact, origin, kappa, query, reference):
     nothing is moved.
     """
     size, hidden = exact.shape
-    exact_move = True
+    inexact = 0
     for c in range(size):
         for h in range(hidden):
             moved = exact[c, h] - origin[h]
             back = moved - exact[c, h]
-            exact_move = exact_move and (exact[c, h] - (moved - back)) + (-origin[h] - back) == 0.0
-    shift = origin if exact_move else np.zeros(hidden)
+            inexact += 1 if (exact[c, h] - (moved - back)) + (-origin[h] - back) != 0.0 else 0
+    shift = origin if inexact == 0 else np.zeros(hidden)
     norms = np.empty(size)
     for c in range(size):
         total = 0.0
@@ -102,37 +103,36 @@ def _min_into(target, source):
 
 
 @numba.njit(nogil=True, cache=False)
-def _scan_column(lower, column, cols, width, values, index, largest):
+def _scan_column(lower, offset, column, cols, width, values, index, largest):
     """Insert the elements of strided column ``column`` (column, column + cols, ...) that beat ``largest``."""
     for lane in range(width):
         value = lower[lane * cols + column]
         if value < largest:
-            largest = _insert(values, index, len(values), value, lane * cols + column)
+            largest = _insert(values, index, len(values), value, offset + lane * cols + column)
     return largest
 
 
 @numba.njit(nogil=True, cache=False)
-def _scan_row(lower, values, index, level1, level2, bound, spare):
-    """The ``len(values)`` smallest entries of ``lower`` and their columns, ascending, into values/index.
+def _scan_row(lower, offset, values, index, level1, level2, bound, spare):
+    """Merge the smallest entries of ``lower`` (columns offset, offset + 1, ...) into a row's ascending list.
 
     Two levels of strided-column minima (vectorised elementwise passes): the
     row's elements in ``width`` lanes, those minima in ``width2`` lanes. tau,
     the take-th smallest among the minima of disjoint parts of the row, is at
     least the row's take-th smallest value, so only parts whose minimum is at
-    most tau are searched element by element (a few per row).
+    most tau (and below the list's largest) are searched element by element
+    (a few per row).
     """
     size = len(lower)
     take = len(values)
-    values[:] = np.inf
-    index[:] = -1
     width, width2 = 4, 8
     cols = size // width
     cols2 = cols // width2
-    largest = np.inf
+    largest = values[take - 1]
     if cols2 < take:  # short rows: every element
         for c in range(size):
             if lower[c] < largest:
-                largest = _insert(values, index, take, lower[c], c)
+                largest = _insert(values, index, take, lower[c], offset + c)
         return
     level1[:cols] = lower[:cols]
     for lane in range(1, width):
@@ -152,17 +152,17 @@ def _scan_row(lower, values, index, level1, level2, bound, spare):
         if lower[c] < tau:
             tau = _insert(bound, spare, take, lower[c], c)
     for c2 in range(cols2):
-        if level2[c2] <= tau:
+        if level2[c2] <= tau and level2[c2] < largest:
             for lane2 in range(width2):
                 c = lane2 * cols2 + c2
                 if level1[c] <= tau and level1[c] < largest:
-                    largest = _scan_column(lower, c, cols, width, values, index, largest)
+                    largest = _scan_column(lower, offset, c, cols, width, values, index, largest)
     for c in range(width2 * cols2, cols):
         if level1[c] <= tau and level1[c] < largest:
-            largest = _scan_column(lower, c, cols, width, values, index, largest)
+            largest = _scan_column(lower, offset, c, cols, width, values, index, largest)
     for c in range(width * cols, size):
         if lower[c] < largest:
-            largest = _insert(values, index, take, lower[c], c)
+            largest = _insert(values, index, take, lower[c], offset + c)
 
 
 @numba.njit(nogil=True, cache=False)
@@ -251,6 +251,118 @@ def _exact_row(g, lower, limit, points, weight, counts, k, closer, at, room, e, 
     e[g] = tied
 
 
+@numba.njit(nogil=True, cache=False, inline="always")
+def _entries(products, shifted, own, threshold, largest, to_rows, to_column):
+    """State c's lower ends to the block's rows (own - 2 p.p) and theirs to row c (shifted_q - 2 p.p), and how
+    many beat the rows' thresholds and row c's largest (whole slices: vectorised)."""
+    into_rows = 0
+    into_column = 0
+    for q in range(len(products)):
+        twice = 2.0 * np.float64(products[q])
+        a = own - twice
+        b = shifted[q] - twice
+        to_rows[q] = a
+        to_column[q] = b
+        into_rows += 1 if a < threshold[q] else 0
+        into_column += 1 if b < largest else 0
+    return into_rows, into_column
+
+
+@numba.njit(nogil=True, cache=False)
+def _symmetric_lists(states, shifted, bar, values, index):
+    """Every row's ascending list of its ``take`` smallest lower ends, from the upper triangle of the products.
+
+    states (G, H): the moved states in the product's precision; shifted:
+    |p|^2 (1 - kappa); bar (G,): per row a value that at least ``take`` of its
+    lower ends lie below (+inf: none known), lowered to the list's largest as
+    it fills. Each product p_i.p_c (c >= i) is computed once and gives row i
+    the lower end shifted_c - 2 p_i.p_c and row c the lower end shifted_i - 2
+    p_i.p_c. The products come a block of rows i at a time, against every
+    state from the block's first on (one tall product, as BLAS does it
+    fastest); each state c's products with the block are contiguous, and both
+    directions are read from them: the block's rows, and row c, take an entry
+    only where it is below their bar (counted first over the block, a
+    vectorised pass, so that most states cost no branch).
+    """
+    size, hidden = states.shape
+    take = values.shape[1]
+    block = 64
+    buffer = np.empty(block * size, dtype=states.dtype)
+    rows_t = np.empty((hidden, block), dtype=states.dtype)
+    to_rows = np.empty(block)
+    to_column = np.empty(block)
+    for lo in range(0, size, block):
+        m = min(block, size - lo)
+        width = size - lo
+        for h in range(hidden):
+            for q in range(m):
+                rows_t[h, q] = states[lo + q, h]
+        products = buffer[: width * m].reshape(width, m)  # products[r, q] = p_(lo + r) . p_(lo + q)
+        np.dot(states[lo:], np.ascontiguousarray(rows_t[:, :m]), products)
+        threshold = bar[lo : lo + m]
+        for r in range(width):
+            c = lo + r
+            n = min(m, r + 1)  # rows lo + q with q <= r: pairs (lo + q, c) of the upper triangle
+            own = shifted[c]
+            into_rows, into_column = _entries(
+                products[r, :n], shifted[lo : lo + n], own, threshold[:n], bar[c], to_rows[:n], to_column[:n]
+            )
+            if into_rows:
+                for q in range(n):
+                    if to_rows[q] < threshold[q]:
+                        threshold[q] = min(threshold[q], _insert(values[lo + q], index[lo + q], take, to_rows[q], c))
+            if into_column:
+                largest = bar[c]  # the diagonal pair (q = r) may have lowered row c's bar above
+                for q in range(min(n, r)):  # q < r: the diagonal pair is row c's own entry, taken above
+                    if to_column[q] < largest:
+                        largest = min(largest, _insert(values[c], index[c], take, to_column[q], lo + q))
+                bar[c] = largest
+
+
+@numba.njit(nogil=True, cache=False)
+def _bars(states, shifted, norms, kappa, take, candidates, bar):
+    """Per row, from candidate columns (say its nearest at the previous time slice; -1: none), a bar: just
+    above the take-th smallest upper end among ``take`` distinct candidates, +inf with fewer.
+
+    An upper end (lower end + 2 kappa (|p_i|^2 + |p_c|^2)) is at least the
+    pair's lower end as any other computation of its product gives it, so
+    at least ``take`` lower ends of the full pass lie below the bar.
+    """
+    size, hidden = states.shape
+    best = np.empty(take)
+    spare = np.empty(take, dtype=np.int64)
+    for i in range(size):
+        n = 0
+        best[:] = np.inf
+        for j in range(candidates.shape[1]):
+            c = candidates[i, j]
+            fresh = c >= 0
+            for earlier in range(j):
+                fresh = fresh and candidates[i, earlier] != c
+            if fresh:
+                product = 0.0
+                for h in range(hidden):
+                    product += np.float64(states[i, h]) * np.float64(states[c, h])
+                upper = shifted[c] - 2.0 * product + 2.0 * kappa * (norms[i] + norms[c])
+                if upper < best[take - 1]:
+                    _insert(best, spare, take, upper, c)
+                n += 1
+        bar[i] = np.nextafter(best[take - 1], np.inf) if n >= take else np.inf
+
+
+@numba.njit(nogil=True, cache=False)
+def _settle_lists(values, index, norms, kappa, weight, counts, k, closer, at, room, e):
+    """Settle every row from its list where the bounds allow; return the rows left open."""
+    size = values.shape[0]
+    open_rows = np.empty(size, dtype=np.int64)
+    n_open = 0
+    for g in range(size):
+        if _settle(g, values[g], index[g], norms, kappa, weight, counts, k, closer, at, room, e) > -np.inf:
+            open_rows[n_open] = g
+            n_open += 1
+    return open_rows[:n_open]
+
+
 @numba.njit(nogil=True, cache=False)
 def _search_rows(
     rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e, exactly, nearest
@@ -288,7 +400,9 @@ def _search_rows(
         np.dot(rows_block[:m], reference_t, products[:m])
         for q in range(m):
             g = rows[start + q]
-            _scan_row(products[q], values, index, level1, level2, bound, spare)
+            values[:] = np.inf
+            index[:] = -1
+            _scan_row(products[q], 0, values, index, level1, level2, bound, spare)
             limit = _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e)
             if limit == -np.inf:
                 continue
@@ -302,30 +416,40 @@ def _search_rows(
 
 
 def nearest_groups(
-    points: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, k: int
+    points: np.ndarray,
+    weight: np.ndarray,
+    counts: np.ndarray,
+    k: int,
+    dtype: type = np.float64,
+    candidates: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64.
+    """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64; and
+    each group's list of nearest groups (G, min(G, k + 1)), the next slice's ``candidates``.
 
-    points: (G, H) the groups' states in the Gram precision (float32 only for
-    float32 states), finite; weight (G,) group sizes; counts (G, C) class
-    counts. Call within ``blas_threads``: the products come from the BLAS
-    numba calls (scipy's), which torch's thread setting does not reach.
+    points: (G, H) the groups' states, finite; weight (G,) group sizes;
+    counts (G, C) class counts (float64); ``dtype``: the products' precision
+    (np.float32 only for float32 states); ``candidates`` (G, any; -1: none):
+    groups likely among each group's nearest (its nearest at the previous
+    time slice: states move little from one slice to the next), which give
+    the search a bar to start from instead of filling every list first. Call within ``blas_threads``: the products come from
+    the BLAS numba calls (scipy's), which torch's thread setting does not reach.
 
-    Float64 products, moved to the slice's mean, settle all but a few rows,
-    which get explicit differences at once. Float32 products leave open the
-    rows of clusters away from the mean (their bounds are 2^29 times wider):
-    those are searched again in float32 moved into their cluster (to the group
-    most of them have nearest), then what is left in float64.
+    The upper triangle of the products, moved to the slice's mean, gives every
+    row its list; the bounds settle all but a few rows. In float64 those get
+    explicit differences at once. Float32 leaves open the rows of clusters
+    away from the mean (their bounds are 2^29 times wider): those are
+    searched again in float32 moved into their cluster (to the group most of
+    them have nearest), then what is left in float64.
     """
     size, hidden = points.shape
-    exact = points.double().numpy()
+    exact = points.astype(np.float64)
     n_classes = counts.shape[1]
     closer = np.empty((size, n_classes))
     at = np.empty((size, n_classes))
     room = np.empty(size)
     e = np.empty(size)
     nearest = np.empty(size, dtype=np.int64)
-    weight_np, counts_np = weight.numpy(), counts.numpy()
+    weight_np, counts_np = weight, counts
     mean = _mean_as_float32(exact)
 
     def search(dtype, origin, rows):
@@ -337,13 +461,84 @@ def nearest_groups(
         args = (norms, kappa, exact, weight_np, counts_np, k, closer, at, room, e, exactly, nearest)
         return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
 
-    dtype = np.float64 if points.dtype == torch.float64 else np.float32
-    open_rows = search(dtype, mean, np.arange(size))
-    if len(open_rows):
+    kappa = rounding_factor(hidden, dtype)
+    query = np.empty((size, hidden + 1), dtype=dtype)
+    reference = np.empty((size, hidden + 1), dtype=dtype)
+    norms = _moved_states(exact, mean, kappa, query, reference)
+    states = np.ascontiguousarray(reference[:, :hidden])
+    shifted = norms * (1.0 - kappa)
+    take = min(size, k + 1)
+    values = np.full((size, take), np.inf)
+    index = np.full((size, take), -1, dtype=np.int64)
+    bar = np.full(size, np.inf)
+    if candidates is not None:
+        _bars(states, shifted, norms, kappa, take, candidates, bar)
+    _symmetric_lists(states, shifted, bar, values, index)
+    open_rows = _settle_lists(values, index, norms, kappa, weight_np, counts_np, k, closer, at, room, e)
+    if len(open_rows) and dtype == np.float32:
+        nearest[open_rows] = index[open_rows, 0]
         open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
     if len(open_rows):
         search(np.float64, mean, open_rows)
-    return tuple(torch.from_numpy(a) for a in (closer, at, room, e))
+    return (*(torch.from_numpy(a) for a in (closer, at, room, e)), index)
+
+
+@numba.njit(nogil=True, cache=False)
+def _identical_groups(states, direction, group, n_groups):
+    """As ``knn._groups_of_identical_states``, compiled: for every slice, rows sorted by a fixed projection
+    (summed in float64 in one order, so that equal rows get equal keys), runs of equal keys checked row by row
+    against the run's first row (equal as numbers: +0 and -0 alike); a row that differs gets its own group."""
+    slices, size, hidden = states.shape
+    key = np.empty(size)
+    for t in range(slices):
+        for s in range(size):
+            total = 0.0
+            for h in range(hidden):
+                total += np.float64(states[t, s, h]) * direction[h]
+            key[s] = total
+        order = np.argsort(key, kind="mergesort")
+        current = -1
+        head = -1
+        for j in range(size):
+            s = order[j]
+            if j == 0 or key[s] != key[order[j - 1]]:  # a new run of equal keys
+                head = s
+                current += 1
+                group[t, s] = current
+                continue
+            same = True
+            for h in range(hidden):
+                same = same and states[t, s, h] == states[t, head, h]
+            if same:
+                group[t, s] = group[t, head]
+            else:  # a collision of keys: a group of its own
+                current += 1
+                group[t, s] = current
+        n_groups[t] = current + 1
+
+
+def identical_groups(states: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group ids (T, N) and group counts (T,) of identical states per slice; states (T, N, H)."""
+    slices, size, hidden = states.shape
+    direction = np.random.default_rng(0).standard_normal(hidden)
+    group = np.empty((slices, size), dtype=np.int64)
+    n_groups = np.empty(slices, dtype=np.int64)
+    _identical_groups(states, direction, group, n_groups)
+    return torch.from_numpy(group), torch.from_numpy(n_groups)
+
+
+@numba.njit(nogil=True, cache=False)
+def group_tables(group, size, labels, n_classes):
+    """Per group of one slice: its first sample, its size and its class counts (float64)."""
+    first = np.full(size, len(group), dtype=np.int64)
+    weight = np.zeros(size)
+    counts = np.zeros((size, n_classes))
+    for sample in range(len(group)):
+        g = group[sample]
+        first[g] = min(first[g], sample)
+        weight[g] += 1.0
+        counts[g, labels[sample]] += 1.0
+    return first, weight, counts
 
 
 def blas_threads():

@@ -24,6 +24,15 @@ def test_the_tie_rule_and_the_mode_are_part_of_the_run_id():
     assert len(ids) == 3
 
 
+def test_the_products_precision_is_not_part_of_the_run_id():
+    """float32 and float64 products give the same curves (test_knn_compiled.py): one run, one id, the id that
+    float64, the default before, gave."""
+    default = run_config()
+    assert default.probe.knn.gram_precision == "float32"
+    assert run_id(default) == run_id(run_config("probe.knn.gram_precision=float64"))
+    assert run_id(default) != run_id(run_config("probe.knn.k=5"))
+
+
 def test_a_run_done_under_one_rule_is_not_done_for_the_other(tmp_path):
     old = execute(run_config("trainer.epochs=1", "probe.knn.ties=self_first_by_index", f"paths.root={tmp_path}"))
     new = execute(run_config("trainer.epochs=1", f"paths.root={tmp_path}"))

@@ -24,7 +24,9 @@ float64 or float32); where the gaps around the k-th value are within its
 rounding bound, the candidates' distances are recomputed from explicit float64
 differences (identical states at exactly 0). Resubstitution under the default
 rule searches each slice's groups of identical states once, counted with their
-sizes. bench/bench_knn.py and docs/performance.md have the measurements.
+sizes; on CPU with a compiled search (knn_compiled.py: the upper triangle of
+the products, each pair with its own rounding bound after moving the slice to
+its median state). bench/bench_knn.py and docs/performance.md have the measurements.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
-from . import knn_compiled
 from .base import Probe, ProbeContext
 
 TIE_RULES = ("expected_random_order", "self_first_by_index")
@@ -48,6 +49,10 @@ MODES = ("resubstitution", "leave_one_out")
 TIE_SHARE = "knn_tie_share"
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
+# The compiled CPU search (knn_compiled) costs about 5 s of compilation once per process; below this many
+# states per slice the torch search takes less than that over a whole run (measured: N 300, T 150, 50 epochs:
+# 3 s), so small runs, as in the tests, never compile. Both searches give the same values, bit for bit.
+COMPILED_MIN_STATES = 1000
 
 
 def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -423,28 +428,38 @@ def _resubstitution_by_groups(
     sample of a group has the same distances, so the same S and E and, per
     true class, the same expected vote; identical states cost one row and one
     column of the distance matrix, and a group larger than the room is a tie
-    counted from its class counts, with no distances among its members. In
-    float32, rows too close to call within its rounding are searched again in
+    counted from its class counts, with no distances among its members. Rows
+    too close to call within the products' rounding are searched again in
     float64, then by exact distances. Returns per (slice, sample) the expected
     right vote and whether ties decided it: the same values, bit for bit, as a
-    search over all samples. ``compiled`` (default: on CPU) searches each
-    slice with ``knn_compiled.nearest_groups``, else with torch (the GPU path).
+    search over all samples (finite states). ``compiled`` (default: on CPU,
+    from COMPILED_MIN_STATES samples on) searches each slice with
+    ``knn_compiled`` (numba), else with torch (the GPU path).
     """
-    if compiled is None:
-        compiled = ref.device.type == "cpu"
     gram_dtype = gram_dtype or ref.dtype
+    if compiled is None:
+        compiled = ref.device.type == "cpu" and ref.shape[1] >= COMPILED_MIN_STATES
     if not compiled:
-        ref = ref.to(gram_dtype)
+        return _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
+    from . import knn_compiled
+
+    with knn_compiled.blas_threads():
+        return _search_groups(ref, labels, onehot, k, max_elements, knn_compiled, gram_dtype)
+
+
+def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=None):
+    """``_resubstitution_by_groups``' search: with ``compiled`` (the knn_compiled module) or torch."""
     slices, n, _ = ref.shape
     n_classes = onehot.shape[1]
     device = ref.device
     if compiled:
-        group, n_groups = knn_compiled.identical_groups(ref.numpy())
+        group, n_groups = compiled.identical_groups(ref.numpy())
     else:
         group, n_groups = _groups_of_identical_states(ref)
     most = int(n_groups.max())
-    buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
-    wide = buffer if ref.dtype == torch.float64 else None
+    if not compiled:
+        buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
+        wide = buffer if ref.dtype == torch.float64 else None
     votes_by_slice, open_rows = [], []
     tied = torch.empty((slices, n), dtype=torch.bool, device=device)
     if compiled:
@@ -454,11 +469,11 @@ def _resubstitution_by_groups(
     for t in range(slices):
         g, size = group[t], int(n_groups[t])
         if compiled:
-            first, weight, counts = knn_compiled.group_tables(group_np[t], size, labels_np, n_classes)
+            first, weight, counts = compiled.group_tables(group_np[t], size, labels_np, n_classes)
             candidates = None
             if neighbours is not None:
                 candidates = np.concatenate([np.arange(size)[:, None], group_np[t][neighbours[first]]], axis=1)
-            closer, at, room, e, nearest = knn_compiled.nearest_groups(
+            closer, at, room, e, nearest = compiled.nearest_groups(
                 states[t, first], weight, counts, k, product_dtype, candidates
             )
             neighbours = first[nearest][group_np[t]]
@@ -536,6 +551,13 @@ def knn_curve(
             f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
             f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})"
         )
+    for name, states in (("reference", reference), ("query", None if same else query)):
+        if states is not None and not bool(states.isfinite().all()):
+            bad = (~states.isfinite()).flatten(2).any(-1).any(0).nonzero().flatten() + 1
+            raise ValueError(
+                f"probe.knn: the {name} hidden states are not finite at time slices {bad.tolist()[:10]}: "
+                "the network diverged (a NaN or infinite loss); lower trainer.lr or check the inputs"
+            )
     device = reference.device
     labels = reference_labels.long().to(device)
     truth = query_labels.long().to(device)
@@ -547,15 +569,14 @@ def knn_curve(
         dtype = torch.float64
     if same and not leave_one_out and ties == "expected_random_order":
         # blocks of 2 MiB of distances: a block stays in a core's cache between the product and the search
-        with knn_compiled.blas_threads():
-            right, tied = _resubstitution_by_groups(
-                reference.detach().transpose(0, 1),
-                labels,
-                onehot,
-                k,
-                max_elements or 2**21 // torch.finfo(dtype).bits * 8,
-                gram_dtype=dtype,
-            )
+        right, tied = _resubstitution_by_groups(
+            reference.detach().transpose(0, 1),
+            labels,
+            onehot,
+            k,
+            max_elements or 2**21 // torch.finfo(dtype).bits * 8,
+            gram_dtype=dtype,
+        )
         return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)

@@ -1,0 +1,156 @@
+"""The probe's compiled CPU search (pipeline/probes/knn_compiled.py) against the torch search (the GPU path),
+the exact brute force of the tie rule, and torch's groups of identical states: on real LSTM states with padded
+tails, tie-heavy states and the corner cases of its bounds (tiny slices, k near N, large norms, float64 states,
+non-finite states)."""
+
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from pipeline.probes import knn_compiled
+from pipeline.probes.knn import _groups_of_identical_states, _resubstitution_by_groups, knn_curve
+from tests.test_knn import brute_force_curve, hypergeometric_curve
+from tests.test_knn_groups import near_identical_cluster
+
+
+def lstm_states(n: int, slices: int, hidden: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded LSTM's hidden states on zero-padded noisy sines: padded tails run into one fixed point, a few
+    float32 units apart before they reach it (the clusters the compiled search moves its origin into)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    steps = np.arange(slices)
+    freq = 0.05 + 0.05 * labels[:, None] + 0.02 * rng.random((n, 3))
+    x = np.sin(2 * np.pi * freq[:, None, :] * steps[None, :, None] + rng.random((n, 1, 3)) * 6)
+    x = (x + 0.3 * rng.normal(size=x.shape)).astype(np.float32)
+    x[steps[None, :] >= rng.integers(2, slices + 1, n)[:, None]] = 0.0
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        states = torch.nn.LSTM(3, hidden, batch_first=True)(torch.tensor(x))[0].contiguous()
+    return states, torch.tensor(labels)
+
+
+def both_searches(states: torch.Tensor, labels: torch.Tensor, k: int, gram_dtype: torch.dtype):
+    onehot = torch.nn.functional.one_hot(labels.long(), max(2, int(labels.max()) + 1)).to(torch.float64)
+    ref = states.transpose(0, 1)
+    args = (ref, labels.long(), onehot, k, 2**16)
+    return (
+        _resubstitution_by_groups(*args, compiled=True, gram_dtype=gram_dtype),
+        _resubstitution_by_groups(*args, compiled=False, gram_dtype=gram_dtype),
+    )
+
+
+def assert_same(compiled, torch_search):
+    torch.testing.assert_close(compiled[0], torch_search[0], rtol=0, atol=0)
+    assert torch.equal(compiled[1], torch_search[1])
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("gram_dtype", [torch.float32, torch.float64])
+def test_lstm_states_equal_the_torch_search_bit_for_bit(k, gram_dtype):
+    states, labels = lstm_states(300, 60, 8)
+    compiled, reference = both_searches(states, labels, k, gram_dtype)
+    assert_same(compiled, reference)
+    assert compiled[1].any(), "the padded tails should produce ties"
+    last = states[:, -1].double()
+    distances = torch.cdist(last, last)
+    assert distances[distances > 0].min() < 1e-7, "and distinct states a few float32 units apart"
+
+
+def test_lstm_states_equal_the_exact_brute_force():
+    states, labels = lstm_states(160, 10, 6, seed=3)
+    compiled, _ = both_searches(states, labels, 3, torch.float32)
+    accuracy, share = hypergeometric_curve(states.numpy().astype(np.float64), labels.numpy())
+    np.testing.assert_allclose(compiled[0].sum(-1).numpy() / len(labels), accuracy, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(compiled[1].double().mean(-1).numpy(), share)
+
+
+@pytest.mark.parametrize("gram_dtype", [torch.float32, torch.float64])
+def test_tie_heavy_states_with_three_classes(gram_dtype):
+    """Shared first token, a fixed point, near-identical tails, a one-sample class, -0 and +0."""
+    rng = np.random.default_rng(1)
+    n, slices, hidden = 300, 6, 8
+    states = np.tanh(rng.normal(size=(n, slices, hidden))).astype(np.float32)
+    states[:90, 0] = states[0, 0]
+    states[120:200, 3:] = np.tanh(rng.normal(size=(1, 3, hidden))).astype(np.float32)
+    states[200:260, 4:] = near_identical_cluster(rng, 60, 2, hidden)
+    states[260:270, :, 0] = 0.0
+    states[270:280] = states[260:270]
+    states[270:280, :, 0] = -0.0
+    labels = rng.integers(0, 2, n)
+    labels[7] = 2
+    for k in (2, 3, 4):
+        compiled, reference = both_searches(torch.tensor(states), torch.tensor(labels), k, gram_dtype)
+        assert_same(compiled, reference)
+    two_classes = np.minimum(labels, 1)
+    compiled, _ = both_searches(torch.tensor(states), torch.tensor(two_classes), 3, gram_dtype)
+    accuracy, share = hypergeometric_curve(states.astype(np.float64), two_classes.astype(object))
+    np.testing.assert_allclose(compiled[0].sum(-1).numpy() / n, accuracy, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(compiled[1].double().mean(-1).numpy(), share)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["two states", "k is N - 1", "one group per slice", "large norms", "float64 states", "one state per class"],
+)
+def test_corner_cases_of_the_bounds(case):
+    rng = np.random.default_rng(2)
+    states = np.tanh(rng.normal(size=(40, 5, 4))).astype(np.float32)
+    labels = rng.integers(0, 2, 40)
+    k, dtype = 3, torch.float32
+    if case == "two states":
+        states, labels, k = states[:2], np.array([0, 1]), 1
+    elif case == "k is N - 1":
+        states, labels, k = states[:6], labels[:6], 5
+    elif case == "one group per slice":
+        states[:] = states[0]
+    elif case == "large norms":  # the clusters' distances far below the norms' rounding
+        states = (states * 1e4 + 3e4).astype(np.float32)
+        states[10:30, 3:] = near_identical_cluster(rng, 20, 2, 4) * 1e4
+    elif case == "float64 states":  # not float32 values: the move to the median is not exact, nothing moves
+        states = np.tanh(rng.normal(size=(40, 5, 4)))
+        states[:12, 2:] = states[0, 2:]
+        dtype = torch.float64
+    else:
+        states, labels, k = states[:3], np.array([0, 1, 1]), 2
+    compiled, reference = both_searches(torch.tensor(states), torch.tensor(labels), k, dtype)
+    assert_same(compiled, reference)
+    exact = brute_force_curve(states.astype(np.float64), labels, k=k)
+    np.testing.assert_allclose(compiled[0].sum(-1).numpy() / len(labels), exact, rtol=0, atol=1e-12)
+
+
+def test_non_finite_states_fail_with_a_clear_error():
+    """A diverged network: no neighbours are defined; the error says where and why (it was an IndexError)."""
+    states, labels = lstm_states(50, 3, 4)
+    states[5, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"not finite at time slices \[2\].*diverged"):
+        knn_curve(states, labels)
+
+
+def test_default_sizes_take_the_compiled_search_with_the_same_result():
+    """From COMPILED_MIN_STATES states on knn_curve compiles; its curve equals the torch search's."""
+    states, labels = lstm_states(1100, 4, 6, seed=5)
+    curve = knn_curve(states, labels, gram_dtype=torch.float32)
+    onehot = torch.nn.functional.one_hot(labels, 2).to(torch.float64)
+    right, tied = _resubstitution_by_groups(states.transpose(0, 1), labels, onehot, 3, 2**16, compiled=False)
+    np.testing.assert_array_equal(curve.accuracy, right.sum(-1).numpy() / len(labels))
+    np.testing.assert_array_equal(curve.tie_share, tied.sum(-1).numpy() / len(labels))
+
+
+def test_groups_are_torchs_partition():
+    states, _ = lstm_states(300, 20, 6)
+    states[100:140, 4] = states[0, 4]
+    slices = states.transpose(0, 1).contiguous()
+    group, n_groups = knn_compiled.identical_groups(slices.numpy())
+    expected, n_expected = _groups_of_identical_states(slices)
+    assert torch.equal(n_groups, n_expected)
+    for t in range(slices.shape[0]):
+        # the same partition: every (ours, torch's) pair of ids is one of the groups
+        assert torch.unique(torch.stack([group[t], expected[t]]), dim=1).shape[1] == int(n_groups[t])
+
+
+def test_blas_behind_the_products_is_limited_to_torchs_threads():
+    """The products come from scipy's BLAS through numba, which torch.set_num_threads does not reach."""
+    with knn_compiled.blas_threads():
+        scipy_blas = [pool for pool in threadpool_info() if "scipy_openblas-" in pool["filepath"]]
+        assert scipy_blas and all(pool["num_threads"] == torch.get_num_threads() for pool in scipy_blas)

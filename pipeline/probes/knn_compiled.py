@@ -1,19 +1,23 @@
-"""The probe's per-slice neighbour search on CPU, compiled (numba): Gram rows scanned once, near ties settled inline.
+"""The probe's per-slice neighbour search on CPU, compiled (numba).
 
 ``nearest_groups`` returns, for every group of identical states of one time
 slice, what the tie rule needs (class counts of S and E, room r, e); see
-``knn._resubstitution_by_groups``, whose torch search it replaces on CPU (the
-torch search stays the GPU path; tests hold the two equal bit for bit).
+``knn._resubstitution_by_groups``, whose torch search it replaces on CPU from
+``knn.COMPILED_MIN_STATES`` states on (the torch search stays the GPU path;
+tests/test_knn_compiled.py holds the two equal bit for bit).
 
 Why it is fast on LSTM states: their padded tails form clusters of
 near-identical states whose distances (~1e-13) sit below the rounding bound of
-the Gram identity at ordinary norms (~1e-12), so the search used to hand them
-to explicit differences. Distances do not change under translation, and the
-bound scales with the norms of the two states compared, so the slice is first
-moved to its mean (rounded to a state value, so that the move is exact, and
-checked), and each pair gets its own bound: most rows are then decided by the
-products, and the rest get explicit float64 differences against the few
-candidates within their bound, while their row of products is still in cache.
+the Gram identity at ordinary norms (~1e-12). Distances do not change under
+translation, and the bound scales with the norms of the two states compared,
+so the slice is moved (exactly, checked) to its coordinate-wise median state,
+inside the cluster where most states sit, and each pair gets its own bound:
+the products then settle almost every row. Each product of the upper triangle
+is computed once and read for both of its rows; each row's list starts from a
+bar set by its nearest at the previous slice. Rows left open are searched
+again (in float32 moved into their cluster, then in float64), then by explicit
+float64 differences against the few candidates within their bound.
+docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ def rounding_factor(hidden: int, gram_dtype) -> float:
     has rounding error at most gamma_(H+1) (2 |p_i| |p_c| + |p_c|^2) <= (H + 1)
     eps (|p_i|^2 + |p_c|^2) (eps = 2u); rounding the moved states to float32
     adds at most 2.01 eps, the appended column 0.5 eps, the float64 sums a few
-    float64 units. (H + 12) eps covers them with room.
+    float64 units. (H + 12) eps covers them with room. The triangle's plain
+    products p_i.p_c (lower end shifted_c - 2 p_i.p_c in float64) are off by
+    at most (H / 2) eps (|p_i|^2 + |p_c|^2), within the same bound.
     """
     return (hidden + 12) * float(np.finfo(gram_dtype).eps)
 
@@ -107,18 +113,18 @@ def _min_into(target, source):
 
 
 @numba.njit(nogil=True, cache=False)
-def _scan_column(lower, offset, column, cols, width, values, index, largest):
+def _scan_column(lower, column, cols, width, values, index, largest):
     """Insert the elements of strided column ``column`` (column, column + cols, ...) that beat ``largest``."""
     for lane in range(width):
         value = lower[lane * cols + column]
         if value < largest:
-            largest = _insert(values, index, len(values), value, offset + lane * cols + column)
+            largest = _insert(values, index, len(values), value, lane * cols + column)
     return largest
 
 
 @numba.njit(nogil=True, cache=False)
-def _scan_row(lower, offset, values, index, level1, level2, bound, spare):
-    """Merge the smallest entries of ``lower`` (columns offset, offset + 1, ...) into a row's ascending list.
+def _scan_row(lower, values, index, level1, level2, bound, spare):
+    """Merge the smallest entries of ``lower`` into a row's ascending list of (value, column).
 
     Two levels of strided-column minima (vectorised elementwise passes): the
     row's elements in ``width`` lanes, those minima in ``width2`` lanes. tau,
@@ -136,7 +142,7 @@ def _scan_row(lower, offset, values, index, level1, level2, bound, spare):
     if cols2 < take:  # short rows: every element
         for c in range(size):
             if lower[c] < largest:
-                largest = _insert(values, index, take, lower[c], offset + c)
+                largest = _insert(values, index, take, lower[c], c)
         return
     level1[:cols] = lower[:cols]
     for lane in range(1, width):
@@ -160,13 +166,13 @@ def _scan_row(lower, offset, values, index, level1, level2, bound, spare):
             for lane2 in range(width2):
                 c = lane2 * cols2 + c2
                 if level1[c] <= tau and level1[c] < largest:
-                    largest = _scan_column(lower, offset, c, cols, width, values, index, largest)
+                    largest = _scan_column(lower, c, cols, width, values, index, largest)
     for c in range(width2 * cols2, cols):
         if level1[c] <= tau and level1[c] < largest:
-            largest = _scan_column(lower, offset, c, cols, width, values, index, largest)
+            largest = _scan_column(lower, c, cols, width, values, index, largest)
     for c in range(width * cols, size):
         if lower[c] < largest:
-            largest = _insert(values, index, take, lower[c], offset + c)
+            largest = _insert(values, index, take, lower[c], c)
 
 
 @numba.njit(nogil=True, cache=False)
@@ -406,7 +412,7 @@ def _search_rows(
             g = rows[start + q]
             values[:] = np.inf
             index[:] = -1
-            _scan_row(products[q], 0, values, index, level1, level2, bound, spare)
+            _scan_row(products[q], values, index, level1, level2, bound, spare)
             limit = _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e)
             if limit == -np.inf:
                 continue
@@ -435,15 +441,15 @@ def nearest_groups(
     (np.float32 only for float32 states); ``candidates`` (G, any; -1: none):
     groups likely among each group's nearest (its nearest at the previous
     time slice: states move little from one slice to the next), which give
-    the search a bar to start from instead of filling every list first. Call within ``blas_threads``: the products come from
-    the BLAS numba calls (scipy's), which torch's thread setting does not reach.
+    the search a bar to start from instead of filling every list first.
+    Call within ``blas_threads``: the products come from scipy's BLAS through
+    numba, which torch's thread setting does not reach.
 
-    The upper triangle of the products, moved to the slice's mean, gives every
-    row its list; the bounds settle all but a few rows. In float64 those get
-    explicit differences at once. Float32 leaves open the rows of clusters
-    away from the mean (their bounds are 2^29 times wider): those are
-    searched again in float32 moved into their cluster (to the group most of
-    them have nearest), then what is left in float64.
+    The upper triangle of the products, moved to the slice's median state,
+    gives every row its list; the bounds settle all but a few rows (at most
+    ~2% in float32 on real LSTM states). In float64 those get explicit
+    differences at once; in float32 they are searched again moved into their
+    cluster (to the group most of them have nearest), then in float64.
     """
     size, hidden = points.shape
     if not 1 <= k <= weight.sum():  # the compiled loops do not check bounds
@@ -455,7 +461,6 @@ def nearest_groups(
     room = np.empty(size)
     e = np.empty(size)
     nearest = np.empty(size, dtype=np.int64)
-    weight_np, counts_np = weight, counts
     origin = _median_state(exact)
 
     def search(dtype, origin, rows):
@@ -464,7 +469,7 @@ def nearest_groups(
         reference = np.empty((size, hidden + 1), dtype=dtype)
         norms = _moved_states(exact, origin, kappa, query, reference)
         exactly = dtype == np.float64
-        args = (norms, kappa, exact, weight_np, counts_np, k, closer, at, room, e, exactly, nearest)
+        args = (norms, kappa, exact, weight, counts, k, closer, at, room, e, exactly, nearest)
         return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
 
     kappa = rounding_factor(hidden, dtype)
@@ -480,7 +485,7 @@ def nearest_groups(
     if candidates is not None:
         _bars(states, shifted, norms, kappa, take, candidates, bar)
     _symmetric_lists(states, shifted, bar, values, index)
-    open_rows = _settle_lists(values, index, norms, kappa, weight_np, counts_np, k, closer, at, room, e)
+    open_rows = _settle_lists(values, index, norms, kappa, weight, counts, k, closer, at, room, e)
     if len(open_rows) and dtype == np.float32:
         nearest[open_rows] = index[open_rows, 0]
         open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from pipeline.probes import knn_compiled
+from pipeline.probes import knn, knn_compiled
 from pipeline.probes.knn import _groups_of_identical_states, _resubstitution_by_groups, knn_curve
 from tests.test_knn import brute_force_curve, hypergeometric_curve
 from tests.test_knn_groups import near_identical_cluster
@@ -127,14 +127,22 @@ def test_non_finite_states_fail_with_a_clear_error():
         knn_curve(states, labels)
 
 
-def test_default_sizes_take_the_compiled_search_with_the_same_result():
-    """From COMPILED_MIN_STATES states on knn_curve compiles; its curve equals the torch search's."""
+def test_the_search_compiles_once_the_torch_search_has_cost_as_much(monkeypatch):
+    """From COMPILED_MIN_STATES states on, knn_curve switches to the compiled search once the torch search has
+    cost the process COMPILE_SECONDS (short runs never compile); the curves do not change at the switch."""
+    monkeypatch.setattr(knn, "_search_seconds", {"torch": 0.0, "compiled": 0.0})
     states, labels = lstm_states(1100, 4, 6, seed=5)
-    curve = knn_curve(states, labels, gram_dtype=torch.float32)
-    onehot = torch.nn.functional.one_hot(labels, 2).to(torch.float64)
-    right, tied = _resubstitution_by_groups(states.transpose(0, 1), labels, onehot, 3, 2**16, compiled=False)
-    np.testing.assert_array_equal(curve.accuracy, right.sum(-1).numpy() / len(labels))
-    np.testing.assert_array_equal(curve.tie_share, tied.sum(-1).numpy() / len(labels))
+    before = knn_curve(states, labels)
+    assert knn._search_seconds["compiled"] == 0 < knn._search_seconds["torch"]
+    knn._search_seconds["torch"] = knn.COMPILE_SECONDS
+    after = knn_curve(states, labels)
+    assert knn._search_seconds["compiled"] > 0
+    np.testing.assert_array_equal(after.accuracy, before.accuracy)
+    np.testing.assert_array_equal(after.tie_share, before.tie_share)
+    small, small_labels = lstm_states(900, 4, 6, seed=5)
+    spent = knn._search_seconds["compiled"]
+    knn_curve(small, small_labels)
+    assert knn._search_seconds["compiled"] == spent, "below COMPILED_MIN_STATES the torch search stays"
 
 
 def test_groups_are_torchs_partition():

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,10 +50,13 @@ MODES = ("resubstitution", "leave_one_out")
 TIE_SHARE = "knn_tie_share"
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
-# The compiled CPU search (knn_compiled) costs about 5 s of compilation once per process; below this many
-# states per slice the torch search takes less than that over a whole run (measured: N 300, T 150, 50 epochs:
-# 3 s), so small runs, as in the tests, never compile. Both searches give the same values, bit for bit.
+# The compiled CPU search (knn_compiled) costs about 5 s of compilation once per process. It is taken from
+# this many states per slice on, and only once the torch search has cost this process as much as compiling
+# would (a ski-rental rule: never more than twice the better choice), so that short runs, like the tests'
+# 2-epoch runs, never compile. Both searches give the same values, bit for bit, so the switch changes no record.
 COMPILED_MIN_STATES = 1000
+COMPILE_SECONDS = 5.0
+_search_seconds = {"torch": 0.0, "compiled": 0.0}
 
 
 def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -432,19 +436,29 @@ def _resubstitution_by_groups(
     too close to call within the products' rounding are searched again in
     float64, then by exact distances. Returns per (slice, sample) the expected
     right vote and whether ties decided it: the same values, bit for bit, as a
-    search over all samples (finite states). ``compiled`` (default: on CPU,
-    from COMPILED_MIN_STATES samples on) searches each slice with
-    ``knn_compiled`` (numba), else with torch (the GPU path).
+    search over all samples (finite states). ``compiled`` searches each slice
+    with ``knn_compiled`` (numba), else with torch (the GPU path); by default
+    on CPU from COMPILED_MIN_STATES samples on, once the torch search has
+    cost this process COMPILE_SECONDS.
     """
     gram_dtype = gram_dtype or ref.dtype
     if compiled is None:
-        compiled = ref.device.type == "cpu" and ref.shape[1] >= COMPILED_MIN_STATES
+        compiled = (
+            ref.device.type == "cpu"
+            and ref.shape[1] >= COMPILED_MIN_STATES
+            and (_search_seconds["compiled"] > 0 or _search_seconds["torch"] >= COMPILE_SECONDS)
+        )
+    start = time.perf_counter()
     if not compiled:
-        return _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
+        found = _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
+        _search_seconds["torch"] += time.perf_counter() - start
+        return found
     from . import knn_compiled
 
     with knn_compiled.blas_threads():
-        return _search_groups(ref, labels, onehot, k, max_elements, knn_compiled, gram_dtype)
+        found = _search_groups(ref, labels, onehot, k, max_elements, knn_compiled, gram_dtype)
+    _search_seconds["compiled"] += time.perf_counter() - start
+    return found
 
 
 def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=None):

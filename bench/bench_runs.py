@@ -75,7 +75,8 @@ def flops(summary: dict) -> tuple[float, float]:
     t, e, h = summary["time_slices"], summary["epochs"], summary["hidden_size"]
     step = lstm_step_flops(summary)
     train = e * (summary["n_train"] * t * step * 3 + summary["n_val"] * t * step) + summary["n_test"] * t * step
-    probe = e * t * summary["n_train"] ** 2 * (2 * h + 4)  # Gram matrix + row search per time slice
+    # the upper triangle of the Gram matrix (each product serves both of its rows) + both rows' searches
+    probe = e * t * summary["n_train"] ** 2 * (h + 4)
     return train, probe
 
 
@@ -144,8 +145,9 @@ def single_runs(args, peak1: float) -> dict:
                 f"{summary['time_slices']} steps x that = {summary['epochs'] * batches * summary['time_slices'] * per_step:.1f} s"
             )
             print(
-                f"      probe at {probe_flops / knn / 1e9:.2f} GFLOP/s (N^2 work; identical states are searched once, "
-                f"and each slice's row search is comparisons, not FLOPs)"
+                f"      probe at {probe_flops / knn / 1e9:.2f} GFLOP/s (N^2 / 2 products; identical states are searched "
+                f"once; each slice's list search and bookkeeping are comparisons, not FLOPs; the first seconds of a "
+                f"process use the torch search, then the compiled one)"
             )
             w_wall, w_cpu, w_peak, w_summary = result["offline"]
             print(
@@ -157,8 +159,9 @@ def single_runs(args, peak1: float) -> dict:
     print(
         "   what bounds a run: the LSTM's sequential time steps (each a small product that takes a few "
         "microseconds of work and tens of microseconds of per-operation cost; moved by fewer, larger "
-        "batches or several runs batched in one model, item 5), and the probe's row search over N^2 "
-        "distances per slice (moved by a fused search kernel that keeps each block in cache)."
+        "batches or several runs batched in one model, item 5), and the probe: its products (about a third "
+        "of its time) and its per-slice list search and bookkeeping (about two thirds, docs/performance.md), "
+        "moved by a GPU or by fewer epochs measured."
     )
     return compute
 

@@ -27,6 +27,8 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls it: loaded now, so that blas_threads limits it
 import torch
 
+from .. import blas as pipeline_blas
+
 
 def rounding_factor(hidden: int, gram_dtype) -> float:
     """kappa: each lower end is at most the exact value and at least it minus 2 kappa (|p_i|^2 + |p_c|^2).
@@ -179,7 +181,7 @@ def _scan_row(lower, values, index, level1, level2, bound, spare):
 def _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e):
     """Decide row g from its top list where the bounds allow; return the limit for its exact search, or -inf.
 
-    values: lower ends without the row term (see _decide_rows). Settled rows
+    values: lower ends without the row term (see _search_rows). Settled rows
     get closer/at/room/e; the limit is the largest upper end among the
     positions up to the group at which the sizes reach k: every group that can
     be among the k nearest has its lower end at or below it.
@@ -463,19 +465,20 @@ def nearest_groups(
     nearest = np.empty(size, dtype=np.int64)
     origin = _median_state(exact)
 
-    def search(dtype, origin, rows):
+    def moved(dtype, origin):
+        """The states moved by ``origin`` for products in ``dtype``: kappa, both sides, |p|^2."""
         kappa = rounding_factor(hidden, dtype)
         query = np.empty((size, hidden + 1), dtype=dtype)
         reference = np.empty((size, hidden + 1), dtype=dtype)
-        norms = _moved_states(exact, origin, kappa, query, reference)
+        return kappa, query, reference, _moved_states(exact, origin, kappa, query, reference)
+
+    def search(dtype, origin, rows):
+        kappa, query, reference, norms = moved(dtype, origin)
         exactly = dtype == np.float64
         args = (norms, kappa, exact, weight, counts, k, closer, at, room, e, exactly, nearest)
         return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
 
-    kappa = rounding_factor(hidden, dtype)
-    query = np.empty((size, hidden + 1), dtype=dtype)
-    reference = np.empty((size, hidden + 1), dtype=dtype)
-    norms = _moved_states(exact, origin, kappa, query, reference)
+    kappa, _, reference, norms = moved(dtype, origin)
     states = np.ascontiguousarray(reference[:, :hidden])
     shifted = norms * (1.0 - kappa)
     take = min(size, k + 1)
@@ -554,6 +557,4 @@ def group_tables(group, size, labels, n_classes):
 
 def blas_threads():
     """The BLAS behind the products (numpy's and scipy's) limited to torch's thread count, as a context."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+    return pipeline_blas.blas_threads(torch.get_num_threads())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import CONFIG, STATUS, SUMMARY
+from pipeline.runfolder import CONFIG, SUMMARY, done_check, is_link, read_text_entry
 
 from .collect import Collection, RunReadError, find_run_dirs, read_run
 from .templating import Markup, render
@@ -85,8 +85,8 @@ def run_health(run_dir) -> dict:
 def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
     """The row from the run's design and map (read already) and its summary.json."""
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError) as exc:
+        summary = json.loads(read_text_entry(run_dir, SUMMARY))
+    except (OSError, ValueError) as exc:  # NotReadable is a ValueError
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
     batch_size = summary.get("batch_size")
     dataset = summary.get("dataset")
@@ -120,7 +120,7 @@ def _config(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
     try:
-        return yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+        return yaml.safe_load(read_text_entry(run_dir, CONFIG)) or {}
     except Exception:
         return {}
 
@@ -136,11 +136,11 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
     """(one row per done run, [(run folder, reason)] for done runs that could not be read), from the run folders."""
     rows, skipped = [], []
     for study_name, run_dir in find_run_dirs(root, study):
-        try:
-            status = json.loads((run_dir / STATUS).read_text())
-        except (OSError, ValueError):
-            continue
-        if status.get("state") != "done":
+        # a done run whose records check out; links are never followed, damaged records are listed
+        state, why = ("link", None) if is_link(run_dir) else done_check(run_dir)
+        if state == "damaged":
+            skipped.append((str(run_dir), f"damaged record: {why}"))
+        if state != "done":
             continue
         try:
             rows.append({"study": study_name, **run_health(run_dir)})

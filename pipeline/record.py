@@ -16,6 +16,7 @@ import pandas as pd
 
 from .runfolder import (
     CONFIG,
+    CORE_FILES,
     CURVES,
     READOUTS,
     STATES,
@@ -76,6 +77,9 @@ class RunRecord:
 
     def mark_done(self, **extra: Any) -> None:
         # what was written, so that a later reader can tell a damaged record from a done one
+        unwritten = [name for name in CORE_FILES if name not in self._written]
+        if unwritten:
+            raise RuntimeError(f"run {self.run_id}: cannot be done without {', '.join(unwritten)}")
         files = {name: file_digest(self.dir / name) for name in dict.fromkeys(self._written)}
         self._status("done", files=files, **extra)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -13,14 +14,27 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
+from .runfolder import (
+    CONFIG,
+    MAX_TEXT_BYTES,
+    NotReadable,
+    StatusUnreadable,
+    claim_state,
+    damage,
+    is_link,
+    read_status,
+    read_text_entry,
+)
 
 STATES = ("done", "failed", "running", "missing")
 
 
 def run_state(run_dir: Path) -> tuple[str, str | None]:
     """(state, detail) of one run folder. A done run whose records fail their check, or whose status.json
-    cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    cannot be read, counts as missing with the reason: a relaunch redoes it. A symbolic link in place of a
+    run folder is not followed."""
+    if is_link(run_dir):
+        return "missing", "the run folder is a symbolic link: not read (remove it; a relaunch computes the run)"
     try:
         status = read_status(run_dir)
     except StatusUnreadable as exc:
@@ -68,8 +82,8 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
-    except OSError:
+        match = re.search(r"^labels: *(\S+) *$", read_text_entry(run_dir, CONFIG), re.MULTILINE)
+    except (OSError, NotReadable):
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""
 
@@ -94,17 +108,9 @@ def collect(root: Path, study: str | None = None) -> dict:
     report = {}
     for name in studies:
         study_dir = root / name
-        planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted((study_dir / "plans").glob("*.csv")):
-            with open(plan, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    planned[row["run_id"]] = (row["cell"], _plan_condition(row))
+        planned, notes = _read_plans(study_dir / "plans")
         runs_dir = study_dir / "runs"
-        present = (
-            {p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if runs_dir.is_dir()
-            else set()
-        )
+        present = _run_entries(runs_dir)
         cells: dict[str, Counter] = defaultdict(Counter)
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
@@ -135,8 +141,36 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
             },
             "problems": problems,
+            "notes": notes,
         }
     return report
+
+
+def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """run id -> (cell, condition) from a study's sweep plans; files that are not plans (a link, a FIFO,
+    damaged text) are skipped and named in the notes."""
+    planned: dict[str, tuple[str, str]] = {}
+    notes = []
+    names = sorted(e.name for e in os.scandir(plans_dir) if e.name.endswith(".csv")) if plans_dir.is_dir() else []
+    for name in names:
+        try:
+            rows = list(csv.DictReader(io.StringIO(read_text_entry(plans_dir, name, MAX_TEXT_BYTES), newline="")))
+            planned.update({row["run_id"]: (row["cell"], _plan_condition(row)) for row in rows})
+        except (OSError, NotReadable, KeyError, csv.Error) as exc:
+            notes.append(f"plan {plans_dir / name} skipped: {exc}")
+    return planned, notes
+
+
+def _run_entries(runs_dir: Path) -> set[str]:
+    """Names of the entries of runs/ that stand for runs: folders, and links (reported, never followed)."""
+    if not runs_dir.is_dir():
+        return set()
+    with os.scandir(runs_dir) as entries:
+        return {
+            e.name
+            for e in entries
+            if not e.name.startswith(".") and (e.is_symlink() or e.is_dir(follow_symlinks=False))
+        }
 
 
 def format_report(report: dict) -> str:
@@ -155,6 +189,7 @@ def format_report(report: dict) -> str:
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
+        lines.extend(f"  note: {note}" for note in info.get("notes", []))
     return "\n".join(lines) if lines else "no studies found"
 
 

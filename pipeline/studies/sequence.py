@@ -17,6 +17,7 @@ from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
+from ..run_checks import check_run_data
 from ..splits import make_splits
 from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
 from . import RunContext, RunResult, StudyRunner, register
@@ -46,9 +47,21 @@ class SequenceRunner(StudyRunner):
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
         _check_data(cfg)
-        resolve_device(cfg.trainer.device)
-        validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
+        try:
+            resolve_device(cfg.trainer.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        validate_deficit(
+            cfg.get("deficit"),
+            source=cfg.data_source.name,
+            study_sources=cfg.study.get("data_sources"),
+            epochs=int(cfg.trainer.epochs),
+        )
         build_probes(cfg.probe)  # the probes check their options here, before any data is read
+        _check_map_probe(cfg)
+
+    def validate_planned(self, cfg: DictConfig) -> None:
+        check_run_data(cfg)  # the data set as the run loads it, the run's own split
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {
@@ -96,7 +109,6 @@ def _check_trainer(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.epochs", 1)
     check_int(cfg, "trainer.batch_size", 1)
     check_number(cfg, "trainer.lr", 0, 10)
-    check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
     check_bool(cfg, "trainer.shuffle")
     check_bool(cfg, "split.oversample")
     readout = cfg.trainer.get("readout_batchnorm", "eval")
@@ -118,6 +130,24 @@ def _check_model(cfg: DictConfig) -> None:
         )
 
 
+def _check_map_probe(cfg: DictConfig) -> None:
+    """The run's record is its learning-curve map: the KNN probe on, on the training states."""
+    knn = cfg.probe.get("knn")
+    if knn is None or not knn.get("enabled", True):
+        raise ConfigError(
+            "probe.knn.enabled=false: a sequence run records its learning-curve map, which is the KNN probe's "
+            "(probe.knn.enabled=true)"
+        )
+    splits = knn.get("splits")
+    if OmegaConf.is_list(splits) and len(set(splits)) != len(splits):
+        raise ConfigError(f"probe.knn.splits={list(splits)!r}: names a split twice")
+    if not OmegaConf.is_list(splits) or "train" not in list(splits):
+        raise ConfigError(
+            f"probe.knn.splits={OmegaConf.to_container(splits) if OmegaConf.is_list(splits) else splits!r}: must "
+            f"include train, whose KNN accuracy is the learning-curve map (allowed: [train] or [train, test])"
+        )
+
+
 def _check_data(cfg: DictConfig) -> None:
     """The data set belongs to the data source and the study, has the run's class pair, and its files are there."""
     if cfg.dataset.get("time_slices") is not None:
@@ -133,7 +163,13 @@ def _check_data(cfg: DictConfig) -> None:
             f"data_source={source} is not in study {cfg.study.name!r} "
             f"(its data sources: {', '.join(cfg.study.data_sources)})"
         )
-    n_classes = int(cfg.dataset.n_classes)
+    n_classes = check_int(cfg, "dataset.n_classes", 2)
+    names = cfg.dataset.get("class_names")
+    if names is not None and len(names) != n_classes:
+        raise ConfigError(
+            f"dataset.n_classes={n_classes}: data set {cfg.dataset.name} names {len(names)} classes "
+            f"(dataset.class_names); the two must agree"
+        )
     n_pairs = n_classes * (n_classes - 1) // 2
     if cfg.pair >= n_pairs:
         raise ConfigError(

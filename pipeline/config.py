@@ -227,13 +227,21 @@ def check_threads(cfg: DictConfig, max_threads: int | None = None) -> None:
         return
     if "trainer" not in cfg or "num_threads" not in cfg.trainer:
         return
-    cores = max_threads or os.cpu_count() or 1
+    cores = max_threads or _usable_cores()
     value = _select(cfg, "trainer.num_threads")
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= cores:
         raise ConfigError(
             f"trainer.num_threads={value!r}: must be an integer in 0..{cores} (the cores a run has here; "
             f"0 or null: torch's own choice)"
         )
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a Slurm allocation or taskset limits them), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 _WANDB_CONSOLE = ("off", "auto", "wrap", "redirect")

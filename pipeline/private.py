@@ -65,7 +65,7 @@ def _problem(info: os.stat_result, what: str, *, file: bool = False) -> str | No
     if info.st_uid != _me():
         return f"{what} belongs to {_who(info.st_uid)}, not to you ({_who(_me())})"
     if info.st_mode & _OTHERS_WRITE:
-        return f"{what} can be written by {'its group' if info.st_mode & stat.S_IWGRP else 'anyone'}"
+        return f"{what} can be written by {'anyone' if info.st_mode & stat.S_IWOTH else 'its group'}"
     return None
 
 

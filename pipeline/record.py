@@ -1,11 +1,15 @@
 """Writing one run's folder (its names, writers, status and claims: pipeline/runfolder.py).
 
 Every file is written atomically; ``status.json`` with ``state == "done"`` is
-written last: a folder without it is not a finished run.
+written last: a folder without it is not a finished run. A run that starts sets
+disk space aside (``.status.reserve``), so that on a full disk its folder can
+still say that it failed, and why, instead of "running" with a dead owner.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
 import traceback as tb
@@ -18,6 +22,7 @@ from .runfolder import (
     CONFIG,
     CORE_FILES,
     CURVES,
+    FILE_MODE,
     READOUTS,
     STATES,
     STATUS,
@@ -28,6 +33,10 @@ from .runfolder import (
     file_digest,
     utc_now,
 )
+
+# space set aside for the last status of a run that fails on a full disk (a traceback takes a few KB)
+RESERVE = ".status.reserve"
+RESERVE_BYTES = 64 << 10
 
 
 class RunRecord:
@@ -43,26 +52,63 @@ class RunRecord:
 
     def _status(self, state: str, **extra: Any) -> None:
         assert state in STATES
-        atomic_write_json(
-            self.dir / STATUS,
-            {
-                "state": state,
-                "run_id": self.run_id,
-                "cell": self.cell,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started": self._started,
-                "ended": None if state == "running" else utc_now(),
-                "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
-                **extra,
-            },
-        )
+        status = {
+            "state": state,
+            "run_id": self.run_id,
+            "cell": self.cell,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self._started,
+            "ended": None if state == "running" else utc_now(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            **extra,
+        }
+        try:
+            atomic_write_json(self.dir / STATUS, status)
+        except OSError as exc:
+            if state in ("done", "running") or exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            self._status_in_reserve(status)
+        if state != "running":
+            (self.dir / RESERVE).unlink(missing_ok=True)
+
+    def _set_aside(self) -> None:
+        """Disk space for the last status (allocated now, while there is space)."""
+        fd = os.open(self.dir / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            except OSError:  # file systems without fallocate: blocks written out
+                os.pwrite(fd, b" " * RESERVE_BYTES, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _status_in_reserve(self, status: dict) -> None:
+        """The status written into the space set aside (no new blocks needed), then renamed into place."""
+        status = {**status, "note": "written on a full disk, in the space the run set aside"}
+        text = json.dumps(status, indent=2, sort_keys=True, default=str) + "\n"
+        if len(text.encode()) > RESERVE_BYTES:
+            status["traceback"] = str(status.get("traceback", ""))[-RESERVE_BYTES // 2 :]
+            text = json.dumps(status, indent=2, sort_keys=True, default=str)[: RESERVE_BYTES - 1] + "\n"
+        data = text.encode()
+        reserve = self.dir / RESERVE
+        fd = os.open(reserve, os.O_WRONLY | os.O_CLOEXEC)  # FileNotFoundError: nothing was set aside
+        try:
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+            os.fchmod(fd, FILE_MODE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(reserve, self.dir / STATUS)
 
     def write_config(self, resolved_yaml: str) -> None:
         atomic_write_text(self.dir / CONFIG, resolved_yaml)
         self._written.append(CONFIG)
 
     def mark_running(self) -> None:
+        self._set_aside()
         self._status("running")
 
     def write_results(

@@ -92,7 +92,9 @@ class StudySweeper(BasicSweeper):
         from pipeline.runfolder import claim_state, done_check
 
         compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
-        planner = Planner(compose)
+        # a Slurm task's runs get its CPUs, whatever this (login) machine has
+        cpus = self.config.hydra.launcher.get("cpus_per_task")
+        planner = Planner(compose, max_threads=cpus if isinstance(cpus, int) and cpus >= 1 else None)
         planned = []
         tic = time.perf_counter()
         for number, job in enumerate(jobs):

@@ -18,7 +18,8 @@ from . import identity
 from .logs import run_log
 from .planning import runs_root
 from .record import RunRecord
-from .runfolder import LOG, claim_state, is_done, try_claim
+from .runfolder import claim_state, is_done, try_claim
+from .schema import LOG
 from .studies import RunContext, get_runner
 from .tracking import Tracker
 

@@ -13,7 +13,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
+from .runfolder import StatusUnreadable, claim_state, damage, read_status
+from .schema import CONFIG, iter_run_folders, plans_folder, runs_folder, study_folder, study_folders
 
 STATES = ("done", "failed", "running", "missing")
 
@@ -76,16 +77,7 @@ def _labels_condition(run_dir: Path) -> str:
 
 def list_studies(root: Path) -> list[str]:
     """Study folders under an outputs root (those with runs/ or plans/), never a dot-folder such as .hydra."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        (
-            p.name
-            for p in root.iterdir()
-            if not p.name.startswith(".") and ((p / "runs").is_dir() or (p / "plans").is_dir())
-        ),
-        key=natural_key,
-    )
+    return sorted((p.name for p in study_folders(root, with_plans=True)), key=natural_key)
 
 
 def collect(root: Path, study: str | None = None) -> dict:
@@ -93,18 +85,14 @@ def collect(root: Path, study: str | None = None) -> dict:
     studies = [study] if study else list_studies(root)
     report = {}
     for name in studies:
-        study_dir = root / name
+        study_dir = study_folder(root, name)
         planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted((study_dir / "plans").glob("*.csv")):
+        for plan in sorted(plans_folder(study_dir).glob("*.csv")):
             with open(plan, newline="") as fh:
                 for row in csv.DictReader(fh):
                     planned[row["run_id"]] = (row["cell"], _plan_condition(row))
-        runs_dir = study_dir / "runs"
-        present = (
-            {p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if runs_dir.is_dir()
-            else set()
-        )
+        runs_dir = runs_folder(study_dir)
+        present = {p.name for p in iter_run_folders(study_dir)}
         cells: dict[str, Counter] = defaultdict(Counter)
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []

@@ -14,12 +14,7 @@ import pytest
 from pipeline.packs import PackFailed
 from pipeline.record import RunRecord
 from pipeline.runfolder import (
-    CLAIM,
-    CONFIG,
-    CURVES,
     FILE_MODE,
-    STATUS,
-    SUMMARY,
     atomic_write_json,
     claim_state,
     damage,
@@ -28,6 +23,7 @@ from pipeline.runfolder import (
     read_status,
     try_claim,
 )
+from pipeline.schema import CLAIM, CONFIG, CURVES, STATUS, SUMMARY
 from pipeline.status import collect, format_report
 
 WORKERS = 4

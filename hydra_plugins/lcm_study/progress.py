@@ -21,7 +21,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from pipeline.runfolder import CLAIM, STATUS, SUMMARY
+from pipeline.schema import CLAIM, STATUS, SUMMARY
 
 FINAL = ("done", "failed")
 

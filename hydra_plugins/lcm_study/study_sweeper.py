@@ -311,9 +311,11 @@ class StudySweeper(BasicSweeper):
         """The plan, in the sweep folder and in each study's plans/ (read by pipeline.status)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         targets = {sweep_dir / "plan.csv": planned}
-        for p in planned:
-            targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
         from pipeline.runfolder import atomic_write_text
+        from pipeline.schema import plans_folder, study_of
+
+        for p in planned:
+            targets.setdefault(plans_folder(study_of(p.run_dir)) / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
 
         for path, runs in targets.items():
             text = io.StringIO(newline="")

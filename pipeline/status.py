@@ -13,35 +13,42 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .runfolder import StatusUnreadable, claim_state, damage, read_status
-from .schema import CONFIG, iter_run_folders, plans_folder, runs_folder, study_folder, study_folders
+from .runfolder import StatusUnreadable, read_status, run_state
+from .schema import (
+    ABSENT,
+    CONFIG,
+    DAMAGED,
+    DONE,
+    FAILED,
+    MISSING,
+    RUNNING,
+    iter_run_folders,
+    plans_folder,
+    runs_folder,
+    study_folder,
+    study_folders,
+)
 
-STATES = ("done", "failed", "running", "missing")
+# The report's columns: a run's state (pipeline/schema.py), with the states a relaunch computes again
+# (absent, interrupted, damaged) counted together as missing.
+STATES = (DONE, FAILED, RUNNING, "missing")
 
 
-def run_state(run_dir: Path) -> tuple[str, str | None]:
-    """(state, detail) of one run folder. A done run whose records fail their check, or whose status.json
-    cannot be read, counts as missing with the reason: a relaunch redoes it."""
-    try:
-        status = read_status(run_dir)
-    except StatusUnreadable as exc:
-        return ("running", None) if claim_state(run_dir) else ("missing", f"damaged: {exc}; a relaunch redoes it")
-    if status is None:
-        return ("running", None) if claim_state(run_dir) else ("missing", None)
-    state = status.get("state")
-    if state == "done":
-        why = damage(run_dir, status)
-        return ("done", None) if why is None else ("missing", f"damaged: {why}; a relaunch redoes it")
-    if state == "failed":
-        return "failed", str(status.get("error") or "(no error message)")
-    if claim_state(run_dir):
-        return "running", None
-    if state == "interrupted":
-        return "missing", f"{status.get('error') or 'interrupted'}; a relaunch redoes it"
-    return "missing", "interrupted: the process that ran it died"
+def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
+    """(report column, detail) of one run folder. A done run whose records fail their check, or whose
+    status.json cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    state, why = run_state(run_dir)
+    if state in (DONE, RUNNING, FAILED):
+        return state, why
+    if state == ABSENT:
+        return "missing", None
+    assert state in MISSING, state
+    return "missing", f"{'damaged: ' if state == DAMAGED else ''}{why}; a relaunch redoes it"
 
 
 def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
+    """The run's design cell: from the plan that launched it, else as the run recorded it (status.json,
+    else the design block of config.yaml); "?" for a folder that says neither."""
     if planned_cell:
         return planned_cell
     try:
@@ -49,9 +56,21 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     except StatusUnreadable:
         status = {}
     if status.get("cell"):
-        return status["cell"]
-    name = run_dir.name.split("-")
-    return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
+        return str(status["cell"])
+    return _recorded_cell(run_dir) or "?"
+
+
+def _recorded_cell(run_dir: Path) -> str | None:
+    """``design.cell`` of config.yaml (records whose status.json predates its cell entry)."""
+    import yaml  # pyyaml comes with omegaconf; only old records need it
+
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    design = config.get("design") if isinstance(config, dict) else None
+    cell = design.get("cell") if isinstance(design, dict) else None
+    return str(cell) if cell else None
 
 
 def natural_key(text: str) -> list:
@@ -98,7 +117,7 @@ def collect(root: Path, study: str | None = None) -> dict:
         problems = []
         for rid in sorted(present | set(planned), key=natural_key):
             run_dir = runs_dir / rid
-            state, detail = run_state(run_dir) if rid in present else ("missing", None)
+            state, detail = column_and_detail(run_dir) if rid in present else ("missing", None)
             cell, condition = planned.get(rid, (None, None))
             cell = _cell_of(run_dir, cell)
             if condition is None:

@@ -18,7 +18,7 @@ from analysis.metrics import curve_metrics, smooth_3rs3r
 from pipeline import dashboard, tracking
 from pipeline.run import execute
 from pipeline.schema import KNN_TIE_SHARE
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 EPOCHS = 3
 WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .metrics import METRIC_NAMES
+from pipeline.curve_metrics import METRIC_NAMES
 
 __all__ = ["main", "build_parser"]
 
@@ -182,15 +182,17 @@ def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ._threads import single_threaded_blas
+    from pipeline.blas import single_threaded_blas
 
     with single_threaded_blas():
         return _main(args)
 
 
 def _main(args) -> int:
+    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
     from . import collect, figures, ols, replication, report, stats
-    from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
+    from .tables import MetricsTableError, read_metrics_table
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -223,7 +225,7 @@ def _main(args) -> int:
                 knn_ties=args.knn_ties,
                 knn_mode=args.knn_mode,
             )
-        except collect.MixedProbeRules as exc:
+        except collect.MixedConditions as exc:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
@@ -341,8 +343,9 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
 
     Their tables are written as CSV next to the report and their figures into figures/.
     """
+    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
+
     from . import health, ties
-    from .tables import atomic_write_bytes, atomic_write_csv
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
     for section in sections:
@@ -374,7 +377,8 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     """A report of the companion studies alone, for roots without learning-curve maps.
 
     None when there is none to make; else the exit code (1 when a section failed)."""
-    from .tables import atomic_write_text
+    from pipeline.runfolder import atomic_write_text
+
     from .templating import Markup, render
 
     sections = _companion(root, args.study, out, args.quiet)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.curve_metrics import map_metrics
 from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
-from pipeline.runfolder import damage, read_status
+from pipeline.runfolder import atomic_write_bytes, atomic_write_parquet, atomic_write_text, damage, read_status
 from pipeline.schema import (
     CONFIG,
     CURVE_COLUMNS,
@@ -43,8 +44,7 @@ from pipeline.schema import (
     study_folders,
 )
 
-from .metrics import map_metrics
-from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
+from .tables import finish_metrics_table
 
 __all__ = [
     "NoRunsFound",
@@ -54,7 +54,6 @@ __all__ = [
     "read_run",
     "collect_runs",
     "RunReadError",
-    "MixedProbeRules",
     "MixedConditions",
 ]
 
@@ -96,10 +95,6 @@ class RunReadError(RuntimeError):
 class MixedConditions(RuntimeError):
     """Done runs whose settings differ beyond the design factors (data source, class pair, replicate, labels):
     different KNN tie rules or modes, learning rates, epochs, ... (the message gives the counts and the way out)."""
-
-
-# the KNN tie rule / mode is one such setting, with its own selection options (--knn-ties, --knn-mode)
-MixedProbeRules = MixedConditions
 
 
 @dataclass(frozen=True)
@@ -597,7 +592,7 @@ def collect_runs(
 
     ``knn_ties`` / ``knn_mode`` keep only the runs computed under that KNN tie
     rule / mode (the others are listed as skipped); without them, done runs of
-    more than one rule or mode raise ``MixedProbeRules``.
+    more than one rule or mode raise ``MixedConditions``.
     """
     for name, value, allowed in (("knn_ties", knn_ties, KNN_TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
         if value is not None and value not in allowed:
@@ -781,7 +776,8 @@ def collect_runs(
 
 
 def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | None) -> None:
-    """MixedProbeRules when the runs were computed under more than one KNN tie rule or mode."""
+    """MixedConditions when the runs were computed under more than one KNN tie rule or mode (this setting
+    has selection options of its own: --knn-ties, --knn-mode)."""
     counts: dict[tuple[str, str], int] = {}
     for record in records:
         key = (record["knn_ties"], record["knn_mode"])
@@ -796,7 +792,7 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
         options.append("--knn-ties RULE (" + ", ".join(sorted({t for t, _ in counts})) + ")")
     if knn_mode is None and len({m for _, m in counts}) > 1:
         options.append("--knn-mode MODE (" + ", ".join(sorted({m for _, m in counts})) + ")")
-    raise MixedProbeRules(
+    raise MixedConditions(
         f"the done runs were computed under different KNN probe rules, whose maps are not "
         f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
         f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_KNN_TIES} / "

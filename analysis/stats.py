@@ -20,10 +20,11 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from ._threads import single_threaded_blas
+from pipeline.blas import single_threaded_blas
+from pipeline.curve_metrics import METRIC_NAMES
+
 from .formula import design_matrix, levels_of
 from .lmm import MixedFit, Structure, fit_mixed, fit_profiled, profiled_fit
-from .metrics import METRIC_NAMES
 
 __all__ = ["ModelSpec", "StatsResults", "model_specs", "mixed_effects", "start_mixed_effects", "holm"]
 

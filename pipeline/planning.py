@@ -33,6 +33,8 @@ DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 @dataclass(frozen=True)
 class Plan:
+    """A planned run: what ``run.execute`` computes, the sweeper launches and a pack runs, made once."""
+
     cfg: DictConfig  # validated, with its design block: what ``execute`` runs and config.yaml records
     run_id: str
     run_dir: Path
@@ -40,6 +42,7 @@ class Plan:
     # its cell, seed=<replicate> and participant=i): what the sweeper launches
     job: list[str]
     factors: list[str]  # the study's factor keys
+    runner: StudyRunner  # the study's runner (looked up once, here)
 
 
 def runs_root(cfg: DictConfig) -> Path:
@@ -143,7 +146,7 @@ class Planner:
         check_added_keys(overrides, self.compose)
         cfg = with_design(cfg, design, runner)
         rid = run_id(cfg, runner)
-        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys)
+        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys, runner)
 
     def cells(self, cfg: DictConfig, overrides: Sequence[str]) -> list[Cell]:
         """The cells of a counterbalanced run's study (the same for every seed of a sweep line)."""
@@ -190,11 +193,6 @@ class Planner:
             if _plain(here) != _plain(there):
                 parts.append(override)
         return " ".join(sorted(parts))
-
-
-def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
-    """Validated run config with its design block, ready for ``execute`` (one run's plan)."""
-    return Planner(compose).plan(cfg, overrides).cfg
 
 
 def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:

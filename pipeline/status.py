@@ -176,20 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--health",
-        action="store_true",
-        help="also print the training-health table: updates per epoch, test accuracy, map "
-        "movement per data source, beside the authors' figures (analysis/health.py)",
-    )
-    parser.add_argument("--per-run", action="store_true", help="with --health: one row per done run as well")
-    parser.add_argument(
-        "--performance-csv",
-        default=None,
-        help="with --health: the authors' performance.csv (default: "
-        "../shared/reference/jiang_dale_2025/performance.csv beside the repository)",
-    )
+    # the training-health table is the analysis's (the training side never imports analysis/)
+    parser.add_argument("--health", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.health:
+        print(
+            "error: the training-health table is the analysis's: python -m analysis.health --root DIR "
+            "[--study NAME] [--per-run] [--json]",
+            file=sys.stderr,
+        )
+        return 2
     root = Path(args.root).expanduser()
     if not root.is_dir():
         print(
@@ -202,27 +198,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
         return 2
     report = collect(root, args.study)
-    if args.health:
-        from analysis import health  # torch-free, like this module
-
-        runs, _ = health.health_table(root, args.study)
-        summary = health.health_summary(runs)
-        authors = health.authors_performance(args.performance_csv)
-        if args.json:
-            report = {
-                "studies": report,
-                "health": {
-                    "summary": json.loads(summary.to_json(orient="records")),
-                    "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
-                    "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
-                },
-            }
-            print(json.dumps(report, indent=2))
-        else:
-            print(format_report(report))
-            print()
-            print(health.format_health(runs, summary, authors, args.performance_csv, per_run=args.per_run))
-        return 0
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

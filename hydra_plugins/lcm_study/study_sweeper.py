@@ -1,12 +1,14 @@
-"""The study sweeper: Hydra's basic sweeper, made study-aware.
+"""The study sweeper: Hydra's basic sweep (every combination of the swept values), made study-aware.
 
 It plans every run before anything is launched (pipeline/planning.py), skips done runs and runs a live
 process owns, launches the others in packs (pipeline/packs.py) with their run id frozen, and reports
-every failed run at the end.
+every failed run at the end. Built on Hydra's public plugin API only.
 """
 
+import contextlib
 import csv
 import io
+import itertools
 import logging
 import math
 import os
@@ -19,13 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
-from hydra.types import RunMode
-from omegaconf import OmegaConf
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, RunMode, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
 from .progress import Progress
 
@@ -51,6 +56,33 @@ class SweepFailed(HydraException):
     pass
 
 
+def sweep_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every job of a sweep, as override lines: the product of the swept values (``seed=range(0,5)``,
+    ``pair=0,1``), in command-line order; a key given twice keeps its last value. The basic sweeper's
+    rule (tests/test_sweep.py holds the two equal on the pinned Hydra)."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise SweepFailed(f"{override.input_line}: an interval sweep cannot be enumerated; give a range or a list")
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def job_error(result: JobReturn) -> BaseException:
+    """The exception a failed job raised. Hydra's ``return_value`` re-raises it after a line on stderr
+    that the sweeper's own summary of failed runs replaces, so that line is kept out of the console."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            _ = result.return_value
+        except BaseException as exc:  # the job's own exception, whatever it was
+            return exc
+    raise ValueError(f"job {result.overrides} did not fail (status {result.status})")
+
+
 @dataclass
 class PlannedRun:
     overrides: list[str]
@@ -63,19 +95,31 @@ class PlannedRun:
     values: tuple = ()  # its plain-value overrides
 
 
-class StudySweeper(BasicSweeper):
+class StudySweeper(Sweeper):
     def __init__(
         self,
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
         runs_per_job: int | None = None,
     ):
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        super().__init__()
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
         if runs_per_job is not None and (isinstance(runs_per_job, bool) or int(runs_per_job) < 1):
             raise SweepFailed(
                 f"hydra.sweeper.runs_per_job={runs_per_job!r}: must be an integer >= 1 or null (automatic)"
             )
         self.runs_per_job = None if runs_per_job is None else int(runs_per_job)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # -- planning ---------------------------------------------------------
     def plan(self, jobs: list[list[str]]) -> list[PlannedRun]:
@@ -119,7 +163,7 @@ class StudySweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
+        jobs = sweep_jobs(parser.parse_overrides(params))
 
         from pipeline.planning import ConfigError
         from pipeline.run import RunInterrupted
@@ -209,7 +253,7 @@ class StudySweeper(BasicSweeper):
                 outcomes = []
                 for pack, result in zip(batch, results):
                     if result.status == JobStatus.FAILED:
-                        error = result._return_value
+                        error = job_error(result)
                         if isinstance(getattr(error, "failures", None), list):
                             # the pack's own list: (run id, error) of each run that failed
                             lines = [(str(rid), str(err)) for rid, err in error.failures]

@@ -219,7 +219,7 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
                     notes.append(f"Study {p.name!r} left out: {reason}.")
             else:
                 studies.append(p)
-    found = []
+    found: list[tuple[str, Path]] = []
     for s in studies:
         found.extend((s.name, run_dir) for run_dir in sorted(iter_run_folders(s)))
     if not found:
@@ -637,6 +637,7 @@ def collect_runs(
             failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint, "reason": failed[1]})
             continue
         if hit is not None and hit["fingerprint"] == fingerprint:
+            assert cached is not None  # hits come from the cache
             record = dict(hit)
             record["path"] = str(run_dir)
             record["_map"] = cached.maps[hit["shape"]][hit["map_row"]]
@@ -718,7 +719,7 @@ def collect_runs(
         and cached.metrics is not None
     )
     t1 = time.perf_counter()
-    if unchanged:
+    if unchanged and cached is not None and cached.metrics is not None:
         metrics = cached.metrics
     else:
         metrics = _metrics_table(runs, stacked, smooth)

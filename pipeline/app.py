@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .config import ConfigError
@@ -45,13 +46,13 @@ class ValidateBeforeRun(Callback):
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> RunOutcome:
+def main(cfg: DictConfig) -> RunOutcome | list[object]:
     planner = Planner(_hydra_compose)
     if cfg.get("pack_file"):
         return run_pack(cfg, planner, execute)
     overrides = list(HydraConfig.get().overrides.task)
     plan = _single_run_plans.pop(tuple(overrides), None) or planner.plan(cfg, overrides)
-    single = HydraConfig.get().mode.name == "RUN"
+    single = HydraConfig.get().mode == RunMode.RUN
     try:
         outcome = execute(plan)
     except RunInterrupted as exc:

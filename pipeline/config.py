@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,14 @@ register_resolvers()
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the allowed values."""
+
+
+def as_dict(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain Python containers, interpolations resolved."""
+    data = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a mapping, got {type(data).__name__}")
+    return data  # type: ignore[return-value]  # keys of a DictConfig from YAML are strings
 
 
 def _select(cfg: DictConfig, key: str):

@@ -68,6 +68,8 @@ def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int
     if study_cfg.get("data_sources"):
         if keys != ["data_source", "pair"]:
             raise ValueError("a study with data_sources must have factors [data_source, pair]")
+        if pairs_per_source is None:
+            raise ValueError("a study with data_sources needs the number of class pairs of each data source")
         return [
             Cell.of(data_source=source, pair=pair)
             for source in study_cfg["data_sources"]

@@ -9,6 +9,8 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import as_dict
+
 # Keys that change where or how a run is executed or mirrored, not what it computes.
 # (`pair` and `seed` are replaced by the design block, which is the same
 # whether the cell was given explicitly or counterbalanced from a seed.)
@@ -19,7 +21,7 @@ NON_SEMANTIC_TRAINER = ("device", "num_threads")
 def semantic_config(cfg: DictConfig, runner=None) -> dict:
     """The config without what does not change what the run computes (``runner``: the study's runner,
     fetched from ``cfg.study.runner`` if not given)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = as_dict(cfg)
     if runner is None:
         from .studies import get_runner
 

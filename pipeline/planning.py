@@ -17,7 +17,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
+from .config import ConfigError, as_dict, check_added_keys, check_int, check_root, check_wandb_mode
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
 from .schema import runs_folder, study_folder
@@ -95,7 +95,7 @@ def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose
 
 def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> list[Cell]:
     """Every design cell of the run's study, in design order."""
-    study = OmegaConf.to_container(cfg.study, resolve=True)
+    study = as_dict(cfg.study)
     if study.get("data_sources"):
         if cfg.data_source.name not in study["data_sources"]:
             raise ConfigError(
@@ -244,7 +244,8 @@ class SharedCompose:
     def split(self, overrides: Sequence[str]) -> tuple[list[str], list[Override]]:
         """(structural override lines, parsed plain-value overrides)."""
         repository = self.loader.repository
-        structural, values = [], []
+        structural: list[str] = []
+        values: list[Override] = []
         for override in self.parser.parse_overrides(list(overrides)):
             key = override.key_or_group
             if (
@@ -254,6 +255,7 @@ class SharedCompose:
                 or key.startswith("hydra")
                 or repository.group_exists(key)
             ):
+                assert override.input_line is not None  # set by the parser for every line it parses
                 structural.append(override.input_line)
             else:
                 values.append(override)

@@ -305,7 +305,7 @@ def _slurm_job_alive(job_id: str) -> bool | None:
 
 
 def _claim_is_live(info: dict | bool, mtime: float) -> bool:
-    if info is False:
+    if not isinstance(info, dict):  # False: unreadable
         # claims are complete when they appear; an unreadable one is damaged
         # (or from an older version mid-write): give it a moment, then take it over
         return (time.time() - mtime) < UNREADABLE_CLAIM_GRACE_SECONDS
@@ -337,7 +337,7 @@ def claim_state(run_dir: Path) -> dict | None:
     info, mtime = _read_claim(Path(run_dir) / CLAIM)
     if info is None or not _claim_is_live(info, mtime):
         return None
-    return info if info else {"unreadable": True}
+    return info if isinstance(info, dict) and info else {"unreadable": True}
 
 
 def try_claim(run_dir: Path) -> Claim | None:

@@ -150,7 +150,7 @@ def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
-            totals = Counter()
+            totals: Counter[str] = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")

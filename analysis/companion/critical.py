@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.schema import has_runs, run_folders, study_folder, table_file
 
+from ..templating import Markup
 from .common import (
     check_row,
     done_runs,
@@ -261,7 +262,7 @@ def pathways_effect_tests(finals: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> tuple[str, pd.DataFrame] | None:
+def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> tuple[Markup, pd.DataFrame] | None:
     """Runs with the aligned initialisation: the simulated mode strengths with the exact solution overlaid
     (one replicate, one panel per depth and deficit), and the largest deviation per run."""
     aligned = []

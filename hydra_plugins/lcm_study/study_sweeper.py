@@ -130,6 +130,7 @@ class StudySweeper(Sweeper):
         from pipeline.runfolder import run_state
         from pipeline.schema import DAMAGED
 
+        assert self.hydra_context is not None and self.config is not None, "setup() comes first"
         compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
         planner = Planner(compose)
         planned = []
@@ -161,6 +162,7 @@ class StudySweeper(Sweeper):
 
     # -- sweeping ---------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        assert self.hydra_context is not None and self.config is not None and self.launcher is not None
         params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         jobs = sweep_jobs(parser.parse_overrides(params))
@@ -250,13 +252,14 @@ class StudySweeper(Sweeper):
                     )
                     sys.exit(1)
                 progress.stop()
-                outcomes = []
+                outcomes: list[tuple[str, str, str | None]] = []
                 for pack, result in zip(batch, results):
                     if result.status == JobStatus.FAILED:
                         error = job_error(result)
-                        if isinstance(getattr(error, "failures", None), list):
+                        failures = getattr(error, "failures", None)
+                        if isinstance(failures, list):
                             # the pack's own list: (run id, error) of each run that failed
-                            lines = [(str(rid), str(err)) for rid, err in error.failures]
+                            lines = [(str(rid), str(err)) for rid, err in failures]
                         else:
                             # the job failed as a whole: its runs that are not done failed with it
                             text = f"{type(error).__name__}: {error}".splitlines()[0]
@@ -277,11 +280,11 @@ class StudySweeper(Sweeper):
         progress.close()
         if failed:
             # every failed run, by its id (a pack counts each of its runs)
-            lines = "\n".join(f"  {rid}: {err}" for rid, err in failed)
+            listing = "\n".join(f"  {rid}: {err}" for rid, err in failed)
             print(
                 f"[study] {len(failed)} of {len(to_run)} runs failed (each folder's status.json holds the "
                 f"traceback; `python -m pipeline.status` lists them; relaunch the same command to rerun "
-                f"them):\n{lines}",
+                f"them):\n{listing}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -297,6 +300,7 @@ class StudySweeper(Sweeper):
 
     def _parallel_slots(self) -> int:
         """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""
+        assert self.config is not None, "setup() comes first"
         launcher = self.config.hydra.launcher
         if "n_jobs" in launcher:  # the local launcher: -1 = every core, -2 = all but one, ...
             from .local_launcher import parallel_jobs
@@ -320,7 +324,7 @@ class StudySweeper(Sweeper):
         groups: dict[tuple, list[PlannedRun]] = {}
         for run in to_run:
             groups.setdefault(run.structural, []).append(run)
-        packs = []
+        packs: list[list[PlannedRun]] = []
         for runs in groups.values():
             # this group's number of jobs, each of about len(runs) / share runs
             if self.runs_per_job is not None:

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
+from ..config import ConfigError, as_dict, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
@@ -140,7 +140,7 @@ def _check_data(cfg: DictConfig) -> None:
             f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, so pair must be in 0..{n_pairs - 1}"
         )
     try:  # the files exist and start as their format does; the full load is the run's
-        check_dataset_files(OmegaConf.to_container(cfg.dataset, resolve=True))
+        check_dataset_files(as_dict(cfg.dataset))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
 

@@ -124,7 +124,7 @@ def collect(root: Path, study: str | None = None) -> dict:
                 condition = _labels_condition(run_dir)
             cells[cell][state] += 1
             conditions[condition][cell][state] += 1
-            if state == "failed" or detail:
+            if state == FAILED or detail:
                 problems.append(
                     {
                         "run_id": rid,

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.runfolder import atomic_write_csv
-from pipeline.schema import CONFIG, STATUS, run_folders, study_folder, study_folders, table_file
+from pipeline.schema import CONFIG, DONE, STATUS, run_folders, study_folder, study_folders, table_file
 
 SECTION_MODULES = {
     "critical_pathways": "critical",
@@ -29,7 +29,7 @@ def study_runner(study_dir: Path) -> str | None:
     """The runner of a study folder's done runs (from the first one's config.yaml)."""
     for run_dir in run_folders(study_dir):
         try:
-            if json.loads((run_dir / STATUS).read_text()).get("state") != "done":
+            if json.loads((run_dir / STATUS).read_text()).get("state") != DONE:
                 continue
             config = yaml.safe_load((run_dir / CONFIG).read_text())
         except (OSError, ValueError, yaml.YAMLError):

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
-from pipeline.schema import CONFIG, STATUS, SUMMARY, run_folders, table_file
+from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY, run_folders, table_file
 
 from ..templating import Markup, render
 
@@ -160,7 +160,7 @@ def done_runs(
         except (FileNotFoundError, json.JSONDecodeError):
             skipped.append((run_dir.name, "no readable status.json"))
             continue
-        if status.get("state") != "done":
+        if status.get("state") != DONE:
             skipped.append((run_dir.name, f"state {status.get('state')}"))
             continue
         missing = [t for t in tables if not (run_dir / table_file(t)).exists()]

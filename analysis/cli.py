@@ -195,6 +195,7 @@ def _main(args) -> int:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    authors_sections: list[dict] = []
     collection = None
     skipped = None
     if args.metrics_table:
@@ -205,6 +206,11 @@ def _main(args) -> int:
             table = read_metrics_table(args.metrics_table)
         except MetricsTableError as exc:
             return _fail(str(exc))
+        from .authors_tables import extra_table_sections, statistics_rows
+
+        authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
+        table, left_out = statistics_rows(table)
+        notes.extend(left_out)
         description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
         if not args.smooth:
             notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
@@ -291,7 +297,7 @@ def _main(args) -> int:
     ] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
-    diagnostics = []
+    diagnostics = _write_sections(authors_sections, out, files) if collection is None else []
     if collection is not None:
         t0 = time.perf_counter()
         diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
@@ -342,9 +348,15 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
     Their tables are written as CSV next to the report and their figures into figures/.
     """
     from . import health, ties
-    from .tables import atomic_write_bytes, atomic_write_csv
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
+    return _write_sections(sections, out, files)
+
+
+def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[dict]:
+    """Write each section's tables (<name>.csv) and figures (figures/<name>) next to the report."""
+    from .tables import atomic_write_bytes, atomic_write_csv
+
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)

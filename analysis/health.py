@@ -38,6 +38,8 @@ __all__ = [
     "COLLAPSE_DROP",
     "train_accuracy_course",
     "authors_regime",
+    "regime_reference",
+    "default_reference_dir",
 ]
 
 # Issue 11's acceptance, per data source: median test accuracy, share of class
@@ -234,10 +236,11 @@ SUMMARY_COLUMNS = [
 ]
 
 
-def health_summary(runs: pd.DataFrame, regime: pd.DataFrame | None = None) -> pd.DataFrame:
+def health_summary(runs: pd.DataFrame, reference_dir=None) -> pd.DataFrame:
     """Per study x data source x labels: medians, the pair share, collapsed runs, whether the learning bar
-    (``ACCEPTANCE``) is met and whether the maps are in the study's probe regime (``regime_verdict``;
-    needs the authors' figures, ``authors_regime``)."""
+    (``ACCEPTANCE``) is met and whether the maps are in the study's probe regime (``regime_verdict``,
+    against the authors' metric tables in ``reference_dir``, default ``default_reference_dir()``)."""
+    regime = authors_regime(reference_dir)
     rows = []
     for (study, source, labels), g in runs.groupby(["study", "source", "labels"], sort=True):
         row = {
@@ -363,8 +366,44 @@ def _reference_note(authors: pd.DataFrame | None, path) -> str:
     return "authors: Jiang & Dale (2025), performance.csv (n_train = 80% of their oversampled training set)"
 
 
+def regime_reference(summary: pd.DataFrame, reference_dir=None) -> pd.DataFrame | None:
+    """The authors' regime figures beside ours, per data source: start at epoch 1 and max at the epoch our
+    runs ended (5th / 50th / 95th percentiles over their runs), their null runs' median start at epoch 1."""
+    regime = authors_regime(reference_dir)
+    if regime is None or summary.empty:
+        return None
+    rows = []
+    for source, g in summary.groupby("source", sort=True):
+        epochs = int(g["epochs"].max())
+        first = regime[(regime["source"] == source) & (regime["epoch"] == 1)]
+        last = regime[(regime["source"] == source) & (regime["epoch"] == min(epochs, int(regime["epoch"].max())))]
+        if first.empty or last.empty:
+            continue
+        first, last = first.iloc[0], last.iloc[0]
+        row = {"source": source, **{f"start_epoch1_{q}": first[f"start_{q}"] for q in ("p05", "p50", "p95")}}
+        row["at_epoch"] = int(last["epoch"])
+        row.update({f"max_{q}": last[f"max_{q}"] for q in ("p05", "p50", "p95")})
+        row["null_start_epoch1_p50"] = first.get("null_start_p50", np.nan)
+        rows.append(row)
+    return pd.DataFrame(rows) if rows else None
+
+
+def _regime_rule() -> str:
+    return (
+        f"probe regime: real labels, median start at epoch 1 inside the authors' 5th-95th percentile band and "
+        f"median max at the last epoch < {REGIME['max_ceiling']}; shuffled labels, median start at epoch 1 <= "
+        f"{REGIME['null_chance'] + REGIME['null_margin']:.2f} (chance for distinct states {REGIME['null_chance']} "
+        f"+ {REGIME['null_margin']}); collapsed = final train accuracy more than {COLLAPSE_DROP} below its best"
+    )
+
+
 def format_health(
-    runs: pd.DataFrame, summary: pd.DataFrame, authors: pd.DataFrame | None, performance_csv=None, per_run: bool = False
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    authors: pd.DataFrame | None,
+    performance_csv=None,
+    per_run: bool = False,
+    reference_dir=None,
 ) -> str:
     """The health tables as plain text (``python -m pipeline.status --health``)."""
     if runs.empty:
@@ -372,11 +411,15 @@ def format_health(
     bar = ", ".join(f"{k} >= {v}" for k, v in ACCEPTANCE.items())
     parts = [
         f"training health (bar per data source, real labels: {bar}; pairs: median test accuracy >= {PAIR_FLOOR})",
+        _regime_rule(),
         _text_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1 else summary),
     ]
     parts.append(_reference_note(authors, performance_csv))
     if authors is not None:
         parts.append(_text_table(authors))
+    reference = regime_reference(summary, reference_dir)
+    if reference is not None:
+        parts += ["authors' regime figures (their metric tables)", _text_table(reference)]
     if per_run:
         parts.append(_text_table(runs.drop(columns=["study", "run_id", "pair_index"])))
     return "\n\n".join(parts)
@@ -385,18 +428,24 @@ def format_health(
 def health_section(collection: Collection, performance_csv=None) -> dict:
     """The report's section: {"title", "html", "tables": {"health_runs", "health_summary", "health_authors"}}."""
     runs, skipped = health_from_collection(collection)
-    summary = health_summary(runs)
+    reference_dir = Path(performance_csv).parent if performance_csv is not None else None
+    summary = health_summary(runs, reference_dir)
     authors = authors_performance(performance_csv)
+    reference = regime_reference(summary, reference_dir)
     tables = {"health_runs": runs, "health_summary": summary}
     if authors is not None:
         tables["health_authors"] = authors
+    if reference is not None:
+        tables["health_authors_regime"] = reference
     html = render(
         "report_health.html.j2",
         bar=[(k.replace("_", " "), v) for k, v in ACCEPTANCE.items()],
         pair_floor=PAIR_FLOOR,
+        regime_rule=_regime_rule(),
         summary=None if runs.empty else _html_table(summary),
         reference_note=_reference_note(authors, performance_csv),
         authors=None if authors is None else _html_table(authors),
+        regime=None if reference is None else _html_table(reference),
         skipped=[f"{Path(p).name}: {r}" for p, r in skipped],
     )
     return {"title": "Training health", "html": Markup(html), "tables": tables}

@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         from analysis import health  # torch-free, like this module
 
         runs, _ = health.health_table(root, args.study)
-        summary = health.health_summary(runs)
+        # the authors' metric tables sit beside their performance.csv
+        reference_dir = Path(args.performance_csv).parent if args.performance_csv else None
+        summary = health.health_summary(runs, reference_dir)
         authors = health.authors_performance(args.performance_csv)
         if args.json:
             report = {
@@ -214,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(format_report(report))
             print()
-            print(health.format_health(runs, summary, authors, args.performance_csv, per_run=args.per_run))
+            print(
+                health.format_health(
+                    runs, summary, authors, args.performance_csv, per_run=args.per_run, reference_dir=reference_dir
+                )
+            )
         return 0
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

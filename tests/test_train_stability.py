@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from pipeline import identity
@@ -78,13 +79,16 @@ def test_clipping_is_the_hand_written_loop(clip):
         assert not torch.allclose(unclipped["readout.weight"], reference["state"]["readout.weight"])
 
 
-def test_null_keeps_the_run_id_and_a_value_changes_it():
+def test_null_is_a_config_without_the_key_and_a_value_changes_the_run_id():
+    authors = run_config("data_source=sentence", "pair=2", "trainer.grad_clip_norm=null")
+    assert "grad_clip_norm" not in identity.semantic_config(authors)["trainer"]
+    plain = OmegaConf.to_container(authors, resolve=True)
+    del plain["trainer"]["grad_clip_norm"]  # a config from before the key existed
+    assert identity.run_id(OmegaConf.create(plain)) == identity.run_id(authors)
     default = run_config("data_source=sentence", "pair=2")
-    assert default.trainer.grad_clip_norm is None
-    assert "grad_clip_norm" not in identity.semantic_config(default)["trainer"]
-    clipped = run_config("data_source=sentence", "pair=2", "trainer.grad_clip_norm=1.0")
-    assert identity.run_id(clipped) != identity.run_id(default)
-    assert identity.semantic_config(clipped)["trainer"]["grad_clip_norm"] == 1.0
+    assert default.trainer.grad_clip_norm == 1.0
+    assert identity.run_id(default) != identity.run_id(authors)
+    assert identity.semantic_config(default)["trainer"]["grad_clip_norm"] == 1.0
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "yes"])

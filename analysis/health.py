@@ -4,21 +4,25 @@ Per done run: updates per epoch, training-set size, test accuracy, map movement,
 epoch 1 and max at the last epoch (smoothed, as the analysis computes them), and whether training
 collapsed late (final train accuracy more than 0.1 below its best); per data source: medians, the
 share of class pairs at test accuracy >= 0.70 and the count of collapsed runs, beside the authors'
-``performance.csv`` and the same regime figures from their metric tables. The report's section reuses the analysis' collection (``health_section``);
-``python -m pipeline.status --health`` reads the run folders itself (``health_table``). Torch-free.
+``performance.csv`` and the same regime figures from their metric tables. The report's section reuses
+the analysis' collection (``health_section``); ``python -m analysis.health`` reads the run folders
+itself (``health_table``). Torch-free.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import CONFIG, READOUTS, STATUS, SUMMARY
+from pipeline.schema import CONFIG, DONE, READOUTS, STATUS, SUMMARY
 
-from .collect import Collection, RunReadError, find_run_dirs, read_run
+from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
 from .metrics import map_metrics
 from .templating import Markup, render
 
@@ -182,7 +186,7 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
             status = json.loads((run_dir / STATUS).read_text())
         except (OSError, ValueError):
             continue
-        if status.get("state") != "done":
+        if status.get("state") != DONE:
             continue
         try:
             rows.append({"study": study_name, **run_health(run_dir)})
@@ -405,7 +409,7 @@ def format_health(
     per_run: bool = False,
     reference_dir=None,
 ) -> str:
-    """The health tables as plain text (``python -m pipeline.status --health``)."""
+    """The health tables as plain text (``python -m analysis.health``)."""
     if runs.empty:
         return "training health: no done runs with a learning-curve map"
     bar = ", ".join(f"{k} >= {v}" for k, v in ACCEPTANCE.items())
@@ -453,3 +457,52 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
 
 def _html_table(frame: pd.DataFrame) -> Markup:
     return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.health``: the training-health tables of the done runs under an outputs root."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.health",
+        description="Training health per data source: updates per epoch, test accuracy and map movement of "
+        "the done runs, beside the authors' figures.",
+    )
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("LCM_OUTPUTS", "outputs"),
+        help="outputs root (paths.root of the runs; default: $LCM_OUTPUTS or ./outputs)",
+    )
+    parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
+    parser.add_argument("--json", action="store_true", help="print the tables as JSON")
+    parser.add_argument("--per-run", action="store_true", help="one row per done run as well")
+    parser.add_argument(
+        "--performance-csv",
+        default=None,
+        help="the authors' performance.csv (default: ../shared/reference/jiang_dale_2025/performance.csv "
+        "beside the repository)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        runs, _ = health_table(Path(args.root).expanduser(), args.study)
+    except NoRunsFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # the authors' metric tables sit beside their performance.csv
+    reference_dir = Path(args.performance_csv).parent if args.performance_csv else None
+    summary = health_summary(runs, reference_dir)
+    authors = authors_performance(args.performance_csv)
+    if args.json:
+        reference = regime_reference(summary, reference_dir)
+        records = {
+            "summary": json.loads(summary.to_json(orient="records")),
+            "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
+            "authors_regime": None if reference is None else json.loads(reference.to_json(orient="records")),
+            "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
+        }
+        print(json.dumps(records, indent=2))
+    else:
+        print(format_health(runs, summary, authors, args.performance_csv, args.per_run, reference_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

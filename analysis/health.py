@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.curve_metrics import map_metrics
 from pipeline.schema import CONFIG, DONE, READOUTS, STATUS, SUMMARY
 
 from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
-from .metrics import map_metrics
 from .templating import Markup, render
 
 __all__ = [

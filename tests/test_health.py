@@ -248,7 +248,7 @@ def test_late_collapse_is_flagged_from_the_train_accuracy(tmp_path):
 
 def test_start_and_max_are_the_smoothed_metrics(tmp_path):
     """start at epoch 1 and max at the last epoch, from the single-curve smoother (checked against R)."""
-    from analysis.metrics import smooth_3rs3r
+    from pipeline.curve_metrics import smooth_3rs3r
 
     rng = np.random.default_rng(4)
     lc = np.clip(0.5 + np.cumsum(rng.normal(0.01, 0.05, size=(6, 11)), axis=1), 0, 1)

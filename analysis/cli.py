@@ -198,6 +198,7 @@ def _main(args) -> int:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    authors_sections: list[dict] = []
     collection = None
     skipped = None
     if args.metrics_table:
@@ -208,6 +209,11 @@ def _main(args) -> int:
             table = read_metrics_table(args.metrics_table)
         except MetricsTableError as exc:
             return _fail(str(exc))
+        from .authors_tables import extra_table_sections, statistics_rows
+
+        authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
+        table, left_out = statistics_rows(table)
+        notes.extend(left_out)
         description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
         if not args.smooth:
             notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
@@ -300,6 +306,8 @@ def _main(args) -> int:
     files += [f"figures/{name}" for name in figs]
     companion = []
     diagnostics = [_regime(table, out, files)]
+    if collection is None:  # the authors' 100-epoch / multiclass tables
+        diagnostics += _write_sections(authors_sections, out, files)
     if collection is not None:
         t0 = time.perf_counter()
         diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
@@ -364,11 +372,16 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
 
     Their tables are written as CSV next to the report and their figures into figures/.
     """
-    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
-
     from . import health, ties
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
+    return _write_sections(sections, out, files)
+
+
+def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[dict]:
+    """Write each section's tables (<name>.csv) and figures (figures/<name>) next to the report."""
+    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
+
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)

@@ -16,6 +16,9 @@ from .config import as_dict
 # whether the cell was given explicitly or counterbalanced from a seed.)
 NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id", "pack_file")
 NON_SEMANTIC_TRAINER = ("device", "num_threads")
+# Trainer options added after runs were made, whose null is the behaviour before them: left out when null,
+# so that adding one renames no finished run.
+NULL_IS_BEFORE_TRAINER = ("grad_clip_norm",)
 
 
 def semantic_config(cfg: DictConfig, runner=None) -> dict:
@@ -30,6 +33,9 @@ def semantic_config(cfg: DictConfig, runner=None) -> dict:
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
         data.get("trainer", {}).pop(key, None)
+    for key in NULL_IS_BEFORE_TRAINER:
+        if data.get("trainer", {}).get(key, "absent") is None:
+            data["trainer"].pop(key)
     design = data.get("design") or {}
     # the cell and the replicate; the rest of the design block (class names,
     # participant, how the cell was assigned) follows from them or is provenance

@@ -81,6 +81,7 @@ class SequenceRunner(StudyRunner):
             on_epoch=ctx.on_step,
             batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
             readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")),
+            grad_clip_norm=_grad_clip_norm(cfg),
         )
         seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
         summary = _summary(
@@ -99,9 +100,16 @@ def _check_trainer(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
     check_bool(cfg, "trainer.shuffle")
     check_bool(cfg, "split.oversample")
+    if cfg.trainer.get("grad_clip_norm") is not None:
+        check_number(cfg, "trainer.grad_clip_norm", 0, None)
     readout = cfg.trainer.get("readout_batchnorm", "eval")
     if readout not in READOUT_BATCHNORM:
         raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}")
+
+
+def _grad_clip_norm(cfg: DictConfig) -> float | None:
+    value = cfg.trainer.get("grad_clip_norm")
+    return None if value is None else float(value)
 
 
 def _check_model(cfg: DictConfig) -> None:

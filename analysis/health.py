@@ -171,8 +171,18 @@ def _config(run_dir: Path) -> dict:
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    numeric = ("n_train", "batch_size", "updates_per_epoch", "test_accuracy", "map_movement", "start_epoch1")
-    numeric += ("max_last", "train_accuracy_best", "train_accuracy_final", "seconds_total")
+    numeric = (
+        "n_train",
+        "batch_size",
+        "updates_per_epoch",
+        "test_accuracy",
+        "map_movement",
+        "start_epoch1",
+        "max_last",
+        "train_accuracy_best",
+        "train_accuracy_final",
+        "seconds_total",
+    )
     for col in numeric:
         table[col] = pd.to_numeric(table[col], errors="coerce")
     return table.sort_values(["study", "source", "labels", "pair_index", "replicate"], ignore_index=True)

@@ -23,7 +23,7 @@ from pipeline.private import (
     unseal,
     write_private,
 )
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="making a file another user owns needs the superuser")

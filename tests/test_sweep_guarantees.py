@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.runfolder import CLAIM, STATUS, done_check, file_system_now, is_done, read_status
 from pipeline.status import collect
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 FAST = ["data_source=gesture", "trainer.epochs=1", "dataset.time_slices=8"]
 

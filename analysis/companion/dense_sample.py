@@ -87,16 +87,22 @@ def layer_timing(sep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _table_or_empty(run: dict, table: str) -> pd.DataFrame:
+    """A run's ``<table>.parquet``, or an empty frame where the run has none."""
+    frame = read_table(run, table)
+    return frame if frame is not None else pd.DataFrame()
+
+
 def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
     from scipy import stats
 
     t = timing[(timing.layer != "input") & timing.t50_step.notna() & (timing.max_gain > 0)]
     rows = []
-    per_run = []
+    rhos: list[float] = []
     for _, part in t.groupby("run_id"):
         if part.layer_index.nunique() >= 3 and part.t50_step.nunique() > 1:
-            per_run.append(stats.spearmanr(part.layer_index, part.t50_step)[0])
-    per_run = np.asarray([r for r in per_run if np.isfinite(r)])
+            rhos.append(stats.spearmanr(part.layer_index, part.t50_step)[0])
+    per_run = np.asarray([r for r in rhos if np.isfinite(r)])
     if len(per_run) >= 2:
         res = stats.ttest_1samp(per_run, 0.0) if per_run.std() > 0 else None
         try:
@@ -362,12 +368,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
     sep = pd.concat([r[TABLE].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
     curves = pd.concat(
-        [
-            (read_table(r, "learning_curve") if read_table(r, "learning_curve") is not None else pd.DataFrame()).assign(
-                run_id=r["run_id"]
-            )
-            for r in runs
-        ],
+        [_table_or_empty(r, "learning_curve").assign(run_id=r["run_id"]) for r in runs],
         ignore_index=True,
     )
     fit_frames = [read_table(r, "curve_fits") for r in runs]
@@ -564,7 +565,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.dense_sample",
         stem="dense_sample",
-        build=lambda root, study, out: section(root / study, out),
+        build=lambda root, study, out: section(root / (study or "dense_sample"), out),
         default_study="dense_sample",
     )
 

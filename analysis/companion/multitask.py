@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -445,7 +446,7 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             fig.colorbar(image, ax=ax, fraction=0.04)
         for stage in ("init", "finetune"):
             sub = frame[frame.init == init]
-            row = {"init": init, "stage": stage}
+            row: dict[str, Any] = {"init": init, "stage": stage}
             for label in ("task", "input_group", "output_group", "target_units"):
                 col = f"ari_{label}_{stage}"
                 if col in sub:
@@ -554,7 +555,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.multitask",
         stem="multitask",
-        build=lambda root, study, out: section(root / study, out),
+        build=lambda root, study, out: section(root / (study or STUDY), out),
         default_study=STUDY,
     )
 

@@ -305,7 +305,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.spectra",
         stem="spectra",
-        build=lambda root, study, out: section(root / study, out),
+        build=lambda root, study, out: section(root / (study or "headline"), out),
         default_study="headline",
     )
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 from hydra.core.config_store import ConfigStore
@@ -212,7 +213,7 @@ def run_job_process(base: str, context: str, idx: int, overrides: list[str], res
     setup_globals()
     Singleton.set_state(state["singleton_state"])
     module, name = state["task"]
-    task_function = importlib.import_module(module)
+    task_function: Any = importlib.import_module(module)
     for part in name.split("."):
         task_function = getattr(task_function, part)
     task_function = inspect.unwrap(task_function)

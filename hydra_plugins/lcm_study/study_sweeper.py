@@ -1,12 +1,14 @@
-"""The study sweeper: Hydra's basic sweeper, made study-aware.
+"""The study sweeper: Hydra's basic sweep (every combination of the swept values), made study-aware.
 
 It plans every run before anything is launched (pipeline/planning.py), skips done runs and runs a live
 process owns, launches the others in packs (pipeline/packs.py) with their run id frozen, and reports
-every failed run at the end.
+every failed run at the end. Built on Hydra's public plugin API only.
 """
 
+import contextlib
 import csv
 import io
+import itertools
 import logging
 import math
 import os
@@ -19,12 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.types import RunMode
-from omegaconf import OmegaConf
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, RunMode, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ConfigError  # light: the package imports it for its resolvers anyway
 
 from .progress import Progress
 
@@ -46,30 +53,66 @@ class StudySweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="study", node=StudySweeperConf, provider="learning-curve-maps")
 
 
+class SweepFailed(ConfigError):
+    """A sweep that cannot be enumerated (the message names the override)."""
+
+
+def sweep_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every job of a sweep, as override lines: the product of the swept values (``seed=range(0,5)``,
+    ``pair=0,1``), in command-line order; a key given twice keeps its last value. The basic sweeper's
+    rule (tests/test_sweep.py holds the two equal on the pinned Hydra)."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise SweepFailed(f"{override.input_line}: an interval sweep cannot be enumerated; give a range or a list")
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def job_error(result: JobReturn) -> BaseException:
+    """The exception a failed job raised. Hydra's ``return_value`` re-raises it after a line on stderr
+    that the sweeper's own summary of failed runs replaces, so that line is kept out of the console."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            _ = result.return_value
+        except BaseException as exc:  # the job's own exception, whatever it was
+            return exc
+    raise ValueError(f"job {result.overrides} did not fail (status {result.status})")
+
+
 @dataclass
 class PlannedRun:
     overrides: list[str]
     run_id: str
     run_dir: Path
     cell: str
-    state: str  # to-run | done | claimed
+    state: str  # the run folder's state when planned (pipeline/schema.py RUN_STATES)
     condition: str = ""  # what else than cell and replicate the sweep varies (pipeline.status groups by it)
     structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
     values: tuple = ()  # its plain-value overrides
     given: tuple = ()  # the sweep line's overrides that gave it, as typed
 
 
-class StudySweeper(BasicSweeper):
+class StudySweeper(Sweeper):
     def __init__(
         self,
         max_batch_size: int | None = None,
         params: dict[str, str] | None = None,
         runs_per_job: int | None = None,
     ):
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        super().__init__()
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context: HydraContext | None = None
+        self.config: DictConfig | None = None
+        self.launcher: Launcher | None = None
         self.runs_per_job = runs_per_job  # checked in setup, with the launcher's keys
 
-    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Every sweeper, launcher and Hydra folder key is checked before the launcher is made and before
         anything is planned or written; a bad one ends the command with the key and what is allowed."""
         from pipeline.config import config_error_in
@@ -81,7 +124,11 @@ class StudySweeper(BasicSweeper):
             if refusal is None:
                 raise
             _refuse(refusal)
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # -- planning ---------------------------------------------------------
     def plan(self, jobs: list[list[str]]) -> list[PlannedRun]:
@@ -89,8 +136,10 @@ class StudySweeper(BasicSweeper):
         # pipeline's modules are imported where used: Hydra imports every plugin at each start, and the
         # planning module's runners import pandas
         from pipeline.planning import Planner, SharedCompose, override_key
-        from pipeline.runfolder import claim_state, done_check
+        from pipeline.runfolder import run_state
+        from pipeline.schema import DAMAGED
 
+        assert self.hydra_context is not None and self.config is not None, "setup() comes first"
         compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
         # a Slurm task's runs get its CPUs, whatever this (login) machine has
         cpus = self.config.hydra.launcher.get("cpus_per_task")
@@ -100,16 +149,10 @@ class StudySweeper(BasicSweeper):
         for number, job in enumerate(jobs):
             plan = planner.plan(compose(job), job)
             rid = plan.run_id
-            done, why = done_check(plan.run_dir)
-            if done == "done":
-                state = "done"
-            elif claim_state(plan.run_dir):
-                state = "claimed"
-            else:
-                # a damaged done run (a record file missing, truncated or changed; status.json unreadable) is redone
-                state = "redo" if done == "damaged" else "to-run"
-                if why:
-                    log.warning("run %s is damaged (%s): it will be computed again", rid, why)
+            state, why = run_state(plan.run_dir)
+            if state == DAMAGED:
+                # a done run with a record file missing, truncated or changed, or status.json unreadable: redone
+                log.warning("run %s is damaged (%s): it will be computed again", rid, why)
             launched = [o for o in plan.job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = compose.split(launched)
             planned.append(
@@ -131,11 +174,13 @@ class StudySweeper(BasicSweeper):
 
     # -- sweeping ---------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
+        from pipeline.schema import DAMAGED, DONE, RUNNING, TO_COMPUTE
+
         planned, sweep_dir = self._plan_or_refuse(arguments)
-        to_run = [p for p in planned if p.state in ("to-run", "redo")]
-        n_done = sum(p.state == "done" for p in planned)
-        n_claimed = sum(p.state == "claimed" for p in planned)
-        n_redo = sum(p.state == "redo" for p in planned)
+        to_run = [p for p in planned if p.state in TO_COMPUTE]
+        n_done = sum(p.state == DONE for p in planned)
+        n_claimed = sum(p.state == RUNNING for p in planned)
+        n_redo = sum(p.state == DAMAGED for p in planned)
         redo = f" (of which {n_redo} damaged done runs, redone)" if n_redo else ""
         _say(
             f"{len(planned)} runs in this sweep: {len(to_run)} to run{redo}, {n_done} already done "
@@ -151,10 +196,11 @@ class StudySweeper(BasicSweeper):
         from pipeline.config import ConfigError, check_hydra_folders, hydra_root, root_value
         from pipeline.private import NotPrivate, ensure_private_tree
 
+        assert self.hydra_context is not None and self.config is not None, "setup() comes first"
         params = [f"{k}={v}" for k, v in (self.params or {}).items()] + list(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        jobs = self.split_arguments(parser.parse_overrides(params), None)[0]
         try:
+            jobs = sweep_jobs(parser.parse_overrides(params))
             if not jobs:
                 raise ConfigError(f"the sweep {' '.join(arguments)!r} names no run (an empty range or list?)")
             # every run is validated here, before the sweep folder or any run folder exists
@@ -229,13 +275,14 @@ class StudySweeper(BasicSweeper):
         """Exit 0 only when every planned run's folder says done and its records check out: runs another
         process computes are awaited, then every run is verified; anything else ends non-zero, listed."""
         from pipeline.runfolder import done_check
+        from pipeline.schema import DONE, RUNNING
 
-        _await_claimed([p for p in planned if p.state == "claimed"])
+        _await_claimed([p for p in planned if p.state == RUNNING])
         reported = {rid for rid, _ in failed}
         unverified = []
         for run in planned:
             state, why = done_check(run.run_dir)
-            if state != "done" and run.run_id not in reported:
+            if state != DONE and run.run_id not in reported:
                 unverified.append((run.run_id, _not_done_reason(state, why)))
         if failed:
             # every failed run, by its id (a pack counts each of its runs)
@@ -262,6 +309,7 @@ class StudySweeper(BasicSweeper):
 
     def _parallel_slots(self) -> int:
         """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""
+        assert self.config is not None, "setup() comes first"
         launcher = self.config.hydra.launcher
         if "n_jobs" in launcher:  # the local launcher: -1 = every core, -2 = all but one, ...
             from .local_launcher import parallel_jobs
@@ -285,7 +333,7 @@ class StudySweeper(BasicSweeper):
         groups: dict[tuple, list[PlannedRun]] = {}
         for run in to_run:
             groups.setdefault(run.structural, []).append(run)
-        packs = []
+        packs: list[list[PlannedRun]] = []
         for runs in groups.values():
             # this group's number of jobs, each of about len(runs) / share runs
             if self.runs_per_job is not None:
@@ -316,9 +364,11 @@ class StudySweeper(BasicSweeper):
         """The plan, in the sweep folder and in each study's plans/ (read by pipeline.status)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         targets = {sweep_dir / "plan.csv": planned}
-        for p in planned:
-            targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
         from pipeline.runfolder import atomic_write_text
+        from pipeline.schema import plans_folder, study_of
+
+        for p in planned:
+            targets.setdefault(plans_folder(study_of(p.run_dir)) / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
 
         for path, runs in targets.items():
             text = io.StringIO(newline="")
@@ -386,9 +436,11 @@ def _outcomes(batch: list[list[PlannedRun]], results: Sequence[JobReturn], faile
 
 
 def _not_done_reason(state: str, why: str | None) -> str:
-    if state == "absent":
+    from pipeline.schema import ABSENT, DAMAGED
+
+    if state == ABSENT:
         return "no status.json: the run never started (its job ended without it)"
-    if state == "damaged":
+    if state == DAMAGED:
         return f"damaged: {why}"
     return f"its status.json says {state}"
 

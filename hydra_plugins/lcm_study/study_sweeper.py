@@ -217,6 +217,7 @@ class StudySweeper(Sweeper):
 
     def _launch_all(self, sweep_dir: Path, to_run: list[PlannedRun]) -> tuple[list, list[tuple[str, str]]]:
         """Launch the runs in packs, batch by batch; (Hydra's returns, (run id, error) of each failed run)."""
+        assert self.config is not None, "setup() comes first"
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
@@ -246,6 +247,7 @@ class StudySweeper(Sweeper):
     def _launch_batch(self, overrides: list[list[str]], start: int, progress: Progress) -> Sequence[JobReturn]:
         from pipeline.run import RunInterrupted
 
+        assert self.launcher is not None, "setup() comes first"
         try:
             return self.launcher.launch(overrides, initial_job_idx=start)
         except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -411,24 +413,26 @@ def _outcomes(batch: list[list[PlannedRun]], results: Sequence[JobReturn], faile
     """(run id, state, detail) of each run of a batch of packs, as its job reported it; failures are added
     to ``failed``."""
     from pipeline.runfolder import is_done
+    from pipeline.schema import FAILED
 
-    outcomes = []
+    outcomes: list[tuple[str, str, str | None]] = []
     for pack, result in zip(batch, results):
         if result.status == JobStatus.FAILED:
-            error = result._return_value
-            if isinstance(getattr(error, "failures", None), list):
+            error = job_error(result)
+            failures = getattr(error, "failures", None)
+            if isinstance(failures, list):
                 # the pack's own list: (run id, error) of each run that failed
-                lines = [(str(rid), str(err)) for rid, err in error.failures]
+                lines = [(str(rid), str(err)) for rid, err in failures]
             else:
                 # the job failed as a whole: its runs that are not done failed with it
                 text = f"{type(error).__name__}: {error}".splitlines()[0]
                 lines = [(run.run_id, text) for run in pack if not (len(pack) > 1 and is_done(run.run_dir))]
             failed.extend(lines)
-            outcomes.extend((rid, "failed", err) for rid, err in lines)
+            outcomes.extend((rid, FAILED, err) for rid, err in lines)
         else:
             value = result.return_value
             outcomes.extend(
-                (o.run_id, o.state, None)
+                (o.run_id, o.state, o.note)
                 for o in (value if isinstance(value, list) else [value])
                 if hasattr(o, "run_id")
             )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runfolder import CLAIM, STATUS, done_check, file_system_now, is_done, read_status
+from pipeline.runfolder import done_check, file_system_now, is_done, read_status
+from pipeline.schema import CLAIM, STATUS
 from pipeline.status import collect
 from tests.helpers import REPO, run_cli, run_config
 

@@ -148,7 +148,8 @@ def test_crafted_folders_neither_hang_nor_crash_the_sweep_status_or_the_analysis
     loop = _planned_run_dir(root, "pair=0", "seed=2")
     loop.symlink_to(loop)
     report = collect(root)["headline"]
-    assert report["cells"]["gesture/pair 0"] == {"done": 1, "missing": 2}
+    # the loop was never planned and its record is not read: its cell is unknown
+    assert report["cells"] == {"gesture/pair 0": {"done": 1, "missing": 1}, "?": {"missing": 1}}
     analysis = collect_runs(root, progress=False)
     assert len(analysis.runs) == 1 and {s.run_id for s in analysis.skipped} == {crafted.name, loop.name}
     again = subprocess.run(

@@ -21,15 +21,27 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from pipeline.runfolder import StatusUnreadable, read_status, read_text_entry
 from pipeline.schema import CLAIM, DONE, FAILED, STATUS, SUMMARY
 
 FINAL = (DONE, FAILED)
 
 
 def _mtime(path: Path) -> int | None:
+    """When a run folder's file last changed, never following a link (a loop, a crafted folder): None if
+    it cannot tell."""
     try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
+        return path.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _status(run_dir: Path) -> dict | None:
+    """The run's status.json, read as every reader of the project reads it (confined, bounded, never
+    blocking on a FIFO); None while absent or unreadable (the next poll looks again)."""
+    try:
+        return read_status(run_dir)
+    except (StatusUnreadable, OSError):
         return None
 
 
@@ -37,7 +49,7 @@ def _seconds(run_dir: Path, status: dict) -> float | None:
     """The run's own time: summary.json's total for a done run, else the status file's start to end."""
     if status.get("state") == DONE:
         try:
-            return float(json.loads((run_dir / SUMMARY).read_text())["seconds_total"])
+            return float(json.loads(read_text_entry(run_dir, SUMMARY))["seconds_total"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
@@ -115,9 +127,8 @@ class Progress:
             now = _mtime(run_dir / STATUS)
             if now is None or now == before:
                 continue
-            try:
-                status = json.loads((run_dir / STATUS).read_text())
-            except (OSError, ValueError):
+            status = _status(run_dir)
+            if status is None:
                 continue  # replaced while read: the next poll sees it
             state = status.get("state")
             if state not in FINAL:
@@ -168,11 +179,7 @@ class Progress:
         for rid, state, detail in outcomes:
             if rid in self.pending:
                 run_dir = self.pending[rid][0]
-                status = None
-                try:
-                    status = json.loads((run_dir / STATUS).read_text())
-                except (OSError, ValueError):
-                    pass
+                status = _status(run_dir)
                 self.report(rid, state, _seconds(run_dir, status) if status else None, detail)
 
     def close(self) -> None:

@@ -80,6 +80,15 @@ BAD_INPUTS = [  # (overrides, what the message must name)
     (["probe.knn.splits=[test]"], "probe.knn.splits"),
     (["probe.knn.splits=[train,train]"], "probe.knn.splits"),
     (["probe.knn.enabled=false"], "probe.knn.enabled"),
+    # layers the run's model does not have (the model is built at planning, for the data's shape)
+    (
+        ["probe.gradient_spectrum.enabled=true", "probe.gradient_spectrum.layers=[nope]"],
+        "probe.gradient_spectrum.layers",
+    ),
+    (
+        ["probe.category_structure.enabled=true", "probe.category_structure.layers=[nope]"],
+        "probe.category_structure.layers",
+    ),
     # thread counts beyond the machine (100000 threads crashed torch, leaving the run "running")
     (["trainer.num_threads=100000"], "trainer.num_threads"),
     (["trainer.num_threads=1.5"], "trainer.num_threads"),
@@ -225,3 +234,36 @@ EMPTY_ENV = [
     ([], {"LCM_OUTPUTS": "  "}, "LCM_OUTPUTS"),
     (["-m", "seed=0"], {"LCM_OUTPUTS": ""}, "LCM_OUTPUTS"),
 ]
+
+
+def diverging_watch_file(path, class_name: str = "PEN"):
+    """A copy of the watch data whose recordings of ``class_name`` hold NaN: it passes every planning check
+    (the file, its options, the split), and a run of a pair with that class fails while training (the
+    network's states are not finite), recorded ``failed``: a failure only the run can meet."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from pipeline.data.watch import read_watch_file, watch_file
+
+    raw = read_watch_file(watch_file(None))
+    label = raw["y_labels"].index(class_name)
+    recordings = [np.full_like(x, np.nan) if y == label else x for x, y in zip(raw["X"], raw["y"])]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(
+        path, np.array({**raw, "X": recordings, "y_labels": list(raw["y_labels"])}, dtype=object), allow_pickle=True
+    )
+    return path
+
+
+def clean_watch_file(path):
+    """A plain copy of the watch data (beside a diverging one, so the two differ only in their file)."""
+    import shutil
+    from pathlib import Path
+
+    from pipeline.data.watch import watch_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(watch_file(None), path)
+    return Path(path)

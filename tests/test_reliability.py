@@ -237,23 +237,27 @@ def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
 
 @pytest.mark.slow
 def test_every_failed_run_of_every_pack_is_counted_and_listed(tmp_path):
+    from tests.bad_inputs import diverging_watch_file
     from tests.helpers import run_cli
 
-    # no Wiimote series is this long: each of the 4 runs fails when it loads its data, 2 per job
+    # NaN in every PEN recording: the 4 runs (pairs 0 and 1 both hold PEN) fail while training, 2 per job
+    data = diverging_watch_file(tmp_path / "nan" / "watch_dataset.npy")
     result = run_cli(
         "-m",
-        "dataset=wiimote",
-        "dataset.min_length=100000",
+        "data_source=gesture",
+        f"dataset.root={data}",
         "pair=0,1",
         "seed=0,1",
         *FAST,
         "hydra.sweeper.runs_per_job=2",
-        f"paths.root={tmp_path}",
+        f"paths.root={tmp_path / 'out'}",
         env={"WANDB_MODE": "disabled"},
     )
     assert result.returncode != 0
     assert "4 of 4 runs failed" in result.stderr, result.stderr[-3000:]
-    for run_dir in (tmp_path / "headline" / "runs").iterdir():
+    folders = list((tmp_path / "out" / "headline" / "runs").iterdir())
+    assert len(folders) == 4
+    for run_dir in folders:
         assert f"  {run_dir.name}: " in result.stderr
 
 

@@ -304,10 +304,8 @@ class StudySweeper(Sweeper):
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
-        if not to_run:
-            _say("nothing to run: every run of this sweep is done (verified)")
-        else:
-            _say(f"all {len(planned)} runs done (verified)" if len(planned) > 1 else "the run is done (verified)")
+        summary = f"all {len(planned)} runs done (verified)" if len(planned) > 1 else "the run is done (verified)"
+        _say(summary if to_run else f"nothing to run: {summary}")
 
     def _parallel_slots(self) -> int:
         """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""

@@ -74,6 +74,10 @@ class RunRecord:
         atomic_write_json(self.dir / SUMMARY, summary)
         self._written.extend([*(f"{name}.parquet" for name in tables or {}), CURVES, READOUTS, SUMMARY])
 
+    def write_summary(self, summary: dict) -> None:
+        """Rewrite summary.json (before ``mark_done``, which checksums it)."""
+        atomic_write_json(self.dir / SUMMARY, summary)
+
     def mark_done(self, **extra: Any) -> None:
         # what was written, so that a later reader can tell a damaged record from a done one
         files = {name: file_digest(self.dir / name) for name in dict.fromkeys(self._written)}

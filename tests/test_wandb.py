@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from analysis.collect import collect_runs
 from analysis.metrics import curve_metrics, smooth_3rs3r
-from pipeline import dashboard, tracking
+from pipeline import dashboard, tracking, wandb_figures
 from pipeline.run import execute
 from tests.conftest import REPO, run_cli, run_config
 
@@ -244,7 +244,7 @@ def test_a_companion_run_logs_its_headline_figure_at_the_end(study, tmp_path, mo
     RunRecord(tmp_path, f"{study}-run").write_results(result.curves, result.readouts, result.summary, result.tables)
     tracker.finish(result.curves, result.summary, ok=True)
 
-    table, key, _, caption = tracking.COMPANION_MEDIA[study]
+    table, key, _, caption = wandb_figures.COMPANION_MEDIA[study]
     assert (tmp_path / f"{table}.parquet").exists()
     rows = history(read_offline(wandb_files(tmp_path)[f"{study}-run"]))
     x_axis = "step" if study.startswith("critical") else "epoch"
@@ -261,8 +261,8 @@ def test_a_companion_run_logs_its_headline_figure_at_the_end(study, tmp_path, mo
 
 
 def test_no_companion_figure_without_its_table(tmp_path):
-    assert tracking.companion_image("critical_pathways", tmp_path) is None
-    assert tracking.companion_image("sequence", tmp_path) is None
+    assert wandb_figures.companion_image("critical_pathways", tmp_path) is None
+    assert wandb_figures.companion_image("sequence", tmp_path) is None
 
 
 # ---------------------------------------------------------------------------

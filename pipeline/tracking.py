@@ -112,6 +112,21 @@ def display_name(cfg: DictConfig, attempt: int = 1) -> str:
     return name + (f" attempt {attempt}" if attempt > 1 else "")
 
 
+def map_title(cfg: DictConfig, run_id: str, attempt: int = 1) -> str:
+    """``gesture, class pair PEN/ABD, replicate 3, shuffled labels (run <id>)``: the map image's title."""
+    design = _design(cfg)
+    pair = class_pair(design)
+    if not (pair and design.get("data_source")):
+        return f"{display_name(cfg, attempt)} (run {run_id})"
+    labels = design.get("labels", "real")
+    return (
+        f"{design['data_source']}, class pair {pair}, replicate {int(design.get('replicate', 0))}"
+        + (f", {labels} labels" if labels != "real" else "")
+        + (f", attempt {attempt}" if attempt > 1 else "")
+        + f" (run {run_id})"
+    )
+
+
 def run_tags(cfg: DictConfig) -> list[str]:
     """Study, data source, labels and class names (W&B caps a tag at 64 characters)."""
     design = _design(cfg)
@@ -320,7 +335,7 @@ class Tracker:
         earlier = earlier_attempts(run_dir, run_id)
         self.attempt = len(earlier) + 1
         self.wandb_id = attempt_id(run_id, self.attempt)
-        self.title = f"{display_name(cfg, self.attempt)}  (run {run_id})"
+        self.title = map_title(cfg, run_id, self.attempt)
         self._rows: dict[int, np.ndarray] = {}
         self._last_media: int | None = None
         self._last_step = 0
@@ -516,7 +531,8 @@ class Tracker:
                 self._log(
                     {self.x_axis: self._last_step, key: self._wandb.Image(pixels, caption=caption)}, self._last_step
                 )
-            self.run.log_artifact(self._record_artifact(summary))
+            if record_files(self.run_dir):
+                self.run.log_artifact(self._record_artifact(summary))
             results = summary_scalars(summary, self.config)
             results.pop("run_id", None)
             movement = self._map_movement()

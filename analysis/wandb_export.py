@@ -48,7 +48,7 @@ def _frame_for_wandb(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     for column in out.columns:
         dtype = out[column].dtype
-        if isinstance(dtype, pd.CategoricalDtype) or dtype == object or pd.api.types.is_string_dtype(dtype):
+        if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(dtype):  # object dtype too
             out[column] = out[column].astype(object).where(out[column].notna(), "").astype(str)
     return out
 

@@ -340,6 +340,7 @@ class Tracker:
         self._last_media: int | None = None
         self._last_step = 0
         self._warned = False
+        self._mirror_file: Path | None = None
         w = cfg.logger.wandb
         self.mirror = MirrorState(requested_mode=mode, id=self.wandb_id, project=w.project, entity=w.entity)
         if earlier:
@@ -417,8 +418,16 @@ class Tracker:
             self._start_online(wandb, init_args)
         else:
             self.run = wandb.init(**init_args)
+        self.mirror.mode = "offline" if self.run.offline else "online"  # as W&B runs it
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
+        # offline, this file is the mirror (W&B writes it through a handle it keeps open, so a deleted
+        # file or folder goes unnoticed by W&B; the tracker looks for it before each step and at the end)
+        self._mirror_file = Path(self.run.settings.sync_file) if self.mirror.mode == "offline" else None
+
+    def _check_mirror_file(self) -> None:
+        if self._mirror_file is not None and not self._mirror_file.is_file():
+            raise FileNotFoundError(f"the offline W&B file {self._mirror_file} is gone (its folder deleted?)")
 
     def _start_online(self, wandb, init_args: dict) -> None:
         """Online when W&B's server answers; otherwise offline into the run folder, for wandb_sync.sh."""
@@ -431,6 +440,10 @@ class Tracker:
             except Exception as exc:  # CommError, UsageError (no login), timeouts, ...
                 reason = f"{describe(exc)} (after {time.perf_counter() - t0:.1f} s)"
                 remember_online_failure(reason)
+                # W&B's service still holds the run id for the failed start ("run ID ... is in use"): a
+                # fresh service (about a second to start) takes the offline run under the same id
+                with contextlib.suppress(Exception):
+                    wandb.teardown()
             note = f"online start failed: {reason}; mirrored offline, upload with slurm/wandb_sync.sh"
         else:
             note = f"online start failed earlier in this process: {reason}; mirrored offline, upload with slurm/wandb_sync.sh"
@@ -445,6 +458,7 @@ class Tracker:
             self._guarded(f"{self.x_axis} {epoch}", self._log_epoch, epoch, readouts, curves)
 
     def _log_epoch(self, epoch: int, readouts: dict, curves: pd.DataFrame | None) -> None:
+        self._check_mirror_file()
         row: dict[str, Any] = {self.x_axis: epoch, **readouts}
         curve = epoch_curve(curves)
         if curve is not None and np.all(np.isfinite(curve)):  # the analysis leaves non-finite maps out too
@@ -521,6 +535,7 @@ class Tracker:
         return self.mirror_record()
 
     def _finish(self, summary: dict, ok: bool) -> None:
+        self._check_mirror_file()
         if ok:
             if self._rows and self._last_media != max(self._rows):
                 last = max(self._rows)
@@ -539,8 +554,9 @@ class Tracker:
             if movement is not None:
                 results[MOVEMENT_KEY] = movement
             self.run.summary.update({**results, COMPLETE_KEY: 1})
-        run, self.run = self.run, None
-        run.finish(exit_code=0 if ok else 1)
+        self.run.finish(exit_code=0 if ok else 1)
+        self._check_mirror_file()  # (a failure here needs no second finish: W&B ignores one)
+        self.run = None
         if ok:
             self.mirror.state = COMPLETE
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,15 @@ def summary(records: list[dict]) -> dict:
         if r["type"] == "summary":
             out.update(r["summary"].get("update", {}))
     return out
+
+
+def final_results(records: list[dict]) -> dict:
+    """The summary update the tracker sends at the end of a completed run (its results)."""
+    return next(
+        r["summary"]["update"]
+        for r in records
+        if r["type"] == "summary" and "run/complete" in r["summary"].get("update", {})
+    )
 
 
 def exit_code(records: list[dict]) -> int | None:
@@ -270,12 +280,21 @@ def test_no_companion_figure_without_its_table(tmp_path):
 # ---------------------------------------------------------------------------
 
 
-# W&B's variables that name folders: a test that checks where W&B writes runs without them, as a user does
-WANDB_FOLDER_VARIABLES = ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_DIR", "WANDB_ARTIFACT_DIR")
+# W&B's variables that name folders, and the one through which a child process joins its parent's W&B
+# service (set once a test of this process has used W&B): a test that checks where W&B writes runs
+# without them, as a user's fresh shell does
+WANDB_FOLDER_VARIABLES = (
+    "WANDB_CACHE_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_DIR",
+    "WANDB_ARTIFACT_DIR",
+    "WANDB_SERVICE",
+)
 
 
 def user_env(home: Path, **extra: str) -> dict:
-    """The environment of a user with ``home`` as HOME and none of W&B's folder variables set."""
+    """The environment of a user with ``home`` as HOME, none of W&B's folder variables and no W&B service."""
     env = {k: v for k, v in os.environ.items() if k not in WANDB_FOLDER_VARIABLES and not k.startswith("XDG_")}
     return {**env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": str(home / "mpl"), **extra}
 
@@ -441,17 +460,33 @@ def test_the_map_can_be_rebuilt_from_the_record_artifact(offline_run):
     assert rebuilt.shape == (EPOCHS, 20) and np.array_equal(rebuilt, expected)
 
 
+def test_a_rebuilt_mirror_is_the_live_mirror(offline_run, tmp_path, monkeypatch):
+    """The run folder replayed (pipeline.wandb_rebuild) gives the history, images and results the run
+    logged live: the same keys and values at the same steps (times and W&B's own artifact ids aside)."""
+    from pipeline import wandb_rebuild
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    copy = tmp_path / "headline" / "runs" / offline_run["run_dir"].name
+    shutil.copytree(offline_run["run_dir"], copy, ignore=shutil.ignore_patterns("wandb"))
+    state = wandb_rebuild.rebuild(copy)
+    assert state["state"] == "complete" and (copy / "wandb" / wandb_rebuild.REBUILT).is_file()
+    rebuilt = read_offline(wandb_files(copy)[copy.name])
+
+    def comparable(records):
+        volatile = ("_runtime", "_timestamp", "artifact_path", "_latest_artifact_path")
+        return [{k: v for k, v in row.items() if not k.endswith(volatile)} for row in history(records)]
+
+    assert comparable(rebuilt) == comparable(offline_run["records"])
+    assert final_results(rebuilt) == final_results(offline_run["records"])
+
+
 def test_the_summary_holds_results_and_map_movement_without_config(offline_run):
     from analysis.health import run_health
 
     records = offline_run["records"]
     run_dir = offline_run["run_dir"]
     config = set(run_record(records)["config"]["update"])
-    (results,) = [
-        r["summary"]["update"]
-        for r in records
-        if r["type"] == "summary" and "run/complete" in r["summary"].get("update", {})
-    ]
+    results = final_results(records)
     assert not set(results) & config, sorted(set(results) & config)
     assert not {"epochs", "batch_size", "time_slices", "run_id", "study", "dataset", "pair", "labels"} & set(results)
     record = json.loads((run_dir / "summary.json").read_text())

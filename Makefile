@@ -63,7 +63,7 @@ bench-study: $(STAMP)  ## the 25-cell study + analysis timed end to end, 750-run
 run: $(STAMP)  ## run the default study + analysis and say where the results are
 	$(BIN)/python -m pipeline -m 'seed=$(SEEDS)' trainer.epochs=$(EPOCHS) paths.root=$(OUTPUTS)
 	$(BIN)/python -m analysis --root $(OUTPUTS) --study headline --out $(OUTPUTS)/analysis
-	$(BIN)/python -m pipeline.status --root $(OUTPUTS) --study headline --health
+	$(BIN)/python -m analysis.health --root $(OUTPUTS) --study headline
 	@echo
 	@echo "run records:  $(OUTPUTS)/headline/runs/<run_id>/  (python -m pipeline.status --root $(OUTPUTS))"
 	@echo "analysis:     $(OUTPUTS)/analysis/report.html  (read this first), metrics.parquet, *.csv, figures"

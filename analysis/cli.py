@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .metrics import METRIC_NAMES
+from pipeline.curve_metrics import METRIC_NAMES
 
 __all__ = ["main", "build_parser"]
 
@@ -182,15 +182,18 @@ def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ._threads import single_threaded_blas
+    from pipeline.blas import single_threaded_blas
 
     with single_threaded_blas():
         return _main(args)
 
 
 def _main(args) -> int:
+    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
     from . import collect, figures, ols, replication, report, stats
-    from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
+    from .companion.power import RULE as POWER_RULE
+    from .tables import MetricsTableError, read_metrics_table
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -223,7 +226,7 @@ def _main(args) -> int:
                 knn_ties=args.knn_ties,
                 knn_mode=args.knn_mode,
             )
-        except collect.MixedProbeRules as exc:
+        except collect.MixedConditions as exc:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
@@ -240,7 +243,10 @@ def _main(args) -> int:
                 f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
                 "failed ones with the pipeline."
             )
-        table = collect.metrics_for_statistics(collection)
+        try:
+            table = collect.metrics_for_statistics(collection)
+        except MetricsTableError as exc:
+            return _fail(str(exc))
         notes.extend(collection.notes)
         description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
         timings["collect runs"] = collection.seconds
@@ -275,11 +281,13 @@ def _main(args) -> int:
             _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
-    replication_table = replication.replication_table(table, mixed, ols_table)
+    replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
     atomic_write_csv(out / "replication.csv", replication_table)
+    atomic_write_csv(out / "replicate_rule.csv", rule_table)
 
     files = [
         "replication.csv",
+        "replicate_rule.csv",
         "metrics.parquet",
         "mixed_effects.csv",
         "lrt.csv",
@@ -291,10 +299,10 @@ def _main(args) -> int:
     ] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
-    diagnostics = []
+    diagnostics = [_regime(table, out, files)]
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
@@ -316,6 +324,9 @@ def _main(args) -> int:
             companion=companion,
             replication=replication_table,
             replication_rule=replication.RULE,
+            replicate_rule=rule_table,
+            replicate_rule_text=POWER_RULE,
+            scope=replication.study_scope(table),
             diagnostics=diagnostics,
         )
     )
@@ -337,14 +348,27 @@ def _main(args) -> int:
     return 0
 
 
+def _regime(table, out: Path, files: list[str]) -> dict:
+    """Where the runs sit (start/end/max/tmax percentiles at the first and last epoch) beside the authors'."""
+    from pipeline.runfolder import atomic_write_csv
+
+    from .regime import regime_section
+
+    section = regime_section(table)
+    atomic_write_csv(out / "regime.csv", section["tables"]["regime"])
+    files.append("regime.csv")
+    return section
+
+
 def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
     """Sections on whether the maps can be trusted (did the networks train in the study's regime,
     did their maps move, how many neighbour sets ties decided), shown after the replication table.
 
     Their tables are written as CSV next to the report and their figures into figures/.
     """
+    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
+
     from . import health, ties
-    from .tables import atomic_write_bytes, atomic_write_csv
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
     for section in sections:
@@ -376,7 +400,8 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     """A report of the companion studies alone, for roots without learning-curve maps.
 
     None when there is none to make; else the exit code (1 when a section failed)."""
-    from .tables import atomic_write_text
+    from pipeline.runfolder import atomic_write_text
+
     from .templating import Markup, render
 
     sections = _companion(root, args.study, out, args.quiet)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .tables import atomic_write_bytes
+from pipeline.runfolder import atomic_write_bytes
 
 __all__ = ["METRIC_LABELS", "chance_levels", "map_figures", "metric_figures", "trajectory_figures", "all_figures"]
 

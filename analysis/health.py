@@ -3,20 +3,24 @@
 Per done run: updates per epoch, training-set size, test accuracy and map movement; per data
 source: medians and the share of class pairs at test accuracy >= 0.70, beside the authors'
 ``performance.csv``. The report's section reuses the analysis' collection (``health_section``);
-``python -m pipeline.status --health`` reads the run folders itself (``health_table``). Torch-free.
+``python -m analysis.health`` reads the run folders itself (``health_table``). Torch-free.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import CONFIG, STATUS, SUMMARY
+from pipeline.curve_metrics import map_movement
+from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY
 
-from .collect import Collection, RunReadError, find_run_dirs, read_run
+from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
 from .templating import Markup, render
 
 __all__ = [
@@ -65,14 +69,6 @@ def updates_per_epoch(n_train: int, batch_size: int) -> int:
     full, rest = divmod(n_train, batch_size)
     batches = full + (rest > 0)
     return batches - 1 if rest == 1 and batches > 1 and batch_size > 1 else batches
-
-
-def map_movement(learning_curve_map: np.ndarray) -> float:
-    """Mean over time slices of |map[last epoch] - map[epoch 1]| (map: epochs x time slices)."""
-    m = np.asarray(learning_curve_map, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] < 1:
-        raise ValueError(f"a learning-curve map is epochs x time slices, got shape {m.shape}")
-    return float(np.mean(np.abs(m[-1] - m[0])))
 
 
 def run_health(run_dir) -> dict:
@@ -140,7 +136,7 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
             status = json.loads((run_dir / STATUS).read_text())
         except (OSError, ValueError):
             continue
-        if status.get("state") != "done":
+        if status.get("state") != DONE:
             continue
         try:
             rows.append({"study": study_name, **run_health(run_dir)})
@@ -275,7 +271,7 @@ def _reference_note(authors: pd.DataFrame | None, path) -> str:
 def format_health(
     runs: pd.DataFrame, summary: pd.DataFrame, authors: pd.DataFrame | None, performance_csv=None, per_run: bool = False
 ) -> str:
-    """The health tables as plain text (``python -m pipeline.status --health``)."""
+    """The health tables as plain text (``python -m analysis.health``)."""
     if runs.empty:
         return "training health: no done runs with a learning-curve map"
     bar = ", ".join(f"{k} >= {v}" for k, v in ACCEPTANCE.items())
@@ -313,3 +309,48 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
 
 def _html_table(frame: pd.DataFrame) -> Markup:
     return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m analysis.health``: the training-health tables of the done runs under an outputs root."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.health",
+        description="Training health per data source: updates per epoch, test accuracy and map movement of "
+        "the done runs, beside the authors' figures.",
+    )
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("LCM_OUTPUTS", "outputs"),
+        help="outputs root (paths.root of the runs; default: $LCM_OUTPUTS or ./outputs)",
+    )
+    parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
+    parser.add_argument("--json", action="store_true", help="print the tables as JSON")
+    parser.add_argument("--per-run", action="store_true", help="one row per done run as well")
+    parser.add_argument(
+        "--performance-csv",
+        default=None,
+        help="the authors' performance.csv (default: ../shared/reference/jiang_dale_2025/performance.csv "
+        "beside the repository)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        runs, _ = health_table(Path(args.root).expanduser(), args.study)
+    except NoRunsFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summary = health_summary(runs)
+    authors = authors_performance(args.performance_csv)
+    if args.json:
+        records = {
+            "summary": json.loads(summary.to_json(orient="records")),
+            "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
+            "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
+        }
+        print(json.dumps(records, indent=2))
+    else:
+        print(format_health(runs, summary, authors, args.performance_csv, per_run=args.per_run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

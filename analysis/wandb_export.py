@@ -9,7 +9,6 @@ an artifact of type ``analysis`` holds the tables, report.html and the figures.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import re
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.wandb_rebuild import REBUILT, mirror_entry
-from pipeline.wandb_state import COMPLETE, describe, keep_wandb_files_in, wandb_mode
+from pipeline.config import wandb_mode
+from pipeline.wandb_state import describe, keep_wandb_files_in, mirror_entry, mirrored_as
 
 __all__ = ["MODEL_TABLES", "analysis_group", "log_analysis", "study_runs"]
 
@@ -54,14 +53,9 @@ def _frame_for_wandb(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _mirror_of(run_dir: Path) -> dict:
-    """The W&B run that mirrors a run folder: its rebuilt mirror, else its own complete one (else none)."""
+    """The W&B run that mirrors a run folder whole, and the project and entity it was logged to."""
     entry = mirror_entry(run_dir) or {}
-    try:
-        rebuilt = json.loads((run_dir / "wandb" / REBUILT).read_text())["wandb_id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        rebuilt = None
-    wandb_id = rebuilt or (entry.get("id") if entry.get("state") == COMPLETE else None)
-    return {"wandb_id": wandb_id, "project": entry.get("project"), "entity": entry.get("entity")}
+    return {"wandb_id": mirrored_as(run_dir), "project": entry.get("project"), "entity": entry.get("entity")}
 
 
 def study_runs(root: Path | None, table: pd.DataFrame) -> pd.DataFrame:

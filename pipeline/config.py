@@ -101,10 +101,21 @@ def check_root(cfg: DictConfig) -> None:
         raise ConfigError(f"paths.root={value!r}: {existing} is not a folder this process may write to")
 
 
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def wandb_mode() -> str:
+    """The W&B mirror's mode (pipeline/tracking.py), from ``WANDB_MODE``; ``dryrun`` is ``offline``."""
+    mode = os.environ.get("WANDB_MODE", "disabled").strip().lower() or "disabled"
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"WANDB_MODE={mode!r}: allowed values are {', '.join(WANDB_MODES)}")
+    return mode
+
+
 def check_wandb_mode() -> None:
     """WANDB_MODE, read by the tracker at run time, checked before anything runs."""
-    from .tracking import wandb_mode
-
     try:
         wandb_mode()
     except ValueError as exc:

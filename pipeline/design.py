@@ -90,11 +90,6 @@ def assign(seed: int, cells: Sequence[Cell]) -> tuple[Cell, int]:
     return cells[seed % len(cells)], seed // len(cells)
 
 
-def participant_of(cell: Cell, replicate: int, cells: Sequence[Cell]) -> int:
-    """The inverse of ``assign``."""
-    return replicate * len(cells) + list(cells).index(cell)
-
-
 def override_key(override: str) -> str:
     """``+a.b=1`` -> ``a.b``; ``~a`` -> ``a``."""
     return override.split("=", 1)[0].lstrip("+~")

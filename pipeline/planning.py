@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
+from .schema import runs_folder, study_folder
 from .studies import StudyRunner, get_runner
 
 Compose = Callable[[Sequence[str]], DictConfig]
@@ -32,6 +33,8 @@ DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 @dataclass(frozen=True)
 class Plan:
+    """A planned run: what ``run.execute`` computes, the sweeper launches and a pack runs, made once."""
+
     cfg: DictConfig  # validated, with its design block: what ``execute`` runs and config.yaml records
     run_id: str
     run_dir: Path
@@ -39,10 +42,11 @@ class Plan:
     # its cell, seed=<replicate> and participant=i): what the sweeper launches
     job: list[str]
     factors: list[str]  # the study's factor keys
+    runner: StudyRunner  # the study's runner (looked up once, here)
 
 
 def runs_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() / cfg.study.name / "runs"
+    return runs_folder(study_folder(Path(cfg.paths.root).expanduser().resolve(), cfg.study.name))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -142,7 +146,7 @@ class Planner:
         check_added_keys(overrides, self.compose)
         cfg = with_design(cfg, design, runner)
         rid = run_id(cfg, runner)
-        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys)
+        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys, runner)
 
     def cells(self, cfg: DictConfig, overrides: Sequence[str]) -> list[Cell]:
         """The cells of a counterbalanced run's study (the same for every seed of a sweep line)."""
@@ -189,11 +193,6 @@ class Planner:
             if _plain(here) != _plain(there):
                 parts.append(override)
         return " ".join(sorted(parts))
-
-
-def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
-    """Validated run config with its design block, ready for ``execute`` (one run's plan)."""
-    return Planner(compose).plan(cfg, overrides).cfg
 
 
 def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:

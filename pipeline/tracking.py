@@ -25,20 +25,20 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .runfolder import CONFIG, CURVES, READOUTS, SUMMARY
+from .config import wandb_mode
+from .curve_metrics import curve_metrics, map_movement, smooth_3rs3r
+from .schema import CONFIG, CURVES, KNN, KNN_TIE_SHARE, READOUTS, SUMMARY, TRAIN
 from .wandb_figures import companion_image, map_figure
 from .wandb_state import (
     COMPLETE,
-    MODES,
     MirrorState,
     describe,
     keep_wandb_files_in,
     online_failure,
     remember_online_failure,
-    wandb_mode,
 )
 
-__all__ = ["MODES", "Tracker", "wandb_mode"]
+__all__ = ["Tracker", "wandb_mode"]
 
 log = logging.getLogger(__name__)
 # Config keys that say where or how a run was launched, not what it is.
@@ -49,7 +49,6 @@ COMPLETE_KEY = "run/complete"
 IMAGE_KEY = "map/image"
 CURVE_KEY = "map/curve"
 MOVEMENT_KEY = "map/movement"
-TIE_PROBE = "knn_tie_share"
 RECORD_ARTIFACT_TYPE = "run-record"
 CONSOLE_MODES = ("off", "auto", "wrap", "redirect")  # wandb.Settings(console=...)
 _ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
@@ -142,17 +141,22 @@ def run_tags(cfg: DictConfig) -> list[str]:
     return out
 
 
-def run_config(cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None) -> dict:
+def run_config(
+    cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None, study_runner=None
+) -> dict:
     """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing.
 
-    Left out: launch plumbing and the top-level keys the study's runner ignores.
+    Left out: launch plumbing and the top-level keys the study's runner ignores (``study_runner``: the
+    run's planned runner, looked up from ``cfg.study.runner`` if not given).
     """
     full = OmegaConf.to_container(cfg, resolve=True)
     design = full.pop("design", None) or {}
-    from .studies import get_runner
+    if study_runner is None:
+        from .studies import get_runner
 
+        study_runner = get_runner(cfg.study.runner)
     # plumbing, and the keys this study's runner ignores (a companion study's data set or model)
-    for key in (*PLUMBING_KEYS, *get_runner(cfg.study.runner).ignored_keys):
+    for key in (*PLUMBING_KEYS, *study_runner.ignored_keys):
         full.pop(key, None)
     top: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "wandb_id": attempt_id(run_id, attempt)}
     if earlier:
@@ -187,7 +191,7 @@ def _rows(curves: pd.DataFrame | None, probe: str) -> tuple[np.ndarray, np.ndarr
     """(time slices, values) of the train-split rows of one probe; numpy, not pandas: this runs every epoch."""
     if curves is None or not len(curves) or "probe" not in curves:
         return None
-    mask = (curves["probe"].to_numpy() == probe) & (curves["split"].to_numpy() == "train")
+    mask = (curves["probe"].to_numpy() == probe) & (curves["split"].to_numpy() == TRAIN)
     if not mask.any():
         return None
     return curves["time_slice"].to_numpy()[mask], curves["value"].to_numpy(dtype=np.float64)[mask]
@@ -195,7 +199,7 @@ def _rows(curves: pd.DataFrame | None, probe: str) -> tuple[np.ndarray, np.ndarr
 
 def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
     """The epoch's information-processing curve (knn/train accuracy by time slice), or None."""
-    rows = _rows(curves, "knn")
+    rows = _rows(curves, KNN)
     if rows is None:
         return None
     slices, values = rows
@@ -203,16 +207,14 @@ def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
 
 
 def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
-    """The four metrics (and ``end``) of one curve, by ``analysis.metrics`` with the analysis's defaults."""
-    from analysis.metrics import curve_metrics
-
+    """The four metrics (and ``end``) of one curve, with the analysis's defaults (pipeline/curve_metrics.py)."""
     metrics = curve_metrics(curve[None, :], smooth=True).as_dict()
     return {f"map/{name}": float(metrics[name][0]) for name in METRIC_KEYS}
 
 
 def tie_share(curves: pd.DataFrame | None) -> float | None:
     """Mean of the epoch's tie-share rows (probe ``knn_tie_share``, split train), or None without them."""
-    rows = _rows(curves, TIE_PROBE)
+    rows = _rows(curves, KNN_TIE_SHARE)
     return None if rows is None else float(rows[1].mean())
 
 
@@ -320,7 +322,7 @@ class Tracker:
     (``mirror_record``) and ends the mirror; the run goes on.
     """
 
-    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, study_runner=None):
         self.run = None
         self.mirror: MirrorState | None = None
         knn_mode = str(OmegaConf.select(cfg, "probe.knn.mode", default="resubstitution"))
@@ -351,7 +353,7 @@ class Tracker:
                 self.wandb_id,
             )
         self.config: dict = {}
-        self._guarded("start", self._start, cfg, earlier, mode)
+        self._guarded("start", self._start, cfg, earlier, mode, study_runner)
 
     # -- the guard -----------------------------------------------------------
 
@@ -382,13 +384,13 @@ class Tracker:
 
     # -- the start -------------------------------------------------------------
 
-    def _start(self, cfg: DictConfig, earlier: list[str], mode: str) -> None:
+    def _start(self, cfg: DictConfig, earlier: list[str], mode: str, study_runner) -> None:
         import wandb  # imported only when used: it costs about a second
 
         os.environ.setdefault("WANDB_SILENT", "true")
         keep_wandb_files_in(self.run_dir / "wandb")
         w = cfg.logger.wandb
-        self.config = run_config(cfg, self.run_id, self.attempt, earlier)
+        self.config = run_config(cfg, self.run_id, self.attempt, earlier, study_runner)
         init_args = dict(
             project=w.project,
             entity=w.entity,
@@ -485,8 +487,6 @@ class Tracker:
         return (every and epoch % every == 0) or (self.n_epochs is not None and epoch >= self.n_epochs)
 
     def _media(self, epoch: int) -> dict:
-        from analysis.metrics import smooth_3rs3r
-
         wandb = self._wandb
         curve = self._rows[epoch]
         n_slices = len(curve)
@@ -564,8 +564,6 @@ class Tracker:
         """The health table's map movement (mean over time slices of |last epoch - epoch 1|)."""
         if 1 not in self._rows or len({len(c) for c in self._rows.values()}) != 1:
             return None
-        from analysis.health import map_movement
-
         return map_movement(np.stack([self._rows[e] for e in sorted(self._rows)]))
 
     def _record_artifact(self, summary: dict):

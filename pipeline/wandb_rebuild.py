@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .runfolder import CONFIG, CURVES, READOUTS, SUMMARY, atomic_write_json, is_done, utc_now
-from .wandb_state import FAILED
+from .runfolder import atomic_write_json, is_done, utc_now
+from .schema import CONFIG, CURVES, READOUTS, SUMMARY
+from .wandb_state import FAILED, REBUILT, mirror_entry
 
-REBUILT = "rebuilt.json"  # in the run's W&B folder: the mirror was rebuilt, with which W&B id
 LIVE_ONLY_SPLITS = {"sequence": ("test",)}  # the sequence runner logs its test readouts in the summary only
 
 
@@ -40,15 +40,6 @@ def run_folders(path: Path) -> list[Path]:
         return [path]
     found = [*path.glob("runs/*/"), *path.glob("*/runs/*/")]
     return sorted(p for p in found if p.is_dir() and not p.is_symlink())
-
-
-def mirror_entry(run_dir: Path) -> dict | None:
-    """summary.json's ``wandb`` entry (None when the run had W&B off, or summary.json is unreadable)."""
-    try:
-        entry = json.loads((Path(run_dir) / SUMMARY).read_text()).get("wandb")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return entry if isinstance(entry, dict) else None
 
 
 def needs_rebuild(run_dir: Path, everything: bool = False) -> bool:

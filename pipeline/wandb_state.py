@@ -3,36 +3,33 @@
 W&B is a mirror of the run folder: any W&B failure costs at most the mirror. This module holds the
 pieces every W&B user of the project shares (the runs' tracker, the analysis' export, the rebuild):
 
-- the mode, from ``WANDB_MODE`` only;
+- the mode, from ``WANDB_MODE`` only (pipeline/config.py);
 - where W&B keeps the files it writes outside a run's own W&B folder (its artifact staging area
   and its cache, service logs included): inside the folder the caller names, unless the user set
   ``WANDB_DATA_DIR`` / ``WANDB_CACHE_DIR`` (then there), never in ``~/.local/share`` or ``~/.cache``;
 - a process-wide memory of an online start that failed (no network, no answer, no login): later
   runs of the process go offline at once instead of waiting again;
-- ``MirrorState``: the mirror's mode and outcome, written to the run's summary.json as ``wandb``.
+- ``MirrorState``: the mirror's mode and outcome, written to the run's summary.json as ``wandb``, and
+  how a reader finds a run folder's W&B run (``mirror_entry``, ``mirrored_as``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MODES = ("offline", "online", "disabled")
+from .schema import SUMMARY
+
 COMPLETE, FAILED = "complete", "failed"
 # the W&B variables that move W&B's staging area and cache, and the subfolders they get by default
 _FOLDER_VARIABLES = (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"))
 _set_here: dict[str, str] = {}  # the values this module put into the environment (any other is the user's)
 _online_failure: str | None = None
-
-
-def wandb_mode() -> str:
-    mode = os.environ.get("WANDB_MODE", "disabled").strip().lower() or "disabled"
-    if mode == "dryrun":
-        mode = "offline"
-    if mode not in MODES:
-        raise ValueError(f"WANDB_MODE={mode!r}: allowed values are {', '.join(MODES)}")
-    return mode
+REBUILT = (
+    "rebuilt.json"  # in a run's W&B folder: its lost mirror was rebuilt (pipeline/wandb_rebuild.py), as which W&B run
+)
 
 
 def keep_wandb_files_in(folder: Path) -> dict[str, str]:
@@ -109,3 +106,21 @@ class MirrorState:
         if out["state"] == FAILED:
             out["rebuild"] = "slurm/wandb_sync.sh rebuilds this mirror from the run folder"
         return {key: value for key, value in out.items() if value is not None}
+
+
+def mirror_entry(run_dir: Path) -> dict | None:
+    """summary.json's ``wandb`` entry (None when the run had W&B off, or summary.json is unreadable)."""
+    try:
+        entry = json.loads((Path(run_dir) / SUMMARY).read_text()).get("wandb")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def mirrored_as(run_dir: Path) -> str | None:
+    """The W&B run that mirrors a run folder whole: its rebuilt mirror, else its own complete one (else None)."""
+    try:
+        return json.loads((Path(run_dir) / "wandb" / REBUILT).read_text())["wandb_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        entry = mirror_entry(run_dir) or {}
+        return entry.get("id") if entry.get("state") == COMPLETE else None

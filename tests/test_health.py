@@ -1,4 +1,4 @@
-"""The training-health table (analysis/health.py) and `python -m pipeline.status --health`."""
+"""The training-health table (analysis/health.py, `python -m analysis.health`)."""
 
 from __future__ import annotations
 
@@ -140,16 +140,15 @@ def test_section_for_the_report(tmp_path):
     assert {"gesture", "sentence"} <= set(section["tables"]["health_authors"]["source"])
 
 
-def test_status_health_command(tmp_path):
+def test_health_command(tmp_path):
     make_study(tmp_path, study="st", pairs=(0, 1), replicates=1, shuffled_replicates=0, broken=False)
     out = subprocess.run(
         [
             sys.executable,
             "-m",
-            "pipeline.status",
+            "analysis.health",
             "--root",
             str(tmp_path),
-            "--health",
             "--per-run",
             "--performance-csv",
             str(tmp_path / "absent.csv"),
@@ -163,20 +162,38 @@ def test_status_health_command(tmp_path):
     assert "training health" in out.stdout and "median_map_movement" in out.stdout
     assert "not found" in out.stdout
     as_json = subprocess.run(
-        [sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health", "--json"],
+        [sys.executable, "-m", "analysis.health", "--root", str(tmp_path), "--json"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
     )
     report = json.loads(as_json.stdout)
-    assert {r["source"] for r in report["health"]["summary"]} == {"gesture", "sentence"}
-    # the status command stays torch-free with the health table
+    assert {r["source"] for r in report["summary"]} == {"gesture", "sentence"}
+    # the health command is torch-free, like the rest of the analysis
     code = (
-        "import sys; from pipeline import status; status.main(['--root', sys.argv[1], '--health']); "
+        "import sys; from analysis import health; health.main(['--root', sys.argv[1]]); "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True).returncode == 0
+    # a study that is not there is said, not a traceback
+    missing = subprocess.run(
+        [sys.executable, "-m", "analysis.health", "--root", str(tmp_path), "--study", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "No runs found" in missing.stderr and "Traceback" not in missing.stderr
+    # pipeline.status (the training side) points at it instead of computing it
+    moved = subprocess.run(
+        [sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert moved.returncode == 2 and "python -m analysis.health" in moved.stderr
 
 
 def test_the_report_section_reuses_the_collection(tmp_path):

@@ -15,63 +15,23 @@ import pytest
 from omegaconf import OmegaConf
 
 from analysis.collect import collect_runs
-from analysis.metrics import curve_metrics, smooth_3rs3r
 from pipeline import dashboard, tracking, wandb_figures
+from pipeline.curve_metrics import curve_metrics, smooth_3rs3r
 from pipeline.run import execute
-from tests.conftest import REPO, run_config
+from pipeline.schema import KNN_TIE_SHARE
+from tests.helpers import REPO, run_config, run_plan
+from tests.wandb_records import (
+    config_value,
+    exit_code,
+    final_results,
+    history,
+    read_offline,
+    run_record,
+    summary,
+    wandb_files,
+)
 
 EPOCHS = 3
-WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]
-
-
-def read_offline(wandb_file: Path) -> list[dict]:
-    """Every record of an offline run, read with `wandb leet inspect --json` (no network)."""
-    out = subprocess.run(
-        [*WANDB_CLI, "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-
-
-def history(records: list[dict]) -> list[dict]:
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def run_record(records: list[dict]) -> dict:
-    return next(r["run"] for r in records if r["type"] == "run")
-
-
-def summary(records: list[dict]) -> dict:
-    out: dict = {}
-    for r in records:
-        if r["type"] == "summary":
-            out.update(r["summary"].get("update", {}))
-    return out
-
-
-def final_results(records: list[dict]) -> dict:
-    """The summary update the tracker sends at the end of a completed run (its results)."""
-    return next(
-        r["summary"]["update"]
-        for r in records
-        if r["type"] == "summary" and "run/complete" in r["summary"].get("update", {})
-    )
-
-
-def exit_code(records: list[dict]) -> int | None:
-    return next((r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"), None)
-
-
-def config_value(run: dict, key: str):
-    item = run["config"]["update"][key]
-    return json.loads(item["value_json"]) if isinstance(item, dict) and "value_json" in item else item
-
-
-def wandb_files(run_dir: Path) -> dict[str, Path]:
-    """W&B id -> its offline .wandb file, for every attempt logged in a run folder."""
-    return {p.stem[len("run-") :]: p for p in run_dir.glob("wandb/offline-run-*/run-*.wandb")}
-
-
 # ---------------------------------------------------------------------------
 # Pieces, without W&B
 # ---------------------------------------------------------------------------
@@ -352,7 +312,7 @@ def test_every_workspace_panel_key_is_in_the_runs_history(offline_run):
         for key in row
     }
     curves = pd.read_parquet(offline_run["run_dir"] / "curves.parquet")
-    pending = set() if (curves.probe == tracking.TIE_PROBE).any() else {"knn/tie_share"}  # until the probe has it
+    pending = set() if (curves.probe == KNN_TIE_SHARE).any() else {"knn/tie_share"}  # until the probe has it
     assert used - pending <= logged, sorted(used - pending - logged)
     # the workspace shows the study's complete runs only
     filters = json.dumps(spec["spec"]["section"]["runSets"][0]["filters"])
@@ -631,12 +591,12 @@ def test_a_recomputed_run_never_mixes_histories(tmp_path, monkeypatch):
 
         return real_context(seed, on_step_failing)
 
-    cfg = run_config(f"paths.root={tmp_path}", f"trainer.epochs={EPOCHS}")
+    plan = run_plan(f"paths.root={tmp_path}", f"trainer.epochs={EPOCHS}")
     monkeypatch.setattr(run_module, "RunContext", failing_context)
     with pytest.raises(RuntimeError, match="simulated"):
-        execute(cfg)
+        execute(plan)
     monkeypatch.setattr(run_module, "RunContext", real_context)
-    outcome = execute(cfg)
+    outcome = execute(plan)
     assert outcome.state == "done"
     files = wandb_files(outcome.run_dir)
     rid = outcome.run_id

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 
 from analysis.collect import collect_runs, read_run
-from pipeline import identity, tracking, wandb_rebuild, wandb_state
-from pipeline.planning import runs_root
+from pipeline import tracking, wandb_rebuild, wandb_state
 from pipeline.run import execute
 from pipeline.runfolder import is_done
-from tests.conftest import REPO, run_config
-from tests.test_wandb import exit_code, history, read_offline, summary, wandb_files
+from pipeline.schema import DONE
+from tests.helpers import REPO, run_config, run_plan
+from tests.wandb_records import exit_code, history, read_offline, summary, wandb_files
 
 EPOCHS = 3
 RUN = ("trainer.epochs=3", "dataset.time_slices=20", "logger.wandb.media_every=2")
@@ -79,12 +79,12 @@ def _assert_recorded(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_a_run_whose_wandb_folder_is_deleted_mid_run_records_and_its_mirror_is_rebuilt(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = run_config(f"paths.root={tmp_path}", *RUN)
-    run_dir = runs_root(cfg) / identity.run_id(cfg)
+    plan = run_plan(f"paths.root={tmp_path}", *RUN)
+    run_dir = plan.run_dir
     _on_step_hook(monkeypatch, lambda step: step == 1 and shutil.rmtree(run_dir / "wandb"))
     with caplog.at_level(logging.INFO):
-        outcome = execute(cfg)
-    assert outcome.state == "done"
+        outcome = execute(plan)
+    assert outcome.state == DONE and outcome.computed
     entry = _assert_recorded(run_dir)["wandb"]
     assert entry["state"] == "failed" and entry["mode"] == "offline" and entry["id"] == run_dir.name
     assert entry["error"].startswith("epoch 2: ") and "rebuild" in entry  # the image of epoch 2 had nowhere to go
@@ -119,8 +119,8 @@ def _mount_tmpfs(folder: Path, size: str) -> None:
 def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(tmp_path, monkeypatch, caplog):
     """The run's W&B folder on its own 4 MB file system, filled to the last byte after epoch 1."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = run_config(f"paths.root={tmp_path}", *RUN)
-    run_dir = runs_root(cfg) / identity.run_id(cfg)
+    plan = run_plan(f"paths.root={tmp_path}", *RUN)
+    run_dir = plan.run_dir
     _mount_tmpfs(run_dir / "wandb", "4m")
     try:
 
@@ -133,8 +133,8 @@ def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(tmp_path, monk
 
         _on_step_hook(monkeypatch, fill)
         with caplog.at_level(logging.INFO):
-            outcome = execute(cfg)
-        assert outcome.state == "done"
+            outcome = execute(plan)
+        assert outcome.state == DONE and outcome.computed
         entry = _assert_recorded(run_dir)["wandb"]
         assert entry["state"] == "failed" and "No space left on device" in entry["error"], entry
         assert len(_mirror_warnings(caplog)) == 1
@@ -249,9 +249,8 @@ def test_online_with_no_answering_server_waits_a_bounded_time_once_per_process(s
 @pytest.mark.slow
 def test_an_online_run_without_a_server_records_and_the_sync_script_finds_its_mirror(tmp_path, monkeypatch):
     _online(monkeypatch, tmp_path, _closed_port(), "x" * 40)
-    cfg = run_config(f"paths.root={tmp_path}", *RUN, "logger.wandb.init_timeout=3")
-    outcome = execute(cfg)
-    assert outcome.state == "done"
+    outcome = execute(run_plan(f"paths.root={tmp_path}", *RUN, "logger.wandb.init_timeout=3"))
+    assert outcome.state == DONE and outcome.computed
     entry = _assert_recorded(outcome.run_dir)["wandb"]
     assert (entry["requested_mode"], entry["mode"], entry["state"]) == ("online", "offline", "complete")
     (offline,) = outcome.run_dir.glob("wandb/offline-run-*")

@@ -18,8 +18,8 @@ from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
-from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
-from . import RunContext, RunResult, StudyRunner, register
+from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
+from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:
         as_t(splits.x_test, torch.float32),
         as_t(splits.y_test, torch.long),
         None,
-        _clean_pass_states(model, batch_size),
+        clean_pass_states(model, batch_size),
     )
     out = {}
     for probe in wanted:

@@ -15,11 +15,11 @@ from torch import nn
 
 from ...config import ConfigError, check_int, check_number
 from ...probes import ProbeContext
-from ...probes.base import empty_curves
 from ...probes.category_structure import CategoryStructureProbe
 from ...probes.gradient_spectrum import GradientSpectrumProbe
-from ...train import _evaluate, resolve_device
-from .. import RunContext, RunResult, StudyRunner, register
+from ...schema import empty_curves
+from ...train import evaluate_model, resolve_device
+from ..base import RunContext, RunResult, StudyRunner, register
 from ..common import set_up_torch
 from .data import CLASS_NAMES, distortion_groups, generate, split_per_class
 from .fits import checkpoint_steps, fit_learning_curve
@@ -192,7 +192,7 @@ class DenseSampleRun:
         self.spectrum = probe
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        return _evaluate(self.model, x, y, EVAL_BATCH)
+        return evaluate_model(self.model, x, y, EVAL_BATCH)
 
     def checkpoint(self, step: int, number: int) -> None:
         """The probes at one checkpoint (``step`` optimiser steps done) and the probe set's accuracy."""

@@ -19,6 +19,9 @@ def register_resolvers() -> None:
     get a copy of the launch's resolver cache) name the same folder."""
     if not OmegaConf.has_resolver("lcm_unique"):
         OmegaConf.register_new_resolver("lcm_unique", _unique_token, use_cache=True)
+    from .data.arrays import register_resolvers as register_arrays_resolver
+
+    register_arrays_resolver()  # ${lcm_arrays:...}: an arrays data set's class names, from its file
 
 
 register_resolvers()

@@ -65,7 +65,7 @@ def with_design(cfg: DictConfig, design: Design, runner: StudyRunner) -> DictCon
             "participant": design.participant,
             "assignment": design.assignment,
             "labels": labels,
-            "rng_seed": run_seed(design.cell, design.replicate, labels),
+            "rng_seed": run_seed(design.cell, design.replicate, labels, list(cfg.study.get("paired_over") or ())),
         }
         cfg.design.update(runner.design_extras(cfg, design))
     return cfg

@@ -11,11 +11,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
+from ..config import ConfigError, check_bool, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
-from ..model import build_model
+from ..model import build_model, check_protocol, model_label
+from ..model_config import check_model_config
 from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
 from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
@@ -65,6 +66,9 @@ class SequenceRunner(StudyRunner):
         splits = _pair_splits(cfg, data, np.random.default_rng(ctx.rng_seed))
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
+        state_size = check_protocol(
+            model, torch.as_tensor(splits.x_train[:2], dtype=torch.float32), 2, f"model {model_label(cfg.model)}"
+        )
         probes = build_probes(cfg.probe)
         generator = torch.Generator().manual_seed(ctx.rng_seed)
         at_init = measure_at_init(model, splits, probes, device, int(cfg.trainer.batch_size))
@@ -84,7 +88,7 @@ class SequenceRunner(StudyRunner):
         )
         seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
         summary = _summary(
-            cfg, result, splits, model, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
+            cfg, result, splits, state_size, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
         )
         tables = dict(result.tables)
         for name, frame in at_init.items():
@@ -105,12 +109,8 @@ def _check_trainer(cfg: DictConfig) -> None:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.name", ("lstm",))
-    # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
-    check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
-    check_int_range(cfg, "model.min_hidden_size", 1, 4096)
-    check_bool(cfg, "model.batchnorm_time")
-    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
+    check_model_config(cfg.model)
+    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", False):
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
             f"at least 2 samples per batch; use trainer.batch_size>=2 "
@@ -160,7 +160,7 @@ def _pair_splits(cfg: DictConfig, data, rng: np.random.Generator):
     )
 
 
-def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dict) -> dict:
+def _summary(cfg: DictConfig, result, splits, state_size: int, shape, device, seconds: dict) -> dict:
     """summary.json's fields of a headline run."""
     design = cfg.design
     _, time_slices, n_features = shape
@@ -179,7 +179,7 @@ def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dic
         "updates_per_epoch": result.updates_per_epoch,
         "time_slices": int(time_slices),
         "n_features": int(n_features),
-        "hidden_size": int(model.lstm.hidden_size),
+        "hidden_size": int(state_size),
         "epochs": int(cfg.trainer.epochs),
         "device": str(device),
         "torch": torch.__version__,

@@ -78,7 +78,10 @@ def test_groups_keep_a_recording_on_one_side(tmp_path):
         (lambda a: a.pop("y"), "has no array 'y'"),
         (lambda a: a.update(label=a.pop("y")), "no array 'y'; unknown arrays 'label'"),
         (lambda a: a.update(x=a["x"][:, :, 0]), "x in .* is float64 \\(60, 10\\); it must be \\(N, T, F\\) numbers"),
-        (lambda a: a.update(y=a["y"].astype(float)), "y in .* is float64 \\(60,\\); it must be \\(N,\\) = \\(60,\\) integers"),
+        (
+            lambda a: a.update(y=a["y"].astype(float)),
+            "y in .* is float64 \\(60,\\); it must be \\(N,\\) = \\(60,\\) integers",
+        ),
         (lambda a: a.update(y=a["y"][:-1]), "it must be \\(N,\\) = \\(60,\\) integers"),
         (lambda a: a.update(y=a["y"] + 1), "y in .* holds 1..3; class indices must be 0..2"),
         (lambda a: a.update(y=a["y"] % 2), "classes without sequences: \\['jump'\\]"),

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .metrics import METRIC_NAMES
+from pipeline.curve_metrics import METRIC_NAMES
 
 __all__ = ["main", "build_parser"]
 
@@ -190,20 +190,23 @@ def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ._threads import single_threaded_blas
+    from pipeline.blas import single_threaded_blas
 
     with single_threaded_blas():
         return _main(args)
 
 
 def _main(args) -> int:
+    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
     from . import collect, figures, ols, replication, report, stats
     from .companion.power import RULE as POWER_RULE
-    from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
+    from .tables import MetricsTableError, read_metrics_table
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    authors_sections: list[dict] = []
     collection = None
     skipped = None
     if args.metrics_table:
@@ -214,6 +217,11 @@ def _main(args) -> int:
             table = read_metrics_table(args.metrics_table)
         except MetricsTableError as exc:
             return _fail(str(exc))
+        from .authors_tables import extra_table_sections, statistics_rows
+
+        authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
+        table, left_out = statistics_rows(table)
+        notes.extend(left_out)
         description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
         if not args.smooth:
             notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
@@ -232,7 +240,7 @@ def _main(args) -> int:
                 knn_ties=args.knn_ties,
                 knn_mode=args.knn_mode,
             )
-        except collect.MixedProbeRules as exc:
+        except collect.MixedConditions as exc:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
@@ -306,6 +314,8 @@ def _main(args) -> int:
     files += [f"figures/{name}" for name in figs]
     companion = []
     diagnostics = [_regime(table, out, files)]
+    if collection is None:  # the authors' 100-epoch / multiclass tables
+        diagnostics += _write_sections(authors_sections, out, files)
     if collection is not None:
         t0 = time.perf_counter()
         diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
@@ -354,8 +364,9 @@ def _main(args) -> int:
 
 def _regime(table, out: Path, files: list[str]) -> dict:
     """Where the runs sit (start/end/max/tmax percentiles at the first and last epoch) beside the authors'."""
+    from pipeline.runfolder import atomic_write_csv
+
     from .regime import regime_section
-    from .tables import atomic_write_csv
 
     section = regime_section(table)
     atomic_write_csv(out / "regime.csv", section["tables"]["regime"])
@@ -370,9 +381,15 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
     Their tables are written as CSV next to the report and their figures into figures/.
     """
     from . import health, ties
-    from .tables import atomic_write_bytes, atomic_write_csv
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
+    return _write_sections(sections, out, files)
+
+
+def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[dict]:
+    """Write each section's tables (<name>.csv) and figures (figures/<name>) next to the report."""
+    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
+
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)
@@ -403,7 +420,8 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     """A report of the companion studies alone, for roots without learning-curve maps.
 
     None when there is none to make; else the exit code (1 when a section failed)."""
-    from .tables import atomic_write_text
+    from pipeline.runfolder import atomic_write_text
+
     from .templating import Markup, render
 
     sections = _companion(root, args.study, out, args.quiet, args.where)

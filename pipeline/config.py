@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,14 @@ register_resolvers()
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key and the allowed values."""
+
+
+def as_dict(node: DictConfig) -> dict[str, Any]:
+    """A config node as plain Python containers, interpolations resolved."""
+    data = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(data, dict):
+        raise TypeError(f"expected a mapping, got {type(data).__name__}")
+    return data  # type: ignore[return-value]  # keys of a DictConfig from YAML are strings
 
 
 def _select(cfg: DictConfig, key: str):
@@ -101,10 +110,21 @@ def check_root(cfg: DictConfig) -> None:
         raise ConfigError(f"paths.root={value!r}: {existing} is not a folder this process may write to")
 
 
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def wandb_mode() -> str:
+    """The W&B mirror's mode (pipeline/tracking.py), from ``WANDB_MODE``; ``dryrun`` is ``offline``."""
+    mode = os.environ.get("WANDB_MODE", "disabled").strip().lower() or "disabled"
+    if mode == "dryrun":
+        mode = "offline"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"WANDB_MODE={mode!r}: allowed values are {', '.join(WANDB_MODES)}")
+    return mode
+
+
 def check_wandb_mode() -> None:
     """WANDB_MODE, read by the tracker at run time, checked before anything runs."""
-    from .tracking import wandb_mode
-
     try:
         wandb_mode()
     except ValueError as exc:

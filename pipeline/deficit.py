@@ -156,6 +156,7 @@ def build_batch_transform(
         if kind == "zero":
             replacement = torch.zeros_like(x)
         else:  # noise
+            assert std is not None
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float32) * std
             replacement = noise.to(device=x.device, dtype=x.dtype)
         keep = torch.ones(x.shape, dtype=torch.bool)
@@ -168,7 +169,7 @@ def build_batch_transform(
         keep = keep.to(x.device)
         return torch.where(keep, x, replacement)
 
-    transform.window = window  # for logs and tests
+    transform.window = window  # type: ignore[attr-defined]  # for logs and tests
     return transform
 
 

@@ -68,6 +68,8 @@ def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int
     if study_cfg.get("data_sources"):
         if keys != ["data_source", "pair"]:
             raise ValueError("a study with data_sources must have factors [data_source, pair]")
+        if pairs_per_source is None:
+            raise ValueError("a study with data_sources needs the number of class pairs of each data source")
         return [
             Cell.of(data_source=source, pair=pair)
             for source in study_cfg["data_sources"]
@@ -88,11 +90,6 @@ def assign(seed: int, cells: Sequence[Cell]) -> tuple[Cell, int]:
     if seed < 0:
         raise ValueError(f"seed={seed}: must be >= 0")
     return cells[seed % len(cells)], seed // len(cells)
-
-
-def participant_of(cell: Cell, replicate: int, cells: Sequence[Cell]) -> int:
-    """The inverse of ``assign``."""
-    return replicate * len(cells) + list(cells).index(cell)
 
 
 def override_key(override: str) -> str:

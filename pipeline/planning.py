@@ -17,9 +17,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
+from .config import ConfigError, as_dict, check_added_keys, check_int, check_root, check_wandb_mode
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
+from .schema import runs_folder, study_folder
 from .studies import StudyRunner, get_runner
 
 Compose = Callable[[Sequence[str]], DictConfig]
@@ -32,6 +33,8 @@ DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 @dataclass(frozen=True)
 class Plan:
+    """A planned run: what ``run.execute`` computes, the sweeper launches and a pack runs, made once."""
+
     cfg: DictConfig  # validated, with its design block: what ``execute`` runs and config.yaml records
     run_id: str
     run_dir: Path
@@ -39,10 +42,11 @@ class Plan:
     # its cell, seed=<replicate> and participant=i): what the sweeper launches
     job: list[str]
     factors: list[str]  # the study's factor keys
+    runner: StudyRunner  # the study's runner (looked up once, here)
 
 
 def runs_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() / cfg.study.name / "runs"
+    return runs_folder(study_folder(Path(cfg.paths.root).expanduser().resolve(), cfg.study.name))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -91,7 +95,7 @@ def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose
 
 def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> list[Cell]:
     """Every design cell of the run's study, in design order."""
-    study = OmegaConf.to_container(cfg.study, resolve=True)
+    study = as_dict(cfg.study)
     if study.get("data_sources"):
         if cfg.data_source.name not in study["data_sources"]:
             raise ConfigError(
@@ -142,7 +146,7 @@ class Planner:
         check_added_keys(overrides, self.compose)
         cfg = with_design(cfg, design, runner)
         rid = run_id(cfg, runner)
-        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys)
+        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys, runner)
 
     def cells(self, cfg: DictConfig, overrides: Sequence[str]) -> list[Cell]:
         """The cells of a counterbalanced run's study (the same for every seed of a sweep line)."""
@@ -189,11 +193,6 @@ class Planner:
             if _plain(here) != _plain(there):
                 parts.append(override)
         return " ".join(sorted(parts))
-
-
-def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
-    """Validated run config with its design block, ready for ``execute`` (one run's plan)."""
-    return Planner(compose).plan(cfg, overrides).cfg
 
 
 def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:
@@ -245,7 +244,8 @@ class SharedCompose:
     def split(self, overrides: Sequence[str]) -> tuple[list[str], list[Override]]:
         """(structural override lines, parsed plain-value overrides)."""
         repository = self.loader.repository
-        structural, values = [], []
+        structural: list[str] = []
+        values: list[Override] = []
         for override in self.parser.parse_overrides(list(overrides)):
             key = override.key_or_group
             if (
@@ -255,6 +255,7 @@ class SharedCompose:
                 or key.startswith("hydra")
                 or repository.group_exists(key)
             ):
+                assert override.input_line is not None  # set by the parser for every line it parses
                 structural.append(override.input_line)
             else:
                 values.append(override)

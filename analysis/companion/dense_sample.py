@@ -639,7 +639,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.dense_sample",
         stem="dense_sample",
-        build=lambda root, study, out, where: section(root / study, out, where),
+        build=lambda root, study, out, where: section(root / (study or "dense_sample"), out, where),
         default_study="dense_sample",
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -410,7 +411,7 @@ def _cluster_table(frame: pd.DataFrame, inits: list[str]) -> pd.DataFrame:
     for init in inits:
         sub = frame[frame.init == init]
         for stage in ("init", "finetune"):
-            row = {"init": init, "stage": stage}
+            row: dict[str, Any] = {"init": init, "stage": stage}
             for label in ("task", "input_group", "output_group", "target_units"):
                 col = f"ari_{label}_{stage}"
                 if col in sub:
@@ -559,7 +560,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.multitask",
         stem="multitask",
-        build=lambda root, study, out, where: section(root / study, out, where),
+        build=lambda root, study, out, where: section(root / (study or STUDY), out, where),
         default_study=STUDY,
     )
 

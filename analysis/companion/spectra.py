@@ -409,7 +409,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.spectra",
         stem="spectra",
-        build=lambda root, study, out, where: section(root / study, out, where),
+        build=lambda root, study, out, where: section(root / (study or "headline"), out, where),
         default_study="headline",
     )
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 from hydra.core.config_store import ConfigStore
@@ -179,7 +180,7 @@ def run_job_process(context: str, idx: int, overrides: list[str], result: str) -
     setup_globals()
     Singleton.set_state(state["singleton_state"])
     module, name = state["task"]
-    task_function = importlib.import_module(module)
+    task_function: Any = importlib.import_module(module)
     for part in name.split("."):
         task_function = getattr(task_function, part)
     task_function = inspect.unwrap(task_function)

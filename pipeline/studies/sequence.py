@@ -9,17 +9,17 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
+from ..config import ConfigError, as_dict, check_bool, check_choice, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
 from ..splits import make_splits
-from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
-from . import RunContext, RunResult, StudyRunner, register
+from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
+from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class SequenceRunner(StudyRunner):
             on_epoch=ctx.on_step,
             batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
             readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")),
+            grad_clip_norm=_grad_clip_norm(cfg),
         )
         seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
         summary = _summary(
@@ -99,9 +100,16 @@ def _check_trainer(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
     check_bool(cfg, "trainer.shuffle")
     check_bool(cfg, "split.oversample")
+    if cfg.trainer.get("grad_clip_norm") is not None:
+        check_number(cfg, "trainer.grad_clip_norm", 0, None)
     readout = cfg.trainer.get("readout_batchnorm", "eval")
     if readout not in READOUT_BATCHNORM:
         raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}")
+
+
+def _grad_clip_norm(cfg: DictConfig) -> float | None:
+    value = cfg.trainer.get("grad_clip_norm")
+    return None if value is None else float(value)
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -140,7 +148,7 @@ def _check_data(cfg: DictConfig) -> None:
             f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, so pair must be in 0..{n_pairs - 1}"
         )
     try:  # the files exist and start as their format does; the full load is the run's
-        check_dataset_files(OmegaConf.to_container(cfg.dataset, resolve=True))
+        check_dataset_files(as_dict(cfg.dataset))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
 
@@ -202,7 +210,7 @@ def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:
         as_t(splits.x_test, torch.float32),
         as_t(splits.y_test, torch.long),
         None,
-        _clean_pass_states(model, batch_size),
+        clean_pass_states(model, batch_size),
     )
     out = {}
     for probe in wanted:

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="only runs whose KNN probe used this mode",
     )
     src.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="companion studies: only the runs whose config.yaml has KEY = VALUE (repeatable; e.g. "
+        "probe.gradient_spectrum.enabled=true); runs of one study that differ beyond its factors are not pooled",
+    )
+    src.add_argument(
         "--metrics-table",
         metavar="PATH",
         action="append",
@@ -313,7 +321,7 @@ def _main(args) -> int:
         diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        companion = _companion(Path(args.root), args.study, out, args.quiet)
+        companion = _companion(Path(args.root), args.study, out, args.quiet, args.where)
         timings["companion studies"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     page = report.render_report(
@@ -393,11 +401,12 @@ def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[d
     return sections
 
 
-def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:
+def _companion(root: Path, study: str | None, out: Path, quiet: bool, where=()) -> list[dict]:
     """Sections of the companion studies under root (critical periods, multitask, dense sample, spectra)."""
     from .companion import companion_sections
+    from .companion.common import parse_where
 
-    sections = companion_sections(root, study, out)
+    sections = companion_sections(root, study, out, parse_where(where))
     for section in sections:
         _say(
             quiet,
@@ -415,7 +424,7 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
 
     from .templating import Markup, render
 
-    sections = _companion(root, args.study, out, args.quiet)
+    sections = _companion(root, args.study, out, args.quiet, args.where)
     if not sections:
         return None
     page = render(

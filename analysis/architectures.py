@@ -332,7 +332,7 @@ def architecture_tables(table: pd.DataFrame, metrics=METRICS) -> ArchitectureTab
 
 def findings(contrast_table: pd.DataFrame) -> list[str]:
     """One sentence per data source and model pair whose maps differ: in which metrics, which way, how much."""
-    out = []
+    out: list[str] = []
     if contrast_table.empty:
         return out
     differ = contrast_table[contrast_table["verdict"] == "differ"]
@@ -421,7 +421,7 @@ def _metric_lines(table: pd.DataFrame, models: list[str], sources: list[str], me
     fig, axes = plt.subplots(
         len(metrics), len(sources), figsize=(4.6 * len(sources), 2.6 * len(metrics) + 0.8), squeeze=False, sharex=True
     )
-    colours = dict(zip(models, plt.get_cmap("tab10").colors))
+    colours = {model: f"C{i % 10}" for i, model in enumerate(models)}
     for i, metric in enumerate(metrics):
         for j, source in enumerate(sources):
             ax = axes[i][j]

@@ -83,6 +83,8 @@ def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int
     if study_cfg.get("data_sources"):
         if not crosses_source_pairs(keys):
             raise ValueError("a study with data_sources must have factors [..., data_source, pair]")
+        if pairs_per_source is None:
+            raise ValueError("a study with data_sources needs the number of class pairs of each data source")
         others = keys[:-2]
         _require_levels(study_cfg, others, levels)
         return [
@@ -109,11 +111,6 @@ def assign(seed: int, cells: Sequence[Cell]) -> tuple[Cell, int]:
     if seed < 0:
         raise ValueError(f"seed={seed}: must be >= 0")
     return cells[seed % len(cells)], seed // len(cells)
-
-
-def participant_of(cell: Cell, replicate: int, cells: Sequence[Cell]) -> int:
-    """The inverse of ``assign``."""
-    return replicate * len(cells) + list(cells).index(cell)
 
 
 def override_key(override: str) -> str:

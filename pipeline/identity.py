@@ -9,6 +9,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import as_dict
 from .design import crosses_source_pairs
 
 # Keys that change where or how a run is executed or mirrored, not what it computes.
@@ -16,12 +17,15 @@ from .design import crosses_source_pairs
 # whether the cell was given explicitly or counterbalanced from a seed.)
 NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id", "pack_file")
 NON_SEMANTIC_TRAINER = ("device", "num_threads")
+# Trainer options added after runs were made, whose null is the behaviour before them: left out when null,
+# so that adding one renames no finished run.
+NULL_IS_BEFORE_TRAINER = ("grad_clip_norm",)
 
 
 def semantic_config(cfg: DictConfig, runner=None) -> dict:
     """The config without what does not change what the run computes (``runner``: the study's runner,
     fetched from ``cfg.study.runner`` if not given)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = as_dict(cfg)
     if runner is None:
         from .studies import get_runner
 
@@ -30,6 +34,9 @@ def semantic_config(cfg: DictConfig, runner=None) -> dict:
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
         data.get("trainer", {}).pop(key, None)
+    for key in NULL_IS_BEFORE_TRAINER:
+        if data.get("trainer", {}).get(key, "absent") is None:
+            data["trainer"].pop(key)
     design = data.get("design") or {}
     # the cell and the replicate; the rest of the design block (class names,
     # participant, how the cell was assigned) follows from them or is provenance

@@ -16,6 +16,8 @@ the last time slice. The LSTM is the study's final model (Jiang & Dale 2025).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import nn
@@ -57,7 +59,7 @@ class SequenceClassifier(nn.Module):
     the batch and the features, which is how the authors normalised.
     """
 
-    recurrent = nn.LSTM
+    recurrent: Callable[..., nn.Module] = nn.LSTM
     layer_name = "lstm"
 
     def __init__(
@@ -141,8 +143,10 @@ class TransformerClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         steps = x.shape[1]
-        h = self.embed(self.norm(x)) + self.positions[:steps]
-        states = self.encoder(h, mask=self.causal_mask[:steps, :steps], is_causal=True)
+        positions = cast(torch.Tensor, self.positions)
+        mask = cast(torch.Tensor, self.causal_mask)
+        h = self.embed(self.norm(x)) + positions[:steps]
+        states = self.encoder(h, mask=mask[:steps, :steps], is_causal=True)
         return self.readout(states[:, -1]), states
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, check_bool, check_int_range, check_number
+from .config import ConfigError, as_dict, check_bool, check_int_range, check_number
 
 # the built-in models (pipeline/model.py) and the options each takes beyond the shared sizes
 BUILTIN_OPTIONS = {
@@ -58,7 +58,8 @@ def check_model_config(model_cfg: DictConfig) -> None:
 
 
 def _check_transformer(cfg: DictConfig) -> None:
-    heads = check_int_range(cfg, "model.n_heads", 1, 64)
+    check_int_range(cfg, "model.n_heads", 1, 64)
+    heads = int(cfg.model.n_heads)
     check_int_range(cfg, "model.n_layers", 1, 64)
     check_int_range(cfg, "model.feedforward_size", 1, 16 * MAX_SIZE, optional=True)
     dropout = cfg.model.get("dropout")
@@ -90,8 +91,8 @@ def _check_user_model(model_cfg: DictConfig) -> None:
 
 def user_model_options(model_cfg) -> dict[str, Any]:
     """The keys of a user model's config that its constructor receives (all but name and _target_)."""
-    plain = OmegaConf.to_container(model_cfg, resolve=True) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
-    return {key: value for key, value in plain.items() if key not in RESERVED_KEYS}
+    plain = as_dict(model_cfg) if OmegaConf.is_config(model_cfg) else dict(model_cfg)
+    return {str(key): value for key, value in plain.items() if key not in RESERVED_KEYS}
 
 
 def user_model_class(target: str):

@@ -63,7 +63,7 @@ def register_resolvers() -> None:
 register_resolvers()
 
 
-def config_error_in(exc: BaseException) -> ConfigError | None:
+def config_error_in(exc: BaseException | None) -> ConfigError | None:
     """The ConfigError behind ``exc`` (a resolver's refusal arrives wrapped in OmegaConf's error), or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -220,6 +220,7 @@ def check_hydra_folders(hydra_cfg: DictConfig, root: str, mode: str) -> str:
     folder = check_inside(key, folder, hydra_root(root), hint)
     # as written: a job's subdir interpolates its job number, known only to the job
     raw = OmegaConf.to_container(hydra_cfg, resolve=False)
+    assert isinstance(raw, dict)
     check_relative_part("hydra.output_subdir", raw.get("output_subdir"))
     if mode != "run":
         check_relative_part("hydra.sweep.subdir", (raw.get("sweep") or {}).get("subdir"))

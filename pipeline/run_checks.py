@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from .config import ConfigError
+from .config import ConfigError, as_dict
 
 # a class of the pair needs a sequence in each of train, validation and test
 MIN_PER_CLASS = 3
@@ -35,7 +35,7 @@ def _load(cfg: DictConfig):
     from .data import DataNotFoundError, load_dataset
 
     try:
-        return load_dataset(OmegaConf.to_container(cfg.dataset, resolve=True))
+        return load_dataset(as_dict(cfg.dataset))
     except DataNotFoundError as exc:
         raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
     except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OSError) as exc:

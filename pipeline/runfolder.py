@@ -154,7 +154,7 @@ def _in_folder(name: object) -> bool:
 
 def check_entry_name(name: object) -> str:
     """``name`` if it can name a record file (an entry of the run folder, not hidden), else NotReadable."""
-    if not _in_folder(name) or name.startswith("."):
+    if not isinstance(name, str) or not _in_folder(name) or name.startswith("."):
         raise NotReadable(f"{name!r} is not the name of a file of the run folder: not read")
     return name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -380,7 +381,7 @@ def _cells(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _lookup(config: dict, dotted: str):
-    node = config
+    node: Any = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
@@ -567,7 +568,8 @@ def section(study_dir: Path, out_dir: Path, where: dict | None = None) -> dict:
         )
         return {"title": TITLE, "html": section_html(TITLE, [para(text), skipped_note(skipped)]), "tables": {}}
     cells = _cells(runs)
-    parts, tables = [], {}
+    parts: list[str] = []
+    tables: dict = {}
     for label, cell_runs in cells.items():
         suffix = _slug(label) if len(cells) > 1 else ""
         frames = _frames(cell_runs)

@@ -219,6 +219,7 @@ class StudySweeper(Sweeper):
         """Launch the runs in packs, batch by batch; (Hydra's returns, (run id, error) of each failed run)."""
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
+        assert self.config is not None, "setup() gives the sweeper its config"
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
         largest = max(len(p) for p in packs)
         _say(
@@ -246,6 +247,7 @@ class StudySweeper(Sweeper):
     def _launch_batch(self, overrides: list[list[str]], start: int, progress: Progress) -> Sequence[JobReturn]:
         from pipeline.run import RunInterrupted
 
+        assert self.launcher is not None, "setup() gives the sweeper its launcher"
         try:
             return self.launcher.launch(overrides, initial_job_idx=start)
         except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -412,7 +414,7 @@ def _outcomes(batch: list[list[PlannedRun]], results: Sequence[JobReturn], faile
     to ``failed``."""
     from pipeline.runfolder import is_done
 
-    outcomes = []
+    outcomes: list = []
     for pack, result in zip(batch, results):
         if result.status == JobStatus.FAILED:
             error = result._return_value

@@ -29,7 +29,7 @@ def toy_arrays(n=60, t=10, f=3, classes=3, seed=0):
         "y": y.astype(np.int32),
         "class_names": np.array(["walk", "run", "jump"][:classes]),
         "lengths": rng.integers(1, t + 1, size=n),
-        "groups": (np.arange(n) % (2 * classes)),  # 6 recordings, each of one class
+        "groups": np.arange(n) % (10 * classes),  # 30 recordings (2 sequences each), each of one class
     }
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .config import wandb_mode
+from .config import as_dict, wandb_mode
 from .curve_metrics import curve_metrics, map_movement, smooth_3rs3r
 from .schema import CONFIG, CURVES, KNN, KNN_TIE_SHARE, READOUTS, SUMMARY, TRAIN
 from .wandb_figures import companion_image, map_figure
@@ -82,7 +82,7 @@ def attempt_id(run_id: str, attempt: int) -> str:
 
 def _design(cfg: DictConfig) -> dict:
     design = cfg.get("design")
-    return OmegaConf.to_container(design, resolve=True) if design is not None else {}
+    return as_dict(design) if design is not None else {}
 
 
 def class_pair(design: dict) -> str | None:
@@ -149,7 +149,7 @@ def run_config(
     Left out: launch plumbing and the top-level keys the study's runner ignores (``study_runner``: the
     run's planned runner, looked up from ``cfg.study.runner`` if not given).
     """
-    full = OmegaConf.to_container(cfg, resolve=True)
+    full = as_dict(cfg)
     design = full.pop("design", None) or {}
     if study_runner is None:
         from .studies import get_runner
@@ -323,8 +323,8 @@ class Tracker:
     """
 
     def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, study_runner=None):
-        self.run = None
-        self.mirror: MirrorState | None = None
+        self.run: Any = None  # the wandb Run while the mirror lives
+        self.mirror: MirrorState | None = None  # None: W&B is off
         knn_mode = str(OmegaConf.select(cfg, "probe.knn.mode", default="resubstitution"))
         self.options = _options(cfg.logger, knn_mode)  # checked in every mode: a typo surfaces before W&B is turned on
         mode = wandb_mode()
@@ -368,9 +368,13 @@ class Tracker:
         (log.info if self._warned else log.warning)(message, *args)
         self._warned = True
 
+    def _state(self) -> MirrorState:
+        assert self.mirror is not None, "only a tracker with W&B on mirrors"
+        return self.mirror
+
     def _lose(self, stage: str, exc: Exception) -> None:
         run, self.run = self.run, None
-        self.mirror.fail(f"{stage}: {describe(exc)}")
+        self._state().fail(f"{stage}: {describe(exc)}")
         self._warn(
             "W&B mirror of run %s lost at %s (%s); the run goes on and records as usual, summary.json marks "
             "the mirror failed, and slurm/wandb_sync.sh rebuilds it from the run folder",
@@ -415,17 +419,18 @@ class Tracker:
             ),
         )
         self._wandb = wandb
-        self.mirror.mode = mode
+        mirror = self._state()
+        mirror.mode = mode
         if mode == "online":
             self._start_online(wandb, init_args)
         else:
             self.run = wandb.init(**init_args)
-        self.mirror.mode = "offline" if self.run.offline else "online"  # as W&B runs it
+        mirror.mode = "offline" if self.run.offline else "online"  # as W&B runs it
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
         # offline, this file is the mirror (W&B writes it through a handle it keeps open, so a deleted
         # file or folder goes unnoticed by W&B; the tracker looks for it before each step and at the end)
-        self._mirror_file = Path(self.run.settings.sync_file) if self.mirror.mode == "offline" else None
+        self._mirror_file = Path(self.run.settings.sync_file) if mirror.mode == "offline" else None
 
     def _check_mirror_file(self) -> None:
         if self._mirror_file is not None and not self._mirror_file.is_file():
@@ -450,7 +455,7 @@ class Tracker:
         else:
             note = f"online start failed earlier in this process: {reason}; mirrored offline, upload with slurm/wandb_sync.sh"
         self._warn("W&B run %s: %s", self.run_id, note)
-        self.mirror.mode, self.mirror.note = "offline", note
+        self._state().mode, self._state().note = "offline", note
         self.run = wandb.init(**init_args, mode="offline")  # the fallback only: WANDB_MODE asked for online
 
     # -- per epoch -------------------------------------------------------
@@ -558,7 +563,7 @@ class Tracker:
         self._check_mirror_file()  # (a failure here needs no second finish: W&B ignores one)
         self.run = None
         if ok:
-            self.mirror.state = COMPLETE
+            self._state().state = COMPLETE
 
     def _map_movement(self) -> float | None:
         """The health table's map movement (mean over time slices of |last epoch - epoch 1|)."""

@@ -36,7 +36,7 @@ class MapFigure:
         from matplotlib.ticker import MaxNLocator
 
         self.fig = Figure(figsize=MAP_FIGSIZE, dpi=MAP_DPI)
-        canvas = FigureCanvasAgg(self.fig)
+        canvas = self.canvas = FigureCanvasAgg(self.fig)
         self.ax_map = self.fig.add_axes((0.06, 0.15, 0.56, 0.7))
         cax = self.fig.add_axes((0.63, 0.15, 0.012, 0.7))
         self.ax_curve = self.fig.add_axes((0.73, 0.15, 0.25, 0.7), sharey=self.ax_map)
@@ -72,7 +72,7 @@ class MapFigure:
 
     def render(self, grid: np.ndarray, curve: np.ndarray, smoothed: np.ndarray, title: str) -> np.ndarray:
         """The RGB pixels of the figure for ``grid`` (epochs x time slices, NaN where not trained yet)."""
-        canvas = self.fig.canvas
+        canvas = self.canvas
         canvas.restore_region(self.background)
         self.image.set_data(grid.T)
         self.raw.set_xdata(curve)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .runfolder import atomic_write_json, is_done, utc_now
 from .schema import CONFIG, CURVES, READOUTS, SUMMARY
@@ -61,12 +61,14 @@ def epoch_readouts(readouts: pd.DataFrame, runner: str) -> dict[int, dict[str, f
     return out
 
 
-def rebuild(run_dir: Path) -> dict:
+def rebuild(run_dir: Path) -> dict | None:
     """Replay one run folder into a new offline W&B run; its mirror state (as summary.json would say)."""
     from .tracking import Tracker  # imports the study runners (torch): only when there is work
 
     run_dir = Path(run_dir)
     cfg = OmegaConf.load(run_dir / CONFIG)
+    if not isinstance(cfg, DictConfig):
+        raise ValueError(f"{run_dir / CONFIG}: not a run's config (a mapping)")
     summary = json.loads((run_dir / SUMMARY).read_text())
     curves = pd.read_parquet(run_dir / CURVES)
     readouts = pd.read_parquet(run_dir / READOUTS)
@@ -97,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["WANDB_MODE"] = "offline"  # a rebuilt mirror is uploaded by wandb sync, like any offline run
     failed = 0
     for run_dir in todo:
-        state = rebuild(run_dir)
-        ok = state is not None and state.get("state") != FAILED
+        state = rebuild(run_dir) or {}
+        ok = state.get("state") not in (FAILED, None)
         failed += not ok
         print(f"  {'rebuilt' if ok else 'FAILED '} {run_dir}" + ("" if ok else f": {state.get('error')}"), flush=True)
     print(f"wandb_rebuild: rebuilt {len(todo) - failed}, failed {failed}")

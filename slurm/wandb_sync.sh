@@ -68,8 +68,11 @@ else
   python_bin=python3
 fi
 root=$(cd "$root" && pwd)
+wandb_bin=$(command -v "$wandb_bin")
 export WANDB_CACHE_DIR=${WANDB_CACHE_DIR:-$root/.wandb-sync/cache}
 export WANDB_DATA_DIR=${WANDB_DATA_DIR:-$root/.wandb-sync/data}
+# `wandb sync` writes its debug logs into ./wandb of its working folder: keep them under the root too
+sync_home=$root/.wandb-sync
 batch=${LCM_WANDB_BATCH:-20}
 parallel=${LCM_WANDB_PARALLEL:-4}
 batch_timeout=${LCM_WANDB_TIMEOUT:-1800}
@@ -135,7 +138,8 @@ for ((i = 0; i < ${#todo[@]}; i += batch)); do
   chunk=("${todo[@]:i:batch}")
   echo "wandb_sync.sh: syncing runs $((i + 1))-$((i + ${#chunk[@]})) of ${#todo[@]}"
   # --yes: never prompt; stdin closed: never block on a login prompt.
-  timeout -k 30 "$batch_timeout" "$wandb_bin" sync --yes -n "$parallel" "${extra[@]}" "${chunk[@]}" </dev/null 2>&1 | mask
+  mkdir -p "$sync_home"
+  (cd "$sync_home" && timeout -k 30 "$batch_timeout" "$wandb_bin" sync --yes -n "$parallel" "${extra[@]}" "${chunk[@]}" </dev/null 2>&1) | mask
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     echo "wandb_sync.sh: wandb sync timed out after ${batch_timeout}s (continuing)" >&2

@@ -93,11 +93,14 @@ def test_a_run_whose_wandb_folder_is_deleted_mid_run_records_and_its_mirror_is_r
 
     assert wandb_rebuild.needs_rebuild(run_dir)
     # the sync script rebuilds the lost mirror, then tries to upload it (no server here: it says so)
+    elsewhere = tmp_path / "elsewhere"  # the script's working folder: it must write nothing there
+    elsewhere.mkdir()
     out = subprocess.run(
         ["bash", str(REPO / "slurm" / "wandb_sync.sh"), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=elsewhere,
         env={
             **os.environ,
             "HOME": str(tmp_path / "home"),
@@ -108,6 +111,7 @@ def test_a_run_whose_wandb_folder_is_deleted_mid_run_records_and_its_mirror_is_r
     )
     assert "wandb_rebuild: rebuilt 1, failed 0" in out.stdout, out.stdout + out.stderr
     assert out.returncode == 1 and "found 1, synced 0, already synced 0, failed 1" in out.stdout, out.stdout
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "home" / ".cache" / "wandb").exists()
     assert not wandb_rebuild.needs_rebuild(run_dir)
     assert json.loads((run_dir / "wandb" / wandb_rebuild.REBUILT).read_text())["wandb_id"] == run_dir.name
     records = read_offline(wandb_files(run_dir)[run_dir.name])

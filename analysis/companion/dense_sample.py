@@ -380,7 +380,7 @@ def _cells(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _lookup(config: dict, dotted: str):
-    node = config
+    node: object = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
@@ -567,7 +567,8 @@ def section(study_dir: Path, out_dir: Path, where: dict | None = None) -> dict:
         )
         return {"title": TITLE, "html": section_html(TITLE, [para(text), skipped_note(skipped)]), "tables": {}}
     cells = _cells(runs)
-    parts, tables = [], {}
+    parts: list = []
+    tables: dict[str, pd.DataFrame] = {}
     for label, cell_runs in cells.items():
         suffix = _slug(label) if len(cells) > 1 else ""
         frames = _frames(cell_runs)

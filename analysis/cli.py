@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
 
-    from . import collect, figures, ols, replication, report, stats
+    from . import architectures, collect, figures, ols, replication, report, stats
     from .companion.power import RULE as POWER_RULE
     from .tables import MetricsTableError, read_metrics_table
 
@@ -267,6 +267,10 @@ def _main(args) -> int:
         timings["metrics"] = collection.seconds_metrics
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out / "metrics.parquet", table)
+    # an architecture study: the models are compared in a section of their own; the other sections are the
+    # study model's (the LSTM's), as pooling models would mix conditions
+    models_table, models_collection = table, collection
+    table, collection = _reference_model(table, collection, notes)
     if skipped is not None:
         atomic_write_csv(out / "skipped_runs.csv", skipped)
     _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
@@ -314,6 +318,11 @@ def _main(args) -> int:
     files += [f"figures/{name}" for name in figs]
     companion = []
     diagnostics = [_regime(table, out, files)]
+    if architectures.several_models(models_table):
+        t0 = time.perf_counter()
+        section = architectures.architecture_section(models_table, models_collection, figures=args.figures)
+        diagnostics[:0] = _write_sections([section], out, files)
+        timings["architectures"] = time.perf_counter() - t0
     if collection is None:  # the authors' 100-epoch / multiclass tables
         diagnostics += _write_sections(authors_sections, out, files)
     if collection is not None:
@@ -399,6 +408,23 @@ def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[d
             atomic_write_bytes(out / "figures" / name, png)
             files.append(f"figures/{name}")
     return sections
+
+
+def _reference_model(table, collection, notes: list[str]):
+    """The table and collection of the study's model where the runs are of several models (an
+    architecture study), with a note; unchanged otherwise."""
+    from .architectures import reference_model, several_models
+
+    if not several_models(table):
+        return table, collection
+    models = sorted(table["model"].unique())
+    ref = reference_model(models)
+    notes.append(
+        f"The runs are of {len(models)} models ({', '.join(models)}): the architectures section compares them; "
+        f"every other section is of the {ref} runs alone."
+    )
+    table = table[table["model"] == ref].reset_index(drop=True)
+    return table, (collection.of_model(ref) if collection is not None else None)
 
 
 def _companion(root: Path, study: str | None, out: Path, quiet: bool, where=()) -> list[dict]:

@@ -12,6 +12,7 @@ itself (``health_table``). Torch-free.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.curve_metrics import map_metrics
-from pipeline.schema import CONFIG, DONE, READOUTS, STATUS, SUMMARY
+from pipeline.runfolder import MAX_RECORD_BYTES, done_check, is_link, read_entry, read_text_entry
+from pipeline.schema import CONFIG, DAMAGED, DONE, READOUTS, SUMMARY
 
 from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
 from .templating import Markup, render
@@ -110,8 +112,8 @@ def run_health(run_dir) -> dict:
 def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
     """The row from the run's design and map (read already) and its summary.json."""
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError) as exc:
+        summary = json.loads(read_text_entry(run_dir, SUMMARY))
+    except (OSError, ValueError) as exc:  # NotReadable is a ValueError
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
     batch_size = summary.get("batch_size")
     dataset = summary.get("dataset")
@@ -151,7 +153,8 @@ def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
 def train_accuracy_course(run_dir) -> tuple[float, float]:
     """(best, final) train accuracy over the run's epochs, from readouts.parquet; NaN when not recorded."""
     try:
-        readouts = pd.read_parquet(Path(run_dir) / READOUTS, columns=["epoch", "split", "metric", "value"])
+        data, _ = read_entry(Path(run_dir), READOUTS, MAX_RECORD_BYTES)  # confined: never a link or a FIFO
+        readouts = pd.read_parquet(io.BytesIO(data), columns=["epoch", "split", "metric", "value"])
     except Exception:  # an absent or unreadable file: the rest of the row still stands
         return float("nan"), float("nan")
     train = readouts[(readouts["split"] == "train") & (readouts["metric"] == "accuracy")].sort_values("epoch")
@@ -164,7 +167,7 @@ def _config(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
     try:
-        return yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+        return yaml.safe_load(read_text_entry(run_dir, CONFIG)) or {}
     except Exception:
         return {}
 
@@ -192,11 +195,11 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
     """(one row per done run, [(run folder, reason)] for done runs that could not be read), from the run folders."""
     rows, skipped = [], []
     for study_name, run_dir in find_run_dirs(root, study):
-        try:
-            status = json.loads((run_dir / STATUS).read_text())
-        except (OSError, ValueError):
-            continue
-        if status.get("state") != DONE:
+        # a done run whose records check out; links are never followed, damaged records are listed
+        state, why = ("link", None) if is_link(run_dir) else done_check(run_dir)
+        if state == DAMAGED:
+            skipped.append((str(run_dir), f"damaged record: {why}"))
+        if state != DONE:
             continue
         try:
             rows.append({"study": study_name, **run_health(run_dir)})

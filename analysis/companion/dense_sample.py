@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -172,7 +173,7 @@ def dense_families(emergence: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Fa
             "replicate run",
             int(emergence.n_runs.min()),
             len(emergence),
-            pilot_d=float(emergence.d.abs().median()),  # the pilot effect of a family: the median of its tests'
+            pilot_d=float(emergence.d.abs().min()),  # the weakest layer decides whether every layer rises
         )
     head = tests[tests.test == HEADLINE_TIMING] if len(tests) else tests
     if len(head):
@@ -380,7 +381,7 @@ def _cells(runs: list[dict]) -> dict[str, list[dict]]:
 
 
 def _lookup(config: dict, dotted: str):
-    node: object = config
+    node: Any = config
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node
@@ -567,8 +568,8 @@ def section(study_dir: Path, out_dir: Path, where: dict | None = None) -> dict:
         )
         return {"title": TITLE, "html": section_html(TITLE, [para(text), skipped_note(skipped)]), "tables": {}}
     cells = _cells(runs)
-    parts: list = []
-    tables: dict[str, pd.DataFrame] = {}
+    parts: list[str] = []
+    tables: dict = {}
     for label, cell_runs in cells.items():
         suffix = _slug(label) if len(cells) > 1 else ""
         frames = _frames(cell_runs)

@@ -17,7 +17,18 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, as_dict, check_added_keys, check_int, check_root, check_wandb_mode
+from .config import (
+    ConfigError,
+    as_dict,
+    check_added_keys,
+    check_int,
+    check_logger,
+    check_plain_name,
+    check_root,
+    check_study_name,
+    check_threads,
+    check_wandb_mode,
+)
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
 from .schema import runs_folder, study_folder
@@ -68,7 +79,7 @@ def with_design(cfg: DictConfig, design: Design, runner: StudyRunner) -> DictCon
             "participant": design.participant,
             "assignment": design.assignment,
             "labels": labels,
-            "rng_seed": run_seed(design.cell, design.replicate, labels),
+            "rng_seed": run_seed(design.cell, design.replicate, labels, list(cfg.study.get("paired_over") or ())),
         }
         cfg.design.update(runner.design_extras(cfg, design))
     return cfg
@@ -112,8 +123,9 @@ def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> lis
 class Planner:
     """Plans runs composed by ``compose(overrides)``; the study grid of each sweep line is built once."""
 
-    def __init__(self, compose: Compose):
+    def __init__(self, compose: Compose, max_threads: int | None = None):
         self.compose = compose
+        self.max_threads = max_threads  # the cores a run gets where it runs (a Slurm task's), if not this machine's
         self._cells: dict[tuple, list[Cell]] = {}
         self._cell_only: dict[tuple, DictConfig] = {}
 
@@ -126,6 +138,7 @@ class Planner:
         overrides = list(overrides)
         runner = get_runner(cfg.study.runner)
         check_root(cfg)
+        check_study_name(cfg)
         check_wandb_mode()
         seed = check_int(cfg, "seed", 0)
         keys = factor_keys(cfg.study)
@@ -142,10 +155,16 @@ class Planner:
             job = [o for o in overrides if override_key(o) not in (*keys, *DESIGN_KEYS)]
             job += [*cell.overrides(), f"seed={replicate}", f"participant={seed}"]
         runner.validate(cfg)
+        check_threads(cfg, self.max_threads)
+        check_logger(cfg)
         # after the runner's own checks, whose messages say more about keys they know
         check_added_keys(overrides, self.compose)
         cfg = with_design(cfg, design, runner)
+        # what needs the run's data and its place in the grid (its class pair, its seed's split)
+        runner.validate_planned(cfg)
         rid = run_id(cfg, runner)
+        # the run id names a folder under the study's runs/: a factor value cannot lead it elsewhere
+        check_plain_name(f"the run id {rid!r} (from {', '.join(keys)})", rid, "it names the run's folder")
         return Plan(cfg, rid, runs_root(cfg) / rid, job, keys, runner)
 
     def cells(self, cfg: DictConfig, overrides: Sequence[str]) -> list[Cell]:

@@ -133,6 +133,7 @@ def train_run(
     on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
     batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     readout_batchnorm: str = "eval",
+    grad_clip_norm: float | None = None,
 ) -> TrainingResult:
     """Train for ``epochs`` epochs; after each, every probe measures the model.
 
@@ -146,7 +147,9 @@ def train_run(
 
     Batches follow ``batch_bounds`` (a last batch of one sample joins the one
     before it). ``readout_batchnorm`` sets how the validation and test readouts
-    use BatchNorm (see ``evaluate_model``).
+    use BatchNorm (see ``evaluate_model``). ``grad_clip_norm``: before each update the
+    gradient is rescaled to at most this total norm (``torch.nn.utils.clip_grad_norm_``);
+    None, the authors' training, leaves it as it is.
     """
     if readout_batchnorm not in READOUT_BATCHNORM:
         raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
@@ -176,6 +179,8 @@ def train_run(
             loss = nn.functional.cross_entropy(logits, y_train[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimiser.step()
             if keep_states:
                 if states is None:

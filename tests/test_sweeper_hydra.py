@@ -11,7 +11,6 @@ import pytest
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # the reference, in this test only
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
 
 from hydra_plugins.lcm_study.study_sweeper import StudySweeper, SweepFailed, job_error, sweep_jobs
 
@@ -35,8 +34,8 @@ def test_the_sweep_is_the_basic_sweepers(arguments):
 
 def test_an_interval_sweep_is_refused_with_the_override():
     overrides = OverridesParser.create().parse_overrides(["trainer.lr=interval(0.1,1.0)"])
-    # HydraException, not SweepFailed: Hydra's plugin scan may load the sweeper module afresh during a session
-    with pytest.raises(HydraException, match=r"trainer.lr=interval\(0.1,1.0\): an interval sweep") as refused:
+    # by name, not by class: Hydra's plugin scan may load the sweeper module afresh during a test session
+    with pytest.raises(Exception, match=r"trainer.lr=interval\(0.1,1.0\): an interval sweep") as refused:
         sweep_jobs(overrides)
     assert type(refused.value).__name__ == SweepFailed.__name__
 

@@ -12,14 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
+
 
 def _unique_token() -> str:
     """This launch's own name part: the process id and random bits (a timestamp alone collides)."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the allowed values."""
 
 
 OUTPUTS_ENV = "LCM_OUTPUTS"

@@ -183,7 +183,7 @@ def resolve_field(path_value: Any, field: str) -> Any:
     """The ``lcm_arrays`` resolver: ``${lcm_arrays:${.path},class_names}`` in conf/dataset/arrays.yaml. A file
     that is missing or not in the format is a configuration error (pipeline.config.ConfigError, which
     OmegaConf passes on wrapped in its own error), raised when the config is composed, before any run."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if field not in ("class_names", "n_classes", "sha256"):
         raise ConfigError(f"lcm_arrays: unknown field {field!r}; allowed: class_names, n_classes, sha256")

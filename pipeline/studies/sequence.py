@@ -17,7 +17,7 @@ from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
 from ..model import build_model
 from ..probes import ProbeContext, build_probes
-from ..splits import make_splits
+from ..splits import make_splits, repeated_share
 from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
 from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
@@ -181,6 +181,8 @@ def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dic
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "n_train": len(splits.y_train),
+        # oversampled rows with their twin in the training set: the probe's chance level rises with it
+        "train_repeated_share": repeated_share(splits.train_index),
         "n_val": len(splits.y_val),
         "n_test": len(splits.y_test),
         "batch_size": int(cfg.trainer.batch_size),

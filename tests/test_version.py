@@ -13,10 +13,10 @@ from tests.helpers import REPO, run_plan
 
 # Run ids of a few plans of every runner, as this version names them.
 RUN_IDS = {
-    (): "gesture-p00-r000-235472bd4f",
-    ("data_source=sentence", "pair=3", "seed=2"): "sentence-p03-r002-588b094b0f",
-    ("probe.knn.mode=leave_one_out", "seed=3"): "gesture-p03-r000-385cb54967",
-    ("labels=shuffled", "seed=40"): "sentence-p00-r001-1475158cdb",
+    (): "gesture-p00-r000-87d1ae4793",
+    ("data_source=sentence", "pair=3", "seed=2"): "sentence-p03-r002-3917cd3bcd",
+    ("probe.knn.mode=leave_one_out", "seed=3"): "gesture-p03-r000-7d3588cdff",
+    ("labels=shuffled", "seed=40"): "sentence-p00-r001-30c8e16196",
     ("study=critical_pathways", "seed=0"): "critical_pathways-depth1-deficit_onset0-deficit_length20-r000-8cdb7fe936",
     (
         "study=critical_matrix_completion",

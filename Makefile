@@ -75,9 +75,10 @@ test: lint  ## lint, then the whole test suite (slow end-to-end tests included)
 	@bash .ci/install-r.sh
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
+lint: $(STAMP)  ## ruff (lint, formatting) and mypy (types of pipeline/, analysis/, hydra_plugins/); pyproject.toml configures both
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)  ## ruff: format the code and apply the safe lint fixes
 	$(BIN)/ruff format .

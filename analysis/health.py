@@ -12,6 +12,7 @@ itself (``health_table``). Torch-free.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.curve_metrics import map_metrics
-from pipeline.schema import CONFIG, DONE, READOUTS, STATUS, SUMMARY
+from pipeline.runfolder import MAX_RECORD_BYTES, done_check, is_link, read_entry, read_text_entry
+from pipeline.schema import CONFIG, DAMAGED, DONE, READOUTS, SUMMARY
 
 from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
 from .templating import Markup, render
@@ -111,8 +113,8 @@ def run_health(run_dir) -> dict:
 def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
     """The row from the run's design and map (read already) and its summary.json."""
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError) as exc:
+        summary = json.loads(read_text_entry(run_dir, SUMMARY))
+    except (OSError, ValueError) as exc:  # NotReadable is a ValueError
         raise RunReadError(f"summary.json unreadable ({type(exc).__name__})") from None
     batch_size = summary.get("batch_size")
     dataset = summary.get("dataset")
@@ -153,7 +155,8 @@ def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
 def train_accuracy_course(run_dir) -> tuple[float, float]:
     """(best, final) train accuracy over the run's epochs, from readouts.parquet; NaN when not recorded."""
     try:
-        readouts = pd.read_parquet(Path(run_dir) / READOUTS, columns=["epoch", "split", "metric", "value"])
+        data, _ = read_entry(Path(run_dir), READOUTS, MAX_RECORD_BYTES)  # confined: never a link or a FIFO
+        readouts = pd.read_parquet(io.BytesIO(data), columns=["epoch", "split", "metric", "value"])
     except Exception:  # an absent or unreadable file: the rest of the row still stands
         return float("nan"), float("nan")
     train = readouts[(readouts["split"] == "train") & (readouts["metric"] == "accuracy")].sort_values("epoch")
@@ -166,15 +169,26 @@ def _config(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
     try:
-        return yaml.safe_load((run_dir / CONFIG).read_text()) or {}
+        return yaml.safe_load(read_text_entry(run_dir, CONFIG)) or {}
     except Exception:
         return {}
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    numeric = ("n_train", "batch_size", "updates_per_epoch", "test_accuracy", "map_movement", "start_epoch1")
-    numeric += ("max_last", "train_repeated_share", "train_accuracy_best", "train_accuracy_final", "seconds_total")
+    numeric = (
+        "n_train",
+        "batch_size",
+        "updates_per_epoch",
+        "test_accuracy",
+        "map_movement",
+        "start_epoch1",
+        "max_last",
+        "train_repeated_share",
+        "train_accuracy_best",
+        "train_accuracy_final",
+        "seconds_total",
+    )
     for col in numeric:
         table[col] = pd.to_numeric(table[col], errors="coerce")
     return table.sort_values(["study", "source", "labels", "pair_index", "replicate"], ignore_index=True)
@@ -184,11 +198,11 @@ def health_table(root, study: str | None = None) -> tuple[pd.DataFrame, list[tup
     """(one row per done run, [(run folder, reason)] for done runs that could not be read), from the run folders."""
     rows, skipped = [], []
     for study_name, run_dir in find_run_dirs(root, study):
-        try:
-            status = json.loads((run_dir / STATUS).read_text())
-        except (OSError, ValueError):
-            continue
-        if status.get("state") != DONE:
+        # a done run whose records check out; links are never followed, damaged records are listed
+        state, why = ("link", None) if is_link(run_dir) else done_check(run_dir)
+        if state == DAMAGED:
+            skipped.append((str(run_dir), f"damaged record: {why}"))
+        if state != DONE:
             continue
         try:
             rows.append({"study": study_name, **run_health(run_dir)})

@@ -10,11 +10,15 @@ import base64
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .templating import Markup, render
+
+if TYPE_CHECKING:
+    from .stats import StatsResults
 
 __all__ = ["ReportInput", "render_report"]
 
@@ -29,7 +33,7 @@ class ReportInput:
     source_description: str
     table: pd.DataFrame
     ols: pd.DataFrame
-    mixed: object  # analysis.stats.StatsResults
+    mixed: StatsResults
     figures: dict[str, bytes]
     skipped: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -340,7 +344,8 @@ def _mixed_tables(mixed) -> dict:
         "singular",
     ]
     extra = me[~me.index.isin(main.index)] if len(me) else me
-    tables = {
+    # a table, or a pair of them shown together (contrasts, models)
+    tables: dict[str, Any] = {
         "main": _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True),
         "extra": _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True) if len(extra) else None,
         "lrt": _table(

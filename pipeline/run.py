@@ -83,7 +83,10 @@ def execute(plan: Plan) -> RunOutcome:
             return _execute_claimed(plan, record, claim)
     except RunInterrupted as exc:
         # the folder says so and the claim goes, before the process ends as the signal asked
-        record.mark_interrupted(exc.signal_name)
+        try:
+            record.mark_interrupted(exc.signal_name)
+        except OSError as unwritten:
+            log.error("run %s interrupted; its status.json could not say so: %s", rid, unwritten)
         log.error("run %s interrupted by %s: a relaunch computes it again", rid, exc.signal_name)
         raise
     finally:
@@ -153,7 +156,11 @@ def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
         )
         return RunOutcome(rid, run_dir, DONE)
     except Exception as exc:
-        record.mark_failed(exc)
+        try:
+            record.mark_failed(exc)
+        except OSError as unwritten:
+            # not even the space set aside took it: the run's own error is what the caller must see
+            log.error("run %s failed (%s); its status.json could not say so: %s", rid, exc, unwritten)
         if tracker is not None:
             tracker.finish(None, {}, ok=False)
         log.error("run %s failed: %s", rid, exc)

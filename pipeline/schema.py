@@ -69,13 +69,15 @@ def run_folders(study: str | os.PathLike) -> list[Path]:
     return sorted(iter_run_folders(study))
 
 
-def iter_run_folders(study: str | os.PathLike) -> Iterator[Path]:
-    """The run folders of a study, in the file system's order (a scan of a large study, unsorted)."""
+def iter_run_folders(study: str | os.PathLike, *, links: bool = False) -> Iterator[Path]:
+    """The run folders of a study, in the file system's order (a scan of a large study, unsorted). A
+    symbolic link is never taken for a run folder (a loop would not even say whether it is one); with
+    ``links``, links are yielded too, for a reader that reports them (never follows them)."""
     folder = runs_folder(study)
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if is_listed(entry.name) and entry.is_dir():
+                if is_listed(entry.name) and (entry.is_dir(follow_symlinks=False) or (links and entry.is_symlink())):
                     yield folder / entry.name
     except (FileNotFoundError, NotADirectoryError):
         return
@@ -108,6 +110,7 @@ SUMMARY = "summary.json"  # identity, final figures, durations, record version
 LOG = "run.log"
 CLAIM = "claim.json"  # present while a process owns the run
 CLAIM_LOCK = ".claim.lock"  # never removed: removing a lock file races with its next user
+STATUS_RESERVE = ".status.reserve"  # disk space set aside while the run runs: its last status on a full disk
 # written by every run before it is done (records older than status.json's "files" are checked for these)
 CORE_FILES = (CONFIG, CURVES, READOUTS, SUMMARY)
 

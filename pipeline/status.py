@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -13,7 +14,15 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .runfolder import StatusUnreadable, read_status, run_state
+from .runfolder import (
+    MAX_TEXT_BYTES,
+    NotReadable,
+    StatusUnreadable,
+    is_link,
+    read_status,
+    read_text_entry,
+    run_state,
+)
 from .schema import (
     ABSENT,
     CONFIG,
@@ -36,7 +45,10 @@ STATES = (DONE, FAILED, RUNNING, "missing")
 
 def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
     """(report column, detail) of one run folder. A done run whose records fail their check, or whose
-    status.json cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    status.json cannot be read, counts as missing with the reason: a relaunch redoes it. A symbolic link in
+    place of a run folder is not followed."""
+    if is_link(run_dir):
+        return "missing", "the run folder is a symbolic link: not read (remove it; a relaunch computes the run)"
     state, why = run_state(run_dir)
     if state in (DONE, RUNNING, FAILED):
         return state, why
@@ -65,8 +77,8 @@ def _recorded_cell(run_dir: Path) -> str | None:
     import yaml  # pyyaml comes with omegaconf; only old records need it
 
     try:
-        config = yaml.safe_load((run_dir / CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
+    except (OSError, NotReadable, yaml.YAMLError):
         return None
     design = config.get("design") if isinstance(config, dict) else None
     cell = design.get("cell") if isinstance(design, dict) else None
@@ -88,8 +100,8 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
-    except OSError:
+        match = re.search(r"^labels: *(\S+) *$", read_text_entry(run_dir, CONFIG), re.MULTILINE)
+    except (OSError, NotReadable):
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""
 
@@ -105,13 +117,9 @@ def collect(root: Path, study: str | None = None) -> dict:
     report = {}
     for name in studies:
         study_dir = study_folder(root, name)
-        planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted(plans_folder(study_dir).glob("*.csv")):
-            with open(plan, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    planned[row["run_id"]] = (row["cell"], _plan_condition(row))
+        planned, notes = _read_plans(plans_folder(study_dir))
         runs_dir = runs_folder(study_dir)
-        present = {p.name for p in iter_run_folders(study_dir)}
+        present = {p.name for p in iter_run_folders(study_dir, links=True)}
         cells: dict[str, Counter] = defaultdict(Counter)
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
@@ -124,7 +132,7 @@ def collect(root: Path, study: str | None = None) -> dict:
                 condition = _labels_condition(run_dir)
             cells[cell][state] += 1
             conditions[condition][cell][state] += 1
-            if state == "failed" or detail:
+            if state == FAILED or detail:
                 problems.append(
                     {
                         "run_id": rid,
@@ -142,15 +150,32 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
             },
             "problems": problems,
+            "notes": notes,
         }
     return report
+
+
+def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """run id -> (cell, condition) from a study's sweep plans; files that are not plans (a link, a FIFO,
+    damaged text) are skipped and named in the notes."""
+    planned: dict[str, tuple[str, str]] = {}
+    notes = []
+    names = sorted(e.name for e in os.scandir(plans_dir) if e.name.endswith(".csv")) if plans_dir.is_dir() else []
+    for name in names:
+        try:
+            text = read_text_entry(plans_dir, name, MAX_TEXT_BYTES)
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            planned.update({row["run_id"]: (row["cell"], _plan_condition(row)) for row in rows})
+        except (OSError, NotReadable, KeyError, csv.Error) as exc:
+            notes.append(f"plan {plans_dir / name} skipped: {exc}")
+    return planned, notes
 
 
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
-            totals = Counter()
+            totals: Counter[str] = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")
@@ -162,6 +187,7 @@ def format_report(report: dict) -> str:
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
+        lines.extend(f"  note: {note}" for note in info.get("notes", []))
     return "\n".join(lines) if lines else "no studies found"
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from .config import wandb_mode
+from .config import as_dict, wandb_mode
 from .curve_metrics import curve_metrics, smooth_3rs3r
 from .schema import KNN, KNN_TIE_SHARE, TRAIN
 
@@ -63,7 +63,7 @@ def attempt_id(run_id: str, attempt: int) -> str:
 
 def _design(cfg: DictConfig) -> dict:
     design = cfg.get("design")
-    return OmegaConf.to_container(design, resolve=True) if design is not None else {}
+    return as_dict(design) if design is not None else {}
 
 
 def class_pair(design: dict) -> str | None:
@@ -115,7 +115,7 @@ def run_config(
     Left out: launch plumbing and the top-level keys the study's runner ignores (``study_runner``: the
     run's planned runner, looked up from ``cfg.study.runner`` if not given).
     """
-    full = OmegaConf.to_container(cfg, resolve=True)
+    full = as_dict(cfg)
     design = full.pop("design", None) or {}
     if study_runner is None:
         from .studies import get_runner
@@ -199,7 +199,7 @@ class MapFigure:
         from matplotlib.ticker import MaxNLocator
 
         self.fig = Figure(figsize=(6.4, 2.8), dpi=72)
-        canvas = FigureCanvasAgg(self.fig)
+        canvas = self.canvas = FigureCanvasAgg(self.fig)
         self.ax_map = self.fig.add_axes((0.085, 0.17, 0.44, 0.75))
         cax = self.fig.add_axes((0.535, 0.17, 0.018, 0.75))
         self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.27, 0.75))
@@ -233,7 +233,7 @@ class MapFigure:
         self.background = canvas.copy_from_bbox(self.fig.bbox)
 
     def render(self, grid: np.ndarray, epoch: int, curve: np.ndarray, smoothed: np.ndarray) -> np.ndarray:
-        canvas = self.fig.canvas
+        canvas = self.canvas
         canvas.restore_region(self.background)
         self.image.set_data(grid)
         self.raw.set_ydata(curve)
@@ -447,7 +447,7 @@ class Tracker:
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
         self._rows: dict[int, np.ndarray] = {}
-        self._last_media = None
+        self._last_media: int | None = None
         self._last_step = 0
         self._wandb = wandb
 

@@ -1,7 +1,7 @@
 """Helpers the tests share: composing run configs and running the commands the way a user does.
 
 Test modules import helpers from here (or from the fixture modules analysis_fixtures.py, fixtures_data.py,
-slurm_cluster.py), never from one another or from conftest.py (tests/test_house.py checks it).
+slurm_cluster.py), never from one another or from conftest.py (tests/test_codebase.py checks it).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ RUN_IDS = {
     ("study=dense_sample", "seed=0"): "dense_sample-train_per_class500-r000-64d3e3a90f",
 }
 # SHA-256 (first 12 hex digits) of the record schema's names below, as this version writes them.
-SCHEMA_DIGEST = "bf4dd63e0181"
+SCHEMA_DIGEST = "79156753e4e6"
 BUMP = (
     "bump pipeline/schema.py VERSION (its minor number), say what changed in CHANGELOG.md, then update "
     "RUN_IDS / SCHEMA_DIGEST here"
@@ -37,6 +37,7 @@ def schema_names() -> dict:
     return {
         "layout": [schema.RUNS, schema.PLANS],
         "files": [schema.CONFIG, schema.STATUS, schema.CURVES, schema.READOUTS, schema.SUMMARY, schema.LOG],
+        "bookkeeping": [schema.CLAIM, schema.CLAIM_LOCK, schema.STATUS_RESERVE],
         "tables": sorted(schema.RECORD_TABLES),
         "curve_columns": list(schema.CURVE_COLUMNS),
         "readout_columns": list(schema.READOUT_COLUMNS),

@@ -148,9 +148,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.stop()
-        return False
 
     def stop(self) -> None:
         self._stop.set()

@@ -101,7 +101,8 @@ def load_bbc_news(cfg: Mapping[str, Any]) -> SequenceData:
             )
         groups.append(kept)
     chosen = seeded_subsample([np.arange(len(g)) for g in groups], per_class, seed)
-    token_lists, ys = [], []
+    token_lists: list[list[str]] = []
+    ys: list[int] = []
     for k, (group, idx) in enumerate(zip(groups, chosen)):
         token_lists.extend(group[i] for i in idx)
         ys.extend([k] * len(idx))

@@ -90,7 +90,7 @@ def read_watch_file(path: str | Path) -> dict[str, Any]:
     x = [np.asarray(a, dtype=np.float64) for a in data["X"]]
     if any(a.ndim != 2 or a.shape[1] != len(CHANNELS) for a in x):
         raise ValueError(f"{path}: every recording must be (n, {len(CHANNELS)})")
-    out = {
+    out: dict[str, Any] = {
         "X": x,
         "y": np.asarray(data["y"], dtype=np.int64),
         "subject": np.asarray(data["subject"]),

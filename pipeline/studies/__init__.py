@@ -8,6 +8,8 @@ claims, status, W&B, sweeps and Slurm.
 
 A runner is a class with:
 - ``validate(cfg)``: raise ``pipeline.config.ConfigError`` for values that cannot work;
+- ``validate_planned(cfg)``: the same for what needs the run's design block (its cell, its seed) or its
+  data, e.g. a class pair too small for the run's split;
 - ``design_extras(cfg, design) -> dict``: fields added to the design block of
   config.yaml (e.g. the class names of a pair);
 - ``ignored_keys``: top-level config keys that do not affect its runs (left out

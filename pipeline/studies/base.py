@@ -38,6 +38,9 @@ class StudyRunner:
     def validate(self, cfg) -> None:
         pass
 
+    def validate_planned(self, cfg) -> None:
+        pass
+
     def design_extras(self, cfg, design) -> dict:
         return {}
 

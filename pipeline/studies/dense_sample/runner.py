@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from ...config import ConfigError, check_int, check_number
+from ...config import ConfigError, as_dict, check_int, check_number
 from ...probes import ProbeContext
 from ...probes.category_structure import CategoryStructureProbe
 from ...probes.gradient_spectrum import GradientSpectrumProbe
@@ -108,7 +108,7 @@ class DenseSampleRunner(StudyRunner):
 
     @staticmethod
     def _category_options(cfg: DictConfig) -> dict:
-        options = OmegaConf.to_container(cfg.study.category_structure, resolve=True)
+        options = as_dict(cfg.study.category_structure)
         options.pop("enabled", None)
         for key in ("schedule", "per_decade", "epochs"):  # the study's checkpoints decide
             options.pop(key, None)
@@ -116,7 +116,7 @@ class DenseSampleRunner(StudyRunner):
 
     @staticmethod
     def _gradient_probe(cfg: DictConfig) -> GradientSpectrumProbe:
-        options = OmegaConf.to_container(cfg.probe.gradient_spectrum, resolve=True)
+        options = as_dict(cfg.probe.gradient_spectrum)
         options.pop("enabled", None)
         return GradientSpectrumProbe(**options)
 
@@ -171,6 +171,7 @@ class DenseSampleRun:
 
         channels, hidden = tuple(study.model.channels), tuple(study.model.hidden)
         self.model = SmallVGG(int(d.size), channels, hidden, len(data.class_names)).to(device)
+        self.optimiser: torch.optim.Optimizer
         if study.optimizer == "adam":
             self.optimiser = torch.optim.Adam(self.model.parameters(), lr=float(study.lr))
         else:

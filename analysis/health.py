@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.curve_metrics import map_metrics
+from pipeline.curve_metrics import map_metrics, map_movement
 from pipeline.runfolder import MAX_RECORD_BYTES, done_check, is_link, read_entry, read_text_entry
 from pipeline.schema import CONFIG, DAMAGED, DONE, READOUTS, SUMMARY
 
@@ -93,14 +93,6 @@ def updates_per_epoch(n_train: int, batch_size: int) -> int:
     full, rest = divmod(n_train, batch_size)
     batches = full + (rest > 0)
     return batches - 1 if rest == 1 and batches > 1 and batch_size > 1 else batches
-
-
-def map_movement(learning_curve_map: np.ndarray) -> float:
-    """Mean over time slices of |map[last epoch] - map[epoch 1]| (map: epochs x time slices)."""
-    m = np.asarray(learning_curve_map, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] < 1:
-        raise ValueError(f"a learning-curve map is epochs x time slices, got shape {m.shape}")
-    return float(np.mean(np.abs(m[-1] - m[0])))
 
 
 def run_health(run_dir) -> dict:

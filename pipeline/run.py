@@ -146,8 +146,13 @@ def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
             "git_commit": _git_commit(),
             "seconds_total": time.perf_counter() - t0,
         }
+        mirror = tracker.mirror_record()  # the W&B mirror's state, in summary.json when W&B is on
+        if mirror is not None:
+            summary["wandb"] = mirror
         record.write_results(result.curves, result.readouts, summary, result.tables)
-        tracker.finish(result.curves, summary, ok=True)
+        final = tracker.finish(result.curves, summary, ok=True)
+        if final != mirror:  # the mirror failed at its end: summary.json says so
+            record.write_summary({**summary, "wandb": final})
         record.mark_done(**{k: summary[k] for k in ("test_accuracy",) if k in summary})
         log.info(
             "run %s done%s",

@@ -1,4 +1,4 @@
-"""Your own data set, no code: one ``.npz`` file in the arrays format (docs/data.md, "Your own data").
+"""Your own data set, no code: one ``.npz`` file in the arrays format (docs/bring_your_own.md, "The arrays format").
 
 The file holds plain numeric arrays (never pickled objects; they are refused):
 
@@ -35,7 +35,7 @@ from .base import DataNotFoundError, SequenceData, opt, require_path
 REQUIRED = ("x", "y")
 OPTIONAL = ("class_names", "lengths", "groups")
 HOW = (
-    "The arrays format (docs/data.md, 'Your own data'): np.savez(path, x=(N,T,F) numbers, y=(N,) class "
+    "The arrays format (docs/bring_your_own.md, 'The arrays format'): np.savez(path, x=(N,T,F) numbers, y=(N,) class "
     "indices 0..C-1, and optionally class_names=(C,) strings, lengths=(N,) real lengths 1..T, groups=(N,) "
     "recording ids)."
 )

@@ -1,4 +1,11 @@
-"""Shared test fixtures: composing run configs the way `python -m pipeline` does."""
+"""Shared test fixtures: composing run configs the way `python -m pipeline` does.
+
+Tests that need software outside the virtual environment (a real Slurm cluster; R with lme4 for the
+live cross-checks) carry the ``system`` marker or skip where it is absent. ``LCM_TEST_SYSTEM``
+decides: unset, they run where those pieces are installed (a private, temporary Slurm cluster: see
+tests/slurm_cluster.py); ``1`` (``make test-system``, CI) installs what is missing first (apt-get,
+as root) and fails instead of skipping; ``0`` skips the Slurm tests. ``-m "not system"`` deselects them.
+"""
 
 import os
 import subprocess
@@ -12,6 +19,20 @@ from pipeline.planning import CONFIG_DIR, prepare
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "system: needs software outside the venv (a real Slurm cluster); runs where it is installed, "
+        "LCM_TEST_SYSTEM=1 (make test-system) installs it",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(autouse=True)

@@ -8,8 +8,10 @@ as root) and fails instead of skipping; ``0`` skips the Slurm tests. ``-m "not s
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,27 @@ from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm
 REPO = Path(__file__).resolve().parent.parent
 
 
+#: caches that libraries keep in the home folder (matplotlib's font list, numba's compiled code, any
+#: XDG cache): the tests and every process they start write them under a temporary folder instead
+HOME_CACHES = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR")
+
+
 def pytest_configure(config):
+    # before any test imports matplotlib: `make test` writes nothing outside the clone and temporary folders
+    scratch = Path(tempfile.mkdtemp(prefix="lcm-test-caches-"))
+    saved = {name: os.environ.get(name) for name in HOME_CACHES}
+    for name in HOME_CACHES:
+        os.environ[name] = str(scratch / name.lower())
+
+    def restore() -> None:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    config.add_cleanup(restore)
     config.addinivalue_line(
         "markers",
         "system: needs software outside the venv (a real Slurm cluster); runs where it is installed, "

@@ -153,6 +153,14 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _with_debug_hint(message: str, root: Path, study: str | None) -> str:
+    """A "no runs" message, naming the debug folder where that is all there is (`lcm debug=quick` runs)."""
+    from pipeline.status import debug_folder_hint
+
+    hint = debug_folder_hint(root, study)
+    return message if hint is None else f"{message}\nNote: {hint}."
+
+
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
@@ -227,7 +235,7 @@ def _main(args) -> int:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
-            return _fail(str(exc)) if code is None else code
+            return _fail(_with_debug_hint(str(exc), root, args.study)) if code is None else code
         skipped = collection.skipped_frame()
         if len(collection.runs) == 0:
             out.mkdir(parents=True, exist_ok=True)

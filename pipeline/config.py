@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -14,11 +15,25 @@ def _unique_token() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def _help_text(part: str):
+    """``${lcm_config_groups:}`` / ``${lcm_config_keys:}`` in conf/hydra/help/lcm.yaml: generated from conf/."""
+
+    def text() -> str:
+        from . import command_help
+
+        return getattr(command_help, part)(Path(__file__).resolve().parent.parent / "conf")
+
+    return text
+
+
 def register_resolvers() -> None:
     """``${lcm_unique:}`` in hydra.sweep.dir / hydra.run.dir: cached, so that the launch and its jobs (which
-    get a copy of the launch's resolver cache) name the same folder."""
+    get a copy of the launch's resolver cache) name the same folder. The help's generated parts."""
     if not OmegaConf.has_resolver("lcm_unique"):
         OmegaConf.register_new_resolver("lcm_unique", _unique_token, use_cache=True)
+    for name, part in (("lcm_config_groups", "config_groups_text"), ("lcm_config_keys", "config_keys_text")):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, _help_text(part))
 
 
 register_resolvers()

@@ -13,9 +13,14 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import yaml
+
 from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
 
 STATES = ("done", "failed", "running", "missing")
+
+#: where `lcm debug=quick` (conf/debug/quick.yaml) writes, under an outputs root
+DEBUG_FOLDER = "debug"
 
 
 def run_state(run_dir: Path) -> tuple[str, str | None]:
@@ -51,6 +56,29 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
         return status["cell"]
     name = run_dir.name.split("-")
     return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
+
+
+def _class_names(run_dir: Path) -> list[str] | None:
+    """The class names of a run's cell (design.class_names in its config.yaml), None where unknown."""
+    try:
+        design = (yaml.safe_load((run_dir / CONFIG).read_text()) or {}).get("design") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    names = design.get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+def debug_folder_hint(root: Path, study: str | None = None) -> str | None:
+    """For a root without the studies asked for whose debug folder holds some (or ``study``): a sentence naming it."""
+    debug = Path(root) / DEBUG_FOLDER
+    studies = [s for s in list_studies(debug) if study is None or s == study]
+    if not studies:
+        return None
+    runs = sum(len(list((debug / s / "runs").glob("*"))) for s in studies if (debug / s / "runs").is_dir())
+    return (
+        f"{debug} holds {runs} run folder(s) of `lcm debug=quick` (studies: {', '.join(studies)}), kept apart "
+        f"from the studies; to see them: --root {debug}"
+    )
 
 
 def natural_key(text: str) -> list:
@@ -106,6 +134,7 @@ def collect(root: Path, study: str | None = None) -> dict:
             else set()
         )
         cells: dict[str, Counter] = defaultdict(Counter)
+        class_names: dict[str, list[str]] = {}
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
         for rid in sorted(present | set(planned), key=natural_key):
@@ -116,6 +145,10 @@ def collect(root: Path, study: str | None = None) -> dict:
             if condition is None:
                 condition = _labels_condition(run_dir)
             cells[cell][state] += 1
+            if cell not in class_names and rid in present:
+                names = _class_names(run_dir)  # one config.yaml per cell: the first run folder that has one
+                if names:
+                    class_names[cell] = names
             conditions[condition][cell][state] += 1
             if state == "failed" or detail:
                 problems.append(
@@ -135,23 +168,32 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
             },
             "problems": problems,
+            "class_names": {c: class_names[c] for c in sorted(class_names, key=natural_key)},
         }
     return report
+
+
+def cell_label(cell: str, class_names: dict[str, list[str]]) -> str:
+    """``gesture/pair 0 PEN/ABD``: the cell with its class names, where a run folder of it says them."""
+    names = class_names.get(cell)
+    return f"{cell} {'/'.join(names)}" if names else cell
 
 
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
+        names = info.get("class_names", {})
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
             totals = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")
             lines.append(f"{label}: " + ", ".join(f"{totals.get(s, 0)} {s}" for s in STATES))
-            width = max([len(c) for c in cells] + [4])
+            labels = {cell: cell_label(cell, names) for cell in cells}
+            width = max([len(c) for c in labels.values()] + [4])
             lines.append(f"  {'cell'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in STATES))
             for cell, cnt in cells.items():
-                lines.append(f"  {cell.ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
+                lines.append(f"  {labels[cell].ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
@@ -192,9 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.study and not (root / args.study).is_dir():
         known = ", ".join(list_studies(root)) or "none"
-        print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
+        hint = debug_folder_hint(root, args.study)
+        print(
+            f"error: no study {args.study!r} under {root} (studies there: {known})" + (f"; {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 2
     report = collect(root, args.study)
+    if not report and not args.json:
+        hint = debug_folder_hint(root)
+        print(f"no studies found under {root}" + (f"; {hint}" if hint else ""))
+        return 0
     if args.health:
         from analysis import health  # torch-free, like this module
 

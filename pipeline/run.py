@@ -118,7 +118,7 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
         record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         record.mark_running()
         log.info("run %s -> %s", rid, run_dir)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         tracker = Tracker(cfg, rid, run_dir)
 
         def on_step(step: int, readouts: dict, curves) -> None:
@@ -134,6 +134,8 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
             **result.summary,
             "git_commit": _git_commit(),
             "seconds_total": time.perf_counter() - t0,
+            # this process's CPU time during the run (all its threads): the sweep's ETA weighs runs by it
+            "cpu_seconds_total": time.process_time() - cpu0,
         }
         record.write_results(result.curves, result.readouts, summary, result.tables)
         tracker.finish(result.curves, summary, ok=True)

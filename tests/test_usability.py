@@ -239,7 +239,7 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
         r"DataNotFoundError: no files$",
         lines[1],
     )
-    assert "gesture-p02-r000-x  skipped-claimed" in lines[2] and "ETA 00:00" in lines[2]
+    assert "gesture-p02-r000-x  skipped-claimed" in lines[2] and "ETA 0:00" in lines[2]
 
 
 # -- status ------------------------------------------------------------------

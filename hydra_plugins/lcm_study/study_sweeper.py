@@ -178,7 +178,11 @@ class StudySweeper(BasicSweeper):
         batch_size = self.max_batch_size or len(packs)
         returns: list[Sequence[JobReturn]] = []
         failed: list[tuple] = []
-        progress = Progress({p.run_id: p.run_dir for p in to_run})
+        progress = Progress(
+            {p.run_id: p.run_dir for p in to_run},
+            packs=[[run.run_id for run in pack] for pack in packs],
+            workers=self._parallel_slots(),
+        )
         with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
                 batch = packs[start : start + batch_size]

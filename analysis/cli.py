@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args) -> int:
     from . import collect, figures, ols, replication, report, stats
+    from .companion.power import RULE as POWER_RULE
     from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
 
     t_start = time.perf_counter()
@@ -248,7 +249,10 @@ def _main(args) -> int:
                 f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
                 "failed ones with the pipeline."
             )
-        table = collect.metrics_for_statistics(collection)
+        try:
+            table = collect.metrics_for_statistics(collection)
+        except MetricsTableError as exc:
+            return _fail(str(exc))
         notes.extend(collection.notes)
         description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
         timings["collect runs"] = collection.seconds
@@ -283,11 +287,13 @@ def _main(args) -> int:
             _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
-    replication_table = replication.replication_table(table, mixed, ols_table)
+    replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
     atomic_write_csv(out / "replication.csv", replication_table)
+    atomic_write_csv(out / "replicate_rule.csv", rule_table)
 
     files = [
         "replication.csv",
+        "replicate_rule.csv",
         "metrics.parquet",
         "mixed_effects.csv",
         "lrt.csv",
@@ -299,10 +305,10 @@ def _main(args) -> int:
     ] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
-    diagnostics = []
+    diagnostics = [_regime(table, out, files)]
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet)
@@ -324,6 +330,9 @@ def _main(args) -> int:
             companion=companion,
             replication=replication_table,
             replication_rule=replication.RULE,
+            replicate_rule=rule_table,
+            replicate_rule_text=POWER_RULE,
+            scope=replication.study_scope(table),
             diagnostics=diagnostics,
         )
     )
@@ -341,6 +350,17 @@ def _main(args) -> int:
         wandb_id = log_analysis(out, table, args.study, description)
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
+
+
+def _regime(table, out: Path, files: list[str]) -> dict:
+    """Where the runs sit (start/end/max/tmax percentiles at the first and last epoch) beside the authors'."""
+    from .regime import regime_section
+    from .tables import atomic_write_csv
+
+    section = regime_section(table)
+    atomic_write_csv(out / "regime.csv", section["tables"]["regime"])
+    files.append("regime.csv")
+    return section
 
 
 def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:

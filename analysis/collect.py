@@ -12,7 +12,6 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import sys
 import time
 import uuid
@@ -23,7 +22,26 @@ import numpy as np
 import pandas as pd
 
 from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
-from pipeline.runfolder import CONFIG, CURVES, STATUS, damage, read_status
+from pipeline.runfolder import damage, read_status
+from pipeline.schema import (
+    CONFIG,
+    CURVE_COLUMNS,
+    CURVES,
+    DONE,
+    KNN,
+    KNN_MODES,
+    KNN_TIE_RULES,
+    KNN_TIE_SHARE,
+    LEGACY_KNN_MODE,
+    LEGACY_KNN_TIES,
+    STATUS,
+    TRAIN,
+    has_runs,
+    iter_run_folders,
+    runs_folder,
+    study_folder,
+    study_folders,
+)
 
 from .metrics import map_metrics
 from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
@@ -38,8 +56,6 @@ __all__ = [
     "RunReadError",
     "MixedProbeRules",
     "MixedConditions",
-    "TIE_RULES",
-    "KNN_MODES",
 ]
 
 CACHE_VERSION = 4  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
@@ -67,12 +83,6 @@ _RUN_COLUMNS = [
     "condition",
     "dataset_condition",
 ]
-# the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
-TIE_RULES = ("expected_random_order", "self_first_by_index")
-KNN_MODES = ("resubstitution", "leave_one_out")
-TIE_SHARE = "knn_tie_share"
-# what runs recorded before probe.knn.ties / probe.knn.mode existed were computed under
-LEGACY_TIES, LEGACY_MODE = "self_first_by_index", "resubstitution"
 
 
 class NoRunsFound(RuntimeError):
@@ -164,22 +174,21 @@ def _not_lcm_study(study_dir: Path, sample: int = 3) -> str | None:
     import yaml
 
     reason, seen = None, 0
-    with os.scandir(study_dir / "runs") as it:
-        for entry in sorted((e for e in it if e.is_dir()), key=lambda e: e.name):
-            try:
-                config = yaml.safe_load((Path(entry.path) / CONFIG).read_text())
-            except Exception:
-                continue
-            design = config.get("design") if isinstance(config, dict) else None
-            if not isinstance(design, dict):
-                continue
-            if "data_source" in design and "pair" in design:
-                return None
-            study = config.get("study") if isinstance(config.get("study"), dict) else {}
-            reason = f"its runs have no data source x class pair design (runner {study.get('runner') or 'unknown'})"
-            seen += 1
-            if seen >= sample:
-                break
+    for run_dir in sorted(iter_run_folders(study_dir)):
+        try:
+            config = yaml.safe_load((run_dir / CONFIG).read_text())
+        except Exception:
+            continue
+        design = config.get("design") if isinstance(config, dict) else None
+        if not isinstance(design, dict):
+            continue
+        if "data_source" in design and "pair" in design:
+            return None
+        study = config.get("study") if isinstance(config.get("study"), dict) else {}
+        reason = f"its runs have no data source x class pair design (runner {study.get('runner') or 'unknown'})"
+        seen += 1
+        if seen >= sample:
+            break
     return reason
 
 
@@ -197,20 +206,18 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
     if not root.is_dir():
         raise NoRunsFound(f"No runs found: the outputs root {root.resolve()} does not exist. {hint}")
     if study is not None:
-        studies = [root / study]
-        if not (root / study / "runs").is_dir():
+        studies = [study_folder(root, study)]
+        if not has_runs(studies[0]):
             raise NoRunsFound(
-                f"No runs found: {(root / study / 'runs').resolve()} does not exist (study {study!r}). {hint}"
+                f"No runs found: {runs_folder(studies[0]).resolve()} does not exist (study {study!r}). {hint}"
             )
-        reason = _not_lcm_study(root / study)
+        reason = _not_lcm_study(studies[0])
         if reason:
             raise NoRunsFound(f"Study {study!r} has no learning-curve maps to analyse: {reason}.")
     else:
         studies = []
         # dot-folders are bookkeeping (Hydra's .hydra, caches), never a study
-        for p in sorted(
-            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "runs").is_dir()
-        ):
+        for p in study_folders(root):
             reason = _not_lcm_study(p)
             if reason:
                 if notes is not None:
@@ -219,11 +226,9 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
                 studies.append(p)
     found = []
     for s in studies:
-        with os.scandir(s / "runs") as it:
-            entries = sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
-        found.extend((s.name, Path(e.path)) for e in entries)
+        found.extend((s.name, run_dir) for run_dir in sorted(iter_run_folders(s)))
     if not found:
-        where = root / study / "runs" if study else root / "*" / "runs"
+        where = runs_folder(study_folder(root, study)) if study else runs_folder(root / "*")
         extra = f" ({'; '.join(notes)})" if notes else ""
         raise NoRunsFound(
             f"No runs found: no learning-curve-map run folders under {Path(where).resolve()}/{extra}. {hint}"
@@ -354,11 +359,11 @@ def _knn_rule(config: dict) -> dict:
     probe = config.get("probe")
     knn = probe.get("knn") if isinstance(probe, dict) else None
     knn = knn if isinstance(knn, dict) else {}
-    ties, mode = knn.get("ties", LEGACY_TIES), knn.get("mode", LEGACY_MODE)
-    if ties not in TIE_RULES or mode not in KNN_MODES:
+    ties, mode = knn.get("ties", LEGACY_KNN_TIES), knn.get("mode", LEGACY_KNN_MODE)
+    if ties not in KNN_TIE_RULES or mode not in KNN_MODES:
         raise RunReadError(
             f"config.yaml probe.knn.ties={ties!r} / probe.knn.mode={mode!r}: unknown (allowed: "
-            f"{', '.join(TIE_RULES)} / {', '.join(KNN_MODES)})"
+            f"{', '.join(KNN_TIE_RULES)} / {', '.join(KNN_MODES)})"
         )
     return {"knn_ties": str(ties), "knn_mode": str(mode), "knn_rule_recorded": "ties" in knn and "mode" in knn}
 
@@ -372,12 +377,12 @@ def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise RunReadError("curves.parquet missing")
     try:
-        table = pq.read_table(path, columns=["probe", "split", "epoch", "time_slice", "value"])
+        table = pq.read_table(path, columns=list(CURVE_COLUMNS))
     except Exception as exc:
         raise RunReadError(f"curves.parquet unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    train = table.filter(pc.equal(table["split"], "train"))
-    ties = train.filter(pc.equal(train["probe"], TIE_SHARE))
-    table = train.filter(pc.equal(train["probe"], "knn"))
+    train = table.filter(pc.equal(table["split"], TRAIN))
+    ties = train.filter(pc.equal(train["probe"], KNN_TIE_SHARE))
+    table = train.filter(pc.equal(train["probe"], KNN))
     if table.num_rows == 0:
         raise RunReadError("curves.parquet has no knn/train rows (no learning-curve map)")
     epoch = table["epoch"].to_numpy().astype(np.int64)
@@ -594,7 +599,7 @@ def collect_runs(
     rule / mode (the others are listed as skipped); without them, done runs of
     more than one rule or mode raise ``MixedProbeRules``.
     """
-    for name, value, allowed in (("knn_ties", knn_ties, TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
+    for name, value, allowed in (("knn_ties", knn_ties, KNN_TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
         if value is not None and value not in allowed:
             raise ValueError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
     t0 = time.perf_counter()
@@ -622,7 +627,7 @@ def collect_runs(
     for i, (study_name, run_dir) in enumerate(found, 1):
         run_id = run_dir.name
         state, fingerprint = run_state(run_dir)
-        if state != "done":
+        if state != DONE:
             reason = state if not fingerprint else f"status is {state!r}, not done"
             skipped.append(SkippedRun(study_name, run_id, str(run_dir), reason))
             continue
@@ -750,12 +755,12 @@ def collect_runs(
         if legacy:
             notes.append(
                 f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
-                f"these keys existed): they were computed under {LEGACY_TIES} / {LEGACY_MODE} and are "
+                f"these keys existed): they were computed under {LEGACY_KNN_TIES} / {LEGACY_KNN_MODE} and are "
                 "labelled so."
             )
         no_share = int((~runs["has_tie_share"]).sum())
         if no_share:
-            notes.append(f"{no_share} run(s) have no {TIE_SHARE} rows in curves.parquet (no tie share for them).")
+            notes.append(f"{no_share} run(s) have no {KNN_TIE_SHARE} rows in curves.parquet (no tie share for them).")
     _say(
         progress,
         f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
@@ -794,8 +799,8 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
     raise MixedProbeRules(
         f"the done runs were computed under different KNN probe rules, whose maps are not "
         f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
-        f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
-        f"{LEGACY_MODE}."
+        f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_KNN_TIES} / "
+        f"{LEGACY_KNN_MODE}."
     )
 
 

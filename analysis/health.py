@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.runfolder import CONFIG, STATUS, SUMMARY
+from pipeline.schema import CONFIG, STATUS, SUMMARY
 
 from .collect import Collection, RunReadError, find_run_dirs, read_run
 from .templating import Markup, render

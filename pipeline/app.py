@@ -72,8 +72,9 @@ def hydra_main(cfg: DictConfig) -> RunOutcome:
         )
         sys.exit(exc.exit_code)
     if single:
+        note = f" ({outcome.note})" if outcome.note else ""
         print(
-            f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
+            f"\nrun {outcome.run_id}: {outcome.state}{note}\nrecord: {outcome.run_dir}\n"
             f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml"
         )
     return outcome

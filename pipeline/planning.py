@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
+from .schema import runs_folder, study_folder
 from .studies import StudyRunner, get_runner
 
 Compose = Callable[[Sequence[str]], DictConfig]
@@ -42,7 +43,7 @@ class Plan:
 
 
 def runs_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() / cfg.study.name / "runs"
+    return runs_folder(study_folder(Path(cfg.paths.root).expanduser().resolve(), cfg.study.name))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:

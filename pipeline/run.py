@@ -18,7 +18,8 @@ from . import identity
 from .logs import run_log
 from .planning import runs_root
 from .record import RunRecord
-from .runfolder import LOG, claim_state, is_done, try_claim
+from .runfolder import claim_state, is_done, try_claim
+from .schema import DONE, LOG, RUNNING
 from .studies import RunContext, get_runner
 from .tracking import Tracker
 
@@ -29,8 +30,15 @@ log = logging.getLogger(__name__)
 class RunOutcome:
     run_id: str
     run_dir: Path
-    state: str  # done | failed | skipped-done | skipped-claimed
-    error: str | None = None
+    state: str  # DONE, or RUNNING when another process computes it (pipeline/schema.py); a failed run raises
+    computed: bool = True  # False: found done, or left to the process that owns it
+
+    @property
+    def note(self) -> str | None:
+        """Why this process did not compute the run, or None when it did."""
+        if self.computed:
+            return None
+        return "already done: skipped" if self.state == DONE else "another process computes it: left alone"
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,19 +65,19 @@ def execute(cfg: DictConfig) -> RunOutcome:
         )
     if is_done(run_dir):
         log.info("run %s is already done: skipping (%s)", rid, run_dir)
-        return RunOutcome(rid, run_dir, "skipped-done")
+        return RunOutcome(rid, run_dir, DONE, computed=False)
     claim = try_claim(run_dir)
     if claim is None:
         owner = claim_state(run_dir) or {}
         log.warning(
             "run %s is being computed by %s (pid %s): leaving it alone", rid, owner.get("host"), owner.get("pid")
         )
-        return RunOutcome(rid, run_dir, "skipped-claimed")
+        return RunOutcome(rid, run_dir, RUNNING, computed=False)
     if is_done(run_dir):
         # another process finished it between the check above and the claim
         claim.release()
         log.info("run %s was finished by another process meanwhile: skipping (%s)", rid, run_dir)
-        return RunOutcome(rid, run_dir, "skipped-done")
+        return RunOutcome(rid, run_dir, DONE, computed=False)
 
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
     try:
@@ -145,7 +153,7 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
             rid,
             f": test accuracy {summary['test_accuracy']:.3f}" if "test_accuracy" in summary else "",
         )
-        return RunOutcome(rid, run_dir, "done")
+        return RunOutcome(rid, run_dir, DONE)
     except Exception as exc:
         record.mark_failed(exc)
         if tracker is not None:

@@ -1,12 +1,9 @@
-"""The run folder: its file names, atomic writes, status and claims.
+"""The run folder: atomic writes, status, claims and the done-check.
 
-Layout (docs/architecture.md): ``<root>/<study>/runs/<run_id>/`` holding
-``config.yaml``, ``status.json``, ``curves.parquet``, ``readouts.parquet``,
-``summary.json``, ``run.log`` and, while a process owns the run, ``claim.json``.
-
-The one owner of these names and of the atomic writers used by pipeline/,
-the study sweeper and analysis/ alike. Imports neither torch nor Hydra (the
-analysis and ``pipeline.status`` import it).
+Its layout and file names are the record schema's (pipeline/schema.py). The
+one owner of the atomic writers used by pipeline/, the study sweeper and
+analysis/ alike. Imports neither torch nor Hydra (the analysis and
+``pipeline.status`` import it).
 """
 
 from __future__ import annotations
@@ -27,16 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-CONFIG = "config.yaml"
-STATUS = "status.json"
-CURVES = "curves.parquet"
-READOUTS = "readouts.parquet"
-SUMMARY = "summary.json"
-LOG = "run.log"
-CLAIM = "claim.json"
-CLAIM_LOCK = ".claim.lock"  # never removed: removing a lock file races with its next user
+from .schema import ABSENT, CLAIM, CLAIM_LOCK, CORE_FILES, DAMAGED, DONE, FAILED, INTERRUPTED, RUNNING, STATUS
 
-STATES = ("running", "done", "failed", "interrupted")
 # A claim from another host counts as live while its heartbeat is younger than
 # this (the owner refreshes it every epoch); on this host, the owner's pid decides.
 CLAIM_STALE_SECONDS = 15 * 60
@@ -154,10 +143,6 @@ def file_digest(path: Path) -> dict:
     return {"bytes": size, "sha256": digest.hexdigest()}
 
 
-# written by every run before it is done (records older than the "files" entry are checked for these)
-CORE_FILES = (CONFIG, CURVES, READOUTS, SUMMARY)
-
-
 def damage(run_dir: Path, status: dict) -> str | None:
     """Why a run whose status says done cannot be trusted (a record file missing, truncated or changed), or None."""
     run_dir = Path(run_dir)
@@ -200,24 +185,47 @@ def damage(run_dir: Path, status: dict) -> str | None:
 
 
 def done_check(run_dir: Path) -> tuple[str, str | None]:
-    """("done", None), ("damaged", why) for a done run whose records fail their check or whose status.json is
-    unreadable, or (state, None) otherwise ("absent" when there is no status.json)."""
+    """(DONE, None), (DAMAGED, why) for a done run whose records fail their check or whose status.json is
+    unreadable, or (state, None) otherwise (ABSENT when there is no status.json); states: pipeline/schema.py."""
     try:
         status = read_status(run_dir)
     except StatusUnreadable as exc:
-        return "damaged", str(exc)
+        return DAMAGED, str(exc)
     if status is None:
-        return "absent", None
+        return ABSENT, None
     state = status.get("state")
-    if state != "done":
+    if state != DONE:
         return str(state), None
     why = damage(run_dir, status)
-    return ("damaged", why) if why else ("done", None)
+    return (DAMAGED, why) if why else (DONE, None)
 
 
 def is_done(run_dir: Path) -> bool:
     """Done and verified: status.json says done and every record file it lists is as it was written."""
-    return done_check(run_dir)[0] == "done"
+    return done_check(run_dir)[0] == DONE
+
+
+def run_state(run_dir: Path) -> tuple[str, str | None]:
+    """A run's state from its folder and its claim, in the schema's words, with what a reader should know:
+    DONE (verified), RUNNING (a live process owns it), DAMAGED (why), FAILED (its error), INTERRUPTED (by
+    what, or that its process died), ABSENT. The one judgement pipeline.status and the sweeper share."""
+    state, why = done_check(run_dir)
+    if state == DONE:
+        return DONE, None
+    if claim_state(run_dir):
+        return RUNNING, None
+    if state in (ABSENT, DAMAGED):
+        return state, why
+    try:
+        status = read_status(run_dir) or {}
+    except StatusUnreadable as exc:  # replaced by a damaged one since done_check read it
+        return DAMAGED, str(exc)
+    if state == FAILED:
+        return FAILED, str(status.get("error") or "(no error message)")
+    if state == INTERRUPTED:
+        return INTERRUPTED, str(status.get("error") or "interrupted")
+    # status.json says running (or something unknown) and nobody owns the run
+    return INTERRUPTED, "interrupted: the process that ran it died"
 
 
 # ---------------------------------------------------------------------------

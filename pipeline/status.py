@@ -15,37 +15,45 @@ from pathlib import Path
 
 import yaml
 
-from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
+from .runfolder import StatusUnreadable, read_status, run_state
+from .schema import (
+    ABSENT,
+    CONFIG,
+    DAMAGED,
+    DONE,
+    FAILED,
+    MISSING,
+    RUNNING,
+    iter_run_folders,
+    plans_folder,
+    runs_folder,
+    study_folder,
+    study_folders,
+)
 
-STATES = ("done", "failed", "running", "missing")
+# The report's columns: a run's state (pipeline/schema.py), with the states a relaunch computes again
+# (absent, interrupted, damaged) counted together as missing.
+STATES = (DONE, FAILED, RUNNING, "missing")
 
 #: where `lcm debug=quick` (conf/debug/quick.yaml) writes, under an outputs root
 DEBUG_FOLDER = "debug"
 
 
-def run_state(run_dir: Path) -> tuple[str, str | None]:
-    """(state, detail) of one run folder. A done run whose records fail their check, or whose status.json
-    cannot be read, counts as missing with the reason: a relaunch redoes it."""
-    try:
-        status = read_status(run_dir)
-    except StatusUnreadable as exc:
-        return ("running", None) if claim_state(run_dir) else ("missing", f"damaged: {exc}; a relaunch redoes it")
-    if status is None:
-        return ("running", None) if claim_state(run_dir) else ("missing", None)
-    state = status.get("state")
-    if state == "done":
-        why = damage(run_dir, status)
-        return ("done", None) if why is None else ("missing", f"damaged: {why}; a relaunch redoes it")
-    if state == "failed":
-        return "failed", str(status.get("error") or "(no error message)")
-    if claim_state(run_dir):
-        return "running", None
-    if state == "interrupted":
-        return "missing", f"{status.get('error') or 'interrupted'}; a relaunch redoes it"
-    return "missing", "interrupted: the process that ran it died"
+def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
+    """(report column, detail) of one run folder. A done run whose records fail their check, or whose
+    status.json cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    state, why = run_state(run_dir)
+    if state in (DONE, RUNNING, FAILED):
+        return state, why
+    if state == ABSENT:
+        return "missing", None
+    assert state in MISSING, state
+    return "missing", f"{'damaged: ' if state == DAMAGED else ''}{why}; a relaunch redoes it"
 
 
 def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
+    """The run's design cell: from the plan that launched it, else as the run recorded it (status.json,
+    else the design block of config.yaml); "?" for a folder that says neither."""
     if planned_cell:
         return planned_cell
     try:
@@ -53,9 +61,19 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     except StatusUnreadable:
         status = {}
     if status.get("cell"):
-        return status["cell"]
-    name = run_dir.name.split("-")
-    return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
+        return str(status["cell"])
+    return _recorded_cell(run_dir) or "?"
+
+
+def _recorded_cell(run_dir: Path) -> str | None:
+    """``design.cell`` of config.yaml (records whose status.json predates its cell entry)."""
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    design = config.get("design") if isinstance(config, dict) else None
+    cell = design.get("cell") if isinstance(design, dict) else None
+    return str(cell) if cell else None
 
 
 def _class_names(run_dir: Path) -> list[str] | None:
@@ -74,7 +92,7 @@ def debug_folder_hint(root: Path, study: str | None = None) -> str | None:
     studies = [s for s in list_studies(debug) if study is None or s == study]
     if not studies:
         return None
-    runs = sum(len(list((debug / s / "runs").glob("*"))) for s in studies if (debug / s / "runs").is_dir())
+    runs = sum(len(list(iter_run_folders(study_folder(debug, s)))) for s in studies)
     return (
         f"{debug} holds {runs} run folder(s) of `lcm debug=quick` (studies: {', '.join(studies)}), kept apart "
         f"from the studies; to see them: --root {debug}"
@@ -104,16 +122,7 @@ def _labels_condition(run_dir: Path) -> str:
 
 def list_studies(root: Path) -> list[str]:
     """Study folders under an outputs root (those with runs/ or plans/), never a dot-folder such as .hydra."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        (
-            p.name
-            for p in root.iterdir()
-            if not p.name.startswith(".") and ((p / "runs").is_dir() or (p / "plans").is_dir())
-        ),
-        key=natural_key,
-    )
+    return sorted((p.name for p in study_folders(root, with_plans=True)), key=natural_key)
 
 
 def collect(root: Path, study: str | None = None) -> dict:
@@ -121,25 +130,21 @@ def collect(root: Path, study: str | None = None) -> dict:
     studies = [study] if study else list_studies(root)
     report = {}
     for name in studies:
-        study_dir = root / name
+        study_dir = study_folder(root, name)
         planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted((study_dir / "plans").glob("*.csv")):
+        for plan in sorted(plans_folder(study_dir).glob("*.csv")):
             with open(plan, newline="") as fh:
                 for row in csv.DictReader(fh):
                     planned[row["run_id"]] = (row["cell"], _plan_condition(row))
-        runs_dir = study_dir / "runs"
-        present = (
-            {p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if runs_dir.is_dir()
-            else set()
-        )
+        runs_dir = runs_folder(study_dir)
+        present = {p.name for p in iter_run_folders(study_dir)}
         cells: dict[str, Counter] = defaultdict(Counter)
         class_names: dict[str, list[str]] = {}
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
         for rid in sorted(present | set(planned), key=natural_key):
             run_dir = runs_dir / rid
-            state, detail = run_state(run_dir) if rid in present else ("missing", None)
+            state, detail = column_and_detail(run_dir) if rid in present else ("missing", None)
             cell, condition = planned.get(rid, (None, None))
             cell = _cell_of(run_dir, cell)
             if condition is None:

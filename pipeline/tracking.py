@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from .schema import KNN, KNN_TIE_SHARE, TRAIN
+
 log = logging.getLogger(__name__)
 MODES = ("offline", "online", "disabled")
 # Config keys that say where or how a run was launched, not what it is.
@@ -28,7 +30,6 @@ METRIC_KEYS = ("start", "end", "end_minus_start", "max", "tmax")
 COMPLETE_KEY = "run/complete"
 IMAGE_KEY = "map/image"
 CURVE_KEY = "map/curve"
-TIE_PROBE = "knn_tie_share"
 CONSOLE_MODES = ("off", "auto", "wrap", "redirect")  # wandb.Settings(console=...)
 _ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
 
@@ -159,7 +160,7 @@ def _rows(curves: pd.DataFrame | None, probe: str) -> tuple[np.ndarray, np.ndarr
     """(time slices, values) of the train-split rows of one probe; numpy, not pandas: this runs every epoch."""
     if curves is None or not len(curves) or "probe" not in curves:
         return None
-    mask = (curves["probe"].to_numpy() == probe) & (curves["split"].to_numpy() == "train")
+    mask = (curves["probe"].to_numpy() == probe) & (curves["split"].to_numpy() == TRAIN)
     if not mask.any():
         return None
     return curves["time_slice"].to_numpy()[mask], curves["value"].to_numpy(dtype=np.float64)[mask]
@@ -167,7 +168,7 @@ def _rows(curves: pd.DataFrame | None, probe: str) -> tuple[np.ndarray, np.ndarr
 
 def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
     """The epoch's information-processing curve (knn/train accuracy by time slice), or None."""
-    rows = _rows(curves, "knn")
+    rows = _rows(curves, KNN)
     if rows is None:
         return None
     slices, values = rows
@@ -184,7 +185,7 @@ def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
 
 def tie_share(curves: pd.DataFrame | None) -> float | None:
     """Mean of the epoch's tie-share rows (probe ``knn_tie_share``, split train), or None without them."""
-    rows = _rows(curves, TIE_PROBE)
+    rows = _rows(curves, KNN_TIE_SHARE)
     return None if rows is None else float(rows[1].mean())
 
 

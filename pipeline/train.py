@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .probes import CURVE_COLUMNS, Probe, ProbeContext
-from .probes.base import empty_curves
+from .probes import Probe, ProbeContext
+from .schema import CURVE_COLUMNS, empty_curves
 from .splits import RunSplits
 
 log = logging.getLogger(__name__)

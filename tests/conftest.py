@@ -1,4 +1,4 @@
-"""Shared test fixtures: composing run configs the way `python -m pipeline` does.
+"""Shared test fixtures (helpers the tests call: tests/helpers.py).
 
 Tests that need software outside the virtual environment (a real Slurm cluster; R with lme4 for the
 live cross-checks) carry the ``system`` marker or skip where it is absent. ``LCM_TEST_SYSTEM``
@@ -9,19 +9,12 @@ as root) and fails instead of skipping; ``0`` skips the Slurm tests. ``-m "not s
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from pipeline.planning import CONFIG_DIR, prepare
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 #: caches that libraries keep in the home folder (matplotlib's font list, numba's compiled code, any
 #: XDG cache): the tests and every process they start write them under a temporary folder instead
@@ -65,23 +58,3 @@ def _quiet_wandb(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache))
     monkeypatch.setenv("WANDB_DATA_DIR", str(cache))
-
-
-def run_config(*overrides: str):
-    """The validated run config (with its design block) for command-line overrides."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-        return prepare(cfg, list(overrides), lambda o: compose("config", overrides=list(o)))
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
-    """`python -m pipeline ...` in a subprocess, as a user runs it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=timeout,
-    )

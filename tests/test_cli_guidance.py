@@ -12,7 +12,7 @@ from pathlib import Path
 from analysis.cli import main as analysis_main
 from pipeline import command_help
 from pipeline import status as status_cli
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 CONF = REPO / "conf"
 

@@ -24,7 +24,7 @@ from pipeline.studies.critical.linear_nets import (
     train_matrix_completion,
     train_two_pathways,
 )
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 DEPTHS = (1, 2, 4, 8)
 

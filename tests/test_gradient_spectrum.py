@@ -25,7 +25,7 @@ from pipeline.probes.gradient_spectrum import (
 )
 from pipeline.probes.schedule import Schedule, log_spaced
 from pipeline.studies.dense_sample.network import SmallVGG
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -233,7 +233,7 @@ def test_groupings_and_config_errors():
 
 def test_registry_config_and_schedule():
     assert {"knn", "gradient_spectrum", "category_structure"} <= set(PROBES)
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     cfg = run_config()
     assert not cfg.probe.gradient_spectrum.enabled and not cfg.probe.category_structure.enabled
@@ -298,7 +298,7 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
 @pytest.mark.slow
 def test_sequence_run_measures_epoch_zero_without_changing_training():
     from pipeline.studies import RunContext, get_runner
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     base = [
         "seed=0",

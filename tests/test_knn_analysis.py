@@ -142,7 +142,7 @@ def test_section_without_tie_share_rows_says_so(tmp_path):
 
 def test_a_real_run_record_gives_its_tie_share(tmp_path):
     from pipeline.run import execute
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     outcome = execute(run_config("trainer.epochs=2", f"paths.root={tmp_path}"))
     curves = pd.read_parquet(outcome.run_dir / "curves.parquet")

@@ -13,7 +13,7 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.studies.multitask import network as mt
 from pipeline.studies.multitask.data import MultitaskEnv
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 ENV = MultitaskEnv()
 

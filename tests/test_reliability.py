@@ -14,12 +14,7 @@ import pytest
 from pipeline.packs import PackFailed
 from pipeline.record import RunRecord
 from pipeline.runfolder import (
-    CLAIM,
-    CONFIG,
-    CURVES,
     FILE_MODE,
-    STATUS,
-    SUMMARY,
     atomic_write_json,
     claim_state,
     damage,
@@ -28,17 +23,12 @@ from pipeline.runfolder import (
     read_status,
     try_claim,
 )
+from pipeline.schema import CLAIM, CONFIG, CURVES, STATUS, SUMMARY
 from pipeline.status import collect, format_report
+from tests.helpers import dead_pid
 
 WORKERS = 4
 TRIALS = 300
-
-
-def _dead_pid() -> int:
-    proc = mp.get_context("spawn").Process(target=int)
-    proc.start()
-    proc.join()
-    return proc.pid
 
 
 def _contend(folders, barrier, worker):
@@ -61,7 +51,7 @@ def _contend(folders, barrier, worker):
 def test_many_processes_race_for_one_run_folder_and_exactly_one_computes_it(tmp_path):
     """Hundreds of races of 4 processes, a third of them over a stale claim (dead owner) and a
     third over an unreadable old claim; plus races where a live process owns the folder."""
-    dead = _dead_pid()
+    dead = dead_pid()
     host = socket.gethostname()
     folders, live = [], []
     for trial in range(TRIALS):
@@ -107,7 +97,7 @@ def test_a_claim_is_released_only_by_its_owner(tmp_path):
 
 def _done_record(run_dir):
     record = RunRecord(run_dir, run_dir.name, cell="gesture/pair 0")
-    record.write_config("design:\n  pair: 0\n")
+    record.write_config("design:\n  cell: gesture/pair 0\n  pair: 0\n")
     record.mark_running()
     record.write_results(pd.DataFrame({"probe": ["knn"], "value": [0.5]}), pd.DataFrame({"b": [2]}), {"c": 3})
     record.mark_done()
@@ -123,7 +113,7 @@ def _truncate(path):
     "fault,reason",
     [
         (lambda d: _truncate(d / CURVES), "curves.parquet has"),
-        (lambda d: (d / CONFIG).write_text("design:\n  pair: 1\n"), "config.yaml changed"),
+        (lambda d: (d / CONFIG).write_text("design:\n  cell: gesture/pair 0\n  pair: 1\n"), "config.yaml changed"),
         (lambda d: (d / SUMMARY).unlink(), "summary.json missing"),
         (lambda d: (d / SUMMARY).write_text('{\n  "c": 4\n}\n'), "summary.json changed"),  # same size
         (lambda d: (d / STATUS).write_text('{"state": "do'), "status.json unreadable"),
@@ -188,7 +178,7 @@ def test_two_sweeps_started_at_once_on_one_root_each_compute_all_their_runs(tmp_
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     def start(seeds):
         return subprocess.Popen(
@@ -224,7 +214,7 @@ def test_two_sweeps_started_at_once_on_one_root_each_compute_all_their_runs(tmp_
 
 @pytest.mark.slow
 def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     args = ["-m", "data_source=gesture", "pair=0", "seed=0,1,2", *FAST, f"paths.root={tmp_path}"]
     first = run_cli(*args, env={"WANDB_MODE": "disabled"})
@@ -243,7 +233,7 @@ def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
 
 @pytest.mark.slow
 def test_every_failed_run_of_every_pack_is_counted_and_listed(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     # no Wiimote series is this long: each of the 4 runs fails when it loads its data, 2 per job
     result = run_cli(
@@ -269,7 +259,7 @@ def test_a_signal_marks_the_run_interrupted_and_frees_its_claim(tmp_path, signum
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     proc = subprocess.Popen(
         [
@@ -310,7 +300,7 @@ def _start_sweep(tmp_path, *args):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     command = [sys.executable, "-m", "pipeline", "-m", *args, f"paths.root={tmp_path}"]
     return command, subprocess.Popen(
@@ -335,7 +325,7 @@ def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp
     import signal
     import subprocess
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     args = ["data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=3", "hydra.launcher.n_jobs=2"]
     command, proc = _start_sweep(tmp_path, *args)
@@ -587,7 +577,7 @@ ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
 
 @pytest.mark.parametrize("overrides,key,hint", ALL_BAD, ids=[" ".join(o) for o, _, _ in ALL_BAD])
 def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, hint, tmp_path, monkeypatch):
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     _write_bad_data_files(tmp_path / "files")
     monkeypatch.chdir(tmp_path)  # no data/ folder here: the default data paths do not exist
@@ -604,13 +594,13 @@ def test_enough_bad_inputs_are_tried():
 
 
 def test_forcing_an_existing_key_is_allowed(tmp_path):
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     assert run_config("++trainer.lr=0.01", f"paths.root={tmp_path}").trainer.lr == 0.01
 
 
 def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(Exception, match="WANDB_MODE"):
@@ -621,7 +611,7 @@ def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
 @pytest.mark.parametrize("multirun", [False, True])
 @pytest.mark.parametrize("bad", ["model.hidden_size=0", "dataset=imigue"])
 def test_the_command_leaves_no_folder_behind_for_a_bad_value(tmp_path, multirun, bad):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     args = ["-m", "seed=0,1"] if multirun else []
     if bad == "dataset=imigue":  # the iMiGUE files are not there

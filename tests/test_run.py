@@ -19,7 +19,7 @@ from pipeline.run import execute
 from pipeline.runfolder import read_status
 from pipeline.splits import make_splits
 from pipeline.train import train_run
-from tests.conftest import run_cli, run_config
+from tests.helpers import run_cli, run_config
 from tests.test_knn import (
     assert_within_monte_carlo,
     hypergeometric_curve,
@@ -68,7 +68,8 @@ def test_a_run_writes_its_learning_curve_map(tmp_path, source, pair, time_slices
     assert outcome.run_id.startswith(f"{source}-p{pair:02d}-r000-")
     _check_record(outcome.run_dir, EPOCHS, time_slices, names)
     # a second launch of the same run finds it done and leaves it alone
-    assert execute(cfg).state == "skipped-done"
+    again = execute(cfg)
+    assert again.state == "done" and not again.computed and again.note == "already done: skipped"
 
 
 def test_same_config_and_seed_give_identical_curves(tmp_path):

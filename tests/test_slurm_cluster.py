@@ -16,7 +16,7 @@ import pytest
 
 # The `slurm_cluster` fixture comes from tests/slurm_cluster.py, registered in
 # tests/conftest.py (one session-wide cluster shared by every Slurm test).
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.slurm_cluster import SlurmCluster, sbatch, wait_for_jobs
 
 pytestmark = [pytest.mark.timeout(900)]

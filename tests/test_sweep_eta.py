@@ -19,7 +19,7 @@ from hydra_plugins.lcm_study.progress import (
     remaining_seconds,
     run_kind,
 )
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 RECORDED = Path(__file__).parent / "data" / "recorded_sweep.json"
 

@@ -15,7 +15,7 @@ from pipeline.model import SequenceClassifier
 from pipeline.probes import Probe
 from pipeline.splits import make_splits
 from pipeline.train import _evaluate, batch_bounds, train_run
-from tests.conftest import run_config
+from tests.helpers import run_config
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,8 @@ from analysis.collect import collect_runs
 from analysis.metrics import curve_metrics, smooth_3rs3r
 from pipeline import dashboard, tracking
 from pipeline.run import execute
-from tests.conftest import REPO, run_cli, run_config
+from pipeline.schema import KNN_TIE_SHARE
+from tests.helpers import REPO, run_cli, run_config
 
 EPOCHS = 3
 WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]
@@ -319,7 +320,7 @@ def test_every_workspace_panel_key_is_in_the_runs_history(offline_run):
         for key in row
     }
     curves = pd.read_parquet(offline_run["run_dir"] / "curves.parquet")
-    pending = set() if (curves.probe == tracking.TIE_PROBE).any() else {"knn/tie_share"}  # until the probe has it
+    pending = set() if (curves.probe == KNN_TIE_SHARE).any() else {"knn/tie_share"}  # until the probe has it
     assert used - pending <= logged, sorted(used - pending - logged)
     # the workspace shows the study's complete runs only
     filters = json.dumps(spec["spec"]["section"]["runSets"][0]["filters"])

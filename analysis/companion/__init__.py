@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.runfolder import CONFIG, STATUS, atomic_write_csv
+from pipeline.runfolder import atomic_write_csv
+from pipeline.schema import CONFIG, STATUS, run_folders, study_folder, study_folders, table_file
 
 SECTION_MODULES = {
     "critical_pathways": "critical",
@@ -26,7 +27,7 @@ SECTION_MODULES = {
 
 def study_runner(study_dir: Path) -> str | None:
     """The runner of a study folder's done runs (from the first one's config.yaml)."""
-    for run_dir in sorted((Path(study_dir) / "runs").glob("*")):
+    for run_dir in run_folders(study_dir):
         try:
             if json.loads((run_dir / STATUS).read_text()).get("state") != "done":
                 continue
@@ -44,9 +45,7 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
     a broken companion analysis is seen in the report instead of hidden.
     """
     root = Path(root)
-    studies = (
-        [root / study] if study else sorted(p for p in root.iterdir() if (p / "runs").is_dir()) if root.is_dir() else []
-    )
+    studies = [study_folder(root, study)] if study else study_folders(root)
     sections = []
     for study_dir in studies:
         runner = study_runner(study_dir)
@@ -54,7 +53,7 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
         if runner in SECTION_MODULES:
             modules.append(SECTION_MODULES[runner])
         # gradient spectra of any study (sequence runs, the dense-sample study) get the spectra section
-        if any((study_dir / "runs").glob("*/gradient_spectrum.parquet")):
+        if any((run / table_file("gradient_spectrum")).exists() for run in run_folders(study_dir)):
             modules.append("spectra")
         for name in modules:
             target = Path(out) / "companion" / study_dir.name

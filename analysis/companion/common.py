@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.runfolder import CONFIG, STATUS, SUMMARY, atomic_write_bytes, atomic_write_csv, atomic_write_text
+from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from pipeline.schema import CONFIG, STATUS, SUMMARY, run_folders, table_file
 
 from ..templating import Markup, render
 
@@ -153,8 +154,7 @@ def done_runs(
     """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
     and the folders skipped with the reason (``missing_note`` is added to "no <table>.parquet")."""
     runs, skipped = [], []
-    root = Path(study_dir) / "runs"
-    for run_dir in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+    for run_dir in run_folders(study_dir):
         try:
             status = json.loads((run_dir / STATUS).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -163,16 +163,16 @@ def done_runs(
         if status.get("state") != "done":
             skipped.append((run_dir.name, f"state {status.get('state')}"))
             continue
-        missing = [t for t in tables if not (run_dir / f"{t}.parquet").exists()]
+        missing = [t for t in tables if not (run_dir / table_file(t)).exists()]
         if missing:
-            skipped.append((run_dir.name, f"no {', '.join(t + '.parquet' for t in missing)}{missing_note}"))
+            skipped.append((run_dir.name, f"no {', '.join(table_file(t) for t in missing)}{missing_note}"))
             continue
         try:
             config = yaml.safe_load((run_dir / CONFIG).read_text()) or {}
             summary = (
                 json.loads((run_dir / SUMMARY).read_text()) if summary_required or (run_dir / SUMMARY).exists() else {}
             )
-            frames = {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in tables}
+            frames = {t: pd.read_parquet(run_dir / table_file(t)) for t in tables}
         except Exception as exc:
             skipped.append((run_dir.name, f"unreadable: {type(exc).__name__}: {exc}"))
             continue
@@ -188,5 +188,5 @@ def done_runs(
 
 def read_table(run: dict, table: str) -> pd.DataFrame | None:
     """A run's ``<table>.parquet``, or None where the run has none."""
-    path = Path(run["dir"]) / f"{table}.parquet"
+    path = Path(run["dir"]) / table_file(table)
     return pd.read_parquet(path) if path.exists() else None

@@ -18,6 +18,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from pipeline.schema import has_runs, run_folders, study_folder, table_file
+
 from .common import (
     check_row,
     done_runs,
@@ -264,7 +266,7 @@ def analytic_overlay(runs: list[dict], out_dir: Path | None, modes: int = 4) -> 
     (one replicate, one panel per depth and deficit), and the largest deviation per run."""
     aligned = []
     for run in runs:
-        path = Path(run["dir"]) / "pathway_analytic.parquet"
+        path = Path(run["dir"]) / table_file("pathway_analytic")
         if path.exists():
             aligned.append((run, pd.read_parquet(path)))
     if not aligned:
@@ -860,11 +862,10 @@ def completion_section(study_dir: Path, out_dir: Path | None) -> dict:
 # entry points
 # ---------------------------------------------------------------------------
 def _study_kind(study_dir: Path) -> str | None:
-    runs = Path(study_dir) / "runs"
-    for run_dir in sorted(runs.glob("*")) if runs.is_dir() else []:
-        if (run_dir / "pathway_shares.parquet").exists():
+    for run_dir in run_folders(study_dir):
+        if (run_dir / table_file("pathway_shares")).exists():
             return PATHWAYS
-        if (run_dir / "test_error.parquet").exists():
+        if (run_dir / table_file("test_error")).exists():
             return COMPLETION
     name = Path(study_dir).name
     return name if name in (PATHWAYS, COMPLETION) else None
@@ -890,8 +891,8 @@ def sections(root: Path, out_dir: Path) -> dict:
     """Both studies under an outputs root, as one section."""
     parts, tables = [], {}
     for study, build in ((PATHWAYS, pathways_section), (COMPLETION, completion_section)):
-        if (Path(root) / study / "runs").is_dir():
-            sub = build(Path(root) / study, out_dir)
+        if has_runs(study_folder(root, study)):
+            sub = build(study_folder(root, study), out_dir)
             parts.append(sub["html"])
             tables.update(sub["tables"])
     if not parts:

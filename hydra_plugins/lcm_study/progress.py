@@ -34,9 +34,9 @@ from typing import NamedTuple, TextIO
 
 from tqdm import tqdm
 
-from pipeline.runfolder import CLAIM, LOG, STATUS, SUMMARY
+from pipeline.schema import CLAIM, DONE, FAILED, LOG, RUNNING, STATUS, SUMMARY
 
-FINAL = ("done", "failed")
+FINAL = (DONE, FAILED)
 #: a run's epoch line in its run.log (pipeline/train.py)
 EPOCH_LINE = re.compile(rb"epoch (\d+)/(\d+)")
 #: seconds between "still working" lines in a log file: before the first run ends, and after
@@ -221,7 +221,7 @@ def one_off_seconds(run_log: Path) -> float | None:
 
 def _finished_run(rid: str, run_dir: Path, status: dict | None) -> FinishedRun:
     """summary.json's timings for a done run, else the status file's start to end."""
-    if status and status.get("state") == "done":
+    if status and status.get("state") == DONE:
         try:
             summary = json.loads((run_dir / SUMMARY).read_text())
             cpu = summary.get("cpu_seconds_total")
@@ -269,7 +269,7 @@ class Progress:
         # a status.json written before the launch (a failure being retried) is not news
         self.pending = {rid: (Path(d), _mtime(Path(d) / STATUS)) for rid, d in runs.items()}
         self.total = len(runs)
-        self.counts = {"done": 0, "failed": 0, "other": 0}
+        self.counts = {DONE: 0, FAILED: 0, "other": 0}
         self.packs = [list(p) for p in packs] if packs else [[rid] for rid in runs]
         self.workers = max(1, int(workers))
         self.finished: dict[str, FinishedRun] = {}
@@ -324,7 +324,7 @@ class Progress:
         return "0:00" if self.done == self.total else clock(self.remaining())
 
     def _counts(self) -> str:
-        return f"{self.counts['done']}/{self.total} done, {self.counts['failed']} failed"
+        return f"{self.counts[DONE]}/{self.total} done, {self.counts[FAILED]} failed"
 
     def summary(self) -> str:
         return f"{self._counts()}, ETA {self.eta()}"
@@ -380,13 +380,13 @@ class Progress:
             if state not in FINAL:
                 self.pending[rid] = (run_dir, now)  # running: read again only when it changes
                 started = _timestamp(status.get("started"))
-                if state == "running" and started is not None:
+                if state == RUNNING and started is not None:
                     self.started[rid] = started
                     if any(p and p[0] == rid for p in self.packs):
                         self.first_starts[rid] = started
             else:
                 error = (status.get("error") or "").strip().splitlines()
-                detail = error[0] if state == "failed" and error else None
+                detail = error[0] if state == FAILED and error else None
                 self.report(rid, state, _finished_run(rid, run_dir, status), detail)
         quiet_for = self.quiet_s if self.done else min(self.quiet_s, FIRST_QUIET_S)
         if self.bar.disable and self.now() - self.last_line >= quiet_for:

@@ -57,7 +57,7 @@ class PlannedRun:
     run_id: str
     run_dir: Path
     cell: str
-    state: str  # to-run | done | claimed
+    state: str  # the run folder's state when planned (pipeline/schema.py RUN_STATES)
     condition: str = ""  # what else than cell and replicate the sweep varies (pipeline.status groups by it)
     structural: tuple = ()  # its config-group choices, +/~ and hydra overrides
     values: tuple = ()  # its plain-value overrides
@@ -83,7 +83,8 @@ class StudySweeper(BasicSweeper):
         # pipeline's modules are imported where used: Hydra imports every plugin at each start, and the
         # planning module's runners import pandas
         from pipeline.planning import Planner, SharedCompose, override_key
-        from pipeline.runfolder import claim_state, done_check
+        from pipeline.runfolder import run_state
+        from pipeline.schema import DAMAGED
 
         compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
         planner = Planner(compose)
@@ -92,16 +93,10 @@ class StudySweeper(BasicSweeper):
         for number, job in enumerate(jobs):
             plan = planner.plan(compose(job), job)
             rid = plan.run_id
-            done, why = done_check(plan.run_dir)
-            if done == "done":
-                state = "done"
-            elif claim_state(plan.run_dir):
-                state = "claimed"
-            else:
-                # a damaged done run (a record file missing, truncated or changed; status.json unreadable) is redone
-                state = "redo" if done == "damaged" else "to-run"
-                if why:
-                    log.warning("run %s is damaged (%s): it will be computed again", rid, why)
+            state, why = run_state(plan.run_dir)
+            if state == DAMAGED:
+                # a done run with a record file missing, truncated or changed, or status.json unreadable: redone
+                log.warning("run %s is damaged (%s): it will be computed again", rid, why)
             launched = [o for o in plan.job if override_key(o) != "expected_run_id"] + [f"expected_run_id={rid}"]
             structural, values = compose.split(launched)
             planned.append(
@@ -129,6 +124,7 @@ class StudySweeper(BasicSweeper):
         from pipeline.planning import ConfigError
         from pipeline.run import RunInterrupted
         from pipeline.runfolder import is_done
+        from pipeline.schema import DAMAGED, DONE, FAILED, RUNNING, TO_COMPUTE
 
         try:
             # every run is validated here, before the sweep folder or any run folder exists
@@ -145,10 +141,10 @@ class StudySweeper(BasicSweeper):
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             raise SweepFailed(f"the sweep names the same run more than once: {', '.join(dupes[:5])}")
         self._write_plan(sweep_dir, planned)
-        to_run = [p for p in planned if p.state in ("to-run", "redo")]
-        n_done = sum(p.state == "done" for p in planned)
-        n_claimed = sum(p.state == "claimed" for p in planned)
-        n_redo = sum(p.state == "redo" for p in planned)
+        to_run = [p for p in planned if p.state in TO_COMPUTE]
+        n_done = sum(p.state == DONE for p in planned)
+        n_claimed = sum(p.state == RUNNING for p in planned)
+        n_redo = sum(p.state == DAMAGED for p in planned)
         redo = f" (of which {n_redo} damaged done runs, redone)" if n_redo else ""
         print(
             f"[study] {len(planned)} runs in this sweep: {len(to_run)} to run{redo}, {n_done} already done "
@@ -226,11 +222,11 @@ class StudySweeper(BasicSweeper):
                             text = f"{type(error).__name__}: {error}".splitlines()[0]
                             lines = [(run.run_id, text) for run in pack if not (len(pack) > 1 and is_done(run.run_dir))]
                         failed.extend(lines)
-                        outcomes.extend((rid, "failed", err) for rid, err in lines)
+                        outcomes.extend((rid, FAILED, err) for rid, err in lines)
                     else:
                         value = result.return_value
                         outcomes.extend(
-                            (o.run_id, o.state, None)
+                            (o.run_id, o.state, o.note)
                             for o in (value if isinstance(value, list) else [value])
                             if hasattr(o, "run_id")
                         )
@@ -315,9 +311,11 @@ class StudySweeper(BasicSweeper):
         """The plan, in the sweep folder and in each study's plans/ (read by pipeline.status)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         targets = {sweep_dir / "plan.csv": planned}
-        for p in planned:
-            targets.setdefault(p.run_dir.parent.parent / "plans" / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
         from pipeline.runfolder import atomic_write_text
+        from pipeline.schema import plans_folder, study_of
+
+        for p in planned:
+            targets.setdefault(plans_folder(study_of(p.run_dir)) / f"{stamp}-{sweep_dir.name}.csv", []).append(p)
 
         for path, runs in targets.items():
             text = io.StringIO(newline="")

@@ -41,13 +41,9 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
+from ..schema import KNN, KNN_MODES, KNN_TIE_RULES, KNN_TIE_SHARE
 from .base import Probe, ProbeContext
 
-TIE_RULES = ("expected_random_order", "self_first_by_index")
-MODES = ("resubstitution", "leave_one_out")
-# Rows of curves.parquet with this probe name hold, per epoch and time slice,
-# the share of training samples whose neighbour set was decided by ties.
-TIE_SHARE = "knn_tie_share"
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
 # The compiled CPU search (knn_compiled) costs about 5 s of compilation once per process. It is taken from
@@ -552,8 +548,8 @@ def knn_curve(
     matrix-product cost for float32 states; the result is the same (the error
     bound grows, so more rows take the exact path).
     """
-    if ties not in TIE_RULES:
-        raise ValueError(f"ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
+    if ties not in KNN_TIE_RULES:
+        raise ValueError(f"ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
     same = query is None
     if leave_one_out and not same:
         raise ValueError("leave_one_out applies to resubstitution (no query states)")
@@ -672,7 +668,7 @@ def knn_accuracy(
 
 
 class KnnProbe(Probe):
-    name = "knn"
+    name = KNN
 
     def __init__(
         self,
@@ -689,10 +685,10 @@ class KnnProbe(Probe):
             raise ConfigError(f"probe.knn.gram_precision={gram_precision!r}; allowed: float32, float64")
         if states not in ("training_pass", "clean_pass"):
             raise ConfigError(f"probe.knn.states={states!r}; allowed: training_pass, clean_pass")
-        if ties not in TIE_RULES:
-            raise ConfigError(f"probe.knn.ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
-        if mode not in MODES:
-            raise ConfigError(f"probe.knn.mode={mode!r}; allowed: {', '.join(MODES)}")
+        if ties not in KNN_TIE_RULES:
+            raise ConfigError(f"probe.knn.ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
+        if mode not in KNN_MODES:
+            raise ConfigError(f"probe.knn.mode={mode!r}; allowed: {', '.join(KNN_MODES)}")
         bad = set(splits) - {"train", "test"}
         if bad:
             raise ConfigError(f"probe.knn.splits has {sorted(bad)}; allowed: train, test")
@@ -732,7 +728,7 @@ class KnnProbe(Probe):
                     leave_one_out=self.mode == "leave_one_out",
                     gram_dtype=self.gram_dtype,
                 )
-                frames += [rows(self.name, split, curve.accuracy), rows(TIE_SHARE, split, curve.tie_share)]
+                frames += [rows(self.name, split, curve.accuracy), rows(KNN_TIE_SHARE, split, curve.tie_share)]
             else:
                 acc = knn_accuracy(
                     train_states,

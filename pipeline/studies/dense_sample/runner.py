@@ -15,9 +15,9 @@ from torch import nn
 
 from ...config import ConfigError, check_int, check_number
 from ...probes import ProbeContext
-from ...probes.base import empty_curves
 from ...probes.category_structure import CategoryStructureProbe
 from ...probes.gradient_spectrum import GradientSpectrumProbe
+from ...schema import empty_curves
 from ...train import _evaluate, resolve_device
 from .. import RunContext, RunResult, StudyRunner, register
 from ..common import set_up_torch

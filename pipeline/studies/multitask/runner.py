@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ...blas import single_threaded_blas
 from ...config import ConfigError, check_bool, check_choice, check_int, check_number
-from ...probes.base import empty_curves
+from ...schema import empty_curves
 from .. import RunContext, RunResult, StudyRunner, register
 from ..common import HEADLINE_KEYS, instance_seed
 from . import network as mt

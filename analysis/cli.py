@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args) -> int:
-    from . import collect, figures, ols, replication, report, stats
+    from . import collect, figures, ols, replication, report, report_lead, stats
     from .companion.power import RULE as POWER_RULE
     from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
 
@@ -282,9 +282,13 @@ def _main(args) -> int:
     for name in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes"):
         atomic_write_csv(out / f"{name}.csv", getattr(mixed, name))
     timings["mixed models"] = time.perf_counter() - t0
-    for w in mixed.warnings:
-        if "MLE may be on the boundary" not in w:
-            _say(args.quiet, f"warning: {w}")
+    # the warnings one run per class pair brings: one sentence, naming the design that removes them
+    design_note, other_warnings = report_lead.design_warnings(mixed.warnings, table)
+    other_warnings = [w for w in other_warnings if "MLE may be on the boundary" not in w]
+    if design_note:
+        _say(args.quiet, f"note: {design_note}")
+    for w in other_warnings:
+        _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
     replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
@@ -337,11 +341,11 @@ def _main(args) -> int:
         )
     )
     atomic_write_text(out / "report.html", page)
-    n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(
         f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
         + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
-        + (f", {n_warn} model warning(s)" if n_warn else "")
+        + (f", {len(other_warnings)} model warning(s)" if other_warnings else "")
+        + (", model warnings from one run per class pair (see report.html)" if design_note else "")
         + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
     )
     if args.wandb:

@@ -17,6 +17,7 @@ import pandas as pd
 from pipeline.schema import CONFIG, STATUS, SUMMARY
 
 from .collect import Collection, RunReadError, find_run_dirs, read_run
+from .formatting import html_table
 from .templating import Markup, render
 
 __all__ = [
@@ -312,4 +313,5 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
 
 
 def _html_table(frame: pd.DataFrame) -> Markup:
-    return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))
+    # the report's tables: numbers by column kind (counts as integers), headers that wrap to fit the page
+    return html_table(frame)

@@ -5,6 +5,11 @@ sweep prints while no run ends, and a single run's epoch lines on the console.""
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from hydra_plugins.lcm_study.progress import (
     remaining_seconds,
     run_kind,
 )
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 
 RECORDED = Path(__file__).parent / "data" / "recorded_sweep.json"
 
@@ -146,3 +151,24 @@ def test_a_single_run_prints_its_epochs_unless_quiet(tmp_path):
     assert "epoch 1/2" not in quiet.stdout + quiet.stderr
     logs = sorted((tmp_path / "headline" / "runs").glob("*/run.log"))
     assert len(logs) == 2 and all("epoch 2/2" in log.read_text() for log in logs)
+
+
+@pytest.mark.slow
+def test_a_sweep_says_something_within_seconds_of_its_launch(tmp_path):
+    """The first line comes before the planning (a large sweep plans for a minute), the ETA with each run."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "-m", "seed=range(0,2)", "debug=quick", "trainer.epochs=1"]
+        + [f"paths.root={tmp_path}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = proc.stderr.readline()
+    waited = time.monotonic() - started
+    _, rest = proc.communicate(timeout=600)
+    assert proc.returncode == 0, rest[-3000:]
+    assert first.startswith("[study] planning 2 runs") and waited < 60
+    assert re.search(r"\(2/2 done, 0 failed, ETA 0:00\)", rest)

@@ -126,6 +126,8 @@ class StudySweeper(BasicSweeper):
         from pipeline.runfolder import is_done
         from pipeline.schema import DAMAGED, DONE, FAILED, RUNNING, TO_COMPUTE
 
+        # the first line within seconds of the launch: planning a large sweep takes a while
+        print(f"[study] planning {_count(len(jobs), 'run')}: composing and checking each", file=sys.stderr, flush=True)
         try:
             # every run is validated here, before the sweep folder or any run folder exists
             planned = self.plan(jobs)

@@ -50,11 +50,13 @@ def test_remaining_is_the_makespan_of_the_jobs_left_on_the_workers():
 
 
 def test_before_any_run_ends_the_running_runs_epochs_give_the_cost():
-    packs = [["gesture-a"], ["gesture-b"], ["gesture-c"]]
-    running = {"gesture-a": RunningRun("gesture", 30.0, done_share=0.25)}  # 120 s a run, 90 s left
-    # worker 1: 90 s left of gesture-a; worker 2: gesture-b (120 s), then gesture-c after gesture-a: 90 + 120
+    packs = [["gesture-a", "gesture-b"], ["gesture-c"]]
+    # gesture-a: 120 s a run at its pace, 90 s left, 30 s of one-off work so far (it is its job's first run)
+    running = {"gesture-a": RunningRun("gesture", 40.0, left=90.0, steady=120.0, one_off=30.0)}
+    # job 1: 90 s, then gesture-b (120 s); job 2 waits for the other worker: its first run, 120 + 30 s
     assert remaining_seconds(packs, 2, {}, running) == pytest.approx(210.0)
-    assert remaining_seconds(packs, 2, {}, {"gesture-a": RunningRun("gesture", 30.0)}) is None
+    assert remaining_seconds(packs, 1, {}, running) == pytest.approx(360.0)
+    assert remaining_seconds(packs, 2, {}, {"gesture-a": RunningRun("gesture", 30.0)}) is None  # no epoch yet
     assert clock(None) == "?" and clock(3725) == "1:02:05" and clock(65) == "1:05"
 
 
@@ -120,23 +122,37 @@ def _status(run_dir: Path, state: str, started="2026-01-01T00:00:00+00:00") -> N
     (run_dir / "status.json").write_text(json.dumps({"state": state, "started": started}))
 
 
+def _run_log(run_dir: Path, start: float, epochs: list[float], of: int) -> None:
+    """A run.log as pipeline/run.py and pipeline/train.py write it: its start, then an epoch line at each time."""
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(start + t).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3]
+
+    lines = [f"{when(0)} INFO pipeline.run: run {run_dir.name} -> {run_dir}"]
+    lines += [f"{when(t)} INFO pipeline.train: epoch {k}/{of}  train loss 0.6" for k, t in enumerate(epochs, 1)]
+    (run_dir / "run.log").write_text("\n".join(lines) + "\n")
+
+
 def test_a_log_file_gets_a_line_a_minute_with_the_running_epochs_until_a_run_ends(tmp_path):
-    clock_now = [1767225600.0 + 10]  # 2026-01-01 00:00:10 UTC: ten seconds after the runs started
+    start = 1767225600.0  # 2026-01-01 00:00:00 UTC, when the runs started
+    clock_now = [start + 10]
     runs = {f"gesture-p0{i}-r000-x": tmp_path / f"r{i}" for i in range(3)}
     out = io.StringIO()
     progress = Progress(runs, stream=out, packs=[[r] for r in runs], workers=2, now=lambda: clock_now[0])
     for i in range(2):
         _status(tmp_path / f"r{i}", "running")
-        (tmp_path / f"r{i}" / "run.log").write_text(f"x INFO pipeline.train: epoch {i + 1}/4  train loss 0.6\n")
+    _run_log(tmp_path / "r0", start, [22.0], of=4)  # 22 s an epoch
+    _run_log(tmp_path / "r1", start, [11.0, 23.0], of=4)  # 12 s an epoch, and its third has taken 48 s
     progress.poll()
     assert out.getvalue() == ""
-    clock_now[0] += 61
+    clock_now[0] = start + 71
     progress.poll()
     line = out.getvalue().strip()
-    # r0 at epoch 1/4 after 71 s: 284 s a run, 213 s left; r1 at 2/4: 142 s, 71 s left; then r2, at the
-    # mean cost (213 s), on the worker r1 frees: 284 s left in all
+    # r0: 88 s a run, 3 epochs left less the 22 s the current one has run: 44 s; r1: 48 s a run, 12 s left,
+    # and 36 s of a stall (48 - 12) so far: a job's first run pays that once. r2 (its job's first run):
+    # the mean run (68 s) + the mean stall (18 s) = 86 s, on the worker r1 frees at 12 s: 98 s left
     assert line.startswith("[study] working: 0/3 done, 0 failed, 2 running at epoch 1-2 of 4; 1:01 elapsed, ETA ")
-    assert line.endswith("ETA 4:44")
+    assert line.endswith("ETA 1:38")
     clock_now[0] += 30
     progress.poll()
     assert len(out.getvalue().splitlines()) == 1  # not again within the minute

@@ -57,11 +57,15 @@ class FinishedRun(NamedTuple):
 
 
 class RunningRun(NamedTuple):
-    """A run in progress: seconds since it started, and the share of its epochs done (None: unknown)."""
+    """A run in progress: seconds since it started and, from its run.log (None before its first epoch),
+    the seconds its remaining epochs take at its usual pace, what a whole run takes at that pace, and
+    the seconds it has spent so far on one-off work (loading its data, compiling; a stall under way)."""
 
     kind: str
     elapsed: float
-    done_share: float | None = None
+    left: float | None = None
+    steady: float | None = None
+    one_off: float = 0.0
 
 
 def run_kind(run_id: str) -> str:
@@ -80,9 +84,19 @@ class CostModel:
     starts (the process start), measured on the sweep's first jobs.
     """
 
-    def __init__(self, packs: Sequence[Sequence[str]], finished: dict[str, FinishedRun], job_start: float):
+    def __init__(
+        self,
+        packs: Sequence[Sequence[str]],
+        finished: dict[str, FinishedRun],
+        job_start: float,
+        running: dict[str, RunningRun] | None = None,
+    ):
         self.first_runs = {pack[0] for pack in packs if pack}
+        self.job_start = job_start
         timed = {rid: f for rid, f in finished.items() if f.seconds is not None}
+        if not timed:
+            self._from_running(running or {})
+            return
         with_cpu = {rid: f for rid, f in timed.items() if f.cpu_seconds}
         # without CPU times (runs recorded before they were kept) the clock's seconds stand in for them
         used = with_cpu or timed
@@ -104,7 +118,16 @@ class CostModel:
         )
         self.per_kind = {**firsts, **later}
         self.overall = fmean(self.per_kind.values()) if self.per_kind else None
-        self.job_start = job_start
+
+    def _from_running(self, running: dict[str, RunningRun]) -> None:
+        """Before any run has ended: a run costs what the running runs' epochs take at their usual pace, and
+        a job's first run what the running first runs have spent on one-off work so far on top."""
+        self.slowdown = 1.0  # these are seconds on the clock already
+        paced = {rid: r for rid, r in running.items() if r.steady is not None}
+        self.per_kind = _means((r.kind, r.steady) for r in paced.values())
+        self.overall = fmean(self.per_kind.values()) if self.per_kind else None
+        firsts = [r.one_off for rid, r in paced.items() if rid in self.first_runs]
+        self.job_extra = fmean(firsts) if firsts else 0.0
 
     @property
     def known(self) -> bool:
@@ -135,16 +158,11 @@ def remaining_seconds(
     ``packs``: the sweep's jobs in launch order, each the run ids it computes one after another;
     ``workers``: how many jobs run at once; ``job_start``: seconds a job takes to start its first run.
     Jobs under way keep their workers; the others go, in order, to the first worker that is free.
-    Before any run has finished, the running runs' epochs give the cost (elapsed / share done).
+    Before any run has finished, the running runs' epochs give the cost (:class:`CostModel`).
     """
-    model = CostModel(packs, finished, job_start)
-    if model.known:
-        cost = model.run
-    else:
-        guesses = [r.elapsed / r.done_share for r in running.values() if r.done_share]
-        if not guesses:
-            return None
-        cost = lambda rid: fmean(guesses)
+    model = CostModel(packs, finished, job_start, running)
+    if not model.known:
+        return None
     under_way, waiting = [], []
     for pack in packs:
         left = [rid for rid in pack if rid not in finished]
@@ -152,12 +170,12 @@ def remaining_seconds(
             continue
         work = 0.0
         for rid in left:
-            if rid in running:
-                now = running[rid]
-                expected = cost(rid) if model.known or not now.done_share else now.elapsed / now.done_share
-                work += max(expected - now.elapsed, 0.0)
+            if rid not in running:
+                work += model.run(rid)
+            elif running[rid].left is not None:
+                work += running[rid].left  # its own epochs say best how long it has left
             else:
-                work += cost(rid)
+                work += max(model.run(rid) - running[rid].elapsed, 0.0)
         if len(left) < len(pack) or any(rid in running for rid in left):
             under_way.append(work)
         else:
@@ -194,29 +212,62 @@ def _timestamp(text) -> float | None:
         return None
 
 
-#: a run.log line's time, its run start and end lines (pipeline/logs.py FORMAT, pipeline/run.py)
-LOG_TIME = re.compile(
-    rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ pipeline\.(?:run: run \S+ (?:->|done)|train: epoch \d)"
+#: a run.log line's time and what it marks: the run's start, an epoch, its end (pipeline/logs.py FORMAT,
+#: pipeline/run.py, pipeline/train.py)
+LOG_MARK = re.compile(
+    rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ pipeline\.(?:run: run \S+ (->|done)|train: (epoch) \d)"
 )
+
+
+def _stamps(run_log: Path) -> list[float]:
+    """The times of the last attempt's start line, its epoch lines and its end line in a run.log."""
+    try:
+        lines = Path(run_log).read_bytes().splitlines()
+    except OSError:
+        return []
+    stamps: list[float] = []
+    for match in filter(None, map(LOG_MARK.match, lines)):
+        if match.group(2) == b"->":
+            stamps = []  # a relaunch appends to the same run.log: only its last attempt counts
+        try:
+            stamps.append(datetime.strptime(match.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+        except ValueError:
+            continue
+    return stamps
+
+
+def _excess(stretches: list[float], typical: float) -> float:
+    """Seconds of the stretches that last over three usual epochs, beyond one usual epoch each."""
+    return sum(d - typical for d in stretches if d > 3 * typical)
 
 
 def one_off_seconds(run_log: Path) -> float | None:
     """Seconds of a run spent on one-off work (loading its data set into the process, compiling the
     probe's search): between the run's start, its epoch lines and its end, every stretch longer than
     three times the median epoch counts its excess over the median. None without epoch lines."""
-    try:
-        stamps = [
-            datetime.strptime(m.group(1).decode(), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            for m in map(LOG_TIME.match, Path(run_log).read_bytes().splitlines())
-            if m
-        ]
-    except (OSError, ValueError):
-        return None
+    stamps = _stamps(run_log)
     stretches = [b - a for a, b in zip(stamps, stamps[1:])]
     if len(stretches) < 3:
         return None
-    typical = sorted(stretches[1:-1])[len(stretches[1:-1]) // 2]  # the epochs (not the start, not the end)
-    return sum(d - typical for d in stretches if d > 3 * typical)
+    epochs = sorted(stretches[1:-1])  # the epochs: not the start (data loading), not the end (the test)
+    return _excess(stretches, epochs[len(epochs) // 2])
+
+
+def running_run(rid: str, run_dir: Path, elapsed: float, now: float) -> RunningRun:
+    """A running run as its run.log tells it: its usual epoch, how long its remaining epochs take at that
+    pace (less what the current epoch has run), a whole run at that pace, and its one-off work so far
+    (a stretch under way that has lasted over three usual epochs counts too)."""
+    share = _epoch_share(run_dir)
+    stamps = _stamps(run_dir / LOG)
+    if share is None or len(stamps) < 2:
+        return RunningRun(run_kind(rid), elapsed)
+    stretches = [b - a for a, b in zip(stamps, stamps[1:])]
+    epochs = sorted(stretches[1:] or stretches)
+    typical = epochs[len(epochs) // 2]
+    (done, total), ongoing = share, max(0.0, now - stamps[-1])
+    left = max(0.0, typical * (total - done) - min(ongoing, typical))
+    one_off = _excess(stretches, typical) + (ongoing - typical if ongoing > 3 * typical else 0.0)
+    return RunningRun(run_kind(rid), elapsed, left, typical * total, one_off)
 
 
 def _finished_run(rid: str, run_dir: Path, status: dict | None) -> FinishedRun:
@@ -303,12 +354,11 @@ class Progress:
     def running(self) -> dict[str, RunningRun]:
         """The runs under way now, with their epochs from run.log."""
         now = self.now()
-        out = {}
-        for rid, started in self.started.items():
-            if rid in self.pending:
-                share = _epoch_share(self.pending[rid][0])
-                out[rid] = RunningRun(run_kind(rid), max(0.0, now - started), share[0] / share[1] if share else None)
-        return out
+        return {
+            rid: running_run(rid, self.pending[rid][0], max(0.0, now - started), now)
+            for rid, started in self.started.items()
+            if rid in self.pending
+        }
 
     def job_start(self) -> float:
         """Seconds from the launch to the first run of each of the first jobs (their process's start)."""

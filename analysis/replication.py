@@ -11,6 +11,7 @@ docs/analysis.md ("What replicates").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -173,7 +174,7 @@ def study_scope(table: pd.DataFrame) -> dict:
 def _row(claim: str, metric: str, source: str, **fields) -> dict:
     """A row with every column; ``family`` (a power.Family) decides the floor, ``blocked`` (a reason) makes the
     verdict underpowered, ``direction`` is the sign the authors state (0: none)."""
-    row = {c: "" for c in COLUMNS}
+    row: dict[str, Any] = {c: "" for c in COLUMNS}
     row.update(
         claim=claim,
         statement=STATEMENTS[claim],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ import pandas as pd
 from . import formatting, report_lead
 from .formatting import Table, format_p
 from .templating import Markup, render
+
+if TYPE_CHECKING:
+    from .stats import StatsResults
 
 __all__ = ["ReportInput", "render_report"]
 
@@ -30,7 +34,7 @@ class ReportInput:
     source_description: str
     table: pd.DataFrame
     ols: pd.DataFrame
-    mixed: object  # analysis.stats.StatsResults
+    mixed: StatsResults
     figures: dict[str, bytes]
     skipped: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -328,7 +332,8 @@ def _mixed_tables(mixed) -> dict:
         "singular",
     ]
     extra = me[~me.index.isin(main.index)] if len(me) else me
-    tables = {
+    # a table, or a pair of them shown together (contrasts, models)
+    tables: dict[str, Any] = {
         "main": _table(main[cols] if len(main) else main, csv="mixed_effects.csv"),
         "extra": _table(extra[cols + ["engine"]], csv="mixed_effects.csv") if len(extra) else None,
         "lrt": _table(

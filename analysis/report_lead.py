@@ -101,7 +101,7 @@ def banner(table: pd.DataFrame, replication: pd.DataFrame | None, scope: dict | 
     if scope and scope.get("demonstration"):
         lines.append(str(scope.get("text", "")))
     needed = _needed_replicates(replication)
-    if needed:
+    if needed and replication is not None:
         under = int(replication["verdict"].astype(str).str.startswith("underpowered").sum())
         cells = _cells(table)
         lines.append(

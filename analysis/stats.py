@@ -14,16 +14,18 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from ._threads import single_threaded_blas
+from pipeline.blas import single_threaded_blas
+from pipeline.curve_metrics import METRIC_NAMES
+
 from .formula import design_matrix, levels_of
 from .lmm import MixedFit, Structure, fit_mixed, fit_profiled, profiled_fit
-from .metrics import METRIC_NAMES
 
 __all__ = ["ModelSpec", "StatsResults", "model_specs", "mixed_effects", "start_mixed_effects", "holm"]
 
@@ -117,7 +119,8 @@ def _instances(template: _Template, table: pd.DataFrame, real: pd.DataFrame) -> 
         return [], [
             "Mixed models of the source effect left out: the table holds one data source with real labels only."
         ]
-    found, notes = [], []
+    found: list[tuple[str, str, tuple[tuple[str, Any], ...]]] = []
+    notes: list[str] = []
     if template.scope == "real_source":
         for source in sources:
             name = template.name.format(source=source)
@@ -445,7 +448,7 @@ def _add_comparisons(out: dict, fit: MixedFit, frame, metric: str, spec: ModelSp
 
 def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsmodels_all: bool = False) -> dict:
     """All models of one metric (runs in a worker process when jobs > 1)."""
-    out = {k: [] for k in _COLUMNS}
+    out: dict[str, list] = {k: [] for k in _COLUMNS}
     out["warnings"] = []
     for spec in specs:
         t0 = time.perf_counter()
@@ -471,6 +474,7 @@ def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsm
 def _lrt(
     frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray, start: np.ndarray | None = None
 ) -> dict:
+    assert spec.null_rhs is not None, "a likelihood-ratio test needs its null model"
     small = design_matrix(frame, spec.null_rhs)
     # the multi-parameter ML fits start at the REML optimum (and the null model at the full ML one): the
     # optima are close, and the default starts cost seconds per fit of source_pairs
@@ -602,7 +606,7 @@ def _fit_metric_safe(args):
         with single_threaded_blas():
             return _fit_metric(table, metric, specs, statsmodels_all)
     except Exception:  # never lose the other metrics
-        out = {k: [] for k in _COLUMNS}
+        out: dict[str, list] = {k: [] for k in _COLUMNS}
         out["warnings"] = [f"{metric}: statistics failed:\n{traceback.format_exc()}"]
         return out
 
@@ -639,14 +643,15 @@ class PendingStats:
                     if self.progress:
                         print(f"[analysis]   {metric}: done", file=sys.stderr, flush=True)
             finally:
-                self.pool.shutdown()
+                if self.pool is not None:
+                    self.pool.shutdown()
         else:
             for task in self.tasks:
                 t0 = time.perf_counter()
                 results.append(_fit_metric_safe(task))
                 if self.progress:
                     print(f"[analysis]   {task[1]}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        merged = {k: [] for k in _COLUMNS}
+        merged: dict[str, list] = {k: [] for k in _COLUMNS}
         all_warnings: list[str] = []
         for res in results:
             for k in _COLUMNS:

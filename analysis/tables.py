@@ -1,5 +1,6 @@
-"""The tidy metrics table (one row per run x epoch, the format of the authors' tables): its columns,
-reading one from a file, and the analysis' atomic writers."""
+"""The tidy metrics table (one row per run x epoch, the format of the authors' tables): its columns and
+reading one from a file. (The analysis writes its outputs with the run folder's atomic writers,
+pipeline/runfolder.py.)"""
 
 from __future__ import annotations
 
@@ -9,18 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# The atomic writers are the run folder's (pipeline/runfolder.py, torch-free), named here for analysis/.
-from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text
-
 __all__ = [
     "REQUIRED_COLUMNS",
     "MetricsTableError",
     "read_metrics_table",
     "finish_metrics_table",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_parquet",
-    "atomic_write_csv",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("source", "labels", "pair", "replicate", "epoch", "start", "end", "max", "tmax")

@@ -34,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402  (bench/ is put on the path above)
 
 
-def _compose(*overrides: str):
+def _plan(*overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from pipeline.planning import CONFIG_DIR, prepare
+    from pipeline.planning import CONFIG_DIR, Planner
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-        return prepare(cfg, list(overrides), lambda o: compose("config", overrides=list(o)))
+        return Planner(lambda o: compose("config", overrides=list(o))).plan(cfg, list(overrides))
 
 
 class TrackerClock:
@@ -110,10 +110,10 @@ def in_process(repeats: int, epochs: int, scratch: Path) -> dict:
     plan = ["disabled", "offline"] + ["disabled", "offline"] * repeats
     for i, mode in enumerate(plan):
         os.environ["WANDB_MODE"] = mode
-        cfg = _compose(f"paths.root={scratch / f'inproc-{i}'}", f"trainer.epochs={epochs}")
+        run = _plan(f"paths.root={scratch / f'inproc-{i}'}", f"trainer.epochs={epochs}")
         clock.seconds = 0.0
         c0, t0 = cpu_seconds(), time.perf_counter()
-        outcome = execute(cfg)
+        outcome = execute(run)
         wall, used = time.perf_counter() - t0, cpu_seconds() - c0
         assert outcome.state == "done", outcome
         if i < 2:  # warm-up: torch's and the data's first use, and W&B's import and service start
@@ -169,7 +169,7 @@ def main() -> None:
         for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
             os.environ[var] = str(scratch / "wandb-cache")
         os.environ["WANDB_SILENT"] = "true"
-        media_every = _compose().logger.wandb.media_every
+        media_every = _plan().cfg.logger.wandb.media_every
         print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
 
         r = in_process(args.repeats, args.epochs, scratch)

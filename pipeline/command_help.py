@@ -165,7 +165,9 @@ def _top_level_keys(conf_dir: Path) -> list[tuple[str, object, list[str]]]:
     share the comment above the first."""
     text = (conf_dir / "config.yaml").read_text()
     loaded = yaml.safe_load(text)
-    found, comment, after_key = [], [], False
+    found: list[tuple[str, object, list[str]]] = []
+    comment: list[str] = []
+    after_key = False
     for line in text.splitlines():
         if line.startswith("#"):
             comment = [] if after_key else comment

@@ -12,15 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from . import identity
 from .logs import run_log
-from .planning import runs_root
+from .planning import Plan
 from .record import RunRecord
 from .runfolder import claim_state, is_done, try_claim
-from .schema import DONE, LOG, RUNNING
-from .studies import RunContext, get_runner
+from .schema import DONE, LOG, RUNNING, VERSION
+from .studies import RunContext
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,9 @@ def _git_commit() -> str | None:
         return None
 
 
-def execute(cfg: DictConfig) -> RunOutcome:
-    """Run ``cfg`` (which carries its design block) unless its folder is done or claimed."""
-    rid = identity.run_id(cfg)
-    run_dir = runs_root(cfg) / rid
+def execute(plan: Plan) -> RunOutcome:
+    """Compute a planned run (pipeline/planning.py) unless its folder is done or claimed."""
+    cfg, rid, run_dir = plan.cfg, plan.run_id, plan.run_dir
     expected = cfg.get("expected_run_id")
     if expected and expected != rid:
         raise RuntimeError(
@@ -82,10 +80,13 @@ def execute(cfg: DictConfig) -> RunOutcome:
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
     try:
         with run_log(run_dir / LOG), _interrupts_raise():
-            return _execute_claimed(cfg, rid, run_dir, record, claim)
+            return _execute_claimed(plan, record, claim)
     except RunInterrupted as exc:
         # the folder says so and the claim goes, before the process ends as the signal asked
-        record.mark_interrupted(exc.signal_name)
+        try:
+            record.mark_interrupted(exc.signal_name)
+        except OSError as unwritten:
+            log.error("run %s interrupted; its status.json could not say so: %s", rid, unwritten)
         log.error("run %s interrupted by %s: a relaunch computes it again", rid, exc.signal_name)
         raise
     finally:
@@ -119,27 +120,29 @@ def _interrupts_raise():
             signal.signal(s, handler)
 
 
-def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord, claim) -> RunOutcome:
+def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
     """The run itself, once its folder is claimed; every failure is recorded in status.json."""
+    cfg, rid, run_dir = plan.cfg, plan.run_id, plan.run_dir
     tracker = None
     try:
         record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         record.mark_running()
         log.info("run %s -> %s", rid, run_dir)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        tracker = Tracker(cfg, rid, run_dir)
+        tracker = Tracker(cfg, rid, run_dir, plan.runner)
 
         def on_step(step: int, readouts: dict, curves) -> None:
             claim.heartbeat()
             tracker.log_epoch(step, readouts, curves)
 
-        result = get_runner(cfg.study.runner).run(cfg, RunContext(int(cfg.design.rng_seed), on_step))
+        result = plan.runner.run(cfg, RunContext(int(cfg.design.rng_seed), on_step))
         summary = {
             "run_id": rid,
             "study": cfg.study.name,
             "cell": cfg.design.cell,
             "replicate": int(cfg.design.replicate),
             **result.summary,
+            "version": VERSION,
             "git_commit": _git_commit(),
             "seconds_total": time.perf_counter() - t0,
             # this process's CPU time during the run (all its threads): the sweep's ETA weighs runs by it
@@ -155,7 +158,11 @@ def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord
         )
         return RunOutcome(rid, run_dir, DONE)
     except Exception as exc:
-        record.mark_failed(exc)
+        try:
+            record.mark_failed(exc)
+        except OSError as unwritten:
+            # not even the space set aside took it: the run's own error is what the caller must see
+            log.error("run %s failed (%s); its status.json could not say so: %s", rid, exc, unwritten)
         if tracker is not None:
             tracker.finish(None, {}, ok=False)
         log.error("run %s failed: %s", rid, exc)

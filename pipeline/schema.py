@@ -22,6 +22,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+# The project's version, written into every summary.json. Its minor number changes whenever the record
+# format or the run ids change (what a reader of older records must know: CHANGELOG.md), its patch
+# number for any other release; tests/test_version.py fails when run ids or the schema change without it.
+VERSION = "0.2.0"
+
 # ---------------------------------------------------------------------------
 # Layout: <root>/<study>/runs/<run_id>/ and <root>/<study>/plans/
 # ---------------------------------------------------------------------------
@@ -64,13 +69,15 @@ def run_folders(study: str | os.PathLike) -> list[Path]:
     return sorted(iter_run_folders(study))
 
 
-def iter_run_folders(study: str | os.PathLike) -> Iterator[Path]:
-    """The run folders of a study, in the file system's order (a scan of a large study, unsorted)."""
+def iter_run_folders(study: str | os.PathLike, *, links: bool = False) -> Iterator[Path]:
+    """The run folders of a study, in the file system's order (a scan of a large study, unsorted). A
+    symbolic link is never taken for a run folder (a loop would not even say whether it is one); with
+    ``links``, links are yielded too, for a reader that reports them (never follows them)."""
     folder = runs_folder(study)
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if is_listed(entry.name) and entry.is_dir():
+                if is_listed(entry.name) and (entry.is_dir(follow_symlinks=False) or (links and entry.is_symlink())):
                     yield folder / entry.name
     except (FileNotFoundError, NotADirectoryError):
         return

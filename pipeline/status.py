@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import yaml
 
-from .runfolder import StatusUnreadable, read_status, run_state
+from .runfolder import (
+    MAX_TEXT_BYTES,
+    NotReadable,
+    StatusUnreadable,
+    is_link,
+    read_status,
+    read_text_entry,
+    run_state,
+)
 from .schema import (
     ABSENT,
     CONFIG,
@@ -41,7 +50,10 @@ DEBUG_FOLDER = "debug"
 
 def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
     """(report column, detail) of one run folder. A done run whose records fail their check, or whose
-    status.json cannot be read, counts as missing with the reason: a relaunch redoes it."""
+    status.json cannot be read, counts as missing with the reason: a relaunch redoes it. A symbolic link in
+    place of a run folder is not followed."""
+    if is_link(run_dir):
+        return "missing", "the run folder is a symbolic link: not read (remove it; a relaunch computes the run)"
     state, why = run_state(run_dir)
     if state in (DONE, RUNNING, FAILED):
         return state, why
@@ -68,8 +80,8 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
 def _recorded_cell(run_dir: Path) -> str | None:
     """``design.cell`` of config.yaml (records whose status.json predates its cell entry)."""
     try:
-        config = yaml.safe_load((run_dir / CONFIG).read_text())
-    except (OSError, yaml.YAMLError):
+        config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
+    except (OSError, NotReadable, yaml.YAMLError):
         return None
     design = config.get("design") if isinstance(config, dict) else None
     cell = design.get("cell") if isinstance(design, dict) else None
@@ -79,8 +91,8 @@ def _recorded_cell(run_dir: Path) -> str | None:
 def _class_names(run_dir: Path) -> list[str] | None:
     """The class names of a run's cell (design.class_names in its config.yaml), None where unknown."""
     try:
-        design = (yaml.safe_load((run_dir / CONFIG).read_text()) or {}).get("design") or {}
-    except (OSError, yaml.YAMLError, AttributeError):
+        design = (yaml.safe_load(read_text_entry(run_dir, CONFIG)) or {}).get("design") or {}
+    except (OSError, NotReadable, yaml.YAMLError, AttributeError):
         return None
     names = design.get("class_names")
     return [str(n) for n in names] if isinstance(names, list) and names else None
@@ -114,8 +126,8 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
-    except OSError:
+        match = re.search(r"^labels: *(\S+) *$", read_text_entry(run_dir, CONFIG), re.MULTILINE)
+    except (OSError, NotReadable):
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""
 
@@ -131,13 +143,9 @@ def collect(root: Path, study: str | None = None) -> dict:
     report = {}
     for name in studies:
         study_dir = study_folder(root, name)
-        planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted(plans_folder(study_dir).glob("*.csv")):
-            with open(plan, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    planned[row["run_id"]] = (row["cell"], _plan_condition(row))
+        planned, notes = _read_plans(plans_folder(study_dir))
         runs_dir = runs_folder(study_dir)
-        present = {p.name for p in iter_run_folders(study_dir)}
+        present = {p.name for p in iter_run_folders(study_dir, links=True)}
         cells: dict[str, Counter] = defaultdict(Counter)
         class_names: dict[str, list[str]] = {}
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -155,7 +163,7 @@ def collect(root: Path, study: str | None = None) -> dict:
                 if names:
                     class_names[cell] = names
             conditions[condition][cell][state] += 1
-            if state == "failed" or detail:
+            if state == FAILED or detail:
                 problems.append(
                     {
                         "run_id": rid,
@@ -173,6 +181,7 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
             },
             "problems": problems,
+            "notes": notes,
             "class_names": {c: class_names[c] for c in sorted(class_names, key=natural_key)},
         }
     return report
@@ -184,12 +193,28 @@ def cell_label(cell: str, class_names: dict[str, list[str]]) -> str:
     return f"{cell} {'/'.join(names)}" if names else cell
 
 
+def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """run id -> (cell, condition) from a study's sweep plans; files that are not plans (a link, a FIFO,
+    damaged text) are skipped and named in the notes."""
+    planned: dict[str, tuple[str, str]] = {}
+    notes = []
+    names = sorted(e.name for e in os.scandir(plans_dir) if e.name.endswith(".csv")) if plans_dir.is_dir() else []
+    for name in names:
+        try:
+            text = read_text_entry(plans_dir, name, MAX_TEXT_BYTES)
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            planned.update({row["run_id"]: (row["cell"], _plan_condition(row)) for row in rows})
+        except (OSError, NotReadable, KeyError, csv.Error) as exc:
+            notes.append(f"plan {plans_dir / name} skipped: {exc}")
+    return planned, notes
+
+
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
         names = info.get("class_names", {})
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
-            totals = Counter()
+            totals: Counter[str] = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")
@@ -202,6 +227,7 @@ def format_report(report: dict) -> str:
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
+        lines.extend(f"  note: {note}" for note in info.get("notes", []))
     return "\n".join(lines) if lines else "no studies found"
 
 
@@ -216,20 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--health",
-        action="store_true",
-        help="also print the training-health table: updates per epoch, test accuracy, map "
-        "movement per data source, beside the authors' figures (analysis/health.py)",
-    )
-    parser.add_argument("--per-run", action="store_true", help="with --health: one row per done run as well")
-    parser.add_argument(
-        "--performance-csv",
-        default=None,
-        help="with --health: the authors' performance.csv (default: "
-        "../shared/reference/jiang_dale_2025/performance.csv beside the repository)",
-    )
+    # the training-health table is the analysis's (the training side never imports analysis/)
+    parser.add_argument("--health", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.health:
+        print(
+            "error: the training-health table is the analysis's: python -m analysis.health --root DIR "
+            "[--study NAME] [--per-run] [--json]",
+            file=sys.stderr,
+        )
+        return 2
     root = Path(args.root).expanduser()
     if not root.is_dir():
         print(
@@ -249,27 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     if not report and not args.json:
         hint = debug_folder_hint(root)
         print(f"no studies found under {root}" + (f"; {hint}" if hint else ""))
-        return 0
-    if args.health:
-        from analysis import health  # torch-free, like this module
-
-        runs, _ = health.health_table(root, args.study)
-        summary = health.health_summary(runs)
-        authors = health.authors_performance(args.performance_csv)
-        if args.json:
-            report = {
-                "studies": report,
-                "health": {
-                    "summary": json.loads(summary.to_json(orient="records")),
-                    "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
-                    "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
-                },
-            }
-            print(json.dumps(report, indent=2))
-        else:
-            print(format_report(report))
-            print()
-            print(health.format_health(runs, summary, authors, args.performance_csv, per_run=args.per_run))
         return 0
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from .config import as_dict, wandb_mode
+from .curve_metrics import curve_metrics, smooth_3rs3r
 from .schema import KNN, KNN_TIE_SHARE, TRAIN
 
 log = logging.getLogger(__name__)
-MODES = ("offline", "online", "disabled")
 # Config keys that say where or how a run was launched, not what it is.
 PLUMBING_KEYS = ("expected_run_id", "pack_file", "paths", "participant", "hydra")
 PLUMBING_DESIGN_KEYS = ("participant", "assignment")
@@ -32,15 +33,6 @@ IMAGE_KEY = "map/image"
 CURVE_KEY = "map/curve"
 CONSOLE_MODES = ("off", "auto", "wrap", "redirect")  # wandb.Settings(console=...)
 _ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
-
-
-def wandb_mode() -> str:
-    mode = os.environ.get("WANDB_MODE", "disabled").strip().lower() or "disabled"
-    if mode == "dryrun":
-        mode = "offline"
-    if mode not in MODES:
-        raise ValueError(f"WANDB_MODE={mode!r}: allowed values are {', '.join(MODES)}")
-    return mode
 
 
 # ---------------------------------------------------------------------------
@@ -71,7 +63,7 @@ def attempt_id(run_id: str, attempt: int) -> str:
 
 def _design(cfg: DictConfig) -> dict:
     design = cfg.get("design")
-    return OmegaConf.to_container(design, resolve=True) if design is not None else {}
+    return as_dict(design) if design is not None else {}
 
 
 def class_pair(design: dict) -> str | None:
@@ -115,17 +107,22 @@ def run_tags(cfg: DictConfig) -> list[str]:
     return out
 
 
-def run_config(cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None) -> dict:
+def run_config(
+    cfg: DictConfig, run_id: str, attempt: int = 1, earlier: list[str] | None = None, study_runner=None
+) -> dict:
     """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing.
 
-    Left out: launch plumbing and the top-level keys the study's runner ignores.
+    Left out: launch plumbing and the top-level keys the study's runner ignores (``study_runner``: the
+    run's planned runner, looked up from ``cfg.study.runner`` if not given).
     """
-    full = OmegaConf.to_container(cfg, resolve=True)
+    full = as_dict(cfg)
     design = full.pop("design", None) or {}
-    from .studies import get_runner
+    if study_runner is None:
+        from .studies import get_runner
 
+        study_runner = get_runner(cfg.study.runner)
     # plumbing, and the keys this study's runner ignores (a companion study's data set or model)
-    for key in (*PLUMBING_KEYS, *get_runner(cfg.study.runner).ignored_keys):
+    for key in (*PLUMBING_KEYS, *study_runner.ignored_keys):
         full.pop(key, None)
     top: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "wandb_id": attempt_id(run_id, attempt)}
     if earlier:
@@ -176,9 +173,7 @@ def epoch_curve(curves: pd.DataFrame | None) -> np.ndarray | None:
 
 
 def epoch_metrics(curve: np.ndarray) -> dict[str, float]:
-    """The four metrics (and ``end``) of one curve, by ``analysis.metrics`` with the analysis's defaults."""
-    from analysis.metrics import curve_metrics
-
+    """The four metrics (and ``end``) of one curve, with the analysis's defaults (pipeline/curve_metrics.py)."""
     metrics = curve_metrics(curve[None, :], smooth=True).as_dict()
     return {f"map/{name}": float(metrics[name][0]) for name in METRIC_KEYS}
 
@@ -204,7 +199,7 @@ class MapFigure:
         from matplotlib.ticker import MaxNLocator
 
         self.fig = Figure(figsize=(6.4, 2.8), dpi=72)
-        canvas = FigureCanvasAgg(self.fig)
+        canvas = self.canvas = FigureCanvasAgg(self.fig)
         self.ax_map = self.fig.add_axes((0.085, 0.17, 0.44, 0.75))
         cax = self.fig.add_axes((0.535, 0.17, 0.018, 0.75))
         self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.27, 0.75))
@@ -238,7 +233,7 @@ class MapFigure:
         self.background = canvas.copy_from_bbox(self.fig.bbox)
 
     def render(self, grid: np.ndarray, epoch: int, curve: np.ndarray, smoothed: np.ndarray) -> np.ndarray:
-        canvas = self.fig.canvas
+        canvas = self.canvas
         canvas.restore_region(self.background)
         self.image.set_data(grid)
         self.raw.set_ydata(curve)
@@ -410,7 +405,7 @@ def _flat_scalars(summary: dict, prefix: str = "") -> dict[str, float | int | st
 class Tracker:
     """Mirrors one attempt at a run to W&B (or does nothing when W&B is disabled)."""
 
-    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, study_runner=None):
         self.run = None
         knn_mode = str(OmegaConf.select(cfg, "probe.knn.mode", default="resubstitution"))
         self.options = _options(cfg.logger, knn_mode)  # checked in every mode: a typo surfaces before W&B is turned on
@@ -444,7 +439,7 @@ class Tracker:
             job_type="run",
             tags=run_tags(cfg),
             dir=str(run_dir),
-            config=run_config(cfg, run_id, self.attempt, earlier),
+            config=run_config(cfg, run_id, self.attempt, earlier, study_runner),
             reinit="finish_previous",
             # the package list is the same for every run of a process and costs ~0.03 s of CPU per run
             settings=wandb.Settings(console=self.options["console"], x_save_requirements=self.options["requirements"]),
@@ -452,7 +447,7 @@ class Tracker:
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
         self._rows: dict[int, np.ndarray] = {}
-        self._last_media = None
+        self._last_media: int | None = None
         self._last_step = 0
         self._wandb = wandb
 
@@ -482,8 +477,6 @@ class Tracker:
         return (every and epoch % every == 0) or (self.n_epochs is not None and epoch >= self.n_epochs)
 
     def _media(self, epoch: int) -> dict:
-        from analysis.metrics import smooth_3rs3r
-
         wandb = self._wandb
         curve = self._rows[epoch]
         n_slices = len(curve)

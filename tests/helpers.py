@@ -1,7 +1,7 @@
 """Helpers the tests share: composing run configs and running the commands the way a user does.
 
 Test modules import helpers from here (or from the fixture modules analysis_fixtures.py, fixtures_data.py,
-slurm_cluster.py), never from one another or from conftest.py (tests/test_house.py checks it).
+slurm_cluster.py), never from one another or from conftest.py (tests/test_codebase.py checks it).
 """
 
 from __future__ import annotations
@@ -14,16 +14,21 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from pipeline.planning import CONFIG_DIR, prepare
+from pipeline.planning import CONFIG_DIR, Plan, Planner
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_config(*overrides: str):
-    """The validated run config (with its design block) for command-line overrides."""
+def run_plan(*overrides: str) -> Plan:
+    """The plan of a run (what ``pipeline.run.execute`` computes) for command-line overrides."""
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
-        return prepare(cfg, list(overrides), lambda o: compose("config", overrides=list(o)))
+        return Planner(lambda o: compose("config", overrides=list(o))).plan(cfg, list(overrides))
+
+
+def run_config(*overrides: str):
+    """The validated run config (with its design block) for command-line overrides."""
+    return run_plan(*overrides).cfg
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):

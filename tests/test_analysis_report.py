@@ -180,10 +180,10 @@ def test_the_report_has_every_section(hostile_study):
         "Appendix: model tables",
         "Input and files",
     ]
-    summaries = [re.sub(r" &mdash; .*", "", s) for s in re.findall(r"<summary>(.*?)</summary>", page)]
+    summaries = [re.sub(r" &mdash; .*| \(\d+\)$", "", s) for s in re.findall(r"<summary>(.*?)</summary>", page)]
     assert summaries == [
-        "Skipped run folders (6)",
-        "Singular fits (3)",
+        "Skipped run folders",
+        "Singular fits",
         "Key likelihood-ratio tests",
         "Mixed-effects models: fixed effects of the key models",
         "Likelihood-ratio tests, every model",
@@ -191,5 +191,5 @@ def test_the_report_has_every_section(hostile_study):
         "Class-pair contrasts",
         "The authors&#39; least squares",
         "Model fits",
-        "Files next to this report (17)",
+        "Files next to this report",
     ]

@@ -331,7 +331,7 @@ def test_spectra_min_p_per_family():
     floors = spectra_min_p(tested).set_index("family")
     rank = floors.loc["gradient effective_rank"]
     # the case: 5 groups, 4 replicates, 54 tests -> 0.0030 raw, never below 0.05 after Holm
-    assert rank.rank_test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
+    assert rank.test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
     assert not rank["can_reject_at_0.05"]
     sv = floors.loc["gradient sv1"]
     assert sv.smallest_p == pytest.approx(2 / 64) and sv.smallest_p_after_holm == pytest.approx(4 / 64)

@@ -11,7 +11,7 @@ from pipeline.probes import ProbeContext
 from pipeline.probes.knn import KnnProbe, knn_curve
 from pipeline.run import execute
 from pipeline.schema import KNN_TIE_SHARE
-from tests.helpers import run_cli, run_config
+from tests.helpers import run_cli, run_config, run_plan
 
 
 def test_the_tie_rule_and_the_mode_are_part_of_the_run_id():
@@ -35,10 +35,10 @@ def test_the_products_precision_is_not_part_of_the_run_id():
 
 
 def test_a_run_done_under_one_rule_is_not_done_for_the_other(tmp_path):
-    old = execute(run_config("trainer.epochs=1", "probe.knn.ties=self_first_by_index", f"paths.root={tmp_path}"))
-    new = execute(run_config("trainer.epochs=1", f"paths.root={tmp_path}"))
+    old = execute(run_plan("trainer.epochs=1", "probe.knn.ties=self_first_by_index", f"paths.root={tmp_path}"))
+    new = execute(run_plan("trainer.epochs=1", f"paths.root={tmp_path}"))
     assert old.state == new.state == "done" and old.run_id != new.run_id
-    again = execute(run_config("trainer.epochs=1", f"paths.root={tmp_path}"))
+    again = execute(run_plan("trainer.epochs=1", f"paths.root={tmp_path}"))
     assert again.state == "done" and not again.computed
     curves = {name: pd.read_parquet(o.run_dir / "curves.parquet") for name, o in (("old", old), ("new", new))}
     for table in curves.values():

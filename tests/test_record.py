@@ -4,6 +4,7 @@ import json
 import os
 
 import pandas as pd
+import pytest
 
 from pipeline.record import RunRecord
 from pipeline.runfolder import atomic_write_json, claim_state, is_done, read_status, try_claim
@@ -29,6 +30,11 @@ def test_status_lifecycle_and_failure_traceback(tmp_path):
     assert status["state"] == "failed" and status["error"] == "ValueError: boom"
     assert "Traceback" in status["traceback"] and "second line" in status["traceback"]
     record.write_results(pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [2]}), {"c": 3})
+    # every finished run has its config: a done status without it would be a record nobody can use
+    with pytest.raises(RuntimeError, match="config.yaml"):
+        record.mark_done()
+    assert not is_done(tmp_path / "r")
+    record.write_config("x: 1\n")
     record.mark_done()
     assert is_done(tmp_path / "r")
 

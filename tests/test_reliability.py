@@ -43,7 +43,10 @@ def _contend(folders, barrier, worker):
                 continue
             with open(os.path.join(folder, "computed"), "a") as fh:
                 fh.write(f"{worker}\n")
-            RunRecord(folder, "r").mark_done()
+            record = RunRecord(folder, "r")
+            record.write_config("design: {}\n")
+            record.write_results(pd.DataFrame({"v": [worker]}), pd.DataFrame({"v": [0]}), {})
+            record.mark_done()
         finally:
             claim.release()
 
@@ -515,7 +518,55 @@ BAD_INPUTS = [  # (overrides, what the message must name)
     (["dataset.time_slices=abc"], "dataset.time_slices"),
     (["deficit.kind=burn"], "deficit.kind"),
     (["deficit.length=-1"], "deficit.length"),
+    # a study name or run id that would lead out of <paths.root>/<study>/runs/
+    (["study.name=../../x"], "study.name"),
+    (["study.name=/tmp/elsewhere"], "study.name"),
+    (["study.name=.hidden"], "study.name"),
+    (["study.name=a/b"], "study.name"),
+    (["study.name=''"], "study.name"),
+    # values only wrong for the chosen data set (the run loads it and draws its own split)
+    (["dataset.n_classes=7", "pair=20"], "dataset.n_classes"),
+    (["dataset.n_classes=1"], "dataset.n_classes"),
+    (["dataset.stride=0"], "dataset.stride"),
+    (["dataset.window=0"], "dataset.window"),
+    (["dataset.downsample=0"], "dataset.downsample"),
+    (["dataset.min_length=1000"], "dataset.min_length"),
+    (
+        ["dataset.classes=[PEN,CARTWHEEL]", "dataset.class_names=[PEN,CARTWHEEL]", "dataset.n_classes=2"],
+        "dataset.classes",
+    ),
+    (["split.test_fraction=0.999"], "split.test_fraction"),
+    (["data_source=sentence", "split.test_fraction=0.9999"], "split.test_fraction"),
+    # the record's learning-curve map needs the KNN probe on the training states
+    (["probe.knn.splits=[]"], "probe.knn.splits"),
+    (["probe.knn.splits=[test]"], "probe.knn.splits"),
+    (["probe.knn.splits=[train,train]"], "probe.knn.splits"),
+    (["probe.knn.enabled=false"], "probe.knn.enabled"),
+    # thread counts beyond the machine (100000 threads crashed torch, leaving the run "running")
+    (["trainer.num_threads=100000"], "trainer.num_threads"),
+    (["trainer.num_threads=1.5"], "trainer.num_threads"),
+    # a deficit that would be recorded while applying nothing
+    (["deficit.kind=zero", "deficit.length=2", "deficit.sources=[audio]"], "deficit.sources"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.sources=[]"], "deficit.sources"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.onset=50"], "deficit.onset"),
+    (["deficit.kind=zero", "deficit.length=0"], "deficit.length"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.features=[6]"], "deficit.features"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.unit=step", "deficit.onset=100000"], "deficit.onset"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.unit=hour"], "deficit.unit"),
+    (["deficit.kind=noise", "deficit.length=2", "deficit.noise_std=0"], "deficit.noise_std"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.fraction=0"], "deficit.fraction"),
+    # the W&B mirror's keys (a bad one failed a run at its first image log)
+    (["logger.wandb.media_every=-1"], "logger.wandb.media_every"),
+    (["logger.wandb.color_scale=[1.0,0.4]"], "logger.wandb.color_scale"),
+    (["logger.wandb.color_scale=[0.4]"], "logger.wandb.color_scale"),
+    (["logger.wandb.chance=2"], "logger.wandb.chance"),
+    (["logger.wandb.console=maybe"], "logger.wandb.console"),
+    (["logger.wandb.project=''"], "logger.wandb.project"),
+    (["logger.wandb.requirements=maybe"], "logger.wandb.requirements"),
 ]
+if not __import__("torch").cuda.is_available():  # on a machine without a GPU, cuda is a bad value
+    BAD_INPUTS.append((["trainer.device=cuda"], "trainer.device"))
+    BAD_INPUTS.append((["trainer.device=cuda:3"], "trainer.device"))
 
 
 # Data files: missing, or not in their format (checked at planning from the path and the file's first bytes).
@@ -542,6 +593,17 @@ BAD_DATA = [  # (overrides, what the message must name, and a word of what to do
         ["data_source=sentence", "dataset=emotion", "dataset.root={files}/emotion", "dataset.embeddings={files}/x.npz"],
         "dataset.embeddings",
         "not a GloVe text file",
+    ),
+    # a corpus whose class sadness has one sentence: pair 0 (sadness/joy) cannot be split, pair 5 (joy/love) can
+    (
+        [
+            "data_source=sentence",
+            "dataset=emotion",
+            "dataset.root={files}/tiny_emotion",
+            "dataset.embeddings={files}/glove.txt",
+        ],
+        "pair=0",
+        "'sadness' has 1 sequence(s)",
     ),
 ]
 
@@ -570,6 +632,30 @@ def _write_bad_data_files(folder):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("a.txt", "x")
     (folder / "x.npz").write_bytes(buffer.getvalue())
+    write_tiny_emotion(folder)
+
+
+TINY_EMOTION_WORDS = ("i", "feel", "fine", "sad", "happy", "angry", "scared", "wow", "loving", "today")
+
+
+def write_tiny_emotion(folder):
+    """A valid emotion corpus with 1 sadness sentence and 30 of each other class, and GloVe vectors for it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = ["i feel sad today;sadness"]
+    for label, word in (
+        ("joy", "happy"),
+        ("love", "loving"),
+        ("anger", "angry"),
+        ("fear", "scared"),
+        ("surprise", "wow"),
+    ):
+        lines += [f"i feel {word} {'today ' * (i % 4)}fine;{label}" for i in range(30)]
+    (folder / "tiny_emotion").mkdir()
+    (folder / "tiny_emotion" / "train.txt").write_text("\n".join(lines) + "\n")
+    vectors = [f"{w} " + " ".join(f"{v:.3f}" for v in rng.normal(size=4)) for w in TINY_EMOTION_WORDS]
+    (folder / "glove.txt").write_text("\n".join(vectors) + "\n")
 
 
 ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
@@ -577,6 +663,10 @@ ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
 
 @pytest.mark.parametrize("overrides,key,hint", ALL_BAD, ids=[" ".join(o) for o, _, _ in ALL_BAD])
 def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, hint, tmp_path, monkeypatch):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.config import ConfigError
     from tests.helpers import run_config
 
     _write_bad_data_files(tmp_path / "files")
@@ -584,13 +674,32 @@ def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, hi
     overrides = [o.format(files=tmp_path / "files") for o in overrides]
     with pytest.raises(Exception) as err:
         run_config(*overrides, f"paths.root={tmp_path / 'out'}" if "paths.root" not in key else overrides[0])
+    # the project's ConfigError, or Hydra's own refusal of a key or group it does not know: never a deep error
+    assert isinstance(err.value, (ConfigError, HydraException, OmegaConfBaseException)), repr(err.value)
     assert key in str(err.value)
     assert hint is None or hint in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists()
 
 
+def test_the_tiny_emotion_corpus_is_accepted_for_a_pair_it_can_split(tmp_path, monkeypatch):
+    """The single-sample refusal above is about the class, not the corpus: pair 5 (joy/love) plans."""
+    from tests.helpers import run_config
+
+    _write_bad_data_files(tmp_path / "files")
+    files = tmp_path / "files"
+    cfg = run_config(
+        "data_source=sentence",
+        "dataset=emotion",
+        f"dataset.root={files / 'tiny_emotion'}",
+        f"dataset.embeddings={files / 'glove.txt'}",
+        "pair=5",
+        f"paths.root={tmp_path / 'out'}",
+    )
+    assert list(cfg.design.class_names) == ["joy", "love"]
+
+
 def test_enough_bad_inputs_are_tried():
-    assert len(ALL_BAD) >= 40 and len(BAD_DATA) >= 10
+    assert len(ALL_BAD) >= 100 and len(BAD_DATA) >= 15
 
 
 def test_forcing_an_existing_key_is_allowed(tmp_path):

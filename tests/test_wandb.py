@@ -14,11 +14,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from analysis.collect import collect_runs
-from analysis.metrics import curve_metrics, smooth_3rs3r
 from pipeline import dashboard, tracking
+from pipeline.curve_metrics import curve_metrics, smooth_3rs3r
 from pipeline.run import execute
 from pipeline.schema import KNN_TIE_SHARE
-from tests.helpers import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config, run_plan
 
 EPOCHS = 3
 WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]
@@ -405,12 +405,12 @@ def test_a_recomputed_run_never_mixes_histories(tmp_path, monkeypatch):
 
         return real_context(seed, on_step_failing)
 
-    cfg = run_config(f"paths.root={tmp_path}", f"trainer.epochs={EPOCHS}")
+    plan = run_plan(f"paths.root={tmp_path}", f"trainer.epochs={EPOCHS}")
     monkeypatch.setattr(run_module, "RunContext", failing_context)
     with pytest.raises(RuntimeError, match="simulated"):
-        execute(cfg)
+        execute(plan)
     monkeypatch.setattr(run_module, "RunContext", real_context)
-    outcome = execute(cfg)
+    outcome = execute(plan)
     assert outcome.state == "done"
     files = wandb_files(outcome.run_dir)
     rid = outcome.run_id

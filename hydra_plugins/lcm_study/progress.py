@@ -93,23 +93,23 @@ class CostModel:
     ):
         self.first_runs = {pack[0] for pack in packs if pack}
         self.job_start = job_start
-        timed = {rid: f for rid, f in finished.items() if f.seconds is not None}
-        if not timed:
+        clock = {rid: f.seconds for rid, f in finished.items() if f.seconds is not None}
+        if not clock:
             self._from_running(running or {})
             return
-        with_cpu = {rid: f for rid, f in timed.items() if f.cpu_seconds}
+        cpu = {rid: f.cpu_seconds for rid, f in finished.items() if rid in clock and f.cpu_seconds}
         # without CPU times (runs recorded before they were kept) the clock's seconds stand in for them
-        used = with_cpu or timed
-        work = {rid: (f.cpu_seconds if with_cpu else f.seconds) for rid, f in used.items()}
-        self.slowdown = sum(f.seconds for f in used.values()) / sum(work.values()) if work else 1.0
+        work: dict[str, float] = cpu or clock
+        used = {rid: finished[rid] for rid in work}
+        self.slowdown = sum(clock[rid] for rid in work) / sum(work.values())
         later = _means((used[rid].kind, w) for rid, w in work.items() if rid not in self.first_runs)
         # a first run's one-off work: measured in its run.log (its stalled epochs), else its excess over
         # the later runs of its kind; in CPU seconds, as the share of the run's clock time it took
-        extra = {}
+        extra: dict[str, float] = {}
         for rid in (r for r in work if r in self.first_runs):
             run = used[rid]
-            if run.one_off is not None and run.seconds:
-                extra[rid] = work[rid] * min(1.0, run.one_off / run.seconds)
+            if run.one_off is not None:
+                extra[rid] = work[rid] * min(1.0, run.one_off / clock[rid])
             elif run.kind in later:
                 extra[rid] = max(0.0, work[rid] - later[run.kind])
         self.job_extra = fmean(extra.values()) if extra else 0.0
@@ -123,10 +123,10 @@ class CostModel:
         """Before any run has ended: a run costs what the running runs' epochs take at their usual pace, and
         a job's first run what the running first runs have spent on one-off work so far on top."""
         self.slowdown = 1.0  # these are seconds on the clock already
-        paced = {rid: r for rid, r in running.items() if r.steady is not None}
-        self.per_kind = _means((r.kind, r.steady) for r in paced.values())
+        paced = {rid: (r.kind, r.steady, r.one_off) for rid, r in running.items() if r.steady is not None}
+        self.per_kind = _means((kind, steady) for kind, steady, _ in paced.values())
         self.overall = fmean(self.per_kind.values()) if self.per_kind else None
-        firsts = [r.one_off for rid, r in paced.items() if rid in self.first_runs]
+        firsts = [one_off for rid, (_, _, one_off) in paced.items() if rid in self.first_runs]
         self.job_extra = fmean(firsts) if firsts else 0.0
 
     @property
@@ -135,6 +135,7 @@ class CostModel:
 
     def run(self, rid: str) -> float:
         """Seconds on the clock that run ``rid`` takes, its job's one-off costs included if it is a first run."""
+        assert self.overall is not None, "known: a finished or a running run says what a run costs"
         cpu = self.per_kind.get(run_kind(rid), self.overall) + (self.job_extra if rid in self.first_runs else 0.0)
         return cpu * self.slowdown
 
@@ -163,7 +164,8 @@ def remaining_seconds(
     model = CostModel(packs, finished, job_start, running)
     if not model.known:
         return None
-    under_way, waiting = [], []
+    under_way: list[float] = []
+    waiting: list[float] = []
     for pack in packs:
         left = [rid for rid in pack if rid not in finished]
         if not left:
@@ -172,8 +174,8 @@ def remaining_seconds(
         for rid in left:
             if rid not in running:
                 work += model.run(rid)
-            elif running[rid].left is not None:
-                work += running[rid].left  # its own epochs say best how long it has left
+            elif (its_own := running[rid].left) is not None:
+                work += its_own  # its own epochs say best how long it has left
             else:
                 work += max(model.run(rid) - running[rid].elapsed, 0.0)
         if len(left) < len(pack) or any(rid in running for rid in left):
@@ -459,9 +461,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.stop()
-        return False
 
     def stop(self) -> None:
         self._stop.set()

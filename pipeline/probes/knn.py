@@ -487,7 +487,7 @@ def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=No
                 states[t, first], weight, counts, k, product_dtype, candidates
             )
             neighbours = first[nearest][group_np[t]]
-            unclear = ()
+            unclear = torch.empty(0, dtype=torch.int64)
         else:
             first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
                 0, g, torch.arange(n, device=device), "amin"
@@ -555,6 +555,7 @@ def knn_curve(
         raise ValueError("leave_one_out applies to resubstitution (no query states)")
     if same:
         query, query_labels = reference, reference_labels
+    assert query is not None and query_labels is not None
     n_usable = reference.shape[0] - (1 if leave_one_out else 0)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
         raise ValueError(
@@ -705,6 +706,7 @@ class KnnProbe(Probe):
             train_states = ctx.training_pass_states
         else:
             train_states = ctx.clean_pass_states(ctx.x_train)
+        assert train_states is not None, "the training loop keeps its passes' states for a probe that asks"
         frames = []
 
         def rows(probe: str, split: str, values: np.ndarray) -> pd.DataFrame:

@@ -434,7 +434,7 @@ def nearest_groups(
     k: int,
     dtype: type = np.float64,
     candidates: np.ndarray | None = None,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64; and
     each group's list of nearest groups (G, min(G, k + 1)), the next slice's ``candidates``.
 
@@ -494,7 +494,7 @@ def nearest_groups(
         open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
     if len(open_rows):
         search(np.float64, origin, open_rows)
-    return (*(torch.from_numpy(a) for a in (closer, at, room, e)), index)
+    return torch.from_numpy(closer), torch.from_numpy(at), torch.from_numpy(room), torch.from_numpy(e), index
 
 
 @numba.njit(nogil=True, cache=False)

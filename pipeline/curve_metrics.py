@@ -2,8 +2,9 @@
 
 Each per-epoch information-processing curve (KNN accuracy over time slices) is smoothed exactly as
 R's ``smooth(x)`` does with its defaults, then summarised: ``start`` and ``end`` (first and last
-time slice), ``max``, and ``tmax`` (the first maximum's 1-based index / T). numpy only. The
-smoother's definition and the R quirks it reproduces: docs/analysis.md ("The smoother")."""
+time slice), ``max``, and ``tmax`` (the first maximum's 1-based index / T). numpy only: the analysis
+computes its metrics table with it and the W&B mirror each epoch's metrics, so both give the same
+numbers. The smoother's definition and the R quirks it reproduces: docs/analysis.md ("The smoother")."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .templating import Markup, render
 
-__all__ = ["Table", "column_kind", "format_column", "format_p", "formatted_rows", "html_table", "table"]
+__all__ = ["Table", "column_kind", "format_column", "format_p", "formatted_rows", "header", "html_table", "table"]
 
 #: a column of p-values: ``p``, ``p_value``, ``p_holm``, ``smallest_p``, ``p_floor_holm``, ... (not ``pair``)
 P_COLUMN = re.compile(r"(^|_)p($|_)")
@@ -112,12 +112,16 @@ class Table:
 
 def table(frame: pd.DataFrame | None, max_rows: int | None = None, csv: str | None = None, wrap: bool = True) -> Table:
     """Every row unless longer than ``max_rows`` (default LONG_TABLE_ROWS); then the page links ``csv``.
-    Column names are shown with spaces for underscores, so that long headers wrap."""
+    Column names as in the CSV files, free to wrap after their underscores."""
     if frame is None or len(frame) == 0:
         return Table([], [], 0)
     shown = frame.head(LONG_TABLE_ROWS if max_rows is None else max_rows)
-    columns = [str(c).replace("_", " ") for c in shown.columns]
-    return Table(columns, formatted_rows(shown), len(frame), csv, wrap)
+    return Table([header(c) for c in shown.columns], formatted_rows(shown), len(frame), csv, wrap)
+
+
+def header(name: object) -> Markup:
+    """A column's name as its CSV file spells it, free to wrap after each underscore (a <wbr>)."""
+    return Markup("_<wbr>").join(Markup.escape(part) for part in str(name).split("_"))
 
 
 def html_table(frame: pd.DataFrame, wrap: bool = True) -> Markup:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 WIDTH = 100
-NAME_WIDTH = 16
+NAME_WIDTH = 18
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _option_lines(conf_dir: Path, entry: GroupEntry) -> list[str]:
     for value, names in sorted(by_value.items(), key=lambda kv: (kv[0] == "", kv[0])):
         names = sorted(names, key=lambda n: n != defaults.get(value))  # the default first
         listed = ", ".join(f"{n}*" if n == defaults.get(value) else n for n in names)
-        lines.append(f"{depends_on}={value}: {listed}" if value else listed)
+        lines.append(f"{depends_on}={value}: {listed}" if value else f"any {depends_on}: {listed}")
     return lines
 
 

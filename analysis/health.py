@@ -460,7 +460,10 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
         bar=[(k.replace("_", " "), v) for k, v in ACCEPTANCE.items()],
         pair_floor=PAIR_FLOOR,
         regime_rule=_regime_rule(),
-        summary=None if runs.empty else _html_table(summary),
+        # one study: its name in every row says nothing, and the table must fit the page
+        summary=None
+        if runs.empty
+        else _html_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1 else summary),
         reference_note=_reference_note(authors, performance_csv),
         authors=None if authors is None else _html_table(authors),
         regime=None if reference is None else _html_table(reference),

@@ -16,7 +16,10 @@ from tests.analysis_fixtures import make_study
 #: a 1,280-px window less the page's margins (body max-width 1200 px, 1 em padding)
 PAGE_WIDTH_PX = 1200
 #: width of one character of the tables' 12-px font, and a cell's padding and border
-CHAR_PX, CELL_PX = 7.0, 13
+CHAR_PX, CELL_PX = 7.0, 14
+#: the estimate runs under Chromium's own: the training-health table with a study column measured 1,260 px
+#: rendered at 1280 px (headless Chromium 150) and 1,204 px estimated; so the estimate must stay 4.5% below
+ESTIMATE_RUNS_UNDER = 1260 / 1204
 
 
 class _Tables(HTMLParser):
@@ -111,13 +114,13 @@ def test_model_tables_sit_collapsed_in_an_appendix_that_links_the_csvs(demonstra
 def test_every_table_fits_a_1280_px_window(demonstration):
     widths = _min_widths(demonstration)
     assert len(widths) >= 8
-    too_wide = [(cls, round(w)) for cls, w in widths if w > PAGE_WIDTH_PX]
+    too_wide = [(cls, round(w)) for cls, w in widths if w * ESTIMATE_RUNS_UNDER > PAGE_WIDTH_PX]
     assert not too_wide
 
 
 def test_the_width_check_catches_a_table_that_cannot_wrap():
     wide = "<table><tr>" + "".join(f'<td class="num">{"1234567890" * 2}</td>' for _ in range(8)) + "</tr></table>"
-    assert _min_widths(wide)[0][1] > PAGE_WIDTH_PX
+    assert _min_widths(wide)[0][1] * ESTIMATE_RUNS_UNDER > PAGE_WIDTH_PX
 
 
 def test_design_warnings_become_one_sentence_naming_the_design_that_removes_them():

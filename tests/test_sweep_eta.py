@@ -23,6 +23,7 @@ from hydra_plugins.lcm_study.progress import (
     one_off_seconds,
     remaining_seconds,
     run_kind,
+    running_run,
 )
 from tests.helpers import REPO, run_cli
 
@@ -190,3 +191,14 @@ def test_a_sweep_says_something_within_seconds_of_its_launch(tmp_path):
     assert proc.returncode == 0, rest[-3000:]
     assert first.startswith("[study] planning 2 runs") and waited < 60
     assert re.search(r"\(2/2 done, 0 failed, ETA 0:00\)", rest)
+
+
+def test_a_stall_between_two_epochs_is_not_taken_for_the_usual_epoch(tmp_path):
+    """Two epochs, the second with the probe's compilation in it (300 s): the usual epoch is the first's 20 s."""
+    start = 1767225600.0
+    run_dir = tmp_path / "gesture-p00-r000-x"
+    run_dir.mkdir()
+    _run_log(run_dir, start, [20.0, 40.0, 340.0], of=6)
+    run = running_run(run_dir.name, run_dir, elapsed=345.0, now=start + 345.0)
+    assert run.steady == pytest.approx(6 * 20.0) and run.one_off == pytest.approx(300.0 - 20.0)
+    assert run.left == pytest.approx(3 * 20.0 - 5.0)  # three epochs left, 5 s into the fourth

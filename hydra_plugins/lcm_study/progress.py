@@ -238,6 +238,12 @@ def _stamps(run_log: Path) -> list[float]:
     return stamps
 
 
+def _usual(epochs: list[float]) -> float:
+    """A run's usual epoch: the lower median of its sorted epoch stretches (of two, the shorter: the other
+    may be a stall)."""
+    return epochs[(len(epochs) - 1) // 2]
+
+
 def _excess(stretches: list[float], typical: float) -> float:
     """Seconds of the stretches that last over three usual epochs, beyond one usual epoch each."""
     return sum(d - typical for d in stretches if d > 3 * typical)
@@ -252,7 +258,7 @@ def one_off_seconds(run_log: Path) -> float | None:
     if len(stretches) < 3:
         return None
     epochs = sorted(stretches[1:-1])  # the epochs: not the start (data loading), not the end (the test)
-    return _excess(stretches, epochs[len(epochs) // 2])
+    return _excess(stretches, _usual(epochs))
 
 
 def running_run(rid: str, run_dir: Path, elapsed: float, now: float) -> RunningRun:
@@ -264,8 +270,7 @@ def running_run(rid: str, run_dir: Path, elapsed: float, now: float) -> RunningR
     if share is None or len(stamps) < 2:
         return RunningRun(run_kind(rid), elapsed)
     stretches = [b - a for a, b in zip(stamps, stamps[1:])]
-    epochs = sorted(stretches[1:] or stretches)
-    typical = epochs[len(epochs) // 2]
+    typical = _usual(sorted(stretches[1:] or stretches))
     (done, total), ongoing = share, max(0.0, now - stamps[-1])
     left = max(0.0, typical * (total - done) - min(ongoing, typical))
     one_off = _excess(stretches, typical) + (ongoing - typical if ongoing > 3 * typical else 0.0)

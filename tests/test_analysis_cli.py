@@ -117,8 +117,14 @@ def test_figures_and_a_self_contained_report(analysed):
     page = (out / "report.html").read_text()
     # the verdicts at a glance first, then the maps, the diagnostics, the verdicts in full, the model tables;
     # no table sits in a fixed-height box
-    order = ("What replicates, at a glance", 'id="maps"', "Training health", "KNN probe: ties and chance level")
-    order += ("What replicates, in full", "Key likelihood-ratio tests", "Input and files")
+    # (the section headings, not the links to them at the top)
+    order = (
+        "What replicates, at a glance",
+        'id="maps"',
+        ">Training health</h2>",
+        ">KNN probe: ties and chance level</h2>",
+    )
+    order += ("What replicates, in full", "Key likelihood-ratio tests", ">Input and files</h2>")
     assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
     assert (out / "health_runs.csv").is_file() and 'href="health_runs.csv"' in page
     assert "max-height" not in page
@@ -311,7 +317,8 @@ def test_report_renders_diagnostics_after_the_replication_section_and_links_thei
             diagnostics=[{"title": "Probe tie share", "html": "<p>ties</p>", "tables": {"ties": long}}],
         )
     )
-    assert page.index("What replicates") < page.index("Probe tie share") < page.index("Overview")
+    glance, section = page.index("What replicates, at a glance"), page.index(">Probe tie share</h2>")
+    assert glance < section < page.index(">Input and files</h2>")
     # the section's own summary is shown; its long tables are linked as the CSV files cli.py writes
     assert "<p>ties</p>" in page and 'href="ties.csv"' in page and "(300 rows)" in page
     # the report's own long tables: tests/test_analysis_report.py

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pipeline.curve_metrics import METRIC_NAMES
+from pipeline.schema import KNN_MODES, KNN_TIE_RULES
 
 __all__ = ["main", "build_parser"]
 
@@ -81,13 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--knn-ties",
         metavar="RULE",
-        choices=("expected_random_order", "self_first_by_index"),
+        choices=KNN_TIE_RULES,
         help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)",
     )
     src.add_argument(
         "--knn-mode",
         metavar="MODE",
-        choices=("resubstitution", "leave_one_out"),
+        choices=KNN_MODES,
         help="only runs whose KNN probe used this mode",
     )
     src.add_argument(
@@ -378,7 +379,9 @@ def _main(args) -> int:
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(out, table, args.study, description)
+        wandb_id = log_analysis(
+            out, table, args.study, description, Path(args.root) if collection is not None else None
+        )
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
 

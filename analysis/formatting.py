@@ -18,7 +18,17 @@ import pandas as pd
 
 from .templating import Markup, render
 
-__all__ = ["Table", "column_kind", "format_column", "format_p", "formatted_rows", "header", "html_table", "table"]
+__all__ = [
+    "Table",
+    "column_kind",
+    "format_column",
+    "format_p",
+    "formatted_rows",
+    "header",
+    "html_table",
+    "table",
+    "turned",
+]
 
 #: a column of p-values: ``p``, ``p_value``, ``p_holm``, ``smallest_p``, ``p_floor_holm``, ... (not ``pair``)
 P_COLUMN = re.compile(r"(^|_)p($|_)")
@@ -124,6 +134,26 @@ def header(name: object) -> Markup:
     return Markup("_<wbr>").join(Markup.escape(part) for part in str(name).split("_"))
 
 
+#: a summary with more columns than this (and few rows) is shown turned: one row per column, so that it fits
+WIDE_COLUMNS, FEW_ROWS = 12, 8
+
+
 def html_table(frame: pd.DataFrame, wrap: bool = True) -> Markup:
-    """A whole table as the report shows it (escaped; numbers by column kind; headers wrap to fit the page)."""
+    """A whole table as the report shows it (escaped; numbers by column kind; headers that wrap to fit the
+    page). A wide summary (over WIDE_COLUMNS columns, at most FEW_ROWS rows) is turned (:func:`turned`)."""
+    if frame.shape[1] > WIDE_COLUMNS and 0 < len(frame) <= FEW_ROWS:
+        return Markup(render("report_table.html.j2", t=turned(frame)))
     return Markup(render("report_table.html.j2", t=table(frame, max_rows=len(frame), wrap=wrap)))
+
+
+def turned(frame: pd.DataFrame) -> Table:
+    """A wide summary turned: one column per row of ``frame``, headed by its leading text values (its
+    source, labels, ...), and one row per other column, its cells formatted by that column's kind."""
+    kinds = [column_kind(str(c), frame[c]) for c in frame.columns]
+    leading = next((k for k, kind in enumerate(kinds) if kind != "text"), len(kinds))
+    labels = [" · ".join(str(v) for v in row[:leading]) for row in frame.itertuples(index=False)]
+    rows = []
+    for name, kind in list(zip(frame.columns, kinds))[leading:]:
+        cells = [(text, kind in ("int", "p", "float")) for text in format_column(frame[name], kind)]
+        rows.append([(header(name), False), *cells])
+    return Table([Markup(""), *[Markup.escape(label) for label in labels]], rows, len(rows), None, True)

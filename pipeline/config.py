@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import ConfigError
+
 
 def _unique_token() -> str:
     """This launch's own name part: the process id and random bits (a timestamp alone collides)."""
@@ -28,10 +30,6 @@ def _help_text(part: str) -> Callable[[], str]:
         return getattr(command_help, part)(Path(__file__).resolve().parent.parent / "conf")
 
     return text
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the allowed values."""
 
 
 OUTPUTS_ENV = "LCM_OUTPUTS"
@@ -331,17 +329,21 @@ def check_wandb_mode() -> None:
 
 def check_added_keys(overrides, compose) -> None:
     """``+key=value`` (or ``++key`` for a key the config lacks) adds a key that no part of the pipeline reads
-    (a typo would otherwise pass silently); Hydra's own keys (``+hydra.launcher...``) may be added.
-    ``compose(overrides)`` composes a config (to see whether a ``++`` key exists without it)."""
+    (a typo would otherwise pass silently); Hydra's own keys (``+hydra.launcher...``) may be added, and so may
+    ``+model.<key>`` where the model is a user's module (``model._target_``): its constructor takes them,
+    and its signature is checked. ``compose(overrides)`` composes a config (to see whether a ``++`` key
+    exists without it)."""
     absent, base = object(), None
     for override in overrides:
         if override.startswith("+") and not override.lstrip("+").startswith("hydra"):
             key = override.lstrip("+").split("=", 1)[0]
-            if override.startswith("++"):
+            if override.startswith("++") or key.startswith("model."):
                 if base is None:
                     base = compose([o for o in overrides if not o.startswith("+")])
-                if OmegaConf.select(base, key, default=absent) is not absent:
+                if override.startswith("++") and OmegaConf.select(base, key, default=absent) is not absent:
                     continue  # ++ on a key that exists sets it
+                if key.startswith("model.") and OmegaConf.select(base, "model._target_", default=None) is not None:
+                    continue  # an argument of the user's module
             raise ConfigError(
                 f"{override}: adds the key {key}, which no part of the pipeline reads; the keys that "
                 f"can be set are those of `python -m pipeline --cfg job` (without +)"

@@ -148,8 +148,13 @@ def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
             # this process's CPU time during the run (all its threads): the sweep's ETA weighs runs by it
             "cpu_seconds_total": time.process_time() - cpu0,
         }
+        mirror = tracker.mirror_record()  # the W&B mirror's state, in summary.json when W&B is on
+        if mirror is not None:
+            summary["wandb"] = mirror
         record.write_results(result.curves, result.readouts, summary, result.tables)
-        tracker.finish(result.curves, summary, ok=True)
+        final = tracker.finish(result.curves, summary, ok=True)
+        if final != mirror:  # the mirror failed at its end: summary.json says so
+            record.write_summary({**summary, "wandb": final})
         record.mark_done(**{k: summary[k] for k in ("test_accuracy",) if k in summary})
         log.info(
             "run %s done%s",

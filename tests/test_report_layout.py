@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from analysis import report_lead
+from analysis import formatting, report_lead
 from analysis.cli import main
 from tests.analysis_fixtures import make_study
 
@@ -166,3 +166,25 @@ def test_the_verdict_summary_takes_whatever_columns_the_table_has():
     lines = report_lead.banner(table, rep, None)
     assert "needs 5 replicate runs" in lines[0] and "seed=range(0,15)" in lines[0]
     assert any("No shuffled-label runs" in line for line in lines)
+
+
+def test_a_wide_summary_is_turned_so_that_it_fits():
+    """A summary of 20 columns and 4 rows (the training-health table) becomes 4 columns, one per source and
+    labels, and a row per figure, each formatted by its own kind."""
+    wide = pd.DataFrame(
+        {"source": ["gesture", "gesture", "sentence", "sentence"], "labels": ["real", "shuffled"] * 2}
+        | {f"figure_{k}": [1352.0, 1203.0, 1674.0, 1674.0] for k in range(9)}
+        | {f"share_{k}": [0.9333, 0.0667, 1.0, 0.0] for k in range(9)}
+    )
+    turned = formatting.turned(wide)
+    assert [str(c) for c in turned.columns] == [
+        "",
+        "gesture · real",
+        "gesture · shuffled",
+        "sentence · real",
+        "sentence · shuffled",
+    ]
+    assert [text for text, _ in turned.rows[0]] == ["figure_<wbr>0", "1352", "1203", "1674", "1674"]
+    assert [text for text, _ in turned.rows[9]] == ["share_<wbr>0", "0.933", "0.067", "1.000", "0.000"]
+    assert "<th>gesture · shuffled</th>" in formatting.html_table(wide)
+    assert _min_widths(str(formatting.html_table(wide)))[0][1] < 0.5 * PAGE_WIDTH_PX

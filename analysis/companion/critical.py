@@ -244,7 +244,7 @@ def pathways_families(effect_tests: pd.DataFrame, late: pd.DataFrame) -> dict[st
             "replicate run",
             int(deep.n_runs.min()),
             len(deep),
-            pilot_d=float(deep.standardised_effect_d.abs().min()),
+            pilot_d=float(deep.standardised_effect_d.abs().median()),
         )
     if len(late):
         out["late"] = Family(
@@ -742,7 +742,7 @@ def completion_families(tests: pd.DataFrame) -> dict[str, Family]:
                 "replicate pair",
                 int(part.n_pairs.min()),
                 len(part),
-                pilot_d=float(part.d.abs().min()),
+                pilot_d=float(part.d.abs().median()),
             )
     return out
 

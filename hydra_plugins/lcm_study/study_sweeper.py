@@ -140,7 +140,12 @@ class StudySweeper(Sweeper):
         from pipeline.schema import DAMAGED
 
         assert self.hydra_context is not None and self.config is not None, "setup() comes first"
-        compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
+        compose = SharedCompose(
+            self.hydra_context.config_loader,
+            self.config.hydra.job.config_name,
+            RunMode.MULTIRUN,
+            list(self.config.hydra.overrides.hydra),
+        )
         # a Slurm task's runs get its CPUs, whatever this (login) machine has
         cpus = self.config.hydra.launcher.get("cpus_per_task")
         planner = Planner(compose, max_threads=cpus if isinstance(cpus, int) and cpus >= 1 else None)

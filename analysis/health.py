@@ -26,6 +26,7 @@ from pipeline.runfolder import MAX_RECORD_BYTES, done_check, is_link, read_entry
 from pipeline.schema import CONFIG, DAMAGED, DONE, READOUTS, SUMMARY
 
 from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
+from .formatting import html_table
 from .templating import Markup, render
 
 __all__ = [
@@ -460,7 +461,10 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
         bar=[(k.replace("_", " "), v) for k, v in ACCEPTANCE.items()],
         pair_floor=PAIR_FLOOR,
         regime_rule=_regime_rule(),
-        summary=None if runs.empty else _html_table(summary),
+        # one study: its name in every row says nothing, and the table must fit the page
+        summary=None
+        if runs.empty
+        else _html_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1 else summary),
         reference_note=_reference_note(authors, performance_csv),
         authors=None if authors is None else _html_table(authors),
         regime=None if reference is None else _html_table(reference),
@@ -470,7 +474,8 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
 
 
 def _html_table(frame: pd.DataFrame) -> Markup:
-    return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))
+    # the report's tables: numbers by column kind (counts as integers), headers that wrap to fit the page
+    return html_table(frame)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -282,3 +282,30 @@ def test_an_online_run_without_a_server_records_and_the_sync_script_finds_its_mi
     )
     assert out.returncode == 0, out.stderr
     assert "0 run(s) to rebuild" in out.stdout and "1 to sync" in out.stdout and str(offline) in out.stdout
+
+
+def test_which_runs_the_rebuild_takes(tmp_path, capsys):
+    """Done runs whose mirror failed and was not rebuilt yet; with --all, done runs that had W&B off too;
+    never a complete mirror, a rebuilt one, or a run that is not done."""
+    from tests.analysis_fixtures import write_run
+
+    folders = {}
+    for replicate, kind in enumerate(("off", "complete", "failed", "rebuilt", "failed, running")):
+        state = "running" if kind == "failed, running" else "done"
+        _, folder, _ = write_run(tmp_path, study="s", source="gesture", pair=0, replicate=replicate, state=state)
+        if kind != "off":
+            summary = json.loads((folder / "summary.json").read_text())
+            summary["wandb"] = {"state": "complete" if kind == "complete" else "failed", "id": folder.name}
+            (folder / "summary.json").write_text(json.dumps(summary))
+        if kind == "rebuilt":
+            (folder / "wandb").mkdir()
+            (folder / "wandb" / wandb_state.REBUILT).write_text(json.dumps({"wandb_id": folder.name}))
+        folders[kind] = folder
+    assert [k for k, f in folders.items() if wandb_rebuild.needs_rebuild(f)] == ["failed"]
+    assert [k for k, f in folders.items() if wandb_rebuild.needs_rebuild(f, everything=True)] == ["off", "failed"]
+    assert wandb_rebuild.run_folders(tmp_path) == sorted(folders.values())
+    assert wandb_state.mirrored_as(folders["rebuilt"]) == folders["rebuilt"].name
+    assert wandb_state.mirrored_as(folders["failed"]) is None and wandb_state.mirrored_as(folders["off"]) is None
+    assert wandb_rebuild.main(["--dry-run", "--all", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) to rebuild" in out and str(folders["off"]) in out and str(folders["failed"]) in out

@@ -195,7 +195,7 @@ def train_run(
             readouts.append((epoch, split, metric, value))
 
         ctx = ProbeContext(
-            epoch, model, x_train, y_train, x_test, y_test, states, _clean_pass_states(model, batch_size)
+            epoch, model, x_train, y_train, x_test, y_test, states, _clean_pass_states(model, batch_size), epochs
         )
         epoch_curves = []
         for probe in probes:

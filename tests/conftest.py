@@ -1,8 +1,10 @@
 """Shared test fixtures: composing run configs the way `python -m pipeline` does."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,20 @@ from pipeline.planning import CONFIG_DIR, prepare
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config):
+    """The probe's compiled kernels are cached in a temporary folder of this test session, never in
+    ~/.cache (set before collection: test modules import the kernels, which attach the cache)."""
+    if "LCM_COMPILE_CACHE" not in os.environ:
+        config._lcm_compile_cache = tempfile.mkdtemp(prefix="lcm-compile-cache-")
+        os.environ["LCM_COMPILE_CACHE"] = config._lcm_compile_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_lcm_compile_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

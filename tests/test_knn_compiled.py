@@ -127,22 +127,43 @@ def test_non_finite_states_fail_with_a_clear_error():
         knn_curve(states, labels)
 
 
-def test_the_search_compiles_once_the_torch_search_has_cost_as_much(monkeypatch):
-    """From COMPILED_MIN_STATES states on, knn_curve switches to the compiled search once the torch search has
-    cost the process COMPILE_SECONDS (short runs never compile); the curves do not change at the switch."""
-    monkeypatch.setattr(knn, "_search_seconds", {"torch": 0.0, "compiled": 0.0})
+def test_the_search_is_chosen_by_its_predicted_cost(monkeypatch, tmp_path):
+    """The compiled search is taken where the time it saves on the work to come (N^2 T H per call, times the
+    calls expected) outweighs its one-off cost: compiling on a machine whose cache is empty, loading where the
+    cache holds the kernels, nothing once it ran; never below COMPILED_MIN_STATES or off the CPU. The curves do
+    not change with the choice."""
+    monkeypatch.setattr(knn, "_process", {"torch_work": 0.0, "compiled": False})
+    monkeypatch.setenv("LCM_COMPILE_CACHE", str(tmp_path / "empty"))
+    cpu, unit = torch.device("cpu"), knn.SAVED_SECONDS_PER_UNIT
+    assert knn.one_off_seconds() == knn.COMPILE_SECONDS
+    calls_to_pay = int(knn.COMPILE_SECONDS / (1352**2 * 150 * 32 * unit)) + 1  # default gesture maps
+    assert not knn.use_compiled_search(cpu, 1352, 150, 32)  # one map: compiling would not pay
+    assert not knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay - 1)
+    assert knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay)
+    assert knn.use_compiled_search(cpu, 4000, 150, 64)  # one large call pays on its own
+    assert not knn.use_compiled_search(torch.device("meta"), 4000, 150, 64)
+    assert not knn.use_compiled_search(cpu, knn.COMPILED_MIN_STATES - 1, 150, 64, expected_calls=10**6)
+
     states, labels = lstm_states(1100, 4, 6, seed=5)
     before = knn_curve(states, labels)
-    assert knn._search_seconds["compiled"] == 0 < knn._search_seconds["torch"]
-    knn._search_seconds["torch"] = knn.COMPILE_SECONDS
-    after = knn_curve(states, labels)
-    assert knn._search_seconds["compiled"] > 0
+    assert not knn._process["compiled"] and knn._process["torch_work"] == 1100**2 * 4 * 6
+    after = knn_curve(states, labels, expected_calls=10**6)
+    assert knn._process["compiled"] and knn.one_off_seconds() == 0
     np.testing.assert_array_equal(after.accuracy, before.accuracy)
     np.testing.assert_array_equal(after.tie_share, before.tie_share)
-    small, small_labels = lstm_states(900, 4, 6, seed=5)
-    spent = knn._search_seconds["compiled"]
-    knn_curve(small, small_labels)
-    assert knn._search_seconds["compiled"] == spent, "below COMPILED_MIN_STATES the torch search stays"
+
+
+def test_many_small_calls_add_up_to_the_compiled_search(monkeypatch):
+    """Calls each too small to pay for the one-off cost switch once the torch search's work in the process
+    has reached it (a caller that does not say how many calls come)."""
+    monkeypatch.setattr(knn, "_process", {"torch_work": 0.0, "compiled": False})
+    cpu = torch.device("cpu")
+    one_call = 1000**2 * 40 * 32
+    needed = knn.one_off_seconds() / knn.SAVED_SECONDS_PER_UNIT
+    knn._process["torch_work"] = needed - 2 * one_call
+    assert not knn.use_compiled_search(cpu, 1000, 40, 32)
+    knn._process["torch_work"] = needed
+    assert knn.use_compiled_search(cpu, 1000, 40, 32)
 
 
 def test_groups_are_torchs_partition():

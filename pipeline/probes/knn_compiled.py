@@ -22,12 +22,15 @@ docs/performance.md has the measurements.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls it: loaded now, so that blas_threads limits it
 import torch
 
 from .. import blas as pipeline_blas
+from . import compile_cache
 
 
 def rounding_factor(hidden: int, gram_dtype) -> float:
@@ -427,6 +430,11 @@ def _search_rows(
     return open_rows[:n_open]
 
 
+# Rows (groups) searched, and those the float32 products left open after the first pass and after the search
+# again moved into their cluster (the benchmarks report them: what bounds the search on a family of states).
+SEARCH_COUNTS = {"rows": 0, "open_first": 0, "open_second": 0}
+
+
 def nearest_groups(
     points: np.ndarray,
     weight: np.ndarray,
@@ -489,9 +497,12 @@ def nearest_groups(
         _bars(states, shifted, norms, kappa, take, candidates, bar)
     _symmetric_lists(states, shifted, bar, values, index)
     open_rows = _settle_lists(values, index, norms, kappa, weight, counts, k, closer, at, room, e)
+    SEARCH_COUNTS["rows"] += size
+    SEARCH_COUNTS["open_first"] += len(open_rows)
     if len(open_rows) and dtype == np.float32:
         nearest[open_rows] = index[open_rows, 0]
         open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
+    SEARCH_COUNTS["open_second"] += len(open_rows)
     if len(open_rows):
         search(np.float64, origin, open_rows)
     return (*(torch.from_numpy(a) for a in (closer, at, room, e)), index)
@@ -558,3 +569,11 @@ def group_tables(group, size, labels, n_classes):
 def blas_threads():
     """The BLAS behind the products (numpy's and scipy's) limited to torch's thread count, as a context."""
     return pipeline_blas.blas_threads(torch.get_num_threads())
+
+
+# The kernels' compiled code comes from, and goes to, the project's signed cache (compile_cache.py): a machine
+# compiles them once. None, or why the cache is not used.
+CACHE_PROBLEM = compile_cache.attach(
+    [kernel for kernel in list(globals().values()) if isinstance(kernel, numba.core.dispatcher.Dispatcher)],
+    Path(__file__),
+)

@@ -183,3 +183,54 @@ def test_blas_behind_the_products_is_limited_to_torchs_threads():
     with knn_compiled.blas_threads():
         scipy_blas = [pool for pool in threadpool_info() if "scipy_openblas-" in pool["filepath"]]
         assert scipy_blas and all(pool["num_threads"] == torch.get_num_threads() for pool in scipy_blas)
+
+
+def clusters_of_near_ties(n: int, slices: int, hidden: int, clusters: int, units: int, seed: int = 0):
+    """States in ``clusters`` tight clusters per slice, each a few float32 units around its centre: distances
+    (~1e-13) far below the float32 rounding of the Gram identity at the clusters' norms (~1e-6)."""
+    rng = np.random.default_rng(seed)
+    centre = np.tanh(rng.normal(size=(clusters, slices, hidden))).astype(np.float32)
+    x = centre[rng.integers(0, clusters, n)]
+    x = (x + rng.integers(-units, units + 1, size=x.shape) * np.spacing(np.abs(x))).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 2, n))
+
+
+@pytest.mark.parametrize("gram_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "kind", ["near ties", "tight clusters", "quantised", "clusters with tiny coordinates", "one cluster"]
+)
+def test_clustered_states_equal_the_torch_search_bit_for_bit(kind, gram_dtype):
+    """Blocks of the triangle in a tight cluster away from the slice's median are moved to their own origin:
+    several clusters of near-ties, tight (0.01) clusters, equal distances between distinct states (a grid),
+    clusters whose coordinates span more than float64 can move exactly (the move falls back), one cluster."""
+    rng = np.random.default_rng(4)
+    if kind == "near ties":
+        states, labels = clusters_of_near_ties(420, 4, 12, clusters=5, units=4)
+    elif kind == "one cluster":
+        states, labels = clusters_of_near_ties(300, 3, 12, clusters=1, units=2)
+    elif kind == "quantised":
+        walk = np.cumsum(rng.normal(size=(400, 4, 10)) * 0.3, 1)
+        states, labels = torch.from_numpy((np.round(np.tanh(walk) * 4) / 4).astype(np.float32)), None
+    else:
+        centre = np.tanh(rng.normal(size=(6, 4, 12)))
+        x = centre[rng.integers(0, 6, 420)] + 0.01 * rng.normal(size=(420, 4, 12))
+        if kind == "clusters with tiny coordinates":
+            x[:200, :, 0] = 1e-12 * rng.random((200, 4))  # 1e-12 - 0.9 is not exact in float64 after rounding
+            x[200:, :, 0] = 0.9
+        states, labels = torch.from_numpy(x.astype(np.float32)), None
+    if labels is None:
+        labels = torch.from_numpy(rng.integers(0, 3, len(states)))
+    compiled, reference = both_searches(states, labels, 3, gram_dtype)
+    assert_same(compiled, reference)
+
+
+def test_near_ties_in_several_clusters_are_settled_by_the_products(monkeypatch):
+    """The products settle most rows of clusters of near-ties away from the slice's median (blocks moved to
+    their own origin); with the slice's median as the only origin every such row was left open."""
+    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open_first": 0, "open_second": 0})
+    states, labels = clusters_of_near_ties(640, 3, 16, clusters=4, units=4, seed=2)
+    compiled, reference = both_searches(states, labels, 3, torch.float32)
+    assert_same(compiled, reference)
+    counts = knn_compiled.SEARCH_COUNTS
+    assert counts["rows"] == 640 * 3
+    assert counts["open_first"] < 0.2 * counts["rows"], counts

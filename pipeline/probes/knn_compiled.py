@@ -2,22 +2,24 @@
 
 ``nearest_groups`` returns, for every group of identical states of one time
 slice, what the tie rule needs (class counts of S and E, room r, e); see
-``knn._resubstitution_by_groups``, whose torch search it replaces on CPU from
-``knn.COMPILED_MIN_STATES`` states on (the torch search stays the GPU path;
-tests/test_knn_compiled.py holds the two equal bit for bit).
+``knn._resubstitution_by_groups``, whose torch search it replaces on CPU where
+``knn.use_compiled_search`` predicts that it pays (the torch search stays the
+GPU path; tests/test_knn_compiled.py holds the two equal bit for bit). The
+kernels are compiled once per machine: their code is kept in the project's
+signed cache (compile_cache.py).
 
-Why it is fast on LSTM states: their padded tails form clusters of
-near-identical states whose distances (~1e-13) sit below the rounding bound of
-the Gram identity at ordinary norms (~1e-12). Distances do not change under
-translation, and the bound scales with the norms of the two states compared,
-so the slice is moved (exactly, checked) to its coordinate-wise median state,
-inside the cluster where most states sit, and each pair gets its own bound:
-the products then settle almost every row. Each product of the upper triangle
-is computed once and read for both of its rows; each row's list starts from a
-bar set by its nearest at the previous slice. Rows left open are searched
-again (in float32 moved into their cluster, then in float64), then by explicit
-float64 differences against the few candidates within their bound.
-docs/performance.md has the measurements.
+Why it is fast: distances do not change under translation, and the rounding
+bound of the Gram identity scales with the norms of the two states compared,
+so each block of the products is moved (exactly, checked) to an origin near
+its states, and each pair gets its own bound: the slice's median state, inside
+the cluster where most states sit (an LSTM's padded tails, a few float32 units
+from their fixed point), or a block's own state where the block is a tight
+cluster elsewhere; the products then settle almost every row. Each product of
+the upper triangle is computed once and read for both of its rows; each row's
+list starts from a bar set by its nearest at the previous slice. Rows left
+open are searched again (in float32 moved into their cluster, then in
+float64), then by explicit float64 differences against the few candidates
+within their bound. docs/performance.md has the measurements.
 """
 
 from __future__ import annotations

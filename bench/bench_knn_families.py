@@ -182,7 +182,7 @@ def measure(family: str, n: int, t: int, h: int, repeat: int, with_faiss: bool) 
                 if name == "ours":
                     counts = {key: knn_compiled.SEARCH_COUNTS[key] - before[key] for key in before}
     ours = out["ours"]
-    open_share = counts["open_first"] / max(1, counts["rows"])
+    open_share = counts["open"] / max(1, counts["rows"])
     speedup = best["skl"] / best["ours"]
     faiss_text = (
         f"{best['faiss']:>8.3f}  {best['faiss'] / best['ours']:>7.2f}x" if with_faiss else f"{'n/a':>8}  {'':>8}"

@@ -17,9 +17,8 @@ from their fixed point), or a block's own state where the block is a tight
 cluster elsewhere; the products then settle almost every row. Each product of
 the upper triangle is computed once and read for both of its rows; each row's
 list starts from a bar set by its nearest at the previous slice. Rows left
-open are searched again (in float32 moved into their cluster, then in
-float64), then by explicit float64 differences against the few candidates
-within their bound. docs/performance.md has the measurements.
+open (equal or nearly equal distances) are searched again in float64, then by
+explicit float64 differences against the candidates within their bound. docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
@@ -490,19 +489,15 @@ def _settle_lists(values, uppers, index, weight, counts, k, closer, at, room, e)
 
 
 @numba.njit(nogil=True, cache=False)
-def _search_rows(
-    rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e, exactly, nearest
-):
+def _search_rows(rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e):
     """Rows ``rows`` of one slice: products a few rows at a time, each scanned while it is in cache.
 
     query (G, H + 1) and reference_t (H + 1, G): the augmented moved states
     (``_moved_states``), float32 or float64; for row i, product entry c is the
     lower end of pair (i, c)'s squared distance minus the row constant
     (1 - kappa) |p_i|^2 (the scan's order); the upper end is 2 kappa (|p_i|^2 +
-    |p_c|^2) above it. points: (G, H) the states in float64. With ``exactly``,
-    rows the bounds leave open are settled by explicit differences at once;
-    without, they are returned (``nearest``: the group at their smallest lower
-    end) to be searched again.
+    |p_c|^2) above it. points: (G, H) the states in float64. Rows the bounds
+    leave open are settled by explicit differences.
     """
     size = reference_t.shape[1]
     take = min(size, k + 1)
@@ -518,8 +513,6 @@ def _search_rows(
     spare = np.empty(take, dtype=np.int64)
     candidate = np.empty(size, dtype=np.int64)
     distance = np.empty(size)
-    open_rows = np.empty(len(rows), dtype=np.int64)
-    n_open = 0
     for start in range(0, len(rows), block):
         m = min(block, len(rows) - start)
         for q in range(m):
@@ -533,20 +526,13 @@ def _search_rows(
             for p in range(take):  # the lower ends here leave out the row's own (1 - kappa) |p_g|^2
                 uppers[p] = values[p] + 2.0 * kappa * (norms[index[p]] + norms[g])
             limit = _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e)
-            if limit == -np.inf:
-                continue
-            if exactly:
+            if limit > -np.inf:
                 _exact_row(g, products[q], limit, points, weight, counts, k, closer, at, room, e, candidate, distance)
-            else:
-                open_rows[n_open] = g
-                nearest[g] = index[0]
-                n_open += 1
-    return open_rows[:n_open]
 
 
-# Rows (groups) searched, and those the float32 products left open after the first pass and after the search
-# again moved into their cluster (the benchmarks report them: what bounds the search on a family of states).
-SEARCH_COUNTS = {"rows": 0, "open_first": 0, "open_second": 0}
+# Rows (groups) searched, and those the products left open (searched again in float64): the benchmarks report
+# them, what bounds the search on a family of states.
+SEARCH_COUNTS = {"rows": 0, "open": 0}
 
 
 def nearest_groups(
@@ -571,9 +557,11 @@ def nearest_groups(
 
     The upper triangle of the products, moved to the slice's median state
     (or a local block's), gives every row its list; the bounds settle all but
-    a few rows (at most ~2% in float32 on real LSTM states). In float64 those get explicit
-    differences at once; in float32 they are searched again moved into their
-    cluster (to the group most of them have nearest), then in float64.
+    a few rows (at most ~2% in float32 on real LSTM states). Those are
+    searched again in float64 and get explicit differences where that is not
+    enough either (tight clusters are moved to their own origin in the first
+    pass already, so a float32 search again, moved into one cluster, no longer
+    pays: measured 10% slower on the state families of bench_knn_families.py).
     """
     size, hidden = points.shape
     if not 1 <= k <= weight.sum():  # the compiled loops do not check bounds
@@ -584,22 +572,7 @@ def nearest_groups(
     at = np.empty((size, n_classes))
     room = np.empty(size)
     e = np.empty(size)
-    nearest = np.empty(size, dtype=np.int64)
     origin = _median_state(exact)
-
-    def moved(dtype, origin):
-        """The states moved by ``origin`` for products in ``dtype``: kappa, both sides, |p|^2."""
-        kappa = rounding_factor(hidden, dtype)
-        query = np.empty((size, hidden + 1), dtype=dtype)
-        reference = np.empty((size, hidden + 1), dtype=dtype)
-        return kappa, query, reference, _moved_states(exact, origin, kappa, query, reference)
-
-    def search(dtype, origin, rows):
-        kappa, query, reference, norms = moved(dtype, origin)
-        exactly = dtype == np.float64
-        args = (norms, kappa, exact, weight, counts, k, closer, at, room, e, exactly, nearest)
-        return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
-
     take = min(size, k + 1)
     values = np.full((size, take), np.inf)
     uppers = np.full((size, take), np.inf)
@@ -615,13 +588,14 @@ def nearest_groups(
     _symmetric_lists(exact, kappa, states, norms, scaled, bar, values, uppers, index)
     open_rows = _settle_lists(values, uppers, index, weight, counts, k, closer, at, room, e)
     SEARCH_COUNTS["rows"] += size
-    SEARCH_COUNTS["open_first"] += len(open_rows)
-    if len(open_rows) and dtype == np.float32:
-        nearest[open_rows] = index[open_rows, 0]
-        open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
-    SEARCH_COUNTS["open_second"] += len(open_rows)
-    if len(open_rows):
-        search(np.float64, origin, open_rows)
+    SEARCH_COUNTS["open"] += len(open_rows)
+    if len(open_rows):  # in float64, then explicit differences
+        wide = rounding_factor(hidden, np.float64)
+        query = np.empty((size, hidden + 1))
+        reference = np.empty((size, hidden + 1))
+        norms64 = _moved_states(exact, origin, wide, query, reference)
+        args = (norms64, wide, exact, weight, counts, k, closer, at, room, e)
+        _search_rows(open_rows, query, np.ascontiguousarray(reference.T), *args)
     return (*(torch.from_numpy(a) for a in (closer, at, room, e)), index)
 
 

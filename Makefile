@@ -63,7 +63,7 @@ bench-study: $(STAMP)  ## the 25-cell study + analysis timed end to end, 750-run
 run: $(STAMP)  ## run the default study + analysis and say where the results are
 	$(BIN)/python -m pipeline -m 'seed=$(SEEDS)' trainer.epochs=$(EPOCHS) paths.root=$(OUTPUTS)
 	$(BIN)/python -m analysis --root $(OUTPUTS) --study headline --out $(OUTPUTS)/analysis
-	$(BIN)/python -m pipeline.status --root $(OUTPUTS) --study headline --health
+	$(BIN)/python -m analysis.health --root $(OUTPUTS) --study headline
 	@echo
 	@echo "run records:  $(OUTPUTS)/headline/runs/<run_id>/  (python -m pipeline.status --root $(OUTPUTS))"
 	@echo "analysis:     $(OUTPUTS)/analysis/report.html  (read this first), metrics.parquet, *.csv, figures"
@@ -75,9 +75,10 @@ test: lint  ## lint, then the whole test suite (slow end-to-end tests included)
 	@bash .ci/install-r.sh
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)  ## ruff: lint and formatting check (configured in pyproject.toml)
+lint: $(STAMP)  ## ruff (lint, formatting) and mypy (types of pipeline/, analysis/, hydra_plugins/); pyproject.toml configures both
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)  ## ruff: format the code and apply the safe lint fixes
 	$(BIN)/ruff format .

@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .metrics import METRIC_NAMES
+from pipeline.curve_metrics import METRIC_NAMES
+from pipeline.schema import KNN_MODES, KNN_TIE_RULES
 
 __all__ = ["main", "build_parser"]
 
@@ -81,14 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--knn-ties",
         metavar="RULE",
-        choices=("expected_random_order", "self_first_by_index"),
+        choices=KNN_TIE_RULES,
         help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)",
     )
     src.add_argument(
         "--knn-mode",
         metavar="MODE",
-        choices=("resubstitution", "leave_one_out"),
+        choices=KNN_MODES,
         help="only runs whose KNN probe used this mode",
+    )
+    src.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="companion studies: only the runs whose config.yaml has KEY = VALUE (repeatable; e.g. "
+        "probe.gradient_spectrum.enabled=true); runs of one study that differ beyond its factors are not pooled",
     )
     src.add_argument(
         "--metrics-table",
@@ -182,19 +191,23 @@ def _figures(figures, table, collection, out: Path, timings: dict) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from ._threads import single_threaded_blas
+    from pipeline.blas import single_threaded_blas
 
     with single_threaded_blas():
         return _main(args)
 
 
 def _main(args) -> int:
-    from . import collect, figures, ols, replication, report, stats
-    from .tables import MetricsTableError, atomic_write_csv, atomic_write_parquet, atomic_write_text, read_metrics_table
+    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+
+    from . import architectures, collect, figures, ols, replication, report, stats
+    from .companion.power import RULE as POWER_RULE
+    from .tables import MetricsTableError, read_metrics_table
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     notes: list[str] = []
+    authors_sections: list[dict] = []
     collection = None
     skipped = None
     if args.metrics_table:
@@ -205,6 +218,11 @@ def _main(args) -> int:
             table = read_metrics_table(args.metrics_table)
         except MetricsTableError as exc:
             return _fail(str(exc))
+        from .authors_tables import extra_table_sections, statistics_rows
+
+        authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
+        table, left_out = statistics_rows(table)
+        notes.extend(left_out)
         description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
         if not args.smooth:
             notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
@@ -223,7 +241,7 @@ def _main(args) -> int:
                 knn_ties=args.knn_ties,
                 knn_mode=args.knn_mode,
             )
-        except collect.MixedProbeRules as exc:
+        except collect.MixedConditions as exc:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
@@ -240,13 +258,20 @@ def _main(args) -> int:
                 f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
                 "failed ones with the pipeline."
             )
-        table = collect.metrics_for_statistics(collection)
+        try:
+            table = collect.metrics_for_statistics(collection)
+        except MetricsTableError as exc:
+            return _fail(str(exc))
         notes.extend(collection.notes)
         description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
         timings["collect runs"] = collection.seconds
         timings["metrics"] = collection.seconds_metrics
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out / "metrics.parquet", table)
+    # an architecture study: the models are compared in a section of their own; the other sections are the
+    # study model's (the LSTM's), as pooling models would mix conditions
+    models_table, models_collection = table, collection
+    table, collection = _reference_model(table, collection, notes)
     if skipped is not None:
         atomic_write_csv(out / "skipped_runs.csv", skipped)
     _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
@@ -275,11 +300,13 @@ def _main(args) -> int:
             _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
-    replication_table = replication.replication_table(table, mixed, ols_table)
+    replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
     atomic_write_csv(out / "replication.csv", replication_table)
+    atomic_write_csv(out / "replicate_rule.csv", rule_table)
 
     files = [
         "replication.csv",
+        "replicate_rule.csv",
         "metrics.parquet",
         "mixed_effects.csv",
         "lrt.csv",
@@ -291,13 +318,20 @@ def _main(args) -> int:
     ] + (["skipped_runs.csv"] if skipped is not None else [])
     files += [f"figures/{name}" for name in figs]
     companion = []
-    diagnostics = []
+    diagnostics = [_regime(table, out, files)]
+    if architectures.several_models(models_table):
+        t0 = time.perf_counter()
+        section = architectures.architecture_section(models_table, models_collection, figures=args.figures)
+        diagnostics[:0] = _write_sections([section], out, files)
+        timings["architectures"] = time.perf_counter() - t0
+    if collection is None:  # the authors' 100-epoch / multiclass tables
+        diagnostics += _write_sections(authors_sections, out, files)
     if collection is not None:
         t0 = time.perf_counter()
-        diagnostics = _diagnostics(collection, out, files, figs if args.figures else None)
+        diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        companion = _companion(Path(args.root), args.study, out, args.quiet)
+        companion = _companion(Path(args.root), args.study, out, args.quiet, args.where)
         timings["companion studies"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     page = report.render_report(
@@ -316,6 +350,9 @@ def _main(args) -> int:
             companion=companion,
             replication=replication_table,
             replication_rule=replication.RULE,
+            replicate_rule=rule_table,
+            replicate_rule_text=POWER_RULE,
+            scope=replication.study_scope(table),
             diagnostics=diagnostics,
         )
     )
@@ -330,9 +367,23 @@ def _main(args) -> int:
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(out, table, args.study, description)
+        wandb_id = log_analysis(
+            out, table, args.study, description, Path(args.root) if collection is not None else None
+        )
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
+
+
+def _regime(table, out: Path, files: list[str]) -> dict:
+    """Where the runs sit (start/end/max/tmax percentiles at the first and last epoch) beside the authors'."""
+    from pipeline.runfolder import atomic_write_csv
+
+    from .regime import regime_section
+
+    section = regime_section(table)
+    atomic_write_csv(out / "regime.csv", section["tables"]["regime"])
+    files.append("regime.csv")
+    return section
 
 
 def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes] | None) -> list[dict]:
@@ -342,9 +393,15 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
     Their tables are written as CSV next to the report and their figures into figures/.
     """
     from . import health, ties
-    from .tables import atomic_write_bytes, atomic_write_csv
 
     sections = [health.health_section(collection), ties.tie_share_section(collection, figures=figs is not None)]
+    return _write_sections(sections, out, files)
+
+
+def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[dict]:
+    """Write each section's tables (<name>.csv) and figures (figures/<name>) next to the report."""
+    from pipeline.runfolder import atomic_write_bytes, atomic_write_csv
+
     for section in sections:
         for name, frame in section.get("tables", {}).items():
             atomic_write_csv(out / f"{name}.csv", frame)
@@ -356,11 +413,29 @@ def _diagnostics(collection, out: Path, files: list[str], figs: dict[str, bytes]
     return sections
 
 
-def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:
+def _reference_model(table, collection, notes: list[str]):
+    """The table and collection of the study's model where the runs are of several models (an
+    architecture study), with a note; unchanged otherwise."""
+    from .architectures import reference_model, several_models
+
+    if not several_models(table):
+        return table, collection
+    models = sorted(table["model"].unique())
+    ref = reference_model(models)
+    notes.append(
+        f"The runs are of {len(models)} models ({', '.join(models)}): the architectures section compares them; "
+        f"every other section is of the {ref} runs alone."
+    )
+    table = table[table["model"] == ref].reset_index(drop=True)
+    return table, (collection.of_model(ref) if collection is not None else None)
+
+
+def _companion(root: Path, study: str | None, out: Path, quiet: bool, where=()) -> list[dict]:
     """Sections of the companion studies under root (critical periods, multitask, dense sample, spectra)."""
     from .companion import companion_sections
+    from .companion.common import parse_where
 
-    sections = companion_sections(root, study, out)
+    sections = companion_sections(root, study, out, parse_where(where))
     for section in sections:
         _say(
             quiet,
@@ -374,10 +449,11 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
     """A report of the companion studies alone, for roots without learning-curve maps.
 
     None when there is none to make; else the exit code (1 when a section failed)."""
-    from .tables import atomic_write_text
+    from pipeline.runfolder import atomic_write_text
+
     from .templating import Markup, render
 
-    sections = _companion(root, args.study, out, args.quiet)
+    sections = _companion(root, args.study, out, args.quiet, args.where)
     if not sections:
         return None
     page = render(

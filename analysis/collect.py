@@ -12,7 +12,6 @@ import hashlib
 import io
 import itertools
 import json
-import os
 import sys
 import time
 import uuid
@@ -22,11 +21,42 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.curve_metrics import map_metrics
 from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
-from pipeline.runfolder import CONFIG, CURVES, STATUS, damage, read_status
+from pipeline.runfolder import (
+    MAX_RECORD_BYTES,
+    MAX_STATUS_BYTES,
+    NotReadable,
+    atomic_write_bytes,
+    atomic_write_parquet,
+    atomic_write_text,
+    damage,
+    file_digest,
+    is_link,
+    read_entry,
+    read_text_entry,
+)
+from pipeline.schema import (
+    CONFIG,
+    CURVE_COLUMNS,
+    CURVES,
+    DONE,
+    KNN,
+    KNN_MODES,
+    KNN_TIE_RULES,
+    KNN_TIE_SHARE,
+    LEGACY_KNN_MODE,
+    LEGACY_KNN_TIES,
+    STATUS,
+    TRAIN,
+    has_runs,
+    iter_run_folders,
+    runs_folder,
+    study_folder,
+    study_folders,
+)
 
-from .metrics import map_metrics
-from .tables import atomic_write_bytes, atomic_write_parquet, atomic_write_text, finish_metrics_table
+from .tables import finish_metrics_table
 
 __all__ = [
     "NoRunsFound",
@@ -36,14 +66,12 @@ __all__ = [
     "read_run",
     "collect_runs",
     "RunReadError",
-    "MixedProbeRules",
     "MixedConditions",
-    "TIE_RULES",
-    "KNN_MODES",
 ]
 
-CACHE_VERSION = 4  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
-# 4: the batch size is compared per data source
+CACHE_VERSION = 6  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
+# 4: the batch size is compared per data source; 5: fingerprints of content (status.json's checksums), not mtimes;
+# 6: the model column (an architecture study's factor)
 _RUN_COLUMNS = [
     "study",
     "run_id",
@@ -51,6 +79,7 @@ _RUN_COLUMNS = [
     "fingerprint",
     "source",
     "labels",
+    "model",
     "pair",
     "pair_index",
     "class_a",
@@ -66,13 +95,8 @@ _RUN_COLUMNS = [
     "map_row",
     "condition",
     "dataset_condition",
+    "model_condition",
 ]
-# the names of pipeline/probes/knn.py (not imported: analysis/ never imports torch)
-TIE_RULES = ("expected_random_order", "self_first_by_index")
-KNN_MODES = ("resubstitution", "leave_one_out")
-TIE_SHARE = "knn_tie_share"
-# what runs recorded before probe.knn.ties / probe.knn.mode existed were computed under
-LEGACY_TIES, LEGACY_MODE = "self_first_by_index", "resubstitution"
 
 
 class NoRunsFound(RuntimeError):
@@ -86,10 +110,6 @@ class RunReadError(RuntimeError):
 class MixedConditions(RuntimeError):
     """Done runs whose settings differ beyond the design factors (data source, class pair, replicate, labels):
     different KNN tie rules or modes, learning rates, epochs, ... (the message gives the counts and the way out)."""
-
-
-# the KNN tie rule / mode is one such setting, with its own selection options (--knn-ties, --knn-mode)
-MixedProbeRules = MixedConditions
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,28 @@ class Collection:
     seconds: float = 0.0
     seconds_metrics: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def models(self) -> list[str]:
+        """The models of the runs (several in an architecture study)."""
+        return sorted(self.runs["model"].unique()) if len(self.runs) else []
+
+    def of_model(self, model: str) -> Collection:
+        """The runs of one model, their maps (the same arrays: rows keep their map_row) and metrics."""
+        keep = self.runs["model"] == model
+        runs = self.runs[keep].reset_index(drop=True)
+        metrics = self.metrics[self.metrics["run_id"].isin(set(runs["run_id"]))].reset_index(drop=True)
+        return Collection(
+            runs,
+            self.maps,
+            metrics,
+            self.skipped,
+            self.tie_maps,
+            self.n_read,
+            self.n_cached,
+            self.seconds,
+            self.seconds_metrics,
+            list(self.notes),
+        )
 
     def skipped_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(s) for s in self.skipped], columns=["study", "run_id", "path", "reason"])
@@ -164,22 +206,21 @@ def _not_lcm_study(study_dir: Path, sample: int = 3) -> str | None:
     import yaml
 
     reason, seen = None, 0
-    with os.scandir(study_dir / "runs") as it:
-        for entry in sorted((e for e in it if e.is_dir()), key=lambda e: e.name):
-            try:
-                config = yaml.safe_load((Path(entry.path) / CONFIG).read_text())
-            except Exception:
-                continue
-            design = config.get("design") if isinstance(config, dict) else None
-            if not isinstance(design, dict):
-                continue
-            if "data_source" in design and "pair" in design:
-                return None
-            study = config.get("study") if isinstance(config.get("study"), dict) else {}
-            reason = f"its runs have no data source x class pair design (runner {study.get('runner') or 'unknown'})"
-            seen += 1
-            if seen >= sample:
-                break
+    for run_dir in sorted(iter_run_folders(study_dir)):
+        try:
+            config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
+        except Exception:
+            continue
+        design = config.get("design") if isinstance(config, dict) else None
+        if not isinstance(design, dict):
+            continue
+        if "data_source" in design and "pair" in design:
+            return None
+        study = config.get("study") if isinstance(config.get("study"), dict) else {}
+        reason = f"its runs have no data source x class pair design (runner {study.get('runner') or 'unknown'})"
+        seen += 1
+        if seen >= sample:
+            break
     return reason
 
 
@@ -197,33 +238,30 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
     if not root.is_dir():
         raise NoRunsFound(f"No runs found: the outputs root {root.resolve()} does not exist. {hint}")
     if study is not None:
-        studies = [root / study]
-        if not (root / study / "runs").is_dir():
+        studies = [study_folder(root, study)]
+        if not has_runs(studies[0]):
             raise NoRunsFound(
-                f"No runs found: {(root / study / 'runs').resolve()} does not exist (study {study!r}). {hint}"
+                f"No runs found: {runs_folder(studies[0]).resolve()} does not exist (study {study!r}). {hint}"
             )
-        reason = _not_lcm_study(root / study)
+        reason = _not_lcm_study(studies[0])
         if reason:
             raise NoRunsFound(f"Study {study!r} has no learning-curve maps to analyse: {reason}.")
     else:
         studies = []
         # dot-folders are bookkeeping (Hydra's .hydra, caches), never a study
-        for p in sorted(
-            p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "runs").is_dir()
-        ):
+        for p in study_folders(root):
             reason = _not_lcm_study(p)
             if reason:
                 if notes is not None:
                     notes.append(f"Study {p.name!r} left out: {reason}.")
             else:
                 studies.append(p)
-    found = []
+    found: list[tuple[str, Path]] = []
     for s in studies:
-        with os.scandir(s / "runs") as it:
-            entries = sorted((e for e in it if e.is_dir() and not e.name.startswith(".")), key=lambda e: e.name)
-        found.extend((s.name, Path(e.path)) for e in entries)
+        # links too (never followed: the collection lists them as skipped, with where they lead)
+        found.extend((s.name, run_dir) for run_dir in sorted(iter_run_folders(s, links=True)))
     if not found:
-        where = root / study / "runs" if study else root / "*" / "runs"
+        where = runs_folder(study_folder(root, study)) if study else runs_folder(root / "*")
         extra = f" ({'; '.join(notes)})" if notes else ""
         raise NoRunsFound(
             f"No runs found: no learning-curve-map run folders under {Path(where).resolve()}/{extra}. {hint}"
@@ -231,42 +269,36 @@ def find_run_dirs(root, study: str | None = None, notes: list[str] | None = None
     return found
 
 
-def _stat_key(path: Path) -> str:
+def run_state(run_dir: Path) -> tuple[str, str, dict]:
+    """(state, fingerprint, status) of a run folder; state is "done", "running", ... or a reason it is
+    unreadable. The fingerprint is of content: status.json holds the size and SHA-256 of every record
+    file, which ``damage`` checks against the files on each collection; a record from before status.json
+    listed its files adds the digests of its config and curves."""
     try:
-        st = path.stat()
+        raw, _ = read_entry(run_dir, STATUS, MAX_STATUS_BYTES)
     except FileNotFoundError:
-        return "absent"
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def run_state(run_dir: Path) -> tuple[str, str]:
-    """(state, fingerprint) of a run folder; state is "done", "running", ... or a reason it is unreadable."""
-    status_path = run_dir / STATUS
-    try:
-        raw = status_path.read_bytes()
-        mtime = status_path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return "no status.json (not a finished run)", ""
+        return "no status.json (not a finished run)", "", {}
+    except (NotReadable, OSError) as exc:
+        return f"status.json unreadable ({exc})", "", {}
     try:
         status = json.loads(raw)
         state = str(status.get("state"))
     except (ValueError, AttributeError) as exc:
-        return f"status.json unreadable ({type(exc).__name__})", ""
+        return f"status.json unreadable ({type(exc).__name__})", "", {}
     digest = hashlib.sha1(raw)
-    digest.update(f"|{mtime}|{_stat_key(run_dir / CONFIG)}|{_stat_key(run_dir / CURVES)}".encode())
-    return state, digest.hexdigest()
+    if state == DONE and status.get("files") is None:
+        for name in (CONFIG, CURVES):
+            try:
+                digest.update(file_digest(run_dir / name)["sha256"].encode())
+            except (NotReadable, OSError):
+                digest.update(b"unreadable")
+    return state, digest.hexdigest(), status
 
 
-def _not_this_run(run_dir: Path, real_root: Path, seen_ids: dict[str, str]) -> str | None:
-    """Why a done folder is not read as a run of its own: a link to outside the outputs root, a folder whose
-    name is not the run id its status.json records (a copy), or a run id already counted."""
-    real = run_dir.resolve()
-    if real_root not in real.parents:
-        return f"the folder leads outside the outputs root (to {real}): not read"
-    try:
-        recorded = (read_status(run_dir) or {}).get("run_id")
-    except ValueError:
-        recorded = None
+def _not_this_run(run_dir: Path, status: dict, seen_ids: dict[str, str]) -> str | None:
+    """Why a done folder is not read as a run of its own: a folder whose name is not the run id its
+    status.json records (a copy), or a run id already counted."""
+    recorded = status.get("run_id")
     if recorded is not None and str(recorded) != run_dir.name:
         return f"folder name differs from the run id its status.json records ({recorded}): a copy? not counted"
     if run_dir.name in seen_ids:
@@ -275,14 +307,26 @@ def _not_this_run(run_dir: Path, real_root: Path, seen_ids: dict[str, str]) -> s
     return None
 
 
+def _link_reason(run_dir: Path, real_root: Path) -> str:
+    """Why a symbolic link in runs/ is not read (never followed; said where it leads)."""
+    try:
+        real = run_dir.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "a symbolic link that leads nowhere (or to itself): not read"
+    if real_root not in real.parents:
+        return f"the folder leads outside the outputs root (to {real}): not read"
+    return f"a symbolic link (to {real}), not a run folder: not read"
+
+
 def _design(run_dir: Path) -> dict:
     import yaml  # pyyaml comes with omegaconf
 
-    path = run_dir / CONFIG
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
     except FileNotFoundError:
         raise RunReadError("config.yaml missing") from None
+    except NotReadable as exc:
+        raise RunReadError(str(exc)) from None
     except Exception as exc:
         raise RunReadError(f"config.yaml unreadable ({type(exc).__name__})") from None
     if not isinstance(config, dict) or not isinstance(config.get("design"), dict):
@@ -308,6 +352,7 @@ def _design(run_dir: Path) -> dict:
     return {
         "source": str(design["data_source"]),
         "labels": str(design["labels"]),
+        "model": model_of(config),
         "pair": pair,
         "pair_index": pair_index,
         "class_a": class_a or "",
@@ -337,15 +382,35 @@ def _flat(node, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
+def model_of(config: dict) -> str:
+    """The model of a run's config.yaml: its design's level where the model is a factor of the study, else
+    ``model.name`` (a user's module: its label, else its ``_target_``)."""
+    design = config.get("design") or {}
+    if design.get("model") is not None:
+        return str(design["model"])
+    model = config.get("model")
+    model = model if isinstance(model, dict) else {}
+    return str(model.get("name") or model.get("_target_") or "lstm")
+
+
+def _model_is_factor(config: dict) -> bool:
+    study = config.get("study")
+    return isinstance(study, dict) and "model" in (study.get("factors") or [])
+
+
 def _condition(config: dict) -> dict:
-    """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled)."""
+    """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled).
+    Where the model is a factor of the study (study=architectures), its settings are compared within each
+    model (``model_condition``), as a data set's are within its data source."""
     rest = {k: v for k, v in config.items() if k not in (*NON_SEMANTIC_TOP, *_FACTOR_KEYS)}
+    per_model = rest.pop("model", None) if _model_is_factor(config) else None
     flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
     per_source = {k: flat.pop(k) for k in sorted(_PER_SOURCE_KEYS) if k in flat}
     per_source.update(_flat(config.get("dataset") or {}, "dataset."))
     return {
         "condition": json.dumps(flat, sort_keys=True, default=str),
         "dataset_condition": json.dumps(per_source, sort_keys=True, default=str),
+        "model_condition": json.dumps(_flat(per_model or {}, "model."), sort_keys=True, default=str),
     }
 
 
@@ -354,30 +419,34 @@ def _knn_rule(config: dict) -> dict:
     probe = config.get("probe")
     knn = probe.get("knn") if isinstance(probe, dict) else None
     knn = knn if isinstance(knn, dict) else {}
-    ties, mode = knn.get("ties", LEGACY_TIES), knn.get("mode", LEGACY_MODE)
-    if ties not in TIE_RULES or mode not in KNN_MODES:
+    ties, mode = knn.get("ties", LEGACY_KNN_TIES), knn.get("mode", LEGACY_KNN_MODE)
+    if ties not in KNN_TIE_RULES or mode not in KNN_MODES:
         raise RunReadError(
             f"config.yaml probe.knn.ties={ties!r} / probe.knn.mode={mode!r}: unknown (allowed: "
-            f"{', '.join(TIE_RULES)} / {', '.join(KNN_MODES)})"
+            f"{', '.join(KNN_TIE_RULES)} / {', '.join(KNN_MODES)})"
         )
     return {"knn_ties": str(ties), "knn_mode": str(mode), "knn_rule_recorded": "ties" in knn and "mode" in knn}
 
 
 def _learning_curve_map(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """The knn/train map (epochs x time slices) and the tie-share map of the same shape (None if not recorded)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path = run_dir / CURVES
-    if not path.is_file():
-        raise RunReadError("curves.parquet missing")
     try:
-        table = pq.read_table(path, columns=["probe", "split", "epoch", "time_slice", "value"])
+        data, _ = read_entry(run_dir, CURVES, MAX_RECORD_BYTES)
+    except FileNotFoundError:
+        raise RunReadError("curves.parquet missing") from None
+    except (NotReadable, OSError) as exc:
+        raise RunReadError(f"curves.parquet unreadable ({exc})") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=list(CURVE_COLUMNS))
     except Exception as exc:
         raise RunReadError(f"curves.parquet unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    train = table.filter(pc.equal(table["split"], "train"))
-    ties = train.filter(pc.equal(train["probe"], TIE_SHARE))
-    table = train.filter(pc.equal(train["probe"], "knn"))
+    train = table.filter(pc.equal(table["split"], TRAIN))
+    ties = train.filter(pc.equal(train["probe"], KNN_TIE_SHARE))
+    table = train.filter(pc.equal(train["probe"], KNN))
     if table.num_rows == 0:
         raise RunReadError("curves.parquet has no knn/train rows (no learning-curve map)")
     epoch = table["epoch"].to_numpy().astype(np.int64)
@@ -524,6 +593,7 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
         "run_id",
         "source",
         "labels",
+        "model",
         "pair",
         "pair_index",
         "class_a",
@@ -551,6 +621,7 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
         "run_id",
         "source",
         "labels",
+        "model",
         "pair",
         "pair_index",
         "class_a",
@@ -570,6 +641,65 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
 # ---------------------------------------------------------------------------
 # The whole collection
 # ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Looked:
+    """What one entry of runs/ gave: a usable done run's record, or the reason it is skipped."""
+
+    record: dict | None = None
+    reason: str = ""
+    fingerprint: str = ""  # set for a done run whose records cannot be used (remembered in the cache)
+    from_cache: bool = False
+
+
+def _look_at(study_name, run_dir, real_root, seen_ids, cached, cached_index, cached_failures) -> _Looked:
+    """Read one run folder, or reuse its cached map when its content is unchanged.
+
+    Every done run's record files are checked against the sizes and SHA-256 that status.json lists,
+    cached or not, so that a file changed since (its mtime restored or not) is skipped as damaged, as
+    ``python -m pipeline.status`` and ``--no-cache`` say."""
+    if is_link(run_dir):
+        return _Looked(reason=_link_reason(run_dir, real_root))
+    state, fingerprint, status = run_state(run_dir)
+    if state != DONE:
+        return _Looked(reason=state if not fingerprint else f"status is {state!r}, not done")
+    why = _not_this_run(run_dir, status, seen_ids)
+    if why:
+        return _Looked(reason=why)
+    damaged = damage(run_dir, status)
+    if damaged:
+        return _Looked(reason=f"damaged record: {damaged}")
+    key = (study_name, run_dir.name)
+    failed = cached_failures.get(key)
+    if failed is not None and failed[0] == fingerprint:
+        return _Looked(reason=failed[1], fingerprint=fingerprint, from_cache=True)
+    hit = cached_index.get(key)
+    if hit is not None and hit["fingerprint"] == fingerprint:
+        assert cached is not None  # hits come from the cache
+        record = dict(hit)
+        record["path"] = str(run_dir)
+        record["_map"] = cached.maps[hit["shape"]][hit["map_row"]]
+        record["_ties"] = cached.tie_maps[hit["shape"]][hit["map_row"]]
+        return _Looked(record=record, from_cache=True)
+    try:
+        info, lc_map, tie_map = read_run_with_ties(run_dir)
+    except RunReadError as exc:
+        return _Looked(reason=str(exc), fingerprint=fingerprint)
+    record = {
+        "study": study_name,
+        "run_id": run_dir.name,
+        "path": str(run_dir),
+        "fingerprint": fingerprint,
+        **info,
+        "has_tie_share": tie_map is not None,
+        "n_epochs": lc_map.shape[0],
+        "n_slices": lc_map.shape[1],
+        "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}",
+        "_map": lc_map,
+        "_ties": tie_map if tie_map is not None else np.full(lc_map.shape, np.nan),
+    }
+    return _Looked(record=record)
 
 
 def _say(enabled: bool, text: str) -> None:
@@ -592,9 +722,9 @@ def collect_runs(
 
     ``knn_ties`` / ``knn_mode`` keep only the runs computed under that KNN tie
     rule / mode (the others are listed as skipped); without them, done runs of
-    more than one rule or mode raise ``MixedProbeRules``.
+    more than one rule or mode raise ``MixedConditions``.
     """
-    for name, value, allowed in (("knn_ties", knn_ties, TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
+    for name, value, allowed in (("knn_ties", knn_ties, KNN_TIE_RULES), ("knn_mode", knn_mode, KNN_MODES)):
         if value is not None and value not in allowed:
             raise ValueError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
     t0 = time.perf_counter()
@@ -621,52 +751,18 @@ def collect_runs(
     seen_ids: dict[str, str] = {}
     for i, (study_name, run_dir) in enumerate(found, 1):
         run_id = run_dir.name
-        state, fingerprint = run_state(run_dir)
-        if state != "done":
-            reason = state if not fingerprint else f"status is {state!r}, not done"
-            skipped.append(SkippedRun(study_name, run_id, str(run_dir), reason))
+        looked = _look_at(study_name, run_dir, real_root, seen_ids, cached, cached_index, cached_failures)
+        if looked.record is None:
+            skipped.append(SkippedRun(study_name, run_id, str(run_dir), looked.reason))
+            if looked.fingerprint:  # a done run whose records cannot be used: remembered by its fingerprint
+                failures.append(
+                    {"study": study_name, "run_id": run_id, "fingerprint": looked.fingerprint, "reason": looked.reason}
+                )
+                n_failed_read += not looked.from_cache
             continue
-        why = _not_this_run(run_dir, real_root, seen_ids)
-        if why:
-            skipped.append(SkippedRun(study_name, run_id, str(run_dir), why))
-            continue
-        hit = cached_index.get((study_name, run_id))
-        failed = cached_failures.get((study_name, run_id))
-        if failed is not None and failed[0] == fingerprint:
-            skipped.append(SkippedRun(study_name, run_id, str(run_dir), failed[1]))
-            failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint, "reason": failed[1]})
-            continue
-        if hit is not None and hit["fingerprint"] == fingerprint:
-            record = dict(hit)
-            record["path"] = str(run_dir)
-            record["_map"] = cached.maps[hit["shape"]][hit["map_row"]]
-            record["_ties"] = cached.tie_maps[hit["shape"]][hit["map_row"]]
-            n_cached += 1
-        else:
-            try:
-                damaged = damage(run_dir, read_status(run_dir) or {})
-                if damaged:
-                    raise RunReadError(f"damaged record: {damaged}")
-                info, lc_map, tie_map = read_run_with_ties(run_dir)
-            except RunReadError as exc:
-                skipped.append(SkippedRun(study_name, run_id, str(run_dir), str(exc)))
-                failures.append({"study": study_name, "run_id": run_id, "fingerprint": fingerprint, "reason": str(exc)})
-                n_failed_read += 1
-                continue
-            n_read += 1
-            record = {
-                "study": study_name,
-                "run_id": run_id,
-                "path": str(run_dir),
-                "fingerprint": fingerprint,
-                **info,
-                "has_tie_share": tie_map is not None,
-                "n_epochs": lc_map.shape[0],
-                "n_slices": lc_map.shape[1],
-                "shape": f"{lc_map.shape[0]}x{lc_map.shape[1]}",
-                "_map": lc_map,
-                "_ties": tie_map if tie_map is not None else np.full(lc_map.shape, np.nan),
-            }
+        record = looked.record
+        n_cached += looked.from_cache
+        n_read += not looked.from_cache
         if (knn_ties or record["knn_ties"]) != record["knn_ties"] or (knn_mode or record["knn_mode"]) != record[
             "knn_mode"
         ]:
@@ -718,7 +814,7 @@ def collect_runs(
         and cached.metrics is not None
     )
     t1 = time.perf_counter()
-    if unchanged:
+    if unchanged and cached is not None and cached.metrics is not None:
         metrics = cached.metrics
     else:
         metrics = _metrics_table(runs, stacked, smooth)
@@ -750,12 +846,12 @@ def collect_runs(
         if legacy:
             notes.append(
                 f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
-                f"these keys existed): they were computed under {LEGACY_TIES} / {LEGACY_MODE} and are "
+                f"these keys existed): they were computed under {LEGACY_KNN_TIES} / {LEGACY_KNN_MODE} and are "
                 "labelled so."
             )
         no_share = int((~runs["has_tie_share"]).sum())
         if no_share:
-            notes.append(f"{no_share} run(s) have no {TIE_SHARE} rows in curves.parquet (no tie share for them).")
+            notes.append(f"{no_share} run(s) have no {KNN_TIE_SHARE} rows in curves.parquet (no tie share for them).")
     _say(
         progress,
         f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
@@ -776,7 +872,8 @@ def collect_runs(
 
 
 def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | None) -> None:
-    """MixedProbeRules when the runs were computed under more than one KNN tie rule or mode."""
+    """MixedConditions when the runs were computed under more than one KNN tie rule or mode (this setting
+    has selection options of its own: --knn-ties, --knn-mode)."""
     counts: dict[tuple[str, str], int] = {}
     for record in records:
         key = (record["knn_ties"], record["knn_mode"])
@@ -791,11 +888,11 @@ def _check_one_rule(records: list[dict], knn_ties: str | None, knn_mode: str | N
         options.append("--knn-ties RULE (" + ", ".join(sorted({t for t, _ in counts})) + ")")
     if knn_mode is None and len({m for _, m in counts}) > 1:
         options.append("--knn-mode MODE (" + ", ".join(sorted({m for _, m in counts})) + ")")
-    raise MixedProbeRules(
+    raise MixedConditions(
         f"the done runs were computed under different KNN probe rules, whose maps are not "
         f"comparable: {listing}. Analyse one at a time with {' and '.join(options)}. Runs whose "
-        f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_TIES} / "
-        f"{LEGACY_MODE}."
+        f"config.yaml has no probe.knn.ties / mode were computed under {LEGACY_KNN_TIES} / "
+        f"{LEGACY_KNN_MODE}."
     )
 
 
@@ -803,12 +900,19 @@ def _check_one_condition(records: list[dict]) -> None:
     """MixedConditions when the runs differ in a setting other than the design factors (``trainer.lr``,
     ``trainer.epochs``, ``model.hidden_size``, ...), or in their data set or batch size within one data
     source."""
-    groups = [("", lambda r: r["condition"])] + [
-        (f" (data source {source})", lambda r: r["dataset_condition"])
-        for source in sorted({r["source"] for r in records})
-    ]
-    for where, key in groups:
-        subset = [r for r in records if not where or where == f" (data source {r['source']})"]
+    groups = (
+        [("", lambda r: r["condition"], lambda r: True)]
+        + [
+            (f" (data source {source})", lambda r: r["dataset_condition"], lambda r, s=source: r["source"] == s)
+            for source in sorted({r["source"] for r in records})
+        ]
+        + [
+            (f" (model {model})", lambda r: r.get("model_condition", "{}"), lambda r, m=model: r["model"] == m)
+            for model in sorted({r["model"] for r in records})
+        ]
+    )
+    for where, key, member in groups:
+        subset = [r for r in records if member(r)]
         by_value: dict[str, list[dict]] = {}
         for record in subset:
             by_value.setdefault(key(record), []).append(record)

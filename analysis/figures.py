@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .tables import atomic_write_bytes
+from pipeline.runfolder import atomic_write_bytes
 
 __all__ = ["METRIC_LABELS", "chance_levels", "map_figures", "metric_figures", "trajectory_figures", "all_figures"]
 
@@ -245,7 +246,7 @@ def _average_maps(mean_maps: pd.DataFrame, lo: float, hi: float, chance) -> dict
 
 
 def _difference_maps(mean_maps: pd.DataFrame) -> dict[str, bytes]:
-    out = {}
+    out: dict[str, bytes] = {}
     diffs = []
     for source, d in mean_maps.groupby("source", sort=True):
         real = d[d["labels"] == "real"].sort_values(["pair_index", "pair"])
@@ -306,7 +307,7 @@ def metric_figures(table: pd.DataFrame, metrics, folder=None) -> dict[str, bytes
     for metric in metrics:
         fig, axes = plt.subplots(1, len(sources), figsize=(5.6 * len(sources), 4.6), squeeze=False, sharey=True)
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.87, wspace=0.08)
-        handles = {}
+        handles: dict[str, Any] = {}
         for ax, source in zip(axes[0], sources):
             d = table[table["source"] == source]
             real = d[d["labels"] == "real"]

@@ -42,6 +42,12 @@ class Structure:
     inner: str | None = None
     slope: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind in ("nested", "nested_slope") and not self.inner:
+            raise ValueError(f"random-effect structure {self.kind!r} needs its inner grouping column")
+        if self.kind in ("slope", "nested_slope") and not self.slope:
+            raise ValueError(f"random-effect structure {self.kind!r} needs its slope column")
+
     def describe(self) -> str:
         if self.kind == "intercept":
             return f"(1 | {self.group})"
@@ -188,6 +194,7 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
     """X'V*X, X'V*y, y'V*y (V* = sigma^2 V^-1) and log|I + Z Psi Z'|."""
     if kind in ("intercept", "nested"):
         lv = s.levels
+        assert lv is not None
         psi_in = theta[-1] ** 2
         denom = 1.0 + psi_in * lv.n
         a = psi_in / denom
@@ -196,6 +203,7 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
         ytWy = s.yty - float(a @ (lv.y * lv.y))
         logdet = float(np.sum(np.log(denom)))
         if kind == "nested":
+            assert lv.outer is not None
             psi_out = theta[0] ** 2
             d = 1.0 / denom
             O = int(lv.outer.max()) + 1
@@ -208,11 +216,13 @@ def _weighted(s: _Sums, theta: np.ndarray, kind: str) -> tuple[np.ndarray, np.nd
             logdet += float(np.sum(np.log1p(psi_out * so)))
         return XtWX, XtWy, ytWy, logdet
     bl = s.blocks
+    assert bl is not None
     if kind == "slope":
         dXX, dXy, dyy, logdet, _ = _woodbury_2x2(bl.A, bl.B, bl.c, theta[:3], keep=False)
         return s.XtX - dXX, s.Xty - dXy, s.yty - dyy, logdet
     # nested_slope: the run level first (theta[3:]), then the pair level (theta[:3]) on the run-reduced sums
     dXX, dXy, dyy, logdet, (P, Q, r) = _woodbury_2x2(bl.A, bl.B, bl.c, theta[3:], keep=True)
+    assert bl.outer_sum is not None
     O = bl.outer_sum.shape[0]
     p = s.p
     stacked = np.concatenate([P.reshape(len(P), 4), Q.reshape(len(Q), 2 * p), r], axis=1)
@@ -398,14 +408,14 @@ def profiled_fit(
         theta, success, message = _optimise(dev, starts, _bounds(structure), polish)
     else:
         # one-level start: the run (inner) intercept alone
-        one = Structure("intercept", structure.group if kind == "slope" else structure.inner)
+        inner = structure.group if kind == "slope" else structure.inner
+        assert inner is not None, structure
+        one = Structure("intercept", inner)
         if kind == "nested":
             one_s = _sums(
                 y,
                 X,
-                data.assign(
-                    **{structure.inner: data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)}
-                ),
+                data.assign(**{inner: data[structure.group].astype(str) + "\x1f" + data[inner].astype(str)}),
                 one,
             )
         else:
@@ -413,7 +423,7 @@ def profiled_fit(
         t0 = _brent_intercept(lambda t: _criterion(np.array([t]), one_s, "intercept", reml)[0])
         if kind == "nested":
             starts = [np.array([0.5 * t0 + 0.05, t0]), np.array([2.0 * t0 + 0.1, t0])]
-            bounds = [(0.0, None), (0.0, None)]
+            bounds: list[tuple[float | None, None]] = [(0.0, None), (0.0, None)]
         else:
             sd = float(np.std(data[structure.slope].to_numpy(dtype=np.float64))) or 1.0
             starts = [np.array([t0, 0.0, 0.1 / sd]), np.array([t0, 0.0, 0.01 / sd])]
@@ -453,7 +463,7 @@ def profiled_fit(
 
 
 def _bounds(structure: Structure) -> list[tuple]:
-    lower = [None] * len(structure.theta_names)
+    lower: list[float | None] = [None] * len(structure.theta_names)
     for i in structure.diagonal:
         lower[i] = 0.0
     return [(lo, None) for lo in lower]
@@ -467,6 +477,7 @@ def _optimise(dev, starts, bounds, polish: bool):
         value = dev(res.x)  # res.fun is shifted by each start's own criterion value: not comparable
         if best is None or value < best_dev:
             best, best_dev = res, value
+    assert best is not None, "no start to optimise from"
     theta = np.asarray(best.x, dtype=np.float64)
     if not polish:
         return theta, True, f"L-BFGS-B: {best.message} (a start for statsmodels)"
@@ -596,7 +607,7 @@ class MixedFit:
             out[f"Var({st.group})"] = float(self.cov_re[0, 0])
             out[f"Var({st.inner})"] = float(self.vcomp[0]) if self.vcomp.size else float("nan")
         else:
-            levels = [(st.group, self.cov_re)]
+            levels: list[tuple[str | None, np.ndarray]] = [(st.group, self.cov_re)]
             if st.kind == "nested_slope":
                 levels.append((st.inner, self.cov_re_inner))
             for name, c in levels:
@@ -617,8 +628,9 @@ def _boundary(
     limit = BOUNDARY_THETA**2 * scale
     out = []
     if structure.kind in ("slope", "nested_slope"):
-        levels = [(structure.group, cov_re)]
+        levels: list[tuple[str | None, np.ndarray]] = [(structure.group, cov_re)]
         if structure.kind == "nested_slope":
+            assert cov_re_inner is not None
             levels.append((structure.inner, cov_re_inner))
         for name, c in levels:
             # lme4's isSingular: a diagonal entry of the relative Cholesky factor below the tolerance. (An
@@ -781,17 +793,17 @@ def fit_profiled(
         cov_re = pfit.psi[:2, :2] * scale
         cov_re_inner = pfit.psi[2:, 2:] * scale
         vcomp = np.zeros(0)
-        re_names = ["Intercept", structure.slope]
+        re_names = ["Intercept", str(structure.slope)]
     else:
         cov_re = pfit.psi * scale
         vcomp = np.zeros(0)
-        re_names = ["Intercept"] + ([structure.slope] if structure.kind == "slope" else [])
+        re_names = ["Intercept"] + ([str(structure.slope)] if structure.kind == "slope" else [])
     n_groups = int(data[structure.group].astype(str).nunique())
     on_boundary = _boundary(cov_re, vcomp, scale, structure, cov_re_inner) if scale > 0 else []
     return MixedFit(
         names=list(names),
         fe_params=pfit.beta,
-        fe_cov=pfit.cov_beta,
+        fe_cov=pfit.cov_beta if pfit.cov_beta is not None else np.full((X.shape[1], X.shape[1]), np.nan),
         bse=bse,
         llf=pfit.loglik,
         reml=reml,

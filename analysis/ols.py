@@ -15,9 +15,10 @@ import pandas as pd
 import statsmodels.api as sm
 from statsmodels.stats.anova import anova_lm
 
-from ._threads import single_threaded_blas
+from pipeline.blas import single_threaded_blas
+from pipeline.curve_metrics import METRIC_NAMES
+
 from .formula import design_matrix
-from .metrics import METRIC_NAMES
 
 __all__ = ["lm", "authors_ols"]
 

@@ -10,11 +10,15 @@ import base64
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .templating import Markup, render
+
+if TYPE_CHECKING:
+    from .stats import StatsResults
 
 __all__ = ["ReportInput", "render_report"]
 
@@ -29,7 +33,7 @@ class ReportInput:
     source_description: str
     table: pd.DataFrame
     ols: pd.DataFrame
-    mixed: object  # analysis.stats.StatsResults
+    mixed: StatsResults
     figures: dict[str, bytes]
     skipped: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
@@ -41,6 +45,11 @@ class ReportInput:
     # the replication table (analysis.replication) and the rule its verdicts follow
     replication: pd.DataFrame | None = None
     replication_rule: str = ""
+    # the replicate rule's numbers for this table (analysis.replication.replicate_rule, power.RULE) and
+    # whether the table is a demonstration rather than the study (analysis.replication.study_scope)
+    replicate_rule: pd.DataFrame | None = None
+    replicate_rule_text: str = ""
+    scope: dict | None = None
     # diagnostics sections, rendered right after the replication section: {"title", "html", "tables":
     # {name: DataFrame}} (training health, probe tie share, ...); each table is shown complete
     diagnostics: list[dict] = field(default_factory=list)
@@ -183,33 +192,44 @@ def _key_results(inp: ReportInput) -> dict:
     return {"missing": None, "columns": list(pivot.columns), "rows": rows}
 
 
+_VERDICT_CLASS = {"replicates": "yes", "does not replicate": "no"}
+_REPLICATION_DEFAULTS = {"role": "primary", "test": "", "n": "", "statistic": "", "p_floor_holm": np.nan}
+
+
+def _replication_row(r) -> dict:
+    est = ""
+    if np.isfinite(r.estimate):
+        est = f"{r.estimate:+.4g}"
+        if np.isfinite(r.ci_low):
+            est += f" [{r.ci_low:+.4g}, {r.ci_high:+.4g}]"
+    verdict = str(r.verdict)
+    return {
+        "cls": _VERDICT_CLASS.get(verdict, "under" if verdict.startswith("underpowered") else "na"),
+        "where": " / ".join(x for x in (str(r.metric), str(r.source)) if x and x != "nan"),
+        "role": "" if r.role == "primary" else str(r.role),
+        "test": str(r.test),
+        "n": str(r.n),
+        "authors_result": str(r.authors_result),
+        "statistic": str(r.statistic) if str(r.statistic) != "nan" else "",
+        "estimate": est,
+        "p": _fmt_p(r.p_value),
+        "p_holm": _fmt_p(r.p_holm),
+        "p_floor": _fmt_p(r.p_floor_holm),
+        "verdict": verdict,
+        "note": str(r.note) if str(r.note) != "nan" else "",
+    }
+
+
 def _replication(inp: ReportInput) -> dict | None:
-    """The claims with their rows, and the count of each verdict."""
+    """The claims with their rows, the count of each verdict, the replicate rule and the table's scope."""
     rep = inp.replication
     if rep is None or len(rep) == 0:
         return None
+    # tables written before the replicate rule lack its columns
+    rep = rep.assign(**{c: v for c, v in _REPLICATION_DEFAULTS.items() if c not in rep.columns})
     claims = []
     for claim, group in rep.groupby("claim", sort=False):
         first = group.iloc[0]
-        rows = []
-        for r in group.itertuples(index=False):
-            est = ""
-            if np.isfinite(r.estimate):
-                est = f"{r.estimate:+.4g}"
-                if np.isfinite(r.ci_low):
-                    est += f" [{r.ci_low:+.4g}, {r.ci_high:+.4g}]"
-            rows.append(
-                {
-                    "cls": {"replicates": "yes", "does not replicate": "no"}.get(r.verdict, "na"),
-                    "where": " / ".join(x for x in (str(r.metric), str(r.source)) if x and x != "nan"),
-                    "authors_result": str(r.authors_result),
-                    "estimate": est,
-                    "p": _fmt_p(r.p_value),
-                    "p_holm": _fmt_p(r.p_holm),
-                    "verdict": str(r.verdict),
-                    "note": str(r.note),
-                }
-            )
         claims.append(
             {
                 "claim": str(claim),
@@ -217,11 +237,22 @@ def _replication(inp: ReportInput) -> dict | None:
                 "authors_test": str(first["authors_test"]),
                 "authors_figure": str(first["authors_figure"]),
                 "our_test": str(first["our_test"]),
-                "rows": rows,
+                "rows": [_replication_row(r) for r in group.itertuples(index=False)],
             }
         )
-    counts = ", ".join(f"{n} {v}" for v, n in rep["verdict"].value_counts().items())
-    return {"counts": counts, "rule": inp.replication_rule, "claims": claims}
+    kinds = rep["verdict"].astype(str).str.replace(r" \(.*", "", regex=True)
+    counts = ", ".join(f"{n} {v}" for v, n in kinds.value_counts().items())
+    rule = inp.replicate_rule
+    return {
+        "counts": counts,
+        "rule": inp.replication_rule,
+        "claims": claims,
+        "scope": inp.scope or {"demonstration": False, "text": ""},
+        "replicate_rule": _table(rule, p_columns=("smallest_p", "smallest_p_after_holm"), wrap=True)
+        if rule is not None and len(rule)
+        else None,
+        "replicate_rule_text": inp.replicate_rule_text,
+    }
 
 
 def _diagnostics(inp: ReportInput) -> list[dict]:
@@ -313,7 +344,8 @@ def _mixed_tables(mixed) -> dict:
         "singular",
     ]
     extra = me[~me.index.isin(main.index)] if len(me) else me
-    tables = {
+    # a table, or a pair of them shown together (contrasts, models)
+    tables: dict[str, Any] = {
         "main": _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True),
         "extra": _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True) if len(extra) else None,
         "lrt": _table(

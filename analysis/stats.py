@@ -14,16 +14,18 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from ._threads import single_threaded_blas
+from pipeline.blas import single_threaded_blas
+from pipeline.curve_metrics import METRIC_NAMES
+
 from .formula import design_matrix, levels_of
 from .lmm import MixedFit, Structure, fit_mixed, fit_profiled, profiled_fit
-from .metrics import METRIC_NAMES
 
 __all__ = ["ModelSpec", "StatsResults", "model_specs", "mixed_effects", "start_mixed_effects", "holm"]
 
@@ -57,144 +59,115 @@ def holm(p_values) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _Template:
+    """A model the table may support: ``scope`` says on which rows and for which sources it is fitted --
+    "sources" (real labels, both sources), "sources_pairs" (the same, with at least two class pairs per
+    source), "real_source" (real labels of one source with at least two class pairs), "labels_source" (the
+    real and shuffled runs of one source)."""
+
+    name: str  # "{source}" is replaced by the source
+    rhs: str
+    structure: Structure
+    scope: str
+    factor: str
+    null: bool = True  # with a likelihood-ratio test against metric ~ epoch
+    extra: bool = False
+
+
+_INTERCEPT = Structure("intercept", "run")
+_SLOPE = Structure("slope", "run", slope="epoch")
+# the key models (random effects that match the design), then the ones kept for comparison: random intercepts
+# only (they understate the standard errors of every epoch term) and the partial structures of earlier versions
+_TEMPLATES = (
+    _Template(
+        "source_pairs",
+        "source * epoch",
+        Structure("nested_slope", "pair", inner="run", slope="epoch"),
+        "sources_pairs",
+        "source",
+    ),
+    _Template("pair_{source}_slope", "pair * epoch", _SLOPE, "real_source", "pair"),
+    _Template("labels_{source}_slope", "labels * epoch", _SLOPE, "labels_source", "labels"),
+    _Template("source", "source * epoch", _INTERCEPT, "sources", "source", extra=True),
+    _Template("pair_{source}", "pair * epoch", _INTERCEPT, "real_source", "pair", extra=True),
+    _Template("source_slope", "source * epoch", _SLOPE, "sources", "source", null=False, extra=True),
+    _Template(
+        "source_pair_re",
+        "source * epoch",
+        Structure("nested", "pair", inner="run"),
+        "sources_pairs",
+        "source",
+        extra=True,
+    ),
+    _Template("labels_{source}", "labels * epoch", _INTERCEPT, "labels_source", "labels", extra=True),
+)
+
+
+def _instances(template: _Template, table: pd.DataFrame, real: pd.DataFrame) -> tuple[list[tuple], list[str]]:
+    """The (name, subset, rows) the template is fitted on, and why it is left out where it is not."""
+    sources = levels_of(real["source"]) if len(real) else []
+    if template.scope in ("sources", "sources_pairs"):
+        pairs_ok = len(sources) >= 2 and real.groupby("source")["pair"].nunique().min() >= 2
+        if len(sources) >= 2 and (template.scope == "sources" or pairs_ok):
+            return [(template.name, "labels == real", (("labels", "real"),))], []
+        if len(sources) >= 2:
+            return [], [
+                f"Mixed model '{template.name}' left out: a source has one class pair only, so the source "
+                "effect cannot be judged against the spread of class pairs."
+            ]
+        return [], [
+            "Mixed models of the source effect left out: the table holds one data source with real labels only."
+        ]
+    found: list[tuple[str, str, tuple[tuple[str, Any], ...]]] = []
+    notes: list[str] = []
+    if template.scope == "real_source":
+        for source in sources:
+            name = template.name.format(source=source)
+            if real.loc[real["source"] == source, "pair"].nunique() >= 2:
+                found.append((name, f"source == {source}, labels == real", (("labels", "real"), ("source", source))))
+            else:
+                notes.append(f"Mixed model '{name}' left out: one class pair only.")
+        return found, notes
+    for source in levels_of(table["source"]):
+        name = template.name.format(source=source)
+        labels = set(table.loc[table["source"] == source, "labels"])
+        if len(labels) >= 2 and "real" in labels:
+            found.append((name, f"source == {source}", (("source", source),)))
+        else:
+            notes.append(f"Mixed model '{name}' left out: no runs with shuffled labels for {source}.")
+    return found, notes
+
+
 def model_specs(table: pd.DataFrame, extras: bool = True, notes: list[str] | None = None) -> list[ModelSpec]:
-    """The models the table supports, in report order (absent ones explained in ``notes``).
+    """The models the table supports, in report order (absent key models explained in ``notes``).
 
     The key models (always fitted) have random effects that match the design:
     ``source_pairs``, ``pair_<source>_slope`` and ``labels_<source>_slope``.
     ``extras`` adds the intercept-only and partial models, kept for comparison.
     """
     notes = notes if notes is not None else []
-    specs: list[ModelSpec] = []
     real = table[table["labels"] == "real"]
-    sources = levels_of(real["source"]) if len(real) else []
-    intercept = Structure("intercept", "run")
-    slope = Structure("slope", "run", slope="epoch")
-    pairs_ok = len(sources) >= 2 and real.groupby("source")["pair"].nunique().min() >= 2
-    if pairs_ok:
-        specs.append(
+    specs: list[ModelSpec] = []
+    for template in _TEMPLATES:
+        if template.extra and not extras:
+            continue
+        found, missing = _instances(template, table, real)
+        if not template.extra:
+            notes.extend(missing)
+        specs.extend(
             ModelSpec(
-                "source_pairs",
-                "source * epoch",
-                Structure("nested_slope", "pair", inner="run", slope="epoch"),
-                "labels == real",
-                (("labels", "real"),),
-                null_rhs="epoch",
-                factor="source",
+                name,
+                template.rhs,
+                template.structure,
+                subset,
+                rows,
+                null_rhs="epoch" if template.null else None,
+                factor=template.factor,
+                extra=template.extra,
             )
+            for name, subset, rows in found
         )
-    elif len(sources) >= 2:
-        notes.append(
-            "Mixed model 'source_pairs' left out: a source has one class pair only, so the source "
-            "effect cannot be judged against the spread of class pairs."
-        )
-    else:
-        notes.append(
-            "Mixed models of the source effect left out: the table holds one data source with real labels only."
-        )
-    for source in sources:
-        sub = real[real["source"] == source]
-        if sub["pair"].nunique() >= 2:
-            specs.append(
-                ModelSpec(
-                    f"pair_{source}_slope",
-                    "pair * epoch",
-                    slope,
-                    f"source == {source}, labels == real",
-                    (("labels", "real"), ("source", source)),
-                    null_rhs="epoch",
-                    factor="pair",
-                )
-            )
-        else:
-            notes.append(f"Mixed model 'pair_{source}_slope' left out: one class pair only.")
-    for source in levels_of(table["source"]):
-        sub = table[table["source"] == source]
-        if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
-            specs.append(
-                ModelSpec(
-                    f"labels_{source}_slope",
-                    "labels * epoch",
-                    slope,
-                    f"source == {source}",
-                    (("source", source),),
-                    null_rhs="epoch",
-                    factor="labels",
-                )
-            )
-        else:
-            notes.append(f"Mixed model 'labels_{source}_slope' left out: no runs with shuffled labels for {source}.")
-    if not extras:
-        return specs
-    # for comparison: random intercepts only (they understate the standard errors of every epoch term) and
-    # the partial structures of earlier versions
-    if len(sources) >= 2:
-        specs.append(
-            ModelSpec(
-                "source",
-                "source * epoch",
-                intercept,
-                "labels == real",
-                (("labels", "real"),),
-                null_rhs="epoch",
-                factor="source",
-                extra=True,
-            )
-        )
-    for source in sources:
-        if real.loc[real["source"] == source, "pair"].nunique() >= 2:
-            specs.append(
-                ModelSpec(
-                    f"pair_{source}",
-                    "pair * epoch",
-                    intercept,
-                    f"source == {source}, labels == real",
-                    (("labels", "real"), ("source", source)),
-                    null_rhs="epoch",
-                    factor="pair",
-                    extra=True,
-                )
-            )
-    if len(sources) >= 2:
-        specs.append(
-            ModelSpec(
-                "source_slope",
-                "source * epoch",
-                slope,
-                "labels == real",
-                (("labels", "real"),),
-                factor="source",
-                extra=True,
-            )
-        )
-        if pairs_ok:
-            specs.append(
-                ModelSpec(
-                    "source_pair_re",
-                    "source * epoch",
-                    Structure("nested", "pair", inner="run"),
-                    "labels == real",
-                    (("labels", "real"),),
-                    null_rhs="epoch",
-                    factor="source",
-                    extra=True,
-                )
-            )
-    for source in levels_of(table["source"]):
-        sub = table[table["source"] == source]
-        if sub["labels"].nunique() >= 2 and "real" in set(sub["labels"]):
-            specs.append(
-                ModelSpec(
-                    f"labels_{source}",
-                    "labels * epoch",
-                    intercept,
-                    f"source == {source}",
-                    (("source", source),),
-                    null_rhs="epoch",
-                    factor="labels",
-                    extra=True,
-                )
-            )
     return specs
 
 
@@ -342,143 +315,166 @@ def _nakagawa(fit: MixedFit, X: np.ndarray, frame: pd.DataFrame) -> tuple[float,
     return var_f / total, (var_f + var_r) / total
 
 
+def _fit(frame: pd.DataFrame, spec: ModelSpec, metric: str, statsmodels_all: bool):
+    """The REML fit of one model: profiled (lme4's algorithm), or statsmodels started at its optimum."""
+    design = design_matrix(frame, spec.rhs)
+    y = frame[metric].to_numpy(dtype=np.float64)
+    kind = spec.structure.kind
+    if kind == "nested_slope" or (kind in ("slope", "nested") and not statsmodels_all):
+        fit = fit_profiled(y, design.X, design.names, frame, spec.structure, reml=True)
+    else:
+        start = profiled_fit(y, design.X, frame, spec.structure, reml=True, polish=False)
+        fit = fit_mixed(y, design.X, design.names, frame, spec.structure, reml=True, start=start)
+    return fit, design, y
+
+
+def _failed_model(metric: str, spec: ModelSpec, frame: pd.DataFrame, message: str, seconds: float) -> dict:
+    return {
+        "metric": metric,
+        "model": spec.name,
+        "formula": spec.formula(metric),
+        "subset": spec.subset,
+        "method": "REML",
+        "engine": "",
+        "n_obs": len(frame),
+        "n_groups": frame["run"].nunique(),
+        "converged": False,
+        "loglik": np.nan,
+        "r2_marginal": np.nan,
+        "r2_conditional": np.nan,
+        "on_boundary": "",
+        "warnings": message,
+        "seconds": seconds,
+    }
+
+
+def _fit_warnings(fit: MixedFit, metric: str, spec: ModelSpec) -> list[str]:
+    out = [f"{metric} / {spec.name}: {text}" for text in fit.warnings]
+    if fit.on_boundary:
+        out.append(f"{metric} / {spec.name}: variance estimated as zero (singular fit): {', '.join(fit.on_boundary)}")
+    if not fit.converged:
+        who = "statsmodels" if fit.engine == "statsmodels" else "the profiled fit"
+        out.append(
+            f"{metric} / {spec.name}: {who} did not converge"
+            + ("; its coefficients are left out of mixed_effects.csv" if spec.extra else "")
+        )
+    return out
+
+
+def _model_record(fit: MixedFit, metric: str, spec: ModelSpec, design, frame: pd.DataFrame, seconds: float) -> dict:
+    r2m, r2c = _nakagawa(fit, design.X, frame)
+    return {
+        "metric": metric,
+        "model": spec.name,
+        "formula": spec.formula(metric),
+        "subset": spec.subset,
+        "method": "REML",
+        "engine": fit.engine,
+        "n_obs": fit.n_obs,
+        "n_groups": fit.n_groups,
+        "converged": fit.converged,
+        "loglik": fit.llf,
+        "r2_marginal": r2m,
+        "r2_conditional": r2c,
+        "on_boundary": ", ".join(fit.on_boundary),
+        "warnings": " | ".join(fit.warnings),
+        "seconds": seconds,
+    }
+
+
+def _variance_records(fit: MixedFit, metric: str, spec: ModelSpec) -> list[dict]:
+    return [
+        {
+            "metric": metric,
+            "model": spec.name,
+            "component": component,
+            "variance": variance,
+            "sd": float(np.sqrt(variance)) if variance >= 0 else np.nan,
+        }
+        for component, variance in fit.variances().items()
+    ]
+
+
+def _fixed_effect_records(fit: MixedFit, metric: str, spec: ModelSpec) -> list[dict]:
+    z, p = fit.z, fit.p_values
+    return [
+        {
+            "metric": metric,
+            "model": spec.name,
+            "formula": spec.formula(metric),
+            "subset": spec.subset,
+            "term": term,
+            "estimate": fit.fe_params[i],
+            "std_error": fit.bse[i],
+            "z": z[i],
+            "p_value": p[i],
+            "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i],
+            "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
+            "converged": fit.converged,
+            "n_obs": fit.n_obs,
+            "n_groups": fit.n_groups,
+            "engine": fit.engine,
+            "singular": ", ".join(fit.on_boundary),
+        }
+        for i, term in enumerate(fit.names)
+    ]
+
+
+def _add_lrt(out: dict, frame, metric: str, spec: ModelSpec, design, y, fit: MixedFit) -> None:
+    try:
+        row = _lrt(frame, metric, spec, design, y, start=fit.theta)
+    except Exception as exc:
+        out["warnings"].append(f"{metric} / {spec.name}: likelihood-ratio test failed: {type(exc).__name__}: {exc}")
+        return
+    out["lrt"].append(row)
+    if not row["converged"]:
+        out["warnings"].append(f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test did not converge")
+
+
+def _add_comparisons(out: dict, fit: MixedFit, frame, metric: str, spec: ModelSpec) -> None:
+    """Contrasts and effect sizes, from the models whose random effects match the design (random slopes); the
+    intercept-only ones' slope standard errors are several times too small."""
+    sd_total = float(np.sqrt(fit.random_variance(frame) + fit.scale))
+    if spec.factor == "pair" and spec.structure.kind == "slope":
+        if not fit.converged:
+            out["warnings"].append(
+                f"{metric} / {spec.name}: class-pair contrasts come from a fit that did not "
+                "converge (converged = False in contrasts.csv)"
+            )
+        out["contrasts"].extend(_pair_contrasts(fit, frame, metric, spec, sd_total))
+    elif spec.factor in ("source", "labels") and not spec.extra:
+        out["effect_sizes"].extend(_effects(fit, frame, metric, spec, sd_total))
+
+
 def _fit_metric(table: pd.DataFrame, metric: str, specs: list[ModelSpec], statsmodels_all: bool = False) -> dict:
     """All models of one metric (runs in a worker process when jobs > 1)."""
-    out = {k: [] for k in _COLUMNS}
+    out: dict[str, list] = {k: [] for k in _COLUMNS}
     out["warnings"] = []
     for spec in specs:
         t0 = time.perf_counter()
         frame = _model_frame(table, spec, metric)
-        formula = spec.formula(metric)
         try:
-            design = design_matrix(frame, spec.rhs)
-            y = frame[metric].to_numpy(dtype=np.float64)
-            if spec.structure.kind == "nested_slope" or (
-                spec.structure.kind in ("slope", "nested") and not statsmodels_all
-            ):
-                fit = fit_profiled(y, design.X, design.names, frame, spec.structure, reml=True)
-            else:
-                start = profiled_fit(y, design.X, frame, spec.structure, reml=True, polish=False)
-                fit = fit_mixed(y, design.X, design.names, frame, spec.structure, reml=True, start=start)
+            fit, design, y = _fit(frame, spec, metric, statsmodels_all)
         except Exception as exc:  # a model that cannot be fitted is reported, not fatal
             message = f"{metric} / {spec.name}: fit failed: {type(exc).__name__}: {exc}"
             out["warnings"].append(message)
-            out["models"].append(
-                {
-                    "metric": metric,
-                    "model": spec.name,
-                    "formula": formula,
-                    "subset": spec.subset,
-                    "method": "REML",
-                    "engine": "",
-                    "n_obs": len(frame),
-                    "n_groups": frame["run"].nunique(),
-                    "converged": False,
-                    "loglik": np.nan,
-                    "r2_marginal": np.nan,
-                    "r2_conditional": np.nan,
-                    "on_boundary": "",
-                    "warnings": message,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
+            out["models"].append(_failed_model(metric, spec, frame, message, time.perf_counter() - t0))
             continue
-        for text in fit.warnings:
-            out["warnings"].append(f"{metric} / {spec.name}: {text}")
-        if fit.on_boundary:
-            out["warnings"].append(
-                f"{metric} / {spec.name}: variance estimated as zero (singular fit): {', '.join(fit.on_boundary)}"
-            )
-        if not fit.converged:
-            who = "statsmodels" if fit.engine == "statsmodels" else "the profiled fit"
-            out["warnings"].append(
-                f"{metric} / {spec.name}: {who} did not converge"
-                + ("; its coefficients are left out of mixed_effects.csv" if spec.extra else "")
-            )
-        r2m, r2c = _nakagawa(fit, design.X, frame)
-        out["models"].append(
-            {
-                "metric": metric,
-                "model": spec.name,
-                "formula": formula,
-                "subset": spec.subset,
-                "method": "REML",
-                "engine": fit.engine,
-                "n_obs": fit.n_obs,
-                "n_groups": fit.n_groups,
-                "converged": fit.converged,
-                "loglik": fit.llf,
-                "r2_marginal": r2m,
-                "r2_conditional": r2c,
-                "on_boundary": ", ".join(fit.on_boundary),
-                "warnings": " | ".join(fit.warnings),
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        for component, variance in fit.variances().items():
-            out["random_effects"].append(
-                {
-                    "metric": metric,
-                    "model": spec.name,
-                    "component": component,
-                    "variance": variance,
-                    "sd": float(np.sqrt(variance)) if variance >= 0 else np.nan,
-                }
-            )
+        out["warnings"].extend(_fit_warnings(fit, metric, spec))
+        out["models"].append(_model_record(fit, metric, spec, design, frame, time.perf_counter() - t0))
+        out["random_effects"].extend(_variance_records(fit, metric, spec))
         if fit.converged or not spec.extra:
-            z = fit.z
-            p = fit.p_values
-            for i, term in enumerate(fit.names):
-                out["mixed_effects"].append(
-                    {
-                        "metric": metric,
-                        "model": spec.name,
-                        "formula": formula,
-                        "subset": spec.subset,
-                        "term": term,
-                        "estimate": fit.fe_params[i],
-                        "std_error": fit.bse[i],
-                        "z": z[i],
-                        "p_value": p[i],
-                        "ci_low": fit.fe_params[i] - _Z975 * fit.bse[i],
-                        "ci_high": fit.fe_params[i] + _Z975 * fit.bse[i],
-                        "converged": fit.converged,
-                        "n_obs": fit.n_obs,
-                        "n_groups": fit.n_groups,
-                        "engine": fit.engine,
-                        "singular": ", ".join(fit.on_boundary),
-                    }
-                )
+            out["mixed_effects"].extend(_fixed_effect_records(fit, metric, spec))
         if spec.null_rhs:
-            try:
-                row = _lrt(frame, metric, spec, design, y, start=fit.theta)
-                out["lrt"].append(row)
-                if not row["converged"]:
-                    out["warnings"].append(
-                        f"{metric} / {spec.name}: an ML fit of the likelihood-ratio test did not converge"
-                    )
-            except Exception as exc:
-                out["warnings"].append(
-                    f"{metric} / {spec.name}: likelihood-ratio test failed: {type(exc).__name__}: {exc}"
-                )
-        sd_total = float(np.sqrt(fit.random_variance(frame) + fit.scale))
-        # contrasts and effect sizes from the models whose random effects match the design (random slopes);
-        # the intercept-only ones' slope standard errors are several times too small
-        if spec.factor == "pair" and spec.structure.kind == "slope":
-            if not fit.converged:
-                out["warnings"].append(
-                    f"{metric} / {spec.name}: class-pair contrasts come from a fit that did not "
-                    "converge (converged = False in contrasts.csv)"
-                )
-            out["contrasts"].extend(_pair_contrasts(fit, frame, metric, spec, sd_total))
-        elif spec.factor in ("source", "labels") and not spec.extra:
-            out["effect_sizes"].extend(_effects(fit, frame, metric, spec, sd_total))
+            _add_lrt(out, frame, metric, spec, design, y, fit)
+        _add_comparisons(out, fit, frame, metric, spec)
     return out
 
 
 def _lrt(
     frame: pd.DataFrame, metric: str, spec: ModelSpec, design, y: np.ndarray, start: np.ndarray | None = None
 ) -> dict:
+    assert spec.null_rhs is not None, "a likelihood-ratio test needs its null model"
     small = design_matrix(frame, spec.null_rhs)
     # the multi-parameter ML fits start at the REML optimum (and the null model at the full ML one): the
     # optima are close, and the default starts cost seconds per fit of source_pairs
@@ -610,7 +606,7 @@ def _fit_metric_safe(args):
         with single_threaded_blas():
             return _fit_metric(table, metric, specs, statsmodels_all)
     except Exception:  # never lose the other metrics
-        out = {k: [] for k in _COLUMNS}
+        out: dict[str, list] = {k: [] for k in _COLUMNS}
         out["warnings"] = [f"{metric}: statistics failed:\n{traceback.format_exc()}"]
         return out
 
@@ -647,14 +643,15 @@ class PendingStats:
                     if self.progress:
                         print(f"[analysis]   {metric}: done", file=sys.stderr, flush=True)
             finally:
-                self.pool.shutdown()
+                if self.pool is not None:
+                    self.pool.shutdown()
         else:
             for task in self.tasks:
                 t0 = time.perf_counter()
                 results.append(_fit_metric_safe(task))
                 if self.progress:
                     print(f"[analysis]   {task[1]}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        merged = {k: [] for k in _COLUMNS}
+        merged: dict[str, list] = {k: [] for k in _COLUMNS}
         all_warnings: list[str] = []
         for res in results:
             for k in _COLUMNS:

@@ -1,5 +1,6 @@
-"""The tidy metrics table (one row per run x epoch, the format of the authors' tables): its columns,
-reading one from a file, and the analysis' atomic writers."""
+"""The tidy metrics table (one row per run x epoch, the format of the authors' tables): its columns and
+reading one from a file. (The analysis writes its outputs with the run folder's atomic writers,
+pipeline/runfolder.py.)"""
 
 from __future__ import annotations
 
@@ -9,18 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# The atomic writers are the run folder's (pipeline/runfolder.py, torch-free), named here for analysis/.
-from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_parquet, atomic_write_text
-
 __all__ = [
     "REQUIRED_COLUMNS",
     "MetricsTableError",
     "read_metrics_table",
     "finish_metrics_table",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_parquet",
-    "atomic_write_csv",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("source", "labels", "pair", "replicate", "epoch", "start", "end", "max", "tmax")
@@ -54,6 +48,7 @@ def finish_metrics_table(table: pd.DataFrame, origin: str = "metrics table") -> 
         out[c] = values.astype(np.float64)
     out["end_minus_start"] = out["end"] - out["start"]
     if "run_id" in out.columns and out["run_id"].notna().all():
+        _refuse_copied_runs(out, origin)
         prefix = out["study"].astype(str) + "/" if "study" in out.columns else ""
         out["run"] = prefix + out["run_id"].astype(str)
     else:
@@ -66,6 +61,23 @@ def finish_metrics_table(table: pd.DataFrame, origin: str = "metrics table") -> 
             f"epoch {example['epoch']} (one row per source x labels x pair x replicate x epoch expected)"
         )
     return out
+
+
+def _refuse_copied_runs(table: pd.DataFrame, origin: str) -> None:
+    """A run id names what a run computed (its semantic configuration), so the same id under two studies is one
+    run copied, which pooling would count twice."""
+    if "study" not in table.columns:
+        return
+    studies = table.groupby("run_id")["study"].nunique()
+    copied = studies[studies > 1]
+    if len(copied):
+        run_id = copied.index[0]
+        where = sorted(table.loc[table["run_id"] == run_id, "study"].astype(str).unique())
+        raise MetricsTableError(
+            f"{origin}: {len(copied)} run id(s) appear under more than one study, e.g. {run_id} under "
+            f"{', '.join(where)}: the same run copied, which pooling would count twice. Analyse one study "
+            "(--study NAME) or remove the copies."
+        )
 
 
 def read_metrics_table(paths) -> pd.DataFrame:

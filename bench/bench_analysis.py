@@ -55,7 +55,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from analysis import collect
-    from analysis.metrics import map_metrics
+    from pipeline.curve_metrics import map_metrics
     from tests.analysis_fixtures import make_study
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-analysis-"))

@@ -225,7 +225,7 @@ def monte_carlo_check(s64: np.ndarray, y: np.ndarray, c64, c32, args) -> str:
 
 def exact_check(s64: np.ndarray, y: np.ndarray, c64, c32, slices: int = 3) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.test_knn import hypergeometric_curve
+    from tests.knn_reference import hypergeometric_curve
 
     checked = np.sort(np.argsort(-c64.tie_share, kind="stable")[:slices])
     # Python integers (object array): the exact fractions of large tied groups overflow numpy int64

@@ -140,7 +140,7 @@ def faiss_map(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def check(x: np.ndarray, y: np.ndarray, ours, sklearn_curve: np.ndarray) -> str:
     sys.path.insert(0, str(REPO))
-    from tests.test_knn import hypergeometric_curve
+    from tests.knn_reference import hypergeometric_curve
 
     slices = np.sort(np.argsort(-ours.tie_share, kind="stable")[:2])
     accuracy, share = hypergeometric_curve(x[:, slices].astype(np.float64), y.astype(object))

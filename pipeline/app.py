@@ -5,18 +5,25 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from .config import ConfigError
+from .config import ConfigError, check_hydra_folders, config_error_in, hydra_root, root_value
 from .packs import run_pack
-from .planning import CONFIG_DIR, Planner, without_hydra
+from .planning import CONFIG_DIR, Plan, Planner, without_hydra
+from .private import NotPrivate, ensure_private_tree
 from .run import RunInterrupted, RunOutcome, execute
 
 __all__ = ["ValidateBeforeRun", "main"]
+
+# A single run's plan, made by the callback before Hydra makes its output folder and taken by main (Hydra
+# calls both in this process, main with a copy of the callback's config), so that the run is planned once.
+_single_run_plans: dict[tuple[str, ...], Plan] = {}
 
 
 def _hydra_compose(overrides: Sequence[str]) -> DictConfig:
@@ -29,24 +36,40 @@ class ValidateBeforeRun(Callback):
     sweeper before it makes the sweep folder."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        overrides = list(config.hydra.overrides.task)
         try:
-            Planner(_hydra_compose).plan(without_hydra(copy.deepcopy(config)), list(config.hydra.overrides.task))
-        except ConfigError as exc:
-            # Hydra turns a callback's exception into a warning and goes on: stop here, as Hydra's own
-            # errors do (the message, exit status 1)
-            print(f"Error in the configuration: {exc}", file=sys.stderr)
-            sys.exit(1)
+            plan = Planner(_hydra_compose).plan(without_hydra(copy.deepcopy(config)), overrides)
+            # Hydra's folder of this run stays in <paths.root>/.hydra, which is made private to you first
+            root = root_value(config)
+            check_hydra_folders(config.hydra, root, "run")
+            ensure_private_tree(Path(hydra_root(root)), Path(hydra_root(root)))
+        except (ConfigError, NotPrivate) as exc:
+            _refuse(exc)
+        except Exception as exc:
+            refusal = config_error_in(exc)  # a resolver's refusal (an empty $LCM_OUTPUTS)
+            if refusal is None:
+                raise
+            _refuse(refusal)
+        _single_run_plans[tuple(overrides)] = plan
+
+
+def _refuse(exc: BaseException) -> None:
+    # Hydra turns a callback's exception into a warning and goes on: stop here, as Hydra's own
+    # errors do (the message, exit status 1)
+    print(f"Error in the configuration: {exc}", file=sys.stderr)
+    sys.exit(1)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> RunOutcome:
+def main(cfg: DictConfig) -> RunOutcome | list[object]:
     planner = Planner(_hydra_compose)
     if cfg.get("pack_file"):
         return run_pack(cfg, planner, execute)
-    plan = planner.plan(cfg, list(HydraConfig.get().overrides.task))
-    single = HydraConfig.get().mode.name == "RUN"
+    overrides = list(HydraConfig.get().overrides.task)
+    plan = _single_run_plans.pop(tuple(overrides), None) or planner.plan(cfg, overrides)
+    single = HydraConfig.get().mode == RunMode.RUN
     try:
-        outcome = execute(plan.cfg)
+        outcome = execute(plan)
     except RunInterrupted as exc:
         if not single:
             raise  # the sweeper (or the launcher's worker) reports it
@@ -56,8 +79,9 @@ def main(cfg: DictConfig) -> RunOutcome:
         )
         sys.exit(exc.exit_code)
     if single:
+        note = f" ({outcome.note})" if outcome.note else ""
         print(
-            f"\nrun {outcome.run_id}: {outcome.state}\nrecord: {outcome.run_dir}\n"
+            f"\nrun {outcome.run_id}: {outcome.state}{note}\nrecord: {outcome.run_dir}\n"
             f"  curves.parquet (learning-curve map), readouts.parquet, summary.json, config.yaml"
         )
     return outcome

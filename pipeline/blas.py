@@ -28,11 +28,10 @@ class _BlasThreads(contextlib.ContextDecorator):
         self._limits = threadpool_limits(limits=self._threads, user_api="blas")
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self._limits is not None:
             self._limits.restore_original_limits()
             self._limits = None
-        return False
 
 
 def single_threaded_blas() -> _BlasThreads:

@@ -52,9 +52,17 @@ def _int(cfg, key: str, minimum: int, default: int) -> int:
 
 
 def validate_deficit(
-    cfg: Mapping[str, Any] | None, *, source: str | None = None, n_features: int | None = None
+    cfg: Mapping[str, Any] | None,
+    *,
+    source: str | None = None,
+    n_features: int | None = None,
+    study_sources: Sequence[str] | None = None,
+    epochs: int | None = None,
 ) -> None:
-    """Raise ``ConfigError`` (naming the key and what is allowed) for a deficit that cannot work."""
+    """Raise ``ConfigError`` (naming the key and what is allowed) for a deficit that cannot work. Planning
+    (which passes the run's ``epochs``) also refuses one that would be recorded as a deficit run while
+    applying nothing: sources the study does not have (``study_sources``), an empty window, an onset at or
+    past the run's last epoch."""
     if cfg is None:
         return
     kind = _get(cfg, "kind", "none")
@@ -89,6 +97,33 @@ def validate_deficit(
                 f"deficit.features={list(features)!r}: this data set has {n_features} input "
                 f"feature(s), so indices must be in 0..{n_features - 1}"
             )
+    if kind != "none" and epochs is not None:
+        _check_applies(cfg, unit, study_sources, epochs)
+
+
+def _check_applies(cfg, unit: str, study_sources: Sequence[str] | None, epochs: int) -> None:
+    """A deficit that is on must touch something: a source of the study, a non-empty window inside the run."""
+    sources = _get(cfg, "sources")
+    if sources is not None:
+        if not len(sources):
+            raise ConfigError("deficit.sources=[]: names no data source; null applies the deficit to every source")
+        unknown = [s for s in sources if study_sources is not None and s not in list(study_sources)]
+        if unknown:
+            raise ConfigError(
+                f"deficit.sources={list(sources)!r}: {', '.join(unknown)} is not a data source of the study "
+                f"(its sources: {', '.join(study_sources or [])}); the deficit would apply to no run"
+            )
+    length, onset = _int(cfg, "length", 0, 0), _int(cfg, "onset", 0, 0)
+    if length == 0:
+        raise ConfigError(
+            f"deficit.length=0 with deficit.kind={_get(cfg, 'kind')}: the deficit would never apply; give its "
+            f"length in {unit}s (or deficit.kind=none)"
+        )
+    if unit == "epoch" and onset >= epochs:
+        raise ConfigError(
+            f"deficit.onset={onset}: the run trains {epochs} epochs (zero-based 0..{epochs - 1}), so a deficit "
+            f"starting there would never apply; the onset must be below {epochs}"
+        )
 
 
 def window_of(cfg: Mapping[str, Any] | None) -> Window:
@@ -156,6 +191,7 @@ def build_batch_transform(
         if kind == "zero":
             replacement = torch.zeros_like(x)
         else:  # noise
+            assert std is not None
             noise = torch.randn(x.shape, generator=generator, dtype=torch.float32) * std
             replacement = noise.to(device=x.device, dtype=x.dtype)
         keep = torch.ones(x.shape, dtype=torch.bool)
@@ -168,7 +204,7 @@ def build_batch_transform(
         keep = keep.to(x.device)
         return torch.where(keep, x, replacement)
 
-    transform.window = window  # for logs and tests
+    transform.window = window  # type: ignore[attr-defined]  # for logs and tests
     return transform
 
 

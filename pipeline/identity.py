@@ -9,17 +9,23 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
+from .config import as_dict
+from .design import crosses_source_pairs
+
 # Keys that change where or how a run is executed or mirrored, not what it computes.
 # (`pair` and `seed` are replaced by the design block, which is the same
 # whether the cell was given explicitly or counterbalanced from a seed.)
 NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id", "pack_file")
 NON_SEMANTIC_TRAINER = ("device", "num_threads")
+# Trainer options added after runs were made, whose null is the behaviour before them: left out when null,
+# so that adding one renames no finished run.
+NULL_IS_BEFORE_TRAINER = ("grad_clip_norm",)
 
 
 def semantic_config(cfg: DictConfig, runner=None) -> dict:
     """The config without what does not change what the run computes (``runner``: the study's runner,
     fetched from ``cfg.study.runner`` if not given)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
+    data = as_dict(cfg)
     if runner is None:
         from .studies import get_runner
 
@@ -28,6 +34,9 @@ def semantic_config(cfg: DictConfig, runner=None) -> dict:
         data.pop(key, None)
     for key in NON_SEMANTIC_TRAINER:
         data.get("trainer", {}).pop(key, None)
+    for key in NULL_IS_BEFORE_TRAINER:
+        if data.get("trainer", {}).get(key, "absent") is None:
+            data["trainer"].pop(key)
     design = data.get("design") or {}
     # the cell and the replicate; the rest of the design block (class names,
     # participant, how the cell was assigned) follows from them or is provenance
@@ -58,10 +67,16 @@ def config_hash(cfg: DictConfig, runner=None) -> str:
 
 
 def run_id(cfg: DictConfig, runner=None) -> str:
-    """``gesture-p03-r002-<hash>`` (headline), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
+    """``gesture-p03-r002-<hash>`` (headline), ``gesture-p03-gru-r002-<hash>`` (the headline grid crossed
+    with a config-group factor, model=gru), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
     d = cfg.design
-    if list(cfg.study.factors) == ["data_source", "pair"]:
-        cell = f"{d.data_source}-p{int(d.pair):02d}"
+    factors = [str(key) for key in cfg.study.factors]
+    if crosses_source_pairs(factors):
+        others = [
+            str(d.get(key)) if OmegaConf.is_dict(cfg.get(key)) else f"{key.split('.')[-1]}{d.get(key)}"
+            for key in factors[:-2]
+        ]
+        cell = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join([f"{d.data_source}-p{int(d.pair):02d}", *others]))
     else:
         parts = [cfg.study.name] + [
             f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}" for key in cfg.study.factors

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .planning import Planner, apply_values
+from .planning import Plan, Planner, apply_values
 from .runfolder import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class PackFailed(RuntimeError):
         return (PackFailed, (self.failures,))
 
 
-def run_pack(cfg: DictConfig, planner: Planner, execute: Callable[[DictConfig], object]) -> list[object]:
+def run_pack(cfg: DictConfig, planner: Planner, execute: Callable[[Plan], object]) -> list[object]:
     """Plan and ``execute`` every run of ``cfg.pack_file``; a failed run does not stop the others.
 
     ``cfg`` is Hydra's composition of the first run's overrides (plus pack_file); the others are derived
@@ -73,7 +73,7 @@ def run_pack(cfg: DictConfig, planner: Planner, execute: Callable[[DictConfig], 
                 member_cfg = apply_values(base, member.values)
             else:  # not from the same sweep line: let Hydra compose it
                 member_cfg = planner.compose(member.overrides)
-            outcomes.append(execute(planner.plan(member_cfg, member.overrides).cfg))
+            outcomes.append(execute(planner.plan(member_cfg, member.overrides)))
         except Exception as exc:
             log.error("pack run %s failed: %s", member.run_id, exc)
             failed.append((member.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0]))

@@ -17,9 +17,21 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .config import ConfigError, check_added_keys, check_int, check_root, check_wandb_mode
+from .config import (
+    ConfigError,
+    as_dict,
+    check_added_keys,
+    check_int,
+    check_logger,
+    check_plain_name,
+    check_root,
+    check_study_name,
+    check_threads,
+    check_wandb_mode,
+)
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
 from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
+from .schema import runs_folder, study_folder
 from .studies import StudyRunner, get_runner
 
 Compose = Callable[[Sequence[str]], DictConfig]
@@ -32,6 +44,8 @@ DESIGN_KEYS = ("seed", "participant", "expected_run_id")
 
 @dataclass(frozen=True)
 class Plan:
+    """A planned run: what ``run.execute`` computes, the sweeper launches and a pack runs, made once."""
+
     cfg: DictConfig  # validated, with its design block: what ``execute`` runs and config.yaml records
     run_id: str
     run_dir: Path
@@ -39,10 +53,11 @@ class Plan:
     # its cell, seed=<replicate> and participant=i): what the sweeper launches
     job: list[str]
     factors: list[str]  # the study's factor keys
+    runner: StudyRunner  # the study's runner (looked up once, here)
 
 
 def runs_root(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.root).expanduser().resolve() / cfg.study.name / "runs"
+    return runs_folder(study_folder(Path(cfg.paths.root).expanduser().resolve(), cfg.study.name))
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -64,7 +79,7 @@ def with_design(cfg: DictConfig, design: Design, runner: StudyRunner) -> DictCon
             "participant": design.participant,
             "assignment": design.assignment,
             "labels": labels,
-            "rng_seed": run_seed(design.cell, design.replicate, labels),
+            "rng_seed": run_seed(design.cell, design.replicate, labels, list(cfg.study.get("paired_over") or ())),
         }
         cfg.design.update(runner.design_extras(cfg, design))
     return cfg
@@ -77,8 +92,9 @@ def factor_value(cfg: DictConfig, key: str):
 
 
 def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> dict[str, int]:
-    """Class pairs of each data source of the study: its chosen or default data set decides."""
-    keep = [o for o in overrides if override_key(o) == "study"]
+    """Class pairs of each data source of the study: its chosen or default data set decides (composed with the
+    study and Hydra's own overrides, hydra.searchpath among them: a data source may live in the user's configs)."""
+    keep = [o for o in overrides if override_key(o) == "study" or override_key(o).startswith("hydra.")]
     counts = {}
     for source in cfg.study.data_sources:
         if source == cfg.data_source.name:
@@ -91,16 +107,12 @@ def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose
 
 def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> list[Cell]:
     """Every design cell of the run's study, in design order."""
-    study = OmegaConf.to_container(cfg.study, resolve=True)
-    if study.get("data_sources"):
-        if cfg.data_source.name not in study["data_sources"]:
-            raise ConfigError(
-                f"data_source={cfg.data_source.name} is not in study {study['name']!r} "
-                f"(its data sources: {', '.join(study['data_sources'])})"
-            )
-        return study_cells(study, pairs_per_source(cfg, overrides, compose))
+    study = as_dict(cfg.study)
     try:
-        return study_cells(study)
+        # a counterbalanced run's data source is its cell's (the default one need not be in the study: a study
+        # of the user's own data sources); an explicit data_source outside the study is the runner's to refuse
+        counts = pairs_per_source(cfg, overrides, compose) if study.get("data_sources") else None
+        return study_cells(study, counts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -108,8 +120,9 @@ def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> lis
 class Planner:
     """Plans runs composed by ``compose(overrides)``; the study grid of each sweep line is built once."""
 
-    def __init__(self, compose: Compose):
+    def __init__(self, compose: Compose, max_threads: int | None = None):
         self.compose = compose
+        self.max_threads = max_threads  # the cores a run gets where it runs (a Slurm task's), if not this machine's
         self._cells: dict[tuple, list[Cell]] = {}
         self._cell_only: dict[tuple, DictConfig] = {}
 
@@ -122,6 +135,7 @@ class Planner:
         overrides = list(overrides)
         runner = get_runner(cfg.study.runner)
         check_root(cfg)
+        check_study_name(cfg)
         check_wandb_mode()
         seed = check_int(cfg, "seed", 0)
         keys = factor_keys(cfg.study)
@@ -138,11 +152,17 @@ class Planner:
             job = [o for o in overrides if override_key(o) not in (*keys, *DESIGN_KEYS)]
             job += [*cell.overrides(), f"seed={replicate}", f"participant={seed}"]
         runner.validate(cfg)
+        check_threads(cfg, self.max_threads)
+        check_logger(cfg)
         # after the runner's own checks, whose messages say more about keys they know
         check_added_keys(overrides, self.compose)
         cfg = with_design(cfg, design, runner)
+        # what needs the run's data and its place in the grid (its class pair, its seed's split)
+        runner.validate_planned(cfg)
         rid = run_id(cfg, runner)
-        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys)
+        # the run id names a folder under the study's runs/: a factor value cannot lead it elsewhere
+        check_plain_name(f"the run id {rid!r} (from {', '.join(keys)})", rid, "it names the run's folder")
+        return Plan(cfg, rid, runs_root(cfg) / rid, job, keys, runner)
 
     def cells(self, cfg: DictConfig, overrides: Sequence[str]) -> list[Cell]:
         """The cells of a counterbalanced run's study (the same for every seed of a sweep line)."""
@@ -191,11 +211,6 @@ class Planner:
         return " ".join(sorted(parts))
 
 
-def prepare(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> DictConfig:
-    """Validated run config with its design block, ready for ``execute`` (one run's plan)."""
-    return Planner(compose).plan(cfg, overrides).cfg
-
-
 def apply_parsed_values(base: DictConfig, overrides: Sequence[Override]) -> DictConfig:
     """A copy of ``base`` with parsed plain-value overrides applied as Hydra applies them (in order, merged)."""
     cfg = copy.deepcopy(base)
@@ -220,15 +235,18 @@ class SharedCompose:
     against the frozen run id, so a difference here could only make a run refuse, never run the wrong thing.
     """
 
-    def __init__(self, config_loader: Any, config_name: str, run_mode: Any):
+    def __init__(self, config_loader: Any, config_name: str, run_mode: Any, hydra_overrides: Sequence[str] = ()):
         self.loader, self.config_name, self.run_mode = config_loader, config_name, run_mode
+        # the launch's own hydra.* overrides (hydra.searchpath: the user's config folders), which Hydra adds
+        # to every job's composition as its load_sweep_config does
+        self.hydra_overrides = list(hydra_overrides)
         self.parser = OverridesParser.create(config_loader=config_loader)
         self._bases: dict[tuple, DictConfig] = {}
 
     def full(self, overrides: Sequence[str]) -> DictConfig:
         return without_hydra(
             self.loader.load_configuration(
-                config_name=self.config_name, overrides=list(overrides), run_mode=self.run_mode
+                config_name=self.config_name, overrides=[*self.hydra_overrides, *overrides], run_mode=self.run_mode
             )
         )
 
@@ -245,7 +263,8 @@ class SharedCompose:
     def split(self, overrides: Sequence[str]) -> tuple[list[str], list[Override]]:
         """(structural override lines, parsed plain-value overrides)."""
         repository = self.loader.repository
-        structural, values = [], []
+        structural: list[str] = []
+        values: list[Override] = []
         for override in self.parser.parse_overrides(list(overrides)):
             key = override.key_or_group
             if (
@@ -255,6 +274,7 @@ class SharedCompose:
                 or key.startswith("hydra")
                 or repository.group_exists(key)
             ):
+                assert override.input_line is not None  # set by the parser for every line it parses
                 structural.append(override.input_line)
             else:
                 values.append(override)

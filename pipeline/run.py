@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from . import identity
 from .logs import run_log
-from .planning import runs_root
+from .planning import Plan
 from .record import RunRecord
-from .runfolder import LOG, claim_state, is_done, try_claim
-from .studies import RunContext, get_runner
+from .runfolder import claim_state, is_done, try_claim
+from .schema import DONE, LOG, RUNNING, VERSION
+from .studies import RunContext
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,15 @@ log = logging.getLogger(__name__)
 class RunOutcome:
     run_id: str
     run_dir: Path
-    state: str  # done | failed | skipped-done | skipped-claimed
-    error: str | None = None
+    state: str  # DONE, or RUNNING when another process computes it (pipeline/schema.py); a failed run raises
+    computed: bool = True  # False: found done, or left to the process that owns it
+
+    @property
+    def note(self) -> str | None:
+        """Why this process did not compute the run, or None when it did."""
+        if self.computed:
+            return None
+        return "already done: skipped" if self.state == DONE else "another process computes it: left alone"
 
 
 @functools.lru_cache(maxsize=1)
@@ -45,10 +52,9 @@ def _git_commit() -> str | None:
         return None
 
 
-def execute(cfg: DictConfig) -> RunOutcome:
-    """Run ``cfg`` (which carries its design block) unless its folder is done or claimed."""
-    rid = identity.run_id(cfg)
-    run_dir = runs_root(cfg) / rid
+def execute(plan: Plan) -> RunOutcome:
+    """Compute a planned run (pipeline/planning.py) unless its folder is done or claimed."""
+    cfg, rid, run_dir = plan.cfg, plan.run_id, plan.run_dir
     expected = cfg.get("expected_run_id")
     if expected and expected != rid:
         raise RuntimeError(
@@ -57,27 +63,30 @@ def execute(cfg: DictConfig) -> RunOutcome:
         )
     if is_done(run_dir):
         log.info("run %s is already done: skipping (%s)", rid, run_dir)
-        return RunOutcome(rid, run_dir, "skipped-done")
+        return RunOutcome(rid, run_dir, DONE, computed=False)
     claim = try_claim(run_dir)
     if claim is None:
         owner = claim_state(run_dir) or {}
         log.warning(
             "run %s is being computed by %s (pid %s): leaving it alone", rid, owner.get("host"), owner.get("pid")
         )
-        return RunOutcome(rid, run_dir, "skipped-claimed")
+        return RunOutcome(rid, run_dir, RUNNING, computed=False)
     if is_done(run_dir):
         # another process finished it between the check above and the claim
         claim.release()
         log.info("run %s was finished by another process meanwhile: skipping (%s)", rid, run_dir)
-        return RunOutcome(rid, run_dir, "skipped-done")
+        return RunOutcome(rid, run_dir, DONE, computed=False)
 
     record = RunRecord(run_dir, rid, cell=cfg.design.cell)
     try:
         with run_log(run_dir / LOG), _interrupts_raise():
-            return _execute_claimed(cfg, rid, run_dir, record, claim)
+            return _execute_claimed(plan, record, claim)
     except RunInterrupted as exc:
         # the folder says so and the claim goes, before the process ends as the signal asked
-        record.mark_interrupted(exc.signal_name)
+        try:
+            record.mark_interrupted(exc.signal_name)
+        except OSError as unwritten:
+            log.error("run %s interrupted; its status.json could not say so: %s", rid, unwritten)
         log.error("run %s interrupted by %s: a relaunch computes it again", rid, exc.signal_name)
         raise
     finally:
@@ -111,41 +120,52 @@ def _interrupts_raise():
             signal.signal(s, handler)
 
 
-def _execute_claimed(cfg: DictConfig, rid: str, run_dir: Path, record: RunRecord, claim) -> RunOutcome:
+def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
     """The run itself, once its folder is claimed; every failure is recorded in status.json."""
+    cfg, rid, run_dir = plan.cfg, plan.run_id, plan.run_dir
     tracker = None
     try:
         record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         record.mark_running()
         log.info("run %s -> %s", rid, run_dir)
         t0 = time.perf_counter()
-        tracker = Tracker(cfg, rid, run_dir)
+        tracker = Tracker(cfg, rid, run_dir, plan.runner)
 
         def on_step(step: int, readouts: dict, curves) -> None:
             claim.heartbeat()
             tracker.log_epoch(step, readouts, curves)
 
-        result = get_runner(cfg.study.runner).run(cfg, RunContext(int(cfg.design.rng_seed), on_step))
+        result = plan.runner.run(cfg, RunContext(int(cfg.design.rng_seed), on_step))
         summary = {
             "run_id": rid,
             "study": cfg.study.name,
             "cell": cfg.design.cell,
             "replicate": int(cfg.design.replicate),
             **result.summary,
+            "version": VERSION,
             "git_commit": _git_commit(),
             "seconds_total": time.perf_counter() - t0,
         }
+        mirror = tracker.mirror_record()  # the W&B mirror's state, in summary.json when W&B is on
+        if mirror is not None:
+            summary["wandb"] = mirror
         record.write_results(result.curves, result.readouts, summary, result.tables)
-        tracker.finish(result.curves, summary, ok=True)
+        final = tracker.finish(result.curves, summary, ok=True)
+        if final != mirror:  # the mirror failed at its end: summary.json says so
+            record.write_summary({**summary, "wandb": final})
         record.mark_done(**{k: summary[k] for k in ("test_accuracy",) if k in summary})
         log.info(
             "run %s done%s",
             rid,
             f": test accuracy {summary['test_accuracy']:.3f}" if "test_accuracy" in summary else "",
         )
-        return RunOutcome(rid, run_dir, "done")
+        return RunOutcome(rid, run_dir, DONE)
     except Exception as exc:
-        record.mark_failed(exc)
+        try:
+            record.mark_failed(exc)
+        except OSError as unwritten:
+            # not even the space set aside took it: the run's own error is what the caller must see
+            log.error("run %s failed (%s); its status.json could not say so: %s", rid, exc, unwritten)
         if tracker is not None:
             tracker.finish(None, {}, ok=False)
         log.error("run %s failed: %s", rid, exc)

@@ -1,21 +1,21 @@
-"""The run folder: its file names, atomic writes, status and claims.
+"""The run folder: atomic writes, status, claims and the done-check.
 
-Layout (docs/architecture.md): ``<root>/<study>/runs/<run_id>/`` holding
-``config.yaml``, ``status.json``, ``curves.parquet``, ``readouts.parquet``,
-``summary.json``, ``run.log`` and, while a process owns the run, ``claim.json``.
-
-The one owner of these names and of the atomic writers used by pipeline/,
-the study sweeper and analysis/ alike. Imports neither torch nor Hydra (the
-analysis and ``pipeline.status`` import it).
+Its layout and file names are the record schema's (pipeline/schema.py). The
+one owner of the atomic writers used by pipeline/, the study sweeper and
+analysis/ alike. Imports neither torch nor Hydra (the analysis and
+``pipeline.status`` import it).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -27,19 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-CONFIG = "config.yaml"
-STATUS = "status.json"
-CURVES = "curves.parquet"
-READOUTS = "readouts.parquet"
-SUMMARY = "summary.json"
-LOG = "run.log"
-CLAIM = "claim.json"
-CLAIM_LOCK = ".claim.lock"  # never removed: removing a lock file races with its next user
+from .schema import ABSENT, CLAIM, CLAIM_LOCK, CORE_FILES, DAMAGED, DONE, FAILED, INTERRUPTED, RUNNING, STATUS
 
-STATES = ("running", "done", "failed", "interrupted")
-# A claim from another host counts as live while its heartbeat is younger than
-# this (the owner refreshes it every epoch); on this host, the owner's pid decides.
+# A claim from another host (outside Slurm) counts as live while its heartbeat is younger than this
+# (the owner refreshes it every epoch), the age measured on the file system's own clock; on this host the
+# owner's process decides, inside Slurm its job.
 CLAIM_STALE_SECONDS = 15 * 60
+# A heartbeat dated this far ahead of the file system's clock was stamped by a clock that is off (or by
+# hand): it is stale, not live forever.
+CLAIM_FUTURE_SECONDS = 15 * 60
 UNREADABLE_CLAIM_GRACE_SECONDS = 10
 
 
@@ -119,21 +115,148 @@ def atomic_write_csv(path, frame) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Reading a run folder: confined to it (names of its own files only, no symbolic
+# links, no special files) and bounded, so that a crafted or damaged folder can
+# neither hang nor crash a reader nor lead it elsewhere.
+# ---------------------------------------------------------------------------
+
+# status.json holds at most a traceback; claim.json a few fields; config.yaml and a
+# sweep's plan are text of a few MB at most; record files are parquet/JSON tables
+MAX_STATUS_BYTES = 4 << 20
+MAX_CLAIM_BYTES = 64 << 10
+MAX_TEXT_BYTES = 64 << 20
+MAX_RECORD_BYTES = 4 << 30
+
+
+class NotReadable(ValueError):
+    """A run folder entry that is not read: a symbolic link, not a regular file (a FIFO, a device, a
+    folder), larger than any record, or a name that leads outside the folder. The message says which."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _in_folder(name: object) -> bool:
+    """Whether ``name`` names an entry directly inside a folder (no path, not the folder or its parent)."""
+    return isinstance(name, str) and bool(name) and name not in (".", "..") and "/" not in name and "\x00" not in name
+
+
+def check_entry_name(name: object) -> str:
+    """``name`` if it can name a record file (an entry of the run folder, not hidden), else NotReadable."""
+    if not isinstance(name, str) or not _in_folder(name) or name.startswith("."):
+        raise NotReadable(f"{name!r} is not the name of a file of the run folder: not read")
+    return name
+
+
+def _folder_fd(folder: Path) -> int:
+    """An open descriptor of ``folder`` itself (never of a link's target)."""
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        try:
+            mode = os.lstat(folder).st_mode
+        except OSError:
+            raise exc from None
+        raise NotReadable(f"the folder {folder} is {_kind(mode)}, not a folder: not read") from None
+
+
+def open_entry(folder: Path, name: str, limit: int) -> tuple[int, os.stat_result]:
+    """(descriptor, stat) of the regular file ``name`` directly inside ``folder``, at most ``limit`` bytes.
+
+    FileNotFoundError when it is absent; NotReadable for a link, a special file (a FIFO would block
+    its reader forever), a name outside the folder or a file over ``limit``."""
+    if not _in_folder(name):
+        raise NotReadable(f"{name!r} is not the name of a file inside {folder}: not read")
+    dfd = _folder_fd(Path(folder))
+    try:
+        before = os.lstat(name, dir_fd=dfd)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotReadable(f"{name} is {_kind(before.st_mode)}: not read")
+        # O_NOFOLLOW and O_NONBLOCK: a file swapped for a link or a FIFO since the lstat neither leads
+        # elsewhere nor blocks; fstat then says what was opened
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotReadable(f"{name} is a symbolic link: not read") from None
+        raise
+    finally:
+        os.close(dfd)
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"{name} is {_kind(info.st_mode)}: not read"
+    elif info.st_size > limit:
+        problem = f"{name} has {info.st_size} bytes, more than any such file holds ({limit}): not read"
+    if problem:
+        os.close(fd)
+        raise NotReadable(problem)
+    return fd, info
+
+
+def read_entry(folder: Path, name: str, limit: int) -> tuple[bytes, os.stat_result]:
+    """The bytes (at most ``limit``) and stat of the regular file ``name`` inside ``folder`` (``open_entry``)."""
+    fd, info = open_entry(folder, name, limit)
+    try:
+        chunks, left = [], limit + 1
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise NotReadable(f"{name} grew past {limit} bytes while read: not read")
+    return data, info
+
+
+def read_text_entry(folder: Path, name: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """A text file of the folder, read as ``read_entry`` reads (UTF-8, undecodable bytes replaced)."""
+    return read_entry(folder, name, limit)[0].decode("utf-8", errors="replace")
+
+
+def is_link(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link (a loop included), without following it."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------
 # Status
 # ---------------------------------------------------------------------------
 
 
 class StatusUnreadable(ValueError):
-    """A status.json that exists but cannot be read (truncated, corrupt, not an object)."""
+    """A status.json that exists but cannot be read (truncated, corrupt, not an object, a link, too large)."""
 
 
 def read_status(run_dir: Path) -> dict | None:
     """The run's status, or None when the folder has none (never started); StatusUnreadable if damaged."""
-    path = Path(run_dir) / STATUS
     try:
-        raw = path.read_bytes()
+        raw, _ = read_entry(Path(run_dir), STATUS, MAX_STATUS_BYTES)
     except FileNotFoundError:
         return None
+    except NotReadable as exc:
+        raise StatusUnreadable(str(exc)) from None
+    except OSError as exc:
+        raise StatusUnreadable(f"{STATUS} unreadable ({exc.strerror or type(exc).__name__})") from None
     try:
         status = json.loads(raw)
     except ValueError as exc:
@@ -143,81 +266,166 @@ def read_status(run_dir: Path) -> dict | None:
     return status
 
 
+def _digest_fd(fd: int, size: int) -> str:
+    """SHA-256 of the first ``size`` bytes of an open file."""
+    digest = hashlib.sha256()
+    left = size
+    while left > 0:
+        block = os.read(fd, min(left, 1 << 20))
+        if not block:
+            break
+        digest.update(block)
+        left -= len(block)
+    return digest.hexdigest()
+
+
 def file_digest(path: Path) -> dict:
     """What a done run's status.json records of each record file: its size and SHA-256."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return {"bytes": size, "sha256": digest.hexdigest()}
+    path = Path(path)
+    fd, info = open_entry(path.parent, path.name, MAX_RECORD_BYTES)
+    try:
+        return {"bytes": info.st_size, "sha256": _digest_fd(fd, info.st_size)}
+    finally:
+        os.close(fd)
 
 
-# written by every run before it is done (records older than the "files" entry are checked for these)
-CORE_FILES = (CONFIG, CURVES, READOUTS, SUMMARY)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _legacy_damage(run_dir: Path) -> str | None:
+    """A record from before status.json listed its files: the core files must exist and parse as far as
+    their ends (a parquet file starts and ends with PAR1, so truncation shows)."""
+    for name in CORE_FILES:
+        try:
+            if name.endswith(".parquet"):
+                fd, info = open_entry(run_dir, name, MAX_RECORD_BYTES)
+                try:
+                    head = os.pread(fd, 4, 0)
+                    tail = os.pread(fd, 4, max(0, info.st_size - 4))
+                finally:
+                    os.close(fd)
+                if head != b"PAR1" or tail != b"PAR1":
+                    return f"{name} truncated or not parquet"
+            else:
+                raw, _ = read_entry(run_dir, name, MAX_TEXT_BYTES)
+                if name.endswith(".json"):
+                    json.loads(raw)
+        except FileNotFoundError:
+            return f"{name} missing"
+        except NotReadable as exc:
+            return str(exc)
+        except ValueError:
+            return f"{name} unreadable"
+        except OSError as exc:
+            return f"{name} unreadable ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def _listing_problem(files: dict) -> str | None:
+    """Why a done status's ``files`` listing cannot be checked (a name outside the folder, a core file not
+    listed, an entry without size and digest), or None."""
+    for name, want in files.items():
+        try:
+            check_entry_name(name)
+        except NotReadable:
+            return f"{STATUS} lists {name!r}, which is not a file of the run folder: not read"
+        if (
+            not isinstance(want, dict)
+            or isinstance(want.get("bytes"), bool)
+            or not isinstance(want.get("bytes"), int)
+            or want["bytes"] < 0
+            or not isinstance(want.get("sha256"), str)
+            or not _SHA256.fullmatch(want["sha256"])
+        ):
+            return f"{STATUS} lists {name} without its size and SHA-256"
+    unlisted = [name for name in CORE_FILES if name not in files]
+    if unlisted:
+        return f"{STATUS} does not list {', '.join(unlisted)}, which every finished run writes"
+    return None
+
+
+def _file_damage(run_dir: Path, name: str, want: dict) -> str | None:
+    try:
+        fd, info = open_entry(run_dir, name, MAX_RECORD_BYTES)
+    except FileNotFoundError:
+        return f"{name} missing"
+    except NotReadable as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{name} unreadable ({exc.strerror or type(exc).__name__})"
+    try:
+        if info.st_size != want["bytes"]:
+            return f"{name} has {info.st_size} bytes, status.json recorded {want['bytes']}"
+        if _digest_fd(fd, info.st_size) != want["sha256"]:
+            return f"{name} changed since the run wrote it (SHA-256 differs)"
+    finally:
+        os.close(fd)
+    return None
 
 
 def damage(run_dir: Path, status: dict) -> str | None:
-    """Why a run whose status says done cannot be trusted (a record file missing, truncated or changed), or None."""
+    """Why a run whose status says done cannot be trusted (a record file missing, truncated or changed; a
+    listing that names files outside the folder or leaves core files out; a link or special file in
+    place of a record file), or None. Reads only regular files inside the run folder, each at most as
+    long as status.json recorded."""
     run_dir = Path(run_dir)
     files = status.get("files")
+    if files is None:
+        return _legacy_damage(run_dir)
     if not isinstance(files, dict):
-        # a record from before status.json listed its files: the core files must exist and parse as far
-        # as their ends (a parquet file starts and ends with PAR1, so truncation shows)
-        for name in CORE_FILES:
-            path = run_dir / name
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                return f"{name} missing"
-            if name.endswith(".parquet"):
-                with open(path, "rb") as fh:
-                    head = fh.read(4)
-                    fh.seek(max(0, size - 4))
-                    tail = fh.read(4)
-                if head != b"PAR1" or tail != b"PAR1":
-                    return f"{name} truncated or not parquet"
-            elif name.endswith(".json"):
-                try:
-                    json.loads(path.read_bytes())
-                except ValueError:
-                    return f"{name} unreadable"
-        return None
+        return f"{STATUS} lists its files in an unknown form"
+    problem = _listing_problem(files)
+    if problem:
+        return problem
     for name, want in sorted(files.items()):
-        path = run_dir / name
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            return f"{name} missing"
-        if not isinstance(want, dict) or size != want.get("bytes"):
-            return (
-                f"{name} has {size} bytes, status.json recorded {want.get('bytes') if isinstance(want, dict) else '?'}"
-            )
-        if file_digest(path)["sha256"] != want.get("sha256"):
-            return f"{name} changed since the run wrote it (SHA-256 differs)"
+        why = _file_damage(run_dir, name, want)
+        if why:
+            return why
     return None
 
 
 def done_check(run_dir: Path) -> tuple[str, str | None]:
-    """("done", None), ("damaged", why) for a done run whose records fail their check or whose status.json is
-    unreadable, or (state, None) otherwise ("absent" when there is no status.json)."""
+    """(DONE, None), (DAMAGED, why) for a done run whose records fail their check or whose status.json is
+    unreadable, or (state, None) otherwise (ABSENT when there is no status.json); states: pipeline/schema.py."""
     try:
         status = read_status(run_dir)
     except StatusUnreadable as exc:
-        return "damaged", str(exc)
+        return DAMAGED, str(exc)
     if status is None:
-        return "absent", None
+        return ABSENT, None
     state = status.get("state")
-    if state != "done":
+    if state != DONE:
         return str(state), None
     why = damage(run_dir, status)
-    return ("damaged", why) if why else ("done", None)
+    return (DAMAGED, why) if why else (DONE, None)
 
 
 def is_done(run_dir: Path) -> bool:
     """Done and verified: status.json says done and every record file it lists is as it was written."""
-    return done_check(run_dir)[0] == "done"
+    return done_check(run_dir)[0] == DONE
+
+
+def run_state(run_dir: Path) -> tuple[str, str | None]:
+    """A run's state from its folder and its claim, in the schema's words, with what a reader should know:
+    DONE (verified), RUNNING (a live process owns it), DAMAGED (why), FAILED (its error), INTERRUPTED (by
+    what, or that its process died), ABSENT. The one judgement pipeline.status and the sweeper share."""
+    state, why = done_check(run_dir)
+    if state == DONE:
+        return DONE, None
+    if claim_state(run_dir):
+        return RUNNING, None
+    if state in (ABSENT, DAMAGED):
+        return state, why
+    try:
+        status = read_status(run_dir) or {}
+    except StatusUnreadable as exc:  # replaced by a damaged one since done_check read it
+        return DAMAGED, str(exc)
+    if state == FAILED:
+        return FAILED, str(status.get("error") or "(no error message)")
+    if state == INTERRUPTED:
+        return INTERRUPTED, str(status.get("error") or "interrupted")
+    # status.json says running (or something unknown) and nobody owns the run
+    return INTERRUPTED, "interrupted: the process that ran it died"
 
 
 # ---------------------------------------------------------------------------
@@ -273,13 +481,47 @@ def _claim_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _read_claim(path: Path) -> tuple[dict | None | bool, float]:
-    """(claim info, mtime); info None when there is no claim, False when the file is unreadable."""
+    """(claim info, mtime); info None when there is no claim, False when it is unreadable (damaged, a link,
+    a special file, too large)."""
     try:
-        raw = path.read_bytes()
-        mtime = path.stat().st_mtime
+        raw, info = read_entry(path.parent, path.name, MAX_CLAIM_BYTES)
     except FileNotFoundError:
         return None, 0.0
-    return _read_claim_bytes(raw)[0], mtime
+    except (NotReadable, OSError):
+        try:
+            return False, os.lstat(path).st_mtime
+        except OSError:
+            return None, 0.0
+    return _read_claim_bytes(raw)[0], info.st_mtime
+
+
+def file_system_now(run_dir: Path) -> float:
+    """The time on the clock that stamps the run folder's files (the file server's on NFS, where a heartbeat
+    stamps the server's time too), read by touching the folder's lock file: a heartbeat's age is measured
+    on that one clock, whatever this machine's clock says. This machine's clock where the folder is
+    read-only here."""
+    lock = Path(run_dir) / CLAIM_LOCK
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError:
+        return time.time()
+    try:
+        os.utime(fd)
+        return os.fstat(fd).st_mtime
+    except OSError:
+        return time.time()
+    finally:
+        os.close(fd)
+
+
+def _process_identity(pid: int) -> dict:
+    """What tells a process apart from a later one with the same pid: the boot and its start time."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return {"boot_id": boot, "pid_start": int(fields[19])}
+    except (OSError, IndexError, ValueError):
+        return {}
 
 
 def _slurm_job_alive(job_id: str) -> bool | None:
@@ -296,11 +538,39 @@ def _slurm_job_alive(job_id: str) -> bool | None:
     return bool(out.stdout.strip())
 
 
-def _claim_is_live(info: dict | bool, mtime: float) -> bool:
-    if info is False:
+def _same_host_owner_alive(info: dict) -> bool:
+    try:
+        pid = int(info.get("pid", -1))
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if info.get("pid_start") is not None:
+        # the pid may have been reused since by an unrelated process (or the host rebooted)
+        now = _process_identity(pid)
+        if now and (now["boot_id"] != info.get("boot_id") or now["pid_start"] != info.get("pid_start")):
+            return False
+    return True
+
+
+def _heartbeat_fresh(age: float, stale_after: float) -> bool:
+    """A heartbeat ``age`` seconds old on the file system's clock; negative: dated in its future."""
+    return -CLAIM_FUTURE_SECONDS <= age < stale_after
+
+
+def _claim_is_live(info: dict | bool, mtime: float, now: float) -> bool:
+    """Liveness by owner first (this host: its process; inside Slurm: its job), by heartbeat age otherwise;
+    ``now`` on the same clock as ``mtime`` (``file_system_now``)."""
+    if not isinstance(info, dict):  # False: unreadable
         # claims are complete when they appear; an unreadable one is damaged
         # (or from an older version mid-write): give it a moment, then take it over
-        return (time.time() - mtime) < UNREADABLE_CLAIM_GRACE_SECONDS
+        return abs(now - mtime) < UNREADABLE_CLAIM_GRACE_SECONDS
     if info.get("slurm_job_id"):
         # a claim made inside a Slurm job lives exactly as long as that job,
         # on whatever node it ran
@@ -308,28 +578,16 @@ def _claim_is_live(info: dict | bool, mtime: float) -> bool:
         if alive is not None:
             return alive
     if info.get("host") == socket.gethostname():
-        try:
-            pid = int(info.get("pid", -1))
-        except (TypeError, ValueError):
-            return False
-        if pid <= 0:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return (time.time() - mtime) < CLAIM_STALE_SECONDS
+        return _same_host_owner_alive(info)
+    return _heartbeat_fresh(now - mtime, CLAIM_STALE_SECONDS)
 
 
 def claim_state(run_dir: Path) -> dict | None:
     """The live claim on a run folder, or None when nobody owns it."""
     info, mtime = _read_claim(Path(run_dir) / CLAIM)
-    if info is None or not _claim_is_live(info, mtime):
+    if info is None or not _claim_is_live(info, mtime, file_system_now(run_dir)):
         return None
-    return info if info else {"unreadable": True}
+    return info if isinstance(info, dict) and info else {"unreadable": True}
 
 
 def try_claim(run_dir: Path) -> Claim | None:
@@ -342,6 +600,8 @@ def try_claim(run_dir: Path) -> Claim | None:
     judged stale before the folder is claimed anew.
     """
     run_dir = Path(run_dir)
+    if is_link(run_dir):
+        raise NotReadable(f"the run folder {run_dir} is a symbolic link: the run is not computed through it")
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CLAIM
     token = uuid.uuid4().hex
@@ -352,6 +612,7 @@ def try_claim(run_dir: Path) -> Claim | None:
             "since": utc_now(),
             "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "token": token,
+            **_process_identity(os.getpid()),
         }
     ).encode()
     tmp = _written_temp(path, payload)
@@ -364,19 +625,25 @@ def try_claim(run_dir: Path) -> Claim | None:
                 except FileExistsError:
                     pass
                 try:
-                    judged = path.read_bytes()
-                    mtime = path.stat().st_mtime
+                    judged, judged_stat = read_entry(run_dir, CLAIM, MAX_CLAIM_BYTES)
                 except FileNotFoundError:
                     continue
-                info, _ = _read_claim_bytes(judged)
-                if _claim_is_live(info, mtime):
+                except (NotReadable, OSError):
+                    # a link or special file in place of a claim: judged as an unreadable claim
+                    try:
+                        judged, judged_stat = None, os.lstat(path)
+                    except FileNotFoundError:
+                        continue
+                info, _ = _read_claim_bytes(judged) if judged is not None else (False, None)
+                if _claim_is_live(info, judged_stat.st_mtime, file_system_now(run_dir)):
                     return None
                 aside = run_dir / f".claim.stale.{token}"
                 try:
                     os.rename(path, aside)
                 except FileNotFoundError:
                     continue
-                if aside.read_bytes() != judged:
+                moved = _entry_bytes(aside) if judged is not None else _inode(aside)
+                if moved != (judged if judged is not None else (judged_stat.st_dev, judged_stat.st_ino)):
                     # another claimant replaced the stale claim meanwhile (possible only
                     # without working locks): put its claim back and leave the run to it
                     try:
@@ -389,6 +656,21 @@ def try_claim(run_dir: Path) -> Claim | None:
             return None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _entry_bytes(path: Path) -> bytes | None:
+    try:
+        return read_entry(path.parent, path.name, MAX_CLAIM_BYTES)[0]
+    except (NotReadable, OSError):
+        return None
 
 
 def _read_claim_bytes(raw: bytes) -> tuple[dict | bool, None]:

@@ -7,10 +7,15 @@ split 80/20 into train / validation. Every random choice draws from the run's
 generator, so the run's seed fixes all of them.
 
 With ``groups`` (one id per sequence: the windows cut from one recording), both
-splits are drawn over groups instead of sequences, per class (each class gives
-``fraction`` of its groups, at least one, never all), so no recording has
-windows on both sides; oversampled copies stay in their row's group. Null runs
-then permute the labels over groups, so every recording keeps one label.
+splits are drawn over groups instead of sequences, so no recording has windows
+on both sides; oversampled copies stay in their row's group. With real labels
+every group holds one class and each class gives ``fraction`` of its groups (at
+least one, never all). Null runs permute the labels over sequences, as the
+study did (its clips, not its videos, were shuffled): the windows of one
+recording then carry independent labels, so a window's nearest neighbours (the
+overlapping windows of its own recording) say nothing about its label and the
+probe's null stays at its chance level; their splits are drawn over the groups
+of the pair as a whole, since a group no longer belongs to one class.
 """
 
 from __future__ import annotations
@@ -53,28 +58,32 @@ def oversample_minority(index: np.ndarray, y: np.ndarray, rng: np.random.Generat
     return np.concatenate(parts)
 
 
+def _some_groups(ids: np.ndarray, fraction: float, rng: np.random.Generator, what: str) -> np.ndarray:
+    """``fraction`` of the group ids (at least one, never all), drawn at random."""
+    if len(ids) < 2:
+        raise ValueError(f"{what} has {len(ids)} recording(s); splitting by recording needs at least 2")
+    n_second = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
+    return ids[rng.permutation(len(ids))[:n_second]]
+
+
 def _split_groups(
-    index: np.ndarray, groups: np.ndarray, y: np.ndarray, fraction: float, rng: np.random.Generator
+    index: np.ndarray,
+    groups: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    per_class: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Random split over groups, per class: (1 - fraction) of each class's groups first."""
-    second_groups = []
-    for cls in np.unique(y[index]):
-        ids = np.unique(groups[index][y[index] == cls])
-        if len(ids) < 2:
-            raise ValueError(
-                f"class {cls} of the pair has {len(ids)} recording(s); splitting by recording "
-                f"needs at least 2 per class"
-            )
-        n_second = min(max(1, int(round(fraction * len(ids)))), len(ids) - 1)
-        second_groups.append(ids[rng.permutation(len(ids))[:n_second]])
+    """Random split over groups: (1 - fraction) of each class's groups first (``per_class``), or of all groups."""
+    if per_class:
+        second_groups = [
+            _some_groups(np.unique(groups[index][y[index] == cls]), fraction, rng, f"class {cls} of the pair")
+            for cls in np.unique(y[index])
+        ]
+    else:
+        second_groups = [_some_groups(np.unique(groups[index]), fraction, rng, "the pair")]
     second = np.isin(groups[index], np.concatenate(second_groups))
     return index[~second], index[second]
-
-
-def _shuffle_group_labels(y: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Permute the labels over groups: each group takes another group's (single) label."""
-    ids, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    return rng.permutation(y[first])[inverse]
 
 
 def make_splits(
@@ -90,13 +99,12 @@ def make_splits(
     groups: np.ndarray | None = None,
 ) -> RunSplits:
     """Select the pair, relabel it 0 / 1 (pair[0] -> 0) and split it (over ``groups`` when given)."""
-    if groups is None:
-        labels = rng.permutation(y) if shuffle_labels else y
-    else:
+    if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != y.shape:
             raise ValueError(f"groups has shape {groups.shape}, labels {y.shape}")
-        labels = _shuffle_group_labels(y, groups, rng) if shuffle_labels else y
+    labels = rng.permutation(y) if shuffle_labels else y
+    by_class = not shuffle_labels  # a group of a null run holds both classes
     in_pair = np.flatnonzero(np.isin(labels, pair))
     if len(in_pair) < 10:
         raise ValueError(f"class pair {pair} has only {len(in_pair)} sequences; need at least 10")
@@ -106,13 +114,24 @@ def make_splits(
     if groups is None:
         train_full, test = _split(in_pair, test_fraction, rng)
     else:
-        train_full, test = _split_groups(in_pair, groups, binary, test_fraction, rng)
+        train_full, test = _split_groups(in_pair, groups, binary, test_fraction, rng, by_class)
     if oversample:
         train_full = oversample_minority(train_full, binary, rng)
     if groups is None:
         train, val = _split(train_full, val_fraction, rng)
     else:
-        train, val = _split_groups(train_full, groups, binary, val_fraction, rng)
+        train, val = _split_groups(train_full, groups, binary, val_fraction, rng, by_class)
         # random row order, as _split gives (it matters with trainer.shuffle=false)
         train, val = train[rng.permutation(len(train))], val[rng.permutation(len(val))]
     return RunSplits(x[train], binary[train], x[val], binary[val], x[test], binary[test], train, val, test)
+
+
+def repeated_share(index: np.ndarray) -> float:
+    """Share of the rows whose data-set row occurs more than once among them (oversampled copies and their
+    originals). Such a row's state has an identical twin with its label, so the resubstitution 3-NN probe
+    scores it 1 whatever the labels; a null run's start rises above 0.75 with this share."""
+    index = np.asarray(index)
+    if index.size == 0:
+        return 0.0
+    _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
+    return float(np.mean(counts[inverse] > 1))

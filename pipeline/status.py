@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import re
@@ -13,34 +14,53 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .runfolder import CONFIG, StatusUnreadable, claim_state, damage, read_status
+from .runfolder import (
+    MAX_TEXT_BYTES,
+    NotReadable,
+    StatusUnreadable,
+    is_link,
+    read_status,
+    read_text_entry,
+    run_state,
+)
+from .schema import (
+    ABSENT,
+    CONFIG,
+    DAMAGED,
+    DONE,
+    FAILED,
+    MISSING,
+    RUNNING,
+    iter_run_folders,
+    plans_folder,
+    runs_folder,
+    study_folder,
+    study_folders,
+)
 
-STATES = ("done", "failed", "running", "missing")
+# The report's columns: a run's state (pipeline/schema.py), with the states a relaunch computes again
+# (absent, interrupted, damaged) counted together as missing.
+STATES = (DONE, FAILED, RUNNING, "missing")
 
 
-def run_state(run_dir: Path) -> tuple[str, str | None]:
-    """(state, detail) of one run folder. A done run whose records fail their check, or whose status.json
-    cannot be read, counts as missing with the reason: a relaunch redoes it."""
-    try:
-        status = read_status(run_dir)
-    except StatusUnreadable as exc:
-        return ("running", None) if claim_state(run_dir) else ("missing", f"damaged: {exc}; a relaunch redoes it")
-    if status is None:
-        return ("running", None) if claim_state(run_dir) else ("missing", None)
-    state = status.get("state")
-    if state == "done":
-        why = damage(run_dir, status)
-        return ("done", None) if why is None else ("missing", f"damaged: {why}; a relaunch redoes it")
-    if state == "failed":
-        return "failed", str(status.get("error") or "(no error message)")
-    if claim_state(run_dir):
-        return "running", None
-    if state == "interrupted":
-        return "missing", f"{status.get('error') or 'interrupted'}; a relaunch redoes it"
-    return "missing", "interrupted: the process that ran it died"
+def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
+    """(report column, detail) of one run folder. A done run whose records fail their check, or whose
+    status.json cannot be read, counts as missing with the reason: a relaunch redoes it. A symbolic link in
+    place of a run folder is not followed."""
+    if is_link(run_dir):
+        return "missing", "the run folder is a symbolic link: not read (remove it; a relaunch computes the run)"
+    state, why = run_state(run_dir)
+    if state in (DONE, RUNNING, FAILED):
+        return state, why
+    if state == ABSENT:
+        return "missing", None
+    assert state in MISSING, state
+    return "missing", f"{'damaged: ' if state == DAMAGED else ''}{why}; a relaunch redoes it"
 
 
 def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
+    """The run's design cell: from the plan that launched it, else as the run recorded it (status.json,
+    else the design block of config.yaml); "?" for a folder that says neither."""
     if planned_cell:
         return planned_cell
     try:
@@ -48,9 +68,21 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
     except StatusUnreadable:
         status = {}
     if status.get("cell"):
-        return status["cell"]
-    name = run_dir.name.split("-")
-    return f"{name[0]}/pair {int(name[1][1:])}" if len(name) >= 2 and name[1][:1] == "p" else "?"
+        return str(status["cell"])
+    return _recorded_cell(run_dir) or "?"
+
+
+def _recorded_cell(run_dir: Path) -> str | None:
+    """``design.cell`` of config.yaml (records whose status.json predates its cell entry)."""
+    import yaml  # pyyaml comes with omegaconf; only old records need it
+
+    try:
+        config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
+    except (OSError, NotReadable, yaml.YAMLError):
+        return None
+    design = config.get("design") if isinstance(config, dict) else None
+    cell = design.get("cell") if isinstance(design, dict) else None
+    return str(cell) if cell else None
 
 
 def natural_key(text: str) -> list:
@@ -68,24 +100,15 @@ def _plan_condition(row: dict) -> str:
 def _labels_condition(run_dir: Path) -> str:
     """An unplanned run's condition: its labels, from the top-level ``labels:`` line of config.yaml."""
     try:
-        match = re.search(r"^labels: *(\S+) *$", (run_dir / CONFIG).read_text(), re.MULTILINE)
-    except OSError:
+        match = re.search(r"^labels: *(\S+) *$", read_text_entry(run_dir, CONFIG), re.MULTILINE)
+    except (OSError, NotReadable):
         return ""
     return f"labels={match.group(1)}" if match and match.group(1) != "real" else ""
 
 
 def list_studies(root: Path) -> list[str]:
     """Study folders under an outputs root (those with runs/ or plans/), never a dot-folder such as .hydra."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        (
-            p.name
-            for p in root.iterdir()
-            if not p.name.startswith(".") and ((p / "runs").is_dir() or (p / "plans").is_dir())
-        ),
-        key=natural_key,
-    )
+    return sorted((p.name for p in study_folders(root, with_plans=True)), key=natural_key)
 
 
 def collect(root: Path, study: str | None = None) -> dict:
@@ -93,31 +116,23 @@ def collect(root: Path, study: str | None = None) -> dict:
     studies = [study] if study else list_studies(root)
     report = {}
     for name in studies:
-        study_dir = root / name
-        planned: dict[str, tuple[str, str]] = {}
-        for plan in sorted((study_dir / "plans").glob("*.csv")):
-            with open(plan, newline="") as fh:
-                for row in csv.DictReader(fh):
-                    planned[row["run_id"]] = (row["cell"], _plan_condition(row))
-        runs_dir = study_dir / "runs"
-        present = (
-            {p.name for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-            if runs_dir.is_dir()
-            else set()
-        )
+        study_dir = study_folder(root, name)
+        planned, notes = _read_plans(plans_folder(study_dir))
+        runs_dir = runs_folder(study_dir)
+        present = {p.name for p in iter_run_folders(study_dir, links=True)}
         cells: dict[str, Counter] = defaultdict(Counter)
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
         for rid in sorted(present | set(planned), key=natural_key):
             run_dir = runs_dir / rid
-            state, detail = run_state(run_dir) if rid in present else ("missing", None)
+            state, detail = column_and_detail(run_dir) if rid in present else ("missing", None)
             cell, condition = planned.get(rid, (None, None))
             cell = _cell_of(run_dir, cell)
             if condition is None:
                 condition = _labels_condition(run_dir)
             cells[cell][state] += 1
             conditions[condition][cell][state] += 1
-            if state == "failed" or detail:
+            if state == FAILED or detail:
                 problems.append(
                     {
                         "run_id": rid,
@@ -135,15 +150,32 @@ def collect(root: Path, study: str | None = None) -> dict:
                 for cond, by_cell in sorted(conditions.items(), key=lambda kv: natural_key(kv[0]))
             },
             "problems": problems,
+            "notes": notes,
         }
     return report
+
+
+def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """run id -> (cell, condition) from a study's sweep plans; files that are not plans (a link, a FIFO,
+    damaged text) are skipped and named in the notes."""
+    planned: dict[str, tuple[str, str]] = {}
+    notes = []
+    names = sorted(e.name for e in os.scandir(plans_dir) if e.name.endswith(".csv")) if plans_dir.is_dir() else []
+    for name in names:
+        try:
+            text = read_text_entry(plans_dir, name, MAX_TEXT_BYTES)
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            planned.update({row["run_id"]: (row["cell"], _plan_condition(row)) for row in rows})
+        except (OSError, NotReadable, KeyError, csv.Error) as exc:
+            notes.append(f"plan {plans_dir / name} skipped: {exc}")
+    return planned, notes
 
 
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
-            totals = Counter()
+            totals: Counter[str] = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")
@@ -155,6 +187,7 @@ def format_report(report: dict) -> str:
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
+        lines.extend(f"  note: {note}" for note in info.get("notes", []))
     return "\n".join(lines) if lines else "no studies found"
 
 
@@ -169,20 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--study", default=None, help="only this study (default: every study under the root)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--health",
-        action="store_true",
-        help="also print the training-health table: updates per epoch, test accuracy, map "
-        "movement per data source, beside the authors' figures (analysis/health.py)",
-    )
-    parser.add_argument("--per-run", action="store_true", help="with --health: one row per done run as well")
-    parser.add_argument(
-        "--performance-csv",
-        default=None,
-        help="with --health: the authors' performance.csv (default: "
-        "../shared/reference/jiang_dale_2025/performance.csv beside the repository)",
-    )
+    # the training-health table is the analysis's (the training side never imports analysis/)
+    parser.add_argument("--health", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.health:
+        print(
+            "error: the training-health table is the analysis's: python -m analysis.health --root DIR "
+            "[--study NAME] [--per-run] [--json]",
+            file=sys.stderr,
+        )
+        return 2
     root = Path(args.root).expanduser()
     if not root.is_dir():
         print(
@@ -195,27 +224,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
         return 2
     report = collect(root, args.study)
-    if args.health:
-        from analysis import health  # torch-free, like this module
-
-        runs, _ = health.health_table(root, args.study)
-        summary = health.health_summary(runs)
-        authors = health.authors_performance(args.performance_csv)
-        if args.json:
-            report = {
-                "studies": report,
-                "health": {
-                    "summary": json.loads(summary.to_json(orient="records")),
-                    "authors": None if authors is None else json.loads(authors.to_json(orient="records")),
-                    "runs": json.loads(runs.to_json(orient="records")) if args.per_run else None,
-                },
-            }
-            print(json.dumps(report, indent=2))
-        else:
-            print(format_report(report))
-            print()
-            print(health.format_health(runs, summary, authors, args.performance_csv, per_run=args.per_run))
-        return 0
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

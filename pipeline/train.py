@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .probes import CURVE_COLUMNS, Probe, ProbeContext
-from .probes.base import empty_curves
+from .probes import Probe, ProbeContext
+from .schema import CURVE_COLUMNS, empty_curves
 from .splits import RunSplits
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _evaluate(
+def evaluate_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, readout_batchnorm: str = "eval"
 ) -> tuple[float, float]:
     """Mean loss and accuracy of a clean pass (no update).
@@ -108,7 +108,9 @@ def _evaluate(
     return loss_sum / len(x), correct / len(x)
 
 
-def _clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The hidden states of a clean pass (evaluation mode, no gradients) over any inputs, in batches."""
+
     def states(x: torch.Tensor) -> torch.Tensor:
         model.eval()
         with torch.no_grad():
@@ -131,6 +133,7 @@ def train_run(
     on_epoch: Callable[[int, dict, pd.DataFrame], None] | None = None,
     batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     readout_batchnorm: str = "eval",
+    grad_clip_norm: float | None = None,
 ) -> TrainingResult:
     """Train for ``epochs`` epochs; after each, every probe measures the model.
 
@@ -144,7 +147,9 @@ def train_run(
 
     Batches follow ``batch_bounds`` (a last batch of one sample joins the one
     before it). ``readout_batchnorm`` sets how the validation and test readouts
-    use BatchNorm (see ``_evaluate``).
+    use BatchNorm (see ``evaluate_model``). ``grad_clip_norm``: before each update the
+    gradient is rescaled to at most this total norm (``torch.nn.utils.clip_grad_norm_``);
+    None, the authors' training, leaves it as it is.
     """
     if readout_batchnorm not in READOUT_BATCHNORM:
         raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
@@ -174,6 +179,8 @@ def train_run(
             loss = nn.functional.cross_entropy(logits, y_train[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
             optimiser.step()
             if keep_states:
                 if states is None:
@@ -181,7 +188,7 @@ def train_run(
                 states[idx] = hidden.detach()
             loss_sum += loss.item() * len(idx)
             correct += (logits.detach().argmax(1) == y_train[idx]).sum().item()
-        val_loss, val_acc = _evaluate(model, x_val, y_val, batch_size, readout_batchnorm)
+        val_loss, val_acc = evaluate_model(model, x_val, y_val, batch_size, readout_batchnorm)
         t_train += time.perf_counter() - tic
 
         epoch_readouts = {
@@ -195,7 +202,7 @@ def train_run(
             readouts.append((epoch, split, metric, value))
 
         ctx = ProbeContext(
-            epoch, model, x_train, y_train, x_test, y_test, states, _clean_pass_states(model, batch_size), epochs
+            epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size), epochs
         )
         epoch_curves = []
         for probe in probes:
@@ -214,7 +221,7 @@ def train_run(
         if on_epoch is not None:
             on_epoch(epoch, epoch_readouts, epoch_frame)
 
-    test_loss, test_acc = _evaluate(model, x_test, y_test, batch_size, readout_batchnorm)
+    test_loss, test_acc = evaluate_model(model, x_test, y_test, batch_size, readout_batchnorm)
     readouts.append((epochs, "test", "loss", test_loss))
     readouts.append((epochs, "test", "accuracy", test_acc))
     readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"])

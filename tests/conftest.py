@@ -1,19 +1,12 @@
-"""Shared test fixtures: composing run configs the way `python -m pipeline` does."""
+"""Shared test fixtures (helpers the tests call: tests/helpers.py)."""
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from pipeline.planning import CONFIG_DIR, prepare
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config):
@@ -38,23 +31,3 @@ def _quiet_wandb(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("WANDB_CACHE_DIR", str(cache))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(cache))
     monkeypatch.setenv("WANDB_DATA_DIR", str(cache))
-
-
-def run_config(*overrides: str):
-    """The validated run config (with its design block) for command-line overrides."""
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-        return prepare(cfg, list(overrides), lambda o: compose("config", overrides=list(o)))
-
-
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 300):
-    """`python -m pipeline ...` in a subprocess, as a user runs it."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        cwd=cwd or REPO,
-        timeout=timeout,
-    )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -81,7 +82,15 @@ def test_writes_every_table(analysed):
         "verdict",
     } <= set(rep.columns)
     assert set(rep["claim"]) == {"1", "2", "2b", "3", "4a", "4b", "5"}
-    assert set(rep["verdict"]) <= {"replicates", "does not replicate", "not testable here"}
+    kinds = rep["verdict"].str.replace(r" \(.*", "", regex=True)
+    assert set(kinds) <= {"replicates", "does not replicate", "not testable here", "underpowered", "secondary"}
+    assert {"test", "unit", "n", "p_floor_holm", "role"} <= set(rep.columns)
+    # 3 replicates per class pair: the class-pair test (k groups of 3) can decide, claims 4a/4b over
+    # 2 x 3 pairs x 5 steps cannot (Holm x 36 over a floor of 2/2^3)
+    assert rep.loc[rep["claim"] == "4b", "verdict"].str.startswith("underpowered").all()
+    rule = pd.read_csv(out / "replicate_rule.csv")
+    assert {"family", "smallest_p_after_holm", "n_needed_to_reach_0.05"} <= set(rule.columns)
+    assert (out / "regime.csv").is_file()
     ols = pd.read_csv(out / "ols.csv")
     assert {"metric", "model", "adj_r2", "f", "p_value"} <= set(ols.columns)
     assert {"source", "labels_gesture", "pair_sentence", "epoch_pair_gesture", "epoch_vs_epoch_pair_sentence"} <= set(
@@ -233,11 +242,13 @@ def test_the_authors_tables_end_to_end(tmp_path):
     rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
     real = pd.read_csv(REFERENCE / "metrics_50epoch.csv")
     real["end_minus_start"] = real["end"] - real["start"]
-    verdict = {(r.claim, r.metric, r.source if isinstance(r.source, str) else ""): r.verdict for r in rep.itertuples()}
-    assert verdict[("1", "start", "")] == "replicates"
-    assert verdict[("1", "end_minus_start", "")] == "replicates"
-    assert verdict[("1", "max", "")] == "does not replicate"
-    assert verdict[("1", "tmax", "")] == "does not replicate"
+    primary = rep[rep["role"] == "primary"]
+    verdict = {
+        (r.claim, r.metric, r.source if isinstance(r.source, str) else ""): r.verdict for r in primary.itertuples()
+    }
+    # the sources differ in level or development (the LRT of source + source:epoch): all four metrics
+    for metric in METRICS:
+        assert verdict[("1", metric, "")] == "replicates"
     assert verdict[("3", "end_minus_start", "")] == "replicates"
     for source in ("gesture", "sentence"):
         assert verdict[("5", "max", source)] == verdict[("5", "tmax", source)] == "not testable here"
@@ -246,7 +257,7 @@ def test_the_authors_tables_end_to_end(tmp_path):
     from scipy import stats as sps
 
     for metric in METRICS:
-        row = rep[(rep["claim"] == "1") & (rep["metric"] == metric)].iloc[0]
+        row = rep[(rep["claim"] == "1") & (rep["metric"] == metric) & (rep["role"].str.contains("level"))].iloc[0]
         means = real.groupby(["source", "pair"])[metric].mean()
         gesture, sentence = means.loc["gesture"].to_numpy(), means.loc["sentence"].to_numpy()
         # a balanced design: the estimate at the mean epoch is the difference of the sources' means
@@ -259,6 +270,12 @@ def test_the_authors_tables_end_to_end(tmp_path):
     assert len(null) == 500
     notes = rep[(rep["claim"] == "5") & (rep["metric"] == "tmax")].set_index("source")["note"]
     assert notes["gesture"].startswith("83%") and notes["sentence"].startswith("74%")  # 208 + 186 = 394 of 500
+    # the development of max and tmax differs between the sources: Welch on the class pairs' own slopes
+    for metric, p_lrt in (("max", 2.2e-5), ("tmax", 4.8e-3)):
+        slopes = real.groupby(["source", "pair"]).apply(lambda d, m=metric: np.polyfit(d["epoch"], d[m], 1)[0])
+        assert sps.ttest_ind(slopes["sentence"], slopes["gesture"], equal_var=False).pvalue < 0.05
+        row = primary[(primary["claim"] == "1") & (primary["metric"] == metric)].iloc[0]
+        assert row["p_value"] == pytest.approx(p_lrt, rel=0.05)
 
 
 def test_report_renders_diagnostics_after_the_replication_section_and_links_their_tables():

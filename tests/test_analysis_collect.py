@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import collect
-from analysis.metrics import map_metrics
+from pipeline.curve_metrics import map_metrics
 from tests.analysis_fixtures import make_study, write_run, write_status
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis.metrics import METRIC_NAMES, curve_metrics, map_metrics, smooth_3rs3r, smooth_3rs3r_rows
+from pipeline.curve_metrics import METRIC_NAMES, curve_metrics, map_metrics, smooth_3rs3r, smooth_3rs3r_rows
 
 DATA = Path(__file__).parent / "data"
 

@@ -142,11 +142,14 @@ def test_class_names_and_run_ids_are_escaped_in_the_report(hostile_study):
 
 
 def test_the_report_has_every_section(hostile_study):
-    """The headings the f-string report (commit 07c7daa) gave on this study."""
+    """The headings the f-string report (commit 07c7daa) gave on this study, with the replicate rule and the
+    regime (where the runs sit beside the authors') after the verdicts."""
     headings = _headings((hostile_study / "report.html").read_text())
     assert headings == [
         "Learning-curve maps: analysis report",
         "What replicates",
+        "The replicate rule on this table",
+        "The regime: where the runs sit, beside the authors&#39;",
         "Training health",
         "KNN probe: ties and chance level",
         "Overview",

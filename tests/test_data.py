@@ -95,8 +95,10 @@ def test_every_dataset_config_is_complete():
         for key in ("name", "source", "loader", "n_classes", "class_names"):
             assert key in cfg, f"{name}.yaml lacks {key}"
         assert cfg.name == name
-        assert cfg.source in ("gesture", "sentence")
         assert cfg.loader in LOADERS
+        if OmegaConf.is_interpolation(cfg, "source"):  # `arrays`: a user's file serves the run's data source
+            continue
+        assert cfg.source in ("gesture", "sentence")
         assert cfg.n_classes == len(cfg.class_names)
     assert tuple(OmegaConf.load(CONF / "emotion.yaml").class_names) == EMOTION_CLASSES
     assert tuple(OmegaConf.load(CONF / "imigue.yaml").class_names) == IMIGUE_CLASS_NAMES
@@ -489,6 +491,35 @@ def test_watch_windows_clips_and_recordings(tmp_path):
         load_dataset({**cfg, "classes": ["ROW", "SQUAT", "ABD"]}, cache=False)
 
 
+def test_watch_channels_and_standardisation_per_recording(tmp_path):
+    """Channel subsets keep those columns in the file's order of names given; `recording` standardises
+    each recording by its own mean and std (computed here independently), `dataset` over all of them."""
+    rng = np.random.default_rng(1)
+    recs = [rng.normal(loc=k, scale=1 + k, size=(n, 6)) for k, n in enumerate([180, 170, 160, 200])]
+    path = _write_watch_file(tmp_path / "watch.npy", recs, [0, 0, 1, 1])
+    cfg = {"name": "w", "source": "gesture", "loader": "watch", "classes": ["PEN", "ABD"], "root": str(path)}
+    cfg.update({"window": 150, "stride": 10, "min_length": 150, "standardize": "none"})
+    raw = load_dataset({**cfg, "channels": ["wz", "ax"]}, cache=False)
+    assert raw.x.shape[2] == 2
+    np.testing.assert_allclose(raw.x[0], recs[0][:150][:, [5, 0]].astype(np.float32))
+    per_recording = load_dataset({**cfg, "channels": ["wx", "wy", "wz"], "standardize": "recording"}, cache=False)
+    for g, rec in enumerate(recs):
+        gyro = rec[:, 3:]
+        expected = ((gyro - gyro.mean(0)) / gyro.std(0)).astype(np.float32)
+        first = np.flatnonzero(per_recording.groups == g)[1]  # its second window starts at sample 10
+        np.testing.assert_allclose(per_recording.x[first], expected[10:160], rtol=1e-5, atol=1e-6)
+    pooled = np.concatenate([r[:, 3:] for r in recs])
+    over_all = load_dataset({**cfg, "channels": ["wx", "wy", "wz"], "standardize": "dataset"}, cache=False)
+    expected = ((recs[2][:, 3:] - pooled.mean(0)) / pooled.std(0)).astype(np.float32)
+    np.testing.assert_allclose(over_all.x[np.flatnonzero(over_all.groups == 2)[0]], expected[:150], rtol=1e-5)
+    as_before = load_dataset({**cfg, "standardize": True}, cache=False).x  # true: over the data set, as before
+    assert np.array_equal(as_before, load_dataset({**cfg, "standardize": "dataset"}, cache=False).x)
+    with pytest.raises(ValueError, match="pick distinct channels among"):
+        load_dataset({**cfg, "channels": ["wx", "gx"]}, cache=False)
+    with pytest.raises(ValueError, match="standardize='subject'; allowed: dataset, recording, none"):
+        load_dataset({**cfg, "standardize": "subject"}, cache=False)
+
+
 def test_watch_file_that_names_other_code_is_refused(tmp_path):
     """The reader unpickles plain numpy arrays only: anything else fails without running."""
     marker = tmp_path / "was_run"
@@ -544,8 +575,11 @@ def test_watch_default_gesture_set():
     assert len(raw["X"]) == 140 and raw["y_labels"] == ("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")
     assert np.bincount(raw["y"]).tolist() == [20] * 7
     d = load_dataset(dataset_cfg("watch"), cache=False)
-    assert_well_formed(d, n_features=6, time_slices=150)
+    assert_well_formed(d, n_features=3, time_slices=150)  # the gyroscope's wx, wy, wz
     assert d.class_names == ("PEN", "ABD", "FEL", "IR", "TRAP", "ROW")
+    # each recording standardised on its own: its first window's real slices lie near mean 0, std 1
+    first = [np.flatnonzero(d.groups == g)[0] for g in np.unique(d.groups)]
+    assert abs(np.mean([d.x[i, : d.lengths[i]].mean() for i in first])) < 0.2
     assert len(np.unique(d.groups)) == 120  # 6 exercises x 10 subjects x 2 arms
     for g in np.unique(d.groups):  # one class per recording
         assert len(set(d.y[d.groups == g].tolist())) == 1

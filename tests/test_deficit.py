@@ -118,7 +118,7 @@ def test_describe():
 
 
 def test_default_config_has_no_deficit():
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     cfg = run_config()
     assert cfg.deficit.kind == "none"
@@ -131,11 +131,11 @@ def test_sequence_run_with_a_deficit(tmp_path):
     """A headline run accepts a deficit: gesture inputs zeroed in the first epoch changes that epoch only
     in training (the probes and evaluation see the real inputs)."""
     from pipeline.run import execute
-    from tests.conftest import run_config
+    from tests.helpers import run_plan
 
     common = ("data_source=gesture", "pair=0", "trainer.epochs=2", f"paths.root={tmp_path}")
-    plain = execute(run_config(*common))
-    deprived = execute(run_config(*common, "deficit.kind=zero", "deficit.length=1", "deficit.sources=[gesture]"))
+    plain = execute(run_plan(*common))
+    deprived = execute(run_plan(*common, "deficit.kind=zero", "deficit.length=1", "deficit.sources=[gesture]"))
     assert plain.state == deprived.state == "done" and plain.run_id != deprived.run_id
     a = pd.read_parquet(plain.run_dir / "readouts.parquet")
     b = pd.read_parquet(deprived.run_dir / "readouts.parquet")

@@ -16,7 +16,7 @@ from pipeline.probes.category_structure import CategoryStructureProbe, category_
 from pipeline.studies.dense_sample.data import CLASS_NAMES, distortion_groups, generate, split_per_class
 from pipeline.studies.dense_sample.fits import checkpoint_steps, fit_learning_curve
 from pipeline.studies.dense_sample.network import SmallVGG, n_weights
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 SMALL = [
     "study=dense_sample",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.design import Cell, assign, is_explicit, participant_of, run_seed, study_cells
+from pipeline.design import Cell, assign, is_explicit, run_seed, study_cells
 
 HEADLINE = {"name": "headline", "factors": ["data_source", "pair"], "data_sources": ["gesture", "sentence"]}
 
@@ -23,7 +23,7 @@ def test_counterbalancing_maps_seed_to_cell_and_replicate():
     for seed in range(750):
         cell, replicate = assign(seed, cells)
         counts.setdefault(cell, []).append(replicate)
-        assert participant_of(cell, replicate, cells) == seed
+        assert replicate * len(cells) + cells.index(cell) == seed  # one seed per (cell, replicate)
     assert len(counts) == 30 and all(sorted(r) == list(range(25)) for r in counts.values())
 
 

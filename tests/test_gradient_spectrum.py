@@ -25,7 +25,7 @@ from pipeline.probes.gradient_spectrum import (
 )
 from pipeline.probes.schedule import Schedule, log_spaced
 from pipeline.studies.dense_sample.network import SmallVGG
-from tests.conftest import REPO, run_cli
+from tests.helpers import REPO, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -233,7 +233,7 @@ def test_groupings_and_config_errors():
 
 def test_registry_config_and_schedule():
     assert {"knn", "gradient_spectrum", "category_structure"} <= set(PROBES)
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     cfg = run_config()
     assert not cfg.probe.gradient_spectrum.enabled and not cfg.probe.category_structure.enabled
@@ -289,7 +289,7 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
     assert "Gradient spectra by group" in html and "data:image/png;base64," in html
     tests = pd.read_csv(out / "spectra_group_tests.csv")
     assert {"cell", "layer", "epoch", "stat", "p", "p_holm", "n_runs"} <= set(tests.columns)
-    assert set(tests.cell) == {"gesture/pair 0"} and (tests.n_runs == 2).all()
+    assert set(tests.cell) == {"gesture/pair 0, real labels"} and (tests.n_runs == 2).all()
     tested = tests[tests.p.notna()]
     assert len(tested) and (tested.p_holm >= tested.p - 1e-12).all()
     assert set(tested.layer) >= {"lstm.weight_hh_l0"} and set(tested.epoch) == {1, 2}
@@ -298,7 +298,7 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
 @pytest.mark.slow
 def test_sequence_run_measures_epoch_zero_without_changing_training():
     from pipeline.studies import RunContext, get_runner
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     base = [
         "seed=0",
@@ -331,7 +331,7 @@ def test_spectra_min_p_per_family():
     floors = spectra_min_p(tested).set_index("family")
     rank = floors.loc["gradient effective_rank"]
     # the case: 5 groups, 4 replicates, 54 tests -> 0.0030 raw, never below 0.05 after Holm
-    assert rank.rank_test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
+    assert rank.test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
     assert not rank["can_reject_at_0.05"]
     sv = floors.loc["gradient sv1"]
     assert sv.smallest_p == pytest.approx(2 / 64) and sv.smallest_p_after_holm == pytest.approx(4 / 64)

@@ -1,4 +1,4 @@
-"""The training-health table (analysis/health.py) and `python -m pipeline.status --health`."""
+"""The training-health table (analysis/health.py, `python -m analysis.health`)."""
 
 from __future__ import annotations
 
@@ -140,16 +140,15 @@ def test_section_for_the_report(tmp_path):
     assert {"gesture", "sentence"} <= set(section["tables"]["health_authors"]["source"])
 
 
-def test_status_health_command(tmp_path):
+def test_health_command(tmp_path):
     make_study(tmp_path, study="st", pairs=(0, 1), replicates=1, shuffled_replicates=0, broken=False)
     out = subprocess.run(
         [
             sys.executable,
             "-m",
-            "pipeline.status",
+            "analysis.health",
             "--root",
             str(tmp_path),
-            "--health",
             "--per-run",
             "--performance-csv",
             str(tmp_path / "absent.csv"),
@@ -163,20 +162,38 @@ def test_status_health_command(tmp_path):
     assert "training health" in out.stdout and "median_map_movement" in out.stdout
     assert "not found" in out.stdout
     as_json = subprocess.run(
-        [sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health", "--json"],
+        [sys.executable, "-m", "analysis.health", "--root", str(tmp_path), "--json"],
         capture_output=True,
         text=True,
         cwd=REPO,
         timeout=120,
     )
     report = json.loads(as_json.stdout)
-    assert {r["source"] for r in report["health"]["summary"]} == {"gesture", "sentence"}
-    # the status command stays torch-free with the health table
+    assert {r["source"] for r in report["summary"]} == {"gesture", "sentence"}
+    # the health command is torch-free, like the rest of the analysis
     code = (
-        "import sys; from pipeline import status; status.main(['--root', sys.argv[1], '--health']); "
+        "import sys; from analysis import health; health.main(['--root', sys.argv[1]]); "
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True).returncode == 0
+    # a study that is not there is said, not a traceback
+    missing = subprocess.run(
+        [sys.executable, "-m", "analysis.health", "--root", str(tmp_path), "--study", "nope"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert missing.returncode == 2 and "No runs found" in missing.stderr and "Traceback" not in missing.stderr
+    # pipeline.status (the training side) points at it instead of computing it
+    moved = subprocess.run(
+        [sys.executable, "-m", "pipeline.status", "--root", str(tmp_path), "--health"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert moved.returncode == 2 and "python -m analysis.health" in moved.stderr
 
 
 def test_the_report_section_reuses_the_collection(tmp_path):
@@ -197,3 +214,81 @@ def test_the_report_section_reuses_the_collection(tmp_path):
     (Path(next(iter(study["runs"].values()))["folder"]) / "summary.json").unlink()
     rows, skipped = health_from_collection(collection)
     assert len(rows) == len(study["runs"]) - 1 and "summary.json unreadable" in skipped[0][1]
+
+
+# ----------------------------------------------------------------------------- the probe regime and collapses
+
+REFERENCE = PERFORMANCE.parent
+
+
+def _set_train_accuracy(folder: Path, accuracies) -> None:
+    """readouts.parquet with these train accuracies per epoch (and validation rows beside them)."""
+    rows = [(e, "train", "accuracy", a) for e, a in enumerate(accuracies, 1)]
+    rows += [(e, "val", "accuracy", 0.5) for e in range(1, len(accuracies) + 1)]
+    frame = pd.DataFrame(rows, columns=["epoch", "split", "metric", "value"]).astype({"epoch": np.int32})
+    frame.to_parquet(folder / "readouts.parquet", index=False)
+
+
+def test_late_collapse_is_flagged_from_the_train_accuracy(tmp_path):
+    courses = {0: [0.6, 0.8, 0.935, 0.9, 0.78], 1: [0.6, 0.8, 0.9, 0.85, 0.82], 2: [0.5, 0.6, 0.7, 0.8, 0.9]}
+    for pair, course in courses.items():
+        _, folder, _ = write_run(tmp_path, study="s", source="gesture", pair=pair, replicate=1, epochs=5)
+        _set_train_accuracy(folder, course)
+    _, no_train_rows, _ = write_run(tmp_path, study="s", source="gesture", pair=3, replicate=1, epochs=5)
+    only_val = pd.DataFrame({"epoch": np.arange(1, 6, dtype=np.int32), "split": "val", "metric": "accuracy"})
+    only_val.assign(value=0.5).to_parquet(no_train_rows / "readouts.parquet", index=False)  # no train accuracy
+    runs, _ = health_table(tmp_path)
+    by_pair = runs.set_index("pair_index")
+    # best 0.935, final 0.78: a drop of 0.155 > 0.1; 0.9 -> 0.82 is 0.08, not a collapse; rising is not
+    assert by_pair.loc[0, "collapsed"] and by_pair.loc[0, "train_accuracy_best"] == 0.935
+    assert by_pair.loc[0, "train_accuracy_final"] == 0.78
+    assert not by_pair.loc[1, "collapsed"] and not by_pair.loc[2, "collapsed"]
+    assert by_pair.loc[3, "collapsed"] is None and np.isnan(by_pair.loc[3, "train_accuracy_best"])
+    assert health_summary(runs)["collapsed_runs"].item() == 1
+
+
+def test_start_and_max_are_the_smoothed_metrics(tmp_path):
+    """start at epoch 1 and max at the last epoch, from the single-curve smoother (checked against R)."""
+    from pipeline.curve_metrics import smooth_3rs3r
+
+    rng = np.random.default_rng(4)
+    lc = np.clip(0.5 + np.cumsum(rng.normal(0.01, 0.05, size=(6, 11)), axis=1), 0, 1)
+    _, folder, _ = write_run(tmp_path, study="s", source="sentence", pair=0, replicate=1, lc_map=lc)
+    row = run_health(folder)
+    assert row["start_epoch1"] == pytest.approx(smooth_3rs3r(lc[0])[0], abs=1e-12)
+    assert row["max_last"] == pytest.approx(smooth_3rs3r(lc[-1]).max(), abs=1e-12)
+
+
+@pytest.mark.skipif(not (REFERENCE / "metrics_50epoch.csv").is_file(), reason=f"authors' tables absent ({REFERENCE})")
+def test_the_authors_regime_figures_and_the_verdict(tmp_path):
+    from analysis.health import authors_regime, regime_reference, regime_verdict
+
+    regime = authors_regime().set_index(["source", "epoch"])
+    table = pd.read_csv(REFERENCE / "metrics_50epoch.csv")
+    first = table[(table.source == "gesture") & (table.epoch == 1)]["start"]
+    assert regime.loc[("gesture", 1), "start_p05"] == pytest.approx(first.quantile(0.05))
+    assert regime.loc[("gesture", 1), "start_p95"] == pytest.approx(first.quantile(0.95))
+    last = table[(table.source == "sentence") & (table.epoch == 50)]["max"]
+    assert regime.loc[("sentence", 50), "max_p50"] == pytest.approx(last.median())
+    null = pd.read_csv(REFERENCE / "metrics_null_50epoch.csv")
+    assert regime.loc[("gesture", 1), "null_start_p50"] == pytest.approx(
+        null[(null.source == "gesture") & (null.epoch == 1)]["start"].median()
+    )
+    # docs/data.md's band: gesture start at epoch 1 between 0.776 and 0.878
+    assert (round(regime.loc[("gesture", 1), "start_p05"], 3), round(regime.loc[("gesture", 1), "start_p95"], 3)) == (
+        0.776,
+        0.878,
+    )
+    frame = authors_regime()
+    real = {"labels": "real", "source": "gesture", "median_max_last": 0.95}
+    assert regime_verdict({**real, "median_start_epoch1": 0.85}, frame) is True
+    assert regime_verdict({**real, "median_start_epoch1": 0.99}, frame) is False  # the watch maps before
+    assert regime_verdict({**real, "median_start_epoch1": 0.85, "median_max_last": 0.995}, frame) is False
+    assert regime_verdict({**real, "median_start_epoch1": 0.85}, None) is None
+    shuffled = {"labels": "shuffled", "source": "gesture"}
+    assert regime_verdict({**shuffled, "median_start_epoch1": 0.79}, frame) is True
+    assert regime_verdict({**shuffled, "median_start_epoch1": 0.92}, frame) is False
+    summary = pd.DataFrame([{"source": "gesture", "epochs": 20}, {"source": "sentence", "epochs": 20}])
+    reference = regime_reference(summary).set_index("source")
+    assert (reference["at_epoch"] == 20).all()
+    assert reference.loc["sentence", "max_p50"] == pytest.approx(regime.loc[("sentence", 20), "max_p50"])

@@ -80,7 +80,7 @@ def test_different_rules_are_never_pooled(study, tmp_path):
     old = list(study["runs"])[:3]
     for run_id in old:
         _set_rule(study["runs"][run_id]["folder"], "self_first_by_index")
-    with pytest.raises(collect.MixedProbeRules) as err:
+    with pytest.raises(collect.MixedConditions) as err:
         collect.collect_runs(study["root"], progress=False)
     message = str(err.value)
     n_new = len(study["runs"]) - 3
@@ -101,7 +101,7 @@ def test_different_rules_are_never_pooled(study, tmp_path):
 def test_different_modes_are_never_pooled(study):
     first = next(iter(study["runs"].values()))
     _set_rule(first["folder"], "expected_random_order", mode="leave_one_out")
-    with pytest.raises(collect.MixedProbeRules, match="--knn-mode MODE"):
+    with pytest.raises(collect.MixedConditions, match="--knn-mode MODE"):
         collect.collect_runs(study["root"], progress=False)
     c = collect.collect_runs(study["root"], progress=False, knn_mode="leave_one_out")
     assert len(c.runs) == 1 and c.runs["knn_mode"].iloc[0] == "leave_one_out"
@@ -142,9 +142,9 @@ def test_section_without_tie_share_rows_says_so(tmp_path):
 
 def test_a_real_run_record_gives_its_tie_share(tmp_path):
     from pipeline.run import execute
-    from tests.conftest import run_config
+    from tests.helpers import run_plan
 
-    outcome = execute(run_config("trainer.epochs=2", f"paths.root={tmp_path}"))
+    outcome = execute(run_plan("trainer.epochs=2", f"paths.root={tmp_path}"))
     curves = pd.read_parquet(outcome.run_dir / "curves.parquet")
     c = collect.collect_runs(tmp_path, progress=False)
     row = c.runs.iloc[0]

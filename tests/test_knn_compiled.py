@@ -10,8 +10,7 @@ from threadpoolctl import threadpool_info
 
 from pipeline.probes import knn, knn_compiled
 from pipeline.probes.knn import _groups_of_identical_states, _resubstitution_by_groups, knn_curve
-from tests.test_knn import brute_force_curve, hypergeometric_curve
-from tests.test_knn_groups import near_identical_cluster
+from tests.knn_reference import brute_force_curve, hypergeometric_curve, near_identical_cluster
 
 
 def lstm_states(n: int, slices: int, hidden: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,10 @@ import torch
 from pipeline.config import ConfigError
 from pipeline.identity import run_id
 from pipeline.probes import ProbeContext
-from pipeline.probes.knn import TIE_SHARE, KnnProbe, knn_curve
+from pipeline.probes.knn import KnnProbe, knn_curve
 from pipeline.run import execute
-from tests.conftest import run_cli, run_config
+from pipeline.schema import KNN_TIE_SHARE
+from tests.helpers import run_cli, run_config, run_plan
 
 
 def test_the_tie_rule_and_the_mode_are_part_of_the_run_id():
@@ -34,13 +35,14 @@ def test_the_products_precision_is_not_part_of_the_run_id():
 
 
 def test_a_run_done_under_one_rule_is_not_done_for_the_other(tmp_path):
-    old = execute(run_config("trainer.epochs=1", "probe.knn.ties=self_first_by_index", f"paths.root={tmp_path}"))
-    new = execute(run_config("trainer.epochs=1", f"paths.root={tmp_path}"))
+    old = execute(run_plan("trainer.epochs=1", "probe.knn.ties=self_first_by_index", f"paths.root={tmp_path}"))
+    new = execute(run_plan("trainer.epochs=1", f"paths.root={tmp_path}"))
     assert old.state == new.state == "done" and old.run_id != new.run_id
-    assert execute(run_config("trainer.epochs=1", f"paths.root={tmp_path}")).state == "skipped-done"
+    again = execute(run_plan("trainer.epochs=1", f"paths.root={tmp_path}"))
+    assert again.state == "done" and not again.computed
     curves = {name: pd.read_parquet(o.run_dir / "curves.parquet") for name, o in (("old", old), ("new", new))}
     for table in curves.values():
-        share = table[table.probe == TIE_SHARE]
+        share = table[table.probe == KNN_TIE_SHARE]
         assert set(share.split) == {"train"} and share.value.between(0, 1).all()
         assert len(share) == len(table[(table.probe == "knn") & (table.split == "train")])
     # the same run under the two rules: the gesture data's padded tails tie, so the maps differ
@@ -84,7 +86,7 @@ def test_probe_rows_hold_the_accuracy_and_the_tie_share():
         rows = KnnProbe(mode=mode, splits=("train", "test")).measure(ctx)
         curve = knn_curve(states, labels, leave_one_out=mode == "leave_one_out")
         knn = rows[(rows.probe == "knn") & (rows.split == "train")]
-        share = rows[rows.probe == TIE_SHARE]
+        share = rows[rows.probe == KNN_TIE_SHARE]
         np.testing.assert_array_equal(knn.value, curve.accuracy)
         np.testing.assert_array_equal(share.value, curve.tie_share)
         assert share.value.min() >= 0.5 and list(share.split.unique()) == ["train"]

@@ -6,21 +6,19 @@ import pytest
 import torch
 
 from pipeline.probes.knn import _groups_of_identical_states, knn_curve
-from tests.test_knn import assert_within_monte_carlo, brute_force_curve, hypergeometric_curve, sklearn_over_orders
+from tests.knn_reference import (
+    assert_within_monte_carlo,
+    brute_force_curve,
+    hypergeometric_curve,
+    near_identical_cluster,
+    sklearn_over_orders,
+)
 
 
 def all_samples_curve(states: torch.Tensor, labels: torch.Tensor, **kwargs):
     """The same readout through the search over every sample: resubstitution under the random-order rule is
     the query path with the training states as queries (each sample one point at distance 0 among the rest)."""
     return knn_curve(states, labels, states, labels, **kwargs)
-
-
-def near_identical_cluster(rng, n: int, slices: int, hidden: int, dtype=np.float32) -> np.ndarray:
-    """A padded tail short of its fixed point: states a few float32 units apart, with exact repeats."""
-    centre = np.tanh(rng.normal(size=(1, slices, hidden))).astype(dtype)
-    ulp = np.spacing(np.abs(centre)).astype(dtype)
-    states = centre + rng.integers(-2, 3, size=(n, slices, hidden)).astype(dtype) * ulp
-    return states.astype(dtype)
 
 
 def test_groups_are_the_partition_into_equal_states():

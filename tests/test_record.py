@@ -1,13 +1,14 @@
 """The run folder: atomic writes, status, and claims."""
 
 import json
-import multiprocessing as mp
 import os
 
 import pandas as pd
+import pytest
 
 from pipeline.record import RunRecord
 from pipeline.runfolder import atomic_write_json, claim_state, is_done, read_status, try_claim
+from tests.helpers import dead_pid
 
 
 def test_atomic_write_leaves_no_temporary_files(tmp_path):
@@ -29,6 +30,11 @@ def test_status_lifecycle_and_failure_traceback(tmp_path):
     assert status["state"] == "failed" and status["error"] == "ValueError: boom"
     assert "Traceback" in status["traceback"] and "second line" in status["traceback"]
     record.write_results(pd.DataFrame({"a": [1]}), pd.DataFrame({"b": [2]}), {"c": 3})
+    # every finished run has its config: a done status without it would be a record nobody can use
+    with pytest.raises(RuntimeError, match="config.yaml"):
+        record.mark_done()
+    assert not is_done(tmp_path / "r")
+    record.write_config("x: 1\n")
     record.mark_done()
     assert is_done(tmp_path / "r")
 
@@ -42,19 +48,12 @@ def test_a_live_claim_excludes_a_second_claimant(tmp_path):
     assert try_claim(tmp_path / "r") is not None
 
 
-def _dead_pid() -> int:
-    proc = mp.get_context("spawn").Process(target=int)
-    proc.start()
-    proc.join()
-    return proc.pid
-
-
 def test_a_claim_of_a_dead_process_is_taken_over(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
     import socket
 
-    (run_dir / "claim.json").write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
+    (run_dir / "claim.json").write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid()}))
     assert claim_state(run_dir) is None
     claim = try_claim(run_dir)
     assert claim is not None and json.loads((run_dir / "claim.json").read_text())["pid"] == os.getpid()

@@ -14,12 +14,7 @@ import pytest
 from pipeline.packs import PackFailed
 from pipeline.record import RunRecord
 from pipeline.runfolder import (
-    CLAIM,
-    CONFIG,
-    CURVES,
     FILE_MODE,
-    STATUS,
-    SUMMARY,
     atomic_write_json,
     claim_state,
     damage,
@@ -28,17 +23,12 @@ from pipeline.runfolder import (
     read_status,
     try_claim,
 )
+from pipeline.schema import CLAIM, CONFIG, CURVES, STATUS, SUMMARY
 from pipeline.status import collect, format_report
+from tests.helpers import dead_pid
 
 WORKERS = 4
 TRIALS = 300
-
-
-def _dead_pid() -> int:
-    proc = mp.get_context("spawn").Process(target=int)
-    proc.start()
-    proc.join()
-    return proc.pid
 
 
 def _contend(folders, barrier, worker):
@@ -53,7 +43,10 @@ def _contend(folders, barrier, worker):
                 continue
             with open(os.path.join(folder, "computed"), "a") as fh:
                 fh.write(f"{worker}\n")
-            RunRecord(folder, "r").mark_done()
+            record = RunRecord(folder, "r")
+            record.write_config("design: {}\n")
+            record.write_results(pd.DataFrame({"v": [worker]}), pd.DataFrame({"v": [0]}), {})
+            record.mark_done()
         finally:
             claim.release()
 
@@ -61,7 +54,7 @@ def _contend(folders, barrier, worker):
 def test_many_processes_race_for_one_run_folder_and_exactly_one_computes_it(tmp_path):
     """Hundreds of races of 4 processes, a third of them over a stale claim (dead owner) and a
     third over an unreadable old claim; plus races where a live process owns the folder."""
-    dead = _dead_pid()
+    dead = dead_pid()
     host = socket.gethostname()
     folders, live = [], []
     for trial in range(TRIALS):
@@ -107,7 +100,7 @@ def test_a_claim_is_released_only_by_its_owner(tmp_path):
 
 def _done_record(run_dir):
     record = RunRecord(run_dir, run_dir.name, cell="gesture/pair 0")
-    record.write_config("design:\n  pair: 0\n")
+    record.write_config("design:\n  cell: gesture/pair 0\n  pair: 0\n")
     record.mark_running()
     record.write_results(pd.DataFrame({"probe": ["knn"], "value": [0.5]}), pd.DataFrame({"b": [2]}), {"c": 3})
     record.mark_done()
@@ -123,7 +116,7 @@ def _truncate(path):
     "fault,reason",
     [
         (lambda d: _truncate(d / CURVES), "curves.parquet has"),
-        (lambda d: (d / CONFIG).write_text("design:\n  pair: 1\n"), "config.yaml changed"),
+        (lambda d: (d / CONFIG).write_text("design:\n  cell: gesture/pair 0\n  pair: 1\n"), "config.yaml changed"),
         (lambda d: (d / SUMMARY).unlink(), "summary.json missing"),
         (lambda d: (d / SUMMARY).write_text('{\n  "c": 4\n}\n'), "summary.json changed"),  # same size
         (lambda d: (d / STATUS).write_text('{"state": "do'), "status.json unreadable"),
@@ -188,7 +181,7 @@ def test_two_sweeps_started_at_once_on_one_root_each_compute_all_their_runs(tmp_
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     def start(seeds):
         return subprocess.Popen(
@@ -224,7 +217,7 @@ def test_two_sweeps_started_at_once_on_one_root_each_compute_all_their_runs(tmp_
 
 @pytest.mark.slow
 def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     args = ["-m", "data_source=gesture", "pair=0", "seed=0,1,2", *FAST, f"paths.root={tmp_path}"]
     first = run_cli(*args, env={"WANDB_MODE": "disabled"})
@@ -243,7 +236,7 @@ def test_a_relaunch_redoes_damaged_done_runs_and_status_survives_them(tmp_path):
 
 @pytest.mark.slow
 def test_every_failed_run_of_every_pack_is_counted_and_listed(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     # no Wiimote series is this long: each of the 4 runs fails when it loads its data, 2 per job
     result = run_cli(
@@ -269,7 +262,7 @@ def test_a_signal_marks_the_run_interrupted_and_frees_its_claim(tmp_path, signum
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     proc = subprocess.Popen(
         [
@@ -310,7 +303,7 @@ def _start_sweep(tmp_path, *args):
     import subprocess
     import sys
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     command = [sys.executable, "-m", "pipeline", "-m", *args, f"paths.root={tmp_path}"]
     return command, subprocess.Popen(
@@ -335,7 +328,7 @@ def test_a_killed_worker_loses_only_its_own_run_and_the_relaunch_computes_it(tmp
     import signal
     import subprocess
 
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     args = ["data_source=gesture", "pair=0,1", "seed=0", "trainer.epochs=3", "hydra.launcher.n_jobs=2"]
     command, proc = _start_sweep(tmp_path, *args)
@@ -525,7 +518,55 @@ BAD_INPUTS = [  # (overrides, what the message must name)
     (["dataset.time_slices=abc"], "dataset.time_slices"),
     (["deficit.kind=burn"], "deficit.kind"),
     (["deficit.length=-1"], "deficit.length"),
+    # a study name or run id that would lead out of <paths.root>/<study>/runs/
+    (["study.name=../../x"], "study.name"),
+    (["study.name=/tmp/elsewhere"], "study.name"),
+    (["study.name=.hidden"], "study.name"),
+    (["study.name=a/b"], "study.name"),
+    (["study.name=''"], "study.name"),
+    # values only wrong for the chosen data set (the run loads it and draws its own split)
+    (["dataset.n_classes=7", "pair=20"], "dataset.n_classes"),
+    (["dataset.n_classes=1"], "dataset.n_classes"),
+    (["dataset.stride=0"], "dataset.stride"),
+    (["dataset.window=0"], "dataset.window"),
+    (["dataset.downsample=0"], "dataset.downsample"),
+    (["dataset.min_length=1000"], "dataset.min_length"),
+    (
+        ["dataset.classes=[PEN,CARTWHEEL]", "dataset.class_names=[PEN,CARTWHEEL]", "dataset.n_classes=2"],
+        "dataset.classes",
+    ),
+    (["split.test_fraction=0.999"], "split.test_fraction"),
+    (["data_source=sentence", "split.test_fraction=0.9999"], "split.test_fraction"),
+    # the record's learning-curve map needs the KNN probe on the training states
+    (["probe.knn.splits=[]"], "probe.knn.splits"),
+    (["probe.knn.splits=[test]"], "probe.knn.splits"),
+    (["probe.knn.splits=[train,train]"], "probe.knn.splits"),
+    (["probe.knn.enabled=false"], "probe.knn.enabled"),
+    # thread counts beyond the machine (100000 threads crashed torch, leaving the run "running")
+    (["trainer.num_threads=100000"], "trainer.num_threads"),
+    (["trainer.num_threads=1.5"], "trainer.num_threads"),
+    # a deficit that would be recorded while applying nothing
+    (["deficit.kind=zero", "deficit.length=2", "deficit.sources=[audio]"], "deficit.sources"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.sources=[]"], "deficit.sources"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.onset=50"], "deficit.onset"),
+    (["deficit.kind=zero", "deficit.length=0"], "deficit.length"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.features=[6]"], "deficit.features"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.unit=step", "deficit.onset=100000"], "deficit.onset"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.unit=hour"], "deficit.unit"),
+    (["deficit.kind=noise", "deficit.length=2", "deficit.noise_std=0"], "deficit.noise_std"),
+    (["deficit.kind=zero", "deficit.length=2", "deficit.fraction=0"], "deficit.fraction"),
+    # the W&B mirror's keys (a bad one failed a run at its first image log)
+    (["logger.wandb.media_every=-1"], "logger.wandb.media_every"),
+    (["logger.wandb.color_scale=[1.0,0.4]"], "logger.wandb.color_scale"),
+    (["logger.wandb.color_scale=[0.4]"], "logger.wandb.color_scale"),
+    (["logger.wandb.chance=2"], "logger.wandb.chance"),
+    (["logger.wandb.console=maybe"], "logger.wandb.console"),
+    (["logger.wandb.project=''"], "logger.wandb.project"),
+    (["logger.wandb.requirements=maybe"], "logger.wandb.requirements"),
 ]
+if not __import__("torch").cuda.is_available():  # on a machine without a GPU, cuda is a bad value
+    BAD_INPUTS.append((["trainer.device=cuda"], "trainer.device"))
+    BAD_INPUTS.append((["trainer.device=cuda:3"], "trainer.device"))
 
 
 # Data files: missing, or not in their format (checked at planning from the path and the file's first bytes).
@@ -552,6 +593,17 @@ BAD_DATA = [  # (overrides, what the message must name, and a word of what to do
         ["data_source=sentence", "dataset=emotion", "dataset.root={files}/emotion", "dataset.embeddings={files}/x.npz"],
         "dataset.embeddings",
         "not a GloVe text file",
+    ),
+    # a corpus whose class sadness has one sentence: pair 0 (sadness/joy) cannot be split, pair 5 (joy/love) can
+    (
+        [
+            "data_source=sentence",
+            "dataset=emotion",
+            "dataset.root={files}/tiny_emotion",
+            "dataset.embeddings={files}/glove.txt",
+        ],
+        "pair=0",
+        "'sadness' has 1 sequence(s)",
     ),
 ]
 
@@ -580,6 +632,30 @@ def _write_bad_data_files(folder):
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("a.txt", "x")
     (folder / "x.npz").write_bytes(buffer.getvalue())
+    write_tiny_emotion(folder)
+
+
+TINY_EMOTION_WORDS = ("i", "feel", "fine", "sad", "happy", "angry", "scared", "wow", "loving", "today")
+
+
+def write_tiny_emotion(folder):
+    """A valid emotion corpus with 1 sadness sentence and 30 of each other class, and GloVe vectors for it."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = ["i feel sad today;sadness"]
+    for label, word in (
+        ("joy", "happy"),
+        ("love", "loving"),
+        ("anger", "angry"),
+        ("fear", "scared"),
+        ("surprise", "wow"),
+    ):
+        lines += [f"i feel {word} {'today ' * (i % 4)}fine;{label}" for i in range(30)]
+    (folder / "tiny_emotion").mkdir()
+    (folder / "tiny_emotion" / "train.txt").write_text("\n".join(lines) + "\n")
+    vectors = [f"{w} " + " ".join(f"{v:.3f}" for v in rng.normal(size=4)) for w in TINY_EMOTION_WORDS]
+    (folder / "glove.txt").write_text("\n".join(vectors) + "\n")
 
 
 ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
@@ -587,30 +663,53 @@ ALL_BAD = [(o, k, None) for o, k in BAD_INPUTS] + BAD_DATA
 
 @pytest.mark.parametrize("overrides,key,hint", ALL_BAD, ids=[" ".join(o) for o, _, _ in ALL_BAD])
 def test_a_bad_value_is_refused_before_running_naming_the_key(overrides, key, hint, tmp_path, monkeypatch):
-    from tests.conftest import run_config
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.config import ConfigError
+    from tests.helpers import run_config
 
     _write_bad_data_files(tmp_path / "files")
     monkeypatch.chdir(tmp_path)  # no data/ folder here: the default data paths do not exist
     overrides = [o.format(files=tmp_path / "files") for o in overrides]
     with pytest.raises(Exception) as err:
         run_config(*overrides, f"paths.root={tmp_path / 'out'}" if "paths.root" not in key else overrides[0])
+    # the project's ConfigError, or Hydra's own refusal of a key or group it does not know: never a deep error
+    assert isinstance(err.value, (ConfigError, HydraException, OmegaConfBaseException)), repr(err.value)
     assert key in str(err.value)
     assert hint is None or hint in str(err.value), str(err.value)
     assert not (tmp_path / "out").exists()
 
 
+def test_the_tiny_emotion_corpus_is_accepted_for_a_pair_it_can_split(tmp_path, monkeypatch):
+    """The single-sample refusal above is about the class, not the corpus: pair 5 (joy/love) plans."""
+    from tests.helpers import run_config
+
+    _write_bad_data_files(tmp_path / "files")
+    files = tmp_path / "files"
+    cfg = run_config(
+        "data_source=sentence",
+        "dataset=emotion",
+        f"dataset.root={files / 'tiny_emotion'}",
+        f"dataset.embeddings={files / 'glove.txt'}",
+        "pair=5",
+        f"paths.root={tmp_path / 'out'}",
+    )
+    assert list(cfg.design.class_names) == ["joy", "love"]
+
+
 def test_enough_bad_inputs_are_tried():
-    assert len(ALL_BAD) >= 40 and len(BAD_DATA) >= 10
+    assert len(ALL_BAD) >= 100 and len(BAD_DATA) >= 15
 
 
 def test_forcing_an_existing_key_is_allowed(tmp_path):
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     assert run_config("++trainer.lr=0.01", f"paths.root={tmp_path}").trainer.lr == 0.01
 
 
 def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
-    from tests.conftest import run_config
+    from tests.helpers import run_config
 
     monkeypatch.setenv("WANDB_MODE", "bogus")
     with pytest.raises(Exception, match="WANDB_MODE"):
@@ -621,7 +720,7 @@ def test_a_bad_wandb_mode_is_refused_before_running(monkeypatch, tmp_path):
 @pytest.mark.parametrize("multirun", [False, True])
 @pytest.mark.parametrize("bad", ["model.hidden_size=0", "dataset=imigue"])
 def test_the_command_leaves_no_folder_behind_for_a_bad_value(tmp_path, multirun, bad):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     args = ["-m", "seed=0,1"] if multirun else []
     if bad == "dataset=imigue":  # the iMiGUE files are not there

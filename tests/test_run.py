@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -19,8 +20,8 @@ from pipeline.run import execute
 from pipeline.runfolder import read_status
 from pipeline.splits import make_splits
 from pipeline.train import train_run
-from tests.conftest import run_cli, run_config
-from tests.test_knn import (
+from tests.helpers import REPO, run_cli, run_config, run_plan
+from tests.knn_reference import (
     assert_within_monte_carlo,
     hypergeometric_curve,
     old_rule_curve,
@@ -61,20 +62,21 @@ def _check_record(run_dir, epochs, time_slices, class_names):
     ],
 )
 def test_a_run_writes_its_learning_curve_map(tmp_path, source, pair, time_slices, names):
-    cfg = run_config(f"data_source={source}", f"pair={pair}", f"trainer.epochs={EPOCHS}", f"paths.root={tmp_path}")
-    outcome = execute(cfg)
+    plan = run_plan(f"data_source={source}", f"pair={pair}", f"trainer.epochs={EPOCHS}", f"paths.root={tmp_path}")
+    outcome = execute(plan)
     assert outcome.state == "done"
     assert outcome.run_dir.parent == tmp_path / "headline" / "runs"
     assert outcome.run_id.startswith(f"{source}-p{pair:02d}-r000-")
     _check_record(outcome.run_dir, EPOCHS, time_slices, names)
     # a second launch of the same run finds it done and leaves it alone
-    assert execute(cfg).state == "skipped-done"
+    again = execute(plan)
+    assert again.state == "done" and not again.computed and again.note == "already done: skipped"
 
 
 def test_same_config_and_seed_give_identical_curves(tmp_path):
     dirs = []
     for root in ("a", "b"):
-        outcome = execute(run_config("trainer.epochs=2", "seed=3", f"paths.root={tmp_path / root}"))
+        outcome = execute(run_plan("trainer.epochs=2", "seed=3", f"paths.root={tmp_path / root}"))
         dirs.append(outcome.run_dir)
     assert dirs[0].name == dirs[1].name
     assert (dirs[0] / "curves.parquet").read_bytes() == (dirs[1] / "curves.parquet").read_bytes()
@@ -221,3 +223,30 @@ def test_wandb_offline_mirrors_the_run(tmp_path):
     history = [r for r in records if r["type"] == "history"]
     assert len(history) >= EPOCHS
     assert "train/loss" in json.dumps(history[0])
+
+
+def test_a_single_run_is_planned_once_and_its_runner_looked_up_once(tmp_path):
+    """`python -m pipeline` validates a run before Hydra makes its folder and then computes it: one plan,
+    one lookup of the study's runner, for the whole command."""
+    code = textwrap.dedent(f"""
+        import sys
+        import pipeline.planning, pipeline.studies
+
+        counts = {{"plan": 0, "get_runner": 0}}
+
+        def counted(name, function):
+            def wrapper(*args, **kwargs):
+                counts[name] += 1
+                return function(*args, **kwargs)
+            return wrapper
+
+        pipeline.planning.Planner.plan = counted("plan", pipeline.planning.Planner.plan)
+        pipeline.planning.get_runner = pipeline.studies.get_runner = counted("get_runner", pipeline.studies.get_runner)
+        sys.argv = ["lcm", "debug=quick", "trainer.epochs=1", "paths.root={tmp_path}", "hydra.run.dir={tmp_path}/h"]
+        from pipeline.app import main
+        main()
+        print("counts", counts["plan"], counts["get_runner"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "counts 1 1" in done.stdout, done.stdout[-2000:]

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.runfolder import read_status
 from pipeline.status import collect
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.slurm_cluster import SlurmCluster, sacct_states
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

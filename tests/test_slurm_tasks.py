@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pipeline.runfolder import read_status
-from tests.conftest import REPO
+from tests.helpers import REPO
 from tests.slurm_cluster import SlurmCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

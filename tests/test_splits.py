@@ -34,7 +34,8 @@ def test_no_recording_on_two_sides(seed, shuffle):
     assert not g_train & g_test and not g_val & g_test and not g_train & g_val
     # rows are what the indices say, and every row of a chosen test recording is in test
     assert np.array_equal(x[s.test_index, 0, 0], s.x_test[:, 0, 0])
-    assert sorted(s.test_index) == sorted(np.flatnonzero(np.isin(groups, list(g_test))))
+    in_pair = set(s.train_index) | set(s.val_index) | set(s.test_index)  # null runs: the shuffled labels' pair
+    assert sorted(s.test_index) == sorted(set(np.flatnonzero(np.isin(groups, list(g_test)))) & in_pair)
     # each class gives recordings to test and validation
     assert set(s.y_test) == {0, 1} and set(s.y_val) == {0, 1}
     if not shuffle:
@@ -48,18 +49,43 @@ def test_no_recording_on_two_sides(seed, shuffle):
     assert not set(train_full) & set(s.test_index)
 
 
-def test_shuffled_labels_keep_each_recording_one_label():
-    x, y, groups = _grouped(seed=3)
+def test_shuffled_labels_are_drawn_per_sequence_and_splits_stay_by_recording():
+    """Null runs permute the labels over sequences, as the study did: a recording's windows then carry
+    both classes, and the splits still keep each recording on one side."""
+    x, y, groups = _grouped(n_groups_per_class=(12, 12, 12), windows=(8, 12), seed=3)
     s = make_splits(x, y, (0, 2), np.random.default_rng(1), groups=groups, shuffle_labels=True)
-    for index, labels in ((s.train_index, s.y_train), (s.val_index, s.y_val), (s.test_index, s.y_test)):
-        for g in np.unique(groups[index]):
-            assert len(set(labels[groups[index] == g])) == 1
-    # and the labels did move: some recording now carries a class it did not have
-    real = {int(g): int(y[groups == g][0]) for g in np.unique(groups)}
-    test_classes = {int(groups[i]): (0, 2)[int(c)] for i, c in zip(s.test_index, s.y_test)}
-    train_classes = {int(groups[i]): (0, 2)[int(c)] for i, c in zip(s.train_index, s.y_train)}
-    moved = {**test_classes, **train_classes}
-    assert any(real[g] != c for g, c in moved.items())
+    labels = np.concatenate([s.y_train, s.y_val, s.y_test])
+    index = np.concatenate([s.train_index, s.val_index, s.test_index])
+    mixed = [g for g in np.unique(groups[index]) if len(set(labels[groups[index] == g])) == 2]
+    assert len(mixed) >= len(np.unique(groups[index])) // 2
+    g_train, g_test = set(groups[s.train_index]), set(groups[s.test_index])
+    assert not g_train & g_test
+
+
+def _knn3_resubstitution(x, y):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    return float((KNeighborsClassifier(3).fit(x, y).predict(x) == y).mean())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_shuffled_null_is_at_the_probe_chance_level_on_near_duplicate_windows(seed):
+    """The windows of one recording are near-duplicates (overlapping windows): the probe's nearest
+    neighbours of a window are its own recording's. Labels shuffled over recordings would keep each
+    recording one label, and the resubstitution 3-NN would score ~1 on a null run; shuffled over
+    sequences it scores its chance level, 0.75 (the sample's own vote plus two coin flips)."""
+    rng = np.random.default_rng(seed)
+    n_groups, per_group = 60, 20
+    groups = np.repeat(np.arange(n_groups), per_group).astype(np.int64)
+    y = (np.arange(n_groups) % 2).repeat(per_group).astype(np.int64)
+    centres = rng.normal(size=(n_groups, 4)) * 10
+    x = (centres[groups] + rng.normal(scale=0.01, size=(len(y), 4))).astype(np.float32)[:, None, :]
+    s = make_splits(x, y, (0, 1), np.random.default_rng(seed), groups=groups, shuffle_labels=True, oversample=False)
+    null_accuracy = _knn3_resubstitution(s.x_train[:, 0], s.y_train)
+    assert abs(null_accuracy - 0.75) < 0.05
+    # the same windows labelled per recording (the rule this replaces) leave no null at all
+    per_recording = np.random.default_rng(seed).permutation(np.arange(n_groups) % 2)[groups[s.train_index]]
+    assert _knn3_resubstitution(s.x_train[:, 0], per_recording) > 0.98
 
 
 def test_same_seed_same_grouped_splits():
@@ -72,7 +98,7 @@ def test_same_seed_same_grouped_splits():
 
 def test_one_recording_per_class_cannot_be_split():
     x, y, groups = _grouped(n_groups_per_class=(1, 4), windows=(20, 21))
-    with pytest.raises(ValueError, match="at least 2 per class"):
+    with pytest.raises(ValueError, match="class 0 of the pair has 1 recording.*at least 2"):
         make_splits(x, y, (0, 1), np.random.default_rng(0), groups=groups)
 
 
@@ -83,3 +109,32 @@ def test_without_groups_the_split_is_over_sequences():
     n_pair = int(np.isin(y, (0, 1)).sum())
     assert len(s.test_index) == round(0.2 * n_pair)
     assert set(groups[s.test_index]) & set(groups[s.train_index])  # windows of one recording straddle
+
+
+def test_repeated_share_by_brute_force():
+    from pipeline.splits import repeated_share
+
+    index = np.array([5, 3, 5, 7, 9, 3, 5, 1])  # 5 x3 and 3 x2 repeat: 5 of 8 rows
+    assert repeated_share(index) == 5 / 8
+    assert repeated_share(np.arange(10)) == 0.0 and repeated_share(np.array([], dtype=int)) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_oversampled_twins_score_one_under_random_labels(seed):
+    """Random labels, distinct states, a share of rows repeated (oversampling): scikit-learn's resubstitution
+    3-NN scores every repeated row (its twin votes with it), and the other rows at most the 0.75 of distinct
+    states (fewer where their nearest neighbours are a twin pair, two votes of one label)."""
+    from pipeline.splits import repeated_share
+
+    rng = np.random.default_rng(seed)
+    originals = rng.normal(size=(1500, 5))
+    labels = rng.integers(0, 2, size=1500)
+    index = np.concatenate([np.arange(1500), rng.choice(1500, size=400, replace=True)])
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = originals[index], labels[index]
+    correct = KNeighborsClassifier(3).fit(x, y).predict(x) == y
+    _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
+    repeated = counts[inverse] > 1
+    assert repeated.mean() == repeated_share(index) > 0.3
+    assert correct[repeated].all() and correct[~repeated].mean() < 0.78

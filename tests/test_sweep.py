@@ -10,7 +10,7 @@ import yaml
 
 from pipeline.runfolder import read_status
 from pipeline.status import collect
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
 FAST = ["trainer.epochs=1"]

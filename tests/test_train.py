@@ -14,8 +14,8 @@ from pipeline.config import ConfigError
 from pipeline.model import SequenceClassifier
 from pipeline.probes import Probe
 from pipeline.splits import make_splits
-from pipeline.train import _evaluate, batch_bounds, train_run
-from tests.conftest import run_config
+from pipeline.train import batch_bounds, evaluate_model, train_run
+from tests.helpers import run_config
 
 
 @pytest.mark.parametrize(
@@ -112,8 +112,8 @@ def test_authors_readout_uses_batch_statistics_and_leaves_running_ones():
         model(torch.randn(40, 6, 3))
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    loss_eval, acc_eval = _evaluate(model, x, y, batch_size=4, readout_batchnorm="eval")
-    loss_auth, acc_auth = _evaluate(model, x, y, batch_size=4, readout_batchnorm="train_mode_as_authors")
+    loss_eval, acc_eval = evaluate_model(model, x, y, batch_size=4, readout_batchnorm="eval")
+    loss_auth, acc_auth = evaluate_model(model, x, y, batch_size=4, readout_batchnorm="train_mode_as_authors")
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k  # neither readout changed a parameter or buffer
     assert not model.training and not model.norm.training and model.norm.track_running_stats

@@ -13,7 +13,7 @@ import pytest
 from hydra_plugins.lcm_study.progress import Progress
 from pipeline.logs import ConsoleFilter, run_log
 from pipeline.status import collect, format_report, natural_key
-from tests.conftest import REPO, run_cli, run_config
+from tests.helpers import REPO, run_cli, run_config
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
@@ -230,7 +230,7 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
     _status(tmp_path / "r1", "failed", error="DataNotFoundError: no files", traceback="Traceback ...")
     progress.poll()
     progress.poll()  # nothing twice
-    progress.settle([("gesture-p02-r000-x", "skipped-claimed", None)])
+    progress.settle([("gesture-p02-r000-x", "running", "another process computes it: left alone")])
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert re.match(r"\[study\] gesture-p00-r000-x  done\s+8\.2 s  \(1/3 done, 0 failed, ETA ", lines[0])
@@ -239,7 +239,8 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
         r"DataNotFoundError: no files$",
         lines[1],
     )
-    assert "gesture-p02-r000-x  skipped-claimed" in lines[2] and "ETA 00:00" in lines[2]
+    assert "gesture-p02-r000-x  running" in lines[2] and "ETA 00:00" in lines[2]
+    assert lines[2].endswith("another process computes it: left alone")
 
 
 # -- status ------------------------------------------------------------------
@@ -261,7 +262,7 @@ def test_status_sorts_pairs_numerically_and_counts_conditions_apart(tmp_path):
                 [
                     rid,
                     f"gesture/pair {pair}",
-                    "to-run",
+                    "absent",
                     f"labels={labels}",
                     "" if labels == "real" else "labels=shuffled",
                 ]

@@ -1,7 +1,7 @@
 """Digests of a few headline and companion runs, for checking that a refactor changes no record.
 
 Runs a fixed set of small runs (real Hydra, one process each) under one root and prints, per run,
-its run id and the SHA-256 of each record file. Run it before and after a change on the same
+its run id and the SHA-256 of each record table and its summary. Run it before and after a change on the same
 machine and compare the two outputs with `diff`: records are bit-identical for the same config
 and seed on one machine (the project's determinism rule), so any difference is a change of
 behaviour. config.yaml is left out of the comparison only for its absolute paths, which depend on
@@ -53,7 +53,8 @@ RUNS = [
         "paths.root={root}",
     ],
 ]
-RECORD_FILES = ("curves.parquet", "readouts.parquet", "summary.json")
+# every table of a run (curves, readouts, a companion study's or probe's tables), and its summary
+RECORD_PATTERNS = ("*.parquet", "summary.json")
 # what differs between two runs of one config and seed by design
 VOLATILE_SUMMARY_KEYS = ("seconds", "seconds_total", "git_commit")
 
@@ -82,10 +83,8 @@ def main() -> int:
             return 1
     for run_dir in sorted(p.parent for p in root.rglob("status.json")):
         print(f"{run_dir.relative_to(root)}")
-        for name in RECORD_FILES:
-            path = run_dir / name
-            if path.exists():
-                print(f"  {name:18s} {digest(path)}")
+        for path in sorted(p for pattern in RECORD_PATTERNS for p in run_dir.glob(pattern)):
+            print(f"  {path.name:26s} {digest(path)}")
     return 0
 
 

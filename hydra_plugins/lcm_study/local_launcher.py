@@ -1,6 +1,11 @@
 """The local launcher (``hydra/launcher=local``): each job of a sweep in a process of its own, at most
 ``n_jobs`` at once, each awaited on its own, so that a process that dies (SIGKILL, out of memory) loses
-only its own job: the others finish and the study sweeper reports the lost runs and what to relaunch."""
+only its own job: the others finish and the study sweeper reports the lost runs and what to relaunch.
+
+What a job process needs (Hydra's context) and what it returns travel as pickles in a folder only you can
+write (``<paths.root>/.hydra/...``, pipeline/private.py), sealed with a key made for this launch and
+handed to the job processes in their environment: a pickle is unpickled only after its folder, its owner
+and its seal check out."""
 
 # no `from __future__ import annotations`: Hydra's plugin scan loads this module outside sys.modules, where
 # dataclasses cannot resolve string annotations
@@ -16,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 from hydra.core.config_store import ConfigStore
@@ -25,7 +31,17 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from pipeline.runfolder import atomic_write_bytes
+from pipeline.config import hydra_root
+from pipeline.private import (
+    KEY_ENV,
+    NotPrivate,
+    ensure_private_tree,
+    new_key,
+    read_private,
+    seal,
+    unseal,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +97,13 @@ class LocalLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         work = sweep_dir / ".local_launcher"
-        work.mkdir(parents=True, exist_ok=True)
-        # what every job needs, written once; only this launch's own processes read it
+        base = Path(hydra_root(str(self.config.paths.root)))
+        if base not in work.parents:
+            raise NotPrivate(f"hydra.sweep.dir={sweep_dir}: the local launcher keeps its pickles under {base} only")
+        ensure_private_tree(base, work)
+        # what every job needs, written once, sealed with this launch's key; only its own processes read it
         context = work / f"context-{initial_job_idx}.pkl"
+        key = new_key()
         task = inspect.unwrap(self.task_function)
         state = {
             "hydra_context": self.hydra_context,
@@ -92,8 +112,8 @@ class LocalLauncher(Launcher):
             "singleton_state": Singleton.get_state(),
         }
         # cloudpickle, as joblib's workers get it: Hydra's state holds local functions (OmegaConf resolvers)
-        atomic_write_bytes(context, cloudpickle.dumps(state))
-        env = {**os.environ}
+        write_private(context, seal(cloudpickle.dumps(state), key))
+        env = {**os.environ, KEY_ENV: key}
         threads = max((os.cpu_count() or 1) // self.n_jobs, 1)
         env.update({var: os.environ.get(var, str(threads)) for var in THREAD_VARS})
         env.setdefault("ENABLE_IPC", "1")
@@ -109,14 +129,21 @@ class LocalLauncher(Launcher):
                     result = work / f"job-{idx}.result.pkl"
                     # only a result this launch's own process writes is ever unpickled
                     result.unlink(missing_ok=True)
-                    args = [json.dumps(sys.path), str(context), str(idx), json.dumps(list(overrides)), str(result)]
+                    args = [
+                        json.dumps(sys.path),
+                        str(base),
+                        str(context),
+                        str(idx),
+                        json.dumps(list(overrides)),
+                        str(result),
+                    ]
                     running.append((number, subprocess.Popen([sys.executable, "-c", _WORKER, *args], env=env), result))
                 # each process is awaited on its own (a poll, which works wherever Python does)
                 ended = [job for job in running if job[1].poll() is not None]
                 for job in ended:
                     running.remove(job)
                     number, proc, result = job
-                    results[number] = _job_return(proc, result, job_overrides[number])
+                    results[number] = _job_return(proc, base, result, key, job_overrides[number])
                 if not ended:
                     time.sleep(0.1)
         except BaseException:
@@ -131,10 +158,13 @@ class LocalLauncher(Launcher):
         return [r for r in results if r is not None]
 
 
-def _job_return(proc: subprocess.Popen, result: Path, overrides: Sequence[str]) -> JobReturn:
+def _job_return(proc: subprocess.Popen, base: Path, result: Path, key: str, overrides: Sequence[str]) -> JobReturn:
     if proc.returncode == 0 and result.exists():
-        with open(result, "rb") as fh:
-            ret = pickle.load(fh)  # written by the job process this launch started
+        try:
+            data = unseal(read_private(base, result), key, f"the result of job process {proc.pid} ({result})")
+        except NotPrivate as exc:
+            return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=WorkerDied(str(exc)))
+        ret = pickle.loads(data)  # sealed by the job process this launch started, in a folder only you can write
         result.unlink()
         return ret
     code = proc.returncode
@@ -167,19 +197,23 @@ def _stop(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
             proc.wait()
 
 
-def run_job_process(context: str, idx: int, overrides: list[str], result: str) -> None:
+def run_job_process(base: str, context: str, idx: int, overrides: list[str], result: str) -> None:
     """One job, in its own process: Hydra's run_job as its launchers call it; the JobReturn to ``result``."""
     import importlib
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.utils import run_job
 
-    with open(context, "rb") as fh:
-        state = pickle.load(fh)  # written by the launcher that started this process
+    # the launch's key, kept out of the environment of whatever the job starts
+    key = os.environ.pop(KEY_ENV, None)
+    if not key:
+        raise NotPrivate(f"job {idx}: no launch key in {KEY_ENV}; the local launcher starts its job processes itself")
+    blob = read_private(Path(base), Path(context))
+    state = pickle.loads(unseal(blob, key, f"the launch context {context}"))  # sealed by this job's launcher
     setup_globals()
     Singleton.set_state(state["singleton_state"])
     module, name = state["task"]
-    task_function = importlib.import_module(module)
+    task_function: Any = importlib.import_module(module)
     for part in name.split("."):
         task_function = getattr(task_function, part)
     task_function = inspect.unwrap(task_function)
@@ -208,12 +242,12 @@ def run_job_process(context: str, idx: int, overrides: list[str], result: str) -
         error = ret._return_value
         ret._return_value = RuntimeError(f"{type(error).__name__}: {error}")
         data = cloudpickle.dumps(ret)
-    atomic_write_bytes(Path(result), data)
+    write_private(Path(result), seal(data, key))
 
 
 # the job process's entry: the launching process's import path first (as multiprocessing's spawn does)
 _WORKER = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
     "from hydra_plugins.lcm_study.local_launcher import run_job_process; "
-    "run_job_process(sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5])"
+    "run_job_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6])"
 )

@@ -21,9 +21,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from pipeline.runfolder import CLAIM, STATUS, SUMMARY
+from pipeline.schema import CLAIM, DONE, FAILED, STATUS, SUMMARY
 
-FINAL = ("done", "failed")
+FINAL = (DONE, FAILED)
 
 
 def _mtime(path: Path) -> int | None:
@@ -35,7 +35,7 @@ def _mtime(path: Path) -> int | None:
 
 def _seconds(run_dir: Path, status: dict) -> float | None:
     """The run's own time: summary.json's total for a done run, else the status file's start to end."""
-    if status.get("state") == "done":
+    if status.get("state") == DONE:
         try:
             return float(json.loads((run_dir / SUMMARY).read_text())["seconds_total"])
         except (OSError, ValueError, KeyError, TypeError):
@@ -53,7 +53,7 @@ class Progress:
         # a status.json written before the launch (a failure being retried) is not news
         self.pending = {rid: (Path(d), _mtime(Path(d) / STATUS)) for rid, d in runs.items()}
         self.total = len(runs)
-        self.counts = {"done": 0, "failed": 0, "other": 0}
+        self.counts = {DONE: 0, FAILED: 0, "other": 0}
         self.stream = stream
         self.poll_s = poll_s
         self.quiet_s = quiet_s
@@ -85,7 +85,7 @@ class Progress:
         return tqdm.format_interval(elapsed / self.finished * (self.total - self.finished))
 
     def _counts(self) -> str:
-        return f"{self.counts['done']}/{self.total} done, {self.counts['failed']} failed"
+        return f"{self.counts[DONE]}/{self.total} done, {self.counts[FAILED]} failed"
 
     def summary(self) -> str:
         return f"{self._counts()}, ETA {self.eta()}"
@@ -124,7 +124,7 @@ class Progress:
                 self.pending[rid] = (run_dir, now)  # running: read again only when it changes
             else:
                 error = (status.get("error") or "").strip().splitlines()
-                self.report(rid, state, _seconds(run_dir, status), error[0] if state == "failed" and error else None)
+                self.report(rid, state, _seconds(run_dir, status), error[0] if state == FAILED and error else None)
         if self.bar.disable and time.monotonic() - self.last_line >= self.quiet_s:
             running = sum((d / CLAIM).exists() for d, _ in self.pending.values())
             with self._lock:
@@ -148,9 +148,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self.start()
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.stop()
-        return False
 
     def stop(self) -> None:
         self._stop.set()

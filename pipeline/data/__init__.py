@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .arrays import load_arrays
 from .base import DataNotFoundError, SequenceData, opt
 from .bbc import load_bbc_news
 from .emotion import EMOTION_CLASSES, load_emotion
@@ -45,6 +46,7 @@ LOADERS: dict[str, Loader] = {
     "emotion": load_emotion,
     "imigue": load_imigue,
     "watch": load_watch,
+    "arrays": load_arrays,  # your own data set in the arrays format (pipeline/data/arrays.py)
 }
 
 
@@ -65,11 +67,9 @@ def class_pairs(n_classes: int) -> list[tuple[int, int]]:
 
 def _plain(cfg: Any) -> Any:
     """A plain, resolved dict/list view of a DictConfig (or of a plain mapping)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        DictConfig = ListConfig = ()  # type: ignore[assignment]
-    if DictConfig and isinstance(cfg, (DictConfig, ListConfig)):
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
         return OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
         return {str(k): _plain(v) for k, v in cfg.items()}

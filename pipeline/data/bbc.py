@@ -77,13 +77,16 @@ def load_bbc_news(cfg: Mapping[str, Any]) -> SequenceData:
     if missing:
         raise ValueError(f"dataset.topics: {missing} not among the BBC topic folders {list(topics)}")
 
+    openings = opt(cfg, "openings")
+    openings = None if openings is None else {str(w) for w in as_list(openings)}
     # dedupe within a topic (first occurrence wins), then drop sentences found under 2+ topics
     candidates = {}
     owners: dict[tuple[str, ...], set[str]] = {}
     for topic, sentences in zip(topics, per_topic):
         seen, kept = set(), []
         for tokens in sentences:
-            if min_tokens <= len(tokens) <= time_slices and tokens not in seen:
+            opens = openings is None or (tokens and tokens[0] in openings)
+            if opens and min_tokens <= len(tokens) <= time_slices and tokens not in seen:
                 seen.add(tokens)
                 kept.append(tokens)
                 owners.setdefault(tokens, set()).add(topic)
@@ -98,7 +101,8 @@ def load_bbc_news(cfg: Mapping[str, Any]) -> SequenceData:
             )
         groups.append(kept)
     chosen = seeded_subsample([np.arange(len(g)) for g in groups], per_class, seed)
-    token_lists, ys = [], []
+    token_lists: list[list[str]] = []
+    ys: list[int] = []
     for k, (group, idx) in enumerate(zip(groups, chosen)):
         token_lists.extend(group[i] for i in idx)
         ys.extend([k] * len(idx))

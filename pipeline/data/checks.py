@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from . import glove
+from .arrays import check_arrays
 from .base import DataNotFoundError, as_list, opt, package_dir, require, require_path, resolve_path
 from .bbc import bbc_root
 from .emotion import EMOTION_HOW, EXTENSIONS, emotion_files
@@ -175,8 +176,24 @@ def check_glove(spec: str) -> None:
         )
 
 
+def _check_arrow_stream(path: Path) -> None:
+    """An Arrow IPC stream (Hugging Face datasets' files) whose schema has the columns text and label."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            columns = pa.ipc.open_stream(source).schema.names
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataFileError(f"dataset.root: {path} is not an Arrow stream of datasets ({exc}). {EMOTION_HOW}") from None
+    if not {"text", "label"} <= set(columns):
+        raise DataFileError(f"dataset.root: {path} has the columns {columns}, not text and label. {EMOTION_HOW}")
+
+
 def _check_emotion_file(path: Path) -> None:
     name = path.name.lower()
+    if name.endswith(".arrow"):
+        _check_arrow_stream(path)
+        return
     if not name.endswith(EXTENSIONS):
         raise DataFileError(f"dataset.root: {path} is no emotion corpus file (use one of {EXTENSIONS}). {EMOTION_HOW}")
     what = f"emotion corpus file ({path.suffix})"
@@ -226,6 +243,7 @@ CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "emotion": check_emotion,
     "imigue": check_imigue,
     "watch": check_watch,
+    "arrays": check_arrays,
 }
 
 

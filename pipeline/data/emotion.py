@@ -7,7 +7,9 @@ Class order is the data set's label coding: 0 sadness, 1 joy, 2 love, 3 anger,
 ``<split>.csv`` / ``<split>.tsv`` (header with ``text`` and ``label``, label =
 0..5 or the word), ``<split>.parquet`` (columns ``text``, ``label``) or
 ``<split>.jsonl[.gz]`` (objects with ``text``, ``label``). ``root`` may also be
-one such file. Sentences are tokenised with ``basic_english``, embedded with
+one such file, or a folder that Hugging Face ``datasets`` wrote: a ``save_to_disk``
+folder, its cache, or the Hub's download cache of the corpus (``hf_files``; the
+split ``val`` is found as ``validation`` there). Sentences are tokenised with ``basic_english``, embedded with
 GloVe (default: the 300-d text file of the study), unknown tokens -> zero, and
 zero-padded to the longest sentence (``time_slices: null``, 66 tokens for the
 16,000 training sentences) or cut / padded to ``time_slices``.
@@ -26,6 +28,7 @@ import numpy as np
 
 from . import glove
 from .base import DataNotFoundError, SequenceData, as_list, opt, require_path, seeded_subsample
+from .hf_files import hf_rows, hf_split_files
 from .text import basic_english, embed_token_lists
 
 EMOTION_CLASSES = ("sadness", "joy", "love", "anger", "fear", "surprise")
@@ -34,7 +37,8 @@ EMOTION_HOW = (
     "Obtain the emotion corpus (dair-ai/emotion, https://huggingface.co/datasets/dair-ai/emotion, "
     "or the text files train.txt / val.txt / test.txt with lines `text;label`, e.g. "
     "https://www.kaggle.com/datasets/praveengovi/emotions-dataset-for-nlp) and put the files in "
-    "data/emotion/ (relative to where you run)."
+    "data/emotion/ (relative to where you run); or set dataset.root to a folder that Hugging Face "
+    "datasets wrote (save_to_disk, or its cache, e.g. ~/.cache/huggingface/datasets/dair-ai___emotion)."
 )
 
 
@@ -50,7 +54,9 @@ def _label(value: Any, where: str) -> int:
 
 def _rows(path: Path) -> Iterator[tuple[str, Any, str]]:
     name = path.name.lower()
-    if name.endswith(".txt"):
+    if name.endswith((".arrow", ".parquet")):
+        yield from hf_rows(path)
+    elif name.endswith(".txt"):
         with open(path, encoding="utf-8") as f:
             for lineno, line in enumerate(f, 1):
                 line = line.rstrip("\n").rstrip("\r")
@@ -67,12 +73,6 @@ def _rows(path: Path) -> Iterator[tuple[str, Any, str]]:
                 raise ValueError(f"{path}: needs a header with the columns text,label")
             for lineno, row in enumerate(reader, 2):
                 yield row["text"], row["label"], f"{path}:{lineno}"
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path, columns=["text", "label"]).to_pydict()
-        for i, (text, label) in enumerate(zip(table["text"], table["label"])):
-            yield text, label, f"{path} row {i}"
     elif name.endswith((".jsonl", ".jsonl.gz")):
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8") as f:
@@ -91,12 +91,14 @@ def emotion_files(root_value: Any, splits: list[str]) -> list[Path]:
     files = []
     for split in splits:
         found = next((root / f"{split}{ext}" for ext in EXTENSIONS if (root / f"{split}{ext}").is_file()), None)
-        if found is None:
+        shards = [found] if found is not None else hf_split_files(root, split)
+        if not shards:
             raise DataNotFoundError(
-                f"Emotion corpus split {split!r} not found in {root} (looked for {split}{{{','.join(EXTENSIONS)}}}). "
-                f"{EMOTION_HOW} Or set dataset.root=<folder> / dataset.splits=[...]."
+                f"Emotion corpus split {split!r} not found in {root} (looked for {split}{{{','.join(EXTENSIONS)}}} "
+                f"and for a Hugging Face datasets folder holding it). {EMOTION_HOW} Or set "
+                f"dataset.root=<folder> / dataset.splits=[...]."
             )
-        files.append(found)
+        files.extend(shards)
     return files
 
 

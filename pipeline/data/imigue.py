@@ -205,6 +205,10 @@ def load_imigue(cfg: Mapping[str, Any]) -> SequenceData:
             buffer = io.BytesIO()
             np.savez(buffer, keypoints=x, label=labels, length=lengths)
             atomic_write_bytes(cache, buffer.getvalue())
+    empty = lengths == 0
+    if empty.any():  # the study's padding step dropped clips without frames (its `valid == 0`)
+        log.warning("iMiGUE: %d clips have no frame; dropped, as the study did", int(empty.sum()))
+        x, lengths, labels = x[~empty], lengths[~empty], labels[~empty]
     keep, y = _regroup(labels, groups)
     return SequenceData(
         x=np.ascontiguousarray(x[keep]),

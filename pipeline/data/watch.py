@@ -90,7 +90,7 @@ def read_watch_file(path: str | Path) -> dict[str, Any]:
     x = [np.asarray(a, dtype=np.float64) for a in data["X"]]
     if any(a.ndim != 2 or a.shape[1] != len(CHANNELS) for a in x):
         raise ValueError(f"{path}: every recording must be (n, {len(CHANNELS)})")
-    out = {
+    out: dict[str, Any] = {
         "X": x,
         "y": np.asarray(data["y"], dtype=np.int64),
         "subject": np.asarray(data["subject"]),
@@ -112,6 +112,34 @@ def watch_file(root_value: Any) -> Path:
         how = "Point dataset.root at seglearn's data/watch_dataset.npy (pip install seglearn==1.2.5)."
         return require_path(root_value, "seglearn watch data file", how, "dataset.root")
     return package_dir("seglearn", "data", "watch_dataset.npy")
+
+
+STANDARDIZE = ("dataset", "recording", "none")
+
+
+def channel_columns(channels: Any) -> list[int]:
+    """Column indices of the chosen channels (null = all six, in the file's order)."""
+    names = [str(c) for c in as_list(channels)] if channels is not None else list(CHANNELS)
+    unknown = [c for c in names if c not in CHANNELS]
+    if unknown or not names or len(set(names)) != len(names):
+        raise ValueError(f"dataset.channels={names}: pick distinct channels among {list(CHANNELS)}")
+    return [CHANNELS.index(c) for c in names]
+
+
+def standardize(recordings: list[np.ndarray], how: Any) -> list[np.ndarray]:
+    """Each channel to mean 0, std 1: over all chosen recordings (``dataset``; also ``true``), over each
+    recording on its own (``recording``), or not at all (``none``; also ``false``)."""
+    how = {True: "dataset", False: "none"}.get(how, how)
+    if how not in STANDARDIZE:
+        raise ValueError(f"dataset.standardize={how!r}; allowed: {', '.join(STANDARDIZE)} (or true / false)")
+    if how == "none":
+        return recordings
+    if how == "dataset":
+        stacked = np.concatenate(recordings)
+        stats = [(stacked.mean(0), stacked.std(0))] * len(recordings)
+    else:
+        stats = [(rec.mean(0), rec.std(0)) for rec in recordings]
+    return [(rec - mean) / np.where(std > 0, std, 1.0) for rec, (mean, std) in zip(recordings, stats)]
 
 
 def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
@@ -143,11 +171,8 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
     ]
     chosen.sort(key=lambda rc: (rc[1], rc[0]))  # class order, then file order
 
-    recordings = [raw["X"][r] for r, _ in chosen]
-    if bool(opt(cfg, "standardize", True)):
-        stacked = np.concatenate(recordings)
-        mean, std = stacked.mean(0), stacked.std(0)
-        recordings = [(rec - mean) / np.where(std > 0, std, 1.0) for rec in recordings]
+    columns = channel_columns(opt(cfg, "channels"))
+    recordings = standardize([raw["X"][r][:, columns] for r, _ in chosen], opt(cfg, "standardize", True))
     if downsample > 1:  # block means: a low-pass before decimation, no aliasing of the 50 Hz signal
         recordings = [
             rec[: len(rec) // downsample * downsample].reshape(-1, downsample, rec.shape[1]).mean(1)
@@ -162,7 +187,7 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
             groups.append(rec_id)
     clip_lengths = rng.integers(min_length, window + 1, size=len(clips))
     clips = [c[:n] for c, n in zip(clips, clip_lengths)]
-    x, lengths = pad_sequences(clips, time_slices, n_features=len(CHANNELS))
+    x, lengths = pad_sequences(clips, time_slices, n_features=len(columns))
     return SequenceData(
         x=x,
         y=np.asarray(ys, dtype=np.int64),

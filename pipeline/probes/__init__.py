@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import CURVE_COLUMNS, Probe, ProbeContext
+from .base import Probe, ProbeContext
 from .category_structure import CategoryStructureProbe
 from .gradient_spectrum import GradientSpectrumProbe
 from .knn import KnnProbe, knn_accuracy
@@ -24,7 +24,6 @@ def build_probes(probe_cfg) -> list[Probe]:
 
 
 __all__ = [
-    "CURVE_COLUMNS",
     "Probe",
     "ProbeContext",
     "KnnProbe",

@@ -11,18 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
 import pandas as pd
 import torch
-
-# Columns of every probe's rows (curves.parquet).
-CURVE_COLUMNS = ("probe", "split", "epoch", "time_slice", "value")
-
-
-def empty_curves(text_dtype=str) -> pd.DataFrame:
-    """A curves table without rows, its columns typed (a study whose probes write no curves records this)."""
-    dtypes = (text_dtype, text_dtype, np.int32, np.int32, np.float64)
-    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in zip(CURVE_COLUMNS, dtypes)})
 
 
 @dataclass
@@ -45,9 +35,9 @@ class ProbeContext:
 
 class Probe:
     name: ClassVar[str]
-    # The run-folder table its rows go to: "curves" (columns CURVE_COLUMNS), or
-    # a table of its own (<table>.parquet) when its rows need other columns
-    # (e.g. layer, group, singular-value index).
+    # The run-folder table its rows go to: "curves" (columns schema.CURVE_COLUMNS),
+    # or a table of its own (<table>.parquet, named in schema.RECORD_TABLES) when
+    # its rows need other columns (e.g. layer, group, singular-value index).
     table: ClassVar[str] = "curves"
     # True when the probe reads the states of the epoch's training passes, so
     # that the training loop keeps them (it costs N x T x H floats).

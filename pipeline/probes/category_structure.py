@@ -188,8 +188,8 @@ class CategoryStructureProbe(Probe):
         self.per_class, self.split, self.layers = int(per_class), split, layers
         self.include_input, self.metric, self.embedding = bool(include_input), metric, bool(embedding)
         self.schedule = Schedule(schedule, per_decade, epochs, owner="probe.category_structure")
-        self._index = None
-        self._key = None
+        self._index: np.ndarray | None = None
+        self._key: tuple[int, int] | None = None
 
     def measure(self, ctx: ProbeContext) -> pd.DataFrame:
         if not self.schedule.due(int(ctx.epoch)):

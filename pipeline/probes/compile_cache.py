@@ -201,11 +201,13 @@ def attach(dispatchers, source: Path) -> str | None:
     from numba.core.caching import CompileResultCacheImpl, FunctionCache
 
     stamp = source_stamp(source)
+    folder: Path = path
+    signing: bytes = key
 
     class Impl(CompileResultCacheImpl):
         def __init__(self, py_func):  # numba's looks for a locator among its own; this cache has one
             self._lineno = py_func.__code__.co_firstlineno
-            self._locator = _FolderLocator(py_func, path, stamp)
+            self._locator = _FolderLocator(py_func, folder, stamp)
             self._filename_base = self.get_filename_base(kernel_name(py_func), "")
 
     class SignedCache(FunctionCache):
@@ -213,8 +215,10 @@ def attach(dispatchers, source: Path) -> str | None:
             self._name = repr(py_func)
             self._py_func = py_func
             self._impl = Impl(py_func)
-            self._cache_path = str(path)
-            self._cache_file = SignedFiles(path, key, self._impl.filename_base, kernel_name(py_func), stamp)
+            self._cache_path = str(folder)
+            # numba's cache reads and writes its entries through this object's load, save and flush only
+            files = SignedFiles(folder, signing, self._impl.filename_base, kernel_name(py_func), stamp)
+            self._cache_file = files  # type: ignore[assignment]
             self.enable()
 
     for dispatcher in dispatchers:

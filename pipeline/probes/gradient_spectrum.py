@@ -60,9 +60,9 @@ def product_svdvals(delta: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(r1 @ r2.T)
 
 
-def weight_matrices(model: nn.Module) -> list[tuple[str, str, nn.Module, nn.Parameter]]:
+def weight_matrices(model: nn.Module) -> list[tuple[str, str, nn.Module, torch.Tensor]]:
     """(name, kind, module, parameter) of every weight matrix the probe measures, in module order."""
-    out = []
+    out: list[tuple[str, str, nn.Module, torch.Tensor]] = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, nn.Linear):
@@ -153,7 +153,8 @@ class GroupGradients:
             }
             if linear:
                 sample_mask = mask
-                acts, dels = {}, {}
+                acts: dict[str, list[torch.Tensor]] = {}
+                dels: dict[str, list[torch.Tensor]] = {}
                 for (name, out), d in zip(outputs, grads[len(params) :]):
                     call = [c for c in captured[name] if c[1] is out][0]
                     a = call[0].detach()[sample_mask]
@@ -210,7 +211,7 @@ class GradientSpectrumProbe(Probe):
         self.schedule = Schedule(schedule, per_decade, epochs, owner="probe.gradient_spectrum")
         self.label_columns: dict[str, np.ndarray] = {}
         self._subset: np.ndarray | None = None
-        self._subset_key = None
+        self._subset_key: tuple[int, int] | None = None
 
     def set_label_column(self, name: str, values) -> None:
         """A grouping of the training set's samples (one label per row of x_train) a study supplies."""
@@ -251,9 +252,13 @@ class GradientSpectrumProbe(Probe):
         matrix: torch.Tensor | None,
         factors: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> list[tuple]:
-        s = (svdvals(matrix) if factors is None else product_svdvals(*factors)).cpu().numpy()
-        shape = matrix.shape if matrix is not None else (factors[0].shape[1], factors[1].shape[1])
-        dtype = (matrix if matrix is not None else factors[0]).dtype
+        shape: tuple[int, ...]
+        if matrix is not None:
+            s, shape, dtype = svdvals(matrix).cpu().numpy(), tuple(matrix.shape), matrix.dtype
+        else:
+            assert factors is not None, "a matrix or its two factors"
+            s = product_svdvals(*factors).cpu().numpy()
+            shape, dtype = (factors[0].shape[1], factors[1].shape[1]), factors[0].dtype
         tol = rank_tolerance(s, shape, dtype)
         rows = [
             (epoch, layer, kind_of_layer, self.group_by, group, n, kind, "sv", i + 1, float(v))

@@ -41,13 +41,9 @@ import pandas as pd
 import torch
 
 from ..config import ConfigError
+from ..schema import KNN, KNN_MODES, KNN_TIE_RULES, KNN_TIE_SHARE
 from .base import Probe, ProbeContext
 
-TIE_RULES = ("expected_random_order", "self_first_by_index")
-MODES = ("resubstitution", "leave_one_out")
-# Rows of curves.parquet with this probe name hold, per epoch and time slice,
-# the share of training samples whose neighbour set was decided by ties.
-TIE_SHARE = "knn_tie_share"
 COMPILED_SOURCE = Path(__file__).with_name("knn_compiled.py")
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
@@ -513,7 +509,7 @@ def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=No
                 states[t, first], weight, counts, k, product_dtype, candidates
             )
             neighbours = first[nearest][group_np[t]]
-            unclear = ()
+            unclear = torch.empty(0, dtype=torch.int64)
         else:
             first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
                 0, g, torch.arange(n, device=device), "amin"
@@ -578,13 +574,14 @@ def knn_curve(
     caller will make (a run: its remaining epochs), which decides whether the
     compiled search's one-off cost pays (``use_compiled_search``).
     """
-    if ties not in TIE_RULES:
-        raise ValueError(f"ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
+    if ties not in KNN_TIE_RULES:
+        raise ValueError(f"ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
     same = query is None
     if leave_one_out and not same:
         raise ValueError("leave_one_out applies to resubstitution (no query states)")
     if same:
         query, query_labels = reference, reference_labels
+    assert query is not None and query_labels is not None
     n_usable = reference.shape[0] - (1 if leave_one_out else 0)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
         raise ValueError(
@@ -701,7 +698,7 @@ def knn_accuracy(
 
 
 class KnnProbe(Probe):
-    name = "knn"
+    name = KNN
 
     def __init__(
         self,
@@ -718,10 +715,10 @@ class KnnProbe(Probe):
             raise ConfigError(f"probe.knn.gram_precision={gram_precision!r}; allowed: float32, float64")
         if states not in ("training_pass", "clean_pass"):
             raise ConfigError(f"probe.knn.states={states!r}; allowed: training_pass, clean_pass")
-        if ties not in TIE_RULES:
-            raise ConfigError(f"probe.knn.ties={ties!r}; allowed: {', '.join(TIE_RULES)}")
-        if mode not in MODES:
-            raise ConfigError(f"probe.knn.mode={mode!r}; allowed: {', '.join(MODES)}")
+        if ties not in KNN_TIE_RULES:
+            raise ConfigError(f"probe.knn.ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
+        if mode not in KNN_MODES:
+            raise ConfigError(f"probe.knn.mode={mode!r}; allowed: {', '.join(KNN_MODES)}")
         bad = set(splits) - {"train", "test"}
         if bad:
             raise ConfigError(f"probe.knn.splits has {sorted(bad)}; allowed: train, test")
@@ -738,6 +735,7 @@ class KnnProbe(Probe):
             train_states = ctx.training_pass_states
         else:
             train_states = ctx.clean_pass_states(ctx.x_train)
+        assert train_states is not None, "the training loop keeps its passes' states for a probe that asks"
         frames = []
         # this epoch and those left: the work the compiled search's one-off cost is weighed against
         calls = ctx.epochs - ctx.epoch + 1 if ctx.epochs else 1
@@ -764,7 +762,7 @@ class KnnProbe(Probe):
                     gram_dtype=self.gram_dtype,
                     expected_calls=calls,
                 )
-                frames += [rows(self.name, split, curve.accuracy), rows(TIE_SHARE, split, curve.tie_share)]
+                frames += [rows(self.name, split, curve.accuracy), rows(KNN_TIE_SHARE, split, curve.tie_share)]
             else:
                 acc = knn_accuracy(
                     train_states,

@@ -542,7 +542,7 @@ def nearest_groups(
     k: int,
     dtype: type = np.float64,
     candidates: np.ndarray | None = None,
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
     """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64; and
     each group's list of nearest groups (G, min(G, k + 1)), the next slice's ``candidates``.
 
@@ -579,7 +579,7 @@ def nearest_groups(
     index = np.full((size, take), -1, dtype=np.int64)
     bar = np.full(size, np.inf)
     kappa = rounding_factor(hidden, dtype)
-    states = np.empty((2, size, hidden), dtype=dtype)  # moved to the slice's median state, and to a block's
+    states: np.ndarray = np.empty((2, size, hidden), dtype=dtype)  # moved to the slice's median state, and to a block's
     norms = np.empty((2, size))
     scaled = np.empty((2, size))
     _move(exact, 0, origin, kappa, states[0], norms[0], scaled[0])
@@ -596,7 +596,7 @@ def nearest_groups(
         norms64 = _moved_states(exact, origin, wide, query, reference)
         args = (norms64, wide, exact, weight, counts, k, closer, at, room, e)
         _search_rows(open_rows, query, np.ascontiguousarray(reference.T), *args)
-    return (*(torch.from_numpy(a) for a in (closer, at, room, e)), index)
+    return torch.from_numpy(closer), torch.from_numpy(at), torch.from_numpy(room), torch.from_numpy(e), index
 
 
 @numba.njit(nogil=True, cache=False)

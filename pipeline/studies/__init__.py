@@ -8,6 +8,8 @@ claims, status, W&B, sweeps and Slurm.
 
 A runner is a class with:
 - ``validate(cfg)``: raise ``pipeline.config.ConfigError`` for values that cannot work;
+- ``validate_planned(cfg)``: the same for what needs the run's design block (its cell, its seed) or its
+  data, e.g. a class pair too small for the run's split;
 - ``design_extras(cfg, design) -> dict``: fields added to the design block of
   config.yaml (e.g. the class names of a pair);
 - ``ignored_keys``: top-level config keys that do not affect its runs (left out
@@ -17,58 +19,15 @@ A runner is a class with:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from ..config import ConfigError
+from .base import RUNNERS, RunContext, RunResult, StudyRunner, register
 
-import pandas as pd
-
-
-@dataclass
-class RunContext:
-    rng_seed: int
-    # call once per epoch / logged step: refreshes the run's claim, mirrors to W&B
-    on_step: Callable[[int, dict, pd.DataFrame | None], None]
-
-
-@dataclass
-class RunResult:
-    # long format with at least probe, split, epoch, time_slice, value (may be empty)
-    curves: pd.DataFrame
-    # epoch, split, metric, value
-    readouts: pd.DataFrame
-    summary: dict[str, Any]
-    # further tidy tables, written as <name>.parquet in the run folder
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-
-
-class StudyRunner:
-    name: ClassVar[str]
-    ignored_keys: ClassVar[tuple[str, ...]] = ()
-
-    def validate(self, cfg) -> None:
-        pass
-
-    def design_extras(self, cfg, design) -> dict:
-        return {}
-
-    def run(self, cfg, ctx: RunContext) -> RunResult:
-        raise NotImplementedError
-
-
-RUNNERS: dict[str, type[StudyRunner]] = {}
-
-
-def register(cls: type[StudyRunner]) -> type[StudyRunner]:
-    RUNNERS[cls.name] = cls
-    return cls
+__all__ = ["RUNNERS", "RunContext", "RunResult", "StudyRunner", "get_runner", "register"]
 
 
 def get_runner(name: str) -> StudyRunner:
     _load_builtin()
     if name not in RUNNERS:
-        from ..config import ConfigError
-
         raise ConfigError(f"study.runner={name!r} is unknown; allowed: {', '.join(sorted(RUNNERS))}")
     return RUNNERS[name]()
 

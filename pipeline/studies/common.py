@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from . import RunContext
+from .base import RunContext
 
 # top-level keys of the composed config that belong to the sequence studies: left out of a
 # companion run's id

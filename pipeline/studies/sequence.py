@@ -3,23 +3,26 @@ classifier, its learning-curve map and developmental readouts."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
-from ..config import ConfigError, check_bool, check_choice, check_int, check_int_range, check_number
+from ..config import ConfigError, as_dict, check_bool, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
-from ..model import build_model
+from ..model import ModelProtocolError, build_model, check_protocol, is_user_model, model_label
+from ..model_config import check_model_config
 from ..probes import ProbeContext, build_probes
-from ..splits import make_splits
-from ..train import READOUT_BATCHNORM, _clean_pass_states, resolve_device, train_run
-from . import RunContext, RunResult, StudyRunner, register
+from ..run_checks import check_run_data
+from ..splits import make_splits, repeated_share
+from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
+from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,23 @@ class SequenceRunner(StudyRunner):
         for key in ("split.test_fraction", "split.val_fraction"):
             check_number(cfg, key, 0, 1)
         _check_data(cfg)
-        resolve_device(cfg.trainer.device)
-        validate_deficit(cfg.get("deficit"), source=cfg.data_source.name)
+        try:
+            resolve_device(cfg.trainer.device)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        validate_deficit(
+            cfg.get("deficit"),
+            source=cfg.data_source.name,
+            study_sources=cfg.study.get("data_sources"),
+            epochs=int(cfg.trainer.epochs),
+        )
         build_probes(cfg.probe)  # the probes check their options here, before any data is read
+        _check_map_probe(cfg)
+
+    def validate_planned(self, cfg: DictConfig) -> None:
+        check_run_data(cfg)  # the data set as the run loads it, the run's own split
+        if is_user_model(cfg.model):
+            check_user_model_on_data(cfg)
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {
@@ -65,6 +82,9 @@ class SequenceRunner(StudyRunner):
         splits = _pair_splits(cfg, data, np.random.default_rng(ctx.rng_seed))
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
+        state_size = check_protocol(
+            model, torch.as_tensor(splits.x_train[:2], dtype=torch.float32), 2, f"model {model_label(cfg.model)}"
+        )
         probes = build_probes(cfg.probe)
         generator = torch.Generator().manual_seed(ctx.rng_seed)
         at_init = measure_at_init(model, splits, probes, device, int(cfg.trainer.batch_size))
@@ -81,10 +101,11 @@ class SequenceRunner(StudyRunner):
             on_epoch=ctx.on_step,
             batch_transform=sequence_deficit(cfg, ctx.rng_seed, splits),
             readout_batchnorm=str(cfg.trainer.get("readout_batchnorm", "eval")),
+            grad_clip_norm=_grad_clip_norm(cfg),
         )
         seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
         summary = _summary(
-            cfg, result, splits, model, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
+            cfg, result, splits, state_size, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
         )
         tables = dict(result.tables)
         for name, frame in at_init.items():
@@ -92,29 +113,77 @@ class SequenceRunner(StudyRunner):
         return RunResult(result.curves, result.readouts, summary, tables)
 
 
+_USER_MODELS_CHECKED: set[str] = set()
+
+
+def check_user_model_on_data(cfg: DictConfig) -> None:
+    """A user's module built for the run's data (T, F of its data set) and run once on two of its sequences:
+    ConfigError naming ``model._target_`` where it cannot be built or answers outside the protocol. Torch's
+    random state is left as it was; each model config and data shape is checked once per process."""
+    data = load_dataset(as_dict(cfg.dataset))
+    _, time_slices, n_features = data.x.shape
+    key = json.dumps([as_dict(cfg.model), time_slices, n_features], sort_keys=True, default=str)
+    if key in _USER_MODELS_CHECKED:
+        return
+    target = cfg.model._target_
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg.model, time_slices, n_features)
+            check_protocol(model, torch.tensor(data.x[:2], dtype=torch.float32), 2, f"model._target_={target}")
+    except ModelProtocolError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # the user's constructor or forward: whatever it raises says what is wrong
+        raise ConfigError(
+            f"model._target_={target} cannot be built or run on dataset={cfg.dataset.name} "
+            f"(T={time_slices}, F={n_features}): {type(exc).__name__}: {exc}"
+        ) from None
+    _USER_MODELS_CHECKED.add(key)
+
+
 def _check_trainer(cfg: DictConfig) -> None:
     check_int(cfg, "trainer.epochs", 1)
     check_int(cfg, "trainer.batch_size", 1)
     check_number(cfg, "trainer.lr", 0, 10)
-    check_int(cfg, "trainer.num_threads", 0)  # 0: torch's own choice
     check_bool(cfg, "trainer.shuffle")
     check_bool(cfg, "split.oversample")
+    if cfg.trainer.get("grad_clip_norm") is not None:
+        check_number(cfg, "trainer.grad_clip_norm", 0, None)
     readout = cfg.trainer.get("readout_batchnorm", "eval")
     if readout not in READOUT_BATCHNORM:
         raise ConfigError(f"trainer.readout_batchnorm={readout!r}: allowed values are {', '.join(READOUT_BATCHNORM)}")
 
 
+def _grad_clip_norm(cfg: DictConfig) -> float | None:
+    value = cfg.trainer.get("grad_clip_norm")
+    return None if value is None else float(value)
+
+
 def _check_model(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.name", ("lstm",))
-    # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
-    check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
-    check_int_range(cfg, "model.min_hidden_size", 1, 4096)
-    check_bool(cfg, "model.batchnorm_time")
-    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
+    check_model_config(cfg.model)
+    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", False):
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
             f"at least 2 samples per batch; use trainer.batch_size>=2 "
             f"(or model.batchnorm_time=false)"
+        )
+
+
+def _check_map_probe(cfg: DictConfig) -> None:
+    """The run's record is its learning-curve map: the KNN probe on, on the training states."""
+    knn = cfg.probe.get("knn")
+    if knn is None or not knn.get("enabled", True):
+        raise ConfigError(
+            "probe.knn.enabled=false: a sequence run records its learning-curve map, which is the KNN probe's "
+            "(probe.knn.enabled=true)"
+        )
+    splits = knn.get("splits")
+    listed = list(splits) if isinstance(splits, ListConfig) else None
+    if listed is not None and len(set(listed)) != len(listed):
+        raise ConfigError(f"probe.knn.splits={listed!r}: names a split twice")
+    if listed is None or "train" not in listed:
+        raise ConfigError(
+            f"probe.knn.splits={listed if listed is not None else splits!r}: must include train, whose KNN "
+            f"accuracy is the learning-curve map (allowed: [train] or [train, test])"
         )
 
 
@@ -133,14 +202,20 @@ def _check_data(cfg: DictConfig) -> None:
             f"data_source={source} is not in study {cfg.study.name!r} "
             f"(its data sources: {', '.join(cfg.study.data_sources)})"
         )
-    n_classes = int(cfg.dataset.n_classes)
+    n_classes = check_int(cfg, "dataset.n_classes", 2)
+    names = cfg.dataset.get("class_names")
+    if names is not None and len(names) != n_classes:
+        raise ConfigError(
+            f"dataset.n_classes={n_classes}: data set {cfg.dataset.name} names {len(names)} classes "
+            f"(dataset.class_names); the two must agree"
+        )
     n_pairs = n_classes * (n_classes - 1) // 2
     if cfg.pair >= n_pairs:
         raise ConfigError(
             f"pair={cfg.pair}: data set {cfg.dataset.name} has {n_classes} classes, so pair must be in 0..{n_pairs - 1}"
         )
     try:  # the files exist and start as their format does; the full load is the run's
-        check_dataset_files(OmegaConf.to_container(cfg.dataset, resolve=True))
+        check_dataset_files(as_dict(cfg.dataset))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"dataset={cfg.dataset.name}: {exc}") from None
 
@@ -160,7 +235,7 @@ def _pair_splits(cfg: DictConfig, data, rng: np.random.Generator):
     )
 
 
-def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dict) -> dict:
+def _summary(cfg: DictConfig, result, splits, state_size: int, shape, device, seconds: dict) -> dict:
     """summary.json's fields of a headline run."""
     design = cfg.design
     _, time_slices, n_features = shape
@@ -173,13 +248,15 @@ def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dic
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "n_train": len(splits.y_train),
+        # oversampled rows with their twin in the training set: the probe's chance level rises with it
+        "train_repeated_share": repeated_share(splits.train_index),
         "n_val": len(splits.y_val),
         "n_test": len(splits.y_test),
         "batch_size": int(cfg.trainer.batch_size),
         "updates_per_epoch": result.updates_per_epoch,
         "time_slices": int(time_slices),
         "n_features": int(n_features),
-        "hidden_size": int(model.lstm.hidden_size),
+        "hidden_size": int(state_size),
         "epochs": int(cfg.trainer.epochs),
         "device": str(device),
         "torch": torch.__version__,
@@ -202,7 +279,7 @@ def measure_at_init(model, splits, probes, device, batch_size: int) -> dict:
         as_t(splits.x_test, torch.float32),
         as_t(splits.y_test, torch.long),
         None,
-        _clean_pass_states(model, batch_size),
+        clean_pass_states(model, batch_size),
     )
     out = {}
     for probe in wanted:

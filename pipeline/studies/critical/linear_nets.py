@@ -131,12 +131,21 @@ def chain_product(layers: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _forward(layers: list[np.ndarray], x: np.ndarray | None) -> list[np.ndarray]:
+def _forward(layers: list[np.ndarray], x: np.ndarray | None) -> list[np.ndarray | None]:
     """Inputs of every layer and the output; ``x=None`` is the identity (no product is spent on it)."""
-    acts = [x, layers[0] if x is None else layers[0] @ x]
+    out = layers[0] if x is None else layers[0] @ x
+    acts: list[np.ndarray | None] = [x, out]
     for w in layers[1:]:
-        acts.append(w @ acts[-1])
+        out = w @ out
+        acts.append(out)
     return acts
+
+
+def _output(acts: list[np.ndarray | None]) -> np.ndarray:
+    """The chain's output, the last of ``_forward``'s list (only its first entry, the input, may be None)."""
+    out = acts[-1]
+    assert out is not None
+    return out
 
 
 def _descend(layers: list[np.ndarray], acts: list[np.ndarray | None], delta: np.ndarray, lr: float) -> None:
@@ -149,7 +158,8 @@ def _descend(layers: list[np.ndarray], acts: list[np.ndarray | None], delta: np.
     delta = lr * delta
     for k in range(len(layers) - 1, -1, -1):
         w = layers[k]
-        grad = delta if acts[k] is None else delta @ acts[k].T
+        layer_input = acts[k]
+        grad = delta if layer_input is None else delta @ layer_input.T
         if k:
             delta = w.T @ delta
         w -= grad
@@ -271,7 +281,7 @@ def train_two_pathways(
     for t in range(steps + 1):
         acts_a = _forward(path_a, xin)
         acts_b = _forward(path_b, xin)
-        err = acts_a[-1] + acts_b[-1] - y
+        err = _output(acts_a) + _output(acts_b) - y
         loss = 0.5 * float(np.sum(err * err))
         if t % record_every == 0 or t == steps:
             record(t, loss)
@@ -367,15 +377,16 @@ def train_matrix_completion(
     t0 = time.perf_counter()
     target = low_rank_matrix(rng, n, rank_target)
     deficit = low_rank_matrix(rng, n, rank_deficit)
-    observed = np.zeros(n * n, dtype=bool)
-    observed[rng.choice(n * n, n_observed, replace=False)] = True
-    observed = observed.reshape(n, n)
+    chosen = np.zeros(n * n, dtype=bool)
+    chosen[rng.choice(n * n, n_observed, replace=False)] = True
+    observed = chosen.reshape(n, n)
     layers = gaussian_chain(rng, [n] * (depth + 1), init_scale, dtype=dtype)
     mask = observed.astype(dtype)
     target_t, deficit_t = target.astype(dtype), deficit.astype(dtype)
     unobserved = ~observed
     total = deficit_steps + steps
-    err_rows, sv_rows = [], []
+    err_rows: list[tuple] = []
+    sv_rows: list[tuple] = []
 
     def record(t: int, w: np.ndarray) -> tuple[float, float]:
         phase = "deficit" if t < deficit_steps else "target"
@@ -395,7 +406,7 @@ def train_matrix_completion(
     scale = 1.0 / n_observed
     for t in range(total + 1):
         acts = _forward(layers, None)
-        w = acts[-1]
+        w = _output(acts)
         if t % record_every == 0 or t == total or t == deficit_steps:
             record(t, w)
         if t == total:

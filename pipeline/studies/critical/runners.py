@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from ...blas import single_threaded_blas
 from ...config import ConfigError, check_bool, check_choice, check_int, check_number
 from ...deficit import Window
-from ...probes.base import empty_curves
-from .. import RunContext, RunResult, StudyRunner, register
+from ...schema import empty_curves
+from ..base import RunContext, RunResult, StudyRunner, register
 from ..common import HEADLINE_KEYS, instance_seed, readout_rows
 from .linear_nets import imbalance, train_matrix_completion, train_two_pathways
 

@@ -10,16 +10,16 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from ...config import ConfigError, check_int, check_number
+from ...config import ConfigError, as_dict, check_int, check_number
 from ...probes import ProbeContext
-from ...probes.base import empty_curves
 from ...probes.category_structure import CategoryStructureProbe
 from ...probes.gradient_spectrum import GradientSpectrumProbe
-from ...train import _evaluate, resolve_device
-from .. import RunContext, RunResult, StudyRunner, register
+from ...schema import empty_curves
+from ...train import evaluate_model, resolve_device
+from ..base import RunContext, RunResult, StudyRunner, register
 from ..common import set_up_torch
 from .data import CLASS_NAMES, distortion_groups, generate, split_per_class
 from .fits import checkpoint_steps, fit_learning_curve
@@ -108,7 +108,7 @@ class DenseSampleRunner(StudyRunner):
 
     @staticmethod
     def _category_options(cfg: DictConfig) -> dict:
-        options = OmegaConf.to_container(cfg.study.category_structure, resolve=True)
+        options = as_dict(cfg.study.category_structure)
         options.pop("enabled", None)
         for key in ("schedule", "per_decade", "epochs"):  # the study's checkpoints decide
             options.pop(key, None)
@@ -116,7 +116,7 @@ class DenseSampleRunner(StudyRunner):
 
     @staticmethod
     def _gradient_probe(cfg: DictConfig) -> GradientSpectrumProbe:
-        options = OmegaConf.to_container(cfg.probe.gradient_spectrum, resolve=True)
+        options = as_dict(cfg.probe.gradient_spectrum)
         options.pop("enabled", None)
         return GradientSpectrumProbe(**options)
 
@@ -171,6 +171,7 @@ class DenseSampleRun:
 
         channels, hidden = tuple(study.model.channels), tuple(study.model.hidden)
         self.model = SmallVGG(int(d.size), channels, hidden, len(data.class_names)).to(device)
+        self.optimiser: torch.optim.Optimizer
         if study.optimizer == "adam":
             self.optimiser = torch.optim.Adam(self.model.parameters(), lr=float(study.lr))
         else:
@@ -192,7 +193,7 @@ class DenseSampleRun:
         self.spectrum = probe
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        return _evaluate(self.model, x, y, EVAL_BATCH)
+        return evaluate_model(self.model, x, y, EVAL_BATCH)
 
     def checkpoint(self, step: int, number: int) -> None:
         """The probes at one checkpoint (``step`` optimiser steps done) and the probe set's accuracy."""

@@ -216,18 +216,19 @@ def representation_sharing(params: dict, env: MultitaskEnv, stimulus_index, bias
 def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4, iters: int = 100) -> np.ndarray:
     """Lloyd's k-means with k-means++ seeding, best of ``n_init`` by inertia; returns labels."""
     points = np.asarray(points, dtype=np.float64)
-    best, best_inertia = None, np.inf
+    best: np.ndarray | None = None
+    best_inertia = np.inf
     sq = (points**2).sum(1)
     for _ in range(n_init):
-        centres = [points[rng.integers(len(points))]]
+        chosen = [points[rng.integers(len(points))]]
         for _ in range(1, k):
-            d = np.min(((points[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+            d = np.min(((points[:, None, :] - np.array(chosen)[None]) ** 2).sum(-1), axis=1)
             total = d.sum()
-            centres.append(
+            chosen.append(
                 points[rng.choice(len(points), p=d / total)] if total > 0 else points[rng.integers(len(points))]
             )
-        centres = np.array(centres)
-        labels = None
+        centres = np.array(chosen)
+        labels: np.ndarray | None = None
         for _ in range(iters):
             dist = sq[:, None] - 2 * points @ centres.T + (centres**2).sum(1)[None]
             new = dist.argmin(1)
@@ -238,9 +239,11 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, n_init: int = 4
                 members = points[labels == c]
                 if len(members):
                     centres[c] = members.mean(0)
+        assert labels is not None, "iters >= 1"
         inertia = float(np.sum((points - centres[labels]) ** 2))
         if inertia < best_inertia:
             best, best_inertia = labels, inertia
+    assert best is not None, "a finite inertia"
     return best
 
 

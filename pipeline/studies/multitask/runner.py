@@ -11,8 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ...blas import single_threaded_blas
 from ...config import ConfigError, check_bool, check_choice, check_int, check_number
-from ...probes.base import empty_curves
-from .. import RunContext, RunResult, StudyRunner, register
+from ...schema import empty_curves
+from ..base import RunContext, RunResult, StudyRunner, register
 from ..common import HEADLINE_KEYS, instance_seed
 from . import network as mt
 from .data import MultitaskEnv, TaskData
@@ -119,7 +119,8 @@ def output_group_structure(
     the top eigenvectors against the task sets). Returns the per-component rows and the per-group lists.
     """
     labels, writes = sub.labels, _writes_to(env, sub)
-    rows, groups = [], {key: [] for key in OUTPUT_MEASURES}
+    rows: list[dict] = []
+    groups: dict[str, list] = {key: [] for key in OUTPUT_MEASURES}
     for g in range(env.n_output_groups):
         units = range(g * env.n_features, (g + 1) * env.n_features)
         values, vectors = mt.output_components(k, units, n_components)

@@ -2,8 +2,9 @@
 
 Each per-epoch information-processing curve (KNN accuracy over time slices) is smoothed exactly as
 R's ``smooth(x)`` does with its defaults, then summarised: ``start`` and ``end`` (first and last
-time slice), ``max``, and ``tmax`` (the first maximum's 1-based index / T). numpy only. The
-smoother's definition and the R quirks it reproduces: docs/analysis.md ("The smoother")."""
+time slice), ``max``, and ``tmax`` (the first maximum's 1-based index / T). numpy only: the analysis
+computes its metrics table with it and the W&B mirror each epoch's metrics, so both give the same
+numbers. The smoother's definition and the R quirks it reproduces: docs/analysis.md ("The smoother")."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "smooth_3rs3r_rows",
     "curve_metrics",
     "map_metrics",
+    "map_movement",
 ]
 
 #: The metric names used in every table (``end`` is also kept in the metrics
@@ -331,3 +333,12 @@ def map_metrics(maps, smooth: bool = True) -> CurveMetrics:
             for k, v in (("start", flat.start), ("end", flat.end), ("max", flat.max), ("tmax", flat.tmax))
         }
     )
+
+
+def map_movement(learning_curve_map) -> float:
+    """Mean over time slices of |map[last epoch] - map[epoch 1]| (map: epochs x time slices): how far a
+    run's map moved over training (the training-health table's column, the W&B mirror's summary)."""
+    m = np.asarray(learning_curve_map, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] < 1:
+        raise ValueError(f"a learning-curve map is epochs x time slices, got shape {m.shape}")
+    return float(np.mean(np.abs(m[-1] - m[0])))

@@ -210,7 +210,9 @@ def train_run(
             split, metric = key.split("/")
             readouts.append((epoch, split, metric, value))
 
-        ctx = ProbeContext(epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size))
+        ctx = ProbeContext(
+            epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size), epochs
+        )
         epoch_curves = []
         for probe in probes:
             tic = time.perf_counter()

@@ -12,6 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
@@ -48,6 +52,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.system)
+
+
+def pytest_configure(config):
+    """The probe's compiled kernels are cached in a temporary folder of this test session, never in
+    ~/.cache (set before collection: test modules import the kernels, which attach the cache)."""
+    if "LCM_COMPILE_CACHE" not in os.environ:
+        config._lcm_compile_cache = tempfile.mkdtemp(prefix="lcm-compile-cache-")
+        os.environ["LCM_COMPILE_CACHE"] = config._lcm_compile_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_lcm_compile_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,17 +12,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import os
-import shutil
-import tempfile
-
 import pytest
 
 from tests.slurm_cluster import slurm_cluster  # noqa: F401  (the one-node Slurm fixture)
 
 #: caches that libraries keep in the home folder (matplotlib's font list, numba's compiled code, any
-#: XDG cache): the tests and every process they start write them under a temporary folder instead
-HOME_CACHES = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR")
+#: XDG cache, the probe's signed compile cache): the tests and every process they start write them
+#: under a temporary folder instead (set before collection: test modules import the probe's kernels,
+#: which attach their cache at import)
+HOME_CACHES = ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "MPLCONFIGDIR", "NUMBA_CACHE_DIR", "LCM_COMPILE_CACHE")
 
 
 def pytest_configure(config):
@@ -52,20 +50,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slurm_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.system)
-
-
-def pytest_configure(config):
-    """The probe's compiled kernels are cached in a temporary folder of this test session, never in
-    ~/.cache (set before collection: test modules import the kernels, which attach the cache)."""
-    if "LCM_COMPILE_CACHE" not in os.environ:
-        config._lcm_compile_cache = tempfile.mkdtemp(prefix="lcm-compile-cache-")
-        os.environ["LCM_COMPILE_CACHE"] = config._lcm_compile_cache
-
-
-def pytest_unconfigure(config):
-    folder = getattr(config, "_lcm_compile_cache", None)
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -75,6 +75,12 @@ class TrackerClock:
         return wrapper
 
 
+def fresh_env(**extra: str) -> dict:
+    """The environment of a fresh process: without WANDB_SERVICE, through which W&B would let a child join
+    this process's W&B service (a user's `python -m pipeline` starts its own)."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "PYTHONUNBUFFERED": "1", **extra}
+
+
 def _proc_table() -> dict[int, tuple[int, float]]:
     """pid -> (parent pid, CPU seconds) of every process, from /proc (Linux)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -146,7 +152,7 @@ def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[
     cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
     for i in range(repeats):
         for mode in ("disabled", "offline"):
-            env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
+            env = fresh_env(WANDB_MODE=mode)
             c0, t0 = _children_cpu(), time.perf_counter()
             subprocess.run(
                 [
@@ -198,7 +204,7 @@ def _run_process(scratch: Path, name: str, epochs: int, env: dict, *overrides: s
     subprocess.run(
         [sys.executable, "-m", "pipeline", f"paths.root={root}", f"trainer.epochs={epochs}", *overrides],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        env=fresh_env(**env),
         check=True,
         capture_output=True,
     )
@@ -227,7 +233,7 @@ def online_without_server(repeats: int, epochs: int, scratch: Path) -> dict:
         "    t0 = time.perf_counter(); execute(_plan(f'paths.root={root}', f'trainer.epochs={epochs}', 'dataset.time_slices=20', f'seed={seed}'))\n"
         "    print(time.perf_counter() - t0)\n"
     )
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_BASE_URL": silent.url, **key}
+    env = fresh_env(WANDB_MODE="online", WANDB_BASE_URL=silent.url, **key)
     pack = subprocess.run(
         [sys.executable, "-c", code.replace("{root}", str(scratch / "online-pack")).replace("{epochs}", str(epochs))],
         cwd=Path(__file__).resolve().parent,
@@ -240,6 +246,70 @@ def online_without_server(repeats: int, epochs: int, scratch: Path) -> dict:
     return out
 
 
+def report_in_process(args, scratch: Path) -> None:
+    """Part 1: runs in one process, disabled vs offline."""
+    r = in_process(args.repeats, args.epochs, scratch)
+    dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
+    tracker = statistics.median(r["tracker"])
+    print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
+    print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
+    print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
+    print(
+        f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
+        f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
+        + " ".join(f"{t:.2f}" for t in r["tracker"])
+    )
+    cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
+    print(
+        f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+    print(
+        f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
+        "(import wandb, W&B service start), once per process\n"
+    )
+
+
+def report_fresh_processes(args, scratch: Path) -> None:
+    """Part 2: one run per fresh process, disabled vs offline."""
+    p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
+    pt, pc = p["times"], p["cpu"]
+    pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
+    print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
+    print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
+    print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
+    print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
+    cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
+    print(
+        f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+
+
+def report_online_without_server(args, scratch: Path) -> None:
+    """Part 3: online mode with no server to be had."""
+    o = online_without_server(max(1, args.repeats // 4), args.online_epochs, scratch)
+    base = statistics.median(o["offline"])
+    timeout = _plan().cfg.logger.wandb.init_timeout
+    print(
+        f"\n3. online with no server (logger.wandb.init_timeout={timeout} s), one run per fresh process "
+        f"({args.online_epochs} epoch, 20 time slices):"
+    )
+    print(f"   {'offline':<22}{base:7.2f} s   " + " ".join(f"{t:.2f}" for t in o["offline"]))
+    for name in ("closed port", "silent server"):
+        wall = statistics.median(o[name])
+        entry = o["entries"][name]
+        print(
+            f"   {'online, ' + name:<22}{wall:7.2f} s   delay {wall - base:+.2f} s; summary.json: "
+            f"mode {entry.get('mode')}, state {entry.get('state')}"
+        )
+    first, second = o["pack"]
+    print(
+        f"   two runs in one process, silent server (time inside execute): {first:.2f} s then {second:.2f} s; "
+        f"the second mirrors offline at once ({first - second:+.2f} s: the first one's wait)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4, help="runs per mode (default %(default)s)")
@@ -247,7 +317,9 @@ def main() -> None:
     parser.add_argument(
         "--online-epochs", type=int, default=1, help="epochs of the runs of part 3 (default %(default)s)"
     )
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default %(default)s)")
     args = parser.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     print(describe(torch_threads=1))
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
@@ -258,59 +330,9 @@ def main() -> None:
         media_every = _plan().cfg.logger.wandb.media_every
         print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
 
-        r = in_process(args.repeats, args.epochs, scratch)
-        dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
-        tracker = statistics.median(r["tracker"])
-        print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
-        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
-        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
-        print(
-            f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
-            f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
-            + " ".join(f"{t:.2f}" for t in r["tracker"])
-        )
-        cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
-        print(
-            f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
-        print(
-            f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
-            "(import wandb, W&B service start), once per process\n"
-        )
-
-        p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
-        pt, pc = p["times"], p["cpu"]
-        pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
-        print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
-        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
-        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
-        print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
-        cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
-        print(
-            f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
-        o = online_without_server(max(1, args.repeats // 4), args.online_epochs, scratch)
-        base = statistics.median(o["offline"])
-        timeout = _plan().cfg.logger.wandb.init_timeout
-        print(
-            f"\n3. online with no server (logger.wandb.init_timeout={timeout} s), one run per fresh process "
-            f"({args.online_epochs} epoch, 20 time slices):"
-        )
-        print(f"   {'offline':<22}{base:7.2f} s   " + " ".join(f"{t:.2f}" for t in o["offline"]))
-        for name in ("closed port", "silent server"):
-            wall = statistics.median(o[name])
-            entry = o["entries"][name]
-            print(
-                f"   {'online, ' + name:<22}{wall:7.2f} s   delay {wall - base:+.2f} s; summary.json: "
-                f"mode {entry.get('mode')}, state {entry.get('state')}"
-            )
-        first, second = o["pack"]
-        print(
-            f"   two runs in one process, silent server (time inside execute): {first:.2f} s then {second:.2f} s; "
-            f"the second mirrors offline at once ({first - second:+.2f} s: the first one's wait)"
-        )
+        for part, report in ((1, report_in_process), (2, report_fresh_processes), (3, report_online_without_server)):
+            if part in parts:
+                report(args, scratch)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

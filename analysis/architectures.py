@@ -351,6 +351,15 @@ def findings(contrast_table: pd.DataFrame) -> list[str]:
     return out
 
 
+def _counts(contrast_table: pd.DataFrame) -> str:
+    """How the contrasts came out, in one sentence."""
+    if contrast_table.empty:
+        return ""
+    verdicts = contrast_table["verdict"].str.replace(r" \(.*", "", regex=True).value_counts()
+    parts = [f"{n} {v}" for v, n in verdicts.items()]
+    return f"Of {len(contrast_table)} contrasts (metric x data source x level/slope x model pair): {', '.join(parts)}."
+
+
 # ----------------------------------------------------------------------------------------------- the figures
 
 
@@ -533,6 +542,7 @@ def architecture_section(
         reference=reference_model(models),
         n_runs={m: int(table.loc[table["model"] == m, "run"].nunique()) for m in models},
         findings=findings(tables.contrasts),
+        counts=_counts(tables.contrasts),
         lrt=Markup(tables.lrt.to_html(index=False, float_format=lambda x: f"{x:.3g}", border=0))
         if len(tables.lrt)
         else None,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import wandb_mode
+from pipeline.schema import run_folder
 from pipeline.wandb_state import describe, keep_wandb_files_in, mirror_entry, mirrored_as
 
 __all__ = ["MODEL_TABLES", "analysis_group", "log_analysis", "study_runs"]
@@ -66,7 +67,7 @@ def study_runs(root: Path | None, table: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=[*RUN_COLUMNS, "wandb_id", "project", "entity"])
     runs = table[columns].drop_duplicates("run_id").reset_index(drop=True)
     mirrors = [
-        _mirror_of(Path(root) / str(row.get("study", "")) / "runs" / str(row["run_id"])) if root is not None else {}
+        _mirror_of(run_folder(root, str(row.get("study", "")), str(row["run_id"]))) if root is not None else {}
         for _, row in runs.iterrows()
     ]
     return pd.concat([runs, pd.DataFrame(mirrors, index=runs.index, columns=["wandb_id", "project", "entity"])], axis=1)

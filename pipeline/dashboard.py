@@ -22,6 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from .schema import iter_run_folders, study_folder
 from .tracking import COMPLETE_KEY, IMAGE_KEY, MOVEMENT_KEY
 
 LABELS = ("real", "shuffled")  # the sequence runner's label conditions (pipeline/studies/sequence.py)
@@ -80,8 +81,7 @@ def _note(text: str):
 
 def study_run_count(root: Path, study: str) -> int:
     """The run folders of ``study`` under the outputs root (done or not; each is at most one complete run)."""
-    runs = Path(root) / study / "runs"
-    return sum(1 for p in runs.iterdir() if p.is_dir() and not p.is_symlink()) if runs.is_dir() else 0
+    return sum(1 for p in iter_run_folders(study_folder(root, study)) if not p.is_symlink())
 
 
 def build_workspace(entity: str, project: str, study: str, n_runs: int = STUDY_RUNS):

@@ -1,6 +1,6 @@
 """The sequence classifiers whose learning-curve maps the pipeline draws, and the protocol any model follows.
 
-The protocol (docs/models.md): a model is a ``torch.nn.Module`` built as
+The protocol (docs/bring_your_own.md): a model is a ``torch.nn.Module`` built as
 ``Model(time_slices=T, n_features=F, n_classes=C, **options)`` whose ``forward`` maps a float32 batch
 N x T x F to ``(logits, states)``: logits N x C (the class scores the loss trains) and states N x T x H,
 ``states[:, t]`` being the representation of the sequence at time slice t + 1, which the probes read

@@ -35,7 +35,7 @@ def check_model_config(model_cfg: DictConfig) -> None:
     if "_target_" in model_cfg.keys() and OmegaConf.is_missing(model_cfg, "_target_"):
         raise ConfigError(
             "model._target_ is required with model=custom: the import path of your torch module, e.g. "
-            "model._target_=my_package.MyNet (docs/models.md)"
+            "model._target_=my_package.MyNet (docs/bring_your_own.md)"
         )
     if model_cfg.get("_target_") is not None:
         _check_user_model(model_cfg)
@@ -85,7 +85,7 @@ def _check_user_model(model_cfg: DictConfig) -> None:
         raise ConfigError(
             f"model._target_={target}: {exc}. The protocol: {target}(time_slices=T, n_features=F, n_classes=C, "
             "**other model keys) -> a torch module whose forward maps N x T x F to (logits N x C, states N x T x H) "
-            "(docs/models.md)"
+            "(docs/bring_your_own.md)"
         ) from None
 
 

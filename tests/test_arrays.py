@@ -138,3 +138,26 @@ def test_the_composed_config_names_the_files_classes_and_the_run_id_its_content(
     assert first != run_id(run_config(*overrides))
     with pytest.raises(ConfigError, match="pair=3: data set arrays has 3 classes, so pair must be in 0..2"):
         run_config("dataset=arrays", f"dataset.path={path}", "pair=3", f"paths.root={tmp_path}")
+
+
+def test_a_study_declares_its_data_sources_three_here(tmp_path):
+    """A data source is config: data_source/<name>.yaml and dataset/default_<name>.yaml in a folder of the
+    user's (Hydra's search path); a study lists as many as it likes, and seeds cover their cells in order."""
+    path = write(tmp_path / "mine.npz", **toy_arrays())
+    conf = tmp_path / "conf"
+    for name, text in {
+        "study/three.yaml": "name: three\nrunner: sequence\nfactors: [data_source, pair]\n"
+        "data_sources: [gesture, sentence, toy]\n",
+        "data_source/toy.yaml": "name: toy\nbatch_size: 16\n",
+        "dataset/default_toy.yaml": f"defaults:\n  - arrays\n  - _self_\npath: {path}\n",
+    }.items():
+        (conf / name).parent.mkdir(parents=True, exist_ok=True)
+        (conf / name).write_text(text)
+    search = f"hydra.searchpath=[file://{conf}]"
+    # 15 gesture pairs, 10 sentence pairs, 3 toy pairs: seeds 25..27 are the toy source's pairs
+    for seed, source, pair in [(0, "gesture", 0), (24, "sentence", 9), (26, "toy", 1), (28 + 27, "toy", 2)]:
+        cfg = run_config(search, "study=three", f"seed={seed}", f"paths.root={tmp_path}")
+        assert (cfg.design.data_source, cfg.design.pair, cfg.design.replicate) == (source, pair, seed // 28)
+    assert list(cfg.design.class_names) == ["run", "jump"] and cfg.trainer.batch_size == 16
+    with pytest.raises(ConfigError, match="data_source=toy is not in study 'headline'"):
+        run_config(search, "data_source=toy", f"paths.root={tmp_path}")

@@ -289,7 +289,7 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
     assert "Gradient spectra by group" in html and "data:image/png;base64," in html
     tests = pd.read_csv(out / "spectra_group_tests.csv")
     assert {"cell", "layer", "epoch", "stat", "p", "p_holm", "n_runs"} <= set(tests.columns)
-    assert set(tests.cell) == {"gesture/pair 0"} and (tests.n_runs == 2).all()
+    assert set(tests.cell) == {"gesture/pair 0, real labels"} and (tests.n_runs == 2).all()
     tested = tests[tests.p.notna()]
     assert len(tested) and (tested.p_holm >= tested.p - 1e-12).all()
     assert set(tested.layer) >= {"lstm.weight_hh_l0"} and set(tested.epoch) == {1, 2}

@@ -23,7 +23,7 @@ from pipeline.model import (
     tcn_layers_for,
 )
 from pipeline.model_config import check_model_config
-from tests.helpers import REPO
+from tests.helpers import REPO, run_config
 
 MODELS = list(BUILTIN_MODELS)
 
@@ -215,3 +215,32 @@ def test_a_module_outside_the_protocol_is_refused_with_what_it_returned(user_pac
         check_protocol(flat, torch.randn(4, 12, 3), 2, "custom")
     with pytest.raises(ModelProtocolError, match="returned a str, not a torch.nn.Module"):
         build_model(model_cfg("custom", _target_="my_models.not_a_model"), 12, 3)
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "toy.npz"
+    np.savez(path, x=rng.normal(size=(60, 9, 2)), y=np.arange(60) % 2)
+    return path
+
+
+def test_a_user_module_is_planned_on_the_runs_data(user_package, toy_data, tmp_path):
+    """At planning, the module is built for the run's data (T, F) and run once: a constructor argument it
+    takes may be added with +model.<key>; a value it cannot use, or an answer outside the protocol, is a
+    ConfigError naming model._target_, before anything is written."""
+    base = ["dataset=arrays", f"dataset.path={toy_data}", "model=custom", f"paths.root={tmp_path / 'out'}"]
+    cfg = run_config(*base, "model._target_=my_models.MeanNet", "+model.width=5", "model.name=mean")
+    assert cfg.model.width == 5 and cfg.design.class_names is not None
+    with pytest.raises(
+        ConfigError, match=r"model._target_=my_models.MeanNet cannot be built or run on dataset=arrays \(T=9, F=2\)"
+    ):
+        run_config(*base, "model._target_=my_models.MeanNet", "+model.width=abc")
+    with pytest.raises(ConfigError, match=r"states of shape \(2, 9\)"):
+        run_config(*base, "model._target_=my_models.FlatStates")
+    # a built-in model takes no keys it does not know
+    with pytest.raises(ConfigError, match=r"\+model.width=5: adds the key model.width"):
+        run_config("dataset=arrays", f"dataset.path={toy_data}", "+model.width=5", f"paths.root={tmp_path / 'out'}")
+    assert not (tmp_path / "out").exists()

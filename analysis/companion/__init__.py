@@ -1,6 +1,6 @@
 """Report sections of the companion studies (docs/science.md section 2), never importing torch.
 
-Each module's ``section(study_dir, out_dir)`` reads the done runs under ``study_dir/runs/`` and returns
+Each module's ``section(study_dir, out_dir, where=None)`` reads the done runs under ``study_dir/runs/`` and returns
 ``{"title", "html" (an HTML fragment, markupsafe.Markup), "tables": {name: DataFrame}}``.
 """
 

@@ -173,7 +173,7 @@ def dense_families(emergence: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Fa
             "replicate run",
             int(emergence.n_runs.min()),
             len(emergence),
-            pilot_d=float(emergence.d.abs().min()),  # the weakest layer decides whether every layer rises
+            pilot_d=float(emergence.d.abs().median()),  # the pilot effect of a family: the median of its tests'
         )
     head = tests[tests.test == HEADLINE_TIMING] if len(tests) else tests
     if len(head):

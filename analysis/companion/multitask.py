@@ -233,7 +233,7 @@ def init_family(comparison: pd.DataFrame) -> Family | None:
         "replicate pair",
         int(tested.n_pairs.min()),
         len(tested),
-        pilot_d=float(tested.d.abs().min()),  # the smallest of the claims' effects
+        pilot_d=float(tested.d.abs().median()),  # the pilot effect of a family: the median of its tests'
     )
 
 

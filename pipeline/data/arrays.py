@@ -1,4 +1,4 @@
-"""Your own data set, no code: one ``.npz`` file in the arrays format (docs/data.md, "Your own data").
+"""Your own data set, no code: one ``.npz`` file in the arrays format (docs/bring_your_own.md, "The arrays format").
 
 The file holds plain numeric arrays (never pickled objects; they are refused):
 
@@ -35,7 +35,7 @@ from .base import DataNotFoundError, SequenceData, opt, require_path
 REQUIRED = ("x", "y")
 OPTIONAL = ("class_names", "lengths", "groups")
 HOW = (
-    "The arrays format (docs/data.md, 'Your own data'): np.savez(path, x=(N,T,F) numbers, y=(N,) class "
+    "The arrays format (docs/bring_your_own.md, 'The arrays format'): np.savez(path, x=(N,T,F) numbers, y=(N,) class "
     "indices 0..C-1, and optionally class_names=(C,) strings, lengths=(N,) real lengths 1..T, groups=(N,) "
     "recording ids)."
 )
@@ -183,7 +183,7 @@ def resolve_field(path_value: Any, field: str) -> Any:
     """The ``lcm_arrays`` resolver: ``${lcm_arrays:${.path},class_names}`` in conf/dataset/arrays.yaml. A file
     that is missing or not in the format is a configuration error (pipeline.config.ConfigError, which
     OmegaConf passes on wrapped in its own error), raised when the config is composed, before any run."""
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     if field not in ("class_names", "n_classes", "sha256"):
         raise ConfigError(f"lcm_arrays: unknown field {field!r}; allowed: class_names, n_classes, sha256")

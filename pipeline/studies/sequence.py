@@ -3,6 +3,7 @@ classifier, its learning-curve map and developmental readouts."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -15,11 +16,11 @@ from ..config import ConfigError, as_dict, check_bool, check_int, check_int_rang
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
-from ..model import build_model, check_protocol, model_label
+from ..model import ModelProtocolError, build_model, check_protocol, is_user_model, model_label
 from ..model_config import check_model_config
 from ..probes import ProbeContext, build_probes
 from ..run_checks import check_run_data
-from ..splits import make_splits
+from ..splits import make_splits, repeated_share
 from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
 from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
@@ -63,6 +64,8 @@ class SequenceRunner(StudyRunner):
 
     def validate_planned(self, cfg: DictConfig) -> None:
         check_run_data(cfg)  # the data set as the run loads it, the run's own split
+        if is_user_model(cfg.model):
+            check_user_model_on_data(cfg)
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {
@@ -108,6 +111,33 @@ class SequenceRunner(StudyRunner):
         for name, frame in at_init.items():
             tables[name] = pd.concat([frame, tables[name]], ignore_index=True) if name in tables else frame
         return RunResult(result.curves, result.readouts, summary, tables)
+
+
+_USER_MODELS_CHECKED: set[str] = set()
+
+
+def check_user_model_on_data(cfg: DictConfig) -> None:
+    """A user's module built for the run's data (T, F of its data set) and run once on two of its sequences:
+    ConfigError naming ``model._target_`` where it cannot be built or answers outside the protocol. Torch's
+    random state is left as it was; each model config and data shape is checked once per process."""
+    data = load_dataset(as_dict(cfg.dataset))
+    _, time_slices, n_features = data.x.shape
+    key = json.dumps([as_dict(cfg.model), time_slices, n_features], sort_keys=True, default=str)
+    if key in _USER_MODELS_CHECKED:
+        return
+    target = cfg.model._target_
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg.model, time_slices, n_features)
+            check_protocol(model, torch.tensor(data.x[:2], dtype=torch.float32), 2, f"model._target_={target}")
+    except ModelProtocolError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # the user's constructor or forward: whatever it raises says what is wrong
+        raise ConfigError(
+            f"model._target_={target} cannot be built or run on dataset={cfg.dataset.name} "
+            f"(T={time_slices}, F={n_features}): {type(exc).__name__}: {exc}"
+        ) from None
+    _USER_MODELS_CHECKED.add(key)
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -218,6 +248,8 @@ def _summary(cfg: DictConfig, result, splits, state_size: int, shape, device, se
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "n_train": len(splits.y_train),
+        # oversampled rows with their twin in the training set: the probe's chance level rises with it
+        "train_repeated_share": repeated_share(splits.train_index),
         "n_val": len(splits.y_val),
         "n_test": len(splits.y_test),
         "batch_size": int(cfg.trainer.batch_size),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pipeline.curve_metrics import METRIC_NAMES
+from pipeline.schema import KNN_MODES, KNN_TIE_RULES
 
 __all__ = ["main", "build_parser"]
 
@@ -81,14 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument(
         "--knn-ties",
         metavar="RULE",
-        choices=("expected_random_order", "self_first_by_index"),
+        choices=KNN_TIE_RULES,
         help="only runs whose KNN probe used this tie rule (runs of different rules are never pooled)",
     )
     src.add_argument(
         "--knn-mode",
         metavar="MODE",
-        choices=("resubstitution", "leave_one_out"),
+        choices=KNN_MODES,
         help="only runs whose KNN probe used this mode",
+    )
+    src.add_argument(
+        "--where",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="companion studies: only the runs whose config.yaml has KEY = VALUE (repeatable; e.g. "
+        "probe.gradient_spectrum.enabled=true); runs of one study that differ beyond its factors are not pooled",
     )
     src.add_argument(
         "--metrics-table",
@@ -153,6 +162,14 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _with_debug_hint(message: str, root: Path, study: str | None) -> str:
+    """A "no runs" message, naming the debug folder where that is all there is (`lcm debug=quick` runs)."""
+    from pipeline.status import debug_folder_hint
+
+    hint = debug_folder_hint(root, study)
+    return message if hint is None else f"{message}\nNote: {hint}."
+
+
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
 
-    from . import collect, figures, ols, replication, report, stats
+    from . import architectures, collect, figures, ols, replication, report, report_lead, stats
     from .companion.power import RULE as POWER_RULE
     from .tables import MetricsTableError, read_metrics_table
 
@@ -236,7 +253,7 @@ def _main(args) -> int:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
-            return _fail(str(exc)) if code is None else code
+            return _fail(_with_debug_hint(str(exc), root, args.study)) if code is None else code
         skipped = collection.skipped_frame()
         if len(collection.runs) == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -259,6 +276,10 @@ def _main(args) -> int:
         timings["metrics"] = collection.seconds_metrics
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_parquet(out / "metrics.parquet", table)
+    # an architecture study: the models are compared in a section of their own; the other sections are the
+    # study model's (the LSTM's), as pooling models would mix conditions
+    models_table, models_collection = table, collection
+    table, collection = _reference_model(table, collection, notes)
     if skipped is not None:
         atomic_write_csv(out / "skipped_runs.csv", skipped)
     _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
@@ -282,9 +303,13 @@ def _main(args) -> int:
     for name in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes"):
         atomic_write_csv(out / f"{name}.csv", getattr(mixed, name))
     timings["mixed models"] = time.perf_counter() - t0
-    for w in mixed.warnings:
-        if "MLE may be on the boundary" not in w:
-            _say(args.quiet, f"warning: {w}")
+    # the warnings one run per class pair brings: one sentence, naming the design that removes them
+    design_note, other_warnings = report_lead.design_warnings(mixed.warnings, table)
+    other_warnings = [w for w in other_warnings if "MLE may be on the boundary" not in w]
+    if design_note:
+        _say(args.quiet, f"note: {design_note}")
+    for w in other_warnings:
+        _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
     replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
@@ -306,6 +331,11 @@ def _main(args) -> int:
     files += [f"figures/{name}" for name in figs]
     companion = []
     diagnostics = [_regime(table, out, files)]
+    if architectures.several_models(models_table):
+        t0 = time.perf_counter()
+        section = architectures.architecture_section(models_table, models_collection, figures=args.figures)
+        diagnostics[:0] = _write_sections([section], out, files)
+        timings["architectures"] = time.perf_counter() - t0
     if collection is None:  # the authors' 100-epoch / multiclass tables
         diagnostics += _write_sections(authors_sections, out, files)
     if collection is not None:
@@ -313,7 +343,7 @@ def _main(args) -> int:
         diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        companion = _companion(Path(args.root), args.study, out, args.quiet)
+        companion = _companion(Path(args.root), args.study, out, args.quiet, args.where)
         timings["companion studies"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     page = report.render_report(
@@ -339,17 +369,19 @@ def _main(args) -> int:
         )
     )
     atomic_write_text(out / "report.html", page)
-    n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(
         f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
         + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
-        + (f", {n_warn} model warning(s)" if n_warn else "")
+        + (f", {len(other_warnings)} model warning(s)" if other_warnings else "")
+        + (", model warnings from one run per class pair (see report.html)" if design_note else "")
         + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
     )
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(out, table, args.study, description)
+        wandb_id = log_analysis(
+            out, table, args.study, description, Path(args.root) if collection is not None else None
+        )
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
 
@@ -393,11 +425,29 @@ def _write_sections(sections: list[dict], out: Path, files: list[str]) -> list[d
     return sections
 
 
-def _companion(root: Path, study: str | None, out: Path, quiet: bool) -> list[dict]:
+def _reference_model(table, collection, notes: list[str]):
+    """The table and collection of the study's model where the runs are of several models (an
+    architecture study), with a note; unchanged otherwise."""
+    from .architectures import reference_model, several_models
+
+    if not several_models(table):
+        return table, collection
+    models = sorted(table["model"].unique())
+    ref = reference_model(models)
+    notes.append(
+        f"The runs are of {len(models)} models ({', '.join(models)}): the architectures section compares them; "
+        f"every other section is of the {ref} runs alone."
+    )
+    table = table[table["model"] == ref].reset_index(drop=True)
+    return table, (collection.of_model(ref) if collection is not None else None)
+
+
+def _companion(root: Path, study: str | None, out: Path, quiet: bool, where=()) -> list[dict]:
     """Sections of the companion studies under root (critical periods, multitask, dense sample, spectra)."""
     from .companion import companion_sections
+    from .companion.common import parse_where
 
-    sections = companion_sections(root, study, out)
+    sections = companion_sections(root, study, out, parse_where(where))
     for section in sections:
         _say(
             quiet,
@@ -415,7 +465,7 @@ def _companion_only_report(root: Path, args, out: Path, t_start: float) -> int |
 
     from .templating import Markup, render
 
-    sections = _companion(root, args.study, out, args.quiet)
+    sections = _companion(root, args.study, out, args.quiet, args.where)
     if not sections:
         return None
     page = render(

@@ -69,8 +69,9 @@ __all__ = [
     "MixedConditions",
 ]
 
-CACHE_VERSION = 5  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
-# 4: the batch size is compared per data source; 5: fingerprints of content (status.json's checksums), not mtimes
+CACHE_VERSION = 6  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
+# 4: the batch size is compared per data source; 5: fingerprints of content (status.json's checksums), not mtimes;
+# 6: the model column (an architecture study's factor)
 _RUN_COLUMNS = [
     "study",
     "run_id",
@@ -78,6 +79,7 @@ _RUN_COLUMNS = [
     "fingerprint",
     "source",
     "labels",
+    "model",
     "pair",
     "pair_index",
     "class_a",
@@ -93,6 +95,7 @@ _RUN_COLUMNS = [
     "map_row",
     "condition",
     "dataset_condition",
+    "model_condition",
 ]
 
 
@@ -133,6 +136,28 @@ class Collection:
     seconds: float = 0.0
     seconds_metrics: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    def models(self) -> list[str]:
+        """The models of the runs (several in an architecture study)."""
+        return sorted(self.runs["model"].unique()) if len(self.runs) else []
+
+    def of_model(self, model: str) -> Collection:
+        """The runs of one model, their maps (the same arrays: rows keep their map_row) and metrics."""
+        keep = self.runs["model"] == model
+        runs = self.runs[keep].reset_index(drop=True)
+        metrics = self.metrics[self.metrics["run_id"].isin(set(runs["run_id"]))].reset_index(drop=True)
+        return Collection(
+            runs,
+            self.maps,
+            metrics,
+            self.skipped,
+            self.tie_maps,
+            self.n_read,
+            self.n_cached,
+            self.seconds,
+            self.seconds_metrics,
+            list(self.notes),
+        )
 
     def skipped_frame(self) -> pd.DataFrame:
         return pd.DataFrame([asdict(s) for s in self.skipped], columns=["study", "run_id", "path", "reason"])
@@ -327,6 +352,7 @@ def _design(run_dir: Path) -> dict:
     return {
         "source": str(design["data_source"]),
         "labels": str(design["labels"]),
+        "model": model_of(config),
         "pair": pair,
         "pair_index": pair_index,
         "class_a": class_a or "",
@@ -356,15 +382,35 @@ def _flat(node, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
+def model_of(config: dict) -> str:
+    """The model of a run's config.yaml: its design's level where the model is a factor of the study, else
+    ``model.name`` (a user's module: its label, else its ``_target_``)."""
+    design = config.get("design") or {}
+    if design.get("model") is not None:
+        return str(design["model"])
+    model = config.get("model")
+    model = model if isinstance(model, dict) else {}
+    return str(model.get("name") or model.get("_target_") or "lstm")
+
+
+def _model_is_factor(config: dict) -> bool:
+    study = config.get("study")
+    return isinstance(study, dict) and "model" in (study.get("factors") or [])
+
+
 def _condition(config: dict) -> dict:
-    """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled)."""
+    """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled).
+    Where the model is a factor of the study (study=architectures), its settings are compared within each
+    model (``model_condition``), as a data set's are within its data source."""
     rest = {k: v for k, v in config.items() if k not in (*NON_SEMANTIC_TOP, *_FACTOR_KEYS)}
+    per_model = rest.pop("model", None) if _model_is_factor(config) else None
     flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
     per_source = {k: flat.pop(k) for k in sorted(_PER_SOURCE_KEYS) if k in flat}
     per_source.update(_flat(config.get("dataset") or {}, "dataset."))
     return {
         "condition": json.dumps(flat, sort_keys=True, default=str),
         "dataset_condition": json.dumps(per_source, sort_keys=True, default=str),
+        "model_condition": json.dumps(_flat(per_model or {}, "model."), sort_keys=True, default=str),
     }
 
 
@@ -547,6 +593,7 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
         "run_id",
         "source",
         "labels",
+        "model",
         "pair",
         "pair_index",
         "class_a",
@@ -574,6 +621,7 @@ def _metrics_table(runs: pd.DataFrame, maps: dict[str, np.ndarray], smooth: bool
         "run_id",
         "source",
         "labels",
+        "model",
         "pair",
         "pair_index",
         "class_a",
@@ -852,12 +900,19 @@ def _check_one_condition(records: list[dict]) -> None:
     """MixedConditions when the runs differ in a setting other than the design factors (``trainer.lr``,
     ``trainer.epochs``, ``model.hidden_size``, ...), or in their data set or batch size within one data
     source."""
-    groups = [("", lambda r: r["condition"])] + [
-        (f" (data source {source})", lambda r: r["dataset_condition"])
-        for source in sorted({r["source"] for r in records})
-    ]
-    for where, key in groups:
-        subset = [r for r in records if not where or where == f" (data source {r['source']})"]
+    groups = (
+        [("", lambda r: r["condition"], lambda r: True)]
+        + [
+            (f" (data source {source})", lambda r: r["dataset_condition"], lambda r, s=source: r["source"] == s)
+            for source in sorted({r["source"] for r in records})
+        ]
+        + [
+            (f" (model {model})", lambda r: r.get("model_condition", "{}"), lambda r, m=model: r["model"] == m)
+            for model in sorted({r["model"] for r in records})
+        ]
+    )
+    for where, key, member in groups:
+        subset = [r for r in records if member(r)]
         by_value: dict[str, list[dict]] = {}
         for record in subset:
             by_value.setdefault(key(record), []).append(record)

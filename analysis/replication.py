@@ -239,6 +239,24 @@ def _pair_means_welch(real: pd.DataFrame, metric: str) -> str:
     )
 
 
+def _pair_slopes_welch(real: pd.DataFrame, metric: str) -> str:
+    """An independent check of a difference in development: each class pair's own least-squares slope per epoch
+    (over its runs' rows), Welch's t test between the sources."""
+    sources = sorted(real["source"].unique())
+    if len(sources) != 2 or real["epoch"].nunique() < 2:
+        return ""
+    x = real["epoch"] - real.groupby(["source", "pair"])["epoch"].transform("mean")
+    y = real[metric] - real.groupby(["source", "pair"])[metric].transform("mean")
+    slopes = (x * y).groupby([real["source"], real["pair"]]).sum() / (x * x).groupby(
+        [real["source"], real["pair"]]
+    ).sum()
+    a, b = slopes.loc[sources[1]].to_numpy(), slopes.loc[sources[0]].to_numpy()
+    if a.size < 2 or b.size < 2:
+        return ""
+    res = sps.ttest_ind(a, b, equal_var=False)
+    return f"check: Welch t on class-pair slopes per epoch ({sources[1]} - {sources[0]}), p {_fmt_p(float(res.pvalue))}"
+
+
 def _pair_means_d(real: pd.DataFrame, metric: str, sources: list[str]) -> float:
     """Standardised difference of the sources' class-pair means (pooled SD): the pilot effect of claims 1, 3."""
     means = real.groupby(["source", "pair"])[metric].mean()
@@ -327,8 +345,8 @@ def _source_row(table, mixed, ols, units: Units, claim: str, metric: str, kind: 
         return _untestable(claim, metric, "", "model source_pairs not fitted (see Notes)", **base)
     found = fitted if kind == "lrt" else _source_effect(mixed, metric, kind, int(m["n_groups"]))
     notes = [found.pop("note")] if "note" in found else []
-    welch = _pair_means_welch(real, metric)
-    notes += [welch] if welch else []
+    checks = [_pair_means_welch(real, metric)] + ([_pair_slopes_welch(real, metric)] if kind != "level" else [])
+    notes += [c for c in checks if c]
     zero = _zero_components(mixed.models, metric, "source_pairs")
     notes += [f"singular fit: {m['on_boundary']}"] if zero else []
     converged = bool(m["converged"]) and found.pop("_converged", True)
@@ -526,8 +544,9 @@ def _dip_cells(real: pd.DataFrame, metric: str = "max") -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def _existence_rows(claim: str, cells: pd.DataFrame, units: Units, describe) -> list[dict]:
-    """One row per source from per-cell tests that share one Holm family; ``describe(best) -> fields``."""
+def _existence_rows(claim: str, cells: pd.DataFrame, units: Units, describe, check=None) -> list[dict]:
+    """One row per source from per-cell tests that share one Holm family; ``describe(part) -> (fields, best)``,
+    ``check(best) -> text`` an independent check of the best cell for the note."""
     cells = cells.assign(p_holm=holm(cells["p"].to_numpy()))
     m = int(cells["p"].notna().sum()) or max(len(cells), 1)  # the tests attempted, where none could run
     rows = []
@@ -553,7 +572,9 @@ def _existence_rows(claim: str, cells: pd.DataFrame, units: Units, describe) -> 
                 n=f"{units.per_pair(source)}, {part['epoch'].nunique()} epochs",
                 p_value=float(best["p"]) if best is not None else np.nan,
                 p_holm=float(best["p_holm"]) if best is not None else np.nan,
-                note=f"{n_sig} of {len(part)} cells Holm-significant; " + fields.pop("_note"),
+                note=f"{n_sig} of {len(part)} cells Holm-significant; "
+                + fields.pop("_note")
+                + (f"; {check(best)}" if check is not None and best is not None else ""),
                 _family=family,
                 _holm_done=True,
                 **fields,
@@ -601,8 +622,17 @@ def _non_monotonic_rows(table: pd.DataFrame, units: Units) -> list[dict]:
             for c, t in (("4a", PEAK_TEST), ("4b", DIP_TEST))
             for s in sorted(units.pairs)
         ]
+
+    def signed_rank(best) -> str:
+        d = real[(real["source"] == best["source"]) & (real["pair"] == best["pair"])]
+        wide = d.pivot_table(index="run", columns="epoch", values="max")
+        change = (wide[best["epoch"]] - wide[best["epoch"] - 1]).dropna().to_numpy()
+        if change.size < 2 or not np.any(change != 0):
+            return ""
+        return f"check: exact signed-rank p of that step {_fmt_p(float(sps.wilcoxon(change).pvalue))}"
+
     return _existence_rows("4a", _peak_cells(real), units, _describe_peaks) + _existence_rows(
-        "4b", _dip_cells(real), units, _describe_dips
+        "4b", _dip_cells(real), units, _describe_dips, signed_rank
     )
 
 
@@ -699,7 +729,13 @@ def _labels_row(table, mixed, ols, units: Units, source: str, metric: str, joine
     family = Family(
         "claim 5", LABELS_TEST, TWO_GROUPS, "shuffled run", n_shuffled, 0, n_other=n_pairs, pilot_d=found.pop("_d")
     )
-    notes = [f"SD real class-pair means {sd_real:.3g}, shuffled runs {sd_shuffled:.3g}"]
+    rank_sum = sps.mannwhitneyu(
+        shuffled, real_units, method="exact" if real_units.size + shuffled.size <= 60 else "auto"
+    )
+    notes = [
+        f"SD real class-pair means {sd_real:.3g}, shuffled runs {sd_shuffled:.3g}",
+        f"check: exact rank-sum p {_fmt_p(float(rank_sum.pvalue))}",
+    ]
     if joined > 0.5:
         notes.append(
             f"{joined:.0%} of the shuffled rows join several pair curves end to end: their start is the first "

@@ -7,10 +7,13 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
 
 
 def _unique_token() -> str:
@@ -18,8 +21,15 @@ def _unique_token() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key and the allowed values."""
+def _help_text(part: str) -> Callable[[], str]:
+    """``${lcm_config_groups:}`` / ``${lcm_config_keys:}`` in conf/hydra/help/lcm.yaml: generated from conf/."""
+
+    def text() -> str:
+        from . import command_help
+
+        return getattr(command_help, part)(Path(__file__).resolve().parent.parent / "conf")
+
+    return text
 
 
 OUTPUTS_ENV = "LCM_OUTPUTS"
@@ -48,19 +58,25 @@ def outputs_path(value: object) -> str:
 def register_resolvers() -> None:
     """``${lcm_unique:}`` in hydra.sweep.dir / hydra.run.dir: cached, so that the launch and its jobs (which
     get a copy of the launch's resolver cache) name the same folder; ``${lcm_outputs:}`` and ``${lcm_path:}``
-    (above)."""
+    (above); the help's generated parts, ``${lcm_config_groups:}`` and ``${lcm_config_keys:}``."""
     if not OmegaConf.has_resolver("lcm_unique"):
         OmegaConf.register_new_resolver("lcm_unique", _unique_token, use_cache=True)
     if not OmegaConf.has_resolver("lcm_outputs"):
         OmegaConf.register_new_resolver("lcm_outputs", outputs_default)
     if not OmegaConf.has_resolver("lcm_path"):
         OmegaConf.register_new_resolver("lcm_path", outputs_path)
+    for name, part in (("lcm_config_groups", "config_groups_text"), ("lcm_config_keys", "config_keys_text")):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, _help_text(part))
+    from .data.arrays import register_resolvers as register_arrays_resolver
+
+    register_arrays_resolver()  # ${lcm_arrays:...}: an arrays data set's class names, from its file
 
 
 register_resolvers()
 
 
-def config_error_in(exc: BaseException) -> ConfigError | None:
+def config_error_in(exc: BaseException | None) -> ConfigError | None:
     """The ConfigError behind ``exc`` (a resolver's refusal arrives wrapped in OmegaConf's error), or None."""
     seen = set()
     link: BaseException | None = exc
@@ -315,17 +331,21 @@ def check_wandb_mode() -> None:
 
 def check_added_keys(overrides, compose) -> None:
     """``+key=value`` (or ``++key`` for a key the config lacks) adds a key that no part of the pipeline reads
-    (a typo would otherwise pass silently); Hydra's own keys (``+hydra.launcher...``) may be added.
-    ``compose(overrides)`` composes a config (to see whether a ``++`` key exists without it)."""
+    (a typo would otherwise pass silently); Hydra's own keys (``+hydra.launcher...``) may be added, and so may
+    ``+model.<key>`` where the model is a user's module (``model._target_``): its constructor takes them,
+    and its signature is checked. ``compose(overrides)`` composes a config (to see whether a ``++`` key
+    exists without it)."""
     absent, base = object(), None
     for override in overrides:
         if override.startswith("+") and not override.lstrip("+").startswith("hydra"):
             key = override.lstrip("+").split("=", 1)[0]
-            if override.startswith("++"):
+            if override.startswith("++") or key.startswith("model."):
                 if base is None:
                     base = compose([o for o in overrides if not o.startswith("+")])
-                if OmegaConf.select(base, key, default=absent) is not absent:
+                if override.startswith("++") and OmegaConf.select(base, key, default=absent) is not absent:
                     continue  # ++ on a key that exists sets it
+                if key.startswith("model.") and OmegaConf.select(base, "model._target_", default=None) is not None:
+                    continue  # an argument of the user's module
             raise ConfigError(
                 f"{override}: adds the key {key}, which no part of the pipeline reads; the keys that "
                 f"can be set are those of `python -m pipeline --cfg job` (without +)"

@@ -111,7 +111,7 @@ def _check_applies(cfg, unit: str, study_sources: Sequence[str] | None, epochs: 
         if unknown and study_sources is not None:
             raise ConfigError(
                 f"deficit.sources={list(sources)!r}: {', '.join(unknown)} is not a data source of the study "
-                f"(its sources: {', '.join(study_sources)}); the deficit would apply to no run"
+                f"(its sources: {', '.join(study_sources or [])}); the deficit would apply to no run"
             )
     length, onset = _int(cfg, "length", 0, 0), _int(cfg, "onset", 0, 0)
     if length == 0:

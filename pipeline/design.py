@@ -38,10 +38,12 @@ class Cell:
         ]
 
     def label(self) -> str:
-        """Human-readable: ``gesture/pair 3`` for the headline study, ``depth=4, onset=0`` otherwise."""
+        """Human-readable: ``gesture/pair 3`` for the headline study, ``gesture/pair 3, model=gru`` for a
+        study crossing it with other factors, ``depth=4, onset=0`` otherwise."""
         values = self.as_dict()
-        if set(values) == {"data_source", "pair"}:
-            return f"{values['data_source']}/pair {values['pair']}"
+        if {"data_source", "pair"} <= set(values):
+            others = [f"{key.split('.')[-1]}={value}" for key, value in self.factors if key not in SOURCE_PAIR]
+            return ", ".join([f"{values['data_source']}/pair {values['pair']}", *others])
         return ", ".join(f"{key.split('.')[-1]}={value}" for key, value in self.factors)
 
 
@@ -62,27 +64,46 @@ def factor_keys(study_cfg: Mapping[str, Any]) -> list[str]:
     return [str(k) for k in study_cfg["factors"]]
 
 
+SOURCE_PAIR = ("data_source", "pair")
+
+
+def crosses_source_pairs(keys: Sequence[str]) -> bool:
+    """A study whose factors end with data source and class pair: its cells are the (source, pair) grid of
+    its ``data_sources``, crossed with the levels of any factors before them (``[model, data_source, pair]``)."""
+    return tuple(keys[-2:]) == SOURCE_PAIR and not set(keys[:-2]) & set(SOURCE_PAIR)
+
+
 def study_cells(study_cfg: Mapping[str, Any], pairs_per_source: Mapping[str, int] | None = None) -> list[Cell]:
-    """Every cell of the study, in design order."""
+    """Every cell of the study, in design order: every combination of the factors' levels, the last factor
+    varying fastest; in a study over data sources and class pairs the other factors vary fastest (seeds 0,
+    1, 2 of an architecture study are its three models on one class pair, so that a partial sweep compares
+    them on the same pairs)."""
     keys = factor_keys(study_cfg)
+    levels = study_cfg.get("levels") or {}
     if study_cfg.get("data_sources"):
-        if keys != ["data_source", "pair"]:
-            raise ValueError("a study with data_sources must have factors [data_source, pair]")
+        if not crosses_source_pairs(keys):
+            raise ValueError("a study with data_sources must have factors [..., data_source, pair]")
         if pairs_per_source is None:
             raise ValueError("a study with data_sources needs the number of class pairs of each data source")
+        others = keys[:-2]
+        _require_levels(study_cfg, others, levels)
         return [
-            Cell.of(data_source=source, pair=pair)
+            Cell(tuple(zip(others, combo)) + (("data_source", source), ("pair", pair)))
             for source in study_cfg["data_sources"]
             for pair in range(pairs_per_source[source])
+            for combo in itertools.product(*(list(levels[k]) for k in others))
         ]
-    levels = study_cfg.get("levels") or {}
+    _require_levels(study_cfg, keys, levels)
+    return [Cell(tuple(zip(keys, combo))) for combo in itertools.product(*(list(levels[k]) for k in keys))]
+
+
+def _require_levels(study_cfg: Mapping[str, Any], keys: Sequence[str], levels: Mapping[str, Any]) -> None:
     missing = [key for key in keys if key not in levels]
     if missing:
         raise ValueError(
             f"study {study_cfg.get('name')!r} declares no levels for {', '.join(missing)}: "
             f"add study.levels or give the factor on the command line"
         )
-    return [Cell(tuple(zip(keys, combo))) for combo in itertools.product(*(list(levels[k]) for k in keys))]
 
 
 def assign(seed: int, cells: Sequence[Cell]) -> tuple[Cell, int]:
@@ -102,8 +123,12 @@ def is_explicit(task_overrides: Iterable[str], keys: Iterable[str] = ("data_sour
     return any(override_key(o) in keys for o in task_overrides)
 
 
-def run_seed(cell: Cell, replicate: int, labels: str = "real") -> int:
-    """The 32-bit seed of every random choice of a run, from its design identity."""
+def run_seed(cell: Cell, replicate: int, labels: str = "real", paired_over: Sequence[str] = ()) -> int:
+    """The 32-bit seed of every random choice of a run, from its design identity. Factors in ``paired_over``
+    (``study.paired_over``, e.g. ``[model]``) are left out, so that runs differing only in them share their
+    random choices (splits, batch order, the initial weights' seed): a paired design."""
+    if paired_over:
+        cell = Cell(tuple((key, value) for key, value in cell.factors if key not in paired_over))
     cell_code = zlib.crc32(json.dumps(cell.factors, sort_keys=False, default=str).encode())
     entropy = [cell_code, int(replicate), 0 if labels == "real" else 1]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])

@@ -10,6 +10,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from .config import as_dict
+from .design import crosses_source_pairs
 
 # Keys that change where or how a run is executed or mirrored, not what it computes.
 # (`pair` and `seed` are replaced by the design block, which is the same
@@ -66,10 +67,16 @@ def config_hash(cfg: DictConfig, runner=None) -> str:
 
 
 def run_id(cfg: DictConfig, runner=None) -> str:
-    """``gesture-p03-r002-<hash>`` (headline), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
+    """``gesture-p03-r002-<hash>`` (headline), ``gesture-p03-gru-r002-<hash>`` (the headline grid crossed
+    with a config-group factor, model=gru), ``<study>-depth4-onset0-r002-<hash>`` (others)."""
     d = cfg.design
-    if list(cfg.study.factors) == ["data_source", "pair"]:
-        cell = f"{d.data_source}-p{int(d.pair):02d}"
+    factors = [str(key) for key in cfg.study.factors]
+    if crosses_source_pairs(factors):
+        others = [
+            str(d.get(key)) if OmegaConf.is_dict(cfg.get(key)) else f"{key.split('.')[-1]}{d.get(key)}"
+            for key in factors[:-2]
+        ]
+        cell = re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join([f"{d.data_source}-p{int(d.pair):02d}", *others]))
     else:
         parts = [cfg.study.name] + [
             f"{key.split('.')[-1]}{OmegaConf.select(d, key, default=d.get(key))}" for key in cfg.study.factors

@@ -79,7 +79,7 @@ def with_design(cfg: DictConfig, design: Design, runner: StudyRunner) -> DictCon
             "participant": design.participant,
             "assignment": design.assignment,
             "labels": labels,
-            "rng_seed": run_seed(design.cell, design.replicate, labels),
+            "rng_seed": run_seed(design.cell, design.replicate, labels, list(cfg.study.get("paired_over") or ())),
         }
         cfg.design.update(runner.design_extras(cfg, design))
     return cfg
@@ -92,8 +92,9 @@ def factor_value(cfg: DictConfig, key: str):
 
 
 def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> dict[str, int]:
-    """Class pairs of each data source of the study: its chosen or default data set decides."""
-    keep = [o for o in overrides if override_key(o) == "study"]
+    """Class pairs of each data source of the study: its chosen or default data set decides (composed with the
+    study and Hydra's own overrides, hydra.searchpath among them: a data source may live in the user's configs)."""
+    keep = [o for o in overrides if override_key(o) == "study" or override_key(o).startswith("hydra.")]
     counts = {}
     for source in cfg.study.data_sources:
         if source == cfg.data_source.name:
@@ -107,15 +108,11 @@ def pairs_per_source(cfg: DictConfig, overrides: Sequence[str], compose: Compose
 def cells_of(cfg: DictConfig, overrides: Sequence[str], compose: Compose) -> list[Cell]:
     """Every design cell of the run's study, in design order."""
     study = as_dict(cfg.study)
-    if study.get("data_sources"):
-        if cfg.data_source.name not in study["data_sources"]:
-            raise ConfigError(
-                f"data_source={cfg.data_source.name} is not in study {study['name']!r} "
-                f"(its data sources: {', '.join(study['data_sources'])})"
-            )
-        return study_cells(study, pairs_per_source(cfg, overrides, compose))
     try:
-        return study_cells(study)
+        # a counterbalanced run's data source is its cell's (the default one need not be in the study: a study
+        # of the user's own data sources); an explicit data_source outside the study is the runner's to refuse
+        counts = pairs_per_source(cfg, overrides, compose) if study.get("data_sources") else None
+        return study_cells(study, counts)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -238,15 +235,18 @@ class SharedCompose:
     against the frozen run id, so a difference here could only make a run refuse, never run the wrong thing.
     """
 
-    def __init__(self, config_loader: Any, config_name: str, run_mode: Any):
+    def __init__(self, config_loader: Any, config_name: str, run_mode: Any, hydra_overrides: Sequence[str] = ()):
         self.loader, self.config_name, self.run_mode = config_loader, config_name, run_mode
+        # the launch's own hydra.* overrides (hydra.searchpath: the user's config folders), which Hydra adds
+        # to every job's composition as its load_sweep_config does
+        self.hydra_overrides = list(hydra_overrides)
         self.parser = OverridesParser.create(config_loader=config_loader)
         self._bases: dict[tuple, DictConfig] = {}
 
     def full(self, overrides: Sequence[str]) -> DictConfig:
         return without_hydra(
             self.loader.load_configuration(
-                config_name=self.config_name, overrides=list(overrides), run_mode=self.run_mode
+                config_name=self.config_name, overrides=[*self.hydra_overrides, *overrides], run_mode=self.run_mode
             )
         )
 

@@ -31,12 +31,13 @@ from .schema import (
     RECORDED_STATES,
     RUNNING,
     STATUS,
+    STATUS_RESERVE,
     SUMMARY,
     table_file,
 )
 
-# space set aside for the last status of a run that fails on a full disk (a traceback takes a few KB)
-RESERVE = ".status.reserve"
+# space set aside (schema.STATUS_RESERVE) for the last status of a run that fails on a full disk (a traceback
+# takes a few KB)
 RESERVE_BYTES = 64 << 10
 
 
@@ -71,11 +72,11 @@ class RunRecord:
                 raise
             self._status_in_reserve(status)
         if state != RUNNING:
-            (self.dir / RESERVE).unlink(missing_ok=True)
+            (self.dir / STATUS_RESERVE).unlink(missing_ok=True)
 
     def _set_aside(self) -> None:
         """Disk space for the last status (allocated now, while there is space)."""
-        fd = os.open(self.dir / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.dir / STATUS_RESERVE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             try:
                 os.posix_fallocate(fd, 0, RESERVE_BYTES)
@@ -93,7 +94,7 @@ class RunRecord:
             status["traceback"] = str(status.get("traceback", ""))[-RESERVE_BYTES // 2 :]
             text = json.dumps(status, indent=2, sort_keys=True, default=str)[: RESERVE_BYTES - 1] + "\n"
         data = text.encode()
-        reserve = self.dir / RESERVE
+        reserve = self.dir / STATUS_RESERVE
         fd = os.open(reserve, os.O_WRONLY | os.O_CLOEXEC)  # FileNotFoundError: nothing was set aside
         try:
             os.pwrite(fd, data, 0)
@@ -124,6 +125,10 @@ class RunRecord:
         atomic_write_parquet(self.dir / READOUTS, readouts)
         atomic_write_json(self.dir / SUMMARY, summary)
         self._written.extend([*(table_file(name) for name in tables or {}), CURVES, READOUTS, SUMMARY])
+
+    def write_summary(self, summary: dict) -> None:
+        """Rewrite summary.json (before ``mark_done``, which checksums it)."""
+        atomic_write_json(self.dir / SUMMARY, summary)
 
     def mark_done(self, **extra: Any) -> None:
         # what was written, so that a later reader can tell a damaged record from a done one

@@ -149,7 +149,7 @@ def _check_probe_layers(cfg: DictConfig, data) -> None:
     model = build_model(cfg.model, int(time_slices), int(n_features))
     try:
         if spectrum.get("enabled") and spectrum.get("layers"):
-            GroupGradients(model, list(spectrum.layers))
+            GroupGradients(model, list(spectrum["layers"]))
         if structure.get("enabled"):
             layer_names(model, structure.get("layers", "auto"))
     except ValueError as exc:  # the probes' own messages name the key and the model's layers

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # The project's version, written into every summary.json. Its minor number changes whenever the record
 # format or the run ids change (what a reader of older records must know: CHANGELOG.md), its patch
 # number for any other release; tests/test_version.py fails when run ids or the schema change without it.
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 
 # ---------------------------------------------------------------------------
 # Layout: <root>/<study>/runs/<run_id>/ and <root>/<study>/plans/
@@ -110,6 +110,7 @@ SUMMARY = "summary.json"  # identity, final figures, durations, record version
 LOG = "run.log"
 CLAIM = "claim.json"  # present while a process owns the run
 CLAIM_LOCK = ".claim.lock"  # never removed: removing a lock file races with its next user
+STATUS_RESERVE = ".status.reserve"  # disk space set aside while the run runs: its last status on a full disk
 # written by every run before it is done (records older than status.json's "files" are checked for these)
 CORE_FILES = (CONFIG, CURVES, READOUTS, SUMMARY)
 

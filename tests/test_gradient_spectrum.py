@@ -289,7 +289,7 @@ def test_headline_sweep_with_the_probe_and_the_spectra_section(tmp_path):
     assert "Gradient spectra by group" in html and "data:image/png;base64," in html
     tests = pd.read_csv(out / "spectra_group_tests.csv")
     assert {"cell", "layer", "epoch", "stat", "p", "p_holm", "n_runs"} <= set(tests.columns)
-    assert set(tests.cell) == {"gesture/pair 0"} and (tests.n_runs == 2).all()
+    assert set(tests.cell) == {"gesture/pair 0, real labels"} and (tests.n_runs == 2).all()
     tested = tests[tests.p.notna()]
     assert len(tested) and (tested.p_holm >= tested.p - 1e-12).all()
     assert set(tested.layer) >= {"lstm.weight_hh_l0"} and set(tested.epoch) == {1, 2}
@@ -331,7 +331,7 @@ def test_spectra_min_p_per_family():
     floors = spectra_min_p(tested).set_index("family")
     rank = floors.loc["gradient effective_rank"]
     # the case: 5 groups, 4 replicates, 54 tests -> 0.0030 raw, never below 0.05 after Holm
-    assert rank.rank_test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
+    assert rank.test == "Friedman, 5 groups" and rank.smallest_p == pytest.approx(0.0030, abs=5e-5)
     assert not rank["can_reject_at_0.05"]
     sv = floors.loc["gradient sv1"]
     assert sv.smallest_p == pytest.approx(2 / 64) and sv.smallest_p_after_holm == pytest.approx(4 / 64)

@@ -224,7 +224,8 @@ def _fill(folder: Path) -> None:
 def test_a_run_failing_on_a_full_disk_leaves_a_status_that_says_so(small_disk):
     import pandas as pd
 
-    from pipeline.record import RESERVE, RunRecord
+    from pipeline.record import RunRecord
+    from pipeline.schema import STATUS_RESERVE
 
     record = RunRecord(small_disk / "r", "r")
     record.write_config("x: 1\n")
@@ -236,7 +237,7 @@ def test_a_run_failing_on_a_full_disk_leaves_a_status_that_says_so(small_disk):
     status = read_status(small_disk / "r")
     assert status["state"] == "failed" and "No space left on device" in status["error"]
     assert "full disk" in status["note"] and "Traceback" in status["traceback"]
-    assert not (small_disk / "r" / RESERVE).exists()
+    assert not (small_disk / "r" / STATUS_RESERVE).exists()
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from pipeline.config import ConfigError
 from pipeline.model import SequenceClassifier
 from pipeline.splits import RunSplits
 from pipeline.train import batch_bounds, train_run
-from tests.conftest import run_config
+from tests.helpers import run_config
 
 
 def _splits(n: int = 40, time_slices: int = 5, n_features: int = 3) -> RunSplits:

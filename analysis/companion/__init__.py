@@ -1,6 +1,6 @@
 """Report sections of the companion studies (docs/science.md section 2), never importing torch.
 
-Each module's ``section(study_dir, out_dir)`` reads the done runs under ``study_dir/runs/`` and returns
+Each module's ``section(study_dir, out_dir, where=None)`` reads the done runs under ``study_dir/runs/`` and returns
 ``{"title", "html" (an HTML fragment, markupsafe.Markup), "tables": {name: DataFrame}}``.
 """
 
@@ -16,6 +16,8 @@ import yaml
 
 from pipeline.runfolder import atomic_write_csv
 from pipeline.schema import CONFIG, DONE, STATUS, run_folders, study_folder, study_folders, table_file
+
+from .common import MixedConditions, para
 
 SECTION_MODULES = {
     "critical_pathways": "critical",
@@ -38,11 +40,13 @@ def study_runner(study_dir: Path) -> str | None:
     return None
 
 
-def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
-    """Every companion section that the studies under ``root`` call for.
+def companion_sections(root: Path, study: str | None, out: Path, where: dict[str, str] | None = None) -> list[dict]:
+    """Every companion section that the studies under ``root`` call for (``where``: KEY=VALUE selections of
+    runs, the --where option).
 
     A section that fails is reported as a section holding its error, so that
-    a broken companion analysis is seen in the report instead of hidden.
+    a broken companion analysis is seen in the report instead of hidden; one whose runs mix conditions
+    says which keys differ and how to select one.
     """
     root = Path(root)
     studies = [study_folder(root, study)] if study else study_folders(root)
@@ -60,7 +64,14 @@ def companion_sections(root: Path, study: str | None, out: Path) -> list[dict]:
             target.mkdir(parents=True, exist_ok=True)
             try:
                 module = importlib.import_module(f"{__name__}.{name}")
-                section = module.section(study_dir, target)
+                section = module.section(study_dir, target, where=where)
+            except MixedConditions as exc:
+                section = {
+                    "title": f"{study_dir.name}: the {name} analysis refused to pool different conditions",
+                    "html": para(str(exc)),
+                    "tables": {},
+                    "error": f"MixedConditions: {exc}",
+                }
             except Exception as exc:
                 from .common import error_html
 

@@ -9,6 +9,7 @@ import io
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
 from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY, run_folders, table_file
 
@@ -108,6 +110,48 @@ def figure_html(uri: str, caption: str) -> Markup:
     return Markup(render("companion_figure.html.j2", uri=uri, caption=caption))
 
 
+CLAIM_COLUMNS = [
+    "claim",
+    "our test",
+    "unit",
+    "n",
+    "tests in family",
+    "p (Holm)",
+    "smallest attainable p (Holm)",
+    "verdict",
+    "numbers",
+]
+
+
+def claim_row(
+    claim: str, test: str, family, *, holds: bool | None, p_holm: float = math.nan, numbers: str = "", n=None
+) -> dict:
+    """One claim of a companion study, its test and the verdict by the replicate rule (power.Family): 'holds'
+    / 'does not hold' where the family can decide, 'underpowered (n = ..., needs >= ...)' where its smallest
+    attainable p after Holm is 0.05 or above, 'not measured' where ``holds`` is None."""
+    if holds is None:
+        verdict = "not measured"
+    elif family is not None and not family.decidable:
+        verdict = family.underpowered(None if n is None else str(n))
+    else:
+        verdict = "holds" if holds else "does not hold"
+    return {
+        "claim": claim,
+        "our test": test,
+        "unit": family.unit if family is not None else "",
+        "n": (n if n is not None else family.n) if family is not None else "",
+        "tests in family": family.m if family is not None else "",
+        "p (Holm)": p_holm,
+        "smallest attainable p (Holm)": family.floor_holm if family is not None else math.nan,
+        "verdict": verdict,
+        "numbers": numbers,
+    }
+
+
+def claims_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
 def check_row(check: str, passed: bool | None, measured: str, criterion: str) -> dict:
     verdict = "not measured" if passed is None else ("holds" if passed else "does NOT hold")
     return {"check": check, "result": verdict, "measured": measured, "criterion": criterion}
@@ -128,31 +172,230 @@ def write_outputs(section: dict, out_dir: Path, stem: str) -> Path:
     return page
 
 
+WHERE_HELP = (
+    "only the runs whose config.yaml has KEY = VALUE (dotted key, e.g. probe.gradient_spectrum.enabled=true); "
+    "repeat for several keys. Runs of one study that differ in a setting beyond the study's factors are not "
+    "replicates of one condition: the analysis refuses to pool them and names the keys to select on"
+)
+
+
+def parse_where(items) -> dict[str, str]:
+    """``["a.b=1", ...]`` -> ``{"a.b": "1"}`` (the --where option)."""
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--where {item!r}: expected KEY=VALUE, e.g. probe.gradient_spectrum.enabled=true")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def main_cli(
-    argv, *, prog: str, stem: str, build: Callable[[Path, str | None, Path], dict], default_study: str | None
+    argv,
+    *,
+    prog: str,
+    stem: str,
+    build: Callable[[Path, str | None, Path, dict], dict],
+    default_study: str | None,
 ) -> int:
-    """The CLI of a section: ``--root`` outputs, ``--study`` folder, ``--out`` (default <root>/companion);
-    ``build(root, study, out)`` makes the section."""
+    """The CLI of a section: ``--root`` outputs, ``--study`` folder, ``--out`` (default <root>/companion),
+    ``--where KEY=VALUE``; ``build(root, study, out, where)`` makes the section."""
     parser = argparse.ArgumentParser(
         prog=prog, description=f"Write {stem}.html (figures, checks) and its tables (CSV)."
     )
     parser.add_argument("--root", default=os.environ.get("LCM_OUTPUTS", "outputs"), help="outputs root")
     parser.add_argument("--study", default=default_study, help="study folder under the root")
     parser.add_argument("--out", default=None, help="output folder (default: <root>/companion)")
+    parser.add_argument("--where", action="append", metavar="KEY=VALUE", default=[], help=WHERE_HELP)
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     out = Path(args.out) if args.out else root / "companion"
-    result = build(root, args.study, out)
+    try:
+        result = build(root, args.study, out, parse_where(args.where))
+    except MixedConditions as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     page = write_outputs(result, out, stem)
     print(f"{result['title']}: {page}")
     return 0
 
 
+# ---------------------------------------------------------------------------
+# one condition per analysis
+# ---------------------------------------------------------------------------
+
+
+class MixedConditions(RuntimeError):
+    """Done runs of one study whose settings differ beyond the study's factors (the message names the keys
+    and the --where selection that keeps one condition)."""
+
+
+# The top-level keys each study's runner ignores (pipeline/studies/*: ``ignored_keys``; read here without
+# importing the runners, which bring torch; tests/test_companion_conditions.py holds the two equal).
+_HEADLINE_GROUPS = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
+IGNORED_KEYS = {
+    "sequence": (),
+    "multitask": _HEADLINE_GROUPS,
+    "critical_pathways": _HEADLINE_GROUPS,
+    "critical_matrix_completion": _HEADLINE_GROUPS,
+    "dense_sample": tuple(k for k in _HEADLINE_GROUPS if k != "probe"),
+}
+# the headline study's design (compared as cells, not conditions) and what each data source sets for itself
+_HEADLINE_DESIGN = ("data_source", "dataset", "labels", "pair")
+_PER_SOURCE = ("trainer.batch_size",)
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _text(value) -> str:
+    """A config value as a --where value is written: true, false, null, 0.001, [1, 2]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
+
+
+def run_condition(config: dict) -> dict[str, str]:
+    """What a run computed beyond its design cell and replicate, as flat ``key -> value`` text: the config
+    without what leaves the run id alone (pipeline.identity), the keys its runner ignores, the study's factors
+    and grid, switched-off probes and a deficit that is off. Runs whose conditions differ are not replicates."""
+    study = config.get("study") or {}
+    runner = str(study.get("runner", ""))
+    drop = {*NON_SEMANTIC_TOP, "design", *IGNORED_KEYS.get(runner, ())}
+    if runner == "sequence":
+        drop |= set(_HEADLINE_DESIGN)
+    rest = {k: v for k, v in config.items() if k not in drop}
+    if isinstance(rest.get("probe"), dict):
+        rest["probe"] = {
+            name: opts
+            for name, opts in rest["probe"].items()
+            if not (isinstance(opts, dict) and opts.get("enabled") is False)
+        }
+    if isinstance(rest.get("deficit"), dict) and rest["deficit"].get("kind") == "none":
+        rest.pop("deficit")
+    skip = {*(f"trainer.{k}" for k in NON_SEMANTIC_TRAINER), "probe.knn.gram_precision", *_PER_SOURCE}
+    skip |= {str(f) for f in study.get("factors") or []}
+    flat = _flat(rest)
+    return {
+        k: _text(v)
+        for k, v in flat.items()
+        if k not in skip and not k.startswith(("study.levels.", "study.data_sources")) and k != "study.levels"
+    }
+
+
+def _per_source_condition(config: dict) -> dict[str, str]:
+    """The settings of a headline run that its data source sets (its data set and batch size)."""
+    flat = _flat({"dataset": config.get("dataset") or {}, "trainer": config.get("trainer") or {}})
+    return {k: _text(v) for k, v in flat.items() if k.startswith("dataset.") or k in _PER_SOURCE}
+
+
+def _selected(config: dict, where: dict[str, str]) -> str | None:
+    """None when the run's config matches every KEY=VALUE of ``where``; else the first that it does not."""
+    flat = _flat(config)
+    for key, value in where.items():
+        if key not in flat or _text(flat[key]).lower() != value.lower():
+            return f"{key}={value}"
+    return None
+
+
+def _split_key(groups: dict[str, list[dict]], keys: list[str]) -> str | None:
+    """A key whose raw config value is constant within each group and differs between them: what --where
+    selects a group by (a probe switched off has enabled=false in its config, not the probe's options)."""
+    for key in keys:
+        values = []
+        for runs in groups.values():
+            seen = {_text(_flat(r["config"]).get(key)) for r in runs}
+            if len(seen) != 1:
+                break
+            values.append(seen.pop())
+        else:
+            if len(set(values)) == len(values):
+                return key
+    return None
+
+
+def check_one_condition(runs: list[dict], study: str) -> None:
+    """MixedConditions when ``runs`` (of ``done_runs``) differ in a setting beyond the study's factors, or, in a
+    headline study, in their data set or batch size within one data source."""
+    checks = [("", lambda r: run_condition(r["config"]), runs)]
+    for source in sorted({str(r["design"].get("data_source")) for r in runs if r["design"].get("data_source")}):
+        subset = [r for r in runs if str(r["design"].get("data_source")) == source]
+        checks.append((f" of data source {source}", lambda r: _per_source_condition(r["config"]), subset))
+    for where, condition, subset in checks:
+        groups: dict[str, list[dict]] = {}
+        for run in subset:
+            groups.setdefault(json.dumps(condition(run), sort_keys=True), []).append(run)
+        if len(groups) > 1:
+            raise MixedConditions(_mixed_message(groups, study, where))
+
+
+def _mixed_message(groups: dict[str, list[dict]], study: str, where: str) -> str:
+    flats = [json.loads(k) for k in groups]
+    # a probe or option switched on or off shows as its "enabled" key first
+    keys = sorted(
+        {k for f in flats for k in f if len({f_.get(k) for f_ in flats}) > 1},
+        key=lambda k: (not k.endswith(".enabled"), k),
+    )
+    listing = "; ".join(
+        f"{len(runs)} run(s) with "
+        + ", ".join(f"{k}={flat.get(k, '(absent)')}" for k in keys[:4])
+        + f" (e.g. {runs[0]['run_id']})"
+        for flat, runs in zip(flats, groups.values())
+    )
+    key = _split_key(groups, keys) or _split_key(
+        groups, sorted({k for r in groups.values() for k in _flat(r[0]["config"])})
+    )
+    choose = (
+        f"--where {key}=VALUE ("
+        + ", ".join(f"{_text(_flat(r[0]['config']).get(key))}: {len(r)} runs" for r in groups.values())
+        + ")"
+        if key
+        else "--where KEY=VALUE"
+    )
+    return (
+        f"the done runs of {study}{where} differ in settings beyond the study's factors, so they are not "
+        f"replicates of one condition: {listing}. Analyse one condition at a time with {choose} (python -m "
+        "analysis, or the section's own command), or keep each condition under its own outputs root."
+    )
+
+
 def done_runs(
-    study_dir: Path, tables: tuple[str, ...], *, missing_note: str = "", summary_required: bool = True
+    study_dir: Path,
+    tables: tuple[str, ...],
+    *,
+    missing_note: str = "",
+    summary_required: bool = True,
+    where: dict[str, str] | None = None,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Done runs holding every ``<table>.parquet``: [{run_id, dir, design, summary, config, <table>...}],
-    and the folders skipped with the reason (``missing_note`` is added to "no <table>.parquet")."""
+    and the folders skipped with the reason (``missing_note`` is added to "no <table>.parquet"). ``where``
+    keeps the runs whose config has each KEY = VALUE; the runs kept must be of one condition
+    (``check_one_condition``: MixedConditions otherwise)."""
+    runs, skipped = _read_done_runs(study_dir, tables, missing_note, summary_required)
+    if where:
+        kept = []
+        for run in runs:
+            unmatched = _selected(run["config"], where)
+            if unmatched:
+                skipped.append((run["run_id"], f"not selected (--where {unmatched})"))
+            else:
+                kept.append(run)
+        runs = kept
+    check_one_condition(runs, Path(study_dir).name)
+    return runs, skipped
+
+
+def _read_done_runs(
+    study_dir: Path, tables: tuple[str, ...], missing_note: str, summary_required: bool
+) -> tuple[list[dict], list[tuple[str, str]]]:
     runs, skipped = [], []
     for run_dir in run_folders(study_dir):
         try:

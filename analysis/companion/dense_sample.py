@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .common import (
+    claim_row,
+    claims_frame,
     done_runs,
     figure_html,
     main_cli,
@@ -30,6 +33,7 @@ from .common import (
     summarise,
     table_html,
 )
+from .power import ONE_SAMPLE, Family, holm, rule_table, sign_flip_p, standardised_mean
 
 TABLE = "category_structure"
 TITLE = "Category structure in the dense-sample study"
@@ -87,37 +91,44 @@ def layer_timing(sep: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _table_or_empty(run: dict, table: str) -> pd.DataFrame:
-    """A run's ``<table>.parquet``, or an empty frame where the run has none."""
-    frame = read_table(run, table)
-    return frame if frame is not None else pd.DataFrame()
+def _per_run_rhos(t: pd.DataFrame) -> np.ndarray:
+    from scipy import stats
+
+    rhos = []
+    for _, part in t.groupby("run_id"):
+        if part.layer_index.nunique() >= 3 and part.t50_step.nunique() > 1:
+            rhos.append(stats.spearmanr(part.layer_index, part.t50_step)[0])
+    return np.asarray([r for r in rhos if np.isfinite(r)])
+
+
+def _one_sample_row(test: str, values: np.ndarray) -> dict:
+    """The test actually run is the exact sign-flip test of the mean; the t test's p is kept beside it."""
+    from scipy import stats
+
+    t_p = float(stats.ttest_1samp(values, 0.0).pvalue) if values.std() > 0 else (1.0 if not values.any() else np.nan)
+    return {
+        "test": test,
+        "n": len(values),
+        "statistic": float(values.mean()),
+        "p": sign_flip_p(values),
+        "p_t": t_p,
+        "d": standardised_mean(values),
+    }
+
+
+HEADLINE_TIMING = "Spearman rho of depth vs t50 within each run; mean over runs (exact sign-flip)"
 
 
 def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
+    """Does separability rise earlier in later layers? The within-run rank correlation of depth with t50 (the
+    headline test), a pooled one (descriptive) and the paired t50(last layer) - t50(first layer)."""
     from scipy import stats
 
     t = timing[(timing.layer != "input") & timing.t50_step.notna() & (timing.max_gain > 0)]
     rows = []
-    rhos: list[float] = []
-    for _, part in t.groupby("run_id"):
-        if part.layer_index.nunique() >= 3 and part.t50_step.nunique() > 1:
-            rhos.append(stats.spearmanr(part.layer_index, part.t50_step)[0])
-    per_run = np.asarray([r for r in rhos if np.isfinite(r)])
+    per_run = _per_run_rhos(t)
     if len(per_run) >= 2:
-        res = stats.ttest_1samp(per_run, 0.0) if per_run.std() > 0 else None
-        try:
-            pw = float(stats.wilcoxon(per_run).pvalue) if np.any(per_run != 0) else np.nan
-        except ValueError:
-            pw = np.nan
-        rows.append(
-            {
-                "test": "Spearman rho of depth vs t50 within each run; mean over runs (t-test)",
-                "n": len(per_run),
-                "statistic": float(per_run.mean()),
-                "p": float(res.pvalue) if res is not None else np.nan,
-                "p_wilcoxon": pw,
-            }
-        )
+        rows.append(_one_sample_row(HEADLINE_TIMING, per_run))
     if len(t) >= 3 and t.layer_index.nunique() >= 2:
         rho, p = stats.spearmanr(t.layer_index, t.t50_step)
         rows.append(
@@ -130,84 +141,86 @@ def timing_tests(timing: pd.DataFrame) -> pd.DataFrame:
         )
     wide = t.pivot_table(index="run_id", columns="layer_index", values="t50_step").dropna(axis=0)
     if wide.shape[1] >= 2 and len(wide) >= 2:
-        first, last = wide[wide.columns.min()], wide[wide.columns.max()]
-        diff = (last - first).to_numpy()
-        res = stats.ttest_1samp(diff, 0.0) if diff.std() > 0 else None
-        try:
-            pw = float(stats.wilcoxon(diff).pvalue) if np.any(diff != 0) else np.nan
-        except ValueError:
-            pw = np.nan
-        rows.append(
-            {
-                "test": "paired: t50(last layer) - t50(first layer)",
-                "n": len(diff),
-                "statistic": float(diff.mean()),
-                "p": float(res.pvalue) if res is not None else (1.0 if not diff.any() else np.nan),
-                "p_wilcoxon": pw,
-            }
-        )
-    return pd.DataFrame(rows)
+        diff = (wide[wide.columns.max()] - wide[wide.columns.min()]).to_numpy()
+        rows.append(_one_sample_row("paired: t50(last layer) - t50(first layer) (exact sign-flip)", diff))
+    return pd.DataFrame(rows, columns=["test", "n", "statistic", "p", "p_t", "d"])
 
 
 def emergence_tests(timing: pd.DataFrame) -> pd.DataFrame:
-    """Per layer after the input: does the between/within ratio rise from initialisation to the end?"""
+    """Per layer after the input: does the between/within ratio rise from initialisation to the end? The exact
+    sign-flip test of the mean gain across runs (its t p beside it), Holm over the layers."""
     from scipy import stats
-
-    from .power import holm
 
     rows = []
     for (_layer_index, layer), part in timing[timing.layer != "input"].groupby(["layer_index", "layer"]):
         gain = (part.ratio_final - part.ratio_init).to_numpy(dtype=float)
         n = len(gain)
         t_p = float(stats.ttest_1samp(gain, 0.0).pvalue) if n >= 2 and gain.std() > 0 else math.nan
-        w_p = float(stats.wilcoxon(gain).pvalue) if n >= 2 and np.any(gain != 0) else math.nan
-        rows.append({"layer": layer, "n_runs": n, "gain_mean": float(gain.mean()), "t_p": t_p, "signed_rank_p": w_p})
-    frame = pd.DataFrame(rows, columns=["layer", "n_runs", "gain_mean", "t_p", "signed_rank_p"])
-    frame["p_holm"] = holm(frame.t_p) if len(frame) else []
+        row = {"layer": layer, "n_runs": n, "gain_mean": float(gain.mean()), "d": standardised_mean(gain)}
+        rows.append({**row, "sign_flip_p": sign_flip_p(gain), "t_p": t_p})
+    frame = pd.DataFrame(rows, columns=["layer", "n_runs", "gain_mean", "d", "sign_flip_p", "t_p"])
+    frame["p_holm"] = holm(frame.sign_flip_p) if len(frame) else []
     return frame
 
 
+def dense_families(emergence: pd.DataFrame, tests: pd.DataFrame) -> dict[str, Family]:
+    out = {}
+    if len(emergence):
+        out["emergence"] = Family(
+            "category structure emerges, per layer",
+            "exact sign-flip of the gain",
+            ONE_SAMPLE,
+            "replicate run",
+            int(emergence.n_runs.min()),
+            len(emergence),
+            pilot_d=float(emergence.d.abs().median()),  # the pilot effect of a family: the median of its tests'
+        )
+    head = tests[tests.test == HEADLINE_TIMING] if len(tests) else tests
+    if len(head):
+        out["timing"] = Family(
+            "earlier in later layers",
+            "exact sign-flip of the within-run rho",
+            ONE_SAMPLE,
+            "replicate run",
+            int(head.n.iloc[0]),
+            1,
+            pilot_d=float(head.d.iloc[0]),
+        )
+    return out
+
+
 def dense_claims(emergence: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    fams = dense_families(emergence, tests)
     rows = []
     if len(emergence):
-        ok = bool((emergence.p_holm < 0.05).all() and (emergence.gain_mean > 0).all())
+        up = (emergence.p_holm < 0.05) & (emergence.gain_mean > 0)
         rows.append(
-            {
-                "claim (Hanson et al.)": "category structure emerges during training in the network's layers",
-                "our test": "per layer after the input, final minus initial between/within ratio > 0 across "
-                "runs (t, Holm over layers)",
-                "verdict": "holds in every layer"
-                if ok
-                else f"holds in {int(((emergence.p_holm < 0.05) & (emergence.gain_mean > 0)).sum())} of "
-                f"{len(emergence)} layers",
-                "numbers": ", ".join(
-                    f"{r.layer} +{r.gain_mean:.2f} (p {r.p_holm:.2g})" for r in emergence.itertuples()
-                ),
-            }
+            claim_row(
+                "category structure emerges during training in the network's layers (Hanson et al.)",
+                "per layer after the input, final minus initial between/within ratio across runs (exact "
+                "sign-flip), Holm over the layers; holds when it rises in every layer",
+                fams["emergence"],
+                holds=bool(up.all()),
+                p_holm=float(emergence.p_holm.max()),
+                numbers=f"Holm-significant rise in {int(up.sum())} of {len(emergence)} layers: "
+                + ", ".join(f"{r.layer} {r.gain_mean:+.2f} (p {r.p_holm:.2g})" for r in emergence.itertuples()),
+            )
         )
-    head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
+    head = tests[tests.test == HEADLINE_TIMING] if len(tests) else tests
     if len(head):
         r = head.iloc[0]
-        earlier = bool(r.p < 0.05 and r.statistic < 0)
         rows.append(
-            {
-                "claim (Hanson et al.)": "structure appears earlier in later layers",
-                "our test": "within-run Spearman rho of layer depth vs t50 (the step of half the layer's own "
-                "gain), mean over runs, one-sample t",
-                "verdict": "holds" if earlier else "does not hold (relative timing)",
-                "numbers": f"mean rho {r.statistic:.2f}, p {r.p:.2g}, {int(r.n)} runs",
-            }
+            claim_row(
+                "structure appears earlier in later layers (Hanson et al.)",
+                "within-run Spearman rho of layer depth vs t50 (the step of half the layer's own gain), mean over "
+                "runs, exact sign-flip; holds when negative and significant",
+                fams["timing"],
+                holds=bool(r.p < 0.05 and r.statistic < 0),
+                p_holm=float(r.p),
+                numbers=f"mean rho {r.statistic:.2f}, p {r.p:.2g} (t test p {r.p_t:.2g}), {int(r.n)} runs",
+            )
         )
-    return pd.DataFrame(rows, columns=["claim (Hanson et al.)", "our test", "verdict", "numbers"])
-
-
-def dense_min_p(tests: pd.DataFrame) -> pd.DataFrame:
-    from .power import min_p_row, min_p_table
-
-    head = tests[tests.test.str.startswith("Spearman rho of depth vs t50 within")] if len(tests) else tests
-    if not len(head):
-        return min_p_table([])
-    return min_p_table([min_p_row("earlier in later layers (within-run rho)", "signed_rank", int(head.n.iloc[0]), 1)])
+    return claims_frame(rows)
 
 
 def _separability_figure(summary: pd.DataFrame, layers: list[str]):
@@ -353,59 +366,53 @@ def fit_comparison(fits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def section(study_dir: Path, out_dir: Path) -> dict:
-    study_dir = Path(study_dir)
-    runs, skipped = done_runs(study_dir, (TABLE,), missing_note=" (probe off)", summary_required=False)
-    parts = []
-    if not runs:
-        parts.append(
-            para(
-                f"No done run with category_structure.parquet under {study_dir}: run "
-                "python -m pipeline -m study=dense_sample 'seed=range(0,6)'."
-            )
-        )
-        parts.append(skipped_note(skipped))
-        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
-    sep = pd.concat([r[TABLE].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
-    curves = pd.concat(
-        [_table_or_empty(r, "learning_curve").assign(run_id=r["run_id"]) for r in runs],
-        ignore_index=True,
-    )
-    fit_frames = [read_table(r, "curve_fits") for r in runs]
-    fits = (
-        pd.concat([f.assign(run_id=r["run_id"]) for f, r in zip(fit_frames, runs) if f is not None], ignore_index=True)
-        if any(f is not None for f in fit_frames)
-        else pd.DataFrame()
-    )
-    class_names = [str(c) for c in runs[0]["design"].get("class_names") or []]
-    layers = list(sep.sort_values("layer_index").layer.drop_duplicates())
-    accs = [r["summary"].get("test_accuracy") for r in runs if r["summary"].get("test_accuracy") is not None]
-    m, lo, hi, n = mean_ci(accs)
-    weights = runs[0]["summary"].get("n_weights")
-    parts.append(
-        para(
-            f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens "
-            f"({', '.join(class_names)}) with {runs[0]['summary'].get('n_train', '?')} training exemplars; "
-            f"final test accuracy {m:.3f} (95% interval {lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars "
-            "is read in every layer at checkpoints placed at log-spaced optimiser steps and at every epoch end."
-            if weights
-            else f"{len(runs)} runs."
-        )
-    )
+# ---------------------------------------------------------------------------
+# read
+# ---------------------------------------------------------------------------
+def _cells(runs: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each design cell (the study's factor, the sample density): compared, never pooled."""
+    cells: dict[str, list[dict]] = {}
+    for run in runs:
+        factors = (run["config"].get("study") or {}).get("factors") or []
+        flat = run["config"]
+        label = ", ".join(f"{f.split('.')[-1]} {_lookup(flat, f)}" for f in factors)
+        cells.setdefault(label, []).append(run)
+    return cells
 
-    sep_summary = summarise(sep[sep.measure.isin(list(SEPARABILITY))], ["measure", "layer", "step"])
-    parts.append(
-        figure_html(
-            save_figure(_separability_figure(sep_summary, layers), out_dir, "dense_separability"),
-            "How well the classes separate in each layer over training (mean and 95% interval "
-            "over runs): left, mean distance between exemplars of different classes over the mean "
-            "distance within a class (1 = no category structure); middle, correlation of the "
-            "exemplar dissimilarities with the same/different-class pattern; right, leave-one-out "
-            "nearest-class-mean accuracy. Colours go from the input (dark) to the readout (yellow).",
-        )
-    )
-    timing = layer_timing(sep)
-    per_layer = (
+
+def _lookup(config: dict, dotted: str):
+    node: Any = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _frames(runs: list[dict]) -> dict:
+    """The category structure, learning curves and curve fits of a cell's runs, long format."""
+    sep = pd.concat([r[TABLE].assign(run_id=r["run_id"]) for r in runs], ignore_index=True)
+    curves = [read_table(r, "learning_curve") for r in runs]
+    fits = [read_table(r, "curve_fits") for r in runs]
+    return {
+        "sep": sep,
+        "curves": pd.concat(
+            [c.assign(run_id=r["run_id"]) for c, r in zip(curves, runs) if c is not None] or [pd.DataFrame()],
+            ignore_index=True,
+        ),
+        "fits": pd.concat(
+            [f.assign(run_id=r["run_id"]) for f, r in zip(fits, runs) if f is not None] or [pd.DataFrame()],
+            ignore_index=True,
+        ),
+        "class_names": [str(c) for c in runs[0]["design"].get("class_names") or []],
+        "layers": list(sep.sort_values("layer_index").layer.drop_duplicates()),
+        "first": runs[0]["run_id"],
+    }
+
+
+# ---------------------------------------------------------------------------
+# test
+# ---------------------------------------------------------------------------
+def _per_layer(timing: pd.DataFrame) -> pd.DataFrame:
+    return (
         timing.groupby(["layer_index", "layer"])
         .agg(
             ratio_init=("ratio_init", "mean"),
@@ -419,95 +426,164 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         )
         .reset_index()
     )
-    parts.append(
-        table_html(
-            per_layer,
-            "Per layer, over runs: mean between/within ratio at initialisation and at "
-            "the end, mean largest gain over initialisation, t50 (the step where the gain "
-            "first reaches half of its largest value, interpolated between checkpoints in "
-            "log steps), the median step of the largest gain, and the median first step "
-            f"where the ratio exceeds {THRESHOLD} (with the number of runs where it does).",
-        )
-    )
-    tests = timing_tests(timing)
-    emergence = emergence_tests(timing)
-    claims = dense_claims(emergence, tests)
-    parts.insert(
-        0, table_html(claims, "Hanson et al.'s claims, our test of each, and the verdict (Holm over the layers).")
-    )
-    if len(emergence):
-        parts.append(
-            table_html(
-                emergence,
-                "Category structure emerges in each layer: the between/within ratio at "
-                "the end minus at initialisation, across runs (one-sample t; exact "
-                "signed-rank p beside it); Holm over the layers.",
-            )
-        )
-    if len(tests):
-        parts.append(
-            table_html(
-                tests,
-                "Does separability rise earlier in later layers (relative timing)? A "
-                "negative correlation of depth with t50 (the run is the unit in the first "
-                "test), or a negative paired difference t50(last) - t50(first), says yes.",
-            )
-        )
-    parts.append(para(_timing_reading(per_layer, tests)))
-    floors = dense_min_p(tests)
-    if len(floors):
-        parts.append(
-            table_html(
-                floors,
-                "Smallest attainable p of the headline test (within-run depth-t50 "
-                "correlation, one test) with the runs at hand (the power rule of "
-                "docs/companion_spectra_dense.md).",
-            )
-        )
-    first = runs[0]["run_id"]
-    parts.append(
-        figure_html(
-            save_figure(_embedding_figure(sep[sep.run_id == first], class_names, layers), out_dir, "dense_embedding"),
-            f"The probe set's 2-D embedding (first two principal components) in every layer "
-            f"(rows, input at the top) at six checkpoints (columns), run {first}. Colours are the "
-            "classes; each axis points so that the first class lies on its negative side.",
-        )
-    )
-    parts.append(
-        figure_html(
-            save_figure(_rdm_figure(sep, class_names, layers), out_dir, "dense_rdm"),
-            "Distances between class means at the end of training (mean over runs), each layer "
-            "scaled by its mean off-diagonal distance: dark = similar classes.",
-        )
-    )
-    tables = {
-        "separability": sep_summary,
+
+
+def analyse(frames: dict) -> dict:
+    """Every table of a cell: timing per run and layer, its summary, the tests, the claims and the rule."""
+    timing = layer_timing(frames["sep"])
+    tests, emergence = timing_tests(timing), emergence_tests(timing)
+    out = {
+        "separability": summarise(
+            frames["sep"][frames["sep"].measure.isin(list(SEPARABILITY))], ["measure", "layer", "step"]
+        ),
         "layer_timing": timing,
+        "per_layer": _per_layer(timing),
         "timing_tests": tests,
-        "min_p": floors,
         "emergence_tests": emergence,
-        "claims": claims,
+        "claims": dense_claims(emergence, tests),
+        "min_p": rule_table(list(dense_families(emergence, tests).values())),
     }
-    if len(fits):
-        comparison = fit_comparison(fits)
-        if len(curves):
-            parts.append(
-                figure_html(
-                    save_figure(_curve_figure(curves, fits, first), out_dir, "dense_learning_curves"),
-                    "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and "
-                    "exponential a - b exp(-c t), t in optimiser steps.",
-                )
-            )
-        parts.append(
-            table_html(
-                comparison,
-                "Hyperbolic vs exponential learning curves: runs won by each form (lower "
-                "AIC; both have 3 parameters, so BIC agrees), mean AIC difference "
-                "hyperbolic - exponential (negative favours hyperbolic) with 95% "
-                "interval and Wilcoxon p, mean R^2.",
-            )
+    if len(frames["fits"]):
+        out["curve_fits"] = frames["fits"]
+        out["curve_fit_comparison"] = fit_comparison(frames["fits"])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# draw
+# ---------------------------------------------------------------------------
+def _figures(frames: dict, results: dict, out_dir: Path, suffix: str) -> dict[str, str]:
+    sep, layers, names, first = frames["sep"], frames["layers"], frames["class_names"], frames["first"]
+    figures = {
+        "separability": save_figure(
+            _separability_figure(results["separability"], layers), out_dir, f"dense_separability{suffix}"
+        ),
+        "embedding": save_figure(
+            _embedding_figure(sep[sep.run_id == first], names, layers), out_dir, f"dense_embedding{suffix}"
+        ),
+        "rdm": save_figure(_rdm_figure(sep, names, layers), out_dir, f"dense_rdm{suffix}"),
+    }
+    if len(frames["fits"]) and len(frames["curves"]):
+        figures["curves"] = save_figure(
+            _curve_figure(frames["curves"], frames["fits"], first), out_dir, f"dense_learning_curves{suffix}"
         )
-        tables.update({"curve_fits": fits, "curve_fit_comparison": comparison})
+    return figures
+
+
+# ---------------------------------------------------------------------------
+# page
+# ---------------------------------------------------------------------------
+def _intro(runs: list[dict], names: list[str]) -> str:
+    accs = [r["summary"].get("test_accuracy") for r in runs if r["summary"].get("test_accuracy") is not None]
+    m, lo, hi, _ = mean_ci(accs)
+    weights = runs[0]["summary"].get("n_weights")
+    if not weights:
+        return f"{len(runs)} runs."
+    return (
+        f"{len(runs)} runs of a small VGG ({weights:,} weights) on 5 generated glyph tokens ({', '.join(names)}) with "
+        f"{runs[0]['summary'].get('n_train', '?')} training exemplars; final test accuracy {m:.3f} (95% interval "
+        f"{lo:.3f} to {hi:.3f}). A fixed probe set of test exemplars is read in every layer at checkpoints placed at "
+        "log-spaced optimiser steps and at every epoch end."
+    )
+
+
+def _parts(runs: list[dict], frames: dict, results: dict, figures: dict[str, str]) -> list:
+    first = frames["first"]
+    parts = [
+        table_html(
+            results["claims"], "Hanson et al.'s claims, our test of each, and the verdict by the replicate rule."
+        ),
+        para(_intro(runs, frames["class_names"])),
+        figure_html(figures["separability"], CAPTIONS["separability"]),
+        table_html(results["per_layer"], CAPTIONS["per_layer"]),
+    ]
+    if len(results["emergence_tests"]):
+        parts.append(table_html(results["emergence_tests"], CAPTIONS["emergence"]))
+    if len(results["timing_tests"]):
+        parts.append(table_html(results["timing_tests"], CAPTIONS["timing"]))
+    parts.append(para(_timing_reading(results["per_layer"], results["timing_tests"])))
+    if len(results["min_p"]):
+        parts.append(table_html(results["min_p"], CAPTIONS["min_p"]))
+    parts.append(figure_html(figures["embedding"], CAPTIONS["embedding"].format(first=first)))
+    parts.append(figure_html(figures["rdm"], CAPTIONS["rdm"]))
+    if "curves" in figures:
+        parts.append(figure_html(figures["curves"], CAPTIONS["curves"]))
+    if "curve_fit_comparison" in results:
+        parts.append(table_html(results["curve_fit_comparison"], CAPTIONS["fits"]))
+    return parts
+
+
+CAPTIONS = {
+    "separability": "How well the classes separate in each layer over training (mean and 95% interval over runs): "
+    "left, mean distance between exemplars of different classes over the mean distance within a class (1 = no "
+    "category structure); middle, correlation of the exemplar dissimilarities with the same/different-class "
+    "pattern; right, leave-one-out nearest-class-mean accuracy. Colours go from the input (dark) to the readout "
+    "(yellow).",
+    "per_layer": "Per layer, over runs: mean between/within ratio at initialisation and at the end, mean largest "
+    "gain over initialisation, t50 (the step where the gain first reaches half of its largest value, "
+    "interpolated between checkpoints in log steps), the median step of the largest gain, and the median first "
+    f"step where the ratio exceeds {THRESHOLD} (with the number of runs where it does).",
+    "emergence": "Category structure emerges in each layer: the between/within ratio at the end minus at "
+    "initialisation, across runs (exact sign-flip test of the mean, the test the verdict uses; the t test's p "
+    "beside it); Holm over the layers.",
+    "timing": "Does separability rise earlier in later layers (relative timing)? A negative correlation of depth "
+    "with t50 (the run is the unit in the first test), or a negative paired difference t50(last) - t50(first), "
+    "says yes. p: exact sign-flip; p_t: the t test's.",
+    "min_p": "The replicate rule of the claims' families (smallest attainable p before and after Holm with the "
+    "runs at hand; docs/analysis.md).",
+    "embedding": "The probe set's 2-D embedding (first two principal components) in every layer (rows, input at "
+    "the top) at six checkpoints (columns), run {first}. Colours are the classes; each axis points so that the "
+    "first class lies on its negative side.",
+    "rdm": "Distances between class means at the end of training (mean over runs), each layer scaled by its mean "
+    "off-diagonal distance: dark = similar classes.",
+    "curves": "Learning curves with the two fitted forms, hyperbolic a - b/(1 + c t) and exponential a - b exp(-c "
+    "t), t in optimiser steps.",
+    "fits": "Hyperbolic vs exponential learning curves: runs won by each form (lower AIC; both have 3 parameters, "
+    "so BIC agrees), mean AIC difference hyperbolic - exponential (negative favours hyperbolic) with 95% interval "
+    "and Wilcoxon p, mean R^2.",
+}
+TABLE_NAMES = (
+    "separability",
+    "layer_timing",
+    "timing_tests",
+    "min_p",
+    "emergence_tests",
+    "claims",
+    "curve_fits",
+    "curve_fit_comparison",
+)
+
+
+def _slug(label: str) -> str:
+    return "_" + "".join(c if c.isalnum() else "_" for c in label) if label else ""
+
+
+def section(study_dir: Path, out_dir: Path, where: dict | None = None) -> dict:
+    study_dir = Path(study_dir)
+    runs, skipped = done_runs(study_dir, (TABLE,), missing_note=" (probe off)", summary_required=False, where=where)
+    if not runs:
+        text = (
+            f"No done run with category_structure.parquet under {study_dir}: run "
+            "python -m pipeline -m study=dense_sample 'seed=range(0,8)'."
+        )
+        return {"title": TITLE, "html": section_html(TITLE, [para(text), skipped_note(skipped)]), "tables": {}}
+    cells = _cells(runs)
+    parts: list[str] = []
+    tables: dict = {}
+    for label, cell_runs in cells.items():
+        suffix = _slug(label) if len(cells) > 1 else ""
+        frames = _frames(cell_runs)
+        results = analyse(frames)
+        cell_parts = _parts(cell_runs, frames, results, _figures(frames, results, out_dir, suffix))
+        parts += [section_html(f"Cell {label}", cell_parts, level=3)] if len(cells) > 1 else cell_parts
+        tables.update({f"{name}{suffix}": results[name] for name in TABLE_NAMES if name in results})
+    if len(cells) > 1:
+        parts.insert(
+            0,
+            para(
+                f"{len(cells)} design cells ({', '.join(cells)}), each analysed on its own: a cell's runs are its replicates."
+            ),
+        )
     parts.append(skipped_note(skipped))
     return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
@@ -565,7 +641,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.dense_sample",
         stem="dense_sample",
-        build=lambda root, study, out: section(root / (study or "dense_sample"), out),
+        build=lambda root, study, out, where: section(root / (study or "dense_sample"), out, where),
         default_study="dense_sample",
     )
 

@@ -19,6 +19,9 @@ import numpy as np
 import pandas as pd
 
 from .common import (
+    check_row,
+    claim_row,
+    claims_frame,
     done_runs,
     figure_html,
     main_cli,
@@ -30,6 +33,7 @@ from .common import (
     summarise,
     table_html,
 )
+from .power import CORRELATION, ONE_SAMPLE, Family, holm, rule_table, sign_flip_p, standardised_mean
 
 TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
 STUDY = "multitask"
@@ -100,7 +104,7 @@ def kernel_to_loss(frame: pd.DataFrame) -> pd.DataFrame:
     """Pyle et al.'s prediction from the kernel at initialisation: Spearman correlation across runs (both
     inits pooled, and within each init) of each structure measure with each downstream loss; Holm over the
     tests of one scope and one reading of the kernel (per output group, or all outputs stacked)."""
-    from .power import holm, spearman
+    from .power import spearman
 
     rows = []
     for scope in ("all runs", *INITS):
@@ -161,7 +165,8 @@ def per_output_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Standard vs large, paired by replicate, for every measure."""
+    """Standard vs large, paired by replicate, for every measure: the exact sign-flip test of the paired
+    difference (the test the verdicts use), the paired t test and Wilcoxon's beside it."""
     from scipy import stats
 
     rows = []
@@ -192,6 +197,8 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
                 "large_ci": f"{lo_l:.3g}..{hi_l:.3g}",
                 "lower": ("standard" if m_s < m_l else "large") if len(common) else "",
                 "pairs_where_standard_lower": int((diff > 0).sum()),
+                "d": standardised_mean(diff),
+                "sign_flip_p": sign_flip_p(diff) if len(common) else math.nan,
                 "paired_t_p": t_p,
                 "wilcoxon_p": w_p,
             }
@@ -199,208 +206,166 @@ def init_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
-    from .power import min_p_row, min_p_table
+VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
+INIT_CLAIMS = (
+    (
+        "single_task_test_loss",
+        "standard init gives lower single-task test loss (after single-task training)",
+        "standard",
+    ),
+    (
+        "single_task_test_loss_after_finetune",
+        "standard init gives lower single-task test loss (after fine-tuning)",
+        "standard",
+    ),
+    ("multitask_test_loss", "large init gives lower concurrent-multitask loss after fine-tuning", "large"),
+)
 
-    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
+
+def init_family(comparison: pd.DataFrame) -> Family | None:
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)] if len(comparison) else comparison
     if not len(tested):
-        return min_p_table([])
-    return min_p_table(
-        [min_p_row("standard vs large init, the paper's claims", "signed_rank", int(tested.n_pairs.min()), len(tested))]
+        return None
+    return Family(
+        "standard vs large init, the paper's claims",
+        "exact sign-flip of the paired difference",
+        ONE_SAMPLE,
+        "replicate pair",
+        int(tested.n_pairs.min()),
+        len(tested),
+        pilot_d=float(tested.d.abs().median()),  # the pilot effect of a family: the median of its tests'
     )
 
 
-VERDICT_KEYS = ("single_task_test_loss", "single_task_test_loss_after_finetune", "multitask_test_loss")
-
-
-def verdicts(comparison: pd.DataFrame) -> list[dict]:
-    """The paper's claims as found here; the paired t p values are Holm-corrected over the claims."""
-    from .power import holm
-
+def init_claims(comparison: pd.DataFrame) -> list[dict]:
+    """Pyle et al.'s claims on the inits; exact sign-flip p Holm-corrected over the claims."""
+    family = init_family(comparison)
+    tested = comparison[comparison.key.isin(VERDICT_KEYS)] if len(comparison) else comparison
+    holm_of = dict(zip(tested.key, holm(tested.sign_flip_p))) if len(tested) else {}
     out = []
-    tested = comparison[comparison.key.isin(VERDICT_KEYS)]
-    holm_of = dict(zip(tested.key, holm(tested.paired_t_p))) if len(tested) else {}
-
-    def row(key):
-        part = comparison[comparison.key == key]
-        return part.iloc[0] if len(part) else None
-
-    for key, claim, expect in (
-        (
-            "single_task_test_loss",
-            "standard init gives lower single-task test loss (after single-task training)",
-            "standard",
-        ),
-        (
-            "single_task_test_loss_after_finetune",
-            "standard init gives lower single-task test loss (after fine-tuning)",
-            "standard",
-        ),
-        ("multitask_test_loss", "large init gives lower concurrent-multitask loss after fine-tuning", "large"),
-    ):
-        r = row(key)
+    for key, claim, expect in INIT_CLAIMS:
+        part = comparison[comparison.key == key] if len(comparison) else comparison
+        r = part.iloc[0] if len(part) else None
+        test = "paired by replicate, exact sign-flip test of large - standard, Holm over the 3 claims"
         if r is None or not r.n_pairs:
-            out.append({"finding (Pyle et al.)": claim, "found here": "not measured", "numbers": ""})
+            out.append(claim_row(claim, test, family, holds=None))
             continue
         p = float(holm_of.get(key, math.nan))
         significant = bool(np.isfinite(p) and p < 0.05)
-        agrees = r.lower == expect
-        found = (
-            "yes"
-            if agrees and significant
-            else "same direction, not significant"
-            if agrees
-            else "NO: the opposite (significant)"
-            if significant
-            else "no (opposite direction, not significant)"
-        )
+        direction = "the same direction" if r.lower == expect else "the opposite direction"
         out.append(
-            {
-                "finding (Pyle et al.)": claim,
-                "found here": found,
-                "numbers": f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g} "
-                f"({r.n_pairs} paired replicates, paired t p={r.paired_t_p:.2g}, "
-                f"Holm over the {len(holm_of)} claims {p:.2g})",
-            }
+            claim_row(
+                claim,
+                test,
+                family,
+                holds=significant and r.lower == expect,
+                p_holm=p,
+                numbers=f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g}, {direction}"
+                + (" (significant)" if significant else "")
+                + f"; {r.n_pairs} pairs, {r.pairs_where_standard_lower} with standard lower; exact p {r.sign_flip_p:.2g}, "
+                f"paired t p {r.paired_t_p:.2g}",
+            )
         )
     return out
 
 
-def section(study_dir: Path, out_dir: Path) -> dict:
-    study_dir = Path(study_dir)
-    runs, skipped = done_runs(study_dir, TABLES)
-    parts = []
-    if not runs:
-        parts += [
-            para(
-                f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask 'seed=range(0,30)')."
-            ),
-            skipped_note(skipped),
-        ]
-        return {"title": TITLE, "html": section_html(TITLE, parts), "tables": {}}
-    frame = per_run(runs)
-    s0 = runs[0]["summary"]
-    parts.append(
-        para(
-            "The multitasking network (4 input groups x 3 features, 12 tasks = input group x output group, 3 "
-            "output groups x 3 units, 200 sigmoid hidden units with a fixed bias of -2) learns the 12 single tasks "
-            f"({s0.get('single_epochs')} epochs), then is fine-tuned on concurrent multitasking (1-3 tasks at once; "
-            f"{s0.get('finetune_epochs')} epochs). Test losses use stimuli never trained on. The pseudo-kernel "
-            "K(x, x_n) = <grad loss(x_n), grad f_k(x)> is computed from the weights before each phase and that "
-            f"phase's training set. {len(runs)} runs ({', '.join(f'{(frame.init == i).sum()} {i}' for i in INITS)})."
-        )
+def kernel_claims(k2l: pd.DataFrame) -> list[dict]:
+    """Pyle et al.'s prediction from the kernel at init, one claim per downstream loss (per-output kernels, or
+    the stacked kernel for runs recorded before they existed)."""
+    reading = (
+        PER_OUTPUT if (k2l.kernel == PER_OUTPUT).any() and k2l[k2l.kernel == PER_OUTPUT].p.notna().any() else STACKED
     )
+    read = k2l[k2l.kernel == reading]
+    pooled = read[(read.runs == "all runs") & read.p_holm.notna()]
+    out = []
+    for loss_label in LOSSES.values():
+        claim = f"the kernel's structure at init predicts the {loss_label}"
+        test = f"Spearman across runs of each structure measure ({reading}) with the loss; Holm within the scope"
+        part = pooled[pooled.loss == loss_label]
+        if not len(part):
+            out.append(claim_row(claim, test, None, holds=None))
+            continue
+        best = part.loc[part.spearman_rho.abs().idxmax()]
+        family = Family(claim, "Spearman (exact for <= 8 runs)", CORRELATION, "run", int(best.n), len(part))
+        within = read[(read.runs != "all runs") & (read.loss == loss_label) & (read.p_holm < 0.05)]
+        scope = (
+            "across and within inits"
+            if len(within)
+            else "across inits only: the structure tells the inits apart, not the runs within an init"
+        )
+        out.append(
+            claim_row(
+                claim,
+                test,
+                family,
+                holds=bool(best.p_holm < 0.05),
+                p_holm=float(best.p_holm),
+                numbers=f"strongest: {best.kernel_structure_at_init}, rho {best.spearman_rho:.2f} over {int(best.n)} "
+                f"runs (both inits pooled)" + (f"; {scope}" if best.p_holm < 0.05 else ""),
+            )
+        )
+    return out
 
-    # kernel prediction
+
+# ---------------------------------------------------------------------------
+# checks of the implementation
+# ---------------------------------------------------------------------------
+def _mean_loss_step(summary: dict, stage: str, step: float) -> float:
+    """The step a full-batch step of ``step`` on the run's loss makes on the mean loss over the samples."""
+    kernel = (summary.get("kernel") or {}).get(stage) or {}
+    if summary.get("loss_reduction", "mean") == "sum":
+        return float(step) * float(kernel.get("n_train") or 1)
+    return float(step)
+
+
+def kernel_checks(frame: pd.DataFrame, runs: list[dict]) -> list[dict]:
+    """The one-step prediction is a first-order expansion: at a small step it must match the real change (a
+    check of the implementation, not a finding); at the training step it says how far a real step departs."""
+    s0 = runs[0]["summary"]
+    probe = float((s0.get("kernel") or {}).get("init", {}).get("probe_lr", math.nan))
+    steps = sorted({_mean_loss_step(r["summary"], "init", probe) for r in runs})
     corr = frame[[c for c in frame.columns if c.startswith("kernel_corr_")]]
     worst = float(np.nanmin(corr.to_numpy())) if corr.size else math.nan
     checks = [
-        {
-            "check": f"the one-step kernel prediction correlates with the real change above {CORR_THRESHOLD} "
-            "at a small learning rate",
-            "result": "holds" if worst > CORR_THRESHOLD else "does NOT hold",
-            "measured": f"lowest correlation over {len(frame)} runs and stages: {worst:.6f} "
-            f"(probe lr {s0.get('kernel', {}).get('init', {}).get('probe_lr')})",
-        }
+        check_row(
+            "the one-step kernel prediction matches the real change at a small step (a first-order expansion)",
+            worst > CORR_THRESHOLD,
+            f"lowest correlation over {len(frame)} runs and stages: {worst:.6f}; probe step {probe:g} on the "
+            f"{s0.get('loss_reduction', 'mean')} loss = " + ", ".join(f"{v:g}" for v in steps) + " on the mean loss",
+            f"correlation > {CORR_THRESHOLD} at a mean-loss step of about 0.001",
+        )
     ]
     onestep = frame[[c for c in frame.columns if c.startswith("onestep_corr_training_lr_")]]
     if onestep.size and np.isfinite(onestep.to_numpy()).any():
         by_init = {i: float(np.nanmin(onestep[frame.init == i].to_numpy())) for i in INITS if (frame.init == i).any()}
+        lrs = sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
         checks.append(
-            {
-                "check": "the same one-step prediction at the training step size (how far a real training "
-                "step is from the kernel's linearisation)",
-                "result": "holds" if min(by_init.values()) > CORR_THRESHOLD else "does NOT hold",
-                "measured": "lowest correlation: "
+            check_row(
+                "the same one-step prediction at the training step size (how far a real training step is from the "
+                "kernel's linearisation)",
+                min(by_init.values()) > CORR_THRESHOLD,
+                "lowest correlation: "
                 + ", ".join(f"{i} {v:.4f}" for i, v in by_init.items())
                 + " (training lr "
-                + ", ".join(
-                    f"{i} {lr}" for i, lr in sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
-                )
-                + "; per run in summary.json)",
-            }
-        )
-    comparison = init_comparison(frame)
-    verdict = verdicts(comparison)
-    k2l = kernel_to_loss(frame)
-    # the verdict reads the per-output kernels (Pyle et al.'s method); runs recorded before they were
-    # measured fall back to the stacked kernel
-    reading = (
-        PER_OUTPUT if (k2l.kernel == PER_OUTPUT).any() and k2l[k2l.kernel == PER_OUTPUT].p.notna().any() else STACKED
-    )
-    k2l_read = k2l[k2l.kernel == reading]
-    pooled = k2l_read[(k2l_read.runs == "all runs") & k2l_read.p_holm.notna()]
-    for loss_label in LOSSES.values():
-        part = pooled[pooled.loss == loss_label]
-        if not len(part):
-            verdict.append(
-                {
-                    "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
-                    "found here": "not measured",
-                    "numbers": "",
-                }
-            )
-            continue
-        best = part.loc[part.spearman_rho.abs().idxmax()]
-        within = k2l_read[(k2l_read.runs != "all runs") & (k2l_read.loss == loss_label) & (k2l_read.p_holm < 0.05)]
-        found = (
-            "no (not significant after Holm)"
-            if not best.p_holm < 0.05
-            else "yes, across and within inits"
-            if len(within)
-            else "across inits only: the structure tells the inits apart, not the runs within an init"
-        )
-        verdict.append(
-            {
-                "finding (Pyle et al.)": f"the kernel's structure at init predicts the {loss_label}",
-                "found here": found,
-                "numbers": f"kernel {reading}; strongest: {best.kernel_structure_at_init}, "
-                f"Spearman rho {best.spearman_rho:.2f} "
-                f"over {int(best.n)} runs (both inits pooled, so the init's own effect "
-                f"counts; within-init rows in the table), Holm p {best.p_holm:.2g}",
-            }
-        )
-    protocol = (
-        f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, "
-        f"loss {s0.get('loss_reduction', 'mean')}"
-        f" over samples, learning rate "
-        + ", ".join(
-            f"{i} {frame_lr}" for i, frame_lr in sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
-        )
-        + f", training samples per phase {s0.get('n_train', '')}."
-    )
-    parts.insert(
-        0,
-        table_html(
-            pd.DataFrame(verdict),
-            "Pyle et al.'s claims, our test of each, and the verdict "
-            "(paired by replicate; Holm over the claims of each kind).",
-        ),
-    )
-    parts.insert(1, para(protocol))
-    parts.append(table_html(pd.DataFrame(checks), "Check: kernel prediction."))
-    parts.append(
-        table_html(
-            k2l.drop(columns=["key"]),
-            "The kernel-to-loss prediction: each measure of the "
-            "kernel's structure at initialisation against the downstream "
-            "losses across runs (Spearman, exact p for <= 8 runs; Holm within each "
-            "scope (pooled, each init) and each reading of the kernel: per output group, "
-            "as Pyle et al. read it, or all outputs stacked).",
-        )
-    )
-    floors = multitask_min_p(comparison)
-    if len(floors):
-        parts.append(
-            table_html(
-                floors,
-                "Smallest attainable p of the claims' family with the replicates at hand "
-                "(the power rule of docs/companion_critical_multitask.md).",
+                + ", ".join(f"{i} {lr}" for i, lr in lrs)
+                + ")",
+                f"correlation > {CORR_THRESHOLD}",
             )
         )
-    inits_present = [i for i in INITS if (frame.init == i).any()]
-    fig, axes = plt.subplots(1, len(inits_present), figsize=(4.2 * len(inits_present), 3.6), squeeze=False)
-    for ax, init in zip(axes[0], inits_present):
+    return checks
+
+
+def multitask_min_p(comparison: pd.DataFrame) -> pd.DataFrame:
+    family = init_family(comparison)
+    return rule_table([family] if family is not None else [])
+
+
+# ---------------------------------------------------------------------------
+# draw
+# ---------------------------------------------------------------------------
+def _prediction_figure(runs: list[dict], inits: list[str], out_dir: Path) -> str:
+    fig, axes = plt.subplots(1, len(inits), figsize=(4.2 * len(inits), 3.6), squeeze=False)
+    for ax, init in zip(axes[0], inits):
         run = next(r for r in runs if r["summary"]["init"] == init)
         kp = run["kernel_prediction"]
         kp = kp[kp.stage == "init"]
@@ -409,34 +374,28 @@ def section(study_dir: Path, out_dir: Path) -> dict:
         ax.plot(lim, lim, color="grey", lw=0.8)
         r = np.corrcoef(kp.actual, kp.predicted)[0, 1]
         ax.set(title=f"{init} init (r = {r:.6f})", xlabel="real change of f_k(x)", ylabel="kernel prediction")
-    uri = save_figure(fig, out_dir, "multitask_kernel_prediction")
-    parts.append(
-        figure_html(
-            uri,
-            "Kernel-predicted against real change of every output unit on held-out "
-            "single-task inputs after one full-batch step at the probe learning rate, "
-            "computed at initialisation from the single-task curriculum (one run per "
-            "init). Points on the diagonal: the kernel predicts the change exactly.",
-        )
-    )
+    return save_figure(fig, out_dir, "multitask_kernel_prediction")
 
-    # eigenvector clusters
-    stage_rows = []
+
+def _eigen_energy(run: dict) -> pd.DataFrame:
+    eig = run["kernel_eigen"]
+    eig = eig[eig.stage == "init"].assign(e=lambda f: f.loading**2)
+    target = eig.target_units.astype(str) if "target_units" in eig else [_target_of(label) for label in eig.label]
+    return eig.assign(target=target)
+
+
+def _eigen_figure(runs: list[dict], inits: list[str], out_dir: Path) -> str:
     fig, axes = plt.subplots(
-        len(inits_present),
+        len(inits),
         2,
-        figsize=(11, 3.6 * len(inits_present)),
+        figsize=(11, 3.6 * len(inits)),
         squeeze=False,
         gridspec_kw={"width_ratios": [12, 9]},
         constrained_layout=True,
     )
-    for row_axes, init in zip(axes, inits_present):
+    for row_axes, init in zip(axes, inits):
         run = min((r for r in runs if r["summary"]["init"] == init), key=lambda r: int(r["design"]["replicate"]))
-        eig = run["kernel_eigen"]
-        eig = eig[eig.stage == "init"].assign(e=lambda f: f.loading**2)
-        eig = eig.assign(
-            target=eig.target_units.astype(str) if "target_units" in eig else [_target_of(label) for label in eig.label]
-        )
+        eig = _eigen_energy(run)
         for ax, by, name in ((row_axes[0], "label", "task"), (row_axes[1], "target", "target output unit (1-9)")):
             energy = eig.groupby(["component", by]).e.sum().unstack(by)
             image = ax.imshow(energy.to_numpy(), aspect="auto", cmap="magma", vmin=0)
@@ -444,49 +403,24 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             ax.set_xticks(range(len(energy.columns)), list(energy.columns), rotation=90, fontsize=6)
             ax.set(title=f"{init} init: weight by {name}", ylabel="eigenvector (by eigenvalue)")
             fig.colorbar(image, ax=ax, fraction=0.04)
+    return save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
+
+
+def _cluster_table(frame: pd.DataFrame, inits: list[str]) -> pd.DataFrame:
+    rows = []
+    for init in inits:
+        sub = frame[frame.init == init]
         for stage in ("init", "finetune"):
-            sub = frame[frame.init == init]
             row: dict[str, Any] = {"init": init, "stage": stage}
             for label in ("task", "input_group", "output_group", "target_units"):
                 col = f"ari_{label}_{stage}"
                 if col in sub:
                     row[f"ARI {label.replace('_', ' ')}"] = mean_ci(sub[col])[0]
-            stage_rows.append(row)
-    uri = save_figure(fig, out_dir, "multitask_kernel_eigenvectors")
-    parts.append(
-        figure_html(
-            uri,
-            "Top eigenvectors of the kernel at initialisation (rows, largest first; replicate "
-            "0 of each init) and how their weight (squared loadings over the training "
-            "samples) splits over the 12 single tasks (left, 'in i>out o') and over the "
-            "output unit the sample's target turns on (right, output group x feature). A "
-            "row lit in one column is a direction specific to that task or unit.",
-        )
-    )
-    ari = pd.DataFrame(stage_rows)
-    parts.append(
-        table_html(
-            ari,
-            "Clustering of the training samples in the space of the top kernel eigenvectors "
-            "(k-means with as many clusters as labels): adjusted Rand index against each "
-            "labelling (1 = the clusters are exactly that grouping, 0 = chance), mean over "
-            "runs. Stage init: single-task curriculum at initialisation; finetune: the "
-            "multitasking curriculum after single-task training.",
-        )
-    )
-    per_output = per_output_table(frame)
-    if len(per_output):
-        parts.append(
-            table_html(
-                per_output,
-                "The kernel of each output group (its 3 output units), eigen-decomposed over the training "
-                "samples, as Pyle et al. read it; mean over the 3 groups, then mean and 95% interval over runs. "
-                "own-output share: the top eigenvector's weight on samples whose tasks write to the group "
-                "(chance: its share of samples); task purity: its largest weight on one task (set).",
-            )
-        )
+            rows.append(row)
+    return pd.DataFrame(rows)
 
-    # init comparison: curves and the table
+
+def _loss_figure(runs: list[dict], out_dir: Path) -> str:
     curves = pd.concat([r["loss_curves"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, split, title in (
@@ -505,48 +439,119 @@ def section(study_dir: Path, out_dir: Path) -> dict:
             ax.axvline(switch, color="grey", ls=":")
         ax.set(yscale="log", xlabel="epoch (dotted: start of fine-tuning)", title=title)
         ax.legend(fontsize=8)
-    uri = save_figure(fig, out_dir, "multitask_loss_curves")
-    parts.append(
-        figure_html(
-            uri,
-            "Test losses over training, mean and 95% interval over replicates, per "
-            "initialisation: single-task training, then fine-tuning on concurrent "
-            "multitasking.",
-        )
-    )
-    parts.append(
-        table_html(
-            comparison.drop(columns=["key"]),
-            "Standard vs large initialisation, paired by replicate (paired t-test and Wilcoxon signed-rank).",
-        )
-    )
+    return save_figure(fig, out_dir, "multitask_loss_curves")
+
+
+def _sharing(runs: list[dict]) -> pd.DataFrame:
     share = pd.concat([r["representation_sharing"].assign(init=r["summary"]["init"], run_id=r["run_id"]) for r in runs])
     share = share.assign(pair=np.where(share.same_input, "same input group", "different input group"))
     share_runs = share.groupby(["init", "stage", "pair", "run_id"]).similarity.mean().reset_index()
-    share_summary = summarise(share_runs, ["init", "stage", "pair"], "similarity")
-    parts.append(
-        table_html(
-            share_summary,
-            "Overlap of the single tasks' hidden representations (cosine of the "
-            "centred hidden patterns of the same stimuli) for task pairs that read "
-            "the same input group vs different ones; high overlap for different "
-            "input groups means shared representations, which interfere when the "
-            "tasks run at once.",
-        )
+    return summarise(share_runs, ["init", "stage", "pair"], "similarity")
+
+
+# ---------------------------------------------------------------------------
+# page
+# ---------------------------------------------------------------------------
+def _intro(runs: list[dict], frame: pd.DataFrame) -> str:
+    s0 = runs[0]["summary"]
+    return (
+        "The multitasking network (4 input groups x 3 features, 12 tasks = input group x output group, 3 output groups "
+        "x 3 units, 200 sigmoid hidden units with a fixed bias of -2) learns the 12 single tasks "
+        f"({s0.get('single_epochs')} epochs), then is fine-tuned on concurrent multitasking (1-3 tasks at once; "
+        f"{s0.get('finetune_epochs')} epochs). Test losses use stimuli never trained on. The pseudo-kernel "
+        "K(x, x_n) = <grad loss(x_n), grad f_k(x)> is computed from the weights before each phase and that phase's "
+        f"training set. {len(runs)} runs ({', '.join(f'{(frame.init == i).sum()} {i}' for i in INITS)})."
     )
-    parts.append(skipped_note(skipped))
-    tables = {
-        "runs": frame,
+
+
+def _protocol(study_dir: Path, runs: list[dict]) -> str:
+    s0 = runs[0]["summary"]
+    lrs = sorted({(r["summary"]["init"], r["summary"].get("lr")) for r in runs})
+    return (
+        f"Protocol ({Path(study_dir).name}): batch {s0.get('batch_size')}, loss {s0.get('loss_reduction', 'mean')} over "
+        "samples, learning rate "
+        + ", ".join(f"{i} {lr}" for i, lr in lrs)
+        + f", training samples per phase {s0.get('n_train', '')}."
+    )
+
+
+def analyse(frame: pd.DataFrame, runs: list[dict]) -> dict:
+    comparison = init_comparison(frame)
+    k2l = kernel_to_loss(frame)
+    return {
         "init_comparison": comparison,
-        "verdicts": pd.DataFrame(verdict),
-        "kernel_clusters": ari,
-        "representation_sharing": share_summary,
-        "checks": pd.DataFrame(checks),
-        "min_p": floors,
+        "claims": claims_frame(init_claims(comparison) + kernel_claims(k2l)),
         "kernel_to_loss": k2l,
+        "checks": pd.DataFrame(kernel_checks(frame, runs)),
+        "min_p": multitask_min_p(comparison),
+        "kernel_per_output": per_output_table(frame),
+        "representation_sharing": _sharing(runs),
     }
-    if len(per_output):
-        tables["kernel_per_output"] = per_output
+
+
+def _parts(study_dir: Path, runs: list[dict], frame: pd.DataFrame, results: dict, out_dir: Path) -> list:
+    inits = [i for i in INITS if (frame.init == i).any()]
+    parts = [
+        table_html(results["claims"], "Pyle et al.'s claims, our test of each, and the verdict by the replicate rule."),
+        para(_protocol(study_dir, runs)),
+        para(_intro(runs, frame)),
+        table_html(results["checks"], "Checks of the implementation: the kernel's one-step prediction (not findings)."),
+        table_html(results["kernel_to_loss"].drop(columns=["key"]), CAPTIONS["kernel_to_loss"]),
+    ]
+    if len(results["min_p"]):
+        parts.append(table_html(results["min_p"], CAPTIONS["min_p"]))
+    parts.append(figure_html(_prediction_figure(runs, inits, out_dir), CAPTIONS["prediction"]))
+    parts.append(figure_html(_eigen_figure(runs, inits, out_dir), CAPTIONS["eigen"]))
+    parts.append(table_html(_cluster_table(frame, inits), CAPTIONS["clusters"]))
+    if len(results["kernel_per_output"]):
+        parts.append(table_html(results["kernel_per_output"], CAPTIONS["per_output"]))
+    parts.append(figure_html(_loss_figure(runs, out_dir), CAPTIONS["losses"]))
+    parts.append(table_html(results["init_comparison"].drop(columns=["key"]), CAPTIONS["comparison"]))
+    parts.append(table_html(results["representation_sharing"], CAPTIONS["sharing"]))
+    return parts
+
+
+CAPTIONS = {
+    "kernel_to_loss": "The kernel-to-loss prediction: each measure of the kernel's structure at initialisation against "
+    "the downstream losses across runs (Spearman, exact p for <= 8 runs; Holm within each scope (pooled, each init) "
+    "and each reading of the kernel: per output group, as Pyle et al. read it, or all outputs stacked).",
+    "min_p": "The replicate rule of the claims' family (smallest attainable p before and after Holm with the "
+    "replicates at hand; docs/analysis.md).",
+    "prediction": "Kernel-predicted against real change of every output unit on held-out single-task inputs after "
+    "one full-batch step at the probe step, computed at initialisation from the single-task curriculum (one run per "
+    "init). Points on the diagonal: the kernel predicts the change exactly.",
+    "eigen": "Top eigenvectors of the kernel at initialisation (rows, largest first; replicate 0 of each init) and "
+    "how their weight (squared loadings over the training samples) splits over the 12 single tasks (left, 'in "
+    "i>out o') and over the output unit the sample's target turns on (right, output group x feature). A row lit in "
+    "one column is a direction specific to that task or unit.",
+    "clusters": "Clustering of the training samples in the space of the top kernel eigenvectors (k-means with as "
+    "many clusters as labels): adjusted Rand index against each labelling (1 = the clusters are exactly that "
+    "grouping, 0 = chance), mean over runs. Stage init: single-task curriculum at initialisation; finetune: the "
+    "multitasking curriculum after single-task training.",
+    "per_output": "The kernel of each output group (its 3 output units), eigen-decomposed over the training samples, "
+    "as Pyle et al. read it; mean over the 3 groups, then mean and 95% interval over runs. own-output share: the "
+    "top eigenvector's weight on samples whose tasks write to the group (chance: its share of samples); task "
+    "purity: its largest weight on one task (set).",
+    "losses": "Test losses over training, mean and 95% interval over replicates, per initialisation: single-task "
+    "training, then fine-tuning on concurrent multitasking.",
+    "comparison": "Standard vs large initialisation, paired by replicate (exact sign-flip test, the verdicts' test; "
+    "paired t-test and Wilcoxon signed-rank beside it).",
+    "sharing": "Overlap of the single tasks' hidden representations (cosine of the centred hidden patterns of the "
+    "same stimuli) for task pairs that read the same input group vs different ones; high overlap for different "
+    "input groups means shared representations, which interfere when the tasks run at once.",
+}
+
+
+def section(study_dir: Path, out_dir: Path, where: dict | None = None) -> dict:
+    study_dir = Path(study_dir)
+    runs, skipped = done_runs(study_dir, TABLES, where=where)
+    if not runs:
+        text = f"No done run of {study_dir.name} was found (python -m pipeline -m study=multitask 'seed=range(0,30)')."
+        return {"title": TITLE, "html": section_html(TITLE, [para(text), skipped_note(skipped)]), "tables": {}}
+    frame = per_run(runs)
+    results = analyse(frame, runs)
+    parts = _parts(study_dir, runs, frame, results, out_dir) + [skipped_note(skipped)]
+    tables = {"runs": frame, **{k: v for k, v in results.items() if len(v)}}
     return {"title": TITLE, "html": section_html(TITLE, parts), "tables": tables}
 
 
@@ -555,7 +560,7 @@ def main(argv=None) -> int:
         argv,
         prog="python -m analysis.companion.multitask",
         stem="multitask",
-        build=lambda root, study, out: section(root / (study or STUDY), out),
+        build=lambda root, study, out, where: section(root / (study or STUDY), out, where),
         default_study=STUDY,
     )
 

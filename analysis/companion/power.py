@@ -26,15 +26,16 @@ ONE_SIDED = "one_sided"  # the same, one-sided (the exact sign test of a share a
 TWO_GROUPS = "two_groups"  # two independent groups of units (Welch, rank sum, a two-level factor's LRT)
 K_GROUPS = "k_groups"  # k groups of r units each (a k-level factor's LRT, Kruskal-Wallis)
 FRIEDMAN = "friedman"  # k groups paired within n blocks (scipy's Friedman chi-square)
+CORRELATION = "correlation"  # a rank correlation over n units (every ordering of one variable equally likely)
 
-DESIGNS = (ONE_SAMPLE, ONE_SIDED, TWO_GROUPS, K_GROUPS, FRIEDMAN)
+DESIGNS = (ONE_SAMPLE, ONE_SIDED, TWO_GROUPS, K_GROUPS, FRIEDMAN, CORRELATION)
 
 RULE = (
     "The replicate rule: a family of tests can decide only if its smallest attainable p, times the tests in "
     "its Holm family, is below 0.05. The smallest attainable p is that of the exact permutation version of "
     "the test with the units at hand: 2/2^n for n paired units or one sample (t, sign-flip, signed rank), "
     "1/2^n one-sided, 2/C(n1 + n2, n1) for two groups of units, k! (r!)^k / (k r)! for k groups of r units, "
-    "chi2.sf(n (k - 1), k - 1) for Friedman's test. A verdict whose floor after Holm is 0.05 or above is "
+    "chi2.sf(n (k - 1), k - 1) for Friedman's test, 2/n! for a rank correlation over n units. A verdict whose floor after Holm is 0.05 or above is "
     "'underpowered (n = ..., needs >= ...)', whatever its p. Where a pilot effect size d exists, the rule also "
     "gives the units a t test needs for power 0.8 at Holm's strictest level 0.05/m for half of d (estimates "
     "from few replicates are optimistic)."
@@ -84,6 +85,8 @@ def smallest_p(design: str, n: int, *, n_other: int | None = None, k: int | None
         return min_p_k_groups(int(k or 0), n)
     if design == FRIEDMAN:
         return min_p_friedman(n, int(k or 0))
+    if design == CORRELATION:  # the ordering and its reverse are the two most extreme of n! orderings
+        return 1.0 if n < 2 else min(1.0, 2.0 / math.factorial(int(n)))
     raise ValueError(f"design={design!r}; allowed: {', '.join(DESIGNS)}")
 
 
@@ -205,7 +208,7 @@ class Family:
         """The verdict text of a family that cannot decide."""
         need = self.needed
         return (
-            f"underpowered (n = {n_text or f'{self.n} {self.unit}s'}, needs >= "
+            f"underpowered (n = {n_text or f'{self.n} {self.unit}' + ('s' if self.n != 1 else '')}, needs >= "
             + (f"{need} {self.unit}s" if need else "more units than the rule searched")
             + ")"
         )
@@ -266,6 +269,8 @@ def sign_flip_p(values, *, alternative: str = "two-sided") -> float:
     v = v[np.isfinite(v)]
     if v.size == 0 or not np.any(v != 0):
         return 1.0
+    if v.size == 1:  # two sign patterns: the observed one and its mirror
+        return 1.0 if alternative == "two-sided" else (0.5 if (v[0] > 0) == (alternative == "greater") else 1.0)
     res = stats.permutation_test(
         (v,),
         lambda x, axis: np.mean(x, axis=axis),

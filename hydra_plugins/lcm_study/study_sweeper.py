@@ -140,7 +140,12 @@ class StudySweeper(Sweeper):
         from pipeline.schema import DAMAGED
 
         assert self.hydra_context is not None and self.config is not None, "setup() comes first"
-        compose = SharedCompose(self.hydra_context.config_loader, self.config.hydra.job.config_name, RunMode.MULTIRUN)
+        compose = SharedCompose(
+            self.hydra_context.config_loader,
+            self.config.hydra.job.config_name,
+            RunMode.MULTIRUN,
+            list(self.config.hydra.overrides.hydra),
+        )
         # a Slurm task's runs get its CPUs, whatever this (login) machine has
         cpus = self.config.hydra.launcher.get("cpus_per_task")
         planner = Planner(compose, max_threads=cpus if isinstance(cpus, int) and cpus >= 1 else None)
@@ -203,6 +208,8 @@ class StudySweeper(Sweeper):
             jobs = sweep_jobs(parser.parse_overrides(params))
             if not jobs:
                 raise ConfigError(f"the sweep {' '.join(arguments)!r} names no run (an empty range or list?)")
+            # the first line within seconds of the launch: planning a large sweep takes a while
+            _say(f"planning {_count(len(jobs), 'run')}: composing and checking each")
             # every run is validated here, before the sweep folder or any run folder exists
             planned = self.plan(jobs)
             _refuse_duplicates(planned)
@@ -217,9 +224,9 @@ class StudySweeper(Sweeper):
 
     def _launch_all(self, sweep_dir: Path, to_run: list[PlannedRun]) -> tuple[list, list[tuple[str, str]]]:
         """Launch the runs in packs, batch by batch; (Hydra's returns, (run id, error) of each failed run)."""
-        assert self.config is not None, "setup() comes first"
         packs = self._packs(to_run)
         job_overrides = self._write_packs(sweep_dir, packs)
+        assert self.config is not None, "setup() gives the sweeper its config"
         launcher = self.config.hydra.runtime.choices.get("hydra/launcher", "?")
         largest = max(len(p) for p in packs)
         _say(
@@ -230,7 +237,11 @@ class StudySweeper(Sweeper):
         batch_size = self.max_batch_size or len(packs)
         returns: list[Sequence[JobReturn]] = []
         failed: list[tuple[str, str]] = []
-        progress = Progress({p.run_id: p.run_dir for p in to_run})
+        progress = Progress(
+            {p.run_id: p.run_dir for p in to_run},
+            packs=[[run.run_id for run in pack] for pack in packs],
+            workers=self._parallel_slots(),
+        )
         with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
                 batch = packs[start : start + batch_size]
@@ -247,7 +258,7 @@ class StudySweeper(Sweeper):
     def _launch_batch(self, overrides: list[list[str]], start: int, progress: Progress) -> Sequence[JobReturn]:
         from pipeline.run import RunInterrupted
 
-        assert self.launcher is not None, "setup() comes first"
+        assert self.launcher is not None, "setup() gives the sweeper its launcher"
         try:
             return self.launcher.launch(overrides, initial_job_idx=start)
         except (KeyboardInterrupt, RunInterrupted) as exc:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .arrays import load_arrays
 from .base import DataNotFoundError, SequenceData, opt
 from .bbc import load_bbc_news
 from .emotion import EMOTION_CLASSES, load_emotion
@@ -45,6 +46,7 @@ LOADERS: dict[str, Loader] = {
     "emotion": load_emotion,
     "imigue": load_imigue,
     "watch": load_watch,
+    "arrays": load_arrays,  # your own data set in the arrays format (pipeline/data/arrays.py)
 }
 
 

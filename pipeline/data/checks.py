@@ -18,6 +18,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from . import glove
+from .arrays import check_arrays
 from .base import DataNotFoundError, as_list, opt, package_dir, require, require_path, resolve_path
 from .bbc import bbc_root
 from .emotion import EMOTION_HOW, EXTENSIONS, emotion_files
@@ -242,6 +243,7 @@ CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "emotion": check_emotion,
     "imigue": check_imigue,
     "watch": check_watch,
+    "arrays": check_arrays,
 }
 
 

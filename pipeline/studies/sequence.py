@@ -3,6 +3,7 @@ classifier, its learning-curve map and developmental readouts."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -11,14 +12,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from ..config import ConfigError, as_dict, check_bool, check_choice, check_int, check_int_range, check_number
+from ..config import ConfigError, as_dict, check_bool, check_int, check_int_range, check_number
 from ..data import class_pairs, load_dataset
 from ..data.checks import check_dataset_files
 from ..deficit import sequence_deficit, validate_deficit
-from ..model import build_model
+from ..model import ModelProtocolError, build_model, check_protocol, is_user_model, model_label
+from ..model_config import check_model_config
 from ..probes import ProbeContext, build_probes
 from ..run_checks import check_run_data
-from ..splits import make_splits
+from ..splits import make_splits, repeated_share
 from ..train import READOUT_BATCHNORM, clean_pass_states, resolve_device, train_run
 from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
@@ -62,6 +64,8 @@ class SequenceRunner(StudyRunner):
 
     def validate_planned(self, cfg: DictConfig) -> None:
         check_run_data(cfg)  # the data set as the run loads it, the run's own split
+        if is_user_model(cfg.model):
+            check_user_model_on_data(cfg)
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         return {
@@ -78,6 +82,9 @@ class SequenceRunner(StudyRunner):
         splits = _pair_splits(cfg, data, np.random.default_rng(ctx.rng_seed))
         _, time_slices, n_features = data.x.shape
         model = build_model(cfg.model, time_slices, n_features)
+        state_size = check_protocol(
+            model, torch.as_tensor(splits.x_train[:2], dtype=torch.float32), 2, f"model {model_label(cfg.model)}"
+        )
         probes = build_probes(cfg.probe)
         generator = torch.Generator().manual_seed(ctx.rng_seed)
         at_init = measure_at_init(model, splits, probes, device, int(cfg.trainer.batch_size))
@@ -98,12 +105,39 @@ class SequenceRunner(StudyRunner):
         )
         seconds = {"data": t_data, "training": result.seconds_training, "probes": result.probe_seconds}
         summary = _summary(
-            cfg, result, splits, model, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
+            cfg, result, splits, state_size, data.x.shape, device, {**seconds, "total": time.perf_counter() - t0}
         )
         tables = dict(result.tables)
         for name, frame in at_init.items():
             tables[name] = pd.concat([frame, tables[name]], ignore_index=True) if name in tables else frame
         return RunResult(result.curves, result.readouts, summary, tables)
+
+
+_USER_MODELS_CHECKED: set[str] = set()
+
+
+def check_user_model_on_data(cfg: DictConfig) -> None:
+    """A user's module built for the run's data (T, F of its data set) and run once on two of its sequences:
+    ConfigError naming ``model._target_`` where it cannot be built or answers outside the protocol. Torch's
+    random state is left as it was; each model config and data shape is checked once per process."""
+    data = load_dataset(as_dict(cfg.dataset))
+    _, time_slices, n_features = data.x.shape
+    key = json.dumps([as_dict(cfg.model), time_slices, n_features], sort_keys=True, default=str)
+    if key in _USER_MODELS_CHECKED:
+        return
+    target = cfg.model._target_
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(cfg.model, time_slices, n_features)
+            check_protocol(model, torch.tensor(data.x[:2], dtype=torch.float32), 2, f"model._target_={target}")
+    except ModelProtocolError as exc:
+        raise ConfigError(str(exc)) from None
+    except Exception as exc:  # the user's constructor or forward: whatever it raises says what is wrong
+        raise ConfigError(
+            f"model._target_={target} cannot be built or run on dataset={cfg.dataset.name} "
+            f"(T={time_slices}, F={n_features}): {type(exc).__name__}: {exc}"
+        ) from None
+    _USER_MODELS_CHECKED.add(key)
 
 
 def _check_trainer(cfg: DictConfig) -> None:
@@ -125,12 +159,8 @@ def _grad_clip_norm(cfg: DictConfig) -> float | None:
 
 
 def _check_model(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.name", ("lstm",))
-    # 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
-    check_int_range(cfg, "model.hidden_size", 1, 4096, optional=True)
-    check_int_range(cfg, "model.min_hidden_size", 1, 4096)
-    check_bool(cfg, "model.batchnorm_time")
-    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", True):
+    check_model_config(cfg.model)
+    if int(cfg.trainer.batch_size) < 2 and cfg.model.get("batchnorm_time", False):
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size}: BatchNorm in training mode needs "
             f"at least 2 samples per batch; use trainer.batch_size>=2 "
@@ -205,7 +235,7 @@ def _pair_splits(cfg: DictConfig, data, rng: np.random.Generator):
     )
 
 
-def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dict) -> dict:
+def _summary(cfg: DictConfig, result, splits, state_size: int, shape, device, seconds: dict) -> dict:
     """summary.json's fields of a headline run."""
     design = cfg.design
     _, time_slices, n_features = shape
@@ -218,13 +248,15 @@ def _summary(cfg: DictConfig, result, splits, model, shape, device, seconds: dic
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "n_train": len(splits.y_train),
+        # oversampled rows with their twin in the training set: the probe's chance level rises with it
+        "train_repeated_share": repeated_share(splits.train_index),
         "n_val": len(splits.y_val),
         "n_test": len(splits.y_test),
         "batch_size": int(cfg.trainer.batch_size),
         "updates_per_epoch": result.updates_per_epoch,
         "time_slices": int(time_slices),
         "n_features": int(n_features),
-        "hidden_size": int(model.lstm.hidden_size),
+        "hidden_size": int(state_size),
         "epochs": int(cfg.trainer.epochs),
         "device": str(device),
         "torch": torch.__version__,

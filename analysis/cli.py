@@ -162,6 +162,14 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _with_debug_hint(message: str, root: Path, study: str | None) -> str:
+    """A "no runs" message, naming the debug folder where that is all there is (`lcm debug=quick` runs)."""
+    from pipeline.status import debug_folder_hint
+
+    hint = debug_folder_hint(root, study)
+    return message if hint is None else f"{message}\nNote: {hint}."
+
+
 def _say(quiet: bool, text: str) -> None:
     if not quiet:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
@@ -200,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args) -> int:
     from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
 
-    from . import architectures, collect, figures, ols, replication, report, stats
+    from . import architectures, collect, figures, ols, replication, report, report_lead, stats
     from .companion.power import RULE as POWER_RULE
     from .tables import MetricsTableError, read_metrics_table
 
@@ -245,7 +253,7 @@ def _main(args) -> int:
             return _fail(str(exc))
         except collect.NoRunsFound as exc:
             code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
-            return _fail(str(exc)) if code is None else code
+            return _fail(_with_debug_hint(str(exc), root, args.study)) if code is None else code
         skipped = collection.skipped_frame()
         if len(collection.runs) == 0:
             out.mkdir(parents=True, exist_ok=True)
@@ -295,9 +303,13 @@ def _main(args) -> int:
     for name in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes"):
         atomic_write_csv(out / f"{name}.csv", getattr(mixed, name))
     timings["mixed models"] = time.perf_counter() - t0
-    for w in mixed.warnings:
-        if "MLE may be on the boundary" not in w:
-            _say(args.quiet, f"warning: {w}")
+    # the warnings one run per class pair brings: one sentence, naming the design that removes them
+    design_note, other_warnings = report_lead.design_warnings(mixed.warnings, table)
+    other_warnings = [w for w in other_warnings if "MLE may be on the boundary" not in w]
+    if design_note:
+        _say(args.quiet, f"note: {design_note}")
+    for w in other_warnings:
+        _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
         figs = _figures(figures, table, collection, out, timings)
     replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
@@ -357,17 +369,19 @@ def _main(args) -> int:
         )
     )
     atomic_write_text(out / "report.html", page)
-    n_warn = sum(1 for w in mixed.warnings if "MLE may be on the boundary" not in w)
     print(
         f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
         + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
-        + (f", {n_warn} model warning(s)" if n_warn else "")
+        + (f", {len(other_warnings)} model warning(s)" if other_warnings else "")
+        + (", model warnings from one run per class pair (see report.html)" if design_note else "")
         + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
     )
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(out, table, args.study, description)
+        wandb_id = log_analysis(
+            out, table, args.study, description, Path(args.root) if collection is not None else None
+        )
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
 

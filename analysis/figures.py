@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -106,23 +107,35 @@ def _colorbar_with_chance(fig, image, cax, chance, label):
     return bar
 
 
-def _panels(group: pd.DataFrame, title_of, draw, suptitle: str, colour_label: str, chance, note: str):
+def _panels(
+    group: pd.DataFrame, title_of, draw, suptitle: str, colour_label: str, chance, note: str, cols: int | None = None
+):
+    """One panel per row of ``group`` (row-major; a row whose map is None leaves its panel empty), ``cols``
+    panels a row (default: up to five)."""
     n = len(group)
-    rows, cols = _grid(n)
-    shapes = {np.asarray(m).shape for m in group["map"]}
+    rows, cols = _grid(n) if cols is None else (int(np.ceil(n / cols)), cols)
+    shapes = {np.asarray(m).shape for m in group["map"] if m is not None}
     share = len(shapes) == 1
-    width, height = 2.6 * cols + 1.9, 2.2 * rows + 1.5
+    # titles of two lines need room above each panel
+    tall = any("\n" in title_of(row) for _, row in group.iterrows())
+    width, height = 2.6 * cols + 1.9, (2.45 if tall else 2.2) * rows + 1.5
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False, sharex=share, sharey=share)
     fig.subplots_adjust(
         left=0.7 / width,
         right=1 - 1.5 / width,
         bottom=1.0 / height,
-        top=1 - 0.6 / height,
+        top=1 - (0.75 if tall else 0.6) / height,
         wspace=0.12 if share else 0.35,
-        hspace=0.38,
+        hspace=0.5 if tall else 0.38,
     )
     image = None
     for k, (ax, (_, row)) in enumerate(zip(axes.flat, group.iterrows())):
+        if row["map"] is None:
+            ax.axis("off")
+            ax.text(
+                0.5, 0.5, title_of(row), ha="center", va="center", fontsize=8.5, color="#666", transform=ax.transAxes
+            )
+            continue
         m = np.asarray(row["map"])  # epochs x time slices
         image = draw(ax, m)
         ax.set_title(title_of(row), fontsize=8.5)
@@ -137,7 +150,8 @@ def _panels(group: pd.DataFrame, title_of, draw, suptitle: str, colour_label: st
         cax = fig.add_axes((1 - 1.15 / width, 1.0 / height, 0.18 / width, 1 - 1.6 / height))
         _colorbar_with_chance(fig, image, cax, chance, colour_label)
     fig.suptitle(suptitle, fontsize=11)
-    fig.text(0.7 / width, 0.15 / height, note, fontsize=7.5, color="#333")
+    # about 15 characters of 7.5-pt text per inch
+    fig.text(0.7 / width, 0.1 / height, textwrap.fill(note, int((width - 0.9) * 15)), fontsize=7.5, color="#333")
     return fig
 
 
@@ -201,20 +215,23 @@ def _weighted_mean(group: pd.DataFrame):
 
 
 def _average_maps(mean_maps: pd.DataFrame, lo: float, hi: float, chance) -> dict[str, bytes]:
+    """One row per data source, one column per labels (real first, then shuffled): the report's lead figure."""
+    kinds = sorted(mean_maps["labels"].unique(), key=lambda v: (v != "real", v))
     rows = []
-    for (source, labels), group in mean_maps.groupby(["source", "labels"], sort=True):
-        m = _weighted_mean(group)
-        if m is not None:
+    for source, by_source in mean_maps.groupby("source", sort=True):
+        for labels in kinds:
+            group = by_source[by_source["labels"] == labels]
+            m = _weighted_mean(group) if len(group) else None
             rows.append(
                 {
                     "source": source,
                     "labels": labels,
                     "map": m,
-                    "n_runs": int(group["n_runs"].sum()),
+                    "n_runs": int(group["n_runs"].sum()) if len(group) else 0,
                     "n_pairs": len(group),
                 }
             )
-    if not rows:
+    if all(r["map"] is None for r in rows):
         return {}
     frame = pd.DataFrame(rows)
     contour_at = chance[0][0]
@@ -233,14 +250,21 @@ def _average_maps(mean_maps: pd.DataFrame, lo: float, hi: float, chance) -> dict
             )
         return image
 
+    def title(r) -> str:
+        if r["map"] is None:
+            return f"{r['source']}, {r['labels']}: no runs"
+        return f"{r['source']}, {r['labels']} labels\n{r['n_pairs']} class pairs, {r['n_runs']} runs"
+
     fig = _panels(
         frame,
-        lambda r: f"{r['source']}, {r['labels']} ({r['n_pairs']} pairs, {r['n_runs']} runs)",
+        title,
         draw,
-        "Average learning-curve map per data source (mean over class pairs and replicates)",
+        "Average learning-curve map per data source"
+        + (": real vs shuffled labels" if len(kinds) > 1 else " (real labels)"),
         "KNN accuracy (train states)",
         chance,
-        _chance_note(chance) + f" White contour: {contour_at:g}.",
+        _chance_note(chance) + f" White contour: {contour_at:g}. Mean over class pairs and replicates.",
+        cols=len(kinds),
     )
     return {"maps_average.png": _png(fig)}
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.curve_metrics import map_metrics
+from pipeline.curve_metrics import map_metrics, map_movement
 from pipeline.runfolder import MAX_RECORD_BYTES, done_check, is_link, read_entry, read_text_entry
 from pipeline.schema import CONFIG, DAMAGED, DONE, READOUTS, SUMMARY
 
 from .collect import Collection, NoRunsFound, RunReadError, find_run_dirs, read_run
+from .formatting import html_table
 from .templating import Markup, render
 
 __all__ = [
@@ -77,6 +78,7 @@ RUN_COLUMNS = [
     "map_movement",
     "start_epoch1",
     "max_last",
+    "train_repeated_share",
     "train_accuracy_best",
     "train_accuracy_final",
     "collapsed",
@@ -92,14 +94,6 @@ def updates_per_epoch(n_train: int, batch_size: int) -> int:
     full, rest = divmod(n_train, batch_size)
     batches = full + (rest > 0)
     return batches - 1 if rest == 1 and batches > 1 and batch_size > 1 else batches
-
-
-def map_movement(learning_curve_map: np.ndarray) -> float:
-    """Mean over time slices of |map[last epoch] - map[epoch 1]| (map: epochs x time slices)."""
-    m = np.asarray(learning_curve_map, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] < 1:
-        raise ValueError(f"a learning-curve map is epochs x time slices, got shape {m.shape}")
-    return float(np.mean(np.abs(m[-1] - m[0])))
 
 
 def run_health(run_dir) -> dict:
@@ -143,6 +137,7 @@ def _health_row(run_dir: Path, info: dict, lc_map: np.ndarray) -> dict:
         "map_movement": map_movement(lc_map),
         "start_epoch1": float(metrics.start[0, 0]),
         "max_last": float(metrics.max[0, -1]),
+        "train_repeated_share": summary.get("train_repeated_share"),
         "train_accuracy_best": best,
         "train_accuracy_final": final,
         "collapsed": bool(best - final > COLLAPSE_DROP) if np.isfinite(best - final) else None,
@@ -182,6 +177,7 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
         "map_movement",
         "start_epoch1",
         "max_last",
+        "train_repeated_share",
         "train_accuracy_best",
         "train_accuracy_final",
         "seconds_total",
@@ -246,6 +242,7 @@ SUMMARY_COLUMNS = [
     "median_map_movement",
     "median_start_epoch1",
     "median_max_last",
+    "median_train_repeated_share",
     "collapsed_runs",
     "median_seconds",
     "meets_bar",
@@ -276,6 +273,7 @@ def health_summary(runs: pd.DataFrame, reference_dir=None) -> pd.DataFrame:
             "median_map_movement": g["map_movement"].median(),
             "median_start_epoch1": g["start_epoch1"].median(),
             "median_max_last": g["max_last"].median(),
+            "median_train_repeated_share": g["train_repeated_share"].median(),
             "collapsed_runs": int((g["collapsed"] == True).sum()),  # noqa: E712 - None (not recorded) is not True
             "median_seconds": g["seconds_total"].median(),
         }
@@ -288,7 +286,10 @@ def health_summary(runs: pd.DataFrame, reference_dir=None) -> pd.DataFrame:
 def regime_verdict(row: dict, regime: pd.DataFrame | None) -> bool | None:
     """Real labels: median start at epoch 1 inside the authors' 5th-95th percentile band of their source and
     median max at the last epoch below ``REGIME['max_ceiling']``; shuffled labels: median start at epoch 1 at
-    most ``null_margin`` above the chance level of distinct states. None when it cannot be judged."""
+    most ``null_margin`` above the chance level of distinct states. None when it cannot be judged.
+
+    Oversampled rows whose twin is in the training set score 1 under any labels (``train_repeated_share``
+    says how many there are), so a null run of an unbalanced pair sits above 0.75 without any learning."""
     if row["labels"] != "real":
         return bool(row["median_start_epoch1"] <= REGIME["null_chance"] + REGIME["null_margin"])
     band = None if regime is None else regime[(regime["source"] == row["source"]) & (regime["epoch"] == 1)]
@@ -410,7 +411,8 @@ def _regime_rule() -> str:
         f"probe regime: real labels, median start at epoch 1 inside the authors' 5th-95th percentile band and "
         f"median max at the last epoch < {REGIME['max_ceiling']}; shuffled labels, median start at epoch 1 <= "
         f"{REGIME['null_chance'] + REGIME['null_margin']:.2f} (chance for distinct states {REGIME['null_chance']} "
-        f"+ {REGIME['null_margin']}); collapsed = final train accuracy more than {COLLAPSE_DROP} below its best"
+        f"+ {REGIME['null_margin']}; oversampled rows whose twin is in the training set score 1 under any labels: "
+        f"train_repeated_share); collapsed = final train accuracy more than {COLLAPSE_DROP} below its best"
     )
 
 
@@ -459,7 +461,10 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
         bar=[(k.replace("_", " "), v) for k, v in ACCEPTANCE.items()],
         pair_floor=PAIR_FLOOR,
         regime_rule=_regime_rule(),
-        summary=None if runs.empty else _html_table(summary),
+        # one study: its name in every row says nothing, and the table must fit the page
+        summary=None
+        if runs.empty
+        else _html_table(summary.drop(columns=["study"]) if summary["study"].nunique() == 1 else summary),
         reference_note=_reference_note(authors, performance_csv),
         authors=None if authors is None else _html_table(authors),
         regime=None if reference is None else _html_table(reference),
@@ -469,7 +474,8 @@ def health_section(collection: Collection, performance_csv=None) -> dict:
 
 
 def _html_table(frame: pd.DataFrame) -> Markup:
-    return Markup(frame.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0, escape=True))
+    # the report's tables: numbers by column kind (counts as integers), headers that wrap to fit the page
+    return html_table(frame)
 
 
 def main(argv: list[str] | None = None) -> int:

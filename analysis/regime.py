@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .formatting import html_table
 from .templating import Markup, render
 
 __all__ = ["QUANTILES", "default_reference_table", "authors_metrics", "regime_table", "regime_section"]
@@ -92,19 +93,6 @@ def _regime_row(source: str, metric: str, which: str, ours: pd.DataFrame, theirs
     return row
 
 
-def _cells(frame: pd.DataFrame) -> list[list[str]]:
-    def fmt(value) -> str:
-        if value is None or (isinstance(value, float) and not np.isfinite(value)):
-            return ""
-        if isinstance(value, (bool, np.bool_)):
-            return "yes" if value else "no"
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.3f}"
-        return str(value)
-
-    return [[fmt(v) for v in row] for row in frame.itertuples(index=False)]
-
-
 def regime_section(table: pd.DataFrame, reference=None) -> dict:
     """The report's regime section: {"title", "html", "tables": {"regime": frame}} (a diagnostics section)."""
     path = Path(reference) if reference is not None else default_reference_table()
@@ -113,8 +101,8 @@ def regime_section(table: pd.DataFrame, reference=None) -> dict:
     inside = frame["median_inside_authors_5_95"].dropna()
     html = render(
         "report_regime.html.j2",
-        columns=list(frame.columns),
-        rows=_cells(frame),
+        # the report's number formats (by column kind) and headers that wrap to fit the page
+        table=html_table(frame),
         reference=str(path) if authors is not None else "",
         missing=str(path) if authors is None else "",
         inside=f"{int(inside.sum())} of {len(inside)}" if len(inside) else "",

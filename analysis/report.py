@@ -7,7 +7,6 @@ into the values it shows. Figures are embedded as base64 PNG; the page has no ex
 from __future__ import annotations
 
 import base64
-import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import formatting, report_lead
+from .formatting import Table, format_p
 from .templating import Markup, render
 
 if TYPE_CHECKING:
@@ -56,74 +57,13 @@ class ReportInput:
 
 
 # ---------------------------------------------------------------------------
-# formatting
+# tables and figures
 # ---------------------------------------------------------------------------
 
 
-def _fmt_p(p) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return ""
-    p = float(p)
-    if p == 0.0:
-        return "< 1e-300"
-    if p < 1e-3:
-        return f"{p:.1e}"
-    return f"{p:.3f}"
-
-
-def _fmt_num(x) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        if math.isnan(x):
-            return ""
-        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-            return f"{x:.3e}"
-        return f"{x:.4g}"
-    return str(x)
-
-
-#: Tables longer than this show their first rows and link the CSV file that holds them all.
-LONG_TABLE_ROWS = 150
-
-
-@dataclass(frozen=True)
-class Table:
-    """A table as the page shows it: formatted cells (text, numeric?) and how many rows there are in all."""
-
-    columns: list[str]
-    rows: list[list[tuple[str, bool]]]
-    total: int
-    csv: str | None = None
-    wrap: bool = False
-
-
-def _table(
-    frame: pd.DataFrame | None,
-    p_columns=("p_value", "p_holm"),
-    max_rows: int | None = None,
-    csv: str | None = None,
-    wrap: bool = False,
-) -> Table:
-    """Every row unless longer than ``max_rows`` (default LONG_TABLE_ROWS); then the page links ``csv``."""
-    if frame is None or len(frame) == 0:
-        return Table([], [], 0)
-    shown = frame.head(LONG_TABLE_ROWS if max_rows is None else max_rows)
-    rows = [
-        [
-            (
-                _fmt_p(value) if column in p_columns else _fmt_num(value),
-                isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool),
-            )
-            for column, value in zip(shown.columns, row)
-        ]
-        for row in shown.itertuples(index=False)
-    ]
-    return Table([str(c) for c in shown.columns], rows, len(frame), csv, wrap)
+def _table(frame: pd.DataFrame | None, max_rows: int | None = None, csv: str | None = None) -> Table:
+    """A table of the page: numbers formatted by their column's kind, headers that wrap (analysis.formatting)."""
+    return formatting.table(frame, max_rows=max_rows, csv=csv, wrap=True)
 
 
 def _figure(figures: dict[str, bytes], name: str, caption: str) -> dict | None:
@@ -148,7 +88,15 @@ def _overview(inp: ReportInput) -> dict:
             f"{source} (real labels): {d['pair'].nunique()} class pairs, {reps.min()}-{reps.max()} replicates per "
             f"pair, epochs {d['epoch'].min()}-{d['epoch'].max()}"
         )
+    epochs = f"{t['epoch'].min()}-{t['epoch'].max()}" if t["epoch"].nunique() > 1 else f"{t['epoch'].max()}"
+    sources = "; ".join(
+        f"{source} {d['pair'].nunique()} class pairs x {_runs_per_pair(d)}" for source, d in real.groupby("source")
+    )
+    shuffled = t.loc[t["labels"] != "real", "run"].nunique()
     return {
+        "lede": f"{t['run'].nunique()} runs: {sources or 'no real-label runs'}"
+        + (f", and {shuffled} shuffled-label runs" if shuffled else ", no shuffled-label runs")
+        + f"; epochs {epochs}.",
         "input": inp.source_description,
         "counts": f"{t['run'].nunique()} runs, {len(t)} run x epoch rows; data sources: "
         f"{', '.join(sorted(t['source'].unique()))}; labels: {', '.join(sorted(t['labels'].unique()))}",
@@ -156,6 +104,12 @@ def _overview(inp: ReportInput) -> dict:
         "smooth": inp.smooth,
         "skipped": 0 if inp.skipped is None else len(inp.skipped),
     }
+
+
+def _runs_per_pair(d: pd.DataFrame) -> str:
+    reps = d.groupby("pair")["run"].nunique()
+    low, high = int(reps.min()), int(reps.max())
+    return f"{low} run{'s' if high > 1 else ''}" if low == high else f"{low}-{high} runs"
 
 
 _KEY_ORDER = ("source_pairs",)
@@ -173,7 +127,7 @@ def _key_results(inp: ReportInput) -> dict:
     singular = cells["singular"].fillna("").astype(str) if "singular" in cells else pd.Series("", index=cells.index)
     cells["cell"] = [
         (
-            f"\u03c7\u00b2({int(df)}) = {chisq:.1f}, p {('= ' + _fmt_p(p)) if p > 0 else '< 1e-300'}"
+            f"\u03c7\u00b2({int(df)}) = {chisq:.1f}, p {('= ' + format_p(p)) if p > 0 else '< 1e-300'}"
             + ("" if conv else " (did not converge)")
             + (" (singular)" if sing else "")
         )
@@ -205,19 +159,32 @@ def _replication_row(r) -> dict:
     verdict = str(r.verdict)
     return {
         "cls": _VERDICT_CLASS.get(verdict, "under" if verdict.startswith("underpowered") else "na"),
-        "where": " / ".join(x for x in (str(r.metric), str(r.source)) if x and x != "nan"),
+        # a break opportunity after each underscore: end_minus_start wraps in a narrow column, not mid-word
+        "where": " / ".join(x for x in (str(r.metric), str(r.source)) if x and x != "nan").replace("_", "_\u200b"),
         "role": "" if r.role == "primary" else str(r.role),
         "test": str(r.test),
         "n": str(r.n),
         "authors_result": str(r.authors_result),
         "statistic": str(r.statistic) if str(r.statistic) != "nan" else "",
         "estimate": est,
-        "p": _fmt_p(r.p_value),
-        "p_holm": _fmt_p(r.p_holm),
-        "p_floor": _fmt_p(r.p_floor_holm),
+        "p": format_p(r.p_value),
+        "p_holm": format_p(r.p_holm),
+        "p_floor": format_p(r.p_floor_holm),
         "verdict": verdict,
         "note": str(r.note) if str(r.note) != "nan" else "",
     }
+
+
+def _without_repeats(rows: list[dict], *keys: str) -> list[dict]:
+    """A claim's rows with each long text said once: a row that repeats the row above says so instead."""
+    for key in keys:
+        last = None
+        for row in rows:
+            text = row[key]
+            if text and text == last:
+                row[key] = "as above"
+            last = text
+    return rows
 
 
 def _replication(inp: ReportInput) -> dict | None:
@@ -237,7 +204,7 @@ def _replication(inp: ReportInput) -> dict | None:
                 "authors_test": str(first["authors_test"]),
                 "authors_figure": str(first["authors_figure"]),
                 "our_test": str(first["our_test"]),
-                "rows": [_replication_row(r) for r in group.itertuples(index=False)],
+                "rows": _without_repeats([_replication_row(r) for r in group.itertuples(index=False)], "test", "n"),
             }
         )
     kinds = rep["verdict"].astype(str).str.replace(r" \(.*", "", regex=True)
@@ -248,9 +215,7 @@ def _replication(inp: ReportInput) -> dict | None:
         "rule": inp.replication_rule,
         "claims": claims,
         "scope": inp.scope or {"demonstration": False, "text": ""},
-        "replicate_rule": _table(rule, p_columns=("smallest_p", "smallest_p_after_holm"), wrap=True)
-        if rule is not None and len(rule)
-        else None,
+        "replicate_rule": _table(rule) if rule is not None and len(rule) else None,
         "replicate_rule_text": inp.replicate_rule_text,
     }
 
@@ -279,14 +244,16 @@ def _warnings(inp: ReportInput) -> dict:
         }
     w["notes"] = list(inp.notes) + list(getattr(inp.mixed, "notes", []))
     models = inp.mixed.models
-    warn_list = list(getattr(inp.mixed, "warnings", []))
+    # the warnings one run per class pair brings, in one sentence that names the design removing them
+    design, warn_list = report_lead.design_warnings(list(getattr(inp.mixed, "warnings", [])), inp.table)
+    w["design"] = code_spans(design) if design else None
     boundary = [x for x in warn_list if _BOUNDARY_HINT in x]
     w["other"] = [x for x in warn_list if _BOUNDARY_HINT not in x and "variance estimated as zero" not in x]
     if models is not None and len(models):
         failed = models[~models["converged"].astype(bool)]
         if len(failed):
             w["failed"] = _table(failed[["metric", "model", "warnings"]])
-        singular = models[models["on_boundary"].astype(str) != ""]
+        singular = models[models["on_boundary"].fillna("").astype(str) != ""]
         if len(singular):
             w["singular"] = _table(singular[["metric", "model", "on_boundary"]])
     if boundary:
@@ -295,31 +262,52 @@ def _warnings(inp: ReportInput) -> dict:
             "count": len(boundary),
             "names": sorted({x.split(":")[0] for x in boundary}),
         }
-    w["any"] = any(w.get(k) for k in ("skipped", "notes", "other", "failed", "singular", "boundary"))
+    w["any"] = any(w.get(k) for k in ("design", "skipped", "notes", "other", "failed", "singular", "boundary"))
     return w
 
 
-def _figures(inp: ReportInput) -> list[dict]:
+def _figures(inp: ReportInput) -> dict[str, list[dict]]:
+    """The figures after the first screen: {"maps": per-pair and real - shuffled maps, "metrics": metric
+    figures and trajectories}. The average map leads the page (``_lead``)."""
     from .figures import METRIC_LABELS
 
     figs = inp.figures
-    out = [
+    maps = [
         _figure(figs, name, _CAPTIONS["maps"])
         for name in sorted(
             n for n in figs if n.startswith("maps_") and not n.startswith("maps_difference") and n != "maps_average.png"
         )
     ]
-    out += [
+    maps += [
         _figure(figs, name, _CAPTIONS["difference"])
         for name in sorted(n for n in figs if n.startswith("maps_difference"))
     ]
-    out.append(_figure(figs, "maps_average.png", _CAPTIONS["average"]))
+    metrics = []
     for name in [n for n in figs if n.startswith("metric_")]:
         metric = name[len("metric_") : -4]
-        out.append(_figure(figs, name, f"{METRIC_LABELS.get(metric, metric)}. " + _CAPTIONS["metric"]))
-    out.append(_figure(figs, "trajectory_tmax_vs_end_minus_start.png", _CAPTIONS["tmax"]))
-    out.append(_figure(figs, "trajectory_start_vs_max.png", _CAPTIONS["startmax"]))
-    return [f for f in out if f is not None]
+        metrics.append(_figure(figs, name, f"{METRIC_LABELS.get(metric, metric)}. " + _CAPTIONS["metric"]))
+    metrics.append(_figure(figs, "trajectory_tmax_vs_end_minus_start.png", _CAPTIONS["tmax"]))
+    metrics.append(_figure(figs, "trajectory_start_vs_max.png", _CAPTIONS["startmax"]))
+    return {"maps": [f for f in maps if f is not None], "metrics": [f for f in metrics if f is not None]}
+
+
+def code_spans(text: str) -> Markup:
+    """Text with its `backquoted` parts as <code> (commands to copy), everything else escaped."""
+    parts = str(text).split("`")
+    return Markup("").join(
+        Markup("<code>{}</code>").format(part) if k % 2 else Markup.escape(part) for k, part in enumerate(parts)
+    )
+
+
+def _lead(inp: ReportInput) -> dict:
+    """The first screen: the average map per source (real vs shuffled), the verdicts at a glance, the banner."""
+    labels = set(inp.table["labels"].astype(str)) if "labels" in inp.table else set()
+    return {
+        "figure": _figure(inp.figures, "maps_average.png", _CAPTIONS["average"]),
+        "no_shuffled": labels == {"real"},
+        "verdicts": report_lead.verdict_summary(inp.replication),
+        "banner": [code_spans(line) for line in report_lead.banner(inp.table, inp.replication, inp.scope)],
+    }
 
 
 def _mixed_tables(mixed) -> dict:
@@ -346,13 +334,13 @@ def _mixed_tables(mixed) -> dict:
     extra = me[~me.index.isin(main.index)] if len(me) else me
     # a table, or a pair of them shown together (contrasts, models)
     tables: dict[str, Any] = {
-        "main": _table(main[cols] if len(main) else main, csv="mixed_effects.csv", wrap=True),
-        "extra": _table(extra[cols + ["engine"]], csv="mixed_effects.csv", wrap=True) if len(extra) else None,
+        "main": _table(main[cols] if len(main) else main, csv="mixed_effects.csv"),
+        "extra": _table(extra[cols + ["engine"]], csv="mixed_effects.csv") if len(extra) else None,
         "lrt": _table(
             mixed.lrt[["metric", "model", "full_formula", "chisq", "df", "p_value", "converged", "singular"]]
             if len(mixed.lrt)
             else mixed.lrt,
-            wrap=True,
+            csv="lrt.csv",
         ),
         "effect_sizes": _table(
             mixed.effect_sizes[
@@ -384,8 +372,11 @@ def _mixed_tables(mixed) -> dict:
             .head(3)
         )
         tables["contrasts"] = (
-            _table(summary),
-            _table(top[["metric", "model", "family", "contrast", "estimate", "ci_low", "ci_high", "p_holm", "d"]]),
+            _table(summary, csv="contrasts.csv"),
+            _table(
+                top[["metric", "model", "family", "contrast", "estimate", "ci_low", "ci_high", "p_holm", "d"]],
+                csv="contrasts.csv",
+            ),
         )
     models = mixed.models
     if len(models):
@@ -402,7 +393,10 @@ def _mixed_tables(mixed) -> dict:
             "on_boundary",
             "seconds",
         ]
-        tables["models"] = (_table(models[fit_cols], wrap=True), _table(mixed.random_effects, csv="random_effects.csv"))
+        tables["models"] = (
+            _table(models[fit_cols], csv="models.csv"),
+            _table(mixed.random_effects, csv="random_effects.csv"),
+        )
     return tables
 
 
@@ -428,8 +422,10 @@ _CAPTIONS = {
     "shuffled-label runs of the same source, per class pair (shuffled runs are pooled over pairs "
     "when they have no pair of their own). One diverging colour scale centred on zero for every "
     "panel; red = real labels above the shuffled ones.",
-    "average": "Average learning-curve map per data source and labels (mean over class pairs and replicates), on "
-    "the same colour scale as the per-pair maps; the white contour is the chance level of the probe.",
+    "average": "Average learning-curve map per data source (rows), real labels and shuffled labels (columns): the "
+    "mean over class pairs and replicates, on the colour scale of every map figure; the white contour is the "
+    "probe's chance level. Up a column: class information building up within a sequence; along a row: its "
+    "change with training.",
     "startmax": "Developmental trajectory of each class pair, one panel per data source x class pair: accuracy "
     "at the first time slice (start) against the peak accuracy (max), mean over replicates per epoch, "
     "coloured by epoch; grey: every pair's points.",
@@ -446,6 +442,7 @@ def render_report(inp: ReportInput) -> str:
         "report_page.html.j2",
         title=inp.title,
         generated=time.strftime("%Y-%m-%d %H:%M"),
+        lead=_lead(inp),
         replication=_replication(inp),
         diagnostics=_diagnostics(inp),
         overview=_overview(inp),
@@ -453,7 +450,7 @@ def render_report(inp: ReportInput) -> str:
         warnings=_warnings(inp),
         figures=_figures(inp),
         tables=_mixed_tables(inp.mixed),
-        ols=_table(ols[ols_cols] if len(ols) else ols, wrap=True),
+        ols=_table(ols[ols_cols] if len(ols) else ols, csv="ols.csv"),
         # companion sections arrive as HTML fragments (analysis/companion escapes what it puts in them)
         companion=[{"title": str(c["title"]), "html": Markup(c["html"])} for c in inp.companion],
         files=list(inp.files),

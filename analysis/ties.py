@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import Collection
+from .formatting import html_table
 from .templating import Markup, render
 
 __all__ = ["tie_share_table", "tie_share_summary", "tie_share_section", "CHANCE_LEVELS"]
@@ -149,9 +150,7 @@ def tie_share_section(collection: Collection, figures: bool = True) -> dict:
         rules=[(ties, mode, CHANCE_LEVELS[mode]) for ties, mode in rules],
         mostly_tied=MOSTLY_TIED,
         n_without=int((~runs["has_tie_share"]).sum()) if len(runs) else 0,
-        summary=None
-        if table.empty
-        else Markup(summary.to_html(index=False, float_format=lambda x: f"{x:.3f}", border=0)),
+        summary=None if table.empty else html_table(summary),
         figure=("data:image/png;base64," + base64.b64encode(figs["knn_tie_share.png"]).decode() if figs else None),
     )
     return {

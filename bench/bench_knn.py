@@ -50,7 +50,6 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, load
 
-from pipeline.probes import knn
 from pipeline.probes.knn import _groups_of_identical_states, knn_curve
 
 # name, N, T, H, states. N of the defaults: median training set of the
@@ -133,9 +132,6 @@ def main() -> None:
     parser.add_argument("--check-slices", type=int, default=10, help="most-tied slices checked against them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    # the search a run uses after its first seconds: the compiled one on CPU from COMPILED_MIN_STATES states (its
-    # one-off compilation falls in the first repeat, which the best of --repeat leaves out)
-    knn._search_seconds["torch"] = knn.COMPILE_SECONDS
     print(describe(args.threads))
     print(
         f"{'size':<24} {'N':>5} {'T':>4} {'H':>3} {'ties':>5} {'groups':>6}  {'skl f32 s':>9}  {'skl f64 s':>9}  "
@@ -229,7 +225,7 @@ def monte_carlo_check(s64: np.ndarray, y: np.ndarray, c64, c32, args) -> str:
 
 def exact_check(s64: np.ndarray, y: np.ndarray, c64, c32, slices: int = 3) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.test_knn import hypergeometric_curve
+    from tests.knn_reference import hypergeometric_curve
 
     checked = np.sort(np.argsort(-c64.tie_share, kind="stable")[:slices])
     # Python integers (object array): the exact fractions of large tied groups overflow numpy int64

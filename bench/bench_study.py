@@ -60,6 +60,13 @@ def main() -> None:
     parser.add_argument("--wandb", default="disabled", choices=("disabled", "offline"), help="WANDB_MODE of the runs")
     parser.add_argument("--quick", action="store_true", help="4 cells x 2 epochs and a small synthetic analysis")
     parser.add_argument("--no-analysis-750", action="store_true", help="skip the synthetic 750-run analysis")
+    parser.add_argument(
+        "--compile-cache",
+        choices=("fresh", "user"),
+        default="fresh",
+        help="the probe's compile cache: a fresh folder under --root (a machine's first study: the first workers "
+        "compile, later ones load) or the user's own (LCM_COMPILE_CACHE or ~/.cache)",
+    )
     args = parser.parse_args()
     root = Path(args.root)
     if root.exists():
@@ -67,8 +74,14 @@ def main() -> None:
     cells = 4 if args.quick else CELLS
     cores = len(os.sched_getaffinity(0))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": args.wandb}
+    if args.compile_cache == "fresh":
+        env["LCM_COMPILE_CACHE"] = str(root / "compile-cache")
     print(describe(1))
-    print(f"study: {cells} runs (seed i = design cell i, replicate 0), W&B {args.wandb}, root {root}", flush=True)
+    print(
+        f"study: {cells} runs (seed i = design cell i, replicate 0), W&B {args.wandb}, root {root}, "
+        f"probe's compile cache: {env.get('LCM_COMPILE_CACHE', 'the user default')}",
+        flush=True,
+    )
     sweep = [sys.executable, "-m", "pipeline", "-m", f"seed=range(0,{cells})", f"paths.root={root}"]
     if args.quick:
         sweep.append("trainer.epochs=2")
@@ -78,10 +91,25 @@ def main() -> None:
     analysis_s, analysis_cpu, analysis_gib = measured(analysis, cwd=REPO, env=env)
 
     by_source: dict[str, list[dict]] = {}
+    shapes: dict[str, set] = {}  # (N, T, H) of the probe's states: the default data may change
     for summary_file in (root / "headline" / "runs").glob("*/summary.json"):
         summary = json.loads(summary_file.read_text())
         by_source.setdefault(summary["data_source"], []).append(summary["seconds"])
+        shapes.setdefault(summary["data_source"], set()).add(
+            (summary["n_train"], summary["time_slices"], summary["hidden_size"])
+        )
     runs = sum(len(v) for v in by_source.values())
+    for source, found in sorted(shapes.items()):
+        n_values = sorted(n for n, _, _ in found)
+        print(
+            f"  {source}: n_train {n_values[0]}-{n_values[-1]}, T {sorted({t for _, t, _ in found})}, H {sorted({h for *_, h in found})}"
+        )
+    print("per run, seconds (total = data + training + probes + writing):")
+    for source, seconds in sorted(by_source.items()):
+        listed = ", ".join(
+            f"{s['total']:.0f} ({s['training']:.0f} + knn {s['probes'].get('knn', 0.0):.0f})" for s in seconds
+        )
+        print(f"  {source:<9} {listed}")
     compute = [s["training"] + sum(s["probes"].values()) for v in by_source.values() for s in v]
     mean = sum(compute) / len(compute)
     print(

@@ -11,6 +11,13 @@
    on its own.
 2. One run per fresh process (`python -m pipeline`), disabled vs offline: what a
    single run pays when nothing is shared (imports, service start).
+3. Online with no W&B server to be had (this machine has no internet): one run per
+   fresh process with WANDB_MODE=online against a closed local port and against a
+   local socket that accepts and never answers, beside offline; the delay is the
+   wall-time difference (the start waits logger.wandb.init_timeout at most, then
+   the run mirrors offline). Then two runs in one process against the silent
+   server: the second one does not wait again. The delay does not depend on the
+   run, so these runs are small (--online-epochs, 20 time slices).
 Wall times move with the machine's load (printed); CPU times (this process and
 W&B's service process) much less, so both are printed.
 Target (issue 14): under 5% of a default run.
@@ -21,10 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,6 +73,12 @@ class TrackerClock:
                 self.seconds += time.perf_counter() - t0
 
         return wrapper
+
+
+def fresh_env(**extra: str) -> dict:
+    """The environment of a fresh process: without WANDB_SERVICE, through which W&B would let a child join
+    this process's W&B service (a user's `python -m pipeline` starts its own)."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:
@@ -137,7 +152,7 @@ def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[
     cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
     for i in range(repeats):
         for mode in ("disabled", "offline"):
-            env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
+            env = fresh_env(WANDB_MODE=mode)
             c0, t0 = _children_cpu(), time.perf_counter()
             subprocess.run(
                 [
@@ -157,54 +172,167 @@ def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[
     return {"times": times, "cpu": cpu}
 
 
+SMALL = ("dataset.time_slices=20",)  # the online delay does not depend on the run: small runs measure it
+
+
+class SilentServer:
+    """A local socket that accepts connections and never answers."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.held: list = []
+        threading.Thread(
+            target=lambda: [self.held.append(self.socket.accept()) for _ in iter(int, 1)], daemon=True
+        ).start()
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _run_process(scratch: Path, name: str, epochs: int, env: dict, *overrides: str) -> tuple[float, dict]:
+    """Wall time of `python -m pipeline` in a fresh process, and the run's summary.json W&B entry."""
+    import json
+
+    root = scratch / name
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", f"paths.root={root}", f"trainer.epochs={epochs}", *overrides],
+        cwd=REPO,
+        env=fresh_env(**env),
+        check=True,
+        capture_output=True,
+    )
+    wall = time.perf_counter() - t0
+    (summary,) = root.glob("headline/runs/*/summary.json")
+    return wall, json.loads(summary.read_text()).get("wandb", {})
+
+
+def online_without_server(repeats: int, epochs: int, scratch: Path) -> dict:
+    silent = SilentServer()
+    servers = {"closed port": closed_port(), "silent server": silent.url}
+    key = {"WANDB_API_KEY": "0" * 40}  # a login W&B cannot check without its server
+    out: dict = {"offline": [], **{name: [] for name in servers}, "entries": {}}
+    for i in range(repeats):
+        out["offline"].append(_run_process(scratch, f"online-off-{i}", epochs, {"WANDB_MODE": "offline"}, *SMALL)[0])
+        for name, url in servers.items():
+            env = {"WANDB_MODE": "online", "WANDB_BASE_URL": url, **key}
+            wall, entry = _run_process(scratch, f"online-{name.split()[0]}-{i}", epochs, env, *SMALL)
+            out[name].append(wall)
+            out["entries"][name] = entry
+    # two runs in one process: the second does not wait again
+    code = (
+        "import os, sys, time; sys.path.insert(0, os.getcwd()); "
+        "from bench_wandb import _plan; from pipeline.run import execute\n"
+        "for seed in (0, 1):\n"
+        "    t0 = time.perf_counter(); execute(_plan(f'paths.root={root}', f'trainer.epochs={epochs}', 'dataset.time_slices=20', f'seed={seed}'))\n"
+        "    print(time.perf_counter() - t0)\n"
+    )
+    env = fresh_env(WANDB_MODE="online", WANDB_BASE_URL=silent.url, **key)
+    pack = subprocess.run(
+        [sys.executable, "-c", code.replace("{root}", str(scratch / "online-pack")).replace("{epochs}", str(epochs))],
+        cwd=Path(__file__).resolve().parent,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    out["pack"] = [float(x) for x in pack.stdout.split()]
+    return out
+
+
+def report_in_process(args, scratch: Path) -> None:
+    """Part 1: runs in one process, disabled vs offline."""
+    r = in_process(args.repeats, args.epochs, scratch)
+    dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
+    tracker = statistics.median(r["tracker"])
+    print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
+    print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
+    print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
+    print(
+        f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
+        f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
+        + " ".join(f"{t:.2f}" for t in r["tracker"])
+    )
+    cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
+    print(
+        f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+    print(
+        f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
+        "(import wandb, W&B service start), once per process\n"
+    )
+
+
+def report_fresh_processes(args, scratch: Path) -> None:
+    """Part 2: one run per fresh process, disabled vs offline."""
+    p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
+    pt, pc = p["times"], p["cpu"]
+    pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
+    print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
+    print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
+    print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
+    print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
+    cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
+    print(
+        f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+
+
+def report_online_without_server(args, scratch: Path) -> None:
+    """Part 3: online mode with no server to be had."""
+    o = online_without_server(max(1, args.repeats // 4), args.online_epochs, scratch)
+    base = statistics.median(o["offline"])
+    timeout = _plan().cfg.logger.wandb.init_timeout
+    print(
+        f"\n3. online with no server (logger.wandb.init_timeout={timeout} s), one run per fresh process "
+        f"({args.online_epochs} epoch, 20 time slices):"
+    )
+    print(f"   {'offline':<22}{base:7.2f} s   " + " ".join(f"{t:.2f}" for t in o["offline"]))
+    for name in ("closed port", "silent server"):
+        wall = statistics.median(o[name])
+        entry = o["entries"][name]
+        print(
+            f"   {'online, ' + name:<22}{wall:7.2f} s   delay {wall - base:+.2f} s; summary.json: "
+            f"mode {entry.get('mode')}, state {entry.get('state')}"
+        )
+    first, second = o["pack"]
+    print(
+        f"   two runs in one process, silent server (time inside execute): {first:.2f} s then {second:.2f} s; "
+        f"the second mirrors offline at once ({first - second:+.2f} s: the first one's wait)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4, help="runs per mode (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=50, help="epochs per run (default %(default)s, the default run)")
+    parser.add_argument(
+        "--online-epochs", type=int, default=1, help="epochs of the runs of part 3 (default %(default)s)"
+    )
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default %(default)s)")
     args = parser.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     print(describe(torch_threads=1))
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
         scratch = Path(tmp)
-        for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        for var in ("WANDB_CONFIG_DIR",):  # W&B's staging area and cache go to each run's W&B folder, as for a user
             os.environ[var] = str(scratch / "wandb-cache")
         os.environ["WANDB_SILENT"] = "true"
         media_every = _plan().cfg.logger.wandb.media_every
         print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
 
-        r = in_process(args.repeats, args.epochs, scratch)
-        dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
-        tracker = statistics.median(r["tracker"])
-        print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
-        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
-        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
-        print(
-            f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
-            f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
-            + " ".join(f"{t:.2f}" for t in r["tracker"])
-        )
-        cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
-        print(
-            f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
-        print(
-            f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
-            "(import wandb, W&B service start), once per process\n"
-        )
-
-        p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
-        pt, pc = p["times"], p["cpu"]
-        pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
-        print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
-        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
-        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
-        print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
-        cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
-        print(
-            f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
+        for part, report in ((1, report_in_process), (2, report_fresh_processes), (3, report_online_without_server)):
+            if part in parts:
+                report(args, scratch)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

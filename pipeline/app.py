@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import command_help
 from .config import ConfigError, check_hydra_folders, config_error_in, hydra_root, root_value
 from .packs import run_pack
 from .planning import CONFIG_DIR, Plan, Planner, without_hydra
@@ -60,8 +63,20 @@ def _refuse(exc: BaseException) -> None:
     sys.exit(1)
 
 
+def main() -> None:
+    """The ``lcm`` command (and ``python -m pipeline``): Hydra's, except that shell completion leaves out
+    the config options only the defaults list picks (``dataset=default_gesture``, pipeline/command_help.py)."""
+    if not command_help.is_completion_query(sys.argv[1:]):
+        hydra_main()
+        return
+    answer = io.StringIO()
+    with contextlib.redirect_stdout(answer):
+        hydra_main()
+    print(command_help.without_internal_choices(answer.getvalue(), Path(CONFIG_DIR)))
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> RunOutcome | list[object]:
+def hydra_main(cfg: DictConfig) -> RunOutcome | list[object]:
     planner = Planner(_hydra_compose)
     if cfg.get("pack_file"):
         return run_pack(cfg, planner, execute)

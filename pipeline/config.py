@@ -7,6 +7,7 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,17 @@ from .errors import ConfigError
 def _unique_token() -> str:
     """This launch's own name part: the process id and random bits (a timestamp alone collides)."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _help_text(part: str) -> Callable[[], str]:
+    """``${lcm_config_groups:}`` / ``${lcm_config_keys:}`` in conf/hydra/help/lcm.yaml: generated from conf/."""
+
+    def text() -> str:
+        from . import command_help
+
+        return getattr(command_help, part)(Path(__file__).resolve().parent.parent / "conf")
+
+    return text
 
 
 OUTPUTS_ENV = "LCM_OUTPUTS"
@@ -46,13 +58,16 @@ def outputs_path(value: object) -> str:
 def register_resolvers() -> None:
     """``${lcm_unique:}`` in hydra.sweep.dir / hydra.run.dir: cached, so that the launch and its jobs (which
     get a copy of the launch's resolver cache) name the same folder; ``${lcm_outputs:}`` and ``${lcm_path:}``
-    (above)."""
+    (above); the help's generated parts, ``${lcm_config_groups:}`` and ``${lcm_config_keys:}``."""
     if not OmegaConf.has_resolver("lcm_unique"):
         OmegaConf.register_new_resolver("lcm_unique", _unique_token, use_cache=True)
     if not OmegaConf.has_resolver("lcm_outputs"):
         OmegaConf.register_new_resolver("lcm_outputs", outputs_default)
     if not OmegaConf.has_resolver("lcm_path"):
         OmegaConf.register_new_resolver("lcm_path", outputs_path)
+    for name, part in (("lcm_config_groups", "config_groups_text"), ("lcm_config_keys", "config_keys_text")):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, _help_text(part))
     from .data.arrays import register_resolvers as register_arrays_resolver
 
     register_arrays_resolver()  # ${lcm_arrays:...}: an arrays data set's class names, from its file

@@ -19,6 +19,7 @@ __all__ = [
     "smooth_3rs3r_rows",
     "curve_metrics",
     "map_metrics",
+    "map_movement",
 ]
 
 #: The metric names used in every table (``end`` is also kept in the metrics
@@ -332,3 +333,12 @@ def map_metrics(maps, smooth: bool = True) -> CurveMetrics:
             for k, v in (("start", flat.start), ("end", flat.end), ("max", flat.max), ("tmax", flat.tmax))
         }
     )
+
+
+def map_movement(learning_curve_map) -> float:
+    """Mean over time slices of |map[last epoch] - map[epoch 1]| (map: epochs x time slices): how far a
+    run's map moved over training (the training-health table's column, the W&B mirror's summary)."""
+    m = np.asarray(learning_curve_map, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] < 1:
+        raise ValueError(f"a learning-curve map is epochs x time slices, got shape {m.shape}")
+    return float(np.mean(np.abs(m[-1] - m[0])))

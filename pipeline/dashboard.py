@@ -1,9 +1,12 @@
 """A saved W&B workspace for one study, built with wandb-workspaces.
 
-    python -m pipeline.dashboard --entity E --project P --study NAME [--dry-run]
+    python -m pipeline.dashboard --entity E --project P --study NAME [--runs N | --root DIR] [--dry-run]
 
 The workspace shows the runs of study NAME whose attempt completed (summary
-``run/complete``, see pipeline/tracking.py): one history per done run. Its
+``run/complete``, see pipeline/tracking.py): one history per done run, real and
+shuffled labels alike, every one of them in each panel (``--runs``: how many the
+study has; by default the run folders of the study under ``--root``, at least
+the headline study's 750 runs and their 750 null runs). Its
 sections: the study overview (the four metrics against epoch by data source,
 mean with a standard-error band), class pairs (by pair within source), the
 learning-curve maps (media panels of ``map/image``), real vs shuffled labels,
@@ -17,8 +20,10 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
-from .tracking import COMPLETE_KEY, IMAGE_KEY
+from .schema import iter_run_folders, study_folder
+from .tracking import COMPLETE_KEY, IMAGE_KEY, MOVEMENT_KEY
 
 LABELS = ("real", "shuffled")  # the sequence runner's label conditions (pipeline/studies/sequence.py)
 
@@ -29,6 +34,8 @@ METRICS = (
     ("tmax", "tmax: where the peak is (share of the sequence)"),
 )
 X_AXIS = "epoch"
+# the headline study (README: seed=range(0,750)) with its shuffled-label null runs
+STUDY_RUNS = 2 * 750
 HEALTH = (
     ("train/loss", "training loss"),
     ("val/loss", "validation loss"),
@@ -72,8 +79,13 @@ def _note(text: str):
     return wr.MarkdownPanel(markdown=text)
 
 
-def build_workspace(entity: str, project: str, study: str):
-    """The workspace object (nothing is sent anywhere until ``.save()``)."""
+def study_run_count(root: Path, study: str) -> int:
+    """The run folders of ``study`` under the outputs root (done or not; each is at most one complete run)."""
+    return sum(1 for p in iter_run_folders(study_folder(root, study)) if not p.is_symlink())
+
+
+def build_workspace(entity: str, project: str, study: str, n_runs: int = STUDY_RUNS):
+    """The workspace object (nothing is sent anywhere until ``.save()``); every panel shows up to ``n_runs`` runs."""
     wr, ws = _wandb_workspaces()
 
     section = lambda name, panels, is_open=True: ws.Section(
@@ -109,9 +121,10 @@ def build_workspace(entity: str, project: str, study: str):
         "Learning-curve maps",
         [
             _note(
-                "Each run's learning-curve map so far (KNN accuracy, time slice x epoch; one colour scale for the "
-                "whole study, chance marked on the scale) and its current curve; the step slider walks through the "
-                "epochs at which a map was logged (`logger.wandb.media_every`)."
+                "Each run's learning-curve map so far (KNN accuracy, epoch across and time slice up as in the "
+                "report; one colour scale for the whole study, chance marked on the scale) and its current curve; "
+                "the step slider is the epoch (W&B's step is the epoch) and walks through the epochs at which a "
+                "map was logged (`logger.wandb.media_every`, and the last epoch)."
             ),
             wr.MediaBrowser(title="learning-curve maps", media_keys=[IMAGE_KEY], gallery_axis="step", num_columns=3),
         ],
@@ -149,7 +162,8 @@ def build_workspace(entity: str, project: str, study: str):
         project=project,
         name=f"{study}: learning-curve maps",
         sections=[overview, pairs, maps, labels, health],
-        settings=ws.WorkspaceSettings(x_axis=X_AXIS, max_runs=1000, tooltip_number_of_runs="default"),
+        # every run of the study in every panel (W&B shows only the first max_runs runs of the run set)
+        settings=ws.WorkspaceSettings(x_axis=X_AXIS, max_runs=max(int(n_runs), 1), tooltip_number_of_runs="default"),
         runset_settings=ws.RunsetSettings(
             # the run groups are <study>-<labels> (pipeline/tracking.py); a group is a plain run field,
             # so the filter needs no nested config key
@@ -164,6 +178,7 @@ def build_workspace(entity: str, project: str, study: str):
                 "config:replicate",
                 "summary:test_accuracy",
                 "summary:map/max",
+                f"summary:{MOVEMENT_KEY}",
             ],
         ),
     )
@@ -205,12 +220,30 @@ def main(argv: list[str] | None = None) -> int:
         help="W&B project the runs were logged to (logger.wandb.project; default learning-curve-maps)",
     )
     parser.add_argument("--study", required=True, help="study name (study.name, e.g. headline)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help=f"how many runs the study has, null runs included (default: its run folders under --root, at least {STUDY_RUNS})",
+    )
+    parser.add_argument(
+        "--root", type=Path, help="outputs root whose run folders of the study are counted (paths.root)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the workspace spec as JSON; send nothing")
     args = parser.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        parser.error(f"--runs={args.runs}: must be a number of runs >= 1")
+    if args.root is not None and not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such folder")
     for name in ("entity", "project", "study"):
         if not getattr(args, name).strip() or "'" in getattr(args, name):
             parser.error(f"--{name} must be a non-empty name without quotes")
-    workspace = build_workspace(args.entity, args.project, args.study)
+    found = study_run_count(args.root, args.study) if args.root is not None else 0
+    n_runs = max(args.runs if args.runs is not None else STUDY_RUNS, found)
+    if args.runs is not None and found > args.runs:
+        print(
+            f"dashboard: {found} run folders of {args.study} under {args.root}: showing up to {found}", file=sys.stderr
+        )
+    workspace = build_workspace(args.entity, args.project, args.study, n_runs)
     if args.dry_run:
         json.dump(workspace_spec(workspace), sys.stdout, indent=1, sort_keys=True)
         print()

@@ -1,12 +1,15 @@
-"""Where a run's log lines go: all of them to its run.log, only warnings to the console.
+"""Where a run's log lines go: all of them to its run.log; to the console, a single run's lines (one per
+epoch) and a sweep job's warnings.
 
-A sweep runs hundreds of runs in parallel workers; their INFO lines (one per
-epoch) interleaved on one console are unreadable, and the study sweeper reports
-each finished run itself. So the console handler of a job (conf/hydra/
-job_logging/lcm.yaml) drops the project's records below WARNING, unless the
-record's logger was asked for with Hydra's ``hydra.verbose`` (e.g.
-``hydra.verbose=pipeline.train``: epoch lines; ``hydra.verbose=pipeline``: every
-line of the run). ``run_log`` keeps run.log complete whatever the console level.
+A single run (``lcm ...`` without ``-m``) shows its INFO lines on the console: where it writes, one
+line per epoch with the epoch's seconds and the time left, its end. ``hydra/job_logging=quiet`` (or
+``hydra.job_logging.root.level=WARNING``) keeps only warnings. A sweep runs hundreds of runs in
+parallel workers; their epoch lines interleaved on one console are unreadable, and the study
+sweeper reports each finished run itself, so a sweep job's console handler (conf/hydra/
+job_logging/lcm.yaml) drops the project's records below WARNING, unless the record's logger was
+asked for with Hydra's ``hydra.verbose`` (e.g. ``hydra.verbose=pipeline.train``: epoch lines;
+``hydra.verbose=pipeline``: every line of the run). ``run_log`` keeps run.log complete whatever
+the console level.
 """
 
 from __future__ import annotations
@@ -20,8 +23,17 @@ PROJECT_LOGGER = "pipeline"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def single_run() -> bool:
+    """True inside ``lcm ...`` without ``-m`` (Hydra's RUN mode); False in a sweep's jobs and outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
 class ConsoleFilter(logging.Filter):
-    """Pass the project's records to the console only from WARNING up, or when their logger is verbose."""
+    """Pass the project's records to the console at the root's level in a single run; in a sweep's jobs
+    only from WARNING up, or when their logger is verbose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name != PROJECT_LOGGER and not record.name.startswith(PROJECT_LOGGER + "."):
@@ -31,7 +43,8 @@ class ConsoleFilter(logging.Filter):
             return True
         # run_log may hold the project's logger below the root's level (for run.log's sake);
         # the console keeps the level the user set on the root
-        return record.levelno >= max(logging.WARNING, logging.getLogger().level)
+        floor = logging.getLogger().level
+        return record.levelno >= (floor if single_run() else max(logging.WARNING, floor))
 
 
 @contextlib.contextmanager

@@ -126,6 +126,10 @@ class RunRecord:
         atomic_write_json(self.dir / SUMMARY, summary)
         self._written.extend([*(table_file(name) for name in tables or {}), CURVES, READOUTS, SUMMARY])
 
+    def write_summary(self, summary: dict) -> None:
+        """Rewrite summary.json (before ``mark_done``, which checksums it)."""
+        atomic_write_json(self.dir / SUMMARY, summary)
+
     def mark_done(self, **extra: Any) -> None:
         # what was written, so that a later reader can tell a damaged record from a done one
         unwritten = [name for name in CORE_FILES if name not in self._written]

@@ -128,7 +128,7 @@ def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
         record.write_config(OmegaConf.to_yaml(cfg, resolve=True))
         record.mark_running()
         log.info("run %s -> %s", rid, run_dir)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         tracker = Tracker(cfg, rid, run_dir, plan.runner)
 
         def on_step(step: int, readouts: dict, curves) -> None:
@@ -145,9 +145,16 @@ def _execute_claimed(plan: Plan, record: RunRecord, claim) -> RunOutcome:
             "version": VERSION,
             "git_commit": _git_commit(),
             "seconds_total": time.perf_counter() - t0,
+            # this process's CPU time during the run (all its threads): the sweep's ETA weighs runs by it
+            "cpu_seconds_total": time.process_time() - cpu0,
         }
+        mirror = tracker.mirror_record()  # the W&B mirror's state, in summary.json when W&B is on
+        if mirror is not None:
+            summary["wandb"] = mirror
         record.write_results(result.curves, result.readouts, summary, result.tables)
-        tracker.finish(result.curves, summary, ok=True)
+        final = tracker.finish(result.curves, summary, ok=True)
+        if final != mirror:  # the mirror failed at its end: summary.json says so
+            record.write_summary({**summary, "wandb": final})
         record.mark_done(**{k: summary[k] for k in ("test_accuracy",) if k in summary})
         log.info(
             "run %s done%s",

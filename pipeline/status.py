@@ -14,6 +14,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import yaml
+
 from .runfolder import (
     MAX_TEXT_BYTES,
     NotReadable,
@@ -41,6 +43,9 @@ from .schema import (
 # The report's columns: a run's state (pipeline/schema.py), with the states a relaunch computes again
 # (absent, interrupted, damaged) counted together as missing.
 STATES = (DONE, FAILED, RUNNING, "missing")
+
+#: where `lcm debug=quick` (conf/debug/quick.yaml) writes, under an outputs root
+DEBUG_FOLDER = "debug"
 
 
 def column_and_detail(run_dir: Path) -> tuple[str, str | None]:
@@ -74,8 +79,6 @@ def _cell_of(run_dir: Path, planned_cell: str | None) -> str:
 
 def _recorded_cell(run_dir: Path) -> str | None:
     """``design.cell`` of config.yaml (records whose status.json predates its cell entry)."""
-    import yaml  # pyyaml comes with omegaconf; only old records need it
-
     try:
         config = yaml.safe_load(read_text_entry(run_dir, CONFIG))
     except (OSError, NotReadable, yaml.YAMLError):
@@ -83,6 +86,29 @@ def _recorded_cell(run_dir: Path) -> str | None:
     design = config.get("design") if isinstance(config, dict) else None
     cell = design.get("cell") if isinstance(design, dict) else None
     return str(cell) if cell else None
+
+
+def _class_names(run_dir: Path) -> list[str] | None:
+    """The class names of a run's cell (design.class_names in its config.yaml), None where unknown."""
+    try:
+        design = (yaml.safe_load(read_text_entry(run_dir, CONFIG)) or {}).get("design") or {}
+    except (OSError, NotReadable, yaml.YAMLError, AttributeError):
+        return None
+    names = design.get("class_names")
+    return [str(n) for n in names] if isinstance(names, list) and names else None
+
+
+def debug_folder_hint(root: Path, study: str | None = None) -> str | None:
+    """For a root without the studies asked for whose debug folder holds some (or ``study``): a sentence naming it."""
+    debug = Path(root) / DEBUG_FOLDER
+    studies = [s for s in list_studies(debug) if study is None or s == study]
+    if not studies:
+        return None
+    runs = sum(len(list(iter_run_folders(study_folder(debug, s)))) for s in studies)
+    return (
+        f"{debug} holds {runs} run folder(s) of `lcm debug=quick` (studies: {', '.join(studies)}), kept apart "
+        f"from the studies; to see them: --root {debug}"
+    )
 
 
 def natural_key(text: str) -> list:
@@ -121,6 +147,7 @@ def collect(root: Path, study: str | None = None) -> dict:
         runs_dir = runs_folder(study_dir)
         present = {p.name for p in iter_run_folders(study_dir, links=True)}
         cells: dict[str, Counter] = defaultdict(Counter)
+        class_names: dict[str, list[str]] = {}
         conditions: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
         problems = []
         for rid in sorted(present | set(planned), key=natural_key):
@@ -131,6 +158,10 @@ def collect(root: Path, study: str | None = None) -> dict:
             if condition is None:
                 condition = _labels_condition(run_dir)
             cells[cell][state] += 1
+            if cell not in class_names and rid in present:
+                names = _class_names(run_dir)  # one config.yaml per cell: the first run folder that has one
+                if names:
+                    class_names[cell] = names
             conditions[condition][cell][state] += 1
             if state == FAILED or detail:
                 problems.append(
@@ -151,8 +182,15 @@ def collect(root: Path, study: str | None = None) -> dict:
             },
             "problems": problems,
             "notes": notes,
+            "class_names": {c: class_names[c] for c in sorted(class_names, key=natural_key)},
         }
     return report
+
+
+def cell_label(cell: str, class_names: dict[str, list[str]]) -> str:
+    """``gesture/pair 0 PEN/ABD``: the cell with its class names, where a run folder of it says them."""
+    names = class_names.get(cell)
+    return f"{cell} {'/'.join(names)}" if names else cell
 
 
 def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]:
@@ -174,16 +212,18 @@ def _read_plans(plans_dir: Path) -> tuple[dict[str, tuple[str, str]], list[str]]
 def format_report(report: dict) -> str:
     lines = []
     for study, info in report.items():
+        names = info.get("class_names", {})
         for condition, cells in info.get("conditions", {"": info["cells"]}).items():
             totals: Counter[str] = Counter()
             for cnt in cells.values():
                 totals.update(cnt)
             label = f"study {study}" + (f" [{condition}]" if condition else "")
             lines.append(f"{label}: " + ", ".join(f"{totals.get(s, 0)} {s}" for s in STATES))
-            width = max([len(c) for c in cells] + [4])
+            labels = {cell: cell_label(cell, names) for cell in cells}
+            width = max([len(c) for c in labels.values()] + [4])
             lines.append(f"  {'cell'.ljust(width)}  " + "  ".join(f"{s:>7}" for s in STATES))
             for cell, cnt in cells.items():
-                lines.append(f"  {cell.ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
+                lines.append(f"  {labels[cell].ljust(width)}  " + "  ".join(f"{cnt.get(s, 0):>7}" for s in STATES))
         for p in info["problems"]:
             where = f" [{p['condition']}]" if p.get("condition") else ""
             lines.append(f"  {p['state']:>7} {p['run_id']}{where}: {p['detail']}")
@@ -221,9 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.study and not (root / args.study).is_dir():
         known = ", ".join(list_studies(root)) or "none"
-        print(f"error: no study {args.study!r} under {root} (studies there: {known})", file=sys.stderr)
+        hint = debug_folder_hint(root, args.study)
+        print(
+            f"error: no study {args.study!r} under {root} (studies there: {known})" + (f"; {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 2
     report = collect(root, args.study)
+    if not report and not args.json:
+        hint = debug_folder_hint(root)
+        print(f"no studies found under {root}" + (f"; {hint}" if hint else ""))
+        return 0
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

@@ -1,17 +1,23 @@
 """W&B mirror of a run record (optional; the run folder is the source of truth), mode from ``WANDB_MODE``.
 
 Per epoch (or step) a run logs its readouts and, with a learning-curve map, the analysis's four metrics
-of that epoch's curve; the map as an image every ``media_every`` epochs; a companion study's headline
-figure at its end (``companion/<name>``). Each attempt at a run is its own W&B run (``<run id>-a<n>``
-after the first); only a completed one sets ``run/complete``. See docs/wandb.md.
+of that epoch's curve, at W&B step = epoch; the map as an image every ``media_every`` epochs; a
+companion study's headline figure at its end (``companion/<name>``); at the end, its results and map
+movement in the summary and its record files as an artifact (type ``run-record``). Each attempt at a
+run is its own W&B run (``<run id>-a<n>`` after the first); only a completed one sets ``run/complete``.
+
+Any W&B failure costs at most the mirror: the tracker logs one warning, stops mirroring and reports
+the mirror's state for summary.json (``pipeline/wandb_state.py``); an online start that fails mirrors
+offline instead. See docs/wandb.md.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +27,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import as_dict, wandb_mode
 from .config_schema import DESIGN_ASSIGNMENT, groups_ignored, sweeper_keys
-from .curve_metrics import curve_metrics, smooth_3rs3r
-from .schema import KNN, KNN_TIE_SHARE, TRAIN
+from .curve_metrics import curve_metrics, map_movement, smooth_3rs3r
+from .schema import CONFIG, CURVES, KNN, KNN_TIE_SHARE, READOUTS, SUMMARY, TRAIN
+from .wandb_figures import companion_image, map_figure
+from .wandb_state import (
+    COMPLETE,
+    MirrorState,
+    describe,
+    keep_wandb_files_in,
+    online_failure,
+    remember_online_failure,
+)
+
+__all__ = ["Tracker", "wandb_mode"]
 
 log = logging.getLogger(__name__)
 # Config keys that say where or how a run was launched, not what it is (the registry's sweeper keys, the
@@ -32,6 +49,8 @@ METRIC_KEYS = ("start", "end", "end_minus_start", "max", "tmax")
 COMPLETE_KEY = "run/complete"
 IMAGE_KEY = "map/image"
 CURVE_KEY = "map/curve"
+MOVEMENT_KEY = "map/movement"
+RECORD_ARTIFACT_TYPE = "run-record"
 CONSOLE_MODES = ("off", "auto", "wrap", "redirect")  # wandb.Settings(console=...)
 _ATTEMPT_DIR = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>.+)$")
 
@@ -91,6 +110,21 @@ def display_name(cfg: DictConfig, attempt: int = 1) -> str:
     if design.get("labels", "real") != "real":
         name += f" {design['labels']}"
     return name + (f" attempt {attempt}" if attempt > 1 else "")
+
+
+def map_title(cfg: DictConfig, run_id: str, attempt: int = 1) -> str:
+    """``gesture, class pair PEN/ABD, replicate 3, shuffled labels (run <id>)``: the map image's title."""
+    design = _design(cfg)
+    pair = class_pair(design)
+    if not (pair and design.get("data_source")):
+        return f"{display_name(cfg, attempt)} (run {run_id})"
+    labels = design.get("labels", "real")
+    return (
+        f"{design['data_source']}, class pair {pair}, replicate {int(design.get('replicate', 0))}"
+        + (f", {labels} labels" if labels != "real" else "")
+        + (f", attempt {attempt}" if attempt > 1 else "")
+        + f" (run {run_id})"
+    )
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
@@ -181,167 +215,6 @@ def tie_share(curves: pd.DataFrame | None) -> float | None:
     return None if rows is None else float(rows[1].mean())
 
 
-class MapFigure:
-    """One Agg figure per run: the map so far (time slice x epoch) and the current curve.
-
-    Built with matplotlib's object API (no pyplot: no global state, cheaper
-    import). Axes, ticks, labels and the colour bar are drawn once; each render
-    restores that background and draws only the map, the two curves and the
-    title (blitting), which keeps a render to a few milliseconds.
-    """
-
-    def __init__(self, n_epochs: int, n_slices: int, scale: tuple[float, float], chance: float | None):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-
-        self.fig = Figure(figsize=(6.4, 2.8), dpi=72)
-        canvas = self.canvas = FigureCanvasAgg(self.fig)
-        self.ax_map = self.fig.add_axes((0.085, 0.17, 0.44, 0.75))
-        cax = self.fig.add_axes((0.535, 0.17, 0.018, 0.75))
-        self.ax_curve = self.fig.add_axes((0.695, 0.17, 0.27, 0.75))
-        self.image = self.ax_map.imshow(
-            np.full((n_epochs, n_slices), np.nan),
-            vmin=scale[0],
-            vmax=scale[1],
-            cmap="viridis",
-            aspect="auto",
-            origin="lower",
-            interpolation="nearest",
-            extent=(0.5, n_slices + 0.5, 0.5, n_epochs + 0.5),
-        )
-        bar = self.fig.colorbar(self.image, cax=cax, label="KNN accuracy")
-        if chance is not None and scale[0] <= chance <= scale[1]:
-            bar.ax.axhline(chance, color="white", linewidth=1.5)
-        self.ax_map.set_xlabel("time slice")
-        self.ax_map.set_ylabel("epoch")
-        self.ax_map.yaxis.set_major_locator(MaxNLocator(integer=True))
-        slices = np.arange(1, n_slices + 1)
-        (self.raw,) = self.ax_curve.plot(slices, np.full(n_slices, np.nan), color="0.6", linewidth=0.8, label="raw")
-        (self.smooth,) = self.ax_curve.plot(slices, np.full(n_slices, np.nan), color="C3", linewidth=1.4, label="3RS3R")
-        if chance is not None:
-            self.ax_curve.axhline(chance, color="black", linestyle=":", linewidth=0.8, label="chance")
-        self.ax_curve.set_ylim(*scale)
-        self.ax_curve.set_xlim(0.5, n_slices + 0.5)
-        self.ax_curve.set_xlabel("time slice")
-        self.ax_curve.legend(loc="lower right", fontsize=7, frameon=False)
-        self.title = self.ax_curve.set_title("", fontsize=9)
-        canvas.draw()
-        self.background = canvas.copy_from_bbox(self.fig.bbox)
-
-    def render(self, grid: np.ndarray, epoch: int, curve: np.ndarray, smoothed: np.ndarray) -> np.ndarray:
-        canvas = self.canvas
-        canvas.restore_region(self.background)
-        self.image.set_data(grid)
-        self.raw.set_ydata(curve)
-        self.smooth.set_ydata(smoothed)
-        self.title.set_text(f"epoch {epoch}")
-        self.ax_map.draw_artist(self.image)
-        for artist in (self.raw, self.smooth, self.title):
-            self.ax_curve.draw_artist(artist)
-        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-@functools.lru_cache(maxsize=4)
-def map_figure(n_epochs: int, n_slices: int, scale: tuple[float, float], chance: float | None) -> MapFigure:
-    """The figure for maps of this shape, built once per process (a pack's runs share it)."""
-    return MapFigure(n_epochs, n_slices, scale, chance)
-
-
-# ---------------------------------------------------------------------------
-# Companion studies: one figure of each study's headline quantity, drawn at the end of a run from
-# the table the runner wrote to the run folder (the tracker never sees a runner's tables otherwise)
-# ---------------------------------------------------------------------------
-
-
-def _draw_pathway_shares(ax, frame: pd.DataFrame) -> None:
-    for mode, part in frame.groupby("mode"):
-        ax.plot(part.step, part.share_b, linewidth=1.2 if mode == 1 else 0.8, label=f"mode {mode}")
-    deprived = frame.loc[frame.deficit.astype(bool), "step"]
-    if len(deprived):
-        ax.axvspan(deprived.min(), deprived.max(), color="0.85", zorder=0, label="deficit")
-    ax.axhline(0.5, color="black", linestyle=":", linewidth=0.8)
-    ax.set(xlabel="step", ylabel="share of pathway b", ylim=(-0.05, 1.05))
-
-
-def _draw_singular_values(ax, frame: pd.DataFrame) -> None:
-    for index, part in frame.groupby("index"):
-        ax.plot(part.step, part.value, linewidth=0.9, label=f"sigma {index}" if index <= 5 else None)
-    switch = frame.loc[frame.phase == "target", "step"]
-    if len(switch) and (frame.phase != "target").any():
-        ax.axvline(switch.min(), color="black", linestyle=":", linewidth=0.8, label="target from here")
-    ax.set(xlabel="step", ylabel="singular value of the product", yscale="symlog")
-
-
-def _draw_loss_curves(ax, frame: pd.DataFrame) -> None:
-    for split, part in frame.groupby("split", sort=True):
-        ax.plot(part.epoch, part.loss, marker=".", markersize=2, linewidth=0.9, label=split)
-    finetune = frame.loc[frame.phase == "finetune", "epoch"]
-    if len(finetune):
-        ax.axvline(finetune.min() - 0.5, color="black", linestyle=":", linewidth=0.8, label="fine-tuning")
-    ax.set(xlabel="epoch", ylabel="loss", yscale="log")
-
-
-def _draw_category_structure(ax, frame: pd.DataFrame) -> None:
-    ratio = frame[frame.measure == "between_within_ratio"].sort_values(["layer_index", "step"])
-    for (_, layer), part in ratio.groupby(["layer_index", "layer"], sort=True):
-        ax.plot(part.step.clip(lower=0.5), part.value, marker=".", markersize=2, linewidth=0.9, label=layer)
-    ax.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
-    ax.set(xlabel="optimiser step (0 plotted at 0.5)", ylabel="between / within-class distance", xscale="log")
-
-
-# runner -> (run-folder table, W&B key, drawing, caption)
-COMPANION_MEDIA = {
-    "critical_pathways": (
-        "pathway_shares",
-        "companion/pathway_shares",
-        _draw_pathway_shares,
-        "the deprived pathway b's share of each singular mode over training (1/2: both pathways alike)",
-    ),
-    "critical_matrix_completion": (
-        "singular_values",
-        "companion/singular_values",
-        _draw_singular_values,
-        "top singular values of the end-to-end product over training (deficit matrix, then the target)",
-    ),
-    "multitask": (
-        "loss_curves",
-        "companion/loss_curves",
-        _draw_loss_curves,
-        "losses per data set over the single-task phase and fine-tuning",
-    ),
-    "dense_sample": (
-        "category_structure",
-        "companion/category_structure",
-        _draw_category_structure,
-        "category structure per layer: between / within-class distance of the probe set (1: none)",
-    ),
-}
-
-
-def companion_image(runner: str, run_dir: Path) -> tuple[str, np.ndarray, str] | None:
-    """The W&B key, the pixels and the caption of a companion run's headline figure, or None where the
-    runner has none or its table is not in the run folder."""
-    if runner not in COMPANION_MEDIA:
-        return None
-    table, key, draw, caption = COMPANION_MEDIA[runner]
-    path = Path(run_dir) / f"{table}.parquet"
-    if not path.exists():
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 3.2), dpi=72)
-    canvas = FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    draw(ax, pd.read_parquet(path))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, frameon=False, loc="best")
-    fig.tight_layout()
-    canvas.draw()
-    return key, np.asarray(canvas.buffer_rgba())[..., :3].copy(), caption
-
-
 # ---------------------------------------------------------------------------
 # The tracker
 # ---------------------------------------------------------------------------
@@ -350,6 +223,13 @@ def companion_image(runner: str, run_dir: Path) -> tuple[str, np.ndarray, str] |
 # The probe's chance level with distinct states and random labels: resubstitution
 # 3-NN scores ~0.75 (each sample votes for itself); leave-one-out ~0.5.
 _PROBE_CHANCE = {"resubstitution": 0.75, "leave_one_out": 0.5}
+
+
+def _seconds(w, key: str, default: float) -> float:
+    value = w.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"logger.wandb.{key}={value!r}: must be a number of seconds > 0")
+    return float(value)
 
 
 def _options(logger_cfg, knn_mode: str = "resubstitution") -> dict:
@@ -380,6 +260,8 @@ def _options(logger_cfg, knn_mode: str = "resubstitution") -> dict:
         "x_axes": x_axes,
         "console": console,
         "requirements": bool(w.get("requirements", False)),
+        "init_timeout": _seconds(w, "init_timeout", 30.0),
+        "finish_timeout": _seconds(w, "finish_timeout", 60.0),
     }
 
 
@@ -399,25 +281,67 @@ def _flat_scalars(summary: dict, prefix: str = "") -> dict[str, float | int | st
     return out
 
 
+def _config_leaves(config: dict) -> dict[str, list]:
+    """The config's scalar values by their last key (``trainer.epochs`` -> ``epochs``)."""
+    leaves: dict[str, list] = {}
+    for key, value in _flat_scalars(config).items():
+        leaves.setdefault(key.rsplit("/", 1)[-1], []).append(value)
+    return leaves
+
+
+def summary_scalars(summary: dict, config: dict) -> dict[str, float | int | str]:
+    """The run's results for W&B's summary: summary.json's numbers and strings, less what the W&B
+    config already says (a config key, or a value the config holds under the same name) and less
+    the mirror's own state."""
+    leaves = _config_leaves(config)
+    out = {}
+    for key, value in _flat_scalars(summary).items():
+        top = key.split("/", 1)[0]
+        if top in config or top == "wandb" or any(type(v) is type(value) and v == value for v in leaves.get(key, ())):
+            continue
+        out[key] = value
+    return out
+
+
+def record_files(run_dir: Path) -> list[str]:
+    """The record files a mirror carries as its artifact: config, curves, readouts, summary and the runner's
+    own tables (every other ``*.parquet`` of the run folder)."""
+    run_dir = Path(run_dir)
+    names = [CONFIG, CURVES, READOUTS, SUMMARY]
+    names += sorted(p.name for p in run_dir.glob("*.parquet") if p.name not in names)
+    return [name for name in names if (run_dir / name).is_file()]
+
+
 class Tracker:
-    """Mirrors one attempt at a run to W&B (or does nothing when W&B is disabled)."""
+    """Mirrors one attempt at a run to W&B (or does nothing when W&B is disabled).
+
+    Every W&B call is guarded: the first failure logs one warning, marks the mirror failed
+    (``mirror_record``) and ends the mirror; the run goes on.
+    """
 
     def __init__(self, cfg: DictConfig, run_id: str, run_dir: Path, study_runner=None):
-        self.run = None
+        self.run: Any = None  # the wandb Run while the mirror lives
+        self.mirror: MirrorState | None = None  # None: W&B is off
         knn_mode = str(OmegaConf.select(cfg, "probe.knn.mode", default="resubstitution"))
         self.options = _options(cfg.logger, knn_mode)  # checked in every mode: a typo surfaces before W&B is turned on
-        if wandb_mode() == "disabled":
+        mode = wandb_mode()
+        if mode == "disabled":
             return
-        import wandb  # imported only when used: it costs about a second
-
-        os.environ.setdefault("WANDB_SILENT", "true")
-        runner = self.runner = str(cfg.study.runner)
-        self.run_dir = Path(run_dir)
-        self.x_axis = str(self.options["x_axes"].get(runner, self.options["x_axes"].get("default", "epoch")))
-        self.n_epochs = int(cfg.trainer.epochs) if runner == "sequence" else None
+        self.runner = str(cfg.study.runner)
+        self.run_id, self.run_dir = run_id, Path(run_dir)
+        self.x_axis = str(self.options["x_axes"].get(self.runner, self.options["x_axes"].get("default", "epoch")))
+        self.n_epochs = int(cfg.trainer.epochs) if self.runner == "sequence" else None
         earlier = earlier_attempts(run_dir, run_id)
         self.attempt = len(earlier) + 1
         self.wandb_id = attempt_id(run_id, self.attempt)
+        self.title = map_title(cfg, run_id, self.attempt)
+        self._rows: dict[int, np.ndarray] = {}
+        self._last_media: int | None = None
+        self._last_step = 0
+        self._warned = False
+        self._mirror_file: Path | None = None
+        w = cfg.logger.wandb
+        self.mirror = MirrorState(requested_mode=mode, id=self.wandb_id, project=w.project, entity=w.entity)
         if earlier:
             log.info(
                 "W&B: run %s was attempted before (%s); this attempt is W&B run %s",
@@ -425,8 +349,50 @@ class Tracker:
                 ", ".join(earlier),
                 self.wandb_id,
             )
+        self.config: dict = {}
+        self._guarded("start", self._start, cfg, earlier, mode, study_runner)
+
+    # -- the guard -----------------------------------------------------------
+
+    def _guarded(self, stage: str, action, *args) -> None:
+        try:
+            action(*args)
+        except Exception as exc:  # W&B raises many kinds; none may cost the run
+            self._lose(stage, exc)
+
+    def _warn(self, message: str, *args) -> None:
+        """One warning per run (the first problem); later ones go to the run's log at info level."""
+        (log.info if self._warned else log.warning)(message, *args)
+        self._warned = True
+
+    def _state(self) -> MirrorState:
+        assert self.mirror is not None, "only a tracker with W&B on mirrors"
+        return self.mirror
+
+    def _lose(self, stage: str, exc: Exception) -> None:
+        run, self.run = self.run, None
+        self._state().fail(f"{stage}: {describe(exc)}")
+        self._warn(
+            "W&B mirror of run %s lost at %s (%s); the run goes on and records as usual, summary.json marks "
+            "the mirror failed, and slurm/wandb_sync.sh rebuilds it from the run folder",
+            self.run_id,
+            stage,
+            describe(exc),
+        )
+        if run is not None:
+            with contextlib.suppress(Exception):
+                run.finish(exit_code=1)
+
+    # -- the start -------------------------------------------------------------
+
+    def _start(self, cfg: DictConfig, earlier: list[str], mode: str, study_runner) -> None:
+        import wandb  # imported only when used: it costs about a second
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        keep_wandb_files_in(self.run_dir / "wandb")
         w = cfg.logger.wandb
-        self.run = wandb.init(
+        self.config = run_config(cfg, self.run_id, self.attempt, earlier, study_runner)
+        init_args = dict(
             project=w.project,
             entity=w.entity,
             id=self.wandb_id,
@@ -435,26 +401,69 @@ class Tracker:
             group=group_name(cfg),
             job_type="run",
             tags=run_tags(cfg),
-            dir=str(run_dir),
-            config=run_config(cfg, run_id, self.attempt, earlier, study_runner),
+            dir=str(self.run_dir),
+            config=self.config,
             reinit="finish_previous",
-            # the package list is the same for every run of a process and costs ~0.03 s of CPU per run
-            settings=wandb.Settings(console=self.options["console"], x_save_requirements=self.options["requirements"]),
+            settings=wandb.Settings(
+                console=self.options["console"],
+                # the package list is the same for every run of a process and costs ~0.03 s of CPU per run
+                x_save_requirements=self.options["requirements"],
+                # an unreachable server costs a run at most this long at the start ...
+                init_timeout=self.options["init_timeout"],
+                # ... and at the end (then the upload is left for wandb sync, and the mirror marked failed)
+                finish_timeout=self.options["finish_timeout"],
+                finish_timeout_raises=True,
+            ),
         )
+        self._wandb = wandb
+        mirror = self._state()
+        mirror.mode = mode
+        if mode == "online":
+            self._start_online(wandb, init_args)
+        else:
+            self.run = wandb.init(**init_args)
+        mirror.mode = "offline" if self.run.offline else "online"  # as W&B runs it
         self.run.define_metric(self.x_axis)
         self.run.define_metric("*", step_metric=self.x_axis)
-        self._rows: dict[int, np.ndarray] = {}
-        self._last_media: int | None = None
-        self._last_step = 0
-        self._wandb = wandb
+        # offline, this file is the mirror (W&B writes it through a handle it keeps open, so a deleted
+        # file or folder goes unnoticed by W&B; the tracker looks for it before each step and at the end)
+        self._mirror_file = Path(self.run.settings.sync_file) if mirror.mode == "offline" else None
+
+    def _check_mirror_file(self) -> None:
+        if self._mirror_file is not None and not self._mirror_file.is_file():
+            raise FileNotFoundError(f"the offline W&B file {self._mirror_file} is gone (its folder deleted?)")
+
+    def _start_online(self, wandb, init_args: dict) -> None:
+        """Online when W&B's server answers; otherwise offline into the run folder, for wandb_sync.sh."""
+        reason = online_failure()
+        if reason is None:
+            t0 = time.perf_counter()
+            try:
+                self.run = wandb.init(**init_args)
+                return
+            except Exception as exc:  # CommError, UsageError (no login), timeouts, ...
+                reason = f"{describe(exc)} (after {time.perf_counter() - t0:.1f} s)"
+                remember_online_failure(reason)
+                # W&B's service still holds the run id for the failed start ("run ID ... is in use"): a
+                # fresh service (about a second to start) takes the offline run under the same id
+                with contextlib.suppress(Exception):
+                    wandb.teardown()
+            note = f"online start failed: {reason}; mirrored offline, upload with slurm/wandb_sync.sh"
+        else:
+            note = f"online start failed earlier in this process: {reason}; mirrored offline, upload with slurm/wandb_sync.sh"
+        self._warn("W&B run %s: %s", self.run_id, note)
+        self._state().mode, self._state().note = "offline", note
+        self.run = wandb.init(**init_args, mode="offline")  # the fallback only: WANDB_MODE asked for online
 
     # -- per epoch -------------------------------------------------------
 
     def log_epoch(self, epoch: int, readouts: dict, curves: pd.DataFrame | None) -> None:
-        if self.run is None:
-            return
+        if self.run is not None:
+            self._guarded(f"{self.x_axis} {epoch}", self._log_epoch, epoch, readouts, curves)
+
+    def _log_epoch(self, epoch: int, readouts: dict, curves: pd.DataFrame | None) -> None:
+        self._check_mirror_file()
         row: dict[str, Any] = {self.x_axis: epoch, **readouts}
-        self._last_step = max(self._last_step, epoch)
         curve = epoch_curve(curves)
         if curve is not None and np.all(np.isfinite(curve)):  # the analysis leaves non-finite maps out too
             self._rows[epoch] = curve
@@ -467,7 +476,13 @@ class Tracker:
             row["knn/tie_share"] = share
         if curve is not None and self._media_due(epoch):
             row.update(self._media(epoch))
-        self.run.log(row)
+        self._log(row, epoch)
+
+    def _log(self, row: dict, step: int) -> None:
+        """W&B's own step is the epoch (or training step), so that the media panel's slider walks epochs; a
+        step that does not advance joins the row logged last (W&B drops rows logged at an earlier step)."""
+        self._last_step = max(int(step), self._last_step)
+        self.run.log(row, step=self._last_step)
 
     def _media_due(self, epoch: int) -> bool:
         every = self.options["media_every"]
@@ -483,14 +498,15 @@ class Tracker:
             if len(values) == n_slices:
                 grid[e - 1] = values
         smoothed = smooth_3rs3r(curve)
+        title = f"{self.title}: epoch {epoch} of {n_epochs}"
         pixels = map_figure(n_epochs, n_slices, self.options["scale"], self.options["chance"]).render(
-            grid, epoch, curve, smoothed
+            grid, curve, smoothed, title
         )
         lo, hi = self.options["scale"]
         chance = self.options["chance"]
         caption = (
-            f"learning-curve map after epoch {epoch} of {n_epochs}: KNN accuracy by time slice (x) and "
-            f"epoch (y); colour scale {lo:g}-{hi:g} for the whole study"
+            f"{title}. Learning-curve map so far: KNN accuracy by epoch (x) and time slice (y), as in the "
+            f"report; colour scale {lo:g}-{hi:g} for the whole study"
             + (f"; chance {chance:g} (white line on the scale, dotted in the curve)" if chance is not None else "")
         )
         slices = range(1, n_slices + 1)
@@ -509,19 +525,58 @@ class Tracker:
 
     # -- at the end -------------------------------------------------------
 
-    def finish(self, curves: pd.DataFrame | None, summary: dict, ok: bool) -> None:
-        if self.run is None:
-            return
-        if ok and self._rows and self._last_media != max(self._rows):
-            last = max(self._rows)
-            self.run.log({self.x_axis: last, **self._media(last)})
+    def mirror_record(self) -> dict | None:
+        """summary.json's ``wandb`` entry as things stand, or None when W&B is off (no entry)."""
+        return None if self.mirror is None else self.mirror.record(expected=COMPLETE if self.run else None)
+
+    def finish(self, curves: pd.DataFrame | None, summary: dict, ok: bool) -> dict | None:
+        """End the mirror (on a done run: its last map, figure, results and record artifact; the record
+        files must be written). Returns summary.json's ``wandb`` entry as it now stands."""
+        if self.run is not None:
+            self._guarded("finish", self._finish, summary, ok)
+        return self.mirror_record()
+
+    def _finish(self, summary: dict, ok: bool) -> None:
+        self._check_mirror_file()
         if ok:
+            if self._rows and self._last_media != max(self._rows):
+                last = max(self._rows)
+                self._log({self.x_axis: last, **self._media(last)}, last)
             media = companion_image(self.runner, self.run_dir)
             if media is not None:
                 key, pixels, caption = media
-                self.run.log({self.x_axis: self._last_step, key: self._wandb.Image(pixels, caption=caption)})
-        if ok:
-            scalars = {k: v for k, v in _flat_scalars(summary).items() if k != "run_id"}
-            self.run.summary.update({**scalars, COMPLETE_KEY: 1})
+                self._log(
+                    {self.x_axis: self._last_step, key: self._wandb.Image(pixels, caption=caption)}, self._last_step
+                )
+            if record_files(self.run_dir):
+                self.run.log_artifact(self._record_artifact(summary))
+            results = summary_scalars(summary, self.config)
+            results.pop("run_id", None)
+            movement = self._map_movement()
+            if movement is not None:
+                results[MOVEMENT_KEY] = movement
+            self.run.summary.update({**results, COMPLETE_KEY: 1})
         self.run.finish(exit_code=0 if ok else 1)
+        self._check_mirror_file()  # (a failure here needs no second finish: W&B ignores one)
         self.run = None
+        if ok:
+            self._state().state = COMPLETE
+
+    def _map_movement(self) -> float | None:
+        """The health table's map movement (mean over time slices of |last epoch - epoch 1|)."""
+        if 1 not in self._rows or len({len(c) for c in self._rows.values()}) != 1:
+            return None
+        return map_movement(np.stack([self._rows[e] for e in sorted(self._rows)]))
+
+    def _record_artifact(self, summary: dict):
+        """The run's record files, so that its map and results can be rebuilt from W&B alone. W&B copies
+        each file into its staging area (inside the run's W&B folder) as it is added."""
+        artifact = self._wandb.Artifact(
+            re.sub(r"[^A-Za-z0-9_.-]", "_", f"record-{self.run_id}"),
+            type=RECORD_ARTIFACT_TYPE,
+            description=f"record files of run {self.run_id} (the run folder's own copies)",
+            metadata={k: summary[k] for k in ("run_id", "study", "cell", "replicate") if k in summary},
+        )
+        for name in record_files(self.run_dir):
+            artifact.add_file(str(self.run_dir / name), name=name)
+        return artifact

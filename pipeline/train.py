@@ -74,6 +74,13 @@ def _batchnorm_modules(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+def _clock(seconds: float) -> str:
+    """``1:05`` / ``1:02:05``: how long, as the console shows it."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def evaluate_model(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, readout_batchnorm: str = "eval"
 ) -> tuple[float, float]:
@@ -166,8 +173,10 @@ def train_run(
     probe_seconds = {p.name: 0.0 for p in probes}
     t_train = 0.0
 
+    t_start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         tic = time.perf_counter()
+        t_epoch = tic
         model.train()
         order = (torch.randperm(n_train, generator=generator) if shuffle else torch.arange(n_train)).to(device)
         states = None
@@ -201,7 +210,9 @@ def train_run(
             split, metric = key.split("/")
             readouts.append((epoch, split, metric, value))
 
-        ctx = ProbeContext(epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size))
+        ctx = ProbeContext(
+            epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size), epochs
+        )
         epoch_curves = []
         for probe in probes:
             tic = time.perf_counter()
@@ -213,8 +224,14 @@ def train_run(
                 tables.setdefault(probe.table, []).append(rows)
         epoch_frame = pd.concat(epoch_curves, ignore_index=True) if epoch_curves else empty_curves(object)
         curves.append(epoch_frame)
+        now = time.perf_counter()
         log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f", epoch, epochs, *epoch_readouts.values()
+            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f  (%.1f s; ~%s left)",
+            epoch,
+            epochs,
+            *epoch_readouts.values(),
+            now - t_epoch,
+            _clock((now - t_start) / epoch * (epochs - epoch)),
         )
         if on_epoch is not None:
             on_epoch(epoch, epoch_readouts, epoch_frame)

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Upload offline Weights & Biases runs found under an outputs root.
 #
-#   slurm/wandb_sync.sh [--dry-run] [ROOT] [-- <extra `wandb sync` options>]
+#   slurm/wandb_sync.sh [--dry-run] [--no-rebuild] [ROOT] [-- <extra `wandb sync` options>]
 #
+# First, mirrors that a W&B failure cost (a done run whose summary.json says
+# `"wandb": {"state": "failed", ...}`: its W&B folder lost, a full disk, an
+# upload that did not finish) are rebuilt from their run folders as new offline
+# runs (python -m pipeline.wandb_rebuild; --no-rebuild skips this step).
 # ROOT (default: outputs) is searched for `offline-run-*` folders (what an
 # offline `wandb.init` writes under its `dir`). A run is skipped when every
 # .wandb file in its folder already has the `<file>.wandb.synced` marker that
@@ -21,22 +25,26 @@
 # never prints it: wandb's output is filtered through a mask of the key.
 #
 # Environment: WANDB (the wandb executable; default: the repo's .venv/bin/wandb,
-# else `wandb` on PATH), LCM_WANDB_BATCH (runs per `wandb sync` call, 20),
+# else `wandb` on PATH), LCM_PYTHON (the Python that rebuilds mirrors; default:
+# the repo's .venv/bin/python, else python3), LCM_WANDB_BATCH (runs per `wandb sync` call, 20),
 # LCM_WANDB_PARALLEL (`wandb sync -n`, 4), LCM_WANDB_TIMEOUT (seconds per
 # batch, 1800: wandb retries an unreachable server for a long time; a batch
 # that times out counts its unsynced runs as failed). WANDB_BASE_URL etc. are
-# honoured by wandb itself.
+# honoured by wandb itself. W&B's cache and staging area stay under ROOT
+# (ROOT/.wandb-sync/) unless WANDB_CACHE_DIR / WANDB_DATA_DIR say otherwise.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
 dry_run=0
+rebuild=1
 root=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-rebuild) rebuild=0; shift ;;
+    -h|--help) sed -n '2,38p' "${BASH_SOURCE[0]}"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) if [ -z "$root" ]; then root=$1; shift; else echo "wandb_sync.sh: unexpected argument '$1'" >&2; exit 2; fi ;;
   esac
@@ -52,6 +60,19 @@ else
   wandb_bin=wandb
 fi
 command -v "$wandb_bin" >/dev/null 2>&1 || { echo "wandb_sync.sh: '$wandb_bin' not found" >&2; exit 2; }
+if [ -n "${LCM_PYTHON:-}" ]; then
+  python_bin=$LCM_PYTHON
+elif [ -x "$REPO/.venv/bin/python" ]; then
+  python_bin=$REPO/.venv/bin/python
+else
+  python_bin=python3
+fi
+root=$(cd "$root" && pwd)
+wandb_bin=$(command -v "$wandb_bin")
+export WANDB_CACHE_DIR=${WANDB_CACHE_DIR:-$root/.wandb-sync/cache}
+export WANDB_DATA_DIR=${WANDB_DATA_DIR:-$root/.wandb-sync/data}
+# `wandb sync` writes its debug logs into ./wandb of its working folder: keep them under the root too
+sync_home=$root/.wandb-sync
 batch=${LCM_WANDB_BATCH:-20}
 parallel=${LCM_WANDB_PARALLEL:-4}
 batch_timeout=${LCM_WANDB_TIMEOUT:-1800}
@@ -75,6 +96,15 @@ is_synced() {
   [ "$any" = 1 ]
 }
 has_wandb_file() { compgen -G "$1/*.wandb" >/dev/null; }
+
+if [ "$rebuild" = 1 ]; then
+  if [ "$dry_run" = 1 ]; then
+    (cd "$REPO" && "$python_bin" -m pipeline.wandb_rebuild --dry-run "$root")
+  else
+    (cd "$REPO" && "$python_bin" -m pipeline.wandb_rebuild "$root") ||
+      echo "wandb_sync.sh: some lost mirrors could not be rebuilt (continuing; see above)" >&2
+  fi
+fi
 
 found=0; already=0; empty=0
 todo=()
@@ -108,7 +138,8 @@ for ((i = 0; i < ${#todo[@]}; i += batch)); do
   chunk=("${todo[@]:i:batch}")
   echo "wandb_sync.sh: syncing runs $((i + 1))-$((i + ${#chunk[@]})) of ${#todo[@]}"
   # --yes: never prompt; stdin closed: never block on a login prompt.
-  timeout -k 30 "$batch_timeout" "$wandb_bin" sync --yes -n "$parallel" "${extra[@]}" "${chunk[@]}" </dev/null 2>&1 | mask
+  mkdir -p "$sync_home"
+  (cd "$sync_home" && timeout -k 30 "$batch_timeout" "$wandb_bin" sync --yes -n "$parallel" "${extra[@]}" "${chunk[@]}" </dev/null 2>&1) | mask
   rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     echo "wandb_sync.sh: wandb sync timed out after ${batch_timeout}s (continuing)" >&2

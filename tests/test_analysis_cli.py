@@ -115,18 +115,24 @@ def test_figures_and_a_self_contained_report(analysed):
     assert {f"metric_{m}.png" for m in METRICS} <= figures
     assert {"maps_average.png", "maps_difference_gesture.png", "maps_difference_sentence.png"} <= figures
     page = (out / "report.html").read_text()
-    # the replication section comes first, and no table sits in a fixed-height box
-    assert page.index("What replicates") < page.index("Overview") < page.index("Key results")
-    # the probe's ties section (a diagnostic) follows the replication section
-    assert page.index("What replicates") < page.index("Training health") < page.index("Key results")
-    assert page.index("What replicates") < page.index("KNN probe: ties and chance level") < page.index("Key results")
+    # the verdicts at a glance first, then the maps, the diagnostics, the verdicts in full, the model tables;
+    # no table sits in a fixed-height box
+    # (the section headings, not the links to them at the top)
+    order = (
+        "What replicates, at a glance",
+        'id="maps"',
+        ">Training health</h2>",
+        ">KNN probe: ties and chance level</h2>",
+    )
+    order += ("What replicates, in full", "Key likelihood-ratio tests", ">Input and files</h2>")
+    assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
     assert (out / "health_runs.csv").is_file() and 'href="health_runs.csv"' in page
     assert "max-height" not in page
     assert page.count("data:image/png;base64,") == len(figures)
     assert not re.search(r"""(src|href)=['"]?(https?:|//|file:)""", page)  # nothing outside the file
     for run_id in analysed["study"]["broken"]:  # skipped runs are listed
         assert run_id in page
-    assert "Warnings" in page and "Key results" in page and "pseudo-replication" in page
+    assert "Warnings" in page and "pseudo-replication" in page
 
 
 def test_rerun_uses_the_cache(analysed):
@@ -311,7 +317,8 @@ def test_report_renders_diagnostics_after_the_replication_section_and_links_thei
             diagnostics=[{"title": "Probe tie share", "html": "<p>ties</p>", "tables": {"ties": long}}],
         )
     )
-    assert page.index("What replicates") < page.index("Probe tie share") < page.index("Overview")
+    glance, section = page.index("What replicates, at a glance"), page.index(">Probe tie share</h2>")
+    assert glance < section < page.index(">Input and files</h2>")
     # the section's own summary is shown; its long tables are linked as the CSV files cli.py writes
     assert "<p>ties</p>" in page and 'href="ties.csv"' in page and "(300 rows)" in page
     # the report's own long tables: tests/test_analysis_report.py

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import report
+from analysis import formatting, report
 from analysis.cli import main
 from analysis.stats import StatsResults
 from analysis.templating import environment
@@ -99,19 +99,39 @@ def test_every_text_value_is_escaped():
 def test_long_tables_show_their_first_rows_and_link_the_csv():
     long = pd.DataFrame({"run_id": [f"run-{i:03d}" for i in range(300)], "tie_share": [i / 300 for i in range(300)]})
     t = report._table(long, csv="contrasts.csv")
-    assert (len(t.rows), t.total) == (report.LONG_TABLE_ROWS, 300)
+    assert (len(t.rows), t.total) == (formatting.LONG_TABLE_ROWS, 300)
     html = str(environment().get_template("report_macros.html.j2").module.table(t))
     assert "run-149" in html and "run-150" not in html and 'href="contrasts.csv"' in html
     assert "The first 150 of 300 rows" in html
     assert "(no rows)" in str(environment().get_template("report_macros.html.j2").module.table(report._table(None)))
 
 
-def test_numbers_are_formatted_as_before():
-    t = report._table(pd.DataFrame({"p_value": [0.0, 2e-5, 0.5, np.nan], "x": [1e6, 0.25, 3, True]}))
-    assert [c[0] for c in t.rows[0]] == ["< 1e-300", "1.000e+06"]
-    assert [c[0] for c in t.rows[1]] == ["2.0e-05", "0.25"]
-    assert t.rows[2][0] == ("0.500", True)
-    assert t.rows[3][0][0] == ""
+def test_numbers_are_formatted_by_column_kind():
+    """Counts as integers (never 1352.000), p-values as p-values, yes/no, and every other column with the
+    decimals its typical value needs for three significant digits, the same all the way down."""
+    t = report._table(
+        pd.DataFrame(
+            {
+                "p_value": [0.0, 2e-5, 0.5, np.nan],
+                "n_train": [1352.0, 1674.0, 931.0, 1559.0],
+                "test_accuracy": [0.909, 0.91412, 1.0, 0.5],
+                "chisq": [68.8, 56.61, 2.1, 250.0],
+                "movement": [1.2e-4, 3e-4, 0.0, 9e-4],
+                "converged": [True, False, True, True],
+                "pair": ["PEN/ABD", "1352", "x", ""],
+            }
+        )
+    )
+    cells = [[text for text, _ in row] for row in t.rows]
+    assert [row[0] for row in cells] == ["< 1e-300", "2.0e-05", "0.500", ""]
+    assert [row[1] for row in cells] == ["1352", "1674", "931", "1559"]
+    assert [row[2] for row in cells] == ["0.909", "0.914", "1.000", "0.500"]
+    assert [row[3] for row in cells] == ["68.8", "56.6", "2.1", "250.0"]
+    assert [row[4] for row in cells] == ["1.20e-04", "3.00e-04", "0.00e+00", "9.00e-04"]
+    assert [row[5] for row in cells] == ["yes", "no", "yes", "yes"]
+    assert [row[6] for row in cells] == ["PEN/ABD", "1352", "x", ""]  # text stays text
+    assert t.rows[0][1][1] and not t.rows[0][6][1]  # numbers right-aligned, text not
+    assert t.columns[1] == "n_<wbr>train"  # named as in the CSV, free to wrap after an underscore
 
 
 @pytest.fixture(scope="module")
@@ -142,27 +162,34 @@ def test_class_names_and_run_ids_are_escaped_in_the_report(hostile_study):
 
 
 def test_the_report_has_every_section(hostile_study):
-    """The headings the f-string report (commit 07c7daa) gave on this study, with the replicate rule and the
-    regime (where the runs sit beside the authors') after the verdicts."""
-    headings = _headings((hostile_study / "report.html").read_text())
-    assert headings == [
+    """The sections in their order: the first screen (the verdicts at a glance beside the average map), the
+    maps, the diagnostics, the verdicts in full with the replicate rule, the metrics, the warnings, the
+    appendix of model tables (collapsed, each naming its CSV) and the input; details collapsed."""
+    page = (hostile_study / "report.html").read_text()
+    assert _headings(page) == [
         "Learning-curve maps: analysis report",
-        "What replicates",
-        "The replicate rule on this table",
+        "What replicates, at a glance",
+        "Learning-curve maps",
         "The regime: where the runs sit, beside the authors&#39;",
         "Training health",
         "KNN probe: ties and chance level",
-        "Overview",
-        "Key results",
+        "What replicates, in full",
+        "The replicate rule on this table",
+        "The metrics over epochs",
         "Warnings",
-        "Skipped run folders (6)",
-        "Notes",
+        "Appendix: model tables",
+        "Input and files",
+    ]
+    summaries = [re.sub(r" &mdash; .*| \(\d+\)$", "", s) for s in re.findall(r"<summary>(.*?)</summary>", page)]
+    assert summaries == [
+        "Skipped run folders",
         "Singular fits",
-        "Mixed-effects models (<code>mixed_effects.csv</code>)",
-        "Likelihood-ratio tests (<code>lrt.csv</code>)",
-        "Effect sizes (<code>effect_sizes.csv</code>)",
-        "Class-pair contrasts (<code>contrasts.csv</code>)",
-        "The authors' least squares (<code>ols.csv</code>)",
-        "Model fits (<code>models.csv</code>, <code>random_effects.csv</code>)",
-        "Files",
+        "Key likelihood-ratio tests",
+        "Mixed-effects models: fixed effects of the key models",
+        "Likelihood-ratio tests, every model",
+        "Effect sizes",
+        "Class-pair contrasts",
+        "The authors&#39; least squares",
+        "Model fits",
+        "Files next to this report",
     ]

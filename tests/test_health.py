@@ -234,8 +234,9 @@ def test_late_collapse_is_flagged_from_the_train_accuracy(tmp_path):
     for pair, course in courses.items():
         _, folder, _ = write_run(tmp_path, study="s", source="gesture", pair=pair, replicate=1, epochs=5)
         _set_train_accuracy(folder, course)
-    _, no_readouts, _ = write_run(tmp_path, study="s", source="gesture", pair=3, replicate=1, epochs=5)
-    (no_readouts / "readouts.parquet").unlink()
+    _, no_train_rows, _ = write_run(tmp_path, study="s", source="gesture", pair=3, replicate=1, epochs=5)
+    only_val = pd.DataFrame({"epoch": np.arange(1, 6, dtype=np.int32), "split": "val", "metric": "accuracy"})
+    only_val.assign(value=0.5).to_parquet(no_train_rows / "readouts.parquet", index=False)  # no train accuracy
     runs, _ = health_table(tmp_path)
     by_pair = runs.set_index("pair_index")
     # best 0.935, final 0.78: a drop of 0.155 > 0.1; 0.9 -> 0.82 is 0.08, not a collapse; rising is not

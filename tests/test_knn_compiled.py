@@ -126,22 +126,43 @@ def test_non_finite_states_fail_with_a_clear_error():
         knn_curve(states, labels)
 
 
-def test_the_search_compiles_once_the_torch_search_has_cost_as_much(monkeypatch):
-    """From COMPILED_MIN_STATES states on, knn_curve switches to the compiled search once the torch search has
-    cost the process COMPILE_SECONDS (short runs never compile); the curves do not change at the switch."""
-    monkeypatch.setattr(knn, "_search_seconds", {"torch": 0.0, "compiled": 0.0})
+def test_the_search_is_chosen_by_its_predicted_cost(monkeypatch, tmp_path):
+    """The compiled search is taken where the time it saves on the work to come (N^2 T H per call, times the
+    calls expected) outweighs its one-off cost: compiling on a machine whose cache is empty, loading where the
+    cache holds the kernels, nothing once it ran; never below COMPILED_MIN_STATES or off the CPU. The curves do
+    not change with the choice."""
+    monkeypatch.setattr(knn, "_process", {"torch_work": 0.0, "compiled": False})
+    monkeypatch.setenv("LCM_COMPILE_CACHE", str(tmp_path / "empty"))
+    cpu, unit = torch.device("cpu"), knn.SAVED_SECONDS_PER_UNIT
+    assert knn.one_off_seconds() == knn.COMPILE_SECONDS
+    calls_to_pay = int(knn.COMPILE_SECONDS / (1352**2 * 150 * 32 * unit)) + 1  # default gesture maps
+    assert not knn.use_compiled_search(cpu, 1352, 150, 32)  # one map: compiling would not pay
+    assert not knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay - 1)
+    assert knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay)
+    assert knn.use_compiled_search(cpu, 4000, 150, 64)  # one large call pays on its own
+    assert not knn.use_compiled_search(torch.device("meta"), 4000, 150, 64)
+    assert not knn.use_compiled_search(cpu, knn.COMPILED_MIN_STATES - 1, 150, 64, expected_calls=10**6)
+
     states, labels = lstm_states(1100, 4, 6, seed=5)
     before = knn_curve(states, labels)
-    assert knn._search_seconds["compiled"] == 0 < knn._search_seconds["torch"]
-    knn._search_seconds["torch"] = knn.COMPILE_SECONDS
-    after = knn_curve(states, labels)
-    assert knn._search_seconds["compiled"] > 0
+    assert not knn._process["compiled"] and knn._process["torch_work"] == 1100**2 * 4 * 6
+    after = knn_curve(states, labels, expected_calls=10**6)
+    assert knn._process["compiled"] and knn.one_off_seconds() == 0
     np.testing.assert_array_equal(after.accuracy, before.accuracy)
     np.testing.assert_array_equal(after.tie_share, before.tie_share)
-    small, small_labels = lstm_states(900, 4, 6, seed=5)
-    spent = knn._search_seconds["compiled"]
-    knn_curve(small, small_labels)
-    assert knn._search_seconds["compiled"] == spent, "below COMPILED_MIN_STATES the torch search stays"
+
+
+def test_many_small_calls_add_up_to_the_compiled_search(monkeypatch):
+    """Calls each too small to pay for the one-off cost switch once the torch search's work in the process
+    has reached it (a caller that does not say how many calls come)."""
+    monkeypatch.setattr(knn, "_process", {"torch_work": 0.0, "compiled": False})
+    cpu = torch.device("cpu")
+    one_call = 1000**2 * 40 * 32
+    needed = knn.one_off_seconds() / knn.SAVED_SECONDS_PER_UNIT
+    knn._process["torch_work"] = needed - 2 * one_call
+    assert not knn.use_compiled_search(cpu, 1000, 40, 32)
+    knn._process["torch_work"] = needed
+    assert knn.use_compiled_search(cpu, 1000, 40, 32)
 
 
 def test_groups_are_torchs_partition():
@@ -161,3 +182,54 @@ def test_blas_behind_the_products_is_limited_to_torchs_threads():
     with knn_compiled.blas_threads():
         scipy_blas = [pool for pool in threadpool_info() if "scipy_openblas-" in pool["filepath"]]
         assert scipy_blas and all(pool["num_threads"] == torch.get_num_threads() for pool in scipy_blas)
+
+
+def clusters_of_near_ties(n: int, slices: int, hidden: int, clusters: int, units: int, seed: int = 0):
+    """States in ``clusters`` tight clusters per slice, each a few float32 units around its centre: distances
+    (~1e-13) far below the float32 rounding of the Gram identity at the clusters' norms (~1e-6)."""
+    rng = np.random.default_rng(seed)
+    centre = np.tanh(rng.normal(size=(clusters, slices, hidden))).astype(np.float32)
+    x = centre[rng.integers(0, clusters, n)]
+    x = (x + rng.integers(-units, units + 1, size=x.shape) * np.spacing(np.abs(x))).astype(np.float32)
+    return torch.from_numpy(x), torch.from_numpy(rng.integers(0, 2, n))
+
+
+@pytest.mark.parametrize("gram_dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "kind", ["near ties", "tight clusters", "quantised", "clusters with tiny coordinates", "one cluster"]
+)
+def test_clustered_states_equal_the_torch_search_bit_for_bit(kind, gram_dtype):
+    """Blocks of the triangle in a tight cluster away from the slice's median are moved to their own origin:
+    several clusters of near-ties, tight (0.01) clusters, equal distances between distinct states (a grid),
+    clusters whose coordinates span more than float64 can move exactly (the move falls back), one cluster."""
+    rng = np.random.default_rng(4)
+    if kind == "near ties":
+        states, labels = clusters_of_near_ties(420, 4, 12, clusters=5, units=4)
+    elif kind == "one cluster":
+        states, labels = clusters_of_near_ties(300, 3, 12, clusters=1, units=2)
+    elif kind == "quantised":
+        walk = np.cumsum(rng.normal(size=(400, 4, 10)) * 0.3, 1)
+        states, labels = torch.from_numpy((np.round(np.tanh(walk) * 4) / 4).astype(np.float32)), None
+    else:
+        centre = np.tanh(rng.normal(size=(6, 4, 12)))
+        x = centre[rng.integers(0, 6, 420)] + 0.01 * rng.normal(size=(420, 4, 12))
+        if kind == "clusters with tiny coordinates":
+            x[:200, :, 0] = 1e-12 * rng.random((200, 4))  # 1e-12 - 0.9 is not exact in float64 after rounding
+            x[200:, :, 0] = 0.9
+        states, labels = torch.from_numpy(x.astype(np.float32)), None
+    if labels is None:
+        labels = torch.from_numpy(rng.integers(0, 3, len(states)))
+    compiled, reference = both_searches(states, labels, 3, gram_dtype)
+    assert_same(compiled, reference)
+
+
+def test_near_ties_in_several_clusters_are_settled_by_the_products(monkeypatch):
+    """The products settle most rows of clusters of near-ties away from the slice's median (blocks moved to
+    their own origin); with the slice's median as the only origin every such row was left open."""
+    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open": 0})
+    states, labels = clusters_of_near_ties(640, 3, 16, clusters=4, units=4, seed=2)
+    compiled, reference = both_searches(states, labels, 3, torch.float32)
+    assert_same(compiled, reference)
+    counts = knn_compiled.SEARCH_COUNTS
+    assert counts["rows"] == 640 * 3
+    assert counts["open"] < 0.2 * counts["rows"], counts

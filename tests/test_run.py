@@ -242,7 +242,7 @@ def test_a_single_run_is_planned_once_and_its_runner_looked_up_once(tmp_path):
 
         pipeline.planning.Planner.plan = counted("plan", pipeline.planning.Planner.plan)
         pipeline.planning.get_runner = pipeline.studies.get_runner = counted("get_runner", pipeline.studies.get_runner)
-        sys.argv = ["lcm", "debug=quick", "trainer.epochs=1", "paths.root={tmp_path}", "hydra.run.dir={tmp_path}/h"]
+        sys.argv = ["lcm", "debug=quick", "trainer.epochs=1", "paths.root={tmp_path}"]
         from pipeline.app import main
         main()
         print("counts", counts["plan"], counts["get_runner"])

@@ -16,14 +16,9 @@ import pytest
 
 from pipeline.record import RunRecord
 from pipeline.runfolder import (
-    CLAIM,
     CLAIM_FUTURE_SECONDS,
     CLAIM_STALE_SECONDS,
-    CONFIG,
-    CURVES,
     MAX_STATUS_BYTES,
-    STATUS,
-    SUMMARY,
     NotReadable,
     claim_state,
     damage,
@@ -33,6 +28,7 @@ from pipeline.runfolder import (
     read_status,
     try_claim,
 )
+from pipeline.schema import CLAIM, CONFIG, CURVES, STATUS, SUMMARY
 from pipeline.status import collect, format_report
 
 RUN = "gesture-p00-r000-aaaaaaaaaa"

@@ -109,3 +109,32 @@ def test_without_groups_the_split_is_over_sequences():
     n_pair = int(np.isin(y, (0, 1)).sum())
     assert len(s.test_index) == round(0.2 * n_pair)
     assert set(groups[s.test_index]) & set(groups[s.train_index])  # windows of one recording straddle
+
+
+def test_repeated_share_by_brute_force():
+    from pipeline.splits import repeated_share
+
+    index = np.array([5, 3, 5, 7, 9, 3, 5, 1])  # 5 x3 and 3 x2 repeat: 5 of 8 rows
+    assert repeated_share(index) == 5 / 8
+    assert repeated_share(np.arange(10)) == 0.0 and repeated_share(np.array([], dtype=int)) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_oversampled_twins_score_one_under_random_labels(seed):
+    """Random labels, distinct states, a share of rows repeated (oversampling): scikit-learn's resubstitution
+    3-NN scores every repeated row (its twin votes with it), and the other rows at most the 0.75 of distinct
+    states (fewer where their nearest neighbours are a twin pair, two votes of one label)."""
+    from pipeline.splits import repeated_share
+
+    rng = np.random.default_rng(seed)
+    originals = rng.normal(size=(1500, 5))
+    labels = rng.integers(0, 2, size=1500)
+    index = np.concatenate([np.arange(1500), rng.choice(1500, size=400, replace=True)])
+    from sklearn.neighbors import KNeighborsClassifier
+
+    x, y = originals[index], labels[index]
+    correct = KNeighborsClassifier(3).fit(x, y).predict(x) == y
+    _, inverse, counts = np.unique(index, return_inverse=True, return_counts=True)
+    repeated = counts[inverse] > 1
+    assert repeated.mean() == repeated_share(index) > 0.3
+    assert correct[repeated].all() and correct[~repeated].mean() < 0.78

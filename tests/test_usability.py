@@ -119,8 +119,8 @@ def test_help_is_short_and_names_no_internal_choice():
     result = run_cli("--help", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    assert len(out.splitlines()) < 60
-    for needed in ("A run trains", "Public keys", "Examples", "debug=quick", "data_source", "labels"):
+    assert len(out.splitlines()) < 80 and max(len(line) for line in out.splitlines()) <= 100
+    for needed in ("A run trains", "Config groups", "Keys", "Examples", "debug", "data_source", "labels"):
         assert needed in out
     assert "default_gesture" not in out and "default_sentence" not in out
 
@@ -239,7 +239,7 @@ def test_progress_reports_each_run_once_with_counts(tmp_path):
         r"DataNotFoundError: no files$",
         lines[1],
     )
-    assert "gesture-p02-r000-x  running" in lines[2] and "ETA 00:00" in lines[2]
+    assert "gesture-p02-r000-x  running" in lines[2] and "ETA 0:00" in lines[2]
     assert lines[2].endswith("another process computes it: left alone")
 
 

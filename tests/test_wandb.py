@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,55 +15,23 @@ import pytest
 from omegaconf import OmegaConf
 
 from analysis.collect import collect_runs
-from pipeline import dashboard, tracking
+from pipeline import dashboard, tracking, wandb_figures
 from pipeline.curve_metrics import curve_metrics, smooth_3rs3r
 from pipeline.run import execute
 from pipeline.schema import KNN_TIE_SHARE
-from tests.helpers import REPO, run_cli, run_config, run_plan
+from tests.helpers import REPO, run_config, run_plan
+from tests.wandb_records import (
+    config_value,
+    exit_code,
+    final_results,
+    history,
+    read_offline,
+    run_record,
+    summary,
+    wandb_files,
+)
 
 EPOCHS = 3
-WANDB_CLI = [sys.executable, "-c", "import sys; from wandb.cli.cli import cli; sys.exit(cli())"]
-
-
-def read_offline(wandb_file: Path) -> list[dict]:
-    """Every record of an offline run, read with `wandb leet inspect --json` (no network)."""
-    out = subprocess.run(
-        [*WANDB_CLI, "leet", "inspect", "--json", str(wandb_file)], capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-
-
-def history(records: list[dict]) -> list[dict]:
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
-
-
-def run_record(records: list[dict]) -> dict:
-    return next(r["run"] for r in records if r["type"] == "run")
-
-
-def summary(records: list[dict]) -> dict:
-    out: dict = {}
-    for r in records:
-        if r["type"] == "summary":
-            out.update(r["summary"].get("update", {}))
-    return out
-
-
-def exit_code(records: list[dict]) -> int | None:
-    return next((r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"), None)
-
-
-def config_value(run: dict, key: str):
-    item = run["config"]["update"][key]
-    return json.loads(item["value_json"]) if isinstance(item, dict) and "value_json" in item else item
-
-
-def wandb_files(run_dir: Path) -> dict[str, Path]:
-    """W&B id -> its offline .wandb file, for every attempt logged in a run folder."""
-    return {p.stem[len("run-") :]: p for p in run_dir.glob("wandb/offline-run-*/run-*.wandb")}
-
-
 # ---------------------------------------------------------------------------
 # Pieces, without W&B
 # ---------------------------------------------------------------------------
@@ -246,7 +215,7 @@ def test_a_companion_run_logs_its_headline_figure_at_the_end(study, tmp_path, mo
     RunRecord(tmp_path, f"{study}-run").write_results(result.curves, result.readouts, result.summary, result.tables)
     tracker.finish(result.curves, result.summary, ok=True)
 
-    table, key, _, caption = tracking.COMPANION_MEDIA[study]
+    table, key, _, caption = wandb_figures.COMPANION_MEDIA[study]
     assert (tmp_path / f"{table}.parquet").exists()
     rows = history(read_offline(wandb_files(tmp_path)[f"{study}-run"]))
     x_axis = "step" if study.startswith("critical") else "epoch"
@@ -263,8 +232,8 @@ def test_a_companion_run_logs_its_headline_figure_at_the_end(study, tmp_path, mo
 
 
 def test_no_companion_figure_without_its_table(tmp_path):
-    assert tracking.companion_image("critical_pathways", tmp_path) is None
-    assert tracking.companion_image("sequence", tmp_path) is None
+    assert wandb_figures.companion_image("critical_pathways", tmp_path) is None
+    assert wandb_figures.companion_image("sequence", tmp_path) is None
 
 
 # ---------------------------------------------------------------------------
@@ -272,20 +241,43 @@ def test_no_companion_figure_without_its_table(tmp_path):
 # ---------------------------------------------------------------------------
 
 
+# W&B's variables that name folders, and the one through which a child process joins its parent's W&B
+# service (set once a test of this process has used W&B): a test that checks where W&B writes runs
+# without them, as a user's fresh shell does
+WANDB_FOLDER_VARIABLES = (
+    "WANDB_CACHE_DIR",
+    "WANDB_CONFIG_DIR",
+    "WANDB_DATA_DIR",
+    "WANDB_DIR",
+    "WANDB_ARTIFACT_DIR",
+    "WANDB_SERVICE",
+)
+
+
+def user_env(home: Path, **extra: str) -> dict:
+    """The environment of a user with ``home`` as HOME, none of W&B's folder variables and no W&B service."""
+    env = {k: v for k, v in os.environ.items() if k not in WANDB_FOLDER_VARIABLES and not k.startswith("XDG_")}
+    return {**env, "HOME": str(home), "PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": str(home / "mpl"), **extra}
+
+
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory):
+    """One real run mirrored offline by `python -m pipeline`, in a fresh HOME, with W&B's defaults."""
     root = tmp_path_factory.mktemp("outputs")
-    env = {
-        "WANDB_MODE": "offline",
-        "WANDB_CACHE_DIR": str(root / ".wandb-cache"),
-        "WANDB_CONFIG_DIR": str(root / ".wandb-cache"),
-        "WANDB_DATA_DIR": str(root / ".wandb-cache"),
-    }
-    result = run_cli(f"trainer.epochs={EPOCHS}", f"paths.root={root}", "logger.wandb.media_every=2", env=env)
+    home = tmp_path_factory.mktemp("home")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"trainer.epochs={EPOCHS}", "dataset.time_slices=20"]
+        + [f"paths.root={root}", "logger.wandb.media_every=2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=user_env(home, WANDB_MODE="offline"),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = (root / "headline" / "runs").iterdir()
     (wandb_file,) = wandb_files(run_dir).values()
-    return {"root": root, "run_dir": run_dir, "records": read_offline(wandb_file)}
+    return {"root": root, "home": home, "run_dir": run_dir, "records": read_offline(wandb_file)}
 
 
 def test_a_real_run_logs_the_analysis_metrics_epoch_by_epoch(offline_run):
@@ -326,6 +318,200 @@ def test_every_workspace_panel_key_is_in_the_runs_history(offline_run):
     # the workspace shows the study's complete runs only
     filters = json.dumps(spec["spec"]["section"]["runSets"][0]["filters"])
     assert "headline-real" in filters and "run/complete" in filters and "jobType" in filters
+
+
+# ---------------------------------------------------------------------------
+# At study scale: the slider, the map image, the record artifact, the summary, where W&B writes
+# ---------------------------------------------------------------------------
+
+
+def test_the_map_slider_walks_epochs(offline_run):
+    rows = history(offline_run["records"])
+    assert [row["_step"] for row in rows] == [row["epoch"] for row in rows] == list(range(1, EPOCHS + 1))
+    assert [row["_step"] for row in rows if "map/image._type" in row] == [2, 3]  # media_every=2 and the last epoch
+
+
+def test_a_map_image_is_wide_and_titled_with_run_pair_and_epoch(offline_run):
+    from PIL import Image
+
+    run_dir = offline_run["run_dir"]
+    rows = [row for row in history(offline_run["records"]) if "map/image._type" in row]
+    for row in rows:
+        (path,) = run_dir.glob("wandb/offline-run-*/files/" + row["map/image.path"])
+        with Image.open(path) as image:
+            assert image.size == (row["map/image.width"], row["map/image.height"])
+        assert row["map/image.width"] >= 800
+        title = f"gesture, class pair PEN/ABD, replicate 0 (run {run_dir.name}): epoch {row['epoch']} of {EPOCHS}"
+        assert row["map/image.caption"].startswith(title + ". ")
+
+
+def test_the_map_title_drawn_is_the_one_given():
+    figure = wandb_figures.MapFigure(4, 10, (0.4, 1.0), 0.75)
+    figure.render(np.full((4, 10), 0.6), np.full(10, 0.6), np.full(10, 0.6), "sentence, class pair a/b: epoch 2 of 4")
+    assert figure.title.get_text() == "sentence, class pair a/b: epoch 2 of 4"
+    assert (figure.ax_map.get_xlabel(), figure.ax_map.get_ylabel()) == ("epoch", "time slice")
+
+
+def _top_colour_patch(png: bytes) -> tuple[int, int]:
+    """(height, width) in pixels of the largest patch drawn in the colour map's top colour."""
+    import io
+
+    import matplotlib
+    from PIL import Image
+    from scipy import ndimage
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    top = np.array(matplotlib.colormaps[wandb_figures.MAP_CMAP](1.0)[:3]) * 255
+    labels, n = ndimage.label(np.abs(pixels - top).max(axis=2) < 12)
+    sizes = ndimage.sum(labels > 0, labels, range(1, n + 1))
+    rows, cols = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+    return rows.stop - rows.start, cols.stop - cols.start
+
+
+def test_the_map_is_oriented_as_the_report_draws_it():
+    """A map whose last epoch alone is at the top of the colour scale: the report (analysis/figures.py) and
+    the W&B image both draw it as a tall stripe, epoch across and time slice up, never as a flat band."""
+    import io
+
+    from PIL import Image
+
+    from analysis.figures import map_figures
+
+    grid = np.full((6, 40), 0.5)
+    grid[-1] = 1.0
+    pixels = wandb_figures.MapFigure(6, 40, (0.4, 1.0), 0.75).render(grid, grid[-1], grid[-1], "title")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="png")
+    height, width = _top_colour_patch(buffer.getvalue())
+    assert height > 2 * width, (height, width)
+    maps = pd.DataFrame(
+        [{"source": "gesture", "labels": "real", "pair": "PEN/ABD", "pair_index": 0, "n_runs": 1, "map": grid}]
+    )
+    height, width = _top_colour_patch(map_figures(maps)["maps_gesture_real.png"])
+    assert height > 2 * width, (height, width)
+
+
+def test_the_map_can_be_rebuilt_from_the_record_artifact(offline_run):
+    """The run-record artifact as `wandb sync` would upload it: its staged copies (checked against the
+    manifest's MD5 digests) hold the record files, and the map rebuilt from them is the analysis' map."""
+    import base64
+    import hashlib
+
+    from analysis.collect import read_run
+
+    run_dir = offline_run["run_dir"]
+    (artifact,) = [
+        r["artifact"]
+        for r in offline_run["records"]
+        if r["type"] == "artifact" and r["artifact"]["type"] == tracking.RECORD_ARTIFACT_TYPE
+    ]
+    assert artifact["name"] == f"record-{run_dir.name}"
+    contents = {entry["path"]: entry for entry in artifact["manifest"]["contents"]}
+    assert set(contents) == {"config.yaml", "curves.parquet", "readouts.parquet", "summary.json"}
+    for name, entry in contents.items():
+        staged = Path(entry["local_path"])
+        assert run_dir / "wandb" in staged.parents, staged  # staged in the run's own W&B folder
+        data = staged.read_bytes()
+        assert base64.b64encode(hashlib.md5(data).digest()).decode() == entry["digest"], name
+        assert data == (run_dir / name).read_bytes(), name
+    curves = pd.read_parquet(contents["curves.parquet"]["local_path"])
+    knn = curves[(curves.probe == "knn") & (curves.split == "train")]
+    rebuilt = knn.pivot(index="epoch", columns="time_slice", values="value").sort_index().to_numpy()
+    _, expected = read_run(run_dir)
+    assert rebuilt.shape == (EPOCHS, 20) and np.array_equal(rebuilt, expected)
+
+
+def test_a_rebuilt_mirror_is_the_live_mirror(offline_run, tmp_path, monkeypatch):
+    """The run folder replayed (pipeline.wandb_rebuild) gives the history, images and results the run
+    logged live: the same keys and values at the same steps (times and W&B's own artifact ids aside)."""
+    from pipeline import wandb_rebuild
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    copy = tmp_path / "headline" / "runs" / offline_run["run_dir"].name
+    shutil.copytree(offline_run["run_dir"], copy, ignore=shutil.ignore_patterns("wandb"))
+    state = wandb_rebuild.rebuild(copy)
+    assert state["state"] == "complete" and (copy / "wandb" / wandb_rebuild.REBUILT).is_file()
+    rebuilt = read_offline(wandb_files(copy)[copy.name])
+
+    def comparable(records):
+        volatile = ("_runtime", "_timestamp", "artifact_path", "_latest_artifact_path")
+        return [{k: v for k, v in row.items() if not k.endswith(volatile)} for row in history(records)]
+
+    assert comparable(rebuilt) == comparable(offline_run["records"])
+    assert final_results(rebuilt) == final_results(offline_run["records"])
+
+
+def test_the_summary_holds_results_and_map_movement_without_config(offline_run):
+    from analysis.health import run_health
+
+    records = offline_run["records"]
+    run_dir = offline_run["run_dir"]
+    config = set(run_record(records)["config"]["update"])
+    results = final_results(records)
+    assert not set(results) & config, sorted(set(results) & config)
+    assert not {"epochs", "batch_size", "time_slices", "run_id", "study", "dataset", "pair", "labels"} & set(results)
+    record = json.loads((run_dir / "summary.json").read_text())
+    assert results["test_accuracy"] == record["test_accuracy"] and results["n_train"] == record["n_train"]
+    assert results["map/movement"] == run_health(run_dir)["map_movement"]  # the health table's number
+    assert not [k for k in results if k.startswith("wandb")]
+    assert record["wandb"] == {
+        "requested_mode": "offline",
+        "mode": "offline",
+        "state": "complete",
+        "id": run_dir.name,
+        "project": "learning-curve-maps",
+    }
+
+
+def test_wandb_writes_nothing_outside_the_run_folder(offline_run):
+    """In a fresh HOME with none of W&B's folder variables: its staging area, cache and service logs are in
+    the run's W&B folder; nothing in ~/.local/share/wandb, ~/.cache/wandb, the outputs root or the clone."""
+    home, root, run_dir = offline_run["home"], offline_run["root"], offline_run["run_dir"]
+    assert not [p for p in home.rglob("*") if "wandb" in p.name.lower()]
+    assert list(run_dir.glob("wandb/data/artifacts/staging/*")) and list(
+        run_dir.glob("wandb/cache/**/core-debug-*.log")
+    )
+    outside = [p for p in root.rglob("*") if "wandb" in p.name.lower() and run_dir / "wandb" not in (p, *p.parents)]
+    assert not outside, outside
+    assert not (REPO / "wandb").exists() and not (REPO / "artifacts").exists()
+
+
+def test_the_workspace_shows_every_run_of_a_study_with_its_null_runs(tmp_path):
+    """A synthetic study of 1,500 run folders (750 real-label runs and their 750 shuffled-label null runs):
+    every panel shows them all, and the run set takes both groups of the study."""
+    runs = tmp_path / "headline" / "runs"
+    for i in range(1500):
+        (runs / f"gesture-p{i % 15:02d}-r{i:04d}-synthetic").mkdir(parents=True)
+    spec = _dry_run_spec("--study", "headline", "--root", str(tmp_path), "--runs", "10")
+    assert _values(spec, "maxRuns") == [1500]
+    assert _values(_dry_run_spec("--study", "headline", "--runs", "2400"), "maxRuns") == [2400]
+    filters = spec["spec"]["section"]["runSets"][0]["filters"]["filters"]
+    groups = next(f["value"] for f in filters if f["key"]["name"] == "group")
+    for labels in ("real", "shuffled"):
+        cfg = run_config("data_source=sentence", "pair=3", "seed=7", f"paths.root={tmp_path}", f"labels={labels}")
+        assert tracking.group_name(cfg) in groups
+    assert not [f for f in filters if f["key"]["name"] in ("labels", "replicate", "data_source")]
+
+
+def _values(node, key: str) -> list:
+    """Every value of ``key`` anywhere in a nested spec."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == key] + [x for v in node.values() for x in _values(v, key)]
+    if isinstance(node, list):
+        return [x for v in node for x in _values(v, key)]
+    return []
+
+
+def _dry_run_spec(*args: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.dashboard", "--entity", "me", "--project", "p", "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
 
 
 def test_dashboard_dry_run_prints_the_spec_without_network(tmp_path):
@@ -431,10 +617,21 @@ def test_a_recomputed_run_never_mixes_histories(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 
 
-def test_analysis_logs_tables_and_report_offline_without_torch(tmp_path):
+def test_analysis_logs_tables_figures_and_the_study_runs_offline_without_torch(tmp_path):
+    """The analysis run: its tables, the report's figures as images on its page, and the study's runs with
+    links to their W&B runs (the rebuilt mirror where the first was lost; none for a run with W&B off)."""
     from tests.analysis_fixtures import make_study
 
-    make_study(tmp_path, study="jd", epochs=5, replicates=2, shuffled_replicates=1, broken=False)
+    study = make_study(tmp_path, study="jd", epochs=5, replicates=2, shuffled_replicates=1, broken=False)
+    run_ids = sorted(study["runs"])
+    off, lost = run_ids[0], run_ids[1]
+    for rid in run_ids[1:]:
+        path = tmp_path / "jd" / "runs" / rid / "summary.json"
+        state = "failed" if rid == lost else "complete"
+        entry = {"requested_mode": "offline", "mode": "offline", "state": state, "id": rid, "project": "lcm-test"}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wandb": entry}))
+    (tmp_path / "jd" / "runs" / lost / "wandb").mkdir()
+    (tmp_path / "jd" / "runs" / lost / "wandb" / "rebuilt.json").write_text(json.dumps({"wandb_id": f"{lost}-a2"}))
     (tmp_path / "analysis").mkdir()
     pd.DataFrame({"metric": ["max"], "replicated": [True]}).to_csv(
         tmp_path / "analysis" / "replication.csv", index=False
@@ -444,38 +641,44 @@ def test_analysis_logs_tables_and_report_offline_without_torch(tmp_path):
         "assert not [m for m in sys.modules if m == 'torch' or m.startswith('torch.')], 'torch imported'; "
         "sys.exit(rc)"
     )
-    env = {**os.environ, "WANDB_MODE": "offline", "MPLBACKEND": "Agg"}
+    env = user_env(tmp_path / "home", WANDB_MODE="offline", MPLBACKEND="Agg", WANDB_ENTITY="team")
+    args = ["--root", str(tmp_path), "--study", "jd", "--core-only", "--quiet", "--wandb"]
     out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "--root",
-            str(tmp_path),
-            "--study",
-            "jd",
-            "--core-only",
-            "--no-figures",
-            "--quiet",
-            "--wandb",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=600
     )
     assert out.returncode == 0, out.stderr
     (wandb_file,) = (tmp_path / "analysis").glob("wandb/offline-run-*/run-*.wandb")
     records = read_offline(wandb_file)
     run = run_record(records)
     assert run["job_type"] == "analysis" and run["run_group"] == "jd"
-    logged = set(history(records)[0])
-    for name in ("metrics", "replication", "models/mixed_effects", "models/lrt", "models/ols"):
+    assert config_value(run, "run_groups") == ["jd-real", "jd-shuffled"]
+    logged = history(records)[0]
+    for name in ("metrics", "runs", "replication", "models/mixed_effects", "models/lrt", "models/ols"):
         assert f"{name}._type" in logged, name
+    figures = sorted(p.stem for p in (tmp_path / "analysis" / "figures").glob("*.png"))
+    assert (
+        figures
+        and [
+            k[len("figures/") : -len("._type")]
+            for k in sorted(logged)
+            if k.startswith("figures/") and k.endswith("._type")
+        ]
+        == figures
+    )
+    assert all(logged[f"figures/{name}._type"] == "image-file" for name in figures)
+    assert logged["runs/links._type"] == "html-file"
+    runs_file = next((tmp_path / "analysis").glob("wandb/offline-run-*/files/" + logged["runs.path"]))
+    runs = json.loads(runs_file.read_text())
+    column = {name: i for i, name in enumerate(runs["columns"])}
+    links = {row[column["run_id"]]: row[column["link"]] for row in runs["data"]}
+    app = "https://forge.coreweave.com/wandb"  # wandb 0.31's app for its default server
+    assert set(links) == set(run_ids) and links[off] == ""
+    assert links[lost] == f"{app}/team/lcm-test/runs/{lost}-a2"
+    assert all(links[rid] == f"{app}/team/lcm-test/runs/{rid}" for rid in run_ids[2:])
     artifact = next(r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "analysis")
     contents = {c["path"] for c in artifact["manifest"]["contents"]}
     assert {"report.html", "metrics.table.json", "replication.table.json", "models_ols.table.json"} <= contents
+    assert {f"figures/{name}.png" for name in figures} <= contents
     table_file = next((tmp_path / "analysis").glob("wandb/offline-run-*/files/media/table/metrics_*.table.json"))
     logged_table = json.loads(table_file.read_text())
     metrics = pd.read_parquet(tmp_path / "analysis" / "metrics.parquet")
@@ -483,3 +686,4 @@ def test_analysis_logs_tables_and_report_offline_without_torch(tmp_path):
     column = logged_table["columns"].index("max")
     assert [row[column] for row in logged_table["data"]] == metrics["max"].tolist()
     assert exit_code(records) == 0
+    assert not [p for p in (tmp_path / "home").rglob("*") if "wandb" in p.name.lower()]

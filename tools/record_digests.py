@@ -5,7 +5,8 @@ its run id and the SHA-256 of each record table and its summary. Run it before a
 machine and compare the two outputs with `diff`: records are bit-identical for the same config
 and seed on one machine (the project's determinism rule), so any difference is a change of
 behaviour. config.yaml is left out of the comparison only for its absolute paths, which depend on
-the root, and summary.json is hashed without its timings (`seconds`, `seconds_total`) and
+the root, and summary.json is hashed without its timings (`seconds`, `seconds_total`,
+`cpu_seconds_total`) and
 `git_commit`, which differ between any two runs; curves and readouts must match byte for byte.
 
     python tools/record_digests.py --root /tmp/digests > before.txt
@@ -56,7 +57,7 @@ RUNS = [
 # every table of a run (curves, readouts, a companion study's or probe's tables), and its summary
 RECORD_PATTERNS = ("*.parquet", "summary.json")
 # what differs between two runs of one config and seed by design
-VOLATILE_SUMMARY_KEYS = ("seconds", "seconds_total", "git_commit")
+VOLATILE_SUMMARY_KEYS = ("seconds", "seconds_total", "cpu_seconds_total", "git_commit")
 
 
 def digest(path: Path) -> str:

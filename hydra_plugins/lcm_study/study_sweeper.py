@@ -208,6 +208,8 @@ class StudySweeper(Sweeper):
             jobs = sweep_jobs(parser.parse_overrides(params))
             if not jobs:
                 raise ConfigError(f"the sweep {' '.join(arguments)!r} names no run (an empty range or list?)")
+            # the first line within seconds of the launch: planning a large sweep takes a while
+            _say(f"planning {_count(len(jobs), 'run')}: composing and checking each")
             # every run is validated here, before the sweep folder or any run folder exists
             planned = self.plan(jobs)
             _refuse_duplicates(planned)
@@ -235,7 +237,11 @@ class StudySweeper(Sweeper):
         batch_size = self.max_batch_size or len(packs)
         returns: list[Sequence[JobReturn]] = []
         failed: list[tuple[str, str]] = []
-        progress = Progress({p.run_id: p.run_dir for p in to_run})
+        progress = Progress(
+            {p.run_id: p.run_dir for p in to_run},
+            packs=[[run.run_id for run in pack] for pack in packs],
+            workers=self._parallel_slots(),
+        )
         with _quiet_launcher_banner(), progress, _stop_on_term():
             for start in range(0, len(packs), batch_size):
                 batch = packs[start : start + batch_size]

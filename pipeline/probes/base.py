@@ -28,6 +28,9 @@ class ProbeContext:
     training_pass_states: torch.Tensor | None
     # hidden states of a clean pass (evaluation mode) over any inputs
     clean_pass_states: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+    # the training loop's number of epochs (None: unknown), so that a probe can weigh a one-off cost against
+    # the work left (the KNN probe's compiled search)
+    epochs: int | None = None
 
 
 class Probe:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,15 +44,43 @@ from ..config import ConfigError
 from ..schema import KNN, KNN_MODES, KNN_TIE_RULES, KNN_TIE_SHARE
 from .base import Probe, ProbeContext
 
+COMPILED_SOURCE = Path(__file__).with_name("knn_compiled.py")
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
-# The compiled CPU search (knn_compiled) costs about 5 s of compilation once per process. It is taken from
-# this many states per slice on, and only once the torch search has cost this process as much as compiling
-# would (a ski-rental rule: never more than twice the better choice), so that short runs, like the tests'
-# 2-epoch runs, never compile. Both searches give the same values, bit for bit, so the switch changes no record.
+# The compiled CPU search (knn_compiled) is 2-3x faster than the torch search but its kernels cost a one-off
+# compilation per machine (~5-8 s quiet, far more under load) and a load from the signed cache per process
+# (compile_cache.py). The search is chosen by predicted cost: the time it saves on the work to come (a call's
+# N^2 T H, times the calls the caller expects: a run's remaining epochs) against that one-off cost, so a short
+# run (the tests', `lcm debug=quick`) never compiles and a long one pays it at its first map. Both searches give
+# the same values, bit for bit, so the choice changes no record. Measured on a 2-core Xeon VM, quiet
+# (docs/performance.md): the torch search ~1.5e-10 s and the compiled one ~0.5e-10 s per unit of N^2 T H.
 COMPILED_MIN_STATES = 1000
-COMPILE_SECONDS = 5.0
-_search_seconds = {"torch": 0.0, "compiled": 0.0}
+SAVED_SECONDS_PER_UNIT = 1.0e-10
+COMPILE_SECONDS = 8.0
+LOAD_SECONDS = 1.0
+# work (N^2 T H units) the torch search did in this process, and whether the compiled search has run in it
+_process = {"torch_work": 0.0, "compiled": False}
+
+
+def one_off_seconds() -> float:
+    """What the compiled search would cost before its first slice in this process: nothing once it has run,
+    a load where the signed cache holds this source's kernels, else their compilation."""
+    if _process["compiled"]:
+        return 0.0
+    from . import compile_cache
+
+    return LOAD_SECONDS if compile_cache.holds_kernels(COMPILED_SOURCE) else COMPILE_SECONDS
+
+
+def use_compiled_search(device: torch.device, n: int, slices: int, hidden: int, expected_calls: int = 1) -> bool:
+    """Whether resubstitution of N states over T slices should take the compiled search: on CPU, from
+    COMPILED_MIN_STATES states, when the time it saves on the work to come (``expected_calls`` calls of this
+    size; with the torch search's work in this process so far, so that many small calls add up) outweighs
+    ``one_off_seconds``."""
+    if device.type != "cpu" or n < COMPILED_MIN_STATES:
+        return False
+    work = float(n) ** 2 * slices * hidden
+    return (work * max(1, expected_calls) + _process["torch_work"]) * SAVED_SECONDS_PER_UNIT > one_off_seconds()
 
 
 def _augment(states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -420,6 +448,7 @@ def _resubstitution_by_groups(
     max_elements: int,
     compiled: bool | None = None,
     gram_dtype: torch.dtype | None = None,
+    expected_calls: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Resubstitution under the random-order rule, once per group of identical states.
 
@@ -434,26 +463,19 @@ def _resubstitution_by_groups(
     right vote and whether ties decided it: the same values, bit for bit, as a
     search over all samples (finite states). ``compiled`` searches each slice
     with ``knn_compiled`` (numba), else with torch (the GPU path); by default
-    on CPU from COMPILED_MIN_STATES samples on, once the torch search has
-    cost this process COMPILE_SECONDS.
+    as ``use_compiled_search`` predicts for ``expected_calls`` calls.
     """
     gram_dtype = gram_dtype or ref.dtype
     if compiled is None:
-        compiled = (
-            ref.device.type == "cpu"
-            and ref.shape[1] >= COMPILED_MIN_STATES
-            and (_search_seconds["compiled"] > 0 or _search_seconds["torch"] >= COMPILE_SECONDS)
-        )
-    start = time.perf_counter()
+        compiled = use_compiled_search(ref.device, ref.shape[1], ref.shape[0], ref.shape[2], expected_calls)
     if not compiled:
-        found = _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
-        _search_seconds["torch"] += time.perf_counter() - start
-        return found
+        _process["torch_work"] += float(ref.shape[1]) ** 2 * ref.shape[0] * ref.shape[2]
+        return _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
     from . import knn_compiled
 
     with knn_compiled.blas_threads():
         found = _search_groups(ref, labels, onehot, k, max_elements, knn_compiled, gram_dtype)
-    _search_seconds["compiled"] += time.perf_counter() - start
+    _process["compiled"] = True
     return found
 
 
@@ -536,7 +558,8 @@ def knn_curve(
     ties: str = "expected_random_order",
     leave_one_out: bool = False,
     max_elements: int | None = None,
-    gram_dtype: torch.dtype = torch.float64,
+    gram_dtype: torch.dtype = torch.float32,
+    expected_calls: int = 1,
 ) -> KnnCurve:
     """Per-time-slice k-NN accuracy and tie share (float64 arrays of length T).
 
@@ -544,9 +567,12 @@ def knn_curve(
     the reference itself (resubstitution; ``leave_one_out`` leaves each sample
     out of its own neighbours). ``ties``: see the module docstring. A query
     sample counts as decided by ties when more points sit at its k-th distance
-    than there is room for (e > r). ``gram_dtype=torch.float32`` halves the
-    matrix-product cost for float32 states; the result is the same (the error
-    bound grows, so more rows take the exact path).
+    than there is room for (e > r). ``gram_dtype``: the matrix products'
+    precision, float32 (a run's default) or float64; the result is the same
+    (the error bound grows, so more rows take the exact path); float64 states
+    always use float64. ``expected_calls``: how many calls of this size the
+    caller will make (a run: its remaining epochs), which decides whether the
+    compiled search's one-off cost pays (``use_compiled_search``).
     """
     if ties not in KNN_TIE_RULES:
         raise ValueError(f"ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
@@ -587,6 +613,7 @@ def knn_curve(
             k,
             max_elements or 2**21 // torch.finfo(dtype).bits * 8,
             gram_dtype=dtype,
+            expected_calls=expected_calls,
         )
         return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
@@ -652,7 +679,8 @@ def knn_accuracy(
     ties: str = "expected_random_order",
     leave_one_out: bool = False,
     max_elements: int | None = None,
-    gram_dtype: torch.dtype = torch.float64,
+    gram_dtype: torch.dtype = torch.float32,
+    expected_calls: int = 1,
 ) -> np.ndarray:
     """Per-time-slice k-NN accuracy (``knn_curve``'s accuracy)."""
     return knn_curve(
@@ -665,6 +693,7 @@ def knn_accuracy(
         leave_one_out=leave_one_out,
         max_elements=max_elements,
         gram_dtype=gram_dtype,
+        expected_calls=expected_calls,
     ).accuracy
 
 
@@ -676,7 +705,7 @@ class KnnProbe(Probe):
         k: int = 3,
         states: str = "training_pass",
         splits=("train",),
-        gram_precision: str = "float64",
+        gram_precision: str = "float32",
         ties: str = "expected_random_order",
         mode: str = "resubstitution",
     ):
@@ -708,6 +737,8 @@ class KnnProbe(Probe):
             train_states = ctx.clean_pass_states(ctx.x_train)
         assert train_states is not None, "the training loop keeps its passes' states for a probe that asks"
         frames = []
+        # this epoch and those left: the work the compiled search's one-off cost is weighed against
+        calls = ctx.epochs - ctx.epoch + 1 if ctx.epochs else 1
 
         def rows(probe: str, split: str, values: np.ndarray) -> pd.DataFrame:
             return pd.DataFrame(
@@ -729,6 +760,7 @@ class KnnProbe(Probe):
                     ties=self.ties,
                     leave_one_out=self.mode == "leave_one_out",
                     gram_dtype=self.gram_dtype,
+                    expected_calls=calls,
                 )
                 frames += [rows(self.name, split, curve.accuracy), rows(KNN_TIE_SHARE, split, curve.tie_share)]
             else:

@@ -2,25 +2,28 @@
 
 ``nearest_groups`` returns, for every group of identical states of one time
 slice, what the tie rule needs (class counts of S and E, room r, e); see
-``knn._resubstitution_by_groups``, whose torch search it replaces on CPU from
-``knn.COMPILED_MIN_STATES`` states on (the torch search stays the GPU path;
-tests/test_knn_compiled.py holds the two equal bit for bit).
+``knn._resubstitution_by_groups``, whose torch search it replaces on CPU where
+``knn.use_compiled_search`` predicts that it pays (the torch search stays the
+GPU path; tests/test_knn_compiled.py holds the two equal bit for bit). The
+kernels are compiled once per machine: their code is kept in the project's
+signed cache (compile_cache.py).
 
-Why it is fast on LSTM states: their padded tails form clusters of
-near-identical states whose distances (~1e-13) sit below the rounding bound of
-the Gram identity at ordinary norms (~1e-12). Distances do not change under
-translation, and the bound scales with the norms of the two states compared,
-so the slice is moved (exactly, checked) to its coordinate-wise median state,
-inside the cluster where most states sit, and each pair gets its own bound:
-the products then settle almost every row. Each product of the upper triangle
-is computed once and read for both of its rows; each row's list starts from a
-bar set by its nearest at the previous slice. Rows left open are searched
-again (in float32 moved into their cluster, then in float64), then by explicit
-float64 differences against the few candidates within their bound.
-docs/performance.md has the measurements.
+Why it is fast: distances do not change under translation, and the rounding
+bound of the Gram identity scales with the norms of the two states compared,
+so each block of the products is moved (exactly, checked) to an origin near
+its states, and each pair gets its own bound: the slice's median state, inside
+the cluster where most states sit (an LSTM's padded tails, a few float32 units
+from their fixed point), or a block's own state where the block is a tight
+cluster elsewhere; the products then settle almost every row. Each product of
+the upper triangle is computed once and read for both of its rows; each row's
+list starts from a bar set by its nearest at the previous slice. Rows left
+open (equal or nearly equal distances) are searched again in float64, then by
+explicit float64 differences against the candidates within their bound. docs/performance.md has the measurements.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -28,6 +31,7 @@ import scipy.linalg.cython_blas  # noqa: F401  numba's np.dot calls it: loaded n
 import torch
 
 from .. import blas as pipeline_blas
+from . import compile_cache
 
 
 def rounding_factor(hidden: int, gram_dtype) -> float:
@@ -46,11 +50,11 @@ def rounding_factor(hidden: int, gram_dtype) -> float:
 
 @numba.njit(nogil=True, cache=False)
 def _median_state(exact):
-    """Coordinate by coordinate, the lower median of (up to 255 evenly spread) states: inside the cluster
+    """Coordinate by coordinate, the lower median of (up to 127 evenly spread) states: inside the cluster
     where most states sit (padded tails at their fixed point), and a value the states have, so that moving
     float32 states by it is exact."""
     size, hidden = exact.shape
-    step = max(1, size // 255)
+    step = max(1, size // 127)
     sample = np.empty(len(range(0, size, step)))
     origin = np.empty(hidden)
     middle = (len(sample) - 1) // 2
@@ -103,6 +107,22 @@ def _insert(values, index, take, value, column):
     values[pos] = value
     index[pos] = column
     return values[take - 1]
+
+
+@numba.njit(nogil=True, cache=False)
+def _insert_pair(values, uppers, index, lower, upper, column):
+    """Insert a pair's (lower end, upper end, column) into a row's list, ascending by lower end; return the
+    list's largest lower end."""
+    pos = len(values) - 1
+    while pos > 0 and values[pos - 1] > lower:
+        values[pos] = values[pos - 1]
+        uppers[pos] = uppers[pos - 1]
+        index[pos] = index[pos - 1]
+        pos -= 1
+    values[pos] = lower
+    uppers[pos] = upper
+    index[pos] = column
+    return values[len(values) - 1]
 
 
 # The elementwise passes are written over whole slices: numba (LLVM) vectorises such loops, not the same
@@ -178,13 +198,13 @@ def _scan_row(lower, values, index, level1, level2, bound, spare):
 
 
 @numba.njit(nogil=True, cache=False)
-def _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e):
-    """Decide row g from its top list where the bounds allow; return the limit for its exact search, or -inf.
+def _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e):
+    """Decide row g from its list where the bounds allow; return the limit for its exact search, or -inf.
 
-    values: lower ends without the row term (see _search_rows). Settled rows
-    get closer/at/room/e; the limit is the largest upper end among the
-    positions up to the group at which the sizes reach k: every group that can
-    be among the k nearest has its lower end at or below it.
+    values / uppers: each listed group's lower and upper end (ascending by lower end; every group not listed
+    has its lower end at or above the last). Settled rows get closer/at/room/e; the limit is the largest upper
+    end among the positions up to the group at which the sizes reach k: every group that can be among the k
+    nearest has its lower end at or below it.
     """
     take = len(values)
     n_classes = counts.shape[1]
@@ -195,14 +215,13 @@ def _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room,
         if reach >= k:
             break
         j += 1
-    row_term = 2.0 * kappa * norms[g]
     limit = -np.inf
     for q in range(j + 1):
-        limit = max(limit, values[q] + 2.0 * kappa * norms[index[q]] + row_term)
+        limit = max(limit, uppers[q])
     if reach > k:  # group j is split: it holds d_k, every group before it must be strictly closer
-        clear = j + 1 >= take or values[j + 1] > values[j] + 2.0 * kappa * norms[index[j]] + row_term
+        clear = j + 1 >= take or values[j + 1] > uppers[j]
         for q in range(j):
-            clear = clear and values[q] + 2.0 * kappa * norms[index[q]] + row_term < values[j]
+            clear = clear and uppers[q] < values[j]
     else:  # positions 0..j hold exactly k: every other group must be strictly farther than all of them
         clear = j + 1 >= take or values[j + 1] > limit
     if not clear:
@@ -264,48 +283,137 @@ def _exact_row(g, lower, limit, points, weight, counts, k, closer, at, room, e, 
 
 
 @numba.njit(nogil=True, cache=False, inline="always")
-def _entries(products, shifted, own, threshold, largest, to_rows, to_column):
-    """State c's lower ends to the block's rows (own - 2 p.p) and theirs to row c (shifted_q - 2 p.p), and how
-    many beat the rows' thresholds and row c's largest (whole slices: vectorised)."""
+def _entries(products, scaled_rows, scaled_c, threshold, largest, lower):
+    """The lower ends of state c's pairs with the block's rows, (1 - kappa)(|p_q|^2 + |p_c|^2) - 2 p_q.p_c, and
+    how many beat the rows' thresholds and row c's largest (whole slices: vectorised)."""
     into_rows = 0
     into_column = 0
     for q in range(len(products)):
-        twice = 2.0 * np.float64(products[q])
-        a = own - twice
-        b = shifted[q] - twice
-        to_rows[q] = a
-        to_column[q] = b
+        a = scaled_rows[q] + scaled_c - 2.0 * np.float64(products[q])
+        lower[q] = a
         into_rows += 1 if a < threshold[q] else 0
-        into_column += 1 if b < largest else 0
+        into_column += 1 if a < largest else 0
     return into_rows, into_column
 
 
 @numba.njit(nogil=True, cache=False)
-def _symmetric_lists(states, shifted, bar, values, index):
-    """Every row's ascending list of its ``take`` smallest lower ends, from the upper triangle of the products.
+def _moves_exactly(exact):
+    """Whether moving the states by any one of their values is exact in float64: float32 values whose nonzero
+    magnitudes lie within a factor 2^28 (a difference then needs at most 24 + 28 + 1 of float64's 53 bits)."""
+    smallest = np.inf
+    largest = 0.0
+    for x in exact.ravel():
+        if np.float64(np.float32(x)) != x:
+            return False
+        if x != 0.0:
+            smallest = min(smallest, abs(x))
+            largest = max(largest, abs(x))
+    return largest < smallest * 2.0**28 or largest == 0.0
 
-    states (G, H): the moved states in the product's precision; shifted:
-    |p|^2 (1 - kappa); bar (G,): per row a value that at least ``take`` of its
-    lower ends lie below (+inf: none known), lowered to the list's largest as
-    it fills. Each product p_i.p_c (c >= i) is computed once and gives row i
-    the lower end shifted_c - 2 p_i.p_c and row c the lower end shifted_i - 2
-    p_i.p_c. The products come a block of rows i at a time, against every
-    state from the block's first on (one tall product, as BLAS does it
-    fastest); each state c's products with the block are contiguous, and both
-    directions are read from them: the block's rows, and row c, take an entry
-    only where it is below their bar (counted first over the block, a
-    vectorised pass, so that most states cost no branch).
+
+@numba.njit(nogil=True, cache=False, fastmath={"reassoc", "contract"})
+def _move_exactly(exact, lo, origin, kappa, moved, norms, scaled):
+    """``_move`` for states that move exactly (``_moves_exactly``): no check, and the norms summed in any
+    order (a few float64 units apart, far inside the bound's slack), so that the loop is vectorised."""
+    size, hidden = exact.shape
+    for c in range(lo, size):
+        total = 0.0
+        for h in range(hidden):
+            value = moved.dtype.type(exact[c, h] - origin[h])
+            moved[c, h] = value
+            total += np.float64(value) * np.float64(value)
+        norms[c] = total
+        scaled[c] = total * (1.0 - kappa)
+
+
+@numba.njit(nogil=True, cache=False)
+def _move(exact, lo, origin, kappa, moved, norms, scaled):
+    """States lo.. moved by ``origin`` in the products' precision (``moved``), |p|^2 in float64 of p as the
+    products see it (``norms``) and (1 - kappa) |p|^2 (``scaled``). Where a difference is not exact in float64
+    (TwoSum), nothing is moved."""
+    size, hidden = exact.shape
+    inexact = 0
+    for c in range(lo, size):
+        for h in range(hidden):
+            d = exact[c, h] - origin[h]
+            back = d - exact[c, h]
+            inexact += 1 if (exact[c, h] - (d - back)) + (-origin[h] - back) != 0.0 else 0
+    _move_exactly(exact, lo, origin if inexact == 0 else np.zeros(hidden), kappa, moved, norms, scaled)
+
+
+@numba.njit(nogil=True, cache=False)
+def _local_origin(rows, moved_norms):
+    """The block's middle row where the block's rows sit much closer to it than to the slice's median (16x in
+    summed squared distance: a tight cluster away from the slice's centre), else None. A state of the slice,
+    so that moving float32 states by it is exact; any member of a tight cluster serves as its origin."""
+    middle = rows[len(rows) // 2]
+    spread = 0.0
+    for q in range(len(rows)):
+        for h in range(rows.shape[1]):
+            d = rows[q, h] - middle[h]
+            spread += d * d
+    return middle.copy() if 16.0 * spread < moved_norms.sum() else None
+
+
+@numba.njit(nogil=True, cache=False)
+def _next_block(exact, lo, m, moved_norms):
+    """The rows of the next block from ``lo`` (at most m) and its local origin (None: the slice's). A block
+    that is not one tight cluster may straddle the end of one (the rows are in projection order): cut at the
+    largest step between neighbouring rows, the block keeps the rows before it when they, or those after it,
+    are a tight cluster (those after start the next block)."""
+    origin = _local_origin(exact[lo : lo + m], moved_norms[lo : lo + m])
+    if origin is not None or m < 2:
+        return m, origin
+    cut, step = 1, -1.0
+    for q in range(1, m):
+        total = 0.0
+        for h in range(exact.shape[1]):
+            d = exact[lo + q, h] - exact[lo + q - 1, h]
+            total += d * d
+        if total > step:
+            cut, step = q, total
+    head = _local_origin(exact[lo : lo + cut], moved_norms[lo : lo + cut])
+    if head is not None or _local_origin(exact[lo + cut : lo + m], moved_norms[lo + cut : lo + m]) is not None:
+        return cut, head
+    return m, None
+
+
+@numba.njit(nogil=True, cache=False)
+def _symmetric_lists(exact, kappa, moved, all_norms, all_scaled, bar, values, uppers, index):
+    """Every row's ascending list of its ``take`` smallest lower ends (with their upper ends), from the upper
+    triangle of the products.
+
+    exact (G, H): the states in float64; ``moved`` (2, G, H): in the products' precision, the states moved
+    to the slice's median state (``_move``; its ``all_norms[0]``, ``all_scaled[0]``) and a buffer; bar (G,):
+    per row a value that at least ``take`` of its lower ends lie below (+inf: none known), lowered to the
+    list's largest as it fills. The products come a block of rows i at a time, against every state from the
+    block's first on (one tall product, as BLAS does it fastest), moved to the slice's median state, or, where
+    the block's rows sit much closer to their own median state than to the slice's (``_local_origin``), to
+    theirs: the rows are in the order of a projection (the groups' order), so a block sits in one cluster of
+    near-identical states more often than not, and the pairs' rounding bounds, which grow with the moved
+    norms, shrink with it (moving costs about as much as the block's products, so only there). Each product p_i.p_c (c >= i) is computed once; its lower end (1 - kappa)(|p_i|^2 + |p_c|^2) - 2 p_i.p_c
+    and upper end (1 + kappa)(...) - 2 p_i.p_c bound the pair's squared distance whatever the origin, and serve
+    both rows: the block's row takes it, and row c, only where it is below their bar (counted first over the
+    block, a vectorised pass, so that most states cost no branch).
     """
-    size, hidden = states.shape
-    take = values.shape[1]
+    size, hidden = exact.shape
     block = 64
-    buffer = np.empty(block * size, dtype=states.dtype)
-    rows_t = np.empty((hidden, block), dtype=states.dtype)
-    to_rows = np.empty(block)
-    to_column = np.empty(block)
-    for lo in range(0, size, block):
-        m = min(block, size - lo)
+    buffer = np.empty(block * size, dtype=moved.dtype)
+    rows_t = np.empty((hidden, block), dtype=moved.dtype)
+    lower = np.empty(block)
+    exactly = -1  # whether the slice moves exactly (_moves_exactly), once a block needs to know
+    lo = 0
+    while lo < size:
+        m, origin = _next_block(exact, lo, min(block, size - lo), all_norms[0])
         width = size - lo
+        near = 0 if origin is None else 1
+        states, norms, scaled = moved[near], all_norms[near], all_scaled[near]
+        if origin is not None:
+            exactly = (1 if _moves_exactly(exact) else 0) if exactly < 0 else exactly
+            if exactly:
+                _move_exactly(exact, lo, origin, kappa, states, norms, scaled)
+            else:
+                _move(exact, lo, origin, kappa, states, norms, scaled)
         for h in range(hidden):
             for q in range(m):
                 rows_t[h, q] = states[lo + q, h]
@@ -315,29 +423,34 @@ def _symmetric_lists(states, shifted, bar, values, index):
         for r in range(width):
             c = lo + r
             n = min(m, r + 1)  # rows lo + q with q <= r: pairs (lo + q, c) of the upper triangle
-            own = shifted[c]
             into_rows, into_column = _entries(
-                products[r, :n], shifted[lo : lo + n], own, threshold[:n], bar[c], to_rows[:n], to_column[:n]
+                products[r, :n], scaled[lo : lo + n], scaled[c], threshold[:n], bar[c], lower[:n]
             )
             if into_rows:
                 for q in range(n):
-                    if to_rows[q] < threshold[q]:
-                        threshold[q] = min(threshold[q], _insert(values[lo + q], index[lo + q], take, to_rows[q], c))
+                    if lower[q] < threshold[q]:
+                        upper = lower[q] + 2.0 * kappa * (norms[lo + q] + norms[c])
+                        row = lo + q
+                        largest = _insert_pair(values[row], uppers[row], index[row], lower[q], upper, c)
+                        threshold[q] = min(threshold[q], largest)
             if into_column:
                 largest = bar[c]  # the diagonal pair (q = r) may have lowered row c's bar above
                 for q in range(min(n, r)):  # q < r: the diagonal pair is row c's own entry, taken above
-                    if to_column[q] < largest:
-                        largest = min(largest, _insert(values[c], index[c], take, to_column[q], lo + q))
+                    if lower[q] < largest:
+                        upper = lower[q] + 2.0 * kappa * (norms[lo + q] + norms[c])
+                        largest = min(largest, _insert_pair(values[c], uppers[c], index[c], lower[q], upper, lo + q))
                 bar[c] = largest
+        lo += m
 
 
 @numba.njit(nogil=True, cache=False)
-def _bars(states, shifted, norms, kappa, take, candidates, bar):
+def _bars(states, norms, kappa, take, candidates, bar):
     """Per row, from candidate columns (say its nearest at the previous time slice; -1: none), a bar: just
     above the take-th smallest upper end among ``take`` distinct candidates, +inf with fewer.
 
-    An upper end (lower end + 2 kappa (|p_i|^2 + |p_c|^2)) is at least the
-    pair's lower end as any other computation of its product gives it, so
+    An upper end ((1 + kappa)(|p_i|^2 + |p_c|^2) - 2 p_i.p_c, states moved to
+    any origin) is at least the pair's squared distance, which is at least its
+    lower end as any other origin and computation of the product give it, so
     at least ``take`` lower ends of the full pass lie below the bar.
     """
     size, hidden = states.shape
@@ -355,7 +468,7 @@ def _bars(states, shifted, norms, kappa, take, candidates, bar):
                 product = 0.0
                 for h in range(hidden):
                     product += np.float64(states[i, h]) * np.float64(states[c, h])
-                upper = shifted[c] - 2.0 * product + 2.0 * kappa * (norms[i] + norms[c])
+                upper = (1.0 + kappa) * (norms[i] + norms[c]) - 2.0 * product
                 if upper < best[take - 1]:
                     _insert(best, spare, take, upper, c)
                 n += 1
@@ -363,32 +476,28 @@ def _bars(states, shifted, norms, kappa, take, candidates, bar):
 
 
 @numba.njit(nogil=True, cache=False)
-def _settle_lists(values, index, norms, kappa, weight, counts, k, closer, at, room, e):
+def _settle_lists(values, uppers, index, weight, counts, k, closer, at, room, e):
     """Settle every row from its list where the bounds allow; return the rows left open."""
     size = values.shape[0]
     open_rows = np.empty(size, dtype=np.int64)
     n_open = 0
     for g in range(size):
-        if _settle(g, values[g], index[g], norms, kappa, weight, counts, k, closer, at, room, e) > -np.inf:
+        if _settle(g, values[g], uppers[g], index[g], weight, counts, k, closer, at, room, e) > -np.inf:
             open_rows[n_open] = g
             n_open += 1
     return open_rows[:n_open]
 
 
 @numba.njit(nogil=True, cache=False)
-def _search_rows(
-    rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e, exactly, nearest
-):
+def _search_rows(rows, query, reference_t, norms, kappa, points, weight, counts, k, closer, at, room, e):
     """Rows ``rows`` of one slice: products a few rows at a time, each scanned while it is in cache.
 
     query (G, H + 1) and reference_t (H + 1, G): the augmented moved states
     (``_moved_states``), float32 or float64; for row i, product entry c is the
     lower end of pair (i, c)'s squared distance minus the row constant
     (1 - kappa) |p_i|^2 (the scan's order); the upper end is 2 kappa (|p_i|^2 +
-    |p_c|^2) above it. points: (G, H) the states in float64. With ``exactly``,
-    rows the bounds leave open are settled by explicit differences at once;
-    without, they are returned (``nearest``: the group at their smallest lower
-    end) to be searched again.
+    |p_c|^2) above it. points: (G, H) the states in float64. Rows the bounds
+    leave open are settled by explicit differences.
     """
     size = reference_t.shape[1]
     take = min(size, k + 1)
@@ -396,6 +505,7 @@ def _search_rows(
     rows_block = np.empty((block, query.shape[1]), dtype=query.dtype)
     products = np.empty((block, size), dtype=query.dtype)
     values = np.empty(take)
+    uppers = np.empty(take)
     index = np.empty(take, dtype=np.int64)
     level1 = np.empty(size, dtype=query.dtype)
     level2 = np.empty(size, dtype=query.dtype)
@@ -403,8 +513,6 @@ def _search_rows(
     spare = np.empty(take, dtype=np.int64)
     candidate = np.empty(size, dtype=np.int64)
     distance = np.empty(size)
-    open_rows = np.empty(len(rows), dtype=np.int64)
-    n_open = 0
     for start in range(0, len(rows), block):
         m = min(block, len(rows) - start)
         for q in range(m):
@@ -415,16 +523,16 @@ def _search_rows(
             values[:] = np.inf
             index[:] = -1
             _scan_row(products[q], values, index, level1, level2, bound, spare)
-            limit = _settle(g, values, index, norms, kappa, weight, counts, k, closer, at, room, e)
-            if limit == -np.inf:
-                continue
-            if exactly:
+            for p in range(take):  # the lower ends here leave out the row's own (1 - kappa) |p_g|^2
+                uppers[p] = values[p] + 2.0 * kappa * (norms[index[p]] + norms[g])
+            limit = _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e)
+            if limit > -np.inf:
                 _exact_row(g, products[q], limit, points, weight, counts, k, closer, at, room, e, candidate, distance)
-            else:
-                open_rows[n_open] = g
-                nearest[g] = index[0]
-                n_open += 1
-    return open_rows[:n_open]
+
+
+# Rows (groups) searched, and those the products left open (searched again in float64): the benchmarks report
+# them, what bounds the search on a family of states.
+SEARCH_COUNTS = {"rows": 0, "open": 0}
 
 
 def nearest_groups(
@@ -447,11 +555,13 @@ def nearest_groups(
     Call within ``blas_threads``: the products come from scipy's BLAS through
     numba, which torch's thread setting does not reach.
 
-    The upper triangle of the products, moved to the slice's median state,
-    gives every row its list; the bounds settle all but a few rows (at most
-    ~2% in float32 on real LSTM states). In float64 those get explicit
-    differences at once; in float32 they are searched again moved into their
-    cluster (to the group most of them have nearest), then in float64.
+    The upper triangle of the products, moved to the slice's median state
+    (or a local block's), gives every row its list; the bounds settle all but
+    a few rows (at most ~2% in float32 on real LSTM states). Those are
+    searched again in float64 and get explicit differences where that is not
+    enough either (tight clusters are moved to their own origin in the first
+    pass already, so a float32 search again, moved into one cluster, no longer
+    pays: measured 10% slower on the state families of bench_knn_families.py).
     """
     size, hidden = points.shape
     if not 1 <= k <= weight.sum():  # the compiled loops do not check bounds
@@ -462,38 +572,30 @@ def nearest_groups(
     at = np.empty((size, n_classes))
     room = np.empty(size)
     e = np.empty(size)
-    nearest = np.empty(size, dtype=np.int64)
     origin = _median_state(exact)
-
-    def moved(dtype, origin):
-        """The states moved by ``origin`` for products in ``dtype``: kappa, both sides, |p|^2."""
-        kappa = rounding_factor(hidden, dtype)
-        query = np.empty((size, hidden + 1), dtype=dtype)
-        reference = np.empty((size, hidden + 1), dtype=dtype)
-        return kappa, query, reference, _moved_states(exact, origin, kappa, query, reference)
-
-    def search(dtype, origin, rows):
-        kappa, query, reference, norms = moved(dtype, origin)
-        exactly = dtype == np.float64
-        args = (norms, kappa, exact, weight, counts, k, closer, at, room, e, exactly, nearest)
-        return _search_rows(rows, query, np.ascontiguousarray(reference.T), *args)
-
-    kappa, _, reference, norms = moved(dtype, origin)
-    states = np.ascontiguousarray(reference[:, :hidden])
-    shifted = norms * (1.0 - kappa)
     take = min(size, k + 1)
     values = np.full((size, take), np.inf)
+    uppers = np.full((size, take), np.inf)
     index = np.full((size, take), -1, dtype=np.int64)
     bar = np.full(size, np.inf)
+    kappa = rounding_factor(hidden, dtype)
+    states: np.ndarray = np.empty((2, size, hidden), dtype=dtype)  # moved to the slice's median state, and to a block's
+    norms = np.empty((2, size))
+    scaled = np.empty((2, size))
+    _move(exact, 0, origin, kappa, states[0], norms[0], scaled[0])
     if candidates is not None:
-        _bars(states, shifted, norms, kappa, take, candidates, bar)
-    _symmetric_lists(states, shifted, bar, values, index)
-    open_rows = _settle_lists(values, index, norms, kappa, weight, counts, k, closer, at, room, e)
-    if len(open_rows) and dtype == np.float32:
-        nearest[open_rows] = index[open_rows, 0]
-        open_rows = search(dtype, exact[np.bincount(nearest[open_rows]).argmax()], open_rows)
-    if len(open_rows):
-        search(np.float64, origin, open_rows)
+        _bars(states[0], norms[0], kappa, take, candidates, bar)
+    _symmetric_lists(exact, kappa, states, norms, scaled, bar, values, uppers, index)
+    open_rows = _settle_lists(values, uppers, index, weight, counts, k, closer, at, room, e)
+    SEARCH_COUNTS["rows"] += size
+    SEARCH_COUNTS["open"] += len(open_rows)
+    if len(open_rows):  # in float64, then explicit differences
+        wide = rounding_factor(hidden, np.float64)
+        query = np.empty((size, hidden + 1))
+        reference = np.empty((size, hidden + 1))
+        norms64 = _moved_states(exact, origin, wide, query, reference)
+        args = (norms64, wide, exact, weight, counts, k, closer, at, room, e)
+        _search_rows(open_rows, query, np.ascontiguousarray(reference.T), *args)
     return torch.from_numpy(closer), torch.from_numpy(at), torch.from_numpy(room), torch.from_numpy(e), index
 
 
@@ -558,3 +660,11 @@ def group_tables(group, size, labels, n_classes):
 def blas_threads():
     """The BLAS behind the products (numpy's and scipy's) limited to torch's thread count, as a context."""
     return pipeline_blas.blas_threads(torch.get_num_threads())
+
+
+# The kernels' compiled code comes from, and goes to, the project's signed cache (compile_cache.py): a machine
+# compiles them once. None, or why the cache is not used.
+CACHE_PROBLEM = compile_cache.attach(
+    [kernel for kernel in list(globals().values()) if isinstance(kernel, numba.core.dispatcher.Dispatcher)],
+    Path(__file__),
+)

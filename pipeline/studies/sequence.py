@@ -20,7 +20,7 @@ from ..model import ModelProtocolError, build_model, check_protocol, is_user_mod
 from ..model_config import check_model_config
 from ..probes import ProbeContext, build_probes
 from ..run_checks import check_run_data
-from ..splits import make_splits
+from ..splits import make_splits, repeated_share
 from ..train import clean_pass_states, resolve_device, train_run
 from .base import RunContext, RunResult, StudyRunner, register
 from .common import set_up_torch
@@ -227,6 +227,8 @@ def _summary(cfg: DictConfig, result, splits, state_size: int, shape, device, se
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "n_train": len(splits.y_train),
+        # oversampled rows with their twin in the training set: the probe's chance level rises with it
+        "train_repeated_share": repeated_share(splits.train_index),
         "n_val": len(splits.y_val),
         "n_test": len(splits.y_test),
         "batch_size": int(cfg.trainer.batch_size),

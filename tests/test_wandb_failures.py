@@ -1,0 +1,311 @@
+"""W&B is a mirror: each way W&B fails costs at most the mirror, never the run (real wandb 0.31, offline files
+read back with `wandb leet inspect`; the network W&B would need does not exist here, so online mode fails for
+real: no login, a closed port, a server that accepts and never answers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.collect import collect_runs, read_run
+from pipeline import tracking, wandb_rebuild, wandb_state
+from pipeline.run import execute
+from pipeline.runfolder import is_done
+from pipeline.schema import DONE
+from tests.helpers import REPO, run_config, run_plan
+from tests.wandb_records import exit_code, history, read_offline, summary, wandb_files
+
+EPOCHS = 3
+RUN = ("trainer.epochs=3", "dataset.time_slices=20", "logger.wandb.media_every=2")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_memory():
+    """Each test starts as a fresh process would: no online failure remembered, and W&B's process-wide
+    settings (read from the environment once per process) read again."""
+    import wandb
+
+    wandb.teardown()
+    wandb_state.forget_online_failure()
+    yield
+    wandb_state.forget_online_failure()
+    wandb.teardown()
+
+
+def _on_step_hook(monkeypatch, hook):
+    """Call ``hook(step)`` after the tracker has logged each step of a run (the run's own code path)."""
+    import pipeline.run as run_module
+
+    real_context = run_module.RunContext
+
+    def context(seed, on_step):
+        def on_step_then_hook(step, readouts, curves):
+            on_step(step, readouts, curves)
+            hook(step)
+
+        return real_context(seed, on_step_then_hook)
+
+    monkeypatch.setattr(run_module, "RunContext", context)
+
+
+def _mirror_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.tracking" and r.levelno >= logging.WARNING]
+
+
+def _assert_recorded(run_dir: Path) -> dict:
+    """The run is done with its whole record; its summary.json."""
+    assert is_done(run_dir)
+    _, lc_map = read_run(run_dir)
+    assert lc_map.shape == (EPOCHS, 20)
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+# ---------------------------------------------------------------------------
+# Offline: the W&B folder lost, the disk full
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_run_whose_wandb_folder_is_deleted_mid_run_records_and_its_mirror_is_rebuilt(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    plan = run_plan(f"paths.root={tmp_path}", *RUN)
+    run_dir = plan.run_dir
+    _on_step_hook(monkeypatch, lambda step: step == 1 and shutil.rmtree(run_dir / "wandb"))
+    with caplog.at_level(logging.INFO):
+        outcome = execute(plan)
+    assert outcome.state == DONE and outcome.computed
+    entry = _assert_recorded(run_dir)["wandb"]
+    assert entry["state"] == "failed" and entry["mode"] == "offline" and entry["id"] == run_dir.name
+    assert entry["error"].startswith("epoch 2: ") and "rebuild" in entry  # the image of epoch 2 had nowhere to go
+    (warning,) = _mirror_warnings(caplog)
+    assert "lost at epoch 2" in warning and "wandb_sync.sh" in warning
+
+    assert wandb_rebuild.needs_rebuild(run_dir)
+    # the sync script rebuilds the lost mirror, then tries to upload it (no server here: it says so)
+    elsewhere = tmp_path / "elsewhere"  # the script's working folder: it must write nothing there
+    elsewhere.mkdir()
+    out = subprocess.run(
+        ["bash", str(REPO / "slurm" / "wandb_sync.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=elsewhere,
+        env={
+            **os.environ,
+            "HOME": str(tmp_path / "home"),
+            "WANDB_BASE_URL": _closed_port(),
+            "WANDB_API_KEY": "x" * 40,
+            "LCM_WANDB_TIMEOUT": "20",
+        },
+    )
+    assert "wandb_rebuild: rebuilt 1, failed 0" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 1 and "found 1, synced 0, already synced 0, failed 1" in out.stdout, out.stdout
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "home" / ".cache" / "wandb").exists()
+    assert not wandb_rebuild.needs_rebuild(run_dir)
+    assert json.loads((run_dir / "wandb" / wandb_rebuild.REBUILT).read_text())["wandb_id"] == run_dir.name
+    records = read_offline(wandb_files(run_dir)[run_dir.name])
+    rows = history(records)
+    table = collect_runs(tmp_path, study="headline", use_cache=False, progress=False).metrics.sort_values("epoch")
+    assert [row["epoch"] for row in rows] == [row["_step"] for row in rows] == [1, 2, 3]
+    for row, (_, expected) in zip(rows, table.iterrows()):
+        assert all(row[f"map/{m}"] == expected[m] for m in ("start", "end_minus_start", "max", "tmax"))
+    readouts = pd.read_parquet(run_dir / "readouts.parquet")
+    assert rows[0]["val/loss"] == readouts.query("epoch == 1 and split == 'val' and metric == 'loss'").value.item()
+    assert [row["epoch"] for row in rows if "map/image._type" in row] == [2, 3]
+    assert summary(records)["run/complete"] == 1 and exit_code(records) == 0
+    assert is_done(run_dir)  # the record itself was left as it was
+
+
+def _mount_tmpfs(folder: Path, size: str) -> None:
+    folder.mkdir(parents=True)
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"a full disk needs a small tmpfs mount, which this machine refuses: {out.stderr.decode()[:120]}")
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(tmp_path, monkeypatch, caplog):
+    """The run's W&B folder on its own 4 MB file system, filled to the last byte after epoch 1."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    plan = run_plan(f"paths.root={tmp_path}", *RUN)
+    run_dir = plan.run_dir
+    _mount_tmpfs(run_dir / "wandb", "4m")
+    try:
+
+        def fill(step):
+            if step == 1:
+                subprocess.run(
+                    ["dd", "if=/dev/zero", f"of={run_dir / 'wandb' / 'filler'}", "bs=64k"], capture_output=True
+                )
+                assert shutil.disk_usage(run_dir / "wandb").free == 0
+
+        _on_step_hook(monkeypatch, fill)
+        with caplog.at_level(logging.INFO):
+            outcome = execute(plan)
+        assert outcome.state == DONE and outcome.computed
+        entry = _assert_recorded(run_dir)["wandb"]
+        assert entry["state"] == "failed" and "No space left on device" in entry["error"], entry
+        assert len(_mirror_warnings(caplog)) == 1
+    finally:
+        subprocess.run(["umount", "-l", str(run_dir / "wandb")], capture_output=True)
+
+
+# ---------------------------------------------------------------------------
+# Online with no W&B server to be had
+# ---------------------------------------------------------------------------
+
+
+class SilentServer:
+    """A local socket that accepts connections and never answers (a server that hangs)."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}"
+        self.connections: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.connections.append(self.socket.accept())
+            except OSError:
+                return
+
+    def close(self):
+        self.socket.close()
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+
+
+def _online(monkeypatch, tmp_path, base_url: str | None, api_key: str | None) -> None:
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.netrc: no stored login
+    for name, value in (("WANDB_BASE_URL", base_url), ("WANDB_API_KEY", api_key)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+def _synthetic_epochs(tracker, epochs: int = 2) -> None:
+    rng = np.random.default_rng(1)
+    for epoch in range(1, epochs + 1):
+        curve = pd.DataFrame(
+            {
+                "probe": "knn",
+                "split": "train",
+                "epoch": epoch,
+                "time_slice": np.arange(1, 13),
+                "value": rng.uniform(0.5, 1, 12),
+            }
+        )
+        tracker.log_epoch(epoch, {"train/loss": 1.0 / epoch}, curve)
+
+
+def test_online_without_a_login_mirrors_offline_at_once(tmp_path, monkeypatch, caplog):
+    _online(monkeypatch, tmp_path, _closed_port(), None)
+    cfg = run_config(f"paths.root={tmp_path}", "trainer.epochs=2")
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.INFO):
+        tracker = tracking.Tracker(cfg, "gesture-p00-r000-nologin", tmp_path)
+    assert time.perf_counter() - t0 < 30  # no server is asked: W&B refuses before any request
+    _synthetic_epochs(tracker)
+    entry = tracker.finish(None, {"test_accuracy": 0.5}, ok=True)
+    assert entry["requested_mode"] == "online" and entry["mode"] == "offline" and entry["state"] == "complete"
+    assert "UsageError" in entry["note"] and "wandb_sync.sh" in entry["note"]
+    (warning,) = _mirror_warnings(caplog)
+    assert "online start failed" in warning
+    records = read_offline(wandb_files(tmp_path)["gesture-p00-r000-nologin"])
+    assert [row["epoch"] for row in history(records)] == [1, 2] and summary(records)["run/complete"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["closed port", "silent server"])
+def test_online_with_no_answering_server_waits_a_bounded_time_once_per_process(server, tmp_path, monkeypatch, caplog):
+    """The first run of a process waits logger.wandb.init_timeout at most, then mirrors offline; the next run
+    of the process does not wait again."""
+    silent = SilentServer() if server == "silent server" else None
+    _online(monkeypatch, tmp_path, silent.url if silent else _closed_port(), "x" * 40)
+    cfg = run_config(f"paths.root={tmp_path}", "trainer.epochs=2", "logger.wandb.init_timeout=3")
+    try:
+        waits, entries = [], []
+        for rid in ("first-run", "second-run"):
+            t0 = time.perf_counter()
+            with caplog.at_level(logging.INFO):
+                tracker = tracking.Tracker(cfg, rid, tmp_path / rid)
+            waits.append(time.perf_counter() - t0)
+            _synthetic_epochs(tracker)
+            entries.append(tracker.finish(None, {}, ok=True))
+    finally:
+        if silent:
+            silent.close()
+    assert 2.5 < waits[0] < 3 + 20, waits  # init_timeout, plus the offline start (slow on a loaded machine)
+    assert waits[1] < 3, waits
+    assert [e["mode"] for e in entries] == ["offline", "offline"] and [e["state"] for e in entries] == ["complete"] * 2
+    assert "CommError" in entries[0]["note"] and "earlier in this process" in entries[1]["note"]
+    assert len(_mirror_warnings(caplog)) == 2  # one per run
+    for rid in ("first-run", "second-run"):
+        assert summary(read_offline(wandb_files(tmp_path / rid)[rid]))["run/complete"] == 1
+
+
+@pytest.mark.slow
+def test_an_online_run_without_a_server_records_and_the_sync_script_finds_its_mirror(tmp_path, monkeypatch):
+    _online(monkeypatch, tmp_path, _closed_port(), "x" * 40)
+    outcome = execute(run_plan(f"paths.root={tmp_path}", *RUN, "logger.wandb.init_timeout=3"))
+    assert outcome.state == DONE and outcome.computed
+    entry = _assert_recorded(outcome.run_dir)["wandb"]
+    assert (entry["requested_mode"], entry["mode"], entry["state"]) == ("online", "offline", "complete")
+    (offline,) = outcome.run_dir.glob("wandb/offline-run-*")
+    out = subprocess.run(
+        ["bash", str(REPO / "slurm" / "wandb_sync.sh"), "--dry-run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "0 run(s) to rebuild" in out.stdout and "1 to sync" in out.stdout and str(offline) in out.stdout
+
+
+def test_which_runs_the_rebuild_takes(tmp_path, capsys):
+    """Done runs whose mirror failed and was not rebuilt yet; with --all, done runs that had W&B off too;
+    never a complete mirror, a rebuilt one, or a run that is not done."""
+    from tests.analysis_fixtures import write_run
+
+    folders = {}
+    for replicate, kind in enumerate(("off", "complete", "failed", "rebuilt", "failed, running")):
+        state = "running" if kind == "failed, running" else "done"
+        _, folder, _ = write_run(tmp_path, study="s", source="gesture", pair=0, replicate=replicate, state=state)
+        if kind != "off":
+            summary = json.loads((folder / "summary.json").read_text())
+            summary["wandb"] = {"state": "complete" if kind == "complete" else "failed", "id": folder.name}
+            (folder / "summary.json").write_text(json.dumps(summary))
+        if kind == "rebuilt":
+            (folder / "wandb").mkdir()
+            (folder / "wandb" / wandb_state.REBUILT).write_text(json.dumps({"wandb_id": folder.name}))
+        folders[kind] = folder
+    assert [k for k, f in folders.items() if wandb_rebuild.needs_rebuild(f)] == ["failed"]
+    assert [k for k, f in folders.items() if wandb_rebuild.needs_rebuild(f, everything=True)] == ["off", "failed"]
+    assert wandb_rebuild.run_folders(tmp_path) == sorted(folders.values())
+    assert wandb_state.mirrored_as(folders["rebuilt"]) == folders["rebuilt"].name
+    assert wandb_state.mirrored_as(folders["failed"]) is None and wandb_state.mirrored_as(folders["off"]) is None
+    assert wandb_rebuild.main(["--dry-run", "--all", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) to rebuild" in out and str(folders["off"]) in out and str(folders["failed"]) in out

@@ -166,7 +166,10 @@ class WandbXAxis(Open):
 
 
 @dataclass(kw_only=True)
-class WandbConfig:
+class WandbConfig(Open):
+    """The W&B mirror's settings: plumbing (never in a run id); the mirror's own keys beyond these are
+    checked by pipeline.config.check_logger."""
+
     project: str = plumbing("learning-curve-maps")
     entity: str | None = plumbing(None)
     media_every: int = plumbing(25, ge=0)
@@ -175,6 +178,8 @@ class WandbConfig:
     x_axis: WandbXAxis = field(default_factory=WandbXAxis)
     console: str = plumbing("off", choices=("off", "auto", "wrap", "redirect"))
     requirements: bool = plumbing(False)
+    init_timeout: float = plumbing(30, gt=0)
+    finish_timeout: float = plumbing(60, gt=0)
 
 
 @dataclass(kw_only=True)

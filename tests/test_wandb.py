@@ -164,7 +164,8 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
     cfg = run_config("study=critical_pathways", f"paths.root={tmp_path}")
     config = tracking.run_config(cfg, "cp-run")
     assert {"depth", "deficit_onset", "deficit_length", "replicate"} <= set(config)
-    assert not {"dataset", "model", "trainer", "data_source", "pair", "design"} & set(config)  # ignored by its runner
+    assert not {"dataset", "model", "data_source", "pair", "design"} & set(config)  # ignored by its runner
+    assert set(config["trainer"]) >= {"lr", "steps"}  # its own training keys (conf/trainer/critical_pathways.yaml)
     assert tracking.display_name(cfg).startswith("critical_pathways depth=")
     monkeypatch.setenv("WANDB_MODE", "offline")
     tracker = tracking.Tracker(cfg, "cp-run", tmp_path)
@@ -182,14 +183,14 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
 
 
 COMPANION_RUNS = {
-    "critical_pathways": ["study.steps=200", "study.deficit_length=50"],
-    "critical_matrix_completion": ["study.steps=100", "study.size=30", "study.n_observed=300"],
-    "multitask": ["study.single_epochs=4", "study.finetune_epochs=2", "study.eval_every=2"],
+    "critical_pathways": ["trainer.steps=200", "study.deficit_length=50"],
+    "critical_matrix_completion": ["trainer.steps=100", "study.size=30", "study.n_observed=300"],
+    "multitask": ["trainer.single_epochs=4", "trainer.finetune_epochs=2", "study.eval_every=2"],
     "dense_sample": [
-        "study.epochs=1",
+        "trainer.epochs=1",
         "study.data.per_class=30",
         "study.data.train_per_class=20",
-        "study.category_structure.per_class=5",
+        "probe.category_structure.per_class=5",
     ],
 }
 

@@ -13,7 +13,9 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.curve_metrics import METRIC_NAMES
 from pipeline.schema import KNN_MODES, KNN_TIE_RULES
@@ -70,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = parser.add_argument_group("input")
+    _input_arguments(parser.add_argument_group("input"))
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", help="output folder (default: <root>/analysis)")
+    _option_arguments(parser.add_argument_group("options"))
+    return parser
+
+
+def _input_arguments(src) -> None:
+    """Where the runs (or the metrics table) come from, and which runs are taken."""
     src.add_argument(
         "--root",
         default=os.environ.get("LCM_OUTPUTS", "outputs"),
@@ -108,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         "epoch, start, end, max, tmax) instead of run folders; repeat to combine tables "
         "(e.g. the study and its shuffled-label runs); needs --out",
     )
-    out = parser.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="output folder (default: <root>/analysis)")
-    opts = parser.add_argument_group("options")
+
+
+def _option_arguments(opts) -> None:
+    """How the metrics are taken and fitted, and what is made of them."""
     opts.add_argument(
         "--no-smooth",
         dest="smooth",
@@ -154,7 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also log the tables and report.html to W&B (job type analysis, the study's group; "
         "mode from WANDB_MODE, project from WANDB_PROJECT; see docs/wandb.md)",
     )
-    return parser
 
 
 def _fail(message: str) -> int:
@@ -205,100 +215,134 @@ def main(argv: list[str] | None = None) -> int:
         return _main(args)
 
 
-def _main(args) -> int:
-    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet, atomic_write_text
+@dataclass
+class _Inputs:
+    """What the statistics read: the metrics table, where it came from, and what was noted on the way."""
 
-    from . import architectures, collect, figures, ols, replication, report, report_lead, stats
-    from .companion.power import RULE as POWER_RULE
+    out: Path
+    table: Any  # pandas.DataFrame, one row per run x epoch
+    description: str
+    notes: list[str]
+    timings: dict[str, float]
+    collection: Any = None  # collect.RunCollection; None for a metrics table
+    skipped: Any = None  # the run folders left out, with the reason; None for a metrics table
+    authors_sections: list[dict] = field(default_factory=list)
+
+
+def _inputs_from_tables(args, t_start: float) -> _Inputs | int:
+    """The metrics table(s) of --metrics-table (the authors' format), or the exit code of a refusal."""
+    from .authors_tables import extra_table_sections, statistics_rows
     from .tables import MetricsTableError, read_metrics_table
 
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    authors_sections: list[dict] = []
-    collection = None
-    skipped = None
-    if args.metrics_table:
-        if not args.out:
-            return _fail("--metrics-table needs --out DIR (where to write the results)")
-        out = Path(args.out)
-        try:
-            table = read_metrics_table(args.metrics_table)
-        except MetricsTableError as exc:
-            return _fail(str(exc))
-        from .authors_tables import extra_table_sections, statistics_rows
+    if not args.out:
+        return _fail("--metrics-table needs --out DIR (where to write the results)")
+    try:
+        table = read_metrics_table(args.metrics_table)
+    except MetricsTableError as exc:
+        return _fail(str(exc))
+    authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
+    table, notes = statistics_rows(table)
+    notes = list(notes)
+    if not args.smooth:
+        notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
+    return _Inputs(
+        out=Path(args.out),
+        table=table,
+        description="metrics table(s) " + ", ".join(str(p) for p in args.metrics_table),
+        notes=notes,
+        timings={"read table": time.perf_counter() - t_start},
+        authors_sections=authors_sections,
+    )
 
-        authors_sections = extra_table_sections(table, args.metrics_table)  # the 100-epoch / multiclass tables
-        table, left_out = statistics_rows(table)
-        notes.extend(left_out)
-        description = "metrics table(s) " + ", ".join(str(p) for p in args.metrics_table)
-        if not args.smooth:
-            notes.append("--no-smooth has no effect on a metrics table (its metrics are already computed).")
-        timings["read table"] = time.perf_counter() - t_start
-    else:
-        root = Path(args.root)
-        out = Path(args.out) if args.out else root / "analysis"
-        try:
-            collection = collect.collect_runs(
-                root,
-                study=args.study,
-                cache_dir=out / ".cache",
-                smooth=args.smooth,
-                use_cache=args.use_cache,
-                progress=not args.quiet,
-                knn_ties=args.knn_ties,
-                knn_mode=args.knn_mode,
-            )
-        except collect.MixedConditions as exc:
-            return _fail(str(exc))
-        except collect.NoRunsFound as exc:
-            code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
-            return _fail(_with_debug_hint(str(exc), root, args.study)) if code is None else code
-        skipped = collection.skipped_frame()
-        if len(collection.runs) == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_csv(out / "skipped_runs.csv", skipped)
-            reasons = skipped["reason"].value_counts().to_dict()
-            return _fail(
-                f"no usable runs under {root.resolve()}"
-                + (f" (study {args.study})" if args.study else "")
-                + f": {len(skipped)} run folder(s), none done and readable ({reasons}); the list is in "
-                f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
-                "failed ones with the pipeline."
-            )
-        try:
-            table = collect.metrics_for_statistics(collection)
-        except MetricsTableError as exc:
-            return _fail(str(exc))
-        notes.extend(collection.notes)
-        description = f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else "")
-        timings["collect runs"] = collection.seconds
-        timings["metrics"] = collection.seconds_metrics
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(out / "metrics.parquet", table)
-    # an architecture study: the models are compared in a section of their own; the other sections are the
-    # study model's (the LSTM's), as pooling models would mix conditions
-    models_table, models_collection = table, collection
-    table, collection = _reference_model(table, collection, notes)
-    if skipped is not None:
+
+def _inputs_from_runs(args, t_start: float) -> _Inputs | int:
+    """The metrics of the done run folders under --root, or the exit code of a refusal (or of the
+    companion-only report, for a root whose studies map no learning curves)."""
+    from pipeline.runfolder import atomic_write_csv
+
+    from . import collect
+    from .tables import MetricsTableError
+
+    root = Path(args.root)
+    out = Path(args.out) if args.out else root / "analysis"
+    try:
+        collection = collect.collect_runs(
+            root,
+            study=args.study,
+            cache_dir=out / ".cache",
+            smooth=args.smooth,
+            use_cache=args.use_cache,
+            progress=not args.quiet,
+            knn_ties=args.knn_ties,
+            knn_mode=args.knn_mode,
+        )
+    except collect.MixedConditions as exc:
+        return _fail(str(exc))
+    except collect.NoRunsFound as exc:
+        code = _companion_only_report(root, args, out, t_start) if root.is_dir() else None
+        return _fail(_with_debug_hint(str(exc), root, args.study)) if code is None else code
+    skipped = collection.skipped_frame()
+    if len(collection.runs) == 0:
+        out.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(out / "skipped_runs.csv", skipped)
-    _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
+        reasons = skipped["reason"].value_counts().to_dict()
+        return _fail(
+            f"no usable runs under {root.resolve()}"
+            + (f" (study {args.study})" if args.study else "")
+            + f": {len(skipped)} run folder(s), none done and readable ({reasons}); the list is in "
+            f"{(out / 'skipped_runs.csv').resolve()}. Wait for the runs to finish or rerun the "
+            "failed ones with the pipeline."
+        )
+    try:
+        table = collect.metrics_for_statistics(collection)
+    except MetricsTableError as exc:
+        return _fail(str(exc))
+    return _Inputs(
+        out=out,
+        table=table,
+        description=f"run folders under {root.resolve()}" + (f", study {args.study}" if args.study else ""),
+        notes=list(collection.notes),
+        timings={"collect runs": collection.seconds, "metrics": collection.seconds_metrics},
+        collection=collection,
+        skipped=skipped,
+    )
 
+
+@dataclass
+class _Statistics:
+    """The fitted statistics of the table and the figures drawn while the mixed models ran."""
+
+    ols: Any
+    mixed: Any
+    figures: dict[str, bytes]
+    replication: Any
+    replicate_rule: Any
+    design_note: str | None
+    other_warnings: list[str]
+
+
+def _fit_statistics(args, inputs: _Inputs) -> _Statistics:
+    """The authors' OLS, the mixed models (in worker processes where --jobs > 1, while this process draws
+    the figures) and the replication verdicts, each table written to --out as it is made."""
+    from pipeline.runfolder import atomic_write_csv
+
+    from . import figures, ols, replication, report_lead, stats
+
+    out, table, timings = inputs.out, inputs.table, inputs.timings
     t0 = time.perf_counter()
     ols_notes: list[str] = []
     ols_table = ols.authors_ols(table, notes=ols_notes)
-    notes.extend(ols_notes)
+    inputs.notes.extend(ols_notes)
     atomic_write_csv(out / "ols.csv", ols_table)
     timings["OLS"] = time.perf_counter() - t0
 
-    # the mixed models run in worker processes (--jobs > 1) while this process draws the figures
     t0 = time.perf_counter()
     pending = stats.start_mixed_effects(
         table, extras=args.extras, jobs=max(1, args.jobs), progress=not args.quiet, statsmodels_all=args.statsmodels_all
     )
     figs: dict[str, bytes] = {}
     if args.figures and pending.futures is not None:
-        figs = _figures(figures, table, collection, out, timings)
+        figs = _figures(figures, table, inputs.collection, out, timings)
     mixed = pending.result()
     for name in ("mixed_effects", "lrt", "models", "random_effects", "contrasts", "effect_sizes"):
         atomic_write_csv(out / f"{name}.csv", getattr(mixed, name))
@@ -311,77 +355,120 @@ def _main(args) -> int:
     for w in other_warnings:
         _say(args.quiet, f"warning: {w}")
     if args.figures and pending.futures is None:
-        figs = _figures(figures, table, collection, out, timings)
+        figs = _figures(figures, table, inputs.collection, out, timings)
     replication_table, rule_table = replication.verdict_tables(table, mixed, ols_table)
     atomic_write_csv(out / "replication.csv", replication_table)
     atomic_write_csv(out / "replicate_rule.csv", rule_table)
+    return _Statistics(ols_table, mixed, figs, replication_table, rule_table, design_note, other_warnings)
 
-    files = [
-        "replication.csv",
-        "replicate_rule.csv",
-        "metrics.parquet",
-        "mixed_effects.csv",
-        "lrt.csv",
-        "ols.csv",
-        "contrasts.csv",
-        "effect_sizes.csv",
-        "models.csv",
-        "random_effects.csv",
-    ] + (["skipped_runs.csv"] if skipped is not None else [])
-    files += [f"figures/{name}" for name in figs]
-    companion = []
-    diagnostics = [_regime(table, out, files)]
+
+_RESULT_FILES = [
+    "replication.csv",
+    "replicate_rule.csv",
+    "metrics.parquet",
+    "mixed_effects.csv",
+    "lrt.csv",
+    "ols.csv",
+    "contrasts.csv",
+    "effect_sizes.csv",
+    "models.csv",
+    "random_effects.csv",
+]
+
+
+def _sections(args, inputs: _Inputs, models_table, models_collection, statistics: _Statistics, files: list[str]):
+    """The report's diagnostic sections (regime, architectures, health, ties, the authors' extra tables) and
+    the companion studies' sections, their tables and figures written next to the report."""
+    from . import architectures
+
+    out, timings, collection = inputs.out, inputs.timings, inputs.collection
+    companion: list[dict] = []
+    diagnostics = [_regime(inputs.table, out, files)]
     if architectures.several_models(models_table):
         t0 = time.perf_counter()
         section = architectures.architecture_section(models_table, models_collection, figures=args.figures)
         diagnostics[:0] = _write_sections([section], out, files)
         timings["architectures"] = time.perf_counter() - t0
     if collection is None:  # the authors' 100-epoch / multiclass tables
-        diagnostics += _write_sections(authors_sections, out, files)
-    if collection is not None:
+        diagnostics += _write_sections(inputs.authors_sections, out, files)
+    else:
         t0 = time.perf_counter()
-        diagnostics += _diagnostics(collection, out, files, figs if args.figures else None)
+        diagnostics += _diagnostics(collection, out, files, statistics.figures if args.figures else None)
         timings["diagnostics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         companion = _companion(Path(args.root), args.study, out, args.quiet, args.where)
         timings["companion studies"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_start
+    return diagnostics, companion
+
+
+def _write_report(args, inputs: _Inputs, statistics: _Statistics, files, diagnostics, companion) -> None:
+    from pipeline.runfolder import atomic_write_text
+
+    from . import replication, report
+    from .companion.power import RULE as POWER_RULE
+
     page = report.render_report(
         report.ReportInput(
             title="Learning-curve maps: analysis report",
-            source_description=description,
-            table=table,
-            ols=ols_table,
-            mixed=mixed,
-            figures=figs,
-            skipped=skipped,
-            notes=notes,
-            timings=timings,
+            source_description=inputs.description,
+            table=inputs.table,
+            ols=statistics.ols,
+            mixed=statistics.mixed,
+            figures=statistics.figures,
+            skipped=inputs.skipped,
+            notes=inputs.notes,
+            timings=inputs.timings,
             files=files,
-            smooth=args.smooth if collection is not None else True,
+            smooth=args.smooth if inputs.collection is not None else True,
             companion=companion,
-            replication=replication_table,
+            replication=statistics.replication,
             replication_rule=replication.RULE,
-            replicate_rule=rule_table,
+            replicate_rule=statistics.replicate_rule,
             replicate_rule_text=POWER_RULE,
-            scope=replication.study_scope(table),
+            scope=replication.study_scope(inputs.table),
             diagnostics=diagnostics,
         )
     )
-    atomic_write_text(out / "report.html", page)
+    atomic_write_text(inputs.out / "report.html", page)
+
+
+def _main(args) -> int:
+    from pipeline.runfolder import atomic_write_csv, atomic_write_parquet
+
+    t_start = time.perf_counter()
+    inputs = _inputs_from_tables(args, t_start) if args.metrics_table else _inputs_from_runs(args, t_start)
+    if isinstance(inputs, int):
+        return inputs
+    out = inputs.out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(out / "metrics.parquet", inputs.table)
+    # an architecture study: the models are compared in a section of their own; the other sections are the
+    # study model's (the LSTM's), as pooling models would mix conditions
+    models_table, models_collection = inputs.table, inputs.collection
+    inputs.table, inputs.collection = _reference_model(inputs.table, inputs.collection, inputs.notes)
+    table, skipped = inputs.table, inputs.skipped
+    if skipped is not None:
+        atomic_write_csv(out / "skipped_runs.csv", skipped)
+    _say(args.quiet, f"metrics table: {len(table)} rows, {table['run'].nunique()} runs -> {out / 'metrics.parquet'}")
+
+    statistics = _fit_statistics(args, inputs)
+    files = _RESULT_FILES + (["skipped_runs.csv"] if skipped is not None else [])
+    files += [f"figures/{name}" for name in statistics.figures]
+    diagnostics, companion = _sections(args, inputs, models_table, models_collection, statistics, files)
+    inputs.timings["total"] = time.perf_counter() - t_start
+    _write_report(args, inputs, statistics, files, diagnostics, companion)
     print(
         f"analysis: {table['run'].nunique()} runs, {len(table)} rows"
         + (f", {len(skipped)} run folder(s) skipped" if skipped is not None and len(skipped) else "")
-        + (f", {len(other_warnings)} model warning(s)" if other_warnings else "")
-        + (", model warnings from one run per class pair (see report.html)" if design_note else "")
+        + (f", {len(statistics.other_warnings)} model warning(s)" if statistics.other_warnings else "")
+        + (", model warnings from one run per class pair (see report.html)" if statistics.design_note else "")
         + f"; results in {out.resolve()} (read report.html first); {time.perf_counter() - t_start:.1f} s"
     )
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(
-            out, table, args.study, description, Path(args.root) if collection is not None else None
-        )
+        root = Path(args.root) if inputs.collection is not None else None
+        wandb_id = log_analysis(out, table, args.study, inputs.description, root)
         _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
     return 0
 

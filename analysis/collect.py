@@ -707,6 +707,136 @@ def _say(enabled: bool, text: str) -> None:
         print(f"[analysis] {text}", file=sys.stderr, flush=True)
 
 
+def _cache_index(cached) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], tuple[str, str]]]:
+    """The cached runs by (study, run_id), and the cached unreadable done runs as (fingerprint, reason)."""
+    cached_index: dict[tuple[str, str], dict] = {}
+    cached_failures: dict[tuple[str, str], tuple[str, str]] = {}
+    if cached is not None:
+        for row in cached.runs.to_dict("records"):
+            cached_index[(row["study"], row["run_id"])] = row
+        if cached.failures is not None:
+            for row in cached.failures.to_dict("records"):
+                cached_failures[(row["study"], row["run_id"])] = (row["fingerprint"], row["reason"])
+    return cached_index, cached_failures
+
+
+@dataclass
+class _Tally:
+    """The done runs used and the folders skipped, as the run folders are looked at one by one."""
+
+    records: list[dict] = field(default_factory=list)
+    skipped: list[SkippedRun] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)  # done runs that could not be read, by fingerprint
+    n_read: int = 0
+    n_cached: int = 0
+    n_failed_read: int = 0
+
+
+def _not_selected(record: dict, knn_ties: str | None, knn_mode: str | None) -> str:
+    """Why a run is left out by --knn-ties / --knn-mode ("" when it is selected)."""
+    if (knn_ties or record["knn_ties"]) == record["knn_ties"] and (knn_mode or record["knn_mode"]) == record[
+        "knn_mode"
+    ]:
+        return ""
+    return f"probe.knn.ties={record['knn_ties']}, probe.knn.mode={record['knn_mode']} (not selected)"
+
+
+def _look_at_all(root, found, cached, knn_ties, knn_mode, progress: bool, progress_every: int, t0: float) -> _Tally:
+    """Look at every run folder found (reading it or reusing its cached map), with a progress line now
+    and then."""
+    cached_index, cached_failures = _cache_index(cached)
+    tally = _Tally()
+    last_report = time.perf_counter()
+    real_root = Path(root).resolve()
+    seen_ids: dict[str, str] = {}
+    for i, (study_name, run_dir) in enumerate(found, 1):
+        run_id = run_dir.name
+        looked = _look_at(study_name, run_dir, real_root, seen_ids, cached, cached_index, cached_failures)
+        if looked.record is None:
+            tally.skipped.append(SkippedRun(study_name, run_id, str(run_dir), looked.reason))
+            if looked.fingerprint:  # a done run whose records cannot be used: remembered by its fingerprint
+                tally.failures.append(
+                    {"study": study_name, "run_id": run_id, "fingerprint": looked.fingerprint, "reason": looked.reason}
+                )
+                tally.n_failed_read += not looked.from_cache
+            continue
+        tally.n_cached += looked.from_cache
+        tally.n_read += not looked.from_cache
+        why = _not_selected(looked.record, knn_ties, knn_mode)
+        if why:
+            tally.skipped.append(SkippedRun(study_name, run_id, str(run_dir), why))
+            continue
+        tally.records.append(looked.record)
+        now = time.perf_counter()
+        if progress and (i % progress_every == 0 or now - last_report > 5.0) and i < len(found):
+            _say(
+                True,
+                f"runs: {i}/{len(found)} looked at ({tally.n_read} read, {tally.n_cached} from cache, "
+                f"{len(tally.skipped)} skipped) {now - t0:.1f} s",
+            )
+            last_report = now
+    return tally
+
+
+def _stack_maps(records: list[dict]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The runs table and the maps (and tie-share maps) stacked by shape, in run order; each record's
+    map_row is its row in its shape's stack."""
+    maps: dict[str, list[np.ndarray]] = {}
+    ties: dict[str, list[np.ndarray]] = {}
+    for record in records:
+        rows = maps.setdefault(record["shape"], [])
+        record["map_row"] = len(rows)
+        rows.append(record.pop("_map"))
+        ties.setdefault(record["shape"], []).append(record.pop("_ties"))
+    stacked = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in maps.items()}
+    tie_maps = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in ties.items()}
+    runs = pd.DataFrame(records, columns=_RUN_COLUMNS)
+    if not runs.empty:
+        runs["pair_index"] = runs["pair_index"].astype(np.int64)
+        runs["replicate"] = runs["replicate"].astype(np.int64)
+        runs["has_tie_share"] = runs["has_tie_share"].astype(bool)
+        runs["knn_rule_recorded"] = runs["knn_rule_recorded"].astype(bool)
+    return runs, stacked, tie_maps
+
+
+def _collection_notes(runs: pd.DataFrame, study_notes: list[str]) -> list[str]:
+    """The report's notes on the runs used: studies pooled, the KNN rule, legacy configs, missing tie shares."""
+    studies = sorted(runs["study"].unique()) if len(runs) else []
+    notes = list(study_notes)
+    if len(studies) > 1:
+        notes.append(
+            f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse one of them."
+        )
+    if len(runs):
+        notes.append(
+            f"KNN probe: ties {runs['knn_ties'].iloc[0]}, mode {runs['knn_mode'].iloc[0]} (all {len(runs)} runs)."
+        )
+        legacy = int((~runs["knn_rule_recorded"]).sum())
+        if legacy:
+            notes.append(
+                f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
+                f"these keys existed): they were computed under {LEGACY_KNN_TIES} / {LEGACY_KNN_MODE} and are "
+                "labelled so."
+            )
+        no_share = int((~runs["has_tie_share"]).sum())
+        if no_share:
+            notes.append(f"{no_share} run(s) have no {KNN_TIE_SHARE} rows in curves.parquet (no tie share for them).")
+    return notes
+
+
+def _cache_unchanged(cached, tally: _Tally, runs: pd.DataFrame, smooth: bool) -> bool:
+    """Whether the cache holds exactly these runs, all reused from it (its metrics table can be reused)."""
+    return (
+        cached is not None
+        and tally.n_read == 0
+        and tally.n_failed_read == 0
+        and len(runs) == len(cached.runs)
+        and len(tally.failures) == (0 if cached.failures is None else len(cached.failures))
+        and bool(cached.meta.get("smooth")) == bool(smooth)
+        and cached.metrics is not None
+    )
+
+
 def collect_runs(
     root,
     study: str | None = None,
@@ -732,141 +862,36 @@ def collect_runs(
     found = find_run_dirs(root, study, notes=study_notes)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     cached = _load_cache(cache_dir) if (cache_dir is not None and use_cache) else None
-    cached_index: dict[tuple[str, str], dict] = {}
-    cached_failures: dict[tuple[str, str], tuple[str, str]] = {}
-    if cached is not None:
-        for row in cached.runs.to_dict("records"):
-            cached_index[(row["study"], row["run_id"])] = row
-        if cached.failures is not None:
-            for row in cached.failures.to_dict("records"):
-                cached_failures[(row["study"], row["run_id"])] = (row["fingerprint"], row["reason"])
+    tally = _look_at_all(root, found, cached, knn_ties, knn_mode, progress, progress_every, t0)
+    _check_one_rule(tally.records, knn_ties, knn_mode)
+    _check_one_condition(tally.records)
+    runs, stacked, tie_maps = _stack_maps(tally.records)
 
-    skipped: list[SkippedRun] = []
-    failures: list[dict] = []  # done runs that could not be read, remembered by fingerprint
-    n_failed_read = 0
-    records: list[dict] = []
-    n_read = n_cached = 0
-    last_report = time.perf_counter()
-    real_root = Path(root).resolve()
-    seen_ids: dict[str, str] = {}
-    for i, (study_name, run_dir) in enumerate(found, 1):
-        run_id = run_dir.name
-        looked = _look_at(study_name, run_dir, real_root, seen_ids, cached, cached_index, cached_failures)
-        if looked.record is None:
-            skipped.append(SkippedRun(study_name, run_id, str(run_dir), looked.reason))
-            if looked.fingerprint:  # a done run whose records cannot be used: remembered by its fingerprint
-                failures.append(
-                    {"study": study_name, "run_id": run_id, "fingerprint": looked.fingerprint, "reason": looked.reason}
-                )
-                n_failed_read += not looked.from_cache
-            continue
-        record = looked.record
-        n_cached += looked.from_cache
-        n_read += not looked.from_cache
-        if (knn_ties or record["knn_ties"]) != record["knn_ties"] or (knn_mode or record["knn_mode"]) != record[
-            "knn_mode"
-        ]:
-            skipped.append(
-                SkippedRun(
-                    study_name,
-                    run_id,
-                    str(run_dir),
-                    f"probe.knn.ties={record['knn_ties']}, probe.knn.mode={record['knn_mode']} (not selected)",
-                )
-            )
-            continue
-        records.append(record)
-        now = time.perf_counter()
-        if progress and (i % progress_every == 0 or now - last_report > 5.0) and i < len(found):
-            _say(
-                True,
-                f"runs: {i}/{len(found)} looked at ({n_read} read, {n_cached} from cache, "
-                f"{len(skipped)} skipped) {now - t0:.1f} s",
-            )
-            last_report = now
-
-    # stack the maps by shape, in run order
-    _check_one_rule(records, knn_ties, knn_mode)
-    _check_one_condition(records)
-    maps: dict[str, list[np.ndarray]] = {}
-    ties: dict[str, list[np.ndarray]] = {}
-    for record in records:
-        rows = maps.setdefault(record["shape"], [])
-        record["map_row"] = len(rows)
-        rows.append(record.pop("_map"))
-        ties.setdefault(record["shape"], []).append(record.pop("_ties"))
-    stacked = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in maps.items()}
-    tie_maps = {shape: np.stack(rows).astype(np.float64, copy=False) for shape, rows in ties.items()}
-    runs = pd.DataFrame(records, columns=_RUN_COLUMNS)
-    if not runs.empty:
-        runs["pair_index"] = runs["pair_index"].astype(np.int64)
-        runs["replicate"] = runs["replicate"].astype(np.int64)
-        runs["has_tie_share"] = runs["has_tie_share"].astype(bool)
-        runs["knn_rule_recorded"] = runs["knn_rule_recorded"].astype(bool)
-
-    unchanged = (
-        cached is not None
-        and n_read == 0
-        and n_failed_read == 0
-        and len(runs) == len(cached.runs)
-        and len(failures) == (0 if cached.failures is None else len(cached.failures))
-        and bool(cached.meta.get("smooth")) == bool(smooth)
-        and cached.metrics is not None
-    )
+    unchanged = _cache_unchanged(cached, tally, runs, smooth)
     t1 = time.perf_counter()
-    if unchanged and cached is not None and cached.metrics is not None:
-        metrics = cached.metrics
-    else:
-        metrics = _metrics_table(runs, stacked, smooth)
+    metrics = cached.metrics if unchanged and cached is not None else _metrics_table(runs, stacked, smooth)
     seconds_metrics = time.perf_counter() - t1
     if cache_dir is not None and not unchanged and len(runs):
+        failures = pd.DataFrame(tally.failures, columns=["study", "run_id", "fingerprint", "reason"])
         try:
-            _write_cache(
-                cache_dir,
-                runs,
-                stacked,
-                metrics,
-                smooth,
-                pd.DataFrame(failures, columns=["study", "run_id", "fingerprint", "reason"]),
-                tie_maps,
-            )
+            _write_cache(cache_dir, runs, stacked, metrics, smooth, failures, tie_maps)
         except OSError as exc:
             _say(progress, f"could not write the cache in {cache_dir}: {exc}")
-    studies = sorted(runs["study"].unique()) if len(runs) else []
-    notes = list(study_notes)
-    if len(studies) > 1:
-        notes.append(
-            f"The table pools {len(studies)} studies ({', '.join(studies)}); use --study NAME to analyse one of them."
-        )
-    if len(runs):
-        notes.append(
-            f"KNN probe: ties {runs['knn_ties'].iloc[0]}, mode {runs['knn_mode'].iloc[0]} (all {len(runs)} runs)."
-        )
-        legacy = int((~runs["knn_rule_recorded"]).sum())
-        if legacy:
-            notes.append(
-                f"{legacy} run(s) have no probe.knn.ties / probe.knn.mode in config.yaml (recorded before "
-                f"these keys existed): they were computed under {LEGACY_KNN_TIES} / {LEGACY_KNN_MODE} and are "
-                "labelled so."
-            )
-        no_share = int((~runs["has_tie_share"]).sum())
-        if no_share:
-            notes.append(f"{no_share} run(s) have no {KNN_TIE_SHARE} rows in curves.parquet (no tie share for them).")
     _say(
         progress,
-        f"runs: {len(found)} folders, {len(runs)} done runs used ({n_read} read, {n_cached} from cache), "
-        f"{len(skipped)} skipped; {time.perf_counter() - t0:.1f} s",
+        f"runs: {len(found)} folders, {len(runs)} done runs used ({tally.n_read} read, {tally.n_cached} from cache), "
+        f"{len(tally.skipped)} skipped; {time.perf_counter() - t0:.1f} s",
     )
     return Collection(
         runs=runs,
         maps=stacked,
         metrics=metrics,
-        skipped=skipped,
-        n_read=n_read,
-        n_cached=n_cached,
+        skipped=tally.skipped,
+        n_read=tally.n_read,
+        n_cached=tally.n_cached,
         seconds=time.perf_counter() - t0,
         seconds_metrics=seconds_metrics,
-        notes=notes,
+        notes=_collection_notes(runs, study_notes),
         tie_maps=tie_maps,
     )
 

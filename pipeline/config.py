@@ -120,31 +120,6 @@ def check_number(cfg: DictConfig, key: str, low: float | None, high: float | Non
     return value
 
 
-def check_choice(cfg: DictConfig, key: str, choices) -> object:
-    value = _select(cfg, key)
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(map(str, choices))}")
-    return value
-
-
-def check_bool(cfg: DictConfig, key: str) -> bool:
-    value = _select(cfg, key)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r}: must be true or false")
-    return value
-
-
-def check_int_range(cfg: DictConfig, key: str, low: int, high: int, *, optional: bool = False) -> int | None:
-    """An integer in low..high (or null where ``optional``)."""
-    value = _select(cfg, key)
-    if optional and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        extra = " or null" if optional else ""
-        raise ConfigError(f"{key}={value!r}: must be an integer in {low}..{high}{extra}")
-    return value
-
-
 # folders that are not storage: a run written there fails late, after its folder was half made
 _NOT_STORAGE = ("/proc", "/sys", "/dev")
 # a study's folder and a run's folder are single plain names under the root (never a path, never hidden:
@@ -272,19 +247,15 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-_WANDB_CONSOLE = ("off", "auto", "wrap", "redirect")
-
-
 def check_logger(cfg: DictConfig) -> None:
-    """logger.wandb's values (the mirror's; checked here, before anything runs, because a bad one would
-    otherwise fail a run at its first image log)."""
+    """logger.wandb's values that its schema (pipeline/config_schema.py: types, bounds, choices) cannot
+    say: checked here, before anything runs, because a bad one would otherwise fail a run at its first
+    image log."""
     if OmegaConf.select(cfg, "logger.wandb") is None:
         return
-    check_int(cfg, "logger.wandb.media_every", 0)
-    for key in ("project",):
-        value = _select(cfg, f"logger.wandb.{key}")
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"logger.wandb.{key}={value!r}: must name the W&B project")
+    project = _select(cfg, "logger.wandb.project")
+    if not isinstance(project, str) or not project.strip():
+        raise ConfigError(f"logger.wandb.project={project!r}: must name the W&B project")
     entity = _select(cfg, "logger.wandb.entity")
     if entity is not None and (not isinstance(entity, str) or not entity.strip()):
         raise ConfigError(f"logger.wandb.entity={entity!r}: must be a W&B entity (user or team) name, or null")
@@ -302,10 +273,6 @@ def check_logger(cfg: DictConfig) -> None:
         isinstance(chance, bool) or not isinstance(chance, (int, float)) or not 0 <= chance <= 1
     ):
         raise ConfigError(f"logger.wandb.chance={chance!r}: allowed values are auto, null or a number in 0..1")
-    if "console" in cfg.logger.wandb:
-        check_choice(cfg, "logger.wandb.console", _WANDB_CONSOLE)
-    if "requirements" in cfg.logger.wandb:
-        check_bool(cfg, "logger.wandb.requirements")
 
 
 WANDB_MODES = ("offline", "online", "disabled")

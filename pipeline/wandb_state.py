@@ -90,9 +90,12 @@ def online_failure() -> str | None:
 
 def remember_online_failure(reason: str) -> None:
     """Later runs of this process mirror offline at once; W&B's telemetry, which would wait for the
-    same server at process exit (up to 10 s a request), is turned off for the process."""
+    same server at process exit (up to 10 s a request), is turned off for the process, and the errors
+    its exporters log at exit when that server refuses them (the failure is reported once already)
+    are not shown."""
     global _online_failure
     _online_failure = reason
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
     try:
         from wandb.analytics.opentelemetry import opentelemetry_proxy
 

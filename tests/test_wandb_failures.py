@@ -194,6 +194,35 @@ class SilentServer:
         self.socket.close()
 
 
+class RefusingServer:
+    """A local HTTP server that refuses every request as W&B's server refuses a wrong API key (401)."""
+
+    def __init__(self):
+        import http.server
+
+        class Refuse(http.server.BaseHTTPRequestHandler):
+            def _refuse(self):
+                body = b'{"data":null,"errors":[{"message":"user is not logged in"}]}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _refuse
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def _closed_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -240,6 +269,35 @@ def test_online_without_a_login_mirrors_offline_at_once(tmp_path, monkeypatch, c
     assert "online start failed" in warning
     records = read_offline(wandb_files(tmp_path)["gesture-p00-r000-nologin"])
     assert [row["epoch"] for row in history(records)] == [1, 2] and summary(records)["run/complete"] == 1
+
+
+@pytest.mark.slow
+def test_online_with_a_refused_login_records_with_one_warning_and_an_offline_mirror(tmp_path):
+    """`python -m pipeline` against a server that refuses the API key: the run records, mirrored offline at
+    once, with one warning and nothing more from W&B on the console (not even its telemetry at exit)."""
+    server = RefusingServer()
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own W&B service, as a user's
+    env.update(WANDB_MODE="online", WANDB_BASE_URL=server.url, WANDB_API_KEY="x" * 40, HOME=str(tmp_path / "home"))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline", f"paths.root={tmp_path}", *RUN],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=600,
+        )
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = (tmp_path / "headline" / "runs").iterdir()
+    entry = _assert_recorded(run_dir)["wandb"]
+    assert (entry["requested_mode"], entry["mode"], entry["state"]) == ("online", "offline", "complete")
+    assert "401" in entry["note"] and "wandb_sync.sh" in entry["note"]
+    console = out.stdout + out.stderr
+    assert console.count("online start failed") == 1, console[-3000:]
+    assert "Failed to export" not in console and "Traceback" not in console, console[-3000:]
+    assert summary(read_offline(wandb_files(run_dir)[run_dir.name]))["run/complete"] == 1
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@
    run, so these runs are small (--online-epochs, 20 time slices).
 Wall times move with the machine's load (printed); CPU times (this process and
 W&B's service process) much less, so both are printed.
-Target (issue 14): under 5% of a default run.
+Target: under 5% of a default run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Critical periods in deep linear networks: the checks of issue 7 as assertions, and the studies end to end."""
+"""Critical periods in deep linear networks: the study's checks as assertions, and the studies end to end."""
 
 import json
 import subprocess

@@ -151,3 +151,23 @@ def test_real_and_shuffled_runs_of_a_cell_are_separate_cells(tmp_path):
     assert real["mean_diff"] == pytest.approx(-1.0, abs=0.2) and real["higher"] == "ABD"
     # three replicates: the exact sign-flip test cannot go below 2/2^3 = 0.25
     assert rank["p"].min() == pytest.approx(0.25)
+
+
+def test_the_spectra_section_opens_with_its_claim_and_the_stand_in_for_clinical_groups(tmp_path):
+    """The section used to start with per-epoch t tests and no verdict; it opens now with Baker et al.'s claim,
+    the test actually run, the units and the replicate rule's verdict, and says what stands in for diagnoses."""
+    for rep in range(3):
+        _write_run(tmp_path, f"gesture-p00-r{rep:03d}-real", rep)
+    sec = spectra.section(tmp_path / "headline", tmp_path / "out")
+    claims = sec["tables"]["spectra_claims"]
+    assert list(claims.columns[:3]) == ["claim", "our test", "unit"]
+    assert claims["claim"].str.contains("stand-in for Baker et al.'s clinical groups: the two classes").all()
+    # three replicates: m x 2/2^3 >= 0.05 after Holm over the m tested layers, whatever p says
+    for row in claims.itertuples():
+        m = int(row[claims.columns.get_loc("tests in family") + 1])
+        needs = next(n for n in range(1, 30) if m * 2 / 2**n < 0.05)
+        assert row.verdict == f"underpowered (n = 3 replicate runs, needs >= {needs} replicate runs)"
+    html = str(sec["html"])
+    first_table = html.index("<table")
+    assert html.index("Baker et al.&#39;s claim as tested here") < first_table + 400
+    assert "here the groups are class: the two classes of the class pair" in html

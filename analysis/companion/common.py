@@ -124,17 +124,35 @@ CLAIM_COLUMNS = [
 
 
 def claim_row(
-    claim: str, test: str, family, *, holds: bool | None, p_holm: float = math.nan, numbers: str = "", n=None
+    claim: str,
+    test: str,
+    family,
+    *,
+    holds: bool | None,
+    p_holm: float = math.nan,
+    numbers: str = "",
+    n=None,
+    claimed_way: bool = True,
+    shown_d: float = math.nan,
 ) -> dict:
     """One claim of a companion study, its test and the verdict by the replicate rule (power.Family): 'holds'
     / 'does not hold' where the family can decide, 'underpowered (n = ..., needs >= ...)' where its smallest
-    attainable p after Holm is 0.05 or above, 'not measured' where ``holds`` is None."""
+    attainable p after Holm is 0.05 or above, or where a result that is not significant but points the
+    claimed way (``claimed_way``) comes from fewer units than power 0.8 needs at half the effect the family's
+    significant tests show (``shown_d``, power.shown_effect; NaN where none is significant: a result's own
+    effect never decides its own verdict); 'not measured' where ``holds`` is None."""
+    n_text = None if n is None else str(n)
+    significant = bool(np.isfinite(p_holm) and p_holm < 0.05)
     if holds is None:
         verdict = "not measured"
     elif family is not None and not family.decidable:
-        verdict = family.underpowered(None if n is None else str(n))
+        verdict = family.underpowered(n_text)
+    elif holds:
+        verdict = "holds"
+    elif not significant and claimed_way and family is not None and family.lacks_power_at(shown_d):
+        verdict = family.underpowered_for_power(shown_d, n_text)
     else:
-        verdict = "holds" if holds else "does not hold"
+        verdict = "does not hold"
     return {
         "claim": claim,
         "our test": test,

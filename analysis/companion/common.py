@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, RUNNERS, groups_ignored, with_analysis
+from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, RUNNERS, groups_ignored, rules, with_analysis
 from pipeline.identity import semantic_view
 from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY, run_folders, table_file
@@ -287,7 +288,17 @@ def run_condition(config: dict) -> dict[str, str]:
         for top in _HEADLINE_DESIGN:
             rest.pop(top, None)
     skip = {*_PER_SOURCE, *(str(f) for f in study.get("factors") or [])}
-    return {k: _text(v) for k, v in _flat(rest).items() if k not in skip}
+    where_now = moved_keys(str(study.get("runner", "")))
+    flat = {where_now.get(k, k): v for k, v in _flat(rest).items()}
+    return {k: _text(v) for k, v in flat.items() if k not in skip}
+
+
+@functools.cache
+def moved_keys(runner: str) -> dict[str, str]:
+    """A runner's moved keys, old path -> the path a config has them at now (``trainer.lr`` for
+    ``study.lr``): the run id's view hashes them where they were, but a condition names them, and --where
+    selects them, where a user's config has them."""
+    return {rule.moved_from: path for path, rule in rules(runner).items() if rule.moved_from}
 
 
 def _per_source_condition(config: dict) -> dict[str, str]:
@@ -405,6 +416,10 @@ def _read_done_runs(
         if status.get("state") != DONE:
             skipped.append((run_dir.name, f"state {status.get('state')}"))
             continue
+        copy_of = _copied_from(run_dir, status)
+        if copy_of:
+            skipped.append((run_dir.name, copy_of))
+            continue
         missing = [t for t in tables if not (run_dir / table_file(t)).exists()]
         if missing:
             skipped.append((run_dir.name, f"no {', '.join(table_file(t) for t in missing)}{missing_note}"))
@@ -426,6 +441,15 @@ def _read_done_runs(
             {"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary, "config": config, **frames}
         )
     return runs, skipped
+
+
+def _copied_from(run_dir: Path, status: dict) -> str | None:
+    """Why a done folder is not a run of its own: its name is not the run id its status.json records (a copy
+    of that run, e.g. ``<id>.bak``, which would count one run twice), as the headline analysis reads it."""
+    recorded = status.get("run_id")
+    if recorded is not None and str(recorded) != run_dir.name:
+        return f"folder name differs from the run id its status.json records ({recorded}): a copy? not counted"
+    return None
 
 
 def read_table(run: dict, table: str) -> pd.DataFrame | None:

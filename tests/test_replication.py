@@ -439,9 +439,15 @@ def test_regime_percentiles_are_numpys_and_beside_the_authors():
     row = frame[(frame["source"] == "sentence") & (frame["metric"] == "max") & (frame["epoch"] == 8)].iloc[0]
     values = ours[(ours["source"] == "sentence") & (ours["labels"] == "real") & (ours["epoch"] == 8)]["max"]
     assert [row["p5"], row["p50"], row["p95"]] == pytest.approx(list(np.quantile(values, [0.05, 0.5, 0.95])))
-    assert row["runs"] == 12 and row["authors_epoch"] == 10 and row["authors_runs"] == 20
-    theirs_values = theirs[(theirs["source"] == "sentence") & (theirs["epoch"] == 10)]["max"]
+    # like for like: our last epoch (8) beside the authors' runs at epoch 8, not at their last (10)
+    assert row["runs"] == 12 and row["authors_epoch"] == 8 and row["authors_runs"] == 20
+    theirs_values = theirs[(theirs["source"] == "sentence") & (theirs["epoch"] == 8)]["max"]
     assert row["authors_p95"] == pytest.approx(np.quantile(theirs_values, 0.95))
+    first = frame[(frame["source"] == "gesture") & (frame["metric"] == "tmax") & (frame["epoch"] == 1)].iloc[0]
+    assert first["authors_epoch"] == 1
+    # a sweep longer than the authors' table: their last epoch is the comparison
+    longer = regime_table(_table(replicates=2, epochs=12), theirs)
+    assert set(longer.loc[longer["epoch"] == 12, "authors_epoch"]) == {10}
     assert regime_table(ours, None)["authors_p50"].isna().all()
 
 

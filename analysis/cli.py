@@ -468,8 +468,8 @@ def _main(args) -> int:
         from .wandb_export import log_analysis
 
         root = Path(args.root) if inputs.collection is not None else None
-        wandb_id = log_analysis(out, table, args.study, inputs.description, root)
-        _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
+        mirrored = log_analysis(out, table, args.study, inputs.description, root)
+        _say(args.quiet, f"W&B: {mirrored}")
     return 0
 
 

@@ -538,6 +538,16 @@ def _slurm_job_alive(job_id: str) -> bool | None:
     return bool(out.stdout.strip())
 
 
+def _has_exited(pid: int) -> bool:
+    """Whether the process has ended but is still listed, unreaped by its parent (a zombie: state Z or X
+    in /proc). Signal 0 reaches it, yet it will neither finish its run nor release its claim."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
 def _same_host_owner_alive(info: dict) -> bool:
     try:
         pid = int(info.get("pid", -1))
@@ -551,6 +561,8 @@ def _same_host_owner_alive(info: dict) -> bool:
         return False
     except PermissionError:
         pass
+    if _has_exited(pid):
+        return False
     if info.get("pid_start") is not None:
         # the pid may have been reused since by an unrelated process (or the host rebooted)
         now = _process_identity(pid)

@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -266,6 +267,28 @@ def test_a_same_host_claim_whose_pid_was_reused_is_stale(tmp_path):
     (run_dir / CLAIM).write_text(json.dumps({**info, "pid_start": info["pid_start"] - 1, "token": "old"}))
     assert claim_state(run_dir) is None
     assert try_claim(run_dir) is not None
+
+
+def test_a_same_host_claim_whose_process_ended_unreaped_is_stale(tmp_path):
+    """A zombie owner (ended, not yet waited for by its parent) still answers signal 0, but it will never
+    finish its run: its claim is stale (a sweep used to wait for it until its own timeout)."""
+    import subprocess
+    import sys
+
+    owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{owner.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(owner.pid, 0)  # still listed: the old check took it for alive
+        run_dir = tmp_path / RUN
+        run_dir.mkdir()
+        (run_dir / CLAIM).write_text(json.dumps({"host": socket.gethostname(), "pid": owner.pid, "token": "x"}))
+        assert claim_state(run_dir) is None
+        assert try_claim(run_dir) is not None
+    finally:
+        owner.wait()
 
 
 def test_a_link_in_place_of_a_claim_is_taken_over_after_the_grace(tmp_path):

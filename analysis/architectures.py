@@ -385,8 +385,9 @@ def _png(fig) -> bytes:
 
 def _map_grid(maps: dict, models: list[str], sources: list[str], title: str, diverging: bool) -> bytes:
     fig, axes = plt.subplots(
-        len(models), len(sources), figsize=(3.4 * len(sources) + 1.4, 2.5 * len(models) + 1.0), squeeze=False
+        len(models), len(sources), figsize=(3.4 * len(sources) + 1.4, 2.7 * len(models) + 1.0), squeeze=False
     )
+    fig.subplots_adjust(hspace=0.45)  # room for each row's epoch axis label above the next row's titles
     values = np.concatenate([v.ravel() for v in maps.values()])
     if diverging:
         bound = float(np.nanmax(np.abs(values))) or 0.01

@@ -15,7 +15,7 @@ from analysis.companion.power import (
     powered_n,
     replicates_needed,
     t_power,
-    welch_power,
+    two_sample_t_power,
 )
 
 
@@ -73,7 +73,7 @@ def test_t_power_at_strict_holm_levels_where_scipy_gives_nan():
     # the two-sample power is statsmodels' wherever statsmodels gives a number
     for n, n_other, dd, a in ((5, 15, 1.4, 0.0125), (12, 15, 1.4, 0.0125), (40, 40, 0.3, 0.05 / 1470)):
         ref = TTestIndPower().power(effect_size=dd, nobs1=n, ratio=n_other / n, alpha=a)
-        assert welch_power(dd, n, n_other, a) == pytest.approx(ref, abs=1e-9)
+        assert two_sample_t_power(dd, n, n_other, a) == pytest.approx(ref, abs=1e-9)
 
 
 def test_replicate_counts_of_the_rule():

@@ -138,9 +138,11 @@ def t_power(d: float, n: int, alpha: float) -> float:
     return noncentral_t_power(abs(float(d)) * math.sqrt(n), n - 1, alpha)
 
 
-def welch_power(d: float, n: int, n_other: int, alpha: float) -> float:
+def two_sample_t_power(d: float, n: int, n_other: int, alpha: float) -> float:
     """Power of the two-sided two-sample t test with n and n_other units at effect ``d`` (the textbook formula,
-    as statsmodels' TTestIndPower computes it, with its NaN tails handled as in ``noncentral_t_power``)."""
+    as statsmodels' TTestIndPower computes it, with its NaN tails handled as in ``noncentral_t_power``). The
+    two-group tests run are Welch's; at equal variances this is their power, and with ``d`` scaled by the
+    root of the two groups' mean variance it is the usual approximation where the variances differ."""
     if n < 2 or n_other < 2:
         return 0.0
     return noncentral_t_power(abs(float(d)) * math.sqrt(n * n_other / (n + n_other)), n + n_other - 2, alpha)
@@ -155,11 +157,11 @@ def powered_n(
     if not (d is not None and np.isfinite(d) and d != 0) or design not in (ONE_SAMPLE, ONE_SIDED, TWO_GROUPS):
         return None
     level = alpha / max(int(m), 1)
-    if design == TWO_GROUPS and welch_power(0.5 * d, POWER_SEARCH, int(n_other or POWER_SEARCH), level) < power:
+    if design == TWO_GROUPS and two_sample_t_power(0.5 * d, POWER_SEARCH, int(n_other or POWER_SEARCH), level) < power:
         return POWER_SEARCH + 1  # the other group's units bound the power: no count on this side reaches it
     for n in range(2, POWER_SEARCH + 1):
         if design == TWO_GROUPS:
-            reached = welch_power(0.5 * d, n, int(n_other or n), level)
+            reached = two_sample_t_power(0.5 * d, n, int(n_other or n), level)
         else:
             reached = t_power(0.5 * d, n, level)
         if reached >= power:

@@ -29,6 +29,7 @@ def check_run_data(cfg: DictConfig) -> None:
     n_train = _check_split(cfg, data, pair)
     _check_batches(cfg, n_train)
     _check_deficit_on_data(cfg, data, n_train)
+    _check_tcn_depth(cfg, data)
     _check_probe_layers(cfg, data)
 
 
@@ -130,6 +131,25 @@ def _check_deficit_on_data(cfg: DictConfig, data, n_train: int) -> None:
                 f"({cfg.trainer.epochs} epochs of {_updates_per_epoch(n_train, int(cfg.trainer.batch_size))}), "
                 f"so the deficit would never apply; the onset must be below {steps}"
             )
+
+
+def _check_tcn_depth(cfg: DictConfig, data) -> None:
+    """A TCN layer whose dilation exceeds the sequence sees nothing but its own slice and left-pads every
+    batch with (kernel_size - 1) x dilation zero slices: 30 layers would pad 2^29 slices and exhaust memory
+    once the run starts, so such depths are refused here, with the depth that covers the sequence."""
+    if cfg.model.get("name") != "tcn" or cfg.model.get("n_layers") is None:
+        return
+    from .model import tcn_layers_for
+
+    time_slices = int(data.x.shape[1])
+    layers, kernel = int(cfg.model.n_layers), int(cfg.model.kernel_size)
+    if 2 ** (layers - 1) > time_slices:
+        raise ConfigError(
+            f"model.n_layers={layers}: the last layer's dilation 2^{layers - 1} exceeds the data's "
+            f"{time_slices} time slices, so it sees only its own slice; allowed: at most "
+            f"{time_slices.bit_length()} layers here ({tcn_layers_for(time_slices, kernel)} cover the "
+            f"sequence with kernel_size={kernel}; model.n_layers=null chooses that)"
+        )
 
 
 def _check_probe_layers(cfg: DictConfig, data) -> None:

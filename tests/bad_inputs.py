@@ -31,6 +31,7 @@ BAD_INPUTS = [  # (overrides, what the message must name)
     (["probe.knn.ties=coin"], "probe.knn.ties"),
     (["probe.knn.mode=loo"], "probe.knn.mode"),
     (["model.name=gru2"], "model.name"),
+    (["model=tcn", "model.n_layers=30"], "model.n_layers"),  # dilation 2^29: padding beyond any memory
     (["model.hidden_size=0"], "model.hidden_size"),
     (["model.hidden_size=-5"], "model.hidden_size"),
     (["model.hidden_size=10000000"], "model.hidden_size"),

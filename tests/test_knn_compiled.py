@@ -226,7 +226,7 @@ def test_clustered_states_equal_the_torch_search_bit_for_bit(kind, gram_dtype):
 def test_near_ties_in_several_clusters_are_settled_by_the_products(monkeypatch):
     """The products settle most rows of clusters of near-ties away from the slice's median (blocks moved to
     their own origin); with the slice's median as the only origin every such row was left open."""
-    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open": 0})
+    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open": 0, "wide": 0})
     states, labels = clusters_of_near_ties(640, 3, 16, clusters=4, units=4, seed=2)
     compiled, reference = both_searches(states, labels, 3, torch.float32)
     assert_same(compiled, reference)

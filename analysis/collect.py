@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, PROBE_RULE, rule_of, with_analysis
 from pipeline.curve_metrics import map_metrics
-from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
+from pipeline.identity import semantic_view
 from pipeline.runfolder import (
     MAX_RECORD_BYTES,
     MAX_STATUS_BYTES,
@@ -69,9 +70,10 @@ __all__ = [
     "MixedConditions",
 ]
 
-CACHE_VERSION = 6  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
+CACHE_VERSION = 7  # 2: knn_ties, knn_mode and has_tie_share columns, tie-share maps; 3: condition columns;
 # 4: the batch size is compared per data source; 5: fingerprints of content (status.json's checksums), not mtimes;
-# 6: the model column (an architecture study's factor)
+# 6: the model column (an architecture study's factor); 7: conditions judged on the run id's view of the config
+# (pipeline/config_schema.py's registry: a switched-off probe or a speed-only key is no condition)
 _RUN_COLUMNS = [
     "study",
     "run_id",
@@ -363,16 +365,6 @@ def _design(run_dir: Path) -> dict:
     }
 
 
-# Keys that are not experimental conditions: the design factors the analysis models (data source, class pair,
-# replicate, labels; the data set is compared per data source), the study (pooled studies are noted), the
-# KNN rule (compared on its own, with its own options) and what leaves the run id alone (pipeline.identity).
-_FACTOR_KEYS = ("design", "data_source", "dataset", "labels", "study")
-_NON_CONDITION_KEYS = {"probe.knn.ties", "probe.knn.mode", *(f"trainer.{k}" for k in NON_SEMANTIC_TRAINER)}
-# Settings each data source sets for itself (conf/data_source/*.yaml: the study's batch of 128 gesture and
-# 256 sentence sequences): compared within a data source, like its data set, never across sources.
-_PER_SOURCE_KEYS = {"trainer.batch_size"}
-
-
 def _flat(node, prefix: str = "") -> dict:
     if isinstance(node, dict):
         out = {}
@@ -400,13 +392,21 @@ def _model_is_factor(config: dict) -> bool:
 
 def _condition(config: dict) -> dict:
     """The run's settings beyond the design factors, as canonical JSON (runs differing here are not pooled).
-    Where the model is a factor of the study (study=architectures), its settings are compared within each
-    model (``model_condition``), as a data set's are within its data source."""
-    rest = {k: v for k, v in config.items() if k not in (*NON_SEMANTIC_TOP, *_FACTOR_KEYS)}
-    per_model = rest.pop("model", None) if _model_is_factor(config) else None
-    flat = {k: v for k, v in _flat(rest).items() if k not in _NON_CONDITION_KEYS}
-    per_source = {k: flat.pop(k) for k in sorted(_PER_SOURCE_KEYS) if k in flat}
-    per_source.update(_flat(config.get("dataset") or {}, "dataset."))
+
+    What the run computed as its run id sees it (``pipeline.identity.semantic_view``: no plumbing, no
+    switched-off probe), without what the registry (pipeline/config_schema.py) marks for the analysis: the
+    design factors it models (data source, labels; pooled studies are noted), the KNN probe's rule (compared
+    on its own, with its own options), and what each data source sets for itself (its data set, its batch
+    size: compared within the source, ``dataset_condition``). Where the model is a factor of the study
+    (study=architectures), its settings are compared within each model (``model_condition``)."""
+    view = semantic_view(config)
+    view.pop(DESIGN_BLOCK, None)
+    per_model = view.pop("model", None) if _model_is_factor(config) else None
+    drop = {*with_analysis(FACTOR, top_level=True), *with_analysis(PER_SOURCE, top_level=True)}
+    rest = {k: v for k, v in view.items() if k not in drop}
+    flat = {k: v for k, v in _flat(rest).items() if rule_of(k).analysis != PROBE_RULE}
+    per_source = {k: flat.pop(k) for k in sorted(flat) if rule_of(k).analysis == PER_SOURCE}
+    per_source.update(_flat(view.get("dataset") or {}, "dataset."))
     return {
         "condition": json.dumps(flat, sort_keys=True, default=str),
         "dataset_condition": json.dumps(per_source, sort_keys=True, default=str),

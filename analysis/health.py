@@ -49,7 +49,7 @@ __all__ = [
     "default_reference_dir",
 ]
 
-# Issue 11's acceptance, per data source: median test accuracy, share of class
+# The acceptance bars, per data source: median test accuracy, share of class
 # pairs at or above PAIR_FLOOR, median map movement.
 ACCEPTANCE = {"median_test_accuracy": 0.80, "share_pairs_ge_070": 0.80, "median_map_movement": 0.08}
 PAIR_FLOOR = 0.70

@@ -355,6 +355,70 @@ def _lbfgs(f, x0: np.ndarray, bounds, step: float = 1e-6):
     return res
 
 
+def _nested_slope_starts(y, X, data: pd.DataFrame, structure: Structure, reml: bool) -> list[np.ndarray]:
+    """Start values of the nested random-slope fit, from its two simpler relatives."""
+    # the criterion can have several local optima (seen on the authors' `start`, where the pair and the
+    # run intercepts trade off): start from the intercepts of the nested intercept-only fit and from
+    # the run-level random-slope fit, the pair slope at a half and a fifth of the run slope
+    run_key = data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)
+    keyed = data.assign(_run_key=run_key)
+    r = profiled_fit(y, X, keyed, Structure("slope", "_run_key", slope=structure.slope), reml=reml, polish=False).theta
+    n2 = profiled_fit(
+        y, X, keyed, Structure("nested", structure.group, inner="_run_key"), reml=reml, polish=False
+    ).theta
+    starts = [
+        np.r_[n2[0], 0.0, 0.5 * r[2] + 1e-4, n2[1], r[1], r[2]],
+        np.r_[0.5 * r[0] + 0.01, 0.0, 0.5 * r[2] + 1e-4, r],
+        np.r_[0.2 * r[0] + 0.01, 0.0, 0.2 * r[2] + 1e-4, r],
+    ]
+    return starts
+
+
+def _one_level_starts(
+    y, X, data: pd.DataFrame, structure: Structure, reml: bool
+) -> tuple[list[np.ndarray], list[tuple[float | None, None]]]:
+    """Start values and bounds of the nested and random-slope fits, from the one-level intercept fit."""
+    # one-level start: the run (inner) intercept alone
+    kind = structure.kind
+    inner = structure.group if kind == "slope" else structure.inner
+    assert inner is not None, structure
+    one = Structure("intercept", inner)
+    if kind == "nested":
+        one_s = _sums(
+            y,
+            X,
+            data.assign(**{inner: data[structure.group].astype(str) + "\x1f" + data[inner].astype(str)}),
+            one,
+        )
+    else:
+        one_s = _sums(y, X, data, one)
+    t0 = _brent_intercept(lambda t: _criterion(np.array([t]), one_s, "intercept", reml)[0])
+    if kind == "nested":
+        starts = [np.array([0.5 * t0 + 0.05, t0]), np.array([2.0 * t0 + 0.1, t0])]
+        bounds: list[tuple[float | None, None]] = [(0.0, None), (0.0, None)]
+    else:
+        sd = float(np.std(data[structure.slope].to_numpy(dtype=np.float64))) or 1.0
+        starts = [np.array([t0, 0.0, 0.1 / sd]), np.array([t0, 0.0, 0.01 / sd])]
+        bounds = [(0.0, None), (None, None), (0.0, None)]
+    return starts, bounds
+
+
+def _relative_covariance(theta: np.ndarray, kind: str) -> np.ndarray:
+    """psi, the random effects' covariance relative to sigma^2, from the Cholesky factors in theta."""
+    if kind == "nested":
+        return np.diag([theta[0] ** 2, theta[1] ** 2])
+    if kind == "slope":
+        lam = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+        return lam @ lam.T
+    if kind == "nested_slope":  # block diagonal: the outer (pair) 2 x 2, then the inner (run) 2 x 2
+        psi = np.zeros((4, 4))
+        for k in (0, 1):
+            lam = np.array([[theta[3 * k], 0.0], [theta[3 * k + 1], theta[3 * k + 2]]])
+            psi[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = lam @ lam.T
+        return psi
+    return np.array([[theta[0] ** 2]])
+
+
 def profiled_fit(
     y,
     X,
@@ -389,60 +453,14 @@ def profiled_fit(
     elif start is not None:
         theta, success, message = _optimise(dev, [np.asarray(start, dtype=np.float64)], _bounds(structure), polish)
     elif kind == "nested_slope":
-        # the criterion can have several local optima (seen on the authors' `start`, where the pair and the
-        # run intercepts trade off): start from the intercepts of the nested intercept-only fit and from
-        # the run-level random-slope fit, the pair slope at a half and a fifth of the run slope
-        run_key = data[structure.group].astype(str) + "\x1f" + data[structure.inner].astype(str)
-        keyed = data.assign(_run_key=run_key)
-        r = profiled_fit(
-            y, X, keyed, Structure("slope", "_run_key", slope=structure.slope), reml=reml, polish=False
-        ).theta
-        n2 = profiled_fit(
-            y, X, keyed, Structure("nested", structure.group, inner="_run_key"), reml=reml, polish=False
-        ).theta
-        starts = [
-            np.r_[n2[0], 0.0, 0.5 * r[2] + 1e-4, n2[1], r[1], r[2]],
-            np.r_[0.5 * r[0] + 0.01, 0.0, 0.5 * r[2] + 1e-4, r],
-            np.r_[0.2 * r[0] + 0.01, 0.0, 0.2 * r[2] + 1e-4, r],
-        ]
+        starts = _nested_slope_starts(y, X, data, structure, reml)
         theta, success, message = _optimise(dev, starts, _bounds(structure), polish)
     else:
-        # one-level start: the run (inner) intercept alone
-        inner = structure.group if kind == "slope" else structure.inner
-        assert inner is not None, structure
-        one = Structure("intercept", inner)
-        if kind == "nested":
-            one_s = _sums(
-                y,
-                X,
-                data.assign(**{inner: data[structure.group].astype(str) + "\x1f" + data[inner].astype(str)}),
-                one,
-            )
-        else:
-            one_s = _sums(y, X, data, one)
-        t0 = _brent_intercept(lambda t: _criterion(np.array([t]), one_s, "intercept", reml)[0])
-        if kind == "nested":
-            starts = [np.array([0.5 * t0 + 0.05, t0]), np.array([2.0 * t0 + 0.1, t0])]
-            bounds: list[tuple[float | None, None]] = [(0.0, None), (0.0, None)]
-        else:
-            sd = float(np.std(data[structure.slope].to_numpy(dtype=np.float64))) or 1.0
-            starts = [np.array([t0, 0.0, 0.1 / sd]), np.array([t0, 0.0, 0.01 / sd])]
-            bounds = [(0.0, None), (None, None), (0.0, None)]
+        starts, bounds = _one_level_starts(y, X, data, structure, reml)
         theta, success, message = _optimise(dev, starts, bounds, polish)
     theta, on_boundary = _snap(theta, dev, structure)
     deviance, beta, sigma2 = _criterion(theta, s, kind, reml)
-    if kind == "nested":
-        psi = np.diag([theta[0] ** 2, theta[1] ** 2])
-    elif kind == "slope":
-        lam = np.array([[theta[0], 0.0], [theta[1], theta[2]]])
-        psi = lam @ lam.T
-    elif kind == "nested_slope":  # block diagonal: the outer (pair) 2 x 2, then the inner (run) 2 x 2
-        psi = np.zeros((4, 4))
-        for k in (0, 1):
-            lam = np.array([[theta[3 * k], 0.0], [theta[3 * k + 1], theta[3 * k + 2]]])
-            psi[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = lam @ lam.T
-    else:
-        psi = np.array([[theta[0] ** 2]])
+    psi = _relative_covariance(theta, kind)
     XtWX = _weighted(s, theta, kind)[0]
     try:
         cov_beta = sigma2 * np.linalg.inv(XtWX)

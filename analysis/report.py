@@ -310,6 +310,62 @@ def _lead(inp: ReportInput) -> dict:
     }
 
 
+# the columns of the mixed-effects and model-fit tables, in the report's order
+_MIXED_COLUMNS = (
+    "metric",
+    "model",
+    "term",
+    "estimate",
+    "std_error",
+    "z",
+    "p_value",
+    "ci_low",
+    "ci_high",
+    "converged",
+    "singular",
+)
+_FIT_COLUMNS = (
+    "metric",
+    "model",
+    "engine",
+    "n_obs",
+    "n_groups",
+    "converged",
+    "loglik",
+    "r2_marginal",
+    "r2_conditional",
+    "on_boundary",
+    "seconds",
+)
+
+
+def _contrast_tables(con: pd.DataFrame) -> tuple:
+    """The class-pair contrasts: a count of the significant ones per family, and the three largest |d| of each."""
+    summary = (
+        con.assign(significant=con["p_holm"] < 0.05)
+        .groupby(["metric", "model", "family"], sort=False)
+        .agg(
+            contrasts=("contrast", "size"),
+            significant_holm_05=("significant", "sum"),
+            largest_abs_d=("d", lambda d: float(np.max(np.abs(d)))),
+        )
+        .reset_index()
+    )
+    top = (
+        con.assign(abs_d=con["d"].abs())
+        .sort_values("abs_d", ascending=False)
+        .groupby(["metric", "model", "family"], sort=False)
+        .head(3)
+    )
+    return (
+        _table(summary, csv="contrasts.csv"),
+        _table(
+            top[["metric", "model", "family", "contrast", "estimate", "ci_low", "ci_high", "p_holm", "d"]],
+            csv="contrasts.csv",
+        ),
+    )
+
+
 def _mixed_tables(mixed) -> dict:
     me = mixed.mixed_effects
     is_key = (
@@ -318,19 +374,7 @@ def _mixed_tables(mixed) -> dict:
         else pd.Series(dtype=bool)
     )
     main = me[is_key] if len(me) else me
-    cols = [
-        "metric",
-        "model",
-        "term",
-        "estimate",
-        "std_error",
-        "z",
-        "p_value",
-        "ci_low",
-        "ci_high",
-        "converged",
-        "singular",
-    ]
+    cols = list(_MIXED_COLUMNS)
     extra = me[~me.index.isin(main.index)] if len(me) else me
     # a table, or a pair of them shown together (contrasts, models)
     tables: dict[str, Any] = {
@@ -353,48 +397,12 @@ def _mixed_tables(mixed) -> dict:
         "contrasts": None,
         "models": None,
     }
-    con = mixed.contrasts
-    if len(con):
-        summary = (
-            con.assign(significant=con["p_holm"] < 0.05)
-            .groupby(["metric", "model", "family"], sort=False)
-            .agg(
-                contrasts=("contrast", "size"),
-                significant_holm_05=("significant", "sum"),
-                largest_abs_d=("d", lambda d: float(np.max(np.abs(d)))),
-            )
-            .reset_index()
-        )
-        top = (
-            con.assign(abs_d=con["d"].abs())
-            .sort_values("abs_d", ascending=False)
-            .groupby(["metric", "model", "family"], sort=False)
-            .head(3)
-        )
-        tables["contrasts"] = (
-            _table(summary, csv="contrasts.csv"),
-            _table(
-                top[["metric", "model", "family", "contrast", "estimate", "ci_low", "ci_high", "p_holm", "d"]],
-                csv="contrasts.csv",
-            ),
-        )
+    if len(mixed.contrasts):
+        tables["contrasts"] = _contrast_tables(mixed.contrasts)
     models = mixed.models
     if len(models):
-        fit_cols = [
-            "metric",
-            "model",
-            "engine",
-            "n_obs",
-            "n_groups",
-            "converged",
-            "loglik",
-            "r2_marginal",
-            "r2_conditional",
-            "on_boundary",
-            "seconds",
-        ]
         tables["models"] = (
-            _table(models[fit_cols], csv="models.csv"),
+            _table(models[list(_FIT_COLUMNS)], csv="models.csv"),
             _table(mixed.random_effects, csv="random_effects.csv"),
         )
     return tables

@@ -17,10 +17,10 @@ States, two kinds:
   random 50-d embeddings, 5..40 tokens, zero-padded): exact ties arise as in
   a run, from padded tails converging to one fixed point and from shared
   first tokens. Tie shares come out near those of real default runs
-  (gesture 0.09-0.21, sentence 0.03-0.05, notes of issue 12).
+  (gesture 0.09-0.21, sentence 0.03-0.05).
 - "fixed points": tanh of a random walk, where a third of the samples sit at
   one of three shared fixed points from a random slice of the second half on
-  (the case of issue 18, where the probe was slower than scikit-learn).
+  (a case where an earlier probe was slower than scikit-learn).
 
 Check: identity with scikit-learn where no slice has ties; else on the most
 tied slices our value must lie within Monte Carlo error of scikit-learn's mean
@@ -53,7 +53,7 @@ from machine import describe, load
 from pipeline.probes.knn import _groups_of_identical_states, knn_curve
 
 # name, N, T, H, states. N of the defaults: median training set of the
-# acceptance runs of issue 11 (gesture 1,352 of 931-1,559; sentence 1,666-1,712).
+# acceptance runs (gesture 1,352 of 931-1,559; sentence 1,666-1,712).
 SIZES = [
     ("gesture default", 1352, 150, 32, "lstm-gesture"),
     ("sentence default", 1690, 40, 50, "lstm-sentence"),

@@ -1,6 +1,6 @@
 """Cost of a default run at the study's sizes: its FLOP bound, per-run overhead with W&B off and offline, memory.
 
-    python bench/bench_runs.py [--epochs 50] [--runs 6] [--overhead-epochs 2] [--sections 1,2]
+    python bench/bench_runs.py [--epochs 50] [--runs 6] [--overhead-epochs 2] [--sections 1,2] [--models ...]
 
 1. One default run per data source (pair 0), each in a fresh process, with W&B
    disabled and then offline (WANDB_MODE), side by side. For each: seconds by
@@ -22,6 +22,8 @@
    measure it cheaply; it is then stated against a default run's compute from
    section 1 (W&B's per-epoch logging, which does grow with the epochs, is in
    section 1's full-length difference).
+3. The model zoo (bench/bench_models.py, `--sections 3`): one default run per
+   model (`--models`, default lstm,gru,transformer) and data source, side by side.
 
 Everything runs on this machine as is: other processes inflate wall times (the
 load average is printed); CPU times move much less.
@@ -228,7 +230,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=6, help="runs of section 2's smaller sweep (the larger: 3x)")
     parser.add_argument("--overhead-epochs", type=int, default=2, help="epochs of section 2's runs")
     parser.add_argument("--default-epochs", type=int, default=50, help="a default run's epochs, for section 2")
-    parser.add_argument("--sections", default="1,2", help="which parts to run, e.g. 2")
+    parser.add_argument("--sections", default="1,2", help="which parts to run, e.g. 2 (3: the model zoo)")
+    parser.add_argument("--models", default="lstm,gru,transformer", help="section 3's models")
+    parser.add_argument("--sources", default="gesture,sentence", help="section 3's data sources")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     print(describe(1))
@@ -238,6 +242,10 @@ def main() -> None:
     compute = single_runs(args, peak1) if 1 in sections else None
     if 2 in sections:
         overhead(args, cores, compute)
+    if 3 in sections:
+        from bench_models import models_section
+
+        models_section(args.models.split(","), args.sources.split(","), args.epochs)
     print(load())
 
 

@@ -18,9 +18,16 @@
    the run mirrors offline). Then two runs in one process against the silent
    server: the second one does not wait again. The delay does not depend on the
    run, so these runs are small (--online-epochs, 20 time slices).
+4. At study scale: a synthetic study of the headline's size (2 sources x 15 class
+   pairs x 25 replicates, real and shuffled labels: 1,500 run folders of 50 epochs x
+   150 time slices, tests/analysis_fixtures.py), each marked as mirrored. The study's
+   workspace spec (`python -m pipeline.dashboard --root ... --dry-run`: it counts
+   the run folders), and `python -m analysis --core-only` from its cache without and
+   with `--wandb` (offline), alternately: what the analysis run costs, how big its
+   offline folder is, and what its page holds (figures, tables, linked runs).
 Wall times move with the machine's load (printed); CPU times (this process and
 W&B's service process) much less, so both are printed.
-Target (issue 14): under 5% of a default run.
+Target: under 5% of a default run.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402  (bench/ is put on the path above)
+from machine import describe, load  # noqa: E402  (bench/ is put on the path above)
 
 
 def _plan(*overrides: str):
@@ -73,6 +80,12 @@ class TrackerClock:
                 self.seconds += time.perf_counter() - t0
 
         return wrapper
+
+
+def fresh_env(**extra: str) -> dict:
+    """The environment of a fresh process: without WANDB_SERVICE, through which W&B would let a child join
+    this process's W&B service (a user's `python -m pipeline` starts its own)."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _proc_table() -> dict[int, tuple[int, float]]:
@@ -146,7 +159,7 @@ def fresh_processes(repeats: int, epochs: int, scratch: Path) -> dict[str, dict[
     cpu: dict[str, list[float]] = {"disabled": [], "offline": []}
     for i in range(repeats):
         for mode in ("disabled", "offline"):
-            env = {**os.environ, "WANDB_MODE": mode, "PYTHONUNBUFFERED": "1"}
+            env = fresh_env(WANDB_MODE=mode)
             c0, t0 = _children_cpu(), time.perf_counter()
             subprocess.run(
                 [
@@ -198,7 +211,7 @@ def _run_process(scratch: Path, name: str, epochs: int, env: dict, *overrides: s
     subprocess.run(
         [sys.executable, "-m", "pipeline", f"paths.root={root}", f"trainer.epochs={epochs}", *overrides],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+        env=fresh_env(**env),
         check=True,
         capture_output=True,
     )
@@ -227,7 +240,7 @@ def online_without_server(repeats: int, epochs: int, scratch: Path) -> dict:
         "    t0 = time.perf_counter(); execute(_plan(f'paths.root={root}', f'trainer.epochs={epochs}', 'dataset.time_slices=20', f'seed={seed}'))\n"
         "    print(time.perf_counter() - t0)\n"
     )
-    env = {**os.environ, "WANDB_MODE": "online", "WANDB_BASE_URL": silent.url, **key}
+    env = fresh_env(WANDB_MODE="online", WANDB_BASE_URL=silent.url, **key)
     pack = subprocess.run(
         [sys.executable, "-c", code.replace("{root}", str(scratch / "online-pack")).replace("{epochs}", str(epochs))],
         cwd=Path(__file__).resolve().parent,
@@ -240,6 +253,167 @@ def online_without_server(repeats: int, epochs: int, scratch: Path) -> dict:
     return out
 
 
+def report_in_process(args, scratch: Path) -> None:
+    """Part 1: runs in one process, disabled vs offline."""
+    r = in_process(args.repeats, args.epochs, scratch)
+    dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
+    tracker = statistics.median(r["tracker"])
+    print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
+    print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
+    print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
+    print(
+        f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
+        f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
+        + " ".join(f"{t:.2f}" for t in r["tracker"])
+    )
+    cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
+    print(
+        f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+    print(
+        f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
+        "(import wandb, W&B service start), once per process\n"
+    )
+
+
+def report_fresh_processes(args, scratch: Path) -> None:
+    """Part 2: one run per fresh process, disabled vs offline."""
+    p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
+    pt, pc = p["times"], p["cpu"]
+    pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
+    print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
+    print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
+    print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
+    print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
+    cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
+    print(
+        f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
+        f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
+    )
+
+
+def report_online_without_server(args, scratch: Path) -> None:
+    """Part 3: online mode with no server to be had."""
+    o = online_without_server(max(1, args.repeats // 4), args.online_epochs, scratch)
+    base = statistics.median(o["offline"])
+    timeout = _plan().cfg.logger.wandb.init_timeout
+    print(
+        f"\n3. online with no server (logger.wandb.init_timeout={timeout} s), one run per fresh process "
+        f"({args.online_epochs} epoch, 20 time slices):"
+    )
+    print(f"   {'offline':<22}{base:7.2f} s   " + " ".join(f"{t:.2f}" for t in o["offline"]))
+    for name in ("closed port", "silent server"):
+        wall = statistics.median(o[name])
+        entry = o["entries"][name]
+        print(
+            f"   {'online, ' + name:<22}{wall:7.2f} s   delay {wall - base:+.2f} s; summary.json: "
+            f"mode {entry.get('mode')}, state {entry.get('state')}"
+        )
+    first, second = o["pack"]
+    print(
+        f"   two runs in one process, silent server (time inside execute): {first:.2f} s then {second:.2f} s; "
+        f"the second mirrors offline at once ({first - second:+.2f} s: the first one's wait)"
+    )
+
+
+def _mirrored_study(root: Path, replicates: int, epochs: int) -> int:
+    """A synthetic headline-sized study under ``root`` whose runs say they have a complete W&B mirror."""
+    import json
+
+    from tests.analysis_fixtures import make_study
+
+    study = make_study(
+        root,
+        study="bench",
+        pairs=tuple(range(15)),
+        replicates=replicates,
+        shuffled_replicates=replicates,
+        epochs=epochs,
+        slices=150,
+        broken=False,
+        seed=1,
+        progress=True,
+    )
+    for rid in study["runs"]:
+        path = root / "bench" / "runs" / rid / "summary.json"
+        entry = {"requested_mode": "offline", "mode": "offline", "state": "complete", "id": rid}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wandb": {**entry, "project": "bench"}}))
+    return len(study["runs"])
+
+
+def _timed(command: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall and CPU seconds of a fresh process (and its children), and its stdout."""
+    c0, t0 = _children_cpu(), time.perf_counter()
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed: {out.stderr[-2000:]}")
+    return time.perf_counter() - t0, _children_cpu() - c0, out.stdout + out.stderr
+
+
+def _analysis_page(out: Path) -> dict:
+    """What the newest analysis run's page holds, read back from its offline file; its folder's size."""
+    from tests.wandb_records import history, read_offline, summary
+
+    folder = max(out.glob("wandb/offline-run-*"), key=lambda p: p.stat().st_mtime)
+    records = read_offline(next(folder.glob("run-*.wandb")))
+    logged = history(records)[0]
+    return {
+        "figures": len([k for k in logged if k.startswith("figures/") and k.endswith("._type")]),
+        "tables": sorted(k[: -len("._type")] for k, v in logged.items() if v == "table-file"),
+        "linked": summary(records)["runs/linked"],
+        "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+    }
+
+
+def report_study_scale(args, scratch: Path) -> None:
+    """Part 4: the workspace and the analysis run of a headline-sized study."""
+    import json
+
+    root = scratch / "study"
+    t0 = time.perf_counter()
+    n_runs = _mirrored_study(root, args.study_replicates, args.study_epochs)
+    print(
+        f"\n4. at study scale: {n_runs} run folders ({args.study_epochs} epochs x 150 time slices), written in "
+        f"{time.perf_counter() - t0:.0f} s; {load()}"
+    )
+    env = fresh_env(WANDB_MODE="offline", WANDB_ENTITY="team", MPLBACKEND="Agg")
+    dashboard = [sys.executable, "-m", "pipeline.dashboard", "--entity", "team", "--project", "bench"]
+    wall, cpu, text = _timed([*dashboard, "--study", "bench", "--root", str(root), "--dry-run"], env)
+    spec = json.loads(text[text.index("{") :])
+    print(
+        f"   workspace spec (dry run, counting the run folders): {wall:.1f} s wall, {cpu:.1f} s CPU; "
+        f"maxRuns {spec['spec']['section']['settings']['maxRuns']}"
+    )
+    out = scratch / "analysis"
+    analysis = [sys.executable, "-m", "analysis", "--root", str(root), "--study", "bench", "--core-only"]
+    analysis += ["--out", str(out), "--quiet"]
+    wall, cpu, _ = _timed(analysis, env)
+    print(f"   python -m analysis --core-only, first (fills its cache): {wall:.1f} s wall, {cpu:.1f} s CPU")
+    times: dict[str, list[tuple[float, float]]] = {"without": [], "with --wandb": []}
+    for _ in range(args.repeats // 2 or 1):
+        times["without"].append(_timed(analysis, env)[:2])
+        times["with --wandb"].append(_timed([*analysis, "--wandb"], env)[:2])
+    for name, pairs in times.items():
+        walls, cpus = [w for w, _ in pairs], [c for _, c in pairs]
+        print(
+            f"   from its cache, {name:<13} {statistics.median(walls):6.1f} s wall, "
+            f"{statistics.median(cpus):6.1f} s CPU   (" + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in pairs) + ")"
+        )
+    wall_cost = statistics.median(w for w, _ in times["with --wandb"]) - statistics.median(
+        w for w, _ in times["without"]
+    )
+    cpu_cost = statistics.median(c for _, c in times["with --wandb"]) - statistics.median(
+        c for _, c in times["without"]
+    )
+    page = _analysis_page(out)
+    print(
+        f"   the analysis run costs {wall_cost:+.1f} s wall, {cpu_cost:+.1f} s CPU; its offline folder "
+        f"{page['bytes'] / 2**20:.1f} MiB; on its page {page['figures']} figures, tables "
+        f"{', '.join(page['tables'])}, {page['linked']} of {n_runs} runs linked; {load()}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4, help="runs per mode (default %(default)s)")
@@ -247,7 +421,13 @@ def main() -> None:
     parser.add_argument(
         "--online-epochs", type=int, default=1, help="epochs of the runs of part 3 (default %(default)s)"
     )
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, 1-4 (default %(default)s)")
+    parser.add_argument(
+        "--study-replicates", type=int, default=25, help="replicates per class pair and labels in part 4 (default 25)"
+    )
+    parser.add_argument("--study-epochs", type=int, default=50, help="epochs of part 4's runs (default 50)")
     args = parser.parse_args()
+    parts = {int(p) for p in args.parts.split(",")}
     print(describe(torch_threads=1))
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-wandb-") as tmp:
@@ -258,59 +438,14 @@ def main() -> None:
         media_every = _plan().cfg.logger.wandb.media_every
         print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
 
-        r = in_process(args.repeats, args.epochs, scratch)
-        dis, off = statistics.median(r["times"]["disabled"]), statistics.median(r["times"]["offline"])
-        tracker = statistics.median(r["tracker"])
-        print(f"1. runs in one process (as a packed job), median of {args.repeats} each:")
-        print(f"   {'W&B disabled':<22}{dis:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["disabled"]))
-        print(f"   {'W&B offline':<22}{off:7.2f} s per run   " + " ".join(f"{t:.2f}" for t in r["times"]["offline"]))
-        print(
-            f"   difference: {off - dis:+.2f} s ({(off - dis) / dis:+.1%}); time inside the tracker: "
-            f"{tracker:.2f} s per run ({tracker / dis:.1%} of a disabled run)   "
-            + " ".join(f"{t:.2f}" for t in r["tracker"])
-        )
-        cdis, coff = statistics.median(r["cpu"]["disabled"]), statistics.median(r["cpu"]["offline"])
-        print(
-            f"   CPU time (this process + W&B's service): disabled {cdis:.2f} s, offline {coff:.2f} s per run: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
-        print(
-            f"   first offline run of the process: {r['first_offline_tracker']:.2f} s inside the tracker "
-            "(import wandb, W&B service start), once per process\n"
-        )
-
-        p = fresh_processes(max(2, args.repeats // 2), args.epochs, scratch)
-        pt, pc = p["times"], p["cpu"]
-        pdis, poff = statistics.median(pt["disabled"]), statistics.median(pt["offline"])
-        print(f"2. one run per fresh process (python -m pipeline), median of {len(pt['disabled'])} each:")
-        print(f"   {'W&B disabled':<22}{pdis:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["disabled"]))
-        print(f"   {'W&B offline':<22}{poff:7.2f} s   " + " ".join(f"{t:.2f}" for t in pt["offline"]))
-        print(f"   difference: {poff - pdis:+.2f} s ({(poff - pdis) / pdis:+.1%})")
-        cdis, coff = statistics.median(pc["disabled"]), statistics.median(pc["offline"])
-        print(
-            f"   CPU time of the process and its children: disabled {cdis:.2f} s, offline {coff:.2f} s: "
-            f"{coff - cdis:+.2f} s ({(coff - cdis) / cdis:+.1%})"
-        )
-        o = online_without_server(max(1, args.repeats // 4), args.online_epochs, scratch)
-        base = statistics.median(o["offline"])
-        timeout = _plan().cfg.logger.wandb.init_timeout
-        print(
-            f"\n3. online with no server (logger.wandb.init_timeout={timeout} s), one run per fresh process "
-            f"({args.online_epochs} epoch, 20 time slices):"
-        )
-        print(f"   {'offline':<22}{base:7.2f} s   " + " ".join(f"{t:.2f}" for t in o["offline"]))
-        for name in ("closed port", "silent server"):
-            wall = statistics.median(o[name])
-            entry = o["entries"][name]
-            print(
-                f"   {'online, ' + name:<22}{wall:7.2f} s   delay {wall - base:+.2f} s; summary.json: "
-                f"mode {entry.get('mode')}, state {entry.get('state')}"
-            )
-        first, second = o["pack"]
-        print(
-            f"   two runs in one process, silent server (time inside execute): {first:.2f} s then {second:.2f} s; "
-            f"the second mirrors offline at once ({first - second:+.2f} s: the first one's wait)"
-        )
+        for part, report in (
+            (1, report_in_process),
+            (2, report_fresh_processes),
+            (3, report_online_without_server),
+            (4, report_study_scale),
+        ):
+            if part in parts:
+                report(args, scratch)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -79,11 +79,12 @@ register_resolvers()
 def config_error_in(exc: BaseException | None) -> ConfigError | None:
     """The ConfigError behind ``exc`` (a resolver's refusal arrives wrapped in OmegaConf's error), or None."""
     seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, ConfigError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, ConfigError):
+            return link
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
     return None
 
 
@@ -233,10 +234,11 @@ def check_hydra_folders(hydra_cfg: DictConfig, root: str, mode: str) -> str:
     folder = check_inside(key, folder, hydra_root(root), hint)
     # as written: a job's subdir interpolates its job number, known only to the job
     raw = OmegaConf.to_container(hydra_cfg, resolve=False)
-    assert isinstance(raw, dict)
+    raw = raw if isinstance(raw, dict) else {}
     check_relative_part("hydra.output_subdir", raw.get("output_subdir"))
     if mode != "run":
-        check_relative_part("hydra.sweep.subdir", (raw.get("sweep") or {}).get("subdir"))
+        sweep = raw.get("sweep")
+        check_relative_part("hydra.sweep.subdir", sweep.get("subdir") if isinstance(sweep, dict) else None)
     if OmegaConf.select(hydra_cfg, "job.chdir"):
         raise ConfigError(
             "hydra.job.chdir=true: must be false: a job that changes its working folder would read a relative "

@@ -84,6 +84,44 @@ def study_run_count(root: Path, study: str) -> int:
     return sum(1 for p in iter_run_folders(study_folder(root, study)) if not p.is_symlink())
 
 
+def _runset_settings(ws, study: str):
+    """Which runs the workspace shows (the study's finished runs) and the columns pinned in its run table."""
+    return ws.RunsetSettings(
+        # the run groups are <study>-<labels> (pipeline/tracking.py); a group is a plain run field,
+        # so the filter needs no nested config key
+        filters=(
+            f"Metric('Group') in {[f'{study}-{labels}' for labels in LABELS]} "
+            f"and Metric('JobType') = 'run' and SummaryMetric('{COMPLETE_KEY}') = 1"
+        ),
+        pinned_columns=[
+            "config:data_source",
+            "config:class_pair",
+            "config:labels",
+            "config:replicate",
+            "summary:test_accuracy",
+            "summary:map/max",
+            f"summary:{MOVEMENT_KEY}",
+        ],
+    )
+
+
+def _health_plots(wr) -> list:
+    """One line plot per training-health key, mean and standard deviation per data source."""
+    return [
+        wr.LinePlot(
+            title=title,
+            x=X_AXIS,
+            y=[key],
+            groupby=wr.Config("source_group"),
+            groupby_aggfunc="mean",
+            groupby_rangefunc="stddev",
+            title_x="epoch",
+            title_y=key,
+        )
+        for key, title in HEALTH
+    ]
+
+
 def build_workspace(entity: str, project: str, study: str, n_runs: int = STUDY_RUNS):
     """The workspace object (nothing is sent anywhere until ``.save()``); every panel shows up to ``n_runs`` runs."""
     wr, ws = _wandb_workspaces()
@@ -140,23 +178,7 @@ def build_workspace(entity: str, project: str, study: str, n_runs: int = STUDY_R
         ],
         is_open=False,
     )
-    health = section(
-        "Training health",
-        [
-            wr.LinePlot(
-                title=title,
-                x=X_AXIS,
-                y=[key],
-                groupby=wr.Config("source_group"),
-                groupby_aggfunc="mean",
-                groupby_rangefunc="stddev",
-                title_x="epoch",
-                title_y=key,
-            )
-            for key, title in HEALTH
-        ],
-        is_open=False,
-    )
+    health = section("Training health", _health_plots(wr), is_open=False)
     return ws.Workspace(
         entity=entity,
         project=project,
@@ -164,23 +186,7 @@ def build_workspace(entity: str, project: str, study: str, n_runs: int = STUDY_R
         sections=[overview, pairs, maps, labels, health],
         # every run of the study in every panel (W&B shows only the first max_runs runs of the run set)
         settings=ws.WorkspaceSettings(x_axis=X_AXIS, max_runs=max(int(n_runs), 1), tooltip_number_of_runs="default"),
-        runset_settings=ws.RunsetSettings(
-            # the run groups are <study>-<labels> (pipeline/tracking.py); a group is a plain run field,
-            # so the filter needs no nested config key
-            filters=(
-                f"Metric('Group') in {[f'{study}-{labels}' for labels in LABELS]} "
-                f"and Metric('JobType') = 'run' and SummaryMetric('{COMPLETE_KEY}') = 1"
-            ),
-            pinned_columns=[
-                "config:data_source",
-                "config:class_pair",
-                "config:labels",
-                "config:replicate",
-                "summary:test_accuracy",
-                "summary:map/max",
-                f"summary:{MOVEMENT_KEY}",
-            ],
-        ),
+        runset_settings=_runset_settings(ws, study),
     )
 
 

@@ -108,7 +108,7 @@ def _check_applies(cfg, unit: str, study_sources: Sequence[str] | None, epochs: 
         if not len(sources):
             raise ConfigError("deficit.sources=[]: names no data source; null applies the deficit to every source")
         unknown = [s for s in sources if study_sources is not None and s not in list(study_sources)]
-        if unknown:
+        if unknown and study_sources is not None:
             raise ConfigError(
                 f"deficit.sources={list(sources)!r}: {', '.join(unknown)} is not a data source of the study "
                 f"(its sources: {', '.join(study_sources or [])}); the deficit would apply to no run"

@@ -1,7 +1,7 @@
 """The study grid: a study's design cells (every combination of its factors' levels), the
 counterbalanced assignment of seed i to cell i mod n_cells as replicate i div n_cells, and the seed of
 a run's random choices, drawn from its cell and replicate (never the raw seed), so that both ways of
-naming a run compute the same record. README.md, "The study grid", explains it for users."""
+naming a run compute the same record. docs/running.md, "The study grid", explains it for users."""
 
 from __future__ import annotations
 

@@ -1,69 +1,101 @@
 """Run identity: a run id derived from the run's semantic configuration, so that two launches that
-would compute the same thing share one id whatever their paths, logger or launcher."""
+would compute the same thing share one id whatever their paths, logger or launcher.
+
+What counts is the one registry of keys (``pipeline.config_schema``): plumbing and design keys are left
+out (the design block stands for the cell and replicate), and so are the top-level groups the study's
+runner does not read (a companion study's runs ignore the headline data set). The rule that lets the
+configuration grow without renaming finished runs: a key added after the registry's first version is
+left out while it holds its ``before`` value (what runs computed before the key existed), a key that
+changes speed only is hashed as one fixed value, a key moved elsewhere is hashed under its old path, and
+a block switched off (a probe with ``enabled: false``, a deficit of kind ``none``) contributes nothing.
+So today's run ids are those of every earlier version of this rule (tests/test_version.py,
+tools/record_digests.py), and adding a key with a default renames no run (tests/test_identity.py).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from .config import as_dict
+from .config_schema import DESIGN_BLOCK, NOTHING, SEMANTIC, groups_ignored, rule_of
 from .design import crosses_source_pairs
 
-# Keys that change where or how a run is executed or mirrored, not what it computes.
-# (`pair` and `seed` are replaced by the design block, which is the same
-# whether the cell was given explicitly or counterbalanced from a seed.)
-NON_SEMANTIC_TOP = ("paths", "logger", "hydra", "seed", "pair", "participant", "expected_run_id", "pack_file")
-NON_SEMANTIC_TRAINER = ("device", "num_threads")
-# Trainer options added after runs were made, whose null is the behaviour before them: left out when null,
-# so that adding one renames no finished run.
-NULL_IS_BEFORE_TRAINER = ("grad_clip_norm",)
+
+def semantic_view(config: dict) -> dict:
+    """The part of a plain (resolved) config that says what its run computes, as the run id hashes it.
+
+    Works on a run's ``config.yaml`` as read back, so the analysis judges conditions the same way.
+    """
+    study: dict = config["study"] if isinstance(config.get("study"), dict) else {}
+    runner = str(study.get("runner", ""))
+    ignored = groups_ignored(runner)
+    out: dict[str, Any] = {}
+    moved: list[tuple[str, Any]] = []
+    for top, value in config.items():
+        if top == DESIGN_BLOCK or top in ignored:
+            continue
+        kept = _view(value, top, moved, runner)
+        if kept is not NOTHING:
+            out[top] = kept
+    for path, value in moved:  # a key that moved is hashed where it was
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    design = config.get(DESIGN_BLOCK) or {}
+    # the cell and the replicate; the rest of the design block (class names, participant, how the cell was
+    # assigned) follows from them or is provenance
+    out[DESIGN_BLOCK] = {**{k: design.get(k) for k in study.get("factors") or []}, "replicate": design.get("replicate")}
+    return out
+
+
+def _view(value: Any, path: str, moved: list[tuple[str, Any]], runner: str) -> Any:
+    """``value`` at ``path`` as the run id sees it (the rules of ``runner``'s schemas), or NOTHING where it is
+    left out."""
+    rule = rule_of(path, runner)
+    if rule.role != SEMANTIC:
+        return NOTHING
+    if rule.since is not None and rule.before is not NOTHING and value == rule.before:
+        return NOTHING
+    if rule.identity is not NOTHING:
+        value = rule.identity
+    if rule.moved_from is not None:
+        moved.append((rule.moved_from, value))
+        return NOTHING
+    if not isinstance(value, dict):
+        return value
+    for key, item in value.items():  # a block switched off contributes nothing
+        switch = rule_of(f"{path}.{key}", runner)
+        if switch.off is not NOTHING and item == switch.off:
+            return NOTHING
+    out = {}
+    before = len(moved)
+    for key, item in value.items():
+        kept = _view(item, f"{path}.{key}", moved, runner)
+        if kept is not NOTHING:
+            out[key] = kept
+    # a block that held nothing semantic but keys that moved here is hashed as before they came
+    return NOTHING if not out and len(moved) > before else out
 
 
 def semantic_config(cfg: DictConfig, runner=None) -> dict:
-    """The config without what does not change what the run computes (``runner``: the study's runner,
-    fetched from ``cfg.study.runner`` if not given)."""
-    data = as_dict(cfg)
-    if runner is None:
-        from .studies import get_runner
+    """The semantic view of a composed config (``runner``: kept for callers; the registry decides)."""
+    return semantic_view(as_dict(cfg))
 
-        runner = get_runner(cfg.study.runner)
-    for key in (*NON_SEMANTIC_TOP, *runner.ignored_keys):
-        data.pop(key, None)
-    for key in NON_SEMANTIC_TRAINER:
-        data.get("trainer", {}).pop(key, None)
-    for key in NULL_IS_BEFORE_TRAINER:
-        if data.get("trainer", {}).get(key, "absent") is None:
-            data["trainer"].pop(key)
-    design = data.get("design") or {}
-    # the cell and the replicate; the rest of the design block (class names,
-    # participant, how the cell was assigned) follows from them or is provenance
-    data["design"] = {**{k: design.get(k) for k in cfg.study.factors}, "replicate": design.get("replicate")}
-    for key in ("data_sources", "levels"):  # the grid, not this run
-        data.get("study", {}).pop(key, None)
-    # a probe that is switched off does not change the run: adding a new probe
-    # to the config must not rename every finished run
-    if isinstance(data.get("deficit"), dict) and data["deficit"].get("kind") == "none":
-        data.pop("deficit")  # likewise a deficit schedule that is off
-    probes = data.get("probe")
-    if isinstance(probes, dict):
-        data["probe"] = {
-            name: opts for name, opts in probes.items() if not (isinstance(opts, dict) and opts.get("enabled") is False)
-        }
-        # The products' precision changes the probe's speed, not its curves (tests/test_knn_compiled.py,
-        # test_knn_groups.py hold them equal bit for bit): one identity for both, the value ids were made
-        # with before the default became float32, so that no finished run is renamed.
-        knn = data["probe"].get("knn")
-        if isinstance(knn, dict) and "gram_precision" in knn:
-            knn["gram_precision"] = "float64"
-    return data
+
+def view_hash(view: dict) -> str:
+    canonical = json.dumps(view, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 def config_hash(cfg: DictConfig, runner=None) -> str:
-    canonical = json.dumps(semantic_config(cfg, runner), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return view_hash(semantic_config(cfg, runner))
 
 
 def run_id(cfg: DictConfig, runner=None) -> str:

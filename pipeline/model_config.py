@@ -9,9 +9,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, as_dict, check_bool, check_int_range, check_number
+from .config import ConfigError, as_dict
+from .config_schema import schema_of, validate_node
 
-# the built-in models (pipeline/model.py) and the options each takes beyond the shared sizes
+# the built-in models (pipeline/model.py) and the options each takes beyond the shared sizes (their types and
+# bounds: pipeline/config_schema.py)
 BUILTIN_OPTIONS = {
     "lstm": (),
     "gru": (),
@@ -21,52 +23,26 @@ BUILTIN_OPTIONS = {
 }
 # keys of a model config that the pipeline reads, never passed to a user's module
 RESERVED_KEYS = ("name", "_target_")
-# 4096 units: an LSTM of ~270 M weights, far beyond the study's networks (hidden_size null: automatic)
-MAX_SIZE = 4096
-
-
-def _wrap(model_cfg: DictConfig) -> DictConfig:
-    """The model node under a ``model`` key, so that the check helpers name ``model.<key>``."""
-    return OmegaConf.create({"model": model_cfg})
 
 
 def check_model_config(model_cfg: DictConfig) -> None:
-    """Raise ConfigError for a model config that cannot be built (called by the sequence runner's validation)."""
+    """Raise ConfigError for a model config that cannot be built: each key against the model's schema
+    (pipeline/config_schema.py: types, bounds, allowed names), then what relates keys to each other."""
     if "_target_" in model_cfg.keys() and OmegaConf.is_missing(model_cfg, "_target_"):
         raise ConfigError(
             "model._target_ is required with model=custom: the import path of your torch module, e.g. "
             "model._target_=my_package.MyNet (docs/bring_your_own.md)"
         )
+    validate_node(model_cfg, schema_of(OmegaConf.create({"model": model_cfg}))["model"], "model")
     if model_cfg.get("_target_") is not None:
         _check_user_model(model_cfg)
-        return
-    name = model_cfg.get("name")
-    if name not in BUILTIN_OPTIONS:
-        raise ConfigError(
-            f"model.name={name!r}: allowed values are {', '.join(BUILTIN_OPTIONS)} (or model=custom "
-            "model._target_=your_package.YourNet)"
-        )
-    cfg = _wrap(model_cfg)
-    check_int_range(cfg, "model.hidden_size", 1, MAX_SIZE, optional=True)
-    check_int_range(cfg, "model.min_hidden_size", 1, MAX_SIZE)
-    check_bool(cfg, "model.batchnorm_time")
-    if name == "transformer":
-        _check_transformer(cfg)
-    elif name == "tcn":
-        check_int_range(cfg, "model.kernel_size", 2, 64)
-        check_int_range(cfg, "model.n_layers", 1, 30, optional=True)
+    elif model_cfg.name == "transformer":
+        _check_transformer(model_cfg)
 
 
-def _check_transformer(cfg: DictConfig) -> None:
-    check_int_range(cfg, "model.n_heads", 1, 64)
-    heads = int(cfg.model.n_heads)
-    check_int_range(cfg, "model.n_layers", 1, 64)
-    check_int_range(cfg, "model.feedforward_size", 1, 16 * MAX_SIZE, optional=True)
-    dropout = cfg.model.get("dropout")
-    if dropout != 0:
-        check_number(cfg, "model.dropout", 0, 1)
-    size = cfg.model.hidden_size
-    if size is not None and max(int(size), int(cfg.model.min_hidden_size)) % heads:
+def _check_transformer(model_cfg: DictConfig) -> None:
+    heads, size = int(model_cfg.n_heads), model_cfg.hidden_size
+    if size is not None and max(int(size), int(model_cfg.min_hidden_size)) % heads:
         raise ConfigError(
             f"model.hidden_size={size}: a Transformer's size must be a multiple of model.n_heads={heads} "
             "(each head gets hidden_size / n_heads); null sizes it automatically"

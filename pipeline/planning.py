@@ -29,8 +29,9 @@ from .config import (
     check_threads,
     check_wandb_mode,
 )
+from .config_schema import SEMANTIC, planned_keys, rule_of, validate_config
 from .design import Cell, Design, assign, factor_keys, is_explicit, n_pairs, override_key, run_seed, study_cells
-from .identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER, run_id
+from .identity import run_id
 from .schema import runs_folder, study_folder
 from .studies import StudyRunner, get_runner
 
@@ -39,7 +40,7 @@ Compose = Callable[[Sequence[str]], DictConfig]
 # an absolute path makes `python -m pipeline` work from any working directory.
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # Overrides that a job's explicit form sets from its design (the sweeper freezes the run id too).
-DESIGN_KEYS = ("seed", "participant", "expected_run_id")
+DESIGN_KEYS = planned_keys()
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class Planner:
             design = Design(cell, replicate, seed, "counterbalanced")
             job = [o for o in overrides if override_key(o) not in (*keys, *DESIGN_KEYS)]
             job += [*cell.overrides(), f"seed={replicate}", f"participant={seed}"]
+        validate_config(cfg)  # every key against its declared type, bounds and allowed values
         runner.validate(cfg)
         check_threads(cfg, self.max_threads)
         check_logger(cfg)
@@ -192,8 +194,8 @@ class Planner:
                 key == "study"
                 or key in plan.factors
                 or key in DESIGN_KEYS
-                or top in NON_SEMANTIC_TOP
-                or key in {f"trainer.{k}" for k in NON_SEMANTIC_TRAINER}
+                or rule_of(top).role != SEMANTIC
+                or rule_of(key).role != SEMANTIC
             ):
                 continue
             here = OmegaConf.select(cfg, key)

@@ -29,6 +29,7 @@ def check_run_data(cfg: DictConfig) -> None:
     n_train = _check_split(cfg, data, pair)
     _check_batches(cfg, n_train)
     _check_deficit_on_data(cfg, data, n_train)
+    _check_probe_layers(cfg, data)
 
 
 def _load(cfg: DictConfig):
@@ -129,6 +130,30 @@ def _check_deficit_on_data(cfg: DictConfig, data, n_train: int) -> None:
                 f"({cfg.trainer.epochs} epochs of {_updates_per_epoch(n_train, int(cfg.trainer.batch_size))}), "
                 f"so the deficit would never apply; the onset must be below {steps}"
             )
+
+
+def _check_probe_layers(cfg: DictConfig, data) -> None:
+    """The layers the enabled probes name exist in the run's model (built here as the run builds it, for the
+    data's shape; an LSTM of the study's size costs milliseconds)."""
+    probes = cfg.probe
+    spectrum = probes.get("gradient_spectrum") or {}
+    structure = probes.get("category_structure") or {}
+    wanted = (spectrum.get("enabled") and spectrum.get("layers")) or structure.get("enabled")
+    if not wanted:
+        return
+    from .model import build_model
+    from .probes.category_structure import layer_names
+    from .probes.gradient_spectrum import GroupGradients
+
+    _, time_slices, n_features = data.x.shape
+    model = build_model(cfg.model, int(time_slices), int(n_features))
+    try:
+        if spectrum.get("enabled") and spectrum.get("layers"):
+            GroupGradients(model, list(spectrum["layers"]))
+        if structure.get("enabled"):
+            layer_names(model, structure.get("layers", "auto"))
+    except ValueError as exc:  # the probes' own messages name the key and the model's layers
+        raise ConfigError(str(exc)) from None
 
 
 def _updates_per_epoch(n_train: int, batch_size: int) -> int:

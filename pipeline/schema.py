@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # The project's version, written into every summary.json. Its minor number changes whenever the record
 # format or the run ids change (what a reader of older records must know: CHANGELOG.md), its patch
 # number for any other release; tests/test_version.py fails when run ids or the schema change without it.
-VERSION = "0.3.0"
+VERSION = "0.4.0"
 
 # ---------------------------------------------------------------------------
 # Layout: <root>/<study>/runs/<run_id>/ and <root>/<study>/plans/

@@ -26,24 +26,27 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from .config import as_dict, wandb_mode
+from .config_schema import DESIGN_ASSIGNMENT, groups_ignored, sweeper_keys
 from .curve_metrics import curve_metrics, map_movement, smooth_3rs3r
 from .schema import CONFIG, CURVES, KNN, KNN_TIE_SHARE, READOUTS, SUMMARY, TRAIN
 from .wandb_figures import companion_image, map_figure
 from .wandb_state import (
     COMPLETE,
     MirrorState,
+    check_room,
     describe,
     keep_wandb_files_in,
     online_failure,
+    quiet_wandb_log,
     remember_online_failure,
 )
 
 __all__ = ["Tracker", "wandb_mode"]
 
 log = logging.getLogger(__name__)
-# Config keys that say where or how a run was launched, not what it is.
-PLUMBING_KEYS = ("expected_run_id", "pack_file", "paths", "participant", "hydra")
-PLUMBING_DESIGN_KEYS = ("participant", "assignment")
+# Config keys that say where or how a run was launched, not what it is (the registry's sweeper keys, the
+# outputs' paths and Hydra's node; the logger block is the mirror's own settings and stays)
+PLUMBING_KEYS = (*sweeper_keys(), "paths", "hydra")
 METRIC_KEYS = ("start", "end", "end_minus_start", "max", "tmax")
 COMPLETE_KEY = "run/complete"
 IMAGE_KEY = "map/image"
@@ -146,23 +149,19 @@ def run_config(
 ) -> dict:
     """The W&B config: run id, attempt, the design block as top-level keys, the rest without plumbing.
 
-    Left out: launch plumbing and the top-level keys the study's runner ignores (``study_runner``: the
-    run's planned runner, looked up from ``cfg.study.runner`` if not given).
+    Left out: launch plumbing and the top-level keys the study's runner ignores (the registry,
+    pipeline/config_schema.py; ``study_runner`` is accepted for callers and not needed).
     """
     full = as_dict(cfg)
     design = full.pop("design", None) or {}
-    if study_runner is None:
-        from .studies import get_runner
-
-        study_runner = get_runner(cfg.study.runner)
-    # plumbing, and the keys this study's runner ignores (a companion study's data set or model)
-    for key in (*PLUMBING_KEYS, *study_runner.ignored_keys):
+    # plumbing, and the keys this study's runner does not read (a companion study's data set or model)
+    for key in (*PLUMBING_KEYS, *groups_ignored(str(cfg.study.runner))):
         full.pop(key, None)
     top: dict[str, Any] = {"run_id": run_id, "attempt": attempt, "wandb_id": attempt_id(run_id, attempt)}
     if earlier:
         top["earlier_attempts"] = list(earlier)
     for key, value in design.items():
-        if key in PLUMBING_DESIGN_KEYS:
+        if key in DESIGN_ASSIGNMENT:
             continue
         # companion designs name factors by config path (study.depth): W&B would nest the dots
         name = key.split(".")[-1] if "." in key else key
@@ -382,6 +381,7 @@ class Tracker:
             stage,
             describe(exc),
         )
+        quiet_wandb_log(self.run_dir / "wandb")
         if run is not None:
             with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
@@ -393,6 +393,7 @@ class Tracker:
 
         os.environ.setdefault("WANDB_SILENT", "true")
         keep_wandb_files_in(self.run_dir / "wandb")
+        check_room(self.run_dir / "wandb")
         w = cfg.logger.wandb
         self.config = run_config(cfg, self.run_id, self.attempt, earlier, study_runner)
         init_args = dict(

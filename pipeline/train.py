@@ -126,6 +126,98 @@ def clean_pass_states(model: nn.Module, batch_size: int) -> Callable[[torch.Tens
     return states
 
 
+def _train_one_epoch(
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    order: torch.Tensor,
+    epoch: int,
+    batch_size: int,
+    batch_transform: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    grad_clip_norm: float | None,
+    keep_states: bool,
+) -> tuple[float, int, torch.Tensor | None]:
+    """One pass over the training set in ``order``: (summed loss, correct count, training-pass states or None)."""
+    n_train = len(x_train)
+    states = None
+    loss_sum, correct = 0.0, 0
+    for start, stop in batch_bounds(n_train, batch_size):
+        idx = order[start:stop]
+        inputs = x_train[idx] if batch_transform is None else batch_transform(epoch, x_train[idx], idx)
+        logits, hidden = model(inputs)
+        loss = nn.functional.cross_entropy(logits, y_train[idx])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        optimiser.step()
+        if keep_states:
+            if states is None:
+                states = torch.empty((n_train, *hidden.shape[1:]), dtype=hidden.dtype, device=x_train.device)
+            states[idx] = hidden.detach()
+        loss_sum += loss.item() * len(idx)
+        correct += (logits.detach().argmax(1) == y_train[idx]).sum().item()
+    return loss_sum, correct, states
+
+
+def _measure_probes(
+    probes: list[Probe], ctx: ProbeContext, probe_seconds: dict[str, float], tables: dict[str, list[pd.DataFrame]]
+) -> pd.DataFrame:
+    """Every probe measures the epoch: its curve rows are returned, other tables' rows go to ``tables``."""
+    epoch_curves = []
+    for probe in probes:
+        tic = time.perf_counter()
+        rows = probe.measure(ctx)
+        probe_seconds[probe.name] += time.perf_counter() - tic
+        if probe.table == "curves":
+            epoch_curves.append(rows)
+        else:
+            tables.setdefault(probe.table, []).append(rows)
+    return pd.concat(epoch_curves, ignore_index=True) if epoch_curves else empty_curves(object)
+
+
+def _split_tensors(splits: RunSplits, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """x and y of the train, validation and test splits on ``device`` (float32 inputs, long labels)."""
+    pairs = ((splits.x_train, splits.y_train), (splits.x_val, splits.y_val), (splits.x_test, splits.y_test))
+    return tuple(
+        torch.as_tensor(a, dtype=dtype, device=device)
+        for x, y in pairs
+        for a, dtype in ((x, torch.float32), (y, torch.long))
+    )
+
+
+EPOCH_LINE = "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f  (%.1f s; ~%s left)"
+
+
+def _training_result(
+    curves: list[pd.DataFrame],
+    readouts: list[tuple[object, ...]],
+    test_loss: float,
+    test_acc: float,
+    t_train: float,
+    probe_seconds: dict[str, float],
+    n_updates: int,
+    tables: dict[str, list[pd.DataFrame]],
+) -> TrainingResult:
+    """The run's record tables in their stored column order and dtypes, with its timings."""
+    readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"])
+    readout_frame["epoch"] = readout_frame["epoch"].astype(np.int32)
+    curve_frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
+    curve_frame = curve_frame.astype({"epoch": np.int32, "time_slice": np.int32, "value": np.float64})
+    return TrainingResult(
+        curve_frame,
+        readout_frame,
+        test_acc,
+        test_loss,
+        t_train,
+        sum(probe_seconds.values()),
+        probe_seconds,
+        n_updates,
+        {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
+    )
+
+
 def train_run(
     model: nn.Module,
     splits: RunSplits,
@@ -161,10 +253,7 @@ def train_run(
     if readout_batchnorm not in READOUT_BATCHNORM:
         raise ValueError(f"trainer.readout_batchnorm={readout_batchnorm!r}; allowed: {', '.join(READOUT_BATCHNORM)}")
     model.to(device)
-    as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)
-    x_train, y_train = as_tensor(splits.x_train, torch.float32), as_tensor(splits.y_train, torch.long)
-    x_val, y_val = as_tensor(splits.x_val, torch.float32), as_tensor(splits.y_val, torch.long)
-    x_test, y_test = as_tensor(splits.x_test, torch.float32), as_tensor(splits.y_test, torch.long)
+    x_train, y_train, x_val, y_val, x_test, y_test = _split_tensors(splits, device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     keep_states = any(p.needs_training_pass_states for p in probes)
     n_train = len(x_train)
@@ -179,24 +268,9 @@ def train_run(
         t_epoch = tic
         model.train()
         order = (torch.randperm(n_train, generator=generator) if shuffle else torch.arange(n_train)).to(device)
-        states = None
-        loss_sum, correct = 0.0, 0
-        for start, stop in batch_bounds(n_train, batch_size):
-            idx = order[start:stop]
-            inputs = x_train[idx] if batch_transform is None else batch_transform(epoch, x_train[idx], idx)
-            logits, hidden = model(inputs)
-            loss = nn.functional.cross_entropy(logits, y_train[idx])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-            optimiser.step()
-            if keep_states:
-                if states is None:
-                    states = torch.empty((n_train, *hidden.shape[1:]), dtype=hidden.dtype, device=device)
-                states[idx] = hidden.detach()
-            loss_sum += loss.item() * len(idx)
-            correct += (logits.detach().argmax(1) == y_train[idx]).sum().item()
+        loss_sum, correct, states = _train_one_epoch(
+            model, optimiser, x_train, y_train, order, epoch, batch_size, batch_transform, grad_clip_norm, keep_states
+        )
         val_loss, val_acc = evaluate_model(model, x_val, y_val, batch_size, readout_batchnorm)
         t_train += time.perf_counter() - tic
 
@@ -206,51 +280,21 @@ def train_run(
             "val/loss": val_loss,
             "val/accuracy": val_acc,
         }
-        for key, value in epoch_readouts.items():
-            split, metric = key.split("/")
-            readouts.append((epoch, split, metric, value))
+        readouts += [(epoch, *key.split("/", 1), value) for key, value in epoch_readouts.items()]
 
         ctx = ProbeContext(
             epoch, model, x_train, y_train, x_test, y_test, states, clean_pass_states(model, batch_size), epochs
         )
-        epoch_curves = []
-        for probe in probes:
-            tic = time.perf_counter()
-            rows = probe.measure(ctx)
-            probe_seconds[probe.name] += time.perf_counter() - tic
-            if probe.table == "curves":
-                epoch_curves.append(rows)
-            else:
-                tables.setdefault(probe.table, []).append(rows)
-        epoch_frame = pd.concat(epoch_curves, ignore_index=True) if epoch_curves else empty_curves(object)
+        epoch_frame = _measure_probes(probes, ctx, probe_seconds, tables)
         curves.append(epoch_frame)
         now = time.perf_counter()
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f  val loss %.4f acc %.3f  (%.1f s; ~%s left)",
-            epoch,
-            epochs,
-            *epoch_readouts.values(),
-            now - t_epoch,
-            _clock((now - t_start) / epoch * (epochs - epoch)),
-        )
+        eta = _clock((now - t_start) / epoch * (epochs - epoch))
+        log.info(EPOCH_LINE, epoch, epochs, *epoch_readouts.values(), now - t_epoch, eta)
         if on_epoch is not None:
             on_epoch(epoch, epoch_readouts, epoch_frame)
 
     test_loss, test_acc = evaluate_model(model, x_test, y_test, batch_size, readout_batchnorm)
     readouts.append((epochs, "test", "loss", test_loss))
     readouts.append((epochs, "test", "accuracy", test_acc))
-    readout_frame = pd.DataFrame(readouts, columns=["epoch", "split", "metric", "value"])
-    readout_frame["epoch"] = readout_frame["epoch"].astype(np.int32)
-    curve_frame = pd.concat(curves, ignore_index=True)[list(CURVE_COLUMNS)]
-    curve_frame = curve_frame.astype({"epoch": np.int32, "time_slice": np.int32, "value": np.float64})
-    return TrainingResult(
-        curve_frame,
-        readout_frame,
-        test_acc,
-        test_loss,
-        t_train,
-        sum(probe_seconds.values()),
-        probe_seconds,
-        len(batch_bounds(n_train, batch_size)),
-        {name: pd.concat(frames, ignore_index=True) for name, frames in tables.items()},
-    )
+    n_updates = len(batch_bounds(n_train, batch_size))
+    return _training_result(curves, readouts, test_loss, test_acc, t_train, probe_seconds, n_updates, tables)

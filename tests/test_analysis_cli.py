@@ -244,7 +244,7 @@ def test_the_authors_tables_end_to_end(tmp_path):
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page
 
-    # what replicates: the data's answer (issue 13), each number recomputed here from the table itself
+    # what replicates: the data's answer, each number recomputed here from the table itself
     rep = pd.read_csv(out / "replication.csv", dtype={"claim": str})
     real = pd.read_csv(REFERENCE / "metrics_50epoch.csv")
     real["end_minus_start"] = real["end"] - real["start"]

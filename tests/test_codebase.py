@@ -155,3 +155,78 @@ def test_the_architecture_page_names_modules_that_exist_and_every_package():
     assert "pipeline/studies/critical" in packages
     unnamed = [p for p in packages if f"{p}/" not in text and f"{p.rsplit('/', 1)[-1]}/" not in text]
     assert unnamed == [], f"docs/architecture.md does not name the packages {unnamed}"
+
+
+# How the project was built (who, when, under which ticket) is no part of what it says about itself: the
+# README, the docs, the changelog and the code's comments and strings speak of the software, and state
+# measurements by machine, date and load. Each pattern is written so that it does not match its own source.
+PROCESS_WORDS = [
+    r"\bissues? #?\d+",  # ticket numbers
+    r"\bsessions? \d+",
+    r"\b(?:this|that|other|earlier|later|previous|next|each) sessions?\b",  # not "test session", "R session"
+    r"\bwork(?:ing)? periods?\b",
+    r"\b(?:le[n]t|borro[w]ed) (?:to|machine|GPU)|\b(?:le[n]t|borro[w]ed)\b",
+    r"\bengine[e]rs?\b",
+    r"\b(?:the|our|this) tea[m]\b",  # not "red team", not a W&B entity "my-team"
+    r"\bno GPU (?:was|in this)\b|\bthis tas[k]\b",
+]
+SPEAKING_PATHS = ("README.md", "CHANGELOG.md", "docs", "pipeline", "analysis", "hydra_plugins", "bench", "tools")
+SPEAKING_PATHS += ("conf", "slurm", "tests")
+BINARY_SUFFIXES = {".parquet", ".npz", ".png", ".pyc", ".pkl", ".xlsx", ".gz", ".zip"}
+
+
+def process_word_hits(root: Path, paths: Iterable[str] = SPEAKING_PATHS) -> list[str]:
+    """'file:line: text' for every line under ``paths`` that speaks of how the project was made."""
+    pattern = re.compile("|".join(f"(?:{p})" for p in PROCESS_WORDS), re.IGNORECASE)
+    files = []
+    for name in paths:
+        path = root / name
+        files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    hits = []
+    for path in files:
+        if path.suffix in BINARY_SUFFIXES or "__pycache__" in path.parts:
+            continue
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            continue
+        rel = path.relative_to(root).as_posix()
+        hits += [f"{rel}:{i}: {line.strip()}" for i, line in enumerate(lines, 1) if pattern.search(line)]
+    return hits
+
+
+def test_readme_docs_and_code_speak_of_the_project_not_of_how_it_was_made():
+    hits = process_word_hits(REPO)
+    assert hits == [], "say what the software does and how it was measured (machine, date, load):\n" + "\n".join(hits)
+
+
+@pytest.mark.parametrize(
+    "line, caught",
+    [
+        ("the rule before iss_ue 12", True),
+        ("Sess_ion 4: 24-33 s", True),
+        ("other sess_ions shared the machine", True),
+        ("a machine le_nt to us", True),
+        ("seven other engi_neers' jobs", True),
+        ("measured in the previous work peri_od", True),
+        ("what the tea_m ran", True),
+        ("no G_PU in this ta_sk", True),
+        ("the session fixture starts one cluster per test session", False),
+        ("the driver does not die with your login session", False),
+        ("an R session running", False),
+        ("the red team's reproduction", False),
+        ("--entity my-team", False),
+        ("a last batch of one sample is merged", False),
+        ("tissue 12 of the atlas", False),
+    ],
+)
+def test_the_process_word_check_catches_what_it_is_for_and_nothing_else(tmp_path, line, caught):
+    """Each example has a "_" inside its key word (removed here) so that this file passes the check itself."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text(f"# A page\n\n{line.replace('_', '')}\n")
+    assert bool(process_word_hits(tmp_path, ["docs"])) is caught
+
+
+def test_the_readme_is_short():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) < 250, f"README.md has {len(lines)} lines; move detail into docs/"

@@ -1,4 +1,4 @@
-"""Critical periods in deep linear networks: the checks of issue 7 as assertions, and the studies end to end."""
+"""Critical periods in deep linear networks: the study's checks as assertions, and the studies end to end."""
 
 import json
 import subprocess
@@ -176,7 +176,7 @@ def test_completion_records_errors_and_singular_values(completion_runs):
             "study.init='random': allowed values are mirrored, independent, aligned",
         ),
         ("critical_pathways_paper", "study.aligned_noise=-0.1", "study.aligned_noise=-0.1: must be a number > 0"),
-        ("critical_pathways", "study.lr=-1", "study.lr=-1: must be a number > 0"),
+        ("critical_pathways", "trainer.lr=-1", "trainer.lr=-1: must be a number > 0"),
         (
             "critical_matrix_completion",
             "study.rank_target=200",
@@ -195,7 +195,7 @@ def test_run_ids_ignore_the_headline_groups():
 
     a = run_config("study=critical_pathways", "study.depth=2")
     b = run_config(
-        "study=critical_pathways", "study.depth=2", "trainer.lr=0.5", "data_source=sentence", "deficit.kind=zero"
+        "study=critical_pathways", "study.depth=2", "model.hidden_size=64", "data_source=sentence", "deficit.kind=zero"
     )
     assert run_id(a) == run_id(b)
     assert run_id(a).startswith("critical_pathways-depth2-deficit_onset0-deficit_length20-r000-")
@@ -322,7 +322,7 @@ def test_matrix_completion_sweep_end_to_end_and_report(tmp_path):
         "study=critical_matrix_completion",
         "study.depth=1,3",
         "study.deficit_steps=0,500",
-        "study.steps=1000",
+        "trainer.steps=1000",
         "seed=0",
         f"paths.root={tmp_path}",
         "hydra/launcher=basic",

@@ -441,13 +441,13 @@ def test_missing_emotion_and_glove_say_what_to_do(tmp_path):
 # ------------------------------------------------------------------------------------------ watch (seglearn)
 
 
-def _write_watch_file(path, recordings, labels, y_labels=("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW")):
+def _write_watch_file(path, recordings, labels, y_labels=("PEN", "ABD", "FEL", "IR", "ER", "TRAP", "ROW"), sides=None):
     """A file in seglearn's format: np.save of a dict of numpy arrays in a 0-d object array."""
     data = {
         "X": [np.asarray(r, dtype=np.float64) for r in recordings],
         "y": np.asarray(labels),
         "subject": np.arange(len(labels)) % 3 + 1,
-        "side": np.zeros(len(labels)),
+        "side": np.zeros(len(labels)) if sides is None else np.asarray(sides, dtype=np.float64),
         "y_labels": list(y_labels),
         "X_labels": ["ax", "ay", "az", "wx", "wy", "wz"],
     }
@@ -518,6 +518,54 @@ def test_watch_channels_and_standardisation_per_recording(tmp_path):
         load_dataset({**cfg, "channels": ["wx", "gx"]}, cache=False)
     with pytest.raises(ValueError, match="standardize='subject'; allowed: dataset, recording, none"):
         load_dataset({**cfg, "standardize": "subject"}, cache=False)
+
+
+def test_watch_standardisation_per_channel_mirror_and_change_since_clip_start(tmp_path):
+    """`standardize` as a mapping gives each channel its own mode; `mirror_second_arm` negates ax, wy and wz
+    of side-1 recordings before anything else; `from_clip_start` makes the named channels of every clip its
+    change since the clip's first slice (zero there), the other channels and the padding untouched.
+    Expected values computed here from the raw arrays, independently of the loader."""
+    rng = np.random.default_rng(2)
+    recs = [rng.normal(loc=k - 1.5, scale=1 + k, size=(n, 6)) for k, n in enumerate([190, 170, 165, 200])]
+    path = _write_watch_file(tmp_path / "watch.npy", recs, [0, 1, 0, 1], sides=[0, 1, 1, 0])
+    channels = ["wx", "ax", "wz"]
+    cfg = {"name": "w", "source": "gesture", "loader": "watch", "classes": ["PEN", "ABD"], "root": str(path)}
+    cfg.update({"window": 150, "stride": 5, "min_length": 40, "channels": channels})
+    modes = {"wx": "recording", "ax": "dataset", "wz": "none"}
+    signs = [{0: 1.0, 1: 1.0}, {0: 1.0, 1: -1.0}, {0: 1.0, 1: -1.0}]  # wx kept, ax and wz negated on side 1
+    sides, columns = [0, 1, 1, 0], [3, 0, 5]
+    mirrored = [rec[:, columns] * [s[side] for s in signs] for rec, side in zip(recs, sides)]
+    pooled = np.concatenate(mirrored)
+    expected = []
+    for rec in mirrored:
+        wx = (rec[:, 0] - rec[:, 0].mean()) / rec[:, 0].std()
+        ax = (rec[:, 1] - pooled[:, 1].mean()) / pooled[:, 1].std()
+        expected.append(np.stack([wx, ax, rec[:, 2]], axis=1))
+    d = load_dataset({**cfg, "standardize": modes, "mirror_second_arm": True}, cache=False)
+    for g, rec in enumerate(expected):
+        clip = np.flatnonzero(d.groups == g)[2]  # its third window starts at sample 10
+        n = d.lengths[clip]
+        np.testing.assert_allclose(d.x[clip, :n], rec[10 : 10 + n].astype(np.float32), rtol=1e-5, atol=1e-6)
+    unmirrored = load_dataset({**cfg, "standardize": modes}, cache=False)
+    side0 = d.groups == 0  # side 0 as recorded (its ax differs only by the pooled statistics)
+    assert np.array_equal(d.x[side0][..., [0, 2]], unmirrored.x[side0][..., [0, 2]])
+    # ax of a side-1 recording: the pooled standardisation differs, the sign is flipped
+    assert (
+        np.corrcoef(d.x[d.groups == 1][:, :40, 1].ravel(), unmirrored.x[d.groups == 1][:, :40, 1].ravel())[0, 1] < -0.99
+    )
+    rel = load_dataset({**cfg, "standardize": modes, "mirror_second_arm": True, "from_clip_start": ["ax"]}, cache=False)
+    assert (rel.x[:, 0, 1] == 0).all()
+    for clip in range(0, len(rel.y), 7):
+        n = rel.lengths[clip]
+        np.testing.assert_allclose(rel.x[clip, :n, 1], d.x[clip, :n, 1] - d.x[clip, 0, 1], atol=1e-6)
+        assert np.array_equal(rel.x[clip, :, [0, 2]], d.x[clip, :, [0, 2]])
+        assert (rel.x[clip, n:] == 0).all()
+    with pytest.raises(ValueError, match=r"must name each chosen channel once \(\['wx', 'ax', 'wz'\]\)"):
+        load_dataset({**cfg, "standardize": {"wx": "recording", "ax": "dataset"}}, cache=False)
+    with pytest.raises(ValueError, match="standardize='per_subject'; allowed: dataset, recording, none"):
+        load_dataset({**cfg, "standardize": {**modes, "wz": "per_subject"}}, cache=False)
+    with pytest.raises(ValueError, match="from_clip_start=\\['ay'\\]: pick distinct channels among the chosen"):
+        load_dataset({**cfg, "from_clip_start": ["ay"]}, cache=False)
 
 
 def test_watch_file_that_names_other_code_is_refused(tmp_path):

@@ -22,9 +22,9 @@ SMALL = [
     "study=dense_sample",
     "study.data.per_class=120",
     "study.data.train_per_class=100",
-    "study.epochs=2",
-    "study.batch_size=25",
-    "study.category_structure.per_class=15",
+    "trainer.epochs=2",
+    "trainer.batch_size=25",
+    "probe.category_structure.per_class=15",
     "study.model.channels=[8,16]",
     "study.model.hidden=[64]",
     "study.data.noise=0.2",
@@ -123,7 +123,7 @@ def test_each_replicate_draws_its_own_data_set():
     a = generate(seeds[0], per_class=20, size=16)
     b = generate(seeds[1], per_class=20, size=16)
     assert not np.array_equal(a.x, b.x)
-    with pytest.raises(ConfigError, match="study.data.draw='shared'; allowed: replicate, fixed"):
+    with pytest.raises(ConfigError, match="study.data.draw='shared': allowed values are replicate, fixed"):
         run_config(*SMALL, "study.data.draw=shared")
 
 
@@ -135,13 +135,13 @@ def test_checkpoints_and_config_validation():
 
     assert run_id(cfg).startswith("dense_sample-train_per_class100-r000-")
     # keys of the headline study do not change a dense-sample run's identity
-    assert run_id(run_config(*SMALL, "trainer.epochs=7", "model.hidden_size=64")) == run_id(cfg)
+    assert run_id(run_config(*SMALL, "split.test_fraction=0.3", "model.hidden_size=64")) == run_id(cfg)
     with pytest.raises(ConfigError, match="labels='shuffled'.*allowed: real"):
         run_config(*SMALL, "labels=shuffled")
-    with pytest.raises(ConfigError, match=r"study.category_structure.per_class=30.*allowed: 2..20"):
-        run_config(*SMALL, "study.category_structure.per_class=30")
-    with pytest.raises(ConfigError, match="study.optimizer='rmsprop'; allowed: adam, sgd"):
-        run_config(*SMALL, "study.optimizer=rmsprop")
+    with pytest.raises(ConfigError, match=r"probe.category_structure.per_class=30.*allowed: 2..20"):
+        run_config(*SMALL, "probe.category_structure.per_class=30")
+    with pytest.raises(ConfigError, match="trainer.optimizer='rmsprop': allowed values are adam, sgd"):
+        run_config(*SMALL, "trainer.optimizer=rmsprop")
     with pytest.raises(ConfigError, match="train_per_class=120 must be < study.data.per_class"):
         run_config(*[o for o in SMALL if "train_per_class" not in o], "study.data.train_per_class=120")
 

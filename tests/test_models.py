@@ -241,6 +241,6 @@ def test_a_user_module_is_planned_on_the_runs_data(user_package, toy_data, tmp_p
     with pytest.raises(ConfigError, match=r"states of shape \(2, 9\)"):
         run_config(*base, "model._target_=my_models.FlatStates")
     # a built-in model takes no keys it does not know
-    with pytest.raises(ConfigError, match=r"\+model.width=5: adds the key model.width"):
+    with pytest.raises(ConfigError, match=r"model.width: unknown key; the keys of model are name, hidden_size"):
         run_config("dataset=arrays", f"dataset.path={toy_data}", "+model.width=5", f"paths.root={tmp_path / 'out'}")
     assert not (tmp_path / "out").exists()

@@ -149,7 +149,7 @@ def _rebuilt(cfg, ctx):
 
 PROTOCOLS = [
     ("multitask", "standard", []),
-    ("multitask_pyle2023", "large", ["study.single_epochs=2", "study.finetune_epochs=1"]),
+    ("multitask_pyle2023", "large", ["trainer.single_epochs=2", "trainer.finetune_epochs=1"]),
 ]
 
 
@@ -160,7 +160,7 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     from pipeline.studies import RunContext, get_runner
 
     cfg = run_config(
-        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=0", *extra
+        f"study={study}", f"study.init={init}", "trainer.single_epochs=1", "trainer.finetune_epochs=1", "seed=0", *extra
     )
     ctx = RunContext(0, lambda *a: None)
     recorded = get_runner("multitask").run(cfg, ctx).tables["kernel_prediction"]
@@ -168,7 +168,7 @@ def test_recorded_prediction_is_the_kernel_sum(study, init, extra):
     s = cfg.study
     params, train, query = _rebuilt(cfg, ctx)
     k = mt.kernel(params, query, train)
-    scale = 1.0 / len(train) if s.loss_reduction == "mean" else 1.0
+    scale = 1.0 / len(train) if cfg.trainer.loss_reduction == "mean" else 1.0
     expected = -float(s.kernel.probe_lr) * scale * k.sum(2)
     got = recorded.sort_values(["query", "unit"]).predicted.to_numpy().reshape(expected.shape)
     assert np.allclose(got, expected, rtol=1e-10, atol=1e-15)
@@ -182,7 +182,7 @@ def test_recorded_per_output_kernel_structure_matches_eigh(study, init, extra):
     from pipeline.studies import RunContext, get_runner
 
     cfg = run_config(
-        f"study={study}", f"study.init={init}", "study.single_epochs=1", "study.finetune_epochs=1", "seed=3", *extra
+        f"study={study}", f"study.init={init}", "trainer.single_epochs=1", "trainer.finetune_epochs=1", "seed=3", *extra
     )
     ctx = RunContext(3, lambda *a: None)
     result = get_runner("multitask").run(cfg, ctx)
@@ -219,7 +219,7 @@ def test_finetune_evaluation_interval_changes_only_what_is_recorded():
     every epoch (evaluation draws no random numbers)."""
     from pipeline.studies import RunContext, get_runner
 
-    base = ["study=multitask_pyle2023", "study.single_epochs=2", "study.finetune_epochs=5", "seed=1"]
+    base = ["study=multitask_pyle2023", "trainer.single_epochs=2", "trainer.finetune_epochs=5", "seed=1"]
     every = get_runner("multitask").run(
         run_config(*base, "study.finetune_eval_every=1"), RunContext(1, lambda *a: None)
     )
@@ -243,7 +243,7 @@ def test_paper_protocol_configuration():
     from pipeline.studies.multitask.runner import training_lr
 
     cfg = run_config("study=multitask_pyle2023", "study.init=standard")
-    assert (cfg.study.batch_size, cfg.study.loss_reduction, cfg.study.n_train_draws) == ("full", "sum", 500)
+    assert (cfg.trainer.batch_size, cfg.trainer.loss_reduction, cfg.study.n_train_draws) == ("full", "sum", 500)
     assert training_lr(cfg) == 0.03 and training_lr(run_config("study=multitask_pyle2023", "study.init=large")) == 0.01
     assert training_lr(run_config("study=multitask", "study.init=large")) == 4.0
     assert list(cfg.study.finetune_sizes) == [1, 2, 3]
@@ -275,9 +275,12 @@ def test_paper_protocol_checks_the_kernel_at_the_same_small_step():
     "override,match",
     [
         ("study.init=huge", "study.init='huge': allowed values are standard, large"),
-        ("study.batch_size=half", "study.batch_size='half'; allowed: an integer >= 1 or full"),
-        ("study.loss_reduction=max", "study.loss_reduction='max': allowed values are mean, sum"),
-        ("+study.lr_by_init.huge=1", "study.lr_by_init has huge; allowed keys: standard, large"),
+        ("trainer.batch_size=half", "trainer.batch_size='half'; allowed: an integer >= 1 or full"),
+        ("trainer.loss_reduction=max", "trainer.loss_reduction='max': allowed values are mean, sum"),
+        (
+            "+trainer.lr_by_init.huge=1",
+            "trainer.lr_by_init.huge: unknown key; the keys of trainer.lr_by_init are standard, large",
+        ),
         ("study.n_train_stimuli=81", "study.n_train_stimuli=81: must be below the number of stimuli"),
         ("study.finetune_sizes=[1,4]", "study.finetune_sizes=.*set sizes in 1..3"),
         ("study.kernel.probe_lr=0", "study.kernel.probe_lr=0: must be a number > 0"),
@@ -306,8 +309,8 @@ def test_multitask_sweep_end_to_end_and_report(tmp_path):
         "-m",
         "study=multitask",
         "seed=range(0,4)",
-        "study.single_epochs=150",
-        "study.finetune_epochs=10",
+        "trainer.single_epochs=150",
+        "trainer.finetune_epochs=10",
         f"paths.root={tmp_path}",
         "hydra/launcher=basic",
         timeout=600,

@@ -155,14 +155,14 @@ class _Marker:
 
 def _start_worker(base, context, result, env_key):
     """The local launcher's job process, started as the launcher starts it."""
-    from hydra_plugins.lcm_study.local_launcher import _WORKER
+    from hydra_plugins.lcm_study.local_launcher import WORKER_ENTRY
 
     env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     if env_key:
         env[KEY_ENV] = env_key
     args = [json.dumps(sys.path), str(base), str(context), "0", json.dumps(["seed=0"]), str(result)]
     return subprocess.run(
-        [sys.executable, "-c", _WORKER, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", WORKER_ENTRY, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
 
 
@@ -200,7 +200,7 @@ def test_a_job_process_without_the_launch_key_loads_nothing(tmp_path):
 
 def test_the_launcher_refuses_a_forged_result(tmp_path):
     """A result pickle not sealed by the job process is not unpickled: the job counts as failed."""
-    from hydra_plugins.lcm_study.local_launcher import WorkerDied, _job_return
+    from hydra_plugins.lcm_study.local_launcher import WorkerDied, job_return
 
     key = new_key()
     base = tmp_path / ".hydra"
@@ -210,6 +210,6 @@ def test_the_launcher_refuses_a_forged_result(tmp_path):
     write_private(result, seal(pickle.dumps(_Marker(str(marker))), new_key()))
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    ret = _job_return(proc, base, result, key, ["seed=0"])
+    ret = job_return(proc, base, result, key, ["seed=0"])
     assert isinstance(ret._return_value, WorkerDied) and "seal does not match" in str(ret._return_value)
     assert not marker.exists()

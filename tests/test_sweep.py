@@ -10,6 +10,7 @@ import yaml
 
 from pipeline.runfolder import read_status
 from pipeline.status import collect
+from tests.bad_inputs import clean_watch_file, diverging_watch_file
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow
@@ -48,57 +49,89 @@ def test_counterbalanced_sweep_resume_and_explicit_cells(tmp_path):
 
 
 def test_a_failed_run_does_not_stop_the_sweep_and_is_rerun_on_relaunch(tmp_path):
-    # a minimum length no Wiimote series reaches leaves no sequence: that run fails when it loads its data
-    # (a file's content, which planning does not read); the run with the data set's own minimum must finish
-    args = ["-m", "dataset=wiimote", "dataset.min_length=20,100000", "pair=0", *FAST, f"paths.root={tmp_path}"]
+    # NaN in the PEN recordings of one copy of the data: its run (pair 0 holds PEN) passes planning and fails
+    # while training; the run on the clean copy must finish
+    nan = diverging_watch_file(tmp_path / "nan" / "watch_dataset.npy")
+    clean = clean_watch_file(tmp_path / "clean" / "watch_dataset.npy")
+    root = tmp_path / "out"
+    args = ["-m", "data_source=gesture", f"dataset.root={nan},{clean}", "pair=0", *FAST, f"paths.root={root}"]
     result = run_cli(*args)
     assert result.returncode != 0
-    assert "1 of 2 runs failed" in result.stderr and "no sequences for classes" in result.stderr
-    states = sorted(s["state"] for s in _runs(tmp_path).values())
+    assert "1 of 2 runs failed" in result.stderr and "states are not finite" in result.stderr, result.stderr[-3000:]
+    states = sorted(s["state"] for s in _runs(root).values())
     assert states == ["done", "failed"]
     # the progress lines name each run as it ends, the failed one with its error
-    (failed_id,) = [name for name, s in _runs(tmp_path).items() if s["state"] == "failed"]
+    (failed_id,) = [name for name, s in _runs(root).items() if s["state"] == "failed"]
     assert re.search(
-        rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*no sequences",
+        rf"^\[study\] {failed_id}  failed .*\(\d/2 done, 1 failed, ETA .*\)  .*not finite",
         result.stderr,
         re.MULTILINE,
     )
 
-    report = collect(tmp_path)["headline"]
+    report = collect(root)["headline"]
     assert report["cells"]["gesture/pair 0"] == {"done": 1, "failed": 1}
-    # the two minimum lengths are two conditions of the sweep, counted apart
-    short, long = (f"dataset.min_length={n} dataset=wiimote trainer.epochs=1" for n in (20, 100000))
+    # the two data files are two conditions of the sweep, counted apart
+    bad, good = (f"dataset.root={path} trainer.epochs=1" for path in (nan, clean))
     assert report["conditions"] == {
-        long: {"gesture/pair 0": {"failed": 1}},
-        short: {"gesture/pair 0": {"done": 1}},
+        bad: {"gesture/pair 0": {"failed": 1}},
+        good: {"gesture/pair 0": {"done": 1}},
     }
     (problem,) = report["problems"]
-    assert problem["state"] == "failed" and problem["detail"].startswith("ValueError: dataset 'wiimote': no sequences")
+    assert problem["state"] == "failed" and problem["detail"].startswith("ValueError: probe.knn: the reference")
 
-    status_cli = run_cli_module("pipeline.status", "--root", str(tmp_path))
-    assert f"study headline [{long}]: 0 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
-    assert f"study headline [{short}]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
+    status_cli = run_cli_module("pipeline.status", "--root", str(root))
+    assert f"study headline [{bad}]: 0 done, 1 failed, 0 running, 0 missing" in status_cli.stdout
+    assert f"study headline [{good}]: 1 done, 0 failed, 0 running, 0 missing" in status_cli.stdout
 
     again = run_cli(*args)
     assert "1 to run, 1 already done" in again.stderr  # only the failed one is retried
 
 
-def test_a_live_claim_is_left_alone(tmp_path):
-    first = run_cli("seed=0", *FAST, f"paths.root={tmp_path}")
-    (run_dir,) = (tmp_path / "headline" / "runs").iterdir()
-    # another live process (this test) owns the folder of seed 1's run; its id
-    # comes from a scratch launch of that run
-    probe = run_cli("-m", "seed=1", *FAST, f"paths.root={tmp_path / 'scratch'}")
-    (scratch_run,) = (tmp_path / "scratch" / "headline" / "runs").iterdir()
-    other = run_dir.parent / scratch_run.name
+def test_a_live_claim_is_left_alone_awaited_and_verified(tmp_path):
+    """seed 1's folder is owned by another live process (this test): the sweep leaves it alone, waits for
+    it, and exits 0 only once its owner has finished it (the record checks out)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import pandas as pd
+
+    from pipeline.record import RunRecord
+    from tests.helpers import REPO, run_plan
+
+    root = tmp_path / "out"
+    first = run_cli("seed=0", *FAST, f"paths.root={root}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    other = root / "headline" / "runs" / run_plan("seed=1", *FAST, f"paths.root={root}").run_id
     other.mkdir()
     (other / "claim.json").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
-    result = run_cli("-m", "seed=range(0,2)", *FAST, f"paths.root={tmp_path}")
-    assert first.returncode == 0 and probe.returncode == 0
-    assert result.returncode == 0
-    assert "0 to run, 1 already done (skipped), 1 being computed elsewhere" in result.stderr
-    assert not (other / "status.json").exists()
-    assert collect(tmp_path)["headline"]["cells"]["gesture/pair 1"] == {"running": 1}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "-m", "seed=range(0,2)", *FAST, f"paths.root={root}"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + 300
+    while not any("waiting for 1 run" in line for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)[-3000:]
+        time.sleep(0.2)
+    assert not (other / "status.json").exists()  # left alone
+    # the owner finishes the run, then lets go of it
+    record = RunRecord(other, other.name, cell="gesture/pair 1")
+    record.write_config("design: {}\n")
+    record.mark_running()
+    record.write_results(pd.DataFrame({"v": [1]}), pd.DataFrame({"v": [1]}), {"run_id": other.name})
+    record.mark_done()
+    (other / "claim.json").unlink()
+    proc.wait(timeout=120)
+    err = "".join(lines)
+    assert proc.returncode == 0, err[-3000:]
+    assert "0 to run, 1 already done (skipped), 1 being computed elsewhere" in err
+    assert "all 2 runs done (verified)" in err
 
 
 def test_a_job_whose_config_changed_since_launch_refuses_to_run(tmp_path):
@@ -128,21 +161,22 @@ def run_cli_module(module, *args):
 
 
 def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp_path):
-    """Two runs in one job (runs_per_job=2): the first fails (no series is that long), the second,
-    whose config the job derives from the first one's, still runs and its record is byte for
-    byte that of the same run launched on its own."""
+    """Two runs in one job (runs_per_job=2): the first fails (its data holds NaN), the second, whose config
+    the job derives from the first one's, still runs and its record is byte for byte that of the same run
+    launched on its own."""
+    nan = diverging_watch_file(tmp_path / "nan" / "watch_dataset.npy")
+    clean = clean_watch_file(tmp_path / "clean" / "watch_dataset.npy")
     packed = run_cli(
         "-m",
         "data_source=gesture",
-        "dataset=wiimote",
-        "dataset.min_length=100000,20",
+        f"dataset.root={nan},{clean}",
         "pair=1",
         *FAST,
         "hydra.sweeper.runs_per_job=2",
         f"paths.root={tmp_path / 'packed'}",
     )
     assert packed.returncode != 0
-    assert "launching 2 runs as 1 job of up to 2 runs each" in packed.stderr
+    assert "launching 2 runs as 1 job of up to 2 runs each" in packed.stderr, packed.stderr[-3000:]
     assert "1 of 2 runs failed" in packed.stderr
     runs = _runs(tmp_path / "packed")
     assert sorted(s["state"] for s in runs.values()) == ["done", "failed"]
@@ -150,7 +184,7 @@ def test_packed_runs_equal_solo_runs_and_a_failed_run_does_not_stop_its_pack(tmp
     assert f"  {failed}: " in packed.stderr  # the summary names the run, not the pack
     (done,) = [name for name, s in runs.items() if s["state"] == "done"]
 
-    solo = run_cli("data_source=gesture", "dataset=wiimote", "pair=1", *FAST, f"paths.root={tmp_path / 'solo'}")
+    solo = run_cli("data_source=gesture", f"dataset.root={clean}", "pair=1", *FAST, f"paths.root={tmp_path / 'solo'}")
     assert solo.returncode == 0, solo.stderr[-3000:]
     (solo_dir,) = (tmp_path / "solo" / "headline" / "runs").iterdir()
     assert solo_dir.name == done

@@ -16,7 +16,7 @@ from pipeline.status import collect, format_report, natural_key
 from tests.helpers import REPO, run_cli, run_config
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
 def github_anchor(heading: str) -> str:

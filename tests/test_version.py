@@ -62,6 +62,6 @@ def test_the_changelog_describes_this_version():
 
 
 def test_summary_json_carries_the_version(tmp_path):
-    outcome = execute(run_plan("study=critical_pathways", "seed=0", "study.steps=60", f"paths.root={tmp_path}"))
+    outcome = execute(run_plan("study=critical_pathways", "seed=0", "trainer.steps=60", f"paths.root={tmp_path}"))
     summary = json.loads((outcome.run_dir / schema.SUMMARY).read_text())
     assert summary["version"] == schema.VERSION

@@ -118,6 +118,30 @@ def test_bad_logger_options_name_the_key(tmp_path, key, value, message):
         tracking.Tracker(cfg, "x", tmp_path)  # disabled mode too: the typo shows before W&B is turned on
 
 
+def test_a_lost_wandb_folder_silences_wandbs_own_log_there_only(tmp_path):
+    """W&B's own log of a run is a handler of the ``wandb`` logger writing into the run's W&B folder; once that
+    folder is lost (a full disk), its messages are dropped, and another run's log still gets them."""
+    import logging
+
+    from pipeline.wandb_state import quiet_wandb_log
+
+    logger = logging.getLogger("wandb")
+    logs, handlers = {}, []
+    for name in ("lost", "other"):
+        logs[name] = tmp_path / name / "wandb" / "offline-run-20260101_000000-x" / "logs" / "debug.log"
+        logs[name].parent.mkdir(parents=True)
+        handlers.append(logging.FileHandler(logs[name]))
+        logger.addHandler(handlers[-1])
+    try:
+        quiet_wandb_log(tmp_path / "lost" / "wandb")
+        logger.warning("after the loss")
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert logs["lost"].read_text() == "" and "after the loss" in logs["other"].read_text()
+
+
 # ---------------------------------------------------------------------------
 # The tracker, offline, on synthetic epochs
 # ---------------------------------------------------------------------------
@@ -164,7 +188,8 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
     cfg = run_config("study=critical_pathways", f"paths.root={tmp_path}")
     config = tracking.run_config(cfg, "cp-run")
     assert {"depth", "deficit_onset", "deficit_length", "replicate"} <= set(config)
-    assert not {"dataset", "model", "trainer", "data_source", "pair", "design"} & set(config)  # ignored by its runner
+    assert not {"dataset", "model", "data_source", "pair", "design"} & set(config)  # ignored by its runner
+    assert set(config["trainer"]) >= {"lr", "steps"}  # its own training keys (conf/trainer/critical_pathways.yaml)
     assert tracking.display_name(cfg).startswith("critical_pathways depth=")
     monkeypatch.setenv("WANDB_MODE", "offline")
     tracker = tracking.Tracker(cfg, "cp-run", tmp_path)
@@ -182,14 +207,14 @@ def test_a_companion_study_logs_against_steps_with_its_headline_quantities(tmp_p
 
 
 COMPANION_RUNS = {
-    "critical_pathways": ["study.steps=200", "study.deficit_length=50"],
-    "critical_matrix_completion": ["study.steps=100", "study.size=30", "study.n_observed=300"],
-    "multitask": ["study.single_epochs=4", "study.finetune_epochs=2", "study.eval_every=2"],
+    "critical_pathways": ["trainer.steps=200", "study.deficit_length=50"],
+    "critical_matrix_completion": ["trainer.steps=100", "study.size=30", "study.n_observed=300"],
+    "multitask": ["trainer.single_epochs=4", "trainer.finetune_epochs=2", "study.eval_every=2"],
     "dense_sample": [
-        "study.epochs=1",
+        "trainer.epochs=1",
         "study.data.per_class=30",
         "study.data.train_per_class=20",
-        "study.category_structure.per_class=5",
+        "probe.category_structure.per_class=5",
     ],
 }
 

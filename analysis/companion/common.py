@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.identity import NON_SEMANTIC_TOP, NON_SEMANTIC_TRAINER
+from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, RUNNERS, groups_ignored, with_analysis
+from pipeline.identity import semantic_view
 from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY, run_folders, table_file
 
@@ -230,19 +231,11 @@ class MixedConditions(RuntimeError):
     and the --where selection that keeps one condition)."""
 
 
-# The top-level keys each study's runner ignores (pipeline/studies/*: ``ignored_keys``; read here without
-# importing the runners, which bring torch; tests/test_companion_conditions.py holds the two equal).
-_HEADLINE_GROUPS = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
-IGNORED_KEYS = {
-    "sequence": (),
-    "multitask": _HEADLINE_GROUPS,
-    "critical_pathways": _HEADLINE_GROUPS,
-    "critical_matrix_completion": _HEADLINE_GROUPS,
-    "dense_sample": tuple(k for k in _HEADLINE_GROUPS if k != "probe"),
-}
+# The top-level keys each study's runner ignores: the registry's (pipeline/config_schema.py, torch-free).
+IGNORED_KEYS = {runner: groups_ignored(runner) for runner in RUNNERS}
 # the headline study's design (compared as cells, not conditions) and what each data source sets for itself
-_HEADLINE_DESIGN = ("data_source", "dataset", "labels", "pair")
-_PER_SOURCE = ("trainer.batch_size",)
+_HEADLINE_DESIGN = tuple(k for k in (*with_analysis(FACTOR, True), *with_analysis(PER_SOURCE, True)) if k != "study")
+_PER_SOURCE = tuple(k for k in with_analysis(PER_SOURCE) if "." in k)
 
 
 def _flat(node, prefix: str = "") -> dict:
@@ -264,31 +257,19 @@ def _text(value) -> str:
 
 
 def run_condition(config: dict) -> dict[str, str]:
-    """What a run computed beyond its design cell and replicate, as flat ``key -> value`` text: the config
-    without what leaves the run id alone (pipeline.identity), the keys its runner ignores, the study's factors
-    and grid, switched-off probes and a deficit that is off. Runs whose conditions differ are not replicates."""
+    """What a run computed beyond its design cell and replicate, as flat ``key -> value`` text: the config as
+    its run id sees it (``pipeline.identity.semantic_view``: no plumbing, none of the keys its runner ignores,
+    no switched-off probe or deficit, speed-only keys as one value, moved keys where they were), without the
+    study's factors and the design factors the analysis keeps apart. Runs whose conditions differ are not
+    replicates."""
     study = config.get("study") or {}
-    runner = str(study.get("runner", ""))
-    drop = {*NON_SEMANTIC_TOP, "design", *IGNORED_KEYS.get(runner, ())}
-    if runner == "sequence":
-        drop |= set(_HEADLINE_DESIGN)
-    rest = {k: v for k, v in config.items() if k not in drop}
-    if isinstance(rest.get("probe"), dict):
-        rest["probe"] = {
-            name: opts
-            for name, opts in rest["probe"].items()
-            if not (isinstance(opts, dict) and opts.get("enabled") is False)
-        }
-    if isinstance(rest.get("deficit"), dict) and rest["deficit"].get("kind") == "none":
-        rest.pop("deficit")
-    skip = {*(f"trainer.{k}" for k in NON_SEMANTIC_TRAINER), "probe.knn.gram_precision", *_PER_SOURCE}
-    skip |= {str(f) for f in study.get("factors") or []}
-    flat = _flat(rest)
-    return {
-        k: _text(v)
-        for k, v in flat.items()
-        if k not in skip and not k.startswith(("study.levels.", "study.data_sources")) and k != "study.levels"
-    }
+    rest = semantic_view(config)
+    rest.pop(DESIGN_BLOCK, None)
+    if str(study.get("runner", "")) == "sequence":
+        for top in _HEADLINE_DESIGN:
+            rest.pop(top, None)
+    skip = {*_PER_SOURCE, *(str(f) for f in study.get("factors") or [])}
+    return {k: _text(v) for k, v in _flat(rest).items() if k not in skip}
 
 
 def _per_source_condition(config: dict) -> dict[str, str]:

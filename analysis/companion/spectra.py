@@ -36,7 +36,7 @@ from .common import (
     summarise,
     table_html,
 )
-from .power import FRIEDMAN, ONE_SAMPLE, Family, holm, rule_table, sign_flip_p
+from .power import FRIEDMAN, ONE_SAMPLE, Family, holm, rule_table, sign_flip_p, standardised_mean
 
 TABLE = "gradient_spectrum"
 TITLE = "Gradient spectra by group"
@@ -189,13 +189,14 @@ def claim_tests(data: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
             if wide.shape[1] == 2 and len(wide) >= 1:
                 diff = (wide.iloc[:, 1] - wide.iloc[:, 0]).to_numpy()
                 row.update(test="exact sign-flip", p=sign_flip_p(diff), mean_diff=float(diff.mean()))
+                row["d"] = standardised_mean(diff)
                 row["higher"] = str(wide.columns[1] if diff.mean() > 0 else wide.columns[0])
             elif wide.shape[1] > 2 and len(wide) >= 2:
                 res = stats.friedmanchisquare(*[wide[g].to_numpy() for g in wide.columns])
                 row.update(test="Friedman", p=float(res.pvalue), mean_diff=float(np.ptp(wide.mean().to_numpy())))
                 row["higher"] = str(wide.mean().idxmax())
             rows.append(row)
-    columns = ["stat", "cell", "layer", "n_runs", "groups", "test", "p", "mean_diff", "higher"]
+    columns = ["stat", "cell", "layer", "n_runs", "groups", "test", "p", "mean_diff", "d", "higher"]
     tests = pd.DataFrame(rows, columns=columns)
     tests["p_holm"] = np.nan
     for _, idx in tests.groupby("stat").groups.items():
@@ -216,6 +217,7 @@ def families(tests: pd.DataFrame) -> dict[str, Family]:
             int(part["n_runs"].min()),
             len(part),
             k=k,
+            pilot_d=float(part["d"].abs().median()),  # the pilot effect of a family: the median of its tests'
         )
     return out
 

@@ -137,13 +137,15 @@ class LocalLauncher(Launcher):
                         json.dumps(list(overrides)),
                         str(result),
                     ]
-                    running.append((number, subprocess.Popen([sys.executable, "-c", _WORKER, *args], env=env), result))
+                    running.append(
+                        (number, subprocess.Popen([sys.executable, "-c", WORKER_ENTRY, *args], env=env), result)
+                    )
                 # each process is awaited on its own (a poll, which works wherever Python does)
                 ended = [job for job in running if job[1].poll() is not None]
                 for job in ended:
                     running.remove(job)
                     number, proc, result = job
-                    results[number] = _job_return(proc, base, result, key, job_overrides[number])
+                    results[number] = job_return(proc, base, result, key, job_overrides[number])
                 if not ended:
                     time.sleep(0.1)
         except BaseException:
@@ -158,7 +160,9 @@ class LocalLauncher(Launcher):
         return [r for r in results if r is not None]
 
 
-def _job_return(proc: subprocess.Popen, base: Path, result: Path, key: str, overrides: Sequence[str]) -> JobReturn:
+def job_return(proc: subprocess.Popen, base: Path, result: Path, key: str, overrides: Sequence[str]) -> JobReturn:
+    """What an ended job process returned: its sealed result, or a failed JobReturn saying how it ended (or
+    that its result was not its own)."""
     if proc.returncode == 0 and result.exists():
         try:
             data = unseal(read_private(base, result), key, f"the result of job process {proc.pid} ({result})")
@@ -246,7 +250,7 @@ def run_job_process(base: str, context: str, idx: int, overrides: list[str], res
 
 
 # the job process's entry: the launching process's import path first (as multiprocessing's spawn does)
-_WORKER = (
+WORKER_ENTRY = (
     "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
     "from hydra_plugins.lcm_study.local_launcher import run_job_process; "
     "run_job_process(sys.argv[2], sys.argv[3], int(sys.argv[4]), json.loads(sys.argv[5]), sys.argv[6])"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import os
 import re
 import sys
 import threading
@@ -34,6 +35,15 @@ from typing import NamedTuple, TextIO
 
 from tqdm import tqdm
 
+from pipeline.runfolder import (
+    MAX_TEXT_BYTES,
+    NotReadable,
+    StatusUnreadable,
+    open_entry,
+    read_entry,
+    read_status,
+    read_text_entry,
+)
 from pipeline.schema import CLAIM, DONE, FAILED, LOG, RUNNING, STATUS, SUMMARY
 
 FINAL = (DONE, FAILED)
@@ -201,9 +211,20 @@ def clock(seconds: float | None) -> str:
 
 
 def _mtime(path: Path) -> int | None:
+    """When a run folder's file last changed, never following a link (a loop, a crafted folder): None if
+    it cannot tell."""
     try:
-        return path.stat().st_mtime_ns
-    except FileNotFoundError:
+        return path.stat(follow_symlinks=False).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _status(run_dir: Path) -> dict | None:
+    """The run's status.json, read as every reader of the project reads it (confined, bounded, never
+    blocking on a FIFO); None while absent or unreadable (the next poll looks again)."""
+    try:
+        return read_status(run_dir)
+    except (StatusUnreadable, OSError):
         return None
 
 
@@ -224,8 +245,9 @@ LOG_MARK = re.compile(
 def _stamps(run_log: Path) -> list[float]:
     """The times of the last attempt's start line, its epoch lines and its end line in a run.log."""
     try:
-        lines = Path(run_log).read_bytes().splitlines()
-    except OSError:
+        # confined as every run folder read: a link, a FIFO or a huge file is not read
+        lines = read_entry(Path(run_log).parent, Path(run_log).name, MAX_TEXT_BYTES)[0].splitlines()
+    except (OSError, NotReadable):
         return []
     stamps: list[float] = []
     for match in filter(None, map(LOG_MARK.match, lines)):
@@ -281,7 +303,7 @@ def _finished_run(rid: str, run_dir: Path, status: dict | None) -> FinishedRun:
     """summary.json's timings for a done run, else the status file's start to end."""
     if status and status.get("state") == DONE:
         try:
-            summary = json.loads((run_dir / SUMMARY).read_text())
+            summary = json.loads(read_text_entry(run_dir, SUMMARY))
             cpu = summary.get("cpu_seconds_total")
             return FinishedRun(
                 run_kind(rid),
@@ -298,12 +320,15 @@ def _finished_run(rid: str, run_dir: Path, status: dict | None) -> FinishedRun:
 def _epoch_share(run_dir: Path) -> tuple[int, int] | None:
     """(epoch, epochs) of the last epoch line in the run's run.log, None before the first."""
     try:
-        with open(run_dir / LOG, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - 8192))
-            matches = EPOCH_LINE.findall(fh.read())
+        fd, info = open_entry(run_dir, LOG, MAX_TEXT_BYTES)
+    except (OSError, NotReadable):
+        return None
+    try:
+        matches = EPOCH_LINE.findall(os.pread(fd, 8192, max(0, info.st_size - 8192)))
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return (int(matches[-1][0]), int(matches[-1][1])) if matches else None
 
 
@@ -411,7 +436,7 @@ class Progress:
     def still_working(self) -> str:
         """The line a log file gets while no run ends: counts, the running runs' epochs, elapsed, ETA."""
         running = self.running()
-        claimed = sum((d / CLAIM).exists() for d, _ in self.pending.values())
+        claimed = sum(os.path.lexists(d / CLAIM) for d, _ in self.pending.values())
         epochs = [_epoch_share(self.pending[rid][0]) for rid in running]
         known = [e for e in epochs if e]
         where = ""
@@ -429,9 +454,8 @@ class Progress:
             now = _mtime(run_dir / STATUS)
             if now is None or now == before:
                 continue
-            try:
-                status = json.loads((run_dir / STATUS).read_text())
-            except (OSError, ValueError):
+            status = _status(run_dir)
+            if status is None:
                 continue  # replaced while read: the next poll sees it
             state = status.get("state")
             if state not in FINAL:
@@ -486,11 +510,7 @@ class Progress:
         for rid, state, detail in outcomes:
             if rid in self.pending:
                 run_dir = self.pending[rid][0]
-                status = None
-                try:
-                    status = json.loads((run_dir / STATUS).read_text())
-                except (OSError, ValueError):
-                    pass
+                status = _status(run_dir)
                 self.report(rid, state, _finished_run(rid, run_dir, status) if status else None, detail)
 
     def close(self) -> None:

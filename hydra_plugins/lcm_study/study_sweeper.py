@@ -315,10 +315,8 @@ class StudySweeper(Sweeper):
             # SystemExit, not an exception: Hydra would print its own stack trace
             # over the summary above. The finished runs are all recorded already.
             sys.exit(1)
-        if not to_run:
-            _say("nothing to run: every run of this sweep is done (verified)")
-        else:
-            _say(f"all {len(planned)} runs done (verified)" if len(planned) > 1 else "the run is done (verified)")
+        summary = f"all {len(planned)} runs done (verified)" if len(planned) > 1 else "the run is done (verified)"
+        _say(summary if to_run else f"nothing to run: {summary}")
 
     def _parallel_slots(self) -> int:
         """How many jobs the launcher runs at once (local job processes, Slurm array slots)."""
@@ -424,24 +422,26 @@ def _outcomes(batch: list[list[PlannedRun]], results: Sequence[JobReturn], faile
     """(run id, state, detail) of each run of a batch of packs, as its job reported it; failures are added
     to ``failed``."""
     from pipeline.runfolder import is_done
+    from pipeline.schema import FAILED
 
-    outcomes: list = []
+    outcomes: list[tuple[str, str, str | None]] = []
     for pack, result in zip(batch, results):
         if result.status == JobStatus.FAILED:
-            error = result._return_value
-            if isinstance(getattr(error, "failures", None), list):
+            error = job_error(result)
+            failures = getattr(error, "failures", None)
+            if isinstance(failures, list):
                 # the pack's own list: (run id, error) of each run that failed
-                lines = [(str(rid), str(err)) for rid, err in error.failures]
+                lines = [(str(rid), str(err)) for rid, err in failures]
             else:
                 # the job failed as a whole: its runs that are not done failed with it
                 text = f"{type(error).__name__}: {error}".splitlines()[0]
                 lines = [(run.run_id, text) for run in pack if not (len(pack) > 1 and is_done(run.run_dir))]
             failed.extend(lines)
-            outcomes.extend((rid, "failed", err) for rid, err in lines)
+            outcomes.extend((rid, FAILED, err) for rid, err in lines)
         else:
             value = result.return_value
             outcomes.extend(
-                (o.run_id, o.state, None)
+                (o.run_id, o.state, o.note)
                 for o in (value if isinstance(value, list) else [value])
                 if hasattr(o, "run_id")
             )

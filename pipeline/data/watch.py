@@ -116,6 +116,12 @@ def watch_file(root_value: Any) -> Path:
 
 STANDARDIZE = ("dataset", "recording", "none")
 
+# Recordings of the second arm (side 1) and of the first are mirror images: the watch's x axis points the
+# other way along the forearm (mean ax +0.59 vs -0.65 in the file's units) while y and z agree. Reflecting
+# x negates ax and, the angular velocity being an axial vector, wy and wz (measured: the correlations of
+# wx with wy and with wz change sign between the arms, that of wy with wz does not).
+MIRROR_SIGNS = {"ax": -1.0, "ay": 1.0, "az": 1.0, "wx": 1.0, "wy": -1.0, "wz": -1.0}
+
 
 def channel_columns(channels: Any) -> list[int]:
     """Column indices of the chosen channels (null = all six, in the file's order)."""
@@ -126,20 +132,62 @@ def channel_columns(channels: Any) -> list[int]:
     return [CHANNELS.index(c) for c in names]
 
 
-def standardize(recordings: list[np.ndarray], how: Any) -> list[np.ndarray]:
-    """Each channel to mean 0, std 1: over all chosen recordings (``dataset``; also ``true``), over each
-    recording on its own (``recording``), or not at all (``none``; also ``false``)."""
-    how = {True: "dataset", False: "none"}.get(how, how)
-    if how not in STANDARDIZE:
-        raise ValueError(f"dataset.standardize={how!r}; allowed: {', '.join(STANDARDIZE)} (or true / false)")
-    if how == "none":
-        return recordings
-    if how == "dataset":
-        stacked = np.concatenate(recordings)
-        stats = [(stacked.mean(0), stacked.std(0))] * len(recordings)
+def standardize_modes(how: Any, names: list[str]) -> list[str]:
+    """One mode per chosen channel: ``how`` names one mode for all channels or maps each channel to one."""
+    if isinstance(how, Mapping):
+        missing = [c for c in names if c not in how]
+        extra = [str(c) for c in how if c not in names]
+        if missing or extra:
+            raise ValueError(
+                f"dataset.standardize names channels {sorted(str(c) for c in how)}; it must name each chosen "
+                f"channel once ({names})"
+            )
+        modes = [how[c] for c in names]
     else:
-        stats = [(rec.mean(0), rec.std(0)) for rec in recordings]
-    return [(rec - mean) / np.where(std > 0, std, 1.0) for rec, (mean, std) in zip(recordings, stats)]
+        modes = [how] * len(names)
+    modes = [{True: "dataset", False: "none"}.get(m, m) for m in modes]
+    bad = [m for m in modes if m not in STANDARDIZE]
+    if bad:
+        raise ValueError(f"dataset.standardize={bad[0]!r}; allowed: {', '.join(STANDARDIZE)} (or true / false)")
+    return modes
+
+
+def standardize(recordings: list[np.ndarray], how: Any, names: list[str] | None = None) -> list[np.ndarray]:
+    """Each channel to mean 0, std 1: over all chosen recordings (``dataset``; also ``true``), over each
+    recording on its own (``recording``), or not at all (``none``; also ``false``). ``how`` is one mode for
+    every channel or a mapping from each channel name (``names``, in column order) to its mode."""
+    names = names if names is not None else [str(i) for i in range(recordings[0].shape[1])]
+    modes = np.asarray(standardize_modes(how, names))
+    stacked = np.concatenate(recordings)
+    pooled_mean, pooled_std = stacked.mean(0), stacked.std(0)
+    out = []
+    for rec in recordings:
+        mean = np.where(modes == "recording", rec.mean(0), np.where(modes == "dataset", pooled_mean, 0.0))
+        std = np.where(modes == "recording", rec.std(0), np.where(modes == "dataset", pooled_std, 1.0))
+        out.append((rec - mean) / np.where(std > 0, std, 1.0))
+    return out
+
+
+def mirror_second_arm(recordings: list[np.ndarray], sides: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """The second arm's recordings (side 1) reflected into the first arm's frame (``MIRROR_SIGNS``)."""
+    signs = np.array([MIRROR_SIGNS[c] for c in names])
+    return [rec * signs if side == 1 else rec for rec, side in zip(recordings, sides)]
+
+
+def from_clip_start(clip: np.ndarray, columns: list[int]) -> np.ndarray:
+    """The clip with the given columns expressed as their change since its first slice."""
+    out = clip.copy()
+    out[:, columns] -= clip[0, columns]
+    return out
+
+
+def relative_columns(value: Any, names: list[str]) -> list[int]:
+    """Column indices of ``dataset.from_clip_start``'s channels among the chosen ones."""
+    chosen = [str(c) for c in as_list(value)]
+    unknown = [c for c in chosen if c not in names]
+    if unknown or len(set(chosen)) != len(chosen):
+        raise ValueError(f"dataset.from_clip_start={chosen}: pick distinct channels among the chosen ones ({names})")
+    return [names.index(c) for c in chosen]
 
 
 def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
@@ -172,17 +220,24 @@ def load_watch(cfg: Mapping[str, Any]) -> SequenceData:
     chosen.sort(key=lambda rc: (rc[1], rc[0]))  # class order, then file order
 
     columns = channel_columns(opt(cfg, "channels"))
-    recordings = standardize([raw["X"][r][:, columns] for r, _ in chosen], opt(cfg, "standardize", True))
+    names = [CHANNELS[c] for c in columns]
+    recordings = [raw["X"][r][:, columns] for r, _ in chosen]
+    if opt(cfg, "mirror_second_arm", False):
+        recordings = mirror_second_arm(recordings, raw["side"][[r for r, _ in chosen]], names)
+    recordings = standardize(recordings, opt(cfg, "standardize", True), names)
     if downsample > 1:  # block means: a low-pass before decimation, no aliasing of the 50 Hz signal
         recordings = [
             rec[: len(rec) // downsample * downsample].reshape(-1, downsample, rec.shape[1]).mean(1)
             for rec in recordings
         ]
+    relative = relative_columns(opt(cfg, "from_clip_start"), names)
     rng = np.random.default_rng(int(opt(cfg, "sample_seed", 0)))
     clips, ys, groups = [], [], []
     for (rec_id, k), rec in zip(chosen, recordings):
         for start in range(0, len(rec) - window + 1, stride):
-            clips.append(rec[start : start + window])
+            clips.append(
+                from_clip_start(rec[start : start + window], relative) if relative else rec[start : start + window]
+            )
             ys.append(k)
             groups.append(rec_id)
     clip_lengths = rng.integers(min_length, window + 1, size=len(clips))

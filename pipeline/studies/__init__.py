@@ -12,8 +12,9 @@ A runner is a class with:
   data, e.g. a class pair too small for the run's split;
 - ``design_extras(cfg, design) -> dict``: fields added to the design block of
   config.yaml (e.g. the class names of a pair);
-- ``ignored_keys``: top-level config keys that do not affect its runs (left out
-  of the run id, e.g. the data set of the headline study for a deep linear study);
+The shape of a runner's study block, and the top-level groups its runs read (the others are left out
+of the run id, e.g. the data set of the headline study for a deep linear study), are declared in the
+registry of keys, ``pipeline.config_schema.RUNNERS``, which the planner checks every config against.
 - ``run(cfg, ctx) -> RunResult``.
 """
 

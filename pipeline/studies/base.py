@@ -33,7 +33,6 @@ class RunResult:
 
 class StudyRunner:
     name: ClassVar[str]
-    ignored_keys: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, cfg) -> None:
         pass

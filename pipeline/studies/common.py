@@ -10,10 +10,6 @@ from omegaconf import DictConfig
 
 from .base import RunContext
 
-# top-level keys of the composed config that belong to the sequence studies: left out of a
-# companion run's id
-HEADLINE_KEYS = ("data_source", "dataset", "model", "trainer", "probe", "split", "labels", "pair", "deficit")
-
 
 def instance_seed(cfg: DictConfig, ctx: RunContext) -> int:
     """The seed of the run's problem instance (data, mask, initial weights).

@@ -201,6 +201,54 @@ def mode_levels(s: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     return levels
 
 
+# the columns of PathwaysResult.shares: one row per recorded step and mode
+SHARE_COLUMNS = (
+    "step",
+    "mode",
+    "level",
+    "singular_value",
+    "target",
+    "strength_a",
+    "strength_b",
+    "share_a",
+    "share_b",
+    "deficit",
+)
+
+
+def _mode_rows(t, lvl, s, target, ka, kb, share_a, active) -> list[tuple]:
+    """The rows of SHARE_COLUMNS for one recorded step, one per mode."""
+    return [
+        (
+            t,
+            i + 1,
+            int(lvl[i]),
+            float(s[i]),
+            float(target[i]),
+            float(ka[i]),
+            float(kb[i]),
+            float(share_a[i]),
+            float(1 - share_a[i]),
+            active,
+        )
+        for i in range(len(s))
+    ]
+
+
+def _analytic_frame(ka: np.ndarray, kb: np.ndarray, shares: pd.DataFrame) -> pd.DataFrame:
+    """The exact per-mode strengths of both pathways at the recorded steps, in long format."""
+    steps_rec = np.array(sorted(shares.step.unique()))
+    modes = np.arange(1, ka.shape[1] + 1)
+    return pd.DataFrame(
+        {
+            "step": np.repeat(steps_rec, len(modes)).astype(np.int32),
+            "mode": np.tile(modes, len(steps_rec)).astype(np.int32),
+            "strength_a": ka[steps_rec].ravel(),
+            "strength_b": kb[steps_rec].ravel(),
+        }
+    )
+
+
 @single_threaded_blas()
 def train_two_pathways(
     *,
@@ -242,8 +290,7 @@ def train_two_pathways(
         k0 = aligned_strengths(rng, len(s), width, init_scale, aligned_noise)
         path_a = aligned_chain(rng, u, v, k0, depth, width)
         path_b = [w.copy() for w in path_a]
-        ka, kb = analytic_pathways(depth, target, k0, k0, lr, steps, window)
-        analytic = (ka, kb)
+        analytic = analytic_pathways(depth, target, k0, k0, lr, steps, window)
     else:
         path_a = gaussian_chain(rng, dims, init_scale)
         path_b = [w.copy() for w in path_a] if mirrored else gaussian_chain(rng, dims, init_scale)
@@ -258,21 +305,7 @@ def train_two_pathways(
         with np.errstate(divide="ignore", invalid="ignore"):
             share_a = np.where(total != 0, ka / total, np.nan)
         active = window.active(t - 1) if t > 0 else False
-        for i in range(len(s)):
-            rows.append(
-                (
-                    t,
-                    i + 1,
-                    int(lvl[i]),
-                    float(s[i]),
-                    float(target[i]),
-                    float(ka[i]),
-                    float(kb[i]),
-                    float(share_a[i]),
-                    float(1 - share_a[i]),
-                    active,
-                )
-            )
+        rows.extend(_mode_rows(t, lvl, s, target, ka, kb, share_a, active))
         losses.append((t, loss))
         if on_record is not None:
             on_record(t, loss, float(1 - share_a[0]))
@@ -291,36 +324,10 @@ def train_two_pathways(
         if not window.active(t):
             _descend(path_b, acts_b, err, lr)
 
-    shares = pd.DataFrame(
-        rows,
-        columns=[
-            "step",
-            "mode",
-            "level",
-            "singular_value",
-            "target",
-            "strength_a",
-            "strength_b",
-            "share_a",
-            "share_b",
-            "deficit",
-        ],
-    )
+    shares = pd.DataFrame(rows, columns=list(SHARE_COLUMNS))
     shares = shares.astype({"step": np.int32, "mode": np.int32, "level": np.int32})
     loss_frame = pd.DataFrame(losses, columns=["step", "loss"]).astype({"step": np.int32})
-    extra = {}
-    if analytic is not None:
-        steps_rec = np.array(sorted(shares.step.unique()))
-        ka, kb = analytic
-        modes = np.arange(1, ka.shape[1] + 1)
-        extra["analytic"] = pd.DataFrame(
-            {
-                "step": np.repeat(steps_rec, len(modes)).astype(np.int32),
-                "mode": np.tile(modes, len(steps_rec)).astype(np.int32),
-                "strength_a": ka[steps_rec].ravel(),
-                "strength_b": kb[steps_rec].ravel(),
-            }
-        )
+    extra = {} if analytic is None else {"analytic": _analytic_frame(*analytic, shares)}
     return PathwaysResult(shares, loss_frame, loss, s, time.perf_counter() - t0, extra)
 
 

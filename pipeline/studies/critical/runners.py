@@ -7,14 +7,14 @@ import time
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ...blas import single_threaded_blas
-from ...config import ConfigError, check_bool, check_choice, check_int, check_number
+from ...config import ConfigError, check_number
 from ...deficit import Window
 from ...schema import empty_curves
 from ..base import RunContext, RunResult, StudyRunner, register
-from ..common import HEADLINE_KEYS, instance_seed, readout_rows
+from ..common import instance_seed, readout_rows
 from .linear_nets import imbalance, train_matrix_completion, train_two_pathways
 
 # added to both imbalances (fractions of the mode's strength) of the amplification ratio, so that it is
@@ -49,22 +49,11 @@ def _deficit_effect(shares: pd.DataFrame, window: Window, steps: int) -> dict:
 @register
 class CriticalPathwaysRunner(StudyRunner):
     name = "critical_pathways"
-    ignored_keys = HEADLINE_KEYS
 
     def validate(self, cfg: DictConfig) -> None:
-        check_int(cfg, "study.depth", 1)
-        check_int(cfg, "study.width", 1)
-        check_int(cfg, "study.steps", 1)
-        check_int(cfg, "study.deficit_onset", 0)
-        check_int(cfg, "study.deficit_length", 0)
-        check_int(cfg, "study.record_every", 1)
-        check_int(cfg, "study.hierarchy_levels", 1)
-        check_number(cfg, "study.lr", 0, None)
-        check_number(cfg, "study.init_scale", 0, None)
-        check_choice(cfg, "study.init", ("mirrored", "independent", "aligned"))
+        # each key's type, bounds and allowed values: its schema (pipeline/config_schema.py), checked by the planner
         if cfg.study.get("init") == "aligned":
             check_number(cfg, "study.aligned_noise", 0, None)
-        check_bool(cfg, "study.paired")
 
     def design_extras(self, cfg: DictConfig, design) -> dict:
         s = cfg.study
@@ -84,8 +73,8 @@ class CriticalPathwaysRunner(StudyRunner):
             result = train_two_pathways(
                 depth=int(s.depth),
                 width=int(s.width),
-                lr=float(s.lr),
-                steps=int(s.steps),
+                lr=float(cfg.trainer.lr),
+                steps=int(cfg.trainer.steps),
                 window=window,
                 init_scale=float(s.init_scale),
                 mirrored=s.init == "mirrored",
@@ -96,7 +85,7 @@ class CriticalPathwaysRunner(StudyRunner):
                 levels=int(s.hierarchy_levels),
                 on_record=on_record,
             )
-        summary = self._summary(s, window, result)
+        summary = self._summary(s, cfg.trainer, window, result)
         summary["seconds"] = {"training": result.seconds, "total": time.perf_counter() - t0}
         readouts = readout_rows(result.losses, "step", {"loss": ("train", "loss")})
         tables = {"pathway_shares": result.shares, "pathway_loss": result.losses}
@@ -105,9 +94,9 @@ class CriticalPathwaysRunner(StudyRunner):
         return RunResult(empty_curves(), readouts, summary, tables)
 
     @staticmethod
-    def _summary(s, window: Window, result) -> dict:
+    def _summary(s, trainer, window: Window, result) -> dict:
         shares = result.shares
-        steps = int(s.steps)
+        steps = int(trainer.steps)
         final = shares[shares.step == steps].sort_values("mode")
         summary = {
             "depth": int(s.depth),
@@ -117,7 +106,7 @@ class CriticalPathwaysRunner(StudyRunner):
             "deficit_window": [window.onset, window.end],
             "init": str(s.init),
             "init_scale": float(s.init_scale),
-            "lr": float(s.lr),
+            "lr": float(trainer.lr),
             "steps": steps,
             "final_loss": result.final_loss,
             "final_share_b": {int(m): float(v) for m, v in zip(final["mode"], final.share_b)},
@@ -132,26 +121,18 @@ class CriticalPathwaysRunner(StudyRunner):
 @register
 class CriticalMatrixCompletionRunner(StudyRunner):
     name = "critical_matrix_completion"
-    ignored_keys = HEADLINE_KEYS
 
     def validate(self, cfg: DictConfig) -> None:
-        check_int(cfg, "study.depth", 1)
-        size = check_int(cfg, "study.size", 2)
-        check_int(cfg, "study.deficit_steps", 0)
-        check_int(cfg, "study.steps", 1)
-        check_int(cfg, "study.record_every", 1)
-        check_int(cfg, "study.n_singular", 1)
+        # each key's type, bounds and allowed values: its schema (pipeline/config_schema.py); here what
+        # relates keys to each other
+        size = int(cfg.study.size)
         for key in ("study.rank_deficit", "study.rank_target"):
-            rank = check_int(cfg, key, 1)
+            rank = int(OmegaConf.select(cfg, key))
             if rank > size:
                 raise ConfigError(f"{key}={rank}: must be at most study.size={size}")
-        n_observed = check_int(cfg, "study.n_observed", 1)
+        n_observed = int(cfg.study.n_observed)
         if n_observed > size * size:
             raise ConfigError(f"study.n_observed={n_observed}: must be at most study.size^2={size * size}")
-        check_number(cfg, "study.lr", 0, None)
-        check_number(cfg, "study.init_scale", 0, None)
-        check_choice(cfg, "study.dtype", ("float32", "float64"))
-        check_bool(cfg, "study.paired")
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
         t0 = time.perf_counter()
@@ -170,8 +151,8 @@ class CriticalMatrixCompletionRunner(StudyRunner):
                 rank_target=int(s.rank_target),
                 n_observed=int(s.n_observed),
                 deficit_steps=int(s.deficit_steps),
-                steps=int(s.steps),
-                lr=float(s.lr),
+                steps=int(cfg.trainer.steps),
+                lr=float(cfg.trainer.lr),
                 init_scale=float(s.init_scale),
                 rng=rng,
                 record_every=int(s.record_every),
@@ -185,8 +166,8 @@ class CriticalMatrixCompletionRunner(StudyRunner):
         summary = {
             "depth": int(s.depth),
             "deficit_steps": int(s.deficit_steps),
-            "steps": int(s.steps),
-            "lr": float(s.lr),
+            "steps": int(cfg.trainer.steps),
+            "lr": float(cfg.trainer.lr),
             "init_scale": float(s.init_scale),
             "n_observed": int(s.n_observed),
             "rank_deficit": int(s.rank_deficit),

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ...config import ConfigError, as_dict, check_int, check_number
+from ...config import ConfigError, as_dict
 from ...probes import ProbeContext
 from ...probes.category_structure import CategoryStructureProbe
 from ...probes.gradient_spectrum import GradientSpectrumProbe
@@ -26,8 +26,6 @@ from .fits import checkpoint_steps, fit_learning_curve
 from .network import SmallVGG, n_weights
 
 log = logging.getLogger(__name__)
-OPTIMISERS = ("adam", "sgd")
-DATA_DRAWS = ("replicate", "fixed")
 # evaluation batch (no BatchNorm in SmallVGG: the batch size changes nothing but memory)
 EVAL_BATCH = 500
 
@@ -47,28 +45,12 @@ class DenseSampleRunner(StudyRunner):
     # headline keys that do not affect these runs (trainer.device / num_threads
     # are read but are not semantic anyway); `probe` stays: its
     # gradient_spectrum block is honoured here
-    ignored_keys = ("data_source", "dataset", "model", "trainer", "split", "labels", "pair", "deficit")
 
     def validate(self, cfg: DictConfig) -> None:
         if cfg.get("labels", "real") != "real":
             raise ConfigError(f"labels={cfg.labels!r}: study dense_sample has no shuffled-label runs; allowed: real")
-        s = "study"
-        for key, minimum in (
-            ("data.per_class", 2),
-            ("data.train_per_class", 1),
-            ("data.size", 8),
-            ("data.clutter", 0),
-            ("epochs", 1),
-            ("batch_size", 1),
-        ):
-            check_int(cfg, f"{s}.{key}", minimum)
-        check_int(cfg, f"{s}.data.seed", 0)
-        if cfg.study.data.get("draw", "fixed") not in DATA_DRAWS:
-            raise ConfigError(f"study.data.draw={cfg.study.data.get('draw')!r}; allowed: {', '.join(DATA_DRAWS)}")
-        check_number(cfg, f"{s}.lr", 0, None)
-        check_number(cfg, f"{s}.checkpoints.per_decade", 0, None)
-        for key in ("data.noise", "data.shear", "data.translate", "data.rotation_deg"):
-            check_number(cfg, f"{s}.{key}", -1e-12, None)
+        # each key's type, bounds and allowed values: its schema (pipeline/config_schema.py), checked by the
+        # planner; here what several keys together must satisfy
         data = cfg.study.data
         if data.train_per_class >= data.per_class:
             raise ConfigError(
@@ -76,16 +58,14 @@ class DenseSampleRunner(StudyRunner):
                 f"{data.per_class} (the rest of each class is the test set)"
             )
         n_test = data.per_class - data.train_per_class
-        per = cfg.study.category_structure.get("per_class", 50)
-        split = cfg.study.category_structure.get("split", "test")
+        per = cfg.probe.category_structure.get("per_class", 50)
+        split = cfg.probe.category_structure.get("split", "test")
         available = n_test if split == "test" else data.train_per_class
         if per > available:
             raise ConfigError(
-                f"study.category_structure.per_class={per}: the {split} set has only {available} "
+                f"probe.category_structure.per_class={per}: the {split} set has only {available} "
                 f"exemplars per class; allowed: 2..{available}"
             )
-        if cfg.study.optimizer not in OPTIMISERS:
-            raise ConfigError(f"study.optimizer={cfg.study.optimizer!r}; allowed: {', '.join(OPTIMISERS)}")
         if len(list(data.scale)) != 2 or len(list(data.stroke)) != 2:
             raise ConfigError("study.data.scale and study.data.stroke must be [low, high] pairs")
         side = int(data.size) // 2 ** len(cfg.study.model.channels)
@@ -108,7 +88,7 @@ class DenseSampleRunner(StudyRunner):
 
     @staticmethod
     def _category_options(cfg: DictConfig) -> dict:
-        options = as_dict(cfg.study.category_structure)
+        options = as_dict(cfg.probe.category_structure)
         options.pop("enabled", None)
         for key in ("schedule", "per_decade", "epochs"):  # the study's checkpoints decide
             options.pop(key, None)
@@ -172,15 +152,16 @@ class DenseSampleRun:
         channels, hidden = tuple(study.model.channels), tuple(study.model.hidden)
         self.model = SmallVGG(int(d.size), channels, hidden, len(data.class_names)).to(device)
         self.optimiser: torch.optim.Optimizer
-        if study.optimizer == "adam":
-            self.optimiser = torch.optim.Adam(self.model.parameters(), lr=float(study.lr))
+        trainer = cfg.trainer
+        if trainer.optimizer == "adam":
+            self.optimiser = torch.optim.Adam(self.model.parameters(), lr=float(trainer.lr))
         else:
-            self.optimiser = torch.optim.SGD(self.model.parameters(), lr=float(study.lr), momentum=0.9)
+            self.optimiser = torch.optim.SGD(self.model.parameters(), lr=float(trainer.lr), momentum=0.9)
         self.spectrum: GradientSpectrumProbe | None = None
 
-        self.n_train, self.batch = len(self.x_train), int(study.batch_size)
+        self.n_train, self.batch = len(self.x_train), int(trainer.batch_size)
         self.steps_per_epoch = math.ceil(self.n_train / self.batch)
-        self.epochs = int(study.epochs)
+        self.epochs = int(trainer.epochs)
         self.total = self.steps_per_epoch * self.epochs
         self.checkpoints = checkpoint_steps(self.total, self.steps_per_epoch, float(study.checkpoints.per_decade))
         self.probe_frames: dict[str, list[pd.DataFrame]] = {"category_structure": [], "gradient_spectrum": []}

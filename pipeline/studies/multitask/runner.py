@@ -10,10 +10,10 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ...blas import single_threaded_blas
-from ...config import ConfigError, check_bool, check_choice, check_int, check_number
+from ...config import ConfigError
 from ...schema import empty_curves
 from ..base import RunContext, RunResult, StudyRunner, register
-from ..common import HEADLINE_KEYS, instance_seed
+from ..common import instance_seed
 from . import network as mt
 from .data import MultitaskEnv, TaskData
 
@@ -22,10 +22,10 @@ REDUCTIONS = ("mean", "sum")
 
 
 def training_lr(cfg) -> float:
-    """The run's learning rate: ``study.lr_by_init.<init>`` when given, else ``study.lr``."""
-    by_init = cfg.study.get("lr_by_init") or {}
+    """The run's learning rate: ``trainer.lr_by_init.<init>`` when given, else ``trainer.lr``."""
+    by_init = cfg.trainer.get("lr_by_init") or {}
     value = by_init.get(cfg.study.init)
-    return float(cfg.study.lr if value is None else value)
+    return float(cfg.trainer.lr if value is None else value)
 
 
 def _clusters(embedding: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -156,60 +156,30 @@ OUTPUT_MEASURES = ("top1_share", "effective_rank", "own_output_share", "own_outp
 @register
 class MultitaskRunner(StudyRunner):
     name = "multitask"
-    ignored_keys = HEADLINE_KEYS
 
     def validate(self, cfg: DictConfig) -> None:
-        s = cfg.study
-        check_choice(cfg, "study.init", INITS)
-        ranges = s.get("init_range")
-        if not ranges or any(name not in ranges for name in INITS):
-            raise ConfigError(f"study.init_range must give a range for each of {', '.join(INITS)}")
-        for name in INITS:
-            check_number(cfg, f"study.init_range.{name}", 0, None)
-        for key in ("n_input_groups", "n_features", "n_output_groups", "hidden"):
-            check_int(cfg, f"study.{key}", 1)
-        if s.batch_size != "full":
-            if isinstance(s.batch_size, str):
-                raise ConfigError(f"study.batch_size={s.batch_size!r}; allowed: an integer >= 1 or full")
-            check_int(cfg, "study.batch_size", 1)
-        check_choice(cfg, "study.loss_reduction", REDUCTIONS)
-        check_int(cfg, "study.n_train_draws", 0)
-        by_init = s.get("lr_by_init") or {}
-        unknown = sorted(set(by_init) - set(INITS))
-        if unknown:
-            raise ConfigError(f"study.lr_by_init has {', '.join(unknown)}; allowed keys: {', '.join(INITS)}")
-        for name in INITS:
-            if by_init.get(name) is not None:
-                check_number(cfg, f"study.lr_by_init.{name}", 0, None)
-        for key in ("single_epochs", "finetune_epochs"):
-            check_int(cfg, f"study.{key}", 0)
-        check_int(cfg, "study.eval_every", 1)
-        if s.get("finetune_eval_every") is not None:
-            check_int(cfg, "study.finetune_eval_every", 1)
+        # each key's type, bounds and allowed values: its schema (pipeline/config_schema.py), checked by the
+        # planner; here what one key's value or several keys together must satisfy beyond that
+        s, batch = cfg.study, cfg.trainer.batch_size
+        if batch != "full" and (isinstance(batch, str) or int(batch) < 1):
+            raise ConfigError(f"trainer.batch_size={batch!r}; allowed: an integer >= 1 or full")
         n_stimuli = int(s.n_features) ** int(s.n_input_groups)
-        n_train = check_int(cfg, "study.n_train_stimuli", 1)
+        n_train = int(s.n_train_stimuli)
         if n_train >= n_stimuli:
             raise ConfigError(
                 f"study.n_train_stimuli={n_train}: must be below the number of stimuli "
                 f"({n_stimuli} = n_features^n_input_groups), the rest are the test stimuli"
             )
-        check_number(cfg, "study.lr", 0, None)
-        check_number(cfg, "study.bias", None, None)
         top = min(int(s.n_input_groups), int(s.n_output_groups))
         for key in ("finetune_sizes", "test_multitask_sizes"):
             sizes = OmegaConf.select(cfg, f"study.{key}")
             if not sizes or any(not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top for v in sizes):
                 raise ConfigError(f"study.{key}={sizes!r}: must be a non-empty list of set sizes in 1..{top}")
-        check_number(cfg, "study.kernel.probe_lr", 0, None)
-        for key in ("n_query_stimuli", "n_components", "max_train"):
-            check_int(cfg, f"study.kernel.{key}", 1)
-        check_int(cfg, "study.kernel.every_epochs", 0)
         if int(s.kernel.n_query_stimuli) > n_stimuli - n_train:
             raise ConfigError(
                 f"study.kernel.n_query_stimuli={s.kernel.n_query_stimuli}: at most the "
                 f"{n_stimuli - n_train} test stimuli"
             )
-        check_bool(cfg, "study.paired")
 
     def run(self, cfg: DictConfig, ctx: RunContext) -> RunResult:
         t0 = time.perf_counter()
@@ -246,11 +216,12 @@ class MultitaskRun:
 
     def __init__(self, cfg: DictConfig, ctx: RunContext) -> None:
         s = self.s = cfg.study
+        t = self.t = cfg.trainer
         self.ctx = ctx
         self.env = env = MultitaskEnv(int(s.n_input_groups), int(s.n_features), int(s.n_output_groups))
         self.bias, self.lr = float(s.bias), training_lr(cfg)
-        self.batch = None if s.batch_size == "full" else int(s.batch_size)
-        self.reduction = str(s.get("loss_reduction", "mean"))
+        self.batch = None if t.batch_size == "full" else int(t.batch_size)
+        self.reduction = str(t.get("loss_reduction", "mean"))
         # the fifth stream (the random training draws) leaves the first four as they were
         streams = np.random.SeedSequence(instance_seed(cfg, ctx)).spawn(5)
         split_rng, init_rng, self.order_rng, self.kernel_rng, draw_rng = (np.random.default_rng(x) for x in streams)
@@ -372,7 +343,7 @@ class MultitaskRun:
     def train_single(self) -> None:
         """Phase 1: the single tasks, evaluated every ``eval_every`` epochs and at the last."""
         s, data = self.s, self.data
-        epochs, every, eval_every = int(s.single_epochs), int(s.kernel.every_epochs), int(s.eval_every)
+        epochs, every, eval_every = int(self.t.single_epochs), int(s.kernel.every_epochs), int(s.eval_every)
         for epoch in range(1, epochs + 1):
             mt.train_epoch(
                 self.params, data["single_train"], self.lr, self.batch, self.order_rng, self.bias, self.reduction
@@ -395,7 +366,7 @@ class MultitaskRun:
     def finetune(self) -> None:
         """Phase 2: concurrent multitasking, evaluated every ``finetune_eval_every`` epochs (default 1) and at
         the last."""
-        first, epochs = int(self.s.single_epochs) + 1, int(self.s.single_epochs) + int(self.s.finetune_epochs)
+        first, epochs = int(self.t.single_epochs) + 1, int(self.t.single_epochs) + int(self.t.finetune_epochs)
         every = int(self.s.get("finetune_eval_every") or 1)
         for epoch in range(first, epochs + 1):
             mt.train_epoch(
@@ -433,8 +404,8 @@ class MultitaskRun:
             "batch_size": "full" if self.batch is None else self.batch,
             "loss_reduction": self.reduction,
             "n_train": {"single": len(self.data["single_train"]), "finetune": len(self.data["finetune_train"])},
-            "single_epochs": int(s.single_epochs),
-            "finetune_epochs": int(s.finetune_epochs),
+            "single_epochs": int(self.t.single_epochs),
+            "finetune_epochs": int(self.t.finetune_epochs),
             "n_train_stimuli": len(self.train_stim),
             "n_test_stimuli": len(self.test_stim),
             "single_task_test_loss": after_single["single_test"],

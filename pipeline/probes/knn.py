@@ -480,7 +480,8 @@ def _resubstitution_by_groups(
             ref.numpy(), group.numpy(), n_groups.numpy(), labels.numpy(), onehot.shape[1], k, product_dtype
         )
     _process["compiled"] = True
-    return _scored(*(torch.from_numpy(part) for part in found), group, labels)
+    closer, at, room, e = (torch.from_numpy(part) for part in found)
+    return _scored(closer, at, room, e, group, labels)
 
 
 def _scored(closer, at, room, e, group, labels):
@@ -530,8 +531,8 @@ def _search_groups(ref, labels, onehot, k, max_elements):
         votes_by_slice.append(votes)
         tied[t] = decided_by_ties[g]
     if open_rows:
-        _, rows, closer, at, room = zip(*open_rows)
-        expected = _expected_votes(torch.cat(closer), torch.cat(at), torch.cat(room)).split([len(r) for r in rows])
+        _, rows, closers, ats, rooms = zip(*open_rows)
+        expected = _expected_votes(torch.cat(closers), torch.cat(ats), torch.cat(rooms)).split([len(r) for r in rows])
         for (t, rows_t, *_), value in zip(open_rows, expected):
             votes_by_slice[t][rows_t] = value
     right = torch.stack([votes_by_slice[t][group[t], labels] for t in range(slices)])

@@ -48,15 +48,16 @@ COMPILED_SOURCE = Path(__file__).with_name("knn_compiled.py")
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
 # The compiled CPU search (knn_compiled) is 2-3x faster than the torch search but its kernels cost a one-off
-# compilation per machine (~5-8 s quiet, far more under load) and a load from the signed cache per process
+# compilation per machine (~40 s at load 1, far more under load) and a load from the signed cache per process
 # (compile_cache.py). The search is chosen by predicted cost: the time it saves on the work to come (a call's
 # N^2 T H, times the calls the caller expects: a run's remaining epochs) against that one-off cost, so a short
 # run (the tests', `lcm debug=quick`) never compiles and a long one pays it at its first map. Both searches give
 # the same values, bit for bit, so the choice changes no record. Measured on a 2-core Xeon VM, quiet
-# (docs/performance.md): the torch search ~1.5e-10 s and the compiled one ~0.5e-10 s per unit of N^2 T H.
+# (docs/performance.md): the torch search ~1.5e-10 s and the compiled one ~0.5e-10 s per unit of N^2 T H; the
+# compilation of the whole map's kernel (search_map) 40 s at load 1 (the per-slice kernels before it: 19 s).
 COMPILED_MIN_STATES = 1000
 SAVED_SECONDS_PER_UNIT = 1.0e-10
-COMPILE_SECONDS = 8.0
+COMPILE_SECONDS = 40.0
 LOAD_SECONDS = 1.0
 # work (N^2 T H units) the torch search did in this process, and whether the compiled search has run in it
 _process = {"torch_work": 0.0, "compiled": False}

@@ -60,8 +60,8 @@ def _spread(frame: pd.DataFrame, metric: str) -> tuple[int, list[float]]:
 
 def regime_table(table: pd.DataFrame, authors: pd.DataFrame | None) -> pd.DataFrame:
     """One row per source, metric and epoch (the first and the last): our 5th/50th/95th percentiles over
-    real-label runs, the authors' at their first and last epoch, and whether our median lies within the
-    authors' 5th-95th percentile range."""
+    real-label runs, the authors' at the same epoch (at their first or last where they lack it), and whether
+    our median lies within the authors' 5th-95th percentile range."""
     real = table[table["labels"] == "real"]
     rows = []
     for source, ours in real.groupby("source"):
@@ -77,7 +77,12 @@ def _regime_row(source: str, metric: str, which: str, ours: pd.DataFrame, theirs
     runs, (p5, p50, p95) = _spread(ours[ours["epoch"] == epoch], metric)
     row = {"source": source, "metric": metric, "epoch": epoch, "runs": runs, "p5": p5, "p50": p50, "p95": p95}
     if len(theirs):
-        their_epoch = int(theirs["epoch"].min() if which == "first" else theirs["epoch"].max())
+        # like for like: the authors' runs at our epoch where they have it (a short sweep's last epoch beside
+        # theirs at that epoch, not at their 50th), else at their own first or last
+        their_epochs = set(theirs["epoch"].astype(int))
+        their_epoch = (
+            epoch if epoch in their_epochs else int(min(their_epochs) if which == "first" else max(their_epochs))
+        )
         a_runs, (a5, a50, a95) = _spread(theirs[theirs["epoch"] == their_epoch], metric)
         row.update(
             authors_epoch=their_epoch,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .companion.power import K_GROUPS, ONE_SAMPLE, ONE_SIDED, TWO_GROUPS, Family, rule_table
+from .companion.power import K_GROUPS, ONE_SAMPLE, ONE_SIDED, TWO_GROUPS, Family, rule_table, shown_effect
 from .stats import holm
 
 __all__ = [
@@ -40,7 +40,11 @@ RULE = (
     "'does not replicate' when p_holm >= 0.05 or the sign is the opposite; 'underpowered (n = ..., needs >= ...)' "
     "when the smallest p the test could reach with these units, after Holm (p_floor_holm, the replicate rule), "
     "is 0.05 or above, or when a variance component the test needs is estimated at zero: then neither of the "
-    "other two verdicts can be given, whatever p says; 'not testable here' when the table lacks what the test "
+    "other two verdicts can be given, whatever p says; also 'underpowered' when p_holm >= 0.05 with the sign "
+    "the claim states (or none stated) from fewer units than power 0.8 needs at half the effect the family's "
+    "replicating rows show (their median standardised effect; a row's own effect never decides its own "
+    "verdict, so where no row of the family replicates, a non-significant row does not replicate); "
+    "'not testable here' when the table lacks what the test "
     "needs (a second source, shuffled-label runs, a second epoch), when the shuffled runs are not comparable "
     "for that metric (the authors' null table joins five pair curves per row), when the claim is an "
     "interpretation without a test, or when the model the test rests on did not converge. Secondary rows "
@@ -764,24 +768,47 @@ def _family_key(row: dict) -> str:
     return f"{row['claim']}:{row['role'].split(':')[0]}"
 
 
+def _shows_the_claim(row: dict) -> bool:
+    """Significant after Holm, the sign the claim states, and nothing keeps the row from a verdict."""
+    fam = row["_family"]
+    return bool(
+        np.isfinite(row["p_holm"])
+        and row["p_holm"] < ALPHA
+        and _right_sign(row)
+        and not row["_blocked"]
+        and (fam is None or fam.decidable)
+    )
+
+
+def _right_sign(row: dict) -> bool:
+    return bool(row["_direction"] == 0 or np.sign(row["estimate"]) == row["_direction"])
+
+
 def _adjust(rows: list[dict]) -> None:
-    """Holm within each claim's family (primary and secondary rows apart); the floor of each row at the
-    family's size."""
+    """Holm within each claim's family (primary and secondary rows apart); each row's floor at the family's
+    size; the family's pilot effect, the median |d| of its rows (the rule's, for every row of it); and the
+    effect it has shown, the median |d| of its rows that are significant the claimed way (``_shown_d``: the
+    power check of the others)."""
     families: dict[str, list[dict]] = {}
     for row in rows:
         if row["_family"] is not None and row["verdict"] != "not testable here":
             families.setdefault(_family_key(row), []).append(row)
     for members in families.values():
-        adjusted = holm([r["p_value"] for r in members])
-        for row, p in zip(members, adjusted):
+        for row, p in zip(members, holm([r["p_value"] for r in members])):
             fam = row["_family"]
-            if fam.m == 0:  # the family is the claim's rows
-                row["_family"] = fam = Family(
-                    fam.family, fam.test, fam.design, fam.unit, fam.n, len(members), fam.n_other, fam.k, fam.pilot_d
-                )
+            m = fam.m or len(members)  # m == 0: the family is the claim's rows
+            row["_own_d"] = fam.pilot_d
+            row["_family"] = Family(fam.family, fam.test, fam.design, fam.unit, fam.n, m, fam.n_other, fam.k)
             if not row["_holm_done"]:
                 row["p_holm"] = p
-            row["p_floor_holm"] = fam.floor_holm
+            row["p_floor_holm"] = row["_family"].floor_holm
+        own = [r["_own_d"] for r in members]
+        pilot = shown_effect(own, [True] * len(own))  # every row's effect: the family's pilot
+        shown = shown_effect(own, [_shows_the_claim(r) for r in members])
+        for row in members:
+            fam = row["_family"]
+            row["_family"] = Family(fam.family, fam.test, fam.design, fam.unit, fam.n, fam.m, fam.n_other, fam.k, pilot)
+            row["_shown_d"] = shown
 
 
 def _verdict(row: dict) -> str:
@@ -794,9 +821,13 @@ def _verdict(row: dict) -> str:
         return fam.underpowered(row["n"])
     if row["_blocked"]:
         return f"{UNDERPOWERED} (n = {row['n']}; {row['_blocked']})"
+    if _shows_the_claim(row):
+        return "replicates"
     significant = np.isfinite(row["p_holm"]) and row["p_holm"] < ALPHA
-    right_sign = row["_direction"] == 0 or np.sign(row["estimate"]) == row["_direction"]
-    return "replicates" if significant and right_sign else "does not replicate"
+    shown = row.get("_shown_d", np.nan)
+    if not significant and _right_sign(row) and fam is not None and fam.lacks_power_at(shown):
+        return fam.underpowered_for_power(shown, row["n"])
+    return "does not replicate"
 
 
 def _rows(table: pd.DataFrame, mixed, ols) -> list[dict]:
@@ -834,25 +865,10 @@ def verdict_tables(table: pd.DataFrame, mixed, ols: pd.DataFrame | None) -> tupl
 
 
 def _rule_of(rows: list[dict]) -> pd.DataFrame:
+    """One row per family of primary tests: the fewest units any of its rows has decide the floor (every row
+    of a family carries the family's size and pilot effect, ``_adjust``)."""
     families: dict[str, list[Family]] = {}
     for row in rows:
         if row["_family"] is not None and row["role"] == "primary" and row["verdict"] != "not testable here":
             families.setdefault(row["_family"].family, []).append(row["_family"])
-    chosen = []
-    for members in families.values():
-        weakest = min(members, key=lambda f: (f.n, f.n_other or 0))  # the fewest units decide the floor
-        ds = [abs(f.pilot_d) for f in members if np.isfinite(f.pilot_d)]
-        chosen.append(
-            Family(
-                weakest.family,
-                weakest.test,
-                weakest.design,
-                weakest.unit,
-                weakest.n,
-                weakest.m,
-                weakest.n_other,
-                weakest.k,
-                float(np.median(ds)) if ds else np.nan,
-            )
-        )
-    return rule_table(chosen)
+    return rule_table([min(members, key=lambda f: (f.n, f.n_other or 0)) for members in families.values()])

@@ -2,6 +2,7 @@
 
     python bench/bench_models.py [--models lstm,gru,transformer] [--sources gesture,sentence] [--epochs 50]
     python bench/bench_runs.py --sections 3 ...     # the same, as section 3 of the runs benchmark
+    python bench/bench_models.py --study-root ROOT   # the costs of a finished sweep, per model and source
 
 For each data source and model: one run of the default configuration (`model=<name>`, everything else the
 study's defaults, pair 0, W&B disabled), each in a fresh process as a user starts it. Printed per run: the
@@ -13,6 +14,11 @@ are as wide as the LSTM's costs the probe the same; training differs by the mode
 The LSTM default runs through the same module and code as before the zoo existed (records byte-identical,
 tools/record_digests.py); the one thing the zoo adds to its run is the protocol check at run start (one
 forward pass of two training sequences, no gradients), timed here on its own.
+
+`--study-root ROOT` measures nothing new: it reads every finished run of ``ROOT/architectures/runs`` (a
+sweep of ``study=architectures``) and prints, per data source and model, the runs' median CPU seconds, and
+training and probe seconds per epoch, their mean test accuracy, and each model's medians against the
+LSTM's: the same comparison over every class pair instead of pair 0 alone.
 
 Everything runs on this machine as is: other processes inflate wall times (the load average is printed);
 CPU seconds move much less. `--epochs` below 50 measures the per-epoch figures at less cost (the run's
@@ -106,13 +112,60 @@ def models_section(models: list[str], sources: list[str], epochs: int) -> None:
             print(f"   {load()}", flush=True)
 
 
+def study_section(root: Path, study: str = "architectures") -> None:
+    """Per data source and model, the medians of a finished sweep's run summaries."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted((root / study / "runs").glob("*/summary.json")):
+        s = json.loads(path.read_text())
+        sec, epochs = s["seconds"], s["epochs"]
+        model = s["cell"].split("model=")[-1]
+        rows.append(
+            {
+                "source": s["data_source"],
+                "model": model,
+                "cpu": s["cpu_seconds_total"],
+                "training": sec["training"] / epochs,
+                "probe": sum(sec["probes"].values()) / epochs,
+                "accuracy": s["test_accuracy"],
+            }
+        )
+    table = pd.DataFrame(rows)
+    print(f"\n3b. the finished runs of {root / study}: medians per data source and model")
+    for source, runs in table.groupby("source", sort=True):
+        medians = runs.groupby("model").agg(
+            runs=("cpu", "size"),
+            cpu=("cpu", "median"),
+            training=("training", "median"),
+            probe=("probe", "median"),
+            accuracy=("accuracy", "mean"),
+        )
+        base = medians.loc["lstm"] if "lstm" in medians.index else None
+        print(f"   {source}:")
+        for model, m in medians.iterrows():
+            versus = (
+                ""
+                if base is None or model == "lstm"
+                else (f"; / lstm: CPU x{m.cpu / base.cpu:.2f}, training per epoch x{m.training / base.training:.2f}")
+            )
+            print(
+                f"   {model:<12} {int(m.runs):3d} runs: CPU {m.cpu:6.1f} s, training {m.training:5.2f} s/epoch, "
+                f"probe {m.probe:5.2f} s/epoch, mean test accuracy {m.accuracy:.3f}{versus}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="lstm,gru,transformer", help="comma-separated model names")
     parser.add_argument("--sources", default="gesture,sentence", help="comma-separated data sources")
     parser.add_argument("--epochs", type=int, default=50, help="epochs of each run (default: a default run's)")
+    parser.add_argument("--study-root", type=Path, help="summarise the finished runs of this outputs root instead")
     args = parser.parse_args()
     print(describe(1))
+    if args.study_root:
+        study_section(args.study_root)
+        return
     models_section(args.models.split(","), args.sources.split(","), args.epochs)
 
 

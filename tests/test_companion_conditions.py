@@ -153,3 +153,89 @@ def test_real_and_shuffled_runs_of_a_cell_are_separate_cells(tmp_path):
     assert real["mean_diff"] == pytest.approx(-1.0, abs=0.2) and real["higher"] == "ABD"
     # three replicates: the exact sign-flip test cannot go below 2/2^3 = 0.25
     assert rank["p"].min() == pytest.approx(0.25)
+
+
+def test_the_spectra_section_opens_with_its_claim_and_the_stand_in_for_clinical_groups(tmp_path):
+    """The section used to start with per-epoch t tests and no verdict; it opens now with Baker et al.'s claim,
+    the test actually run, the units and the replicate rule's verdict, and says what stands in for diagnoses."""
+    for rep in range(3):
+        _write_run(tmp_path, f"gesture-p00-r{rep:03d}-real", rep)
+    sec = spectra.section(tmp_path / "headline", tmp_path / "out")
+    claims = sec["tables"]["spectra_claims"]
+    assert list(claims.columns[:3]) == ["claim", "our test", "unit"]
+    assert claims["claim"].str.contains("stand-in for Baker et al.'s clinical groups: the two classes").all()
+    # three replicates: m x 2/2^3 >= 0.05 after Holm over the m tested layers, whatever p says
+    for row in claims.itertuples():
+        m = int(row[claims.columns.get_loc("tests in family") + 1])
+        needs = next(n for n in range(1, 30) if m * 2 / 2**n < 0.05)
+        assert row.verdict == f"underpowered (n = 3 replicate runs, needs >= {needs} replicate runs)"
+    html = str(sec["html"])
+    first_table = html.index("<table")
+    assert html.index("Baker et al.&#39;s claim as tested here") < first_table + 400
+    assert "here the groups are class: the two classes of the class pair" in html
+
+
+# every companion study: (study, the tables its section reads, the study folder's runner check)
+COMPANION_TABLES = {
+    "critical_pathways": ("pathway_shares", "pathway_loss"),
+    "critical_matrix_completion": ("test_error", "singular_values"),
+    "multitask": ("loss_curves", "kernel_prediction", "kernel_eigen", "representation_sharing"),
+    "dense_sample": ("category_structure",),
+}
+
+
+def _write_study_run(root, study: str, name: str, *overrides: str) -> None:
+    """A done run folder of ``study`` whose config.yaml is the one the planner composes for ``overrides``;
+    its tables hold a placeholder row (the condition check comes before any table is read for analysis)."""
+    from omegaconf import OmegaConf
+
+    from tests.helpers import run_config
+
+    folder = root / study / "runs" / name
+    folder.mkdir(parents=True)
+    config = OmegaConf.to_container(run_config(f"study={study}", *overrides), resolve=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "status.json").write_text(json.dumps({"state": "done", "run_id": name}))
+    (folder / "summary.json").write_text(json.dumps({"run_id": name}))
+    for table in COMPANION_TABLES[study]:
+        pd.DataFrame({"placeholder": [0.0]}).to_parquet(folder / f"{table}.parquet")
+
+
+@pytest.mark.parametrize("study", sorted(COMPANION_TABLES))
+def test_every_companion_study_refuses_two_conditions_and_counts_a_copied_run_once(tmp_path, study):
+    """A second sweep of a companion study into the same root with another learning rate used to double its
+    replicates; every companion section now refuses to pool them, names the key and offers --where. A run
+    folder copied under another name (the run id its status.json records stays the original's) is one run."""
+    from analysis.companion import study_runner
+
+    for rep in range(2):
+        _write_study_run(tmp_path, study, f"{study}-r{rep:03d}-base", f"seed={rep}")
+    runs, skipped = done_runs(tmp_path / study, COMPANION_TABLES[study])
+    assert len(runs) == 2 and skipped == []
+    default_lr = runs[0]["config"]["trainer"]["lr"]
+
+    # a copy of one run under another folder name: skipped with the reason, not a third replicate
+    import shutil
+
+    shutil.copytree(tmp_path / study / "runs" / f"{study}-r000-base", tmp_path / study / "runs" / f"{study}-r000-copy")
+    runs, skipped = done_runs(tmp_path / study, COMPANION_TABLES[study])
+    assert [r["run_id"] for r in runs] == [f"{study}-r000-base", f"{study}-r001-base"]
+    assert skipped == [
+        (
+            f"{study}-r000-copy",
+            f"folder name differs from the run id its status.json records ({study}-r000-base): a copy? not counted",
+        )
+    ]
+
+    # the same study again with another learning rate: refused, the key named, a --where selection offered
+    for rep in range(2):
+        _write_study_run(tmp_path, study, f"{study}-r{rep:03d}-lr", f"seed={rep}", f"trainer.lr={default_lr * 2}")
+    assert study_runner(tmp_path / study) in ("critical_pathways", "critical_matrix_completion", study)
+    sections = companion_sections(tmp_path, study, tmp_path / "out")
+    assert len(sections) == 1
+    assert sections[0]["title"].endswith("analysis refused to pool different conditions"), sections[0]["title"]
+    error = sections[0]["error"]
+    assert f"2 run(s) with trainer.lr={default_lr}" in error and f"2 run(s) with trainer.lr={default_lr * 2}" in error
+    assert "--where trainer.lr=VALUE (" in error
+    runs, _ = done_runs(tmp_path / study, COMPANION_TABLES[study], where={"trainer.lr": str(default_lr * 2)})
+    assert sorted(r["run_id"] for r in runs) == [f"{study}-r000-lr", f"{study}-r001-lr"]

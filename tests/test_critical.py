@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from pipeline.config import ConfigError
 from pipeline.deficit import Window
@@ -372,7 +373,19 @@ def test_claims_table_of_one_depth_and_of_the_depth_grid():
     # depth 1's lack of a critical period is an identity of the model, not a finding
     assert claims.verdict.iloc[2] == IDENTITY
     undecided = grid.assign(p_holm=[1e-3, 0.2, 1e-3])
-    assert pathways_claims(undecided, none).verdict.iloc[0] == "does not hold"
+    assert pathways_claims(undecided, none).verdict.iloc[0] == "does not hold"  # 8 runs detect d = 30 / 2
+    # depth 4's significant effect (d = 1) says what depth 2 should show; 8 runs detect half of it with power
+    # 0.8 at Holm's 0.05 / 2 only from n runs (scipy's noncentral t): underpowered, not 'does not hold'
+    modest = undecided.assign(standardised_effect_d=1.0)
+    need = next(
+        n for n in range(2, 200) if stats.nct.sf(stats.t.ppf(1 - 0.025 / 2, n - 1), n - 1, 0.5 * np.sqrt(n)) >= 0.8
+    )
+    assert pathways_claims(modest, none).verdict.iloc[0] == (
+        f"underpowered (n = 8 replicate runs, needs >= {need} replicate runs for power 0.8 at half the effect the "
+        "family's significant tests show, d = 1)"
+    )
+    # no depth > 1 significant: nothing shows the effect, and a claim's own effects never make it 'underpowered'
+    assert pathways_claims(modest.assign(p_holm=[1e-3, 0.2, 0.3]), none).verdict.iloc[0] == "does not hold"
     one = effects([4], [0.497], [0.0078])
     assert "ordering by depth is not tested" in pathways_claims(one, none).numbers.iloc[0]
     assert pathways_claims(one, none).verdict.iloc[0] == "holds"

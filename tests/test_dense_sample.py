@@ -146,6 +146,20 @@ def test_checkpoints_and_config_validation():
         run_config(*[o for o in SMALL if "train_per_class" not in o], "study.data.train_per_class=120")
 
 
+def test_timing_claim_is_never_underpowered_by_its_own_effect():
+    """The timing claim is one test: a non-significant mean rho 'does not hold', whatever its own effect size
+    (power from the effect observed would call every non-significant result underpowered: needs > 1,000 runs
+    at d = 0.1)."""
+    from analysis.companion.dense_sample import HEADLINE_TIMING, dense_claims
+
+    emergence = pd.DataFrame(
+        {"layer": ["a", "b"], "n_runs": 8, "gain_mean": [0.1, 0.2], "d": 3.0, "sign_flip_p": 2 / 2**8, "t_p": 1e-6}
+    ).assign(p_holm=[2 * 2 / 2**8] * 2)
+    timing = pd.DataFrame([{"test": HEADLINE_TIMING, "n": 8, "statistic": -0.06, "p": 0.77, "p_t": 0.79, "d": -0.1}])
+    claims = dense_claims(emergence, timing).set_index("claim")["verdict"]
+    assert claims.iloc[0] == "holds" and claims.iloc[1] == "does not hold"
+
+
 @pytest.mark.slow
 def test_dense_sample_run_end_to_end_and_report(tmp_path):
     args = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import io
 import json
 import math
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, RUNNERS, groups_ignored, with_analysis
+from pipeline.config_schema import DESIGN_BLOCK, FACTOR, PER_SOURCE, RUNNERS, groups_ignored, rules, with_analysis
 from pipeline.identity import semantic_view
 from pipeline.runfolder import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from pipeline.schema import CONFIG, DONE, STATUS, SUMMARY, run_folders, table_file
@@ -125,17 +126,35 @@ CLAIM_COLUMNS = [
 
 
 def claim_row(
-    claim: str, test: str, family, *, holds: bool | None, p_holm: float = math.nan, numbers: str = "", n=None
+    claim: str,
+    test: str,
+    family,
+    *,
+    holds: bool | None,
+    p_holm: float = math.nan,
+    numbers: str = "",
+    n=None,
+    claimed_way: bool = True,
+    shown_d: float = math.nan,
 ) -> dict:
     """One claim of a companion study, its test and the verdict by the replicate rule (power.Family): 'holds'
     / 'does not hold' where the family can decide, 'underpowered (n = ..., needs >= ...)' where its smallest
-    attainable p after Holm is 0.05 or above, 'not measured' where ``holds`` is None."""
+    attainable p after Holm is 0.05 or above, or where a result that is not significant but points the
+    claimed way (``claimed_way``) comes from fewer units than power 0.8 needs at half the effect the family's
+    significant tests show (``shown_d``, power.shown_effect; NaN where none is significant: a result's own
+    effect never decides its own verdict); 'not measured' where ``holds`` is None."""
+    n_text = None if n is None else str(n)
+    significant = bool(np.isfinite(p_holm) and p_holm < 0.05)
     if holds is None:
         verdict = "not measured"
     elif family is not None and not family.decidable:
-        verdict = family.underpowered(None if n is None else str(n))
+        verdict = family.underpowered(n_text)
+    elif holds:
+        verdict = "holds"
+    elif not significant and claimed_way and family is not None and family.lacks_power_at(shown_d):
+        verdict = family.underpowered_for_power(shown_d, n_text)
     else:
-        verdict = "holds" if holds else "does not hold"
+        verdict = "does not hold"
     return {
         "claim": claim,
         "our test": test,
@@ -269,7 +288,17 @@ def run_condition(config: dict) -> dict[str, str]:
         for top in _HEADLINE_DESIGN:
             rest.pop(top, None)
     skip = {*_PER_SOURCE, *(str(f) for f in study.get("factors") or [])}
-    return {k: _text(v) for k, v in _flat(rest).items() if k not in skip}
+    where_now = moved_keys(str(study.get("runner", "")))
+    flat = {where_now.get(k, k): v for k, v in _flat(rest).items()}
+    return {k: _text(v) for k, v in flat.items() if k not in skip}
+
+
+@functools.cache
+def moved_keys(runner: str) -> dict[str, str]:
+    """A runner's moved keys, old path -> the path a config has them at now (``trainer.lr`` for
+    ``study.lr``): the run id's view hashes them where they were, but a condition names them, and --where
+    selects them, where a user's config has them."""
+    return {rule.moved_from: path for path, rule in rules(runner).items() if rule.moved_from}
 
 
 def _per_source_condition(config: dict) -> dict[str, str]:
@@ -387,6 +416,10 @@ def _read_done_runs(
         if status.get("state") != DONE:
             skipped.append((run_dir.name, f"state {status.get('state')}"))
             continue
+        copy_of = _copied_from(run_dir, status)
+        if copy_of:
+            skipped.append((run_dir.name, copy_of))
+            continue
         missing = [t for t in tables if not (run_dir / table_file(t)).exists()]
         if missing:
             skipped.append((run_dir.name, f"no {', '.join(table_file(t) for t in missing)}{missing_note}"))
@@ -408,6 +441,15 @@ def _read_done_runs(
             {"run_id": run_dir.name, "dir": run_dir, "design": design, "summary": summary, "config": config, **frames}
         )
     return runs, skipped
+
+
+def _copied_from(run_dir: Path, status: dict) -> str | None:
+    """Why a done folder is not a run of its own: its name is not the run id its status.json records (a copy
+    of that run, e.g. ``<id>.bak``, which would count one run twice), as the headline analysis reads it."""
+    recorded = status.get("run_id")
+    if recorded is not None and str(recorded) != run_dir.name:
+        return f"folder name differs from the run id its status.json records ({recorded}): a copy? not counted"
+    return None
 
 
 def read_table(run: dict, table: str) -> pd.DataFrame | None:

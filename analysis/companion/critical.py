@@ -39,7 +39,7 @@ from .common import (
     summarise,
     table_html,
 )
-from .power import ONE_SAMPLE, ONE_SIDED, Family, holm, rule_table, sign_flip_p, standardised_mean
+from .power import ONE_SAMPLE, ONE_SIDED, Family, holm, rule_table, shown_effect, sign_flip_p, standardised_mean
 
 TITLE = "Critical learning periods in deep linear networks"
 PATHWAYS, COMPLETION = "critical_pathways", "critical_matrix_completion"
@@ -278,6 +278,10 @@ def pathways_claims(effect_tests: pd.DataFrame, late: pd.DataFrame) -> pd.DataFr
             if len(deep)
             else None,
             p_holm=float(deep.p_holm.max()) if len(deep) else math.nan,
+            claimed_way=bool((deep.effect_mean > 0).all() and ordered) if len(deep) else True,
+            shown_d=shown_effect(deep.standardised_effect_d, (deep.p_holm < 0.05) & (deep.effect_mean > 0))
+            if len(deep)
+            else math.nan,
             numbers=", ".join(
                 f"depth {r.depth}: {r.effect_mean:.3f}" + (f" (Holm p {r.p_holm:.2g})" if np.isfinite(r.p_holm) else "")
                 for r in effect_tests.itertuples()
@@ -291,6 +295,7 @@ def pathways_claims(effect_tests: pd.DataFrame, late: pd.DataFrame) -> pd.DataFr
             fams.get("late"),
             holds=bool((late.p_holm < 0.05).all()) if len(late) else None,
             p_holm=float(late.p_holm.max()) if len(late) else math.nan,
+            claimed_way=bool((late.mean_largest_deviation < LATE_TOL).all()) if len(late) else True,
             numbers="; ".join(
                 f"depth {r.depth}: onsets {r.late_onsets}, largest {r.largest_deviation:.3g} (Holm p {r.p_holm:.2g})"
                 for r in late.itertuples()
@@ -749,6 +754,13 @@ def completion_families(tests: pd.DataFrame) -> dict[str, Family]:
     return out
 
 
+def _shown(part: pd.DataFrame) -> float:
+    """The effect a completion claim's depths have shown: the median |d| of those significant the claimed way."""
+    if not len(part):
+        return math.nan
+    return shown_effect(part.d, (part.p_holm < 0.05) & (part.mean_difference > 0))
+
+
 def completion_claims(tests: pd.DataFrame) -> pd.DataFrame:
     fams = completion_families(tests)
     complete = tests[tests.claim == "completes"] if len(tests) else tests
@@ -761,6 +773,8 @@ def completion_claims(tests: pd.DataFrame) -> pd.DataFrame:
             fams.get("completes"),
             holds=bool((complete.p_holm < 0.05).all()) if len(complete) else None,
             p_holm=float(complete.p_holm.max()) if len(complete) else math.nan,
+            claimed_way=bool((complete.mean_difference > 0).all()) if len(complete) else True,
+            shown_d=_shown(complete),
             numbers="; ".join(
                 f"depth {r.depth}: margin {r.mean_difference:.3g} (Holm p {r.p_holm:.2g})"
                 for r in complete.itertuples()
@@ -775,6 +789,8 @@ def completion_claims(tests: pd.DataFrame) -> pd.DataFrame:
             if len(damage)
             else None,
             p_holm=float(damage.p_holm.max()) if len(damage) else math.nan,
+            claimed_way=bool((damage.mean_difference > 0).all()) if len(damage) else True,
+            shown_d=_shown(damage),
             numbers="; ".join(
                 f"depth {r.depth}: {r.base_mean:.3g} -> {r.deficit_mean:.3g} (Holm p {r.p_holm:.2g}, {r.n_pairs} pairs)"
                 for r in damage.itertuples()

@@ -33,7 +33,7 @@ from .common import (
     summarise,
     table_html,
 )
-from .power import ONE_SAMPLE, Family, holm, rule_table, sign_flip_p, standardised_mean
+from .power import ONE_SAMPLE, Family, holm, rule_table, shown_effect, sign_flip_p, standardised_mean
 
 TABLE = "category_structure"
 TITLE = "Category structure in the dense-sample study"
@@ -202,6 +202,8 @@ def dense_claims(emergence: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
                 fams["emergence"],
                 holds=bool(up.all()),
                 p_holm=float(emergence.p_holm.max()),
+                claimed_way=bool((emergence.gain_mean > 0).all()),
+                shown_d=shown_effect(emergence.d, up),
                 numbers=f"Holm-significant rise in {int(up.sum())} of {len(emergence)} layers: "
                 + ", ".join(f"{r.layer} {r.gain_mean:+.2f} (p {r.p_holm:.2g})" for r in emergence.itertuples()),
             )
@@ -217,6 +219,7 @@ def dense_claims(emergence: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
                 fams["timing"],
                 holds=bool(r.p < 0.05 and r.statistic < 0),
                 p_holm=float(r.p),
+                claimed_way=bool(r.statistic < 0),
                 numbers=f"mean rho {r.statistic:.2f}, p {r.p:.2g} (t test p {r.p_t:.2g}), {int(r.n)} runs",
             )
         )

@@ -33,7 +33,7 @@ from .common import (
     summarise,
     table_html,
 )
-from .power import CORRELATION, ONE_SAMPLE, Family, holm, rule_table, sign_flip_p, standardised_mean
+from .power import CORRELATION, ONE_SAMPLE, Family, holm, rule_table, shown_effect, sign_flip_p, standardised_mean
 
 TITLE = "Pseudo-kernel prediction and multitasking (standard vs large initialisation)"
 STUDY = "multitask"
@@ -242,6 +242,10 @@ def init_claims(comparison: pd.DataFrame) -> list[dict]:
     family = init_family(comparison)
     tested = comparison[comparison.key.isin(VERDICT_KEYS)] if len(comparison) else comparison
     holm_of = dict(zip(tested.key, holm(tested.sign_flip_p))) if len(tested) else {}
+    expected = {key: expect for key, _, expect in INIT_CLAIMS}
+    shown = shown_effect(
+        tested.d, [holm_of[k] < 0.05 and low == expected.get(k) for k, low in zip(tested.key, tested.lower)]
+    )
     out = []
     for key, claim, expect in INIT_CLAIMS:
         part = comparison[comparison.key == key] if len(comparison) else comparison
@@ -260,6 +264,8 @@ def init_claims(comparison: pd.DataFrame) -> list[dict]:
                 family,
                 holds=significant and r.lower == expect,
                 p_holm=p,
+                claimed_way=r.lower == expect,
+                shown_d=shown,
                 numbers=f"standard {r.standard_mean:.4g} vs large {r.large_mean:.4g}, {direction}"
                 + (" (significant)" if significant else "")
                 + f"; {r.n_pairs} pairs, {r.pairs_where_standard_lower} with standard lower; exact p {r.sign_flip_p:.2g}, "

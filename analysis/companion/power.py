@@ -19,6 +19,7 @@ import pandas as pd
 
 ALPHA = 0.05
 POWER = 0.8
+POWER_SEARCH = 1000  # the largest unit count the power search tries
 
 # How a test's units are arranged; the floor depends on nothing else.
 ONE_SAMPLE = "one_sample"  # paired differences or one sample, two-sided (t, sign-flip, signed rank)
@@ -36,9 +37,15 @@ RULE = (
     "the test with the units at hand: 2/2^n for n paired units or one sample (t, sign-flip, signed rank), "
     "1/2^n one-sided, 2/C(n1 + n2, n1) for two groups of units, k! (r!)^k / (k r)! for k groups of r units, "
     "chi2.sf(n (k - 1), k - 1) for Friedman's test, 2/n! for a rank correlation over n units. A verdict whose floor after Holm is 0.05 or above is "
-    "'underpowered (n = ..., needs >= ...)', whatever its p. Where a pilot effect size d exists, the rule also "
-    "gives the units a t test needs for power 0.8 at Holm's strictest level 0.05/m for half of d (estimates "
-    "from few replicates are optimistic)."
+    "'underpowered (n = ..., needs >= ...)', whatever its p. Where a pilot effect size d exists (the median "
+    "standardised effect of the family's tests; for an existence claim, that of its strongest candidate), the rule "
+    "also gives the units a t test needs for power 0.8 at Holm's strictest level 0.05/m for half of d (estimates "
+    "from few replicates are optimistic). A result that is not significant but points the claimed way is "
+    "'underpowered' too, not 'does not replicate', when its units are fewer than power 0.8 needs at half the "
+    "effect the family has shown: the median standardised effect of its tests that are significant the claimed "
+    "way. A test's own effect never decides its own verdict (power computed from the effect observed is a "
+    "function of p alone and would call every non-significant result underpowered), so where no test of the "
+    "family is significant, a non-significant result does not replicate."
 )
 
 
@@ -105,47 +112,61 @@ def units_needed(
     return None
 
 
-def t_power(d: float, n: int, alpha: float) -> float:
-    """Power of the two-sided one-sample (paired) t test with ``n`` pairs at standardised effect ``d``."""
+def noncentral_t_power(nc: float, df: float, alpha: float) -> float:
+    """Power of a two-sided t test at level ``alpha`` with ``df`` degrees of freedom and noncentrality ``nc``:
+    P(T' > crit) + P(T' < -crit) under scipy's noncentral t. scipy returns NaN for a tail far from ``nc`` (at
+    Holm levels such as 0.05/1470 the negligible opposite tail comes back NaN, and with it the sum, in about
+    half the unit counts); such a tail is taken from the normal approximation instead, which is as good as
+    zero there, never as the whole power (a NaN once read as power 1 made 51 runs look enough where 67 are)."""
     from scipy import stats
 
+    nc = abs(float(nc))
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    upper = float(stats.nct.sf(crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))
+    if not math.isfinite(upper):
+        upper = float(stats.norm.sf(crit - nc))
+    if not math.isfinite(lower):
+        lower = float(stats.norm.cdf(-crit - nc))
+    return min(1.0, upper + lower)
+
+
+def t_power(d: float, n: int, alpha: float) -> float:
+    """Power of the two-sided one-sample (paired) t test with ``n`` pairs at standardised effect ``d``."""
     if n < 2:
         return 0.0
-    df = n - 1
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(float(d)) * math.sqrt(n)
-    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
-    if not math.isfinite(power):  # scipy's noncentral t returns NaN far in the tail, where power is 1
-        return 1.0 if nc > crit else 0.0
-    return power
+    return noncentral_t_power(abs(float(d)) * math.sqrt(n), n - 1, alpha)
 
 
-def welch_power(d: float, n: int, n_other: int, alpha: float) -> float:
-    """Power of the two-sided two-sample t test (statsmodels) with n and n_other units at effect ``d``."""
-    from statsmodels.stats.power import TTestIndPower
-
+def two_sample_t_power(d: float, n: int, n_other: int, alpha: float) -> float:
+    """Power of the two-sided two-sample t test with n and n_other units at effect ``d`` (the textbook formula,
+    as statsmodels' TTestIndPower computes it, with its NaN tails handled as in ``noncentral_t_power``). The
+    two-group tests run are Welch's; at equal variances this is their power, and with ``d`` scaled by the
+    root of the two groups' mean variance it is the usual approximation where the variances differ."""
     if n < 2 or n_other < 2:
         return 0.0
-    power = float(TTestIndPower().power(effect_size=abs(float(d)), nobs1=n, ratio=n_other / n, alpha=alpha))
-    return power if math.isfinite(power) else 1.0
+    return noncentral_t_power(abs(float(d)) * math.sqrt(n * n_other / (n + n_other)), n + n_other - 2, alpha)
 
 
 def powered_n(
     d: float, m: int, design: str, *, n_other: int | None = None, alpha: float = ALPHA, power: float = POWER
 ) -> int | None:
     """The fewest units for power ``power`` at Holm's strictest level alpha/m for half the pilot effect ``d``
-    (t tests of one sample / pairs, or of two groups); None without a usable pilot effect or design."""
+    (t tests of one sample / pairs, or of two groups); None without a usable pilot effect or design;
+    ``POWER_SEARCH + 1`` where no count up to POWER_SEARCH reaches it."""
     if not (d is not None and np.isfinite(d) and d != 0) or design not in (ONE_SAMPLE, ONE_SIDED, TWO_GROUPS):
         return None
     level = alpha / max(int(m), 1)
-    for n in range(2, 1001):
+    if design == TWO_GROUPS and two_sample_t_power(0.5 * d, POWER_SEARCH, int(n_other or POWER_SEARCH), level) < power:
+        return POWER_SEARCH + 1  # the other group's units bound the power: no count on this side reaches it
+    for n in range(2, POWER_SEARCH + 1):
         if design == TWO_GROUPS:
-            reached = welch_power(0.5 * d, n, int(n_other or n), level)
+            reached = two_sample_t_power(0.5 * d, n, int(n_other or n), level)
         else:
             reached = t_power(0.5 * d, n, level)
         if reached >= power:
             return n
-    return None
+    return POWER_SEARCH + 1
 
 
 def replicates_needed(
@@ -204,14 +225,36 @@ class Family:
     def needed_powered(self) -> int | None:
         return powered_n(self.pilot_d, self.m, self.design, n_other=self.n_other)
 
+    def lacks_power_at(self, shown_d: float) -> bool:
+        """Fewer units than power 0.8 at half the effect ``shown_d`` needs (False without such an effect: NaN)."""
+        need = powered_n(shown_d, self.m, self.design, n_other=self.n_other)
+        return need is not None and self.n < need
+
     def underpowered(self, n_text: str | None = None) -> str:
-        """The verdict text of a family that cannot decide."""
+        """The verdict text of a family that cannot decide: its floor after Holm is 0.05 or above."""
         need = self.needed
         return (
-            f"underpowered (n = {n_text or f'{self.n} {self.unit}' + ('s' if self.n != 1 else '')}, needs >= "
+            f"underpowered (n = {n_text or self._n_text()}, needs >= "
             + (f"{need} {self.unit}s" if need else "more units than the rule searched")
             + ")"
         )
+
+    def underpowered_for_power(self, shown_d: float, n_text: str | None = None) -> str:
+        """The verdict text of a non-significant result in the claimed direction from too few units for power
+        0.8 at half the effect ``shown_d`` that the family's significant tests have shown."""
+        need = powered_n(shown_d, self.m, self.design, n_other=self.n_other)
+        effect = f"power 0.8 at half the effect the family's significant tests show, d = {abs(shown_d):.2g}"
+        if need is not None and need <= POWER_SEARCH:
+            return f"underpowered (n = {n_text or self._n_text()}, needs >= {need} {self.unit}s for {effect})"
+        if self.design == TWO_GROUPS:  # the other group's units are the bound
+            return (
+                f"underpowered (n = {n_text or self._n_text()}; with {self.n_other} units on the other side no "
+                f"count of {self.unit}s reaches {effect})"
+            )
+        return f"underpowered (n = {n_text or self._n_text()}, needs > {POWER_SEARCH} {self.unit}s for {effect})"
+
+    def _n_text(self) -> str:
+        return f"{self.n} {self.unit}" + ("s" if self.n != 1 else "")
 
 
 RULE_COLUMNS = [
@@ -248,6 +291,15 @@ def rule_row(family: Family) -> dict:
 
 def rule_table(families: list[Family]) -> pd.DataFrame:
     return pd.DataFrame([rule_row(f) for f in families], columns=RULE_COLUMNS)
+
+
+def shown_effect(d, significant) -> float:
+    """The effect a family has shown: the median |d| of its tests that are significant the claimed way
+    (``significant``, a boolean per test); NaN where none is. The power check of a non-significant result
+    uses this, never the result's own effect (see ``RULE``)."""
+    d = np.abs(np.asarray(d, dtype=float))
+    keep = np.asarray(significant, dtype=bool) & np.isfinite(d)
+    return float(np.median(d[keep])) if keep.any() else float("nan")
 
 
 def standardised_mean(values) -> float:

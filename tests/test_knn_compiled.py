@@ -139,8 +139,10 @@ def test_the_search_is_chosen_by_its_predicted_cost(monkeypatch, tmp_path):
     assert not knn.use_compiled_search(cpu, 1352, 150, 32)  # one map: compiling would not pay
     assert not knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay - 1)
     assert knn.use_compiled_search(cpu, 1352, 150, 32, expected_calls=calls_to_pay)
-    assert knn.use_compiled_search(cpu, 4000, 150, 64)  # one large call pays on its own
-    assert not knn.use_compiled_search(torch.device("meta"), 4000, 150, 64)
+    # one call of N 4000, T 150, H 64 saves ~15 s: less than compiling (the torch search is faster for it alone)
+    assert not knn.use_compiled_search(cpu, 4000, 150, 64)
+    assert knn.use_compiled_search(cpu, 8000, 150, 64)  # ~61 s saved: one large call pays on its own
+    assert not knn.use_compiled_search(torch.device("meta"), 8000, 150, 64)
     assert not knn.use_compiled_search(cpu, knn.COMPILED_MIN_STATES - 1, 150, 64, expected_calls=10**6)
 
     states, labels = lstm_states(1100, 4, 6, seed=5)
@@ -226,7 +228,7 @@ def test_clustered_states_equal_the_torch_search_bit_for_bit(kind, gram_dtype):
 def test_near_ties_in_several_clusters_are_settled_by_the_products(monkeypatch):
     """The products settle most rows of clusters of near-ties away from the slice's median (blocks moved to
     their own origin); with the slice's median as the only origin every such row was left open."""
-    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open": 0})
+    monkeypatch.setattr(knn_compiled, "SEARCH_COUNTS", {"rows": 0, "open": 0, "wide": 0})
     states, labels = clusters_of_near_ties(640, 3, 16, clusters=4, units=4, seed=2)
     compiled, reference = both_searches(states, labels, 3, torch.float32)
     assert_same(compiled, reference)

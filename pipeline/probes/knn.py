@@ -48,15 +48,16 @@ COMPILED_SOURCE = Path(__file__).with_name("knn_compiled.py")
 # elements of the largest temporary of the exact path (pairs x H, rows x compositions x C)
 _EXACT_ELEMENTS = 2**22
 # The compiled CPU search (knn_compiled) is 2-3x faster than the torch search but its kernels cost a one-off
-# compilation per machine (~5-8 s quiet, far more under load) and a load from the signed cache per process
+# compilation per machine (~40 s at load 1, far more under load) and a load from the signed cache per process
 # (compile_cache.py). The search is chosen by predicted cost: the time it saves on the work to come (a call's
 # N^2 T H, times the calls the caller expects: a run's remaining epochs) against that one-off cost, so a short
 # run (the tests', `lcm debug=quick`) never compiles and a long one pays it at its first map. Both searches give
 # the same values, bit for bit, so the choice changes no record. Measured on a 2-core Xeon VM, quiet
-# (docs/performance.md): the torch search ~1.5e-10 s and the compiled one ~0.5e-10 s per unit of N^2 T H.
+# (docs/performance.md): the torch search ~1.5e-10 s and the compiled one ~0.5e-10 s per unit of N^2 T H; the
+# compilation of the whole map's kernel (search_map) 40 s at load 1 (the per-slice kernels before it: 19 s).
 COMPILED_MIN_STATES = 1000
 SAVED_SECONDS_PER_UNIT = 1.0e-10
-COMPILE_SECONDS = 8.0
+COMPILE_SECONDS = 40.0
 LOAD_SECONDS = 1.0
 # work (N^2 T H units) the torch search did in this process, and whether the compiled search has run in it
 _process = {"torch_work": 0.0, "compiled": False}
@@ -470,55 +471,53 @@ def _resubstitution_by_groups(
         compiled = use_compiled_search(ref.device, ref.shape[1], ref.shape[0], ref.shape[2], expected_calls)
     if not compiled:
         _process["torch_work"] += float(ref.shape[1]) ** 2 * ref.shape[0] * ref.shape[2]
-        return _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements, None)
+        return _search_groups(ref.to(gram_dtype), labels, onehot, k, max_elements)
     from . import knn_compiled
 
     with knn_compiled.blas_threads():
-        found = _search_groups(ref, labels, onehot, k, max_elements, knn_compiled, gram_dtype)
+        group, n_groups = knn_compiled.identical_groups(ref.numpy())
+        product_dtype = np.float32 if gram_dtype == torch.float32 else np.float64
+        found = knn_compiled.search_map(
+            ref.numpy(), group.numpy(), n_groups.numpy(), labels.numpy(), onehot.shape[1], k, product_dtype
+        )
     _process["compiled"] = True
-    return found
+    closer, at, room, e = (torch.from_numpy(part) for part in found)
+    return _scored(closer, at, room, e, group, labels)
 
 
-def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=None):
-    """``_resubstitution_by_groups``' search: with ``compiled`` (the knn_compiled module) or torch."""
+def _scored(closer, at, room, e, group, labels):
+    """Per (slice, sample) the expected right vote and whether ties decided it, from every slice's S and E per
+    group (closer, at: (T, G, C) class counts; room, e: (T, G); slices with fewer groups padded with e 0)."""
+    decided_by_ties = e > room
+    votes = torch.nn.functional.one_hot((closer + at).argmax(-1), closer.shape[-1]).to(torch.float64)
+    t, rows = decided_by_ties.nonzero(as_tuple=True)  # slice by slice, as the per-slice searches append them
+    if len(t):
+        votes[t, rows] = _expected_votes(closer[t, rows], at[t, rows], room[t, rows])
+    slices = torch.arange(len(group)).unsqueeze(-1)
+    return votes[slices, group, labels], decided_by_ties.gather(1, group)
+
+
+def _search_groups(ref, labels, onehot, k, max_elements):
+    """``_resubstitution_by_groups``' torch search, slice by slice (the GPU path)."""
     slices, n, _ = ref.shape
     n_classes = onehot.shape[1]
     device = ref.device
-    if compiled:
-        group, n_groups = compiled.identical_groups(ref.numpy())
-    else:
-        group, n_groups = _groups_of_identical_states(ref)
+    group, n_groups = _groups_of_identical_states(ref)
     most = int(n_groups.max())
-    if not compiled:
-        buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
-        wide = buffer if ref.dtype == torch.float64 else None
+    buffer = torch.empty(max(most, min(max_elements, most**2)), dtype=ref.dtype, device=device)
+    wide = buffer if ref.dtype == torch.float64 else None
     votes_by_slice, open_rows = [], []
     tied = torch.empty((slices, n), dtype=torch.bool, device=device)
-    if compiled:
-        states, group_np, labels_np = ref.numpy(), group.numpy(), labels.numpy()
-        product_dtype = np.float32 if gram_dtype == torch.float32 else np.float64
-        neighbours = None  # per sample, the first samples of its group's nearest groups at the previous slice
     for t in range(slices):
         g, size = group[t], int(n_groups[t])
-        if compiled:
-            first, weight, counts = compiled.group_tables(group_np[t], size, labels_np, n_classes)
-            candidates = None
-            if neighbours is not None:
-                candidates = np.concatenate([np.arange(size)[:, None], group_np[t][neighbours[first]]], axis=1)
-            closer, at, room, e, nearest = compiled.nearest_groups(
-                states[t, first], weight, counts, k, product_dtype, candidates
-            )
-            neighbours = first[nearest][group_np[t]]
-            unclear = torch.empty(0, dtype=torch.int64)
-        else:
-            first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
-                0, g, torch.arange(n, device=device), "amin"
-            )
-            points = ref[t, first]
-            weight = torch.bincount(g, minlength=size).to(torch.float64)
-            counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
-            final = ref.dtype == torch.float64
-            closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
+        first = torch.full((size,), n, dtype=torch.int64, device=device).scatter_reduce_(
+            0, g, torch.arange(n, device=device), "amin"
+        )
+        points = ref[t, first]
+        weight = torch.bincount(g, minlength=size).to(torch.float64)
+        counts = torch.zeros((size, n_classes), dtype=torch.float64, device=device).index_add_(0, g, onehot)
+        final = ref.dtype == torch.float64
+        closer, at, room, e, unclear = _nearest_groups(points, None, weight, counts, k, max_elements, buffer, final)
         if len(unclear):
             if wide is None:
                 wide = torch.empty(max(most, min(max_elements // 2, most**2)), dtype=torch.float64, device=device)
@@ -533,12 +532,34 @@ def _search_groups(ref, labels, onehot, k, max_elements, compiled, gram_dtype=No
         votes_by_slice.append(votes)
         tied[t] = decided_by_ties[g]
     if open_rows:
-        _, rows, closer, at, room = zip(*open_rows)
-        expected = _expected_votes(torch.cat(closer), torch.cat(at), torch.cat(room)).split([len(r) for r in rows])
+        _, rows, closers, ats, rooms = zip(*open_rows)
+        expected = _expected_votes(torch.cat(closers), torch.cat(ats), torch.cat(rooms)).split([len(r) for r in rows])
         for (t, rows_t, *_), value in zip(open_rows, expected):
             votes_by_slice[t][rows_t] = value
     right = torch.stack([votes_by_slice[t][group[t], labels] for t in range(slices)])
     return right, tied
+
+
+def _check_inputs(reference: torch.Tensor, query: torch.Tensor | None, k: int, ties: str, leave_one_out: bool) -> None:
+    """``knn_curve``'s arguments checked, with errors that name the key and what is allowed (query: None for
+    resubstitution)."""
+    if ties not in KNN_TIE_RULES:
+        raise ValueError(f"ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
+    if leave_one_out and query is not None:
+        raise ValueError("leave_one_out applies to resubstitution (no query states)")
+    n_usable = reference.shape[0] - (1 if leave_one_out else 0)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
+        raise ValueError(
+            f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
+            f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})"
+        )
+    for name, states in (("reference", reference), ("query", query)):
+        if states is not None and not bool(states.isfinite().all()):
+            bad = (~states.isfinite()).flatten(2).any(-1).any(0).nonzero().flatten() + 1
+            raise ValueError(
+                f"probe.knn: the {name} hidden states are not finite at time slices {bad.tolist()[:10]}: "
+                "the network diverged (a NaN or infinite loss); lower trainer.lr or check the inputs"
+            )
 
 
 @dataclass(frozen=True)
@@ -574,27 +595,11 @@ def knn_curve(
     caller will make (a run: its remaining epochs), which decides whether the
     compiled search's one-off cost pays (``use_compiled_search``).
     """
-    if ties not in KNN_TIE_RULES:
-        raise ValueError(f"ties={ties!r}; allowed: {', '.join(KNN_TIE_RULES)}")
     same = query is None
-    if leave_one_out and not same:
-        raise ValueError("leave_one_out applies to resubstitution (no query states)")
     if same:
         query, query_labels = reference, reference_labels
     assert query is not None and query_labels is not None
-    n_usable = reference.shape[0] - (1 if leave_one_out else 0)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_usable:
-        raise ValueError(
-            f"probe.knn.k={k!r}: must be an integer in 1..{n_usable} "
-            f"({reference.shape[0]} reference states{', one left out' if leave_one_out else ''})"
-        )
-    for name, states in (("reference", reference), ("query", None if same else query)):
-        if states is not None and not bool(states.isfinite().all()):
-            bad = (~states.isfinite()).flatten(2).any(-1).any(0).nonzero().flatten() + 1
-            raise ValueError(
-                f"probe.knn: the {name} hidden states are not finite at time slices {bad.tolist()[:10]}: "
-                "the network diverged (a NaN or infinite loss); lower trainer.lr or check the inputs"
-            )
+    _check_inputs(reference, None if same else query, k, ties, leave_one_out)
     device = reference.device
     labels = reference_labels.long().to(device)
     truth = query_labels.long().to(device)
@@ -618,6 +623,13 @@ def knn_curve(
         return KnnCurve(right.sum(-1).cpu().numpy() / len(labels), tied.sum(-1).cpu().numpy() / len(labels))
     ref = reference.detach().to(dtype).transpose(0, 1)  # T x N x H
     qry = ref if same else query.detach().to(device, dtype).transpose(0, 1)
+    return _curve_by_blocks(ref, qry, same, labels, onehot, truth, k, ties, leave_one_out, max_elements)
+
+
+def _curve_by_blocks(ref, qry, same, labels, onehot, truth, k, ties, leave_one_out, max_elements) -> KnnCurve:
+    """``knn_curve`` for queries other than the states themselves, leave-one-out or the majority tie rule:
+    ref (T, N, H) and qry (T, M, H) in the products' precision, searched a block at a time."""
+    device = ref.device
     slices, n_query, n_ref = ref.shape[0], qry.shape[1], ref.shape[1]
     # Work in blocks of about max_elements distances: several time slices at
     # once for small N, blocks of query rows for large N. Small N: 2 MB blocks,
@@ -630,7 +642,7 @@ def knn_curve(
         max_elements = 2**18 if n_query * n_ref <= 2**18 else 2**22
     per_chunk = max(1, max_elements // (n_query * n_ref))
     rows_per_block = n_query if per_chunk > 1 else max(1, min(n_query, max_elements // n_ref))
-    buffer = torch.empty(min(slices, per_chunk) * rows_per_block * n_ref, dtype=dtype, device=device)
+    buffer = torch.empty(min(slices, per_chunk) * rows_per_block * n_ref, dtype=ref.dtype, device=device)
     # per (slice, query sample), summed at the end in one fixed order, so that
     # the blocking does not change the rounding of the expected counts
     right = torch.empty((slices, n_query), dtype=torch.float64, device=device)

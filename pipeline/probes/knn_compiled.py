@@ -48,6 +48,12 @@ def rounding_factor(hidden: int, gram_dtype) -> float:
     return (hidden + 12) * float(np.finfo(gram_dtype).eps)
 
 
+# Rows per block of the triangle's products (measured: 64 beat 32 and 128), and the fewest rows of a block
+# moved to their own origin.
+BLOCK_ROWS = 64
+MIN_LOCAL_ROWS = 16
+
+
 @numba.njit(nogil=True, cache=False)
 def _median_state(exact):
     """Coordinate by coordinate, the lower median of (up to 127 evenly spread) states: inside the cluster
@@ -145,27 +151,14 @@ def _scan_column(lower, column, cols, width, values, index, largest):
 
 
 @numba.njit(nogil=True, cache=False)
-def _scan_row(lower, values, index, level1, level2, bound, spare):
-    """Merge the smallest entries of ``lower`` into a row's ascending list of (value, column).
-
-    Two levels of strided-column minima (vectorised elementwise passes): the
-    row's elements in ``width`` lanes, those minima in ``width2`` lanes. tau,
-    the take-th smallest among the minima of disjoint parts of the row, is at
-    least the row's take-th smallest value, so only parts whose minimum is at
-    most tau (and below the list's largest) are searched element by element
-    (a few per row).
-    """
+def _part_bar(lower, level1, level2, bound, spare, width, width2):
+    """tau: the take-th smallest (take = len(bound)) among the minima of disjoint parts of the row, at least
+    the row's take-th smallest value. Fills level1 with the minima of the row's ``width`` strided lanes and
+    level2 with those minima's minima over ``width2`` lanes (vectorised elementwise passes)."""
     size = len(lower)
-    take = len(values)
-    width, width2 = 4, 8
+    take = len(bound)
     cols = size // width
     cols2 = cols // width2
-    largest = values[take - 1]
-    if cols2 < take:  # short rows: every element
-        for c in range(size):
-            if lower[c] < largest:
-                largest = _insert(values, index, take, lower[c], c)
-        return
     level1[:cols] = lower[:cols]
     for lane in range(1, width):
         _min_into(level1[:cols], lower[lane * cols : (lane + 1) * cols])
@@ -183,6 +176,32 @@ def _scan_row(lower, values, index, level1, level2, bound, spare):
     for c in range(width * cols, size):  # the ragged end of the row
         if lower[c] < tau:
             tau = _insert(bound, spare, take, lower[c], c)
+    return tau
+
+
+@numba.njit(nogil=True, cache=False)
+def _scan_row(lower, values, index, level1, level2, bound, spare):
+    """Merge the smallest entries of ``lower`` into a row's ascending list of (value, column).
+
+    Two levels of strided-column minima (``_part_bar``): the row's elements in
+    ``width`` lanes, those minima in ``width2`` lanes. tau, the take-th
+    smallest among the minima of disjoint parts of the row, is at least the
+    row's take-th smallest value, so only parts whose minimum is at most tau
+    (and below the list's largest) are searched element by element (a few per
+    row).
+    """
+    size = len(lower)
+    take = len(values)
+    width, width2 = 4, 8
+    cols = size // width
+    cols2 = cols // width2
+    largest = values[take - 1]
+    if cols2 < take:  # short rows: every element
+        for c in range(size):
+            if lower[c] < largest:
+                largest = _insert(values, index, take, lower[c], c)
+        return
+    tau = _part_bar(lower, level1, level2, bound, spare, width, width2)
     for c2 in range(cols2):
         if level2[c2] <= tau and level2[c2] < largest:
             for lane2 in range(width2):
@@ -198,16 +217,15 @@ def _scan_row(lower, values, index, level1, level2, bound, spare):
 
 
 @numba.njit(nogil=True, cache=False)
-def _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e):
-    """Decide row g from its list where the bounds allow; return the limit for its exact search, or -inf.
+def _kth_position(values, uppers, index, weight, k):
+    """(j, limit, clear) of a row's list: j the position at which the group sizes reach k; limit the largest
+    upper end among positions 0..j (every group that can be among the k nearest has its lower end at or below
+    it); clear whether the bounds decide the row.
 
     values / uppers: each listed group's lower and upper end (ascending by lower end; every group not listed
-    has its lower end at or above the last). Settled rows get closer/at/room/e; the limit is the largest upper
-    end among the positions up to the group at which the sizes reach k: every group that can be among the k
-    nearest has its lower end at or below it.
+    has its lower end at or above the last).
     """
     take = len(values)
-    n_classes = counts.shape[1]
     reach = 0.0
     j = 0
     while True:
@@ -224,6 +242,15 @@ def _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e):
             clear = clear and uppers[q] < values[j]
     else:  # positions 0..j hold exactly k: every other group must be strictly farther than all of them
         clear = j + 1 >= take or values[j + 1] > limit
+    return j, limit, clear
+
+
+@numba.njit(nogil=True, cache=False)
+def _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e):
+    """Decide row g from its list where the bounds allow (``_kth_position``); return the limit for its exact
+    search, or -inf. Settled rows get closer/at/room/e."""
+    n_classes = counts.shape[1]
+    j, limit, clear = _kth_position(values, uppers, index, weight, k)
     if not clear:
         return limit
     inside = 0.0
@@ -342,40 +369,67 @@ def _move(exact, lo, origin, kappa, moved, norms, scaled):
 
 
 @numba.njit(nogil=True, cache=False)
-def _local_origin(rows, moved_norms):
-    """The block's middle row where the block's rows sit much closer to it than to the slice's median (16x in
-    summed squared distance: a tight cluster away from the slice's centre), else None. A state of the slice,
-    so that moving float32 states by it is exact; any member of a tight cluster serves as its origin."""
-    middle = rows[len(rows) // 2]
+def _spread(rows, point):
+    """The rows' summed squared distance to ``point``."""
     spread = 0.0
     for q in range(len(rows)):
         for h in range(rows.shape[1]):
-            d = rows[q, h] - middle[h]
+            d = rows[q, h] - point[h]
             spread += d * d
-    return middle.copy() if 16.0 * spread < moved_norms.sum() else None
+    return spread
 
 
 @numba.njit(nogil=True, cache=False)
-def _next_block(exact, lo, m, moved_norms):
-    """The rows of the next block from ``lo`` (at most m) and its local origin (None: the slice's). A block
-    that is not one tight cluster may straddle the end of one (the rows are in projection order): cut at the
-    largest step between neighbouring rows, the block keeps the rows before it when they, or those after it,
-    are a tight cluster (those after start the next block)."""
-    origin = _local_origin(exact[lo : lo + m], moved_norms[lo : lo + m])
+def _local_origin(rows, moved_norms, current, has_current):
+    """An origin for a block's rows where they are a tight cluster away from the slice's centre (their summed
+    squared distance to it 16x below that to the slice's median state): the block's middle row, or the origin
+    the moved states already have (``current``, where ``has_current``) when the rows sit about as close to it
+    (within 4x), so that nothing is moved again; else None (the slice's median). The middle row is a state of
+    the slice, so that moving float32 states by it is exact; any member of a tight cluster serves as its
+    origin. Returns (origin, whether it is ``current``)."""
+    middle = rows[len(rows) // 2]
+    around_middle = _spread(rows, middle)
+    if 16.0 * around_middle >= moved_norms.sum():
+        return None, False
+    if has_current and _spread(rows, current) <= 4.0 * around_middle:
+        return current, True
+    return middle.copy(), False
+
+
+@numba.njit(nogil=True, cache=False)
+def _next_block(exact, lo, m, moved_norms, current, has_current):
+    """The rows of the next block from ``lo`` (at most m) and its origin (``_local_origin``; None: the
+    slice's median). A block that is not one tight cluster may hold the end of one, or pieces of several (the
+    rows are in a compact order, clusters contiguous): it is cut at its largest step between neighbouring rows,
+    and again within the rows before the cut (up to 4 times, down to MIN_LOCAL_ROWS), until those rows are a
+    tight cluster; or, where none is found, cut once when the rows after the first cut are one (they start the
+    next block). Returns (rows, origin, whether it is ``current``)."""
+    origin, same = _local_origin(exact[lo : lo + m], moved_norms[lo : lo + m], current, has_current)
     if origin is not None or m < 2:
-        return m, origin
-    cut, step = 1, -1.0
+        return m, origin, same
+    steps = np.zeros(m)  # steps[q]: squared distance between rows q - 1 and q
     for q in range(1, m):
         total = 0.0
         for h in range(exact.shape[1]):
             d = exact[lo + q, h] - exact[lo + q - 1, h]
             total += d * d
-        if total > step:
-            cut, step = q, total
-    head = _local_origin(exact[lo : lo + cut], moved_norms[lo : lo + cut])
-    if head is not None or _local_origin(exact[lo + cut : lo + m], moved_norms[lo + cut : lo + m]) is not None:
-        return cut, head
-    return m, None
+        steps[q] = total
+    first_cut = np.argmax(steps)
+    end = m
+    for _ in range(4):
+        cut = np.argmax(steps[:end])
+        if cut < MIN_LOCAL_ROWS and not has_current:  # a new origin moves every later state: not for a few rows
+            break
+        if cut == 0:
+            break
+        origin, same = _local_origin(exact[lo : lo + cut], moved_norms[lo : lo + cut], current, has_current)
+        if origin is not None and (same or cut >= MIN_LOCAL_ROWS):
+            return cut, origin, same
+        end = cut
+    tail = _local_origin(exact[lo + first_cut : lo + m], moved_norms[lo + first_cut : lo + m], current, has_current)
+    if tail[0] is not None:
+        return first_cut, None, False
+    return m, None, False
 
 
 @numba.njit(nogil=True, cache=False)
@@ -397,18 +451,22 @@ def _symmetric_lists(exact, kappa, moved, all_norms, all_scaled, bar, values, up
     block, a vectorised pass, so that most states cost no branch).
     """
     size, hidden = exact.shape
-    block = 64
+    block = BLOCK_ROWS
     buffer = np.empty(block * size, dtype=moved.dtype)
     rows_t = np.empty((hidden, block), dtype=moved.dtype)
     lower = np.empty(block)
     exactly = -1  # whether the slice moves exactly (_moves_exactly), once a block needs to know
+    current = np.zeros(hidden)  # the origin of moved[1] (states from an earlier block's first on)
+    has_current = False
     lo = 0
     while lo < size:
-        m, origin = _next_block(exact, lo, min(block, size - lo), all_norms[0])
+        m, origin, same = _next_block(exact, lo, min(block, size - lo), all_norms[0], current, has_current)
         width = size - lo
         near = 0 if origin is None else 1
         states, norms, scaled = moved[near], all_norms[near], all_scaled[near]
-        if origin is not None:
+        if origin is not None and not same:
+            current[:] = origin
+            has_current = True
             exactly = (1 if _moves_exactly(exact) else 0) if exactly < 0 else exactly
             if exactly:
                 _move_exactly(exact, lo, origin, kappa, states, norms, scaled)
@@ -497,7 +555,7 @@ def _search_rows(rows, query, reference_t, norms, kappa, points, weight, counts,
     lower end of pair (i, c)'s squared distance minus the row constant
     (1 - kappa) |p_i|^2 (the scan's order); the upper end is 2 kappa (|p_i|^2 +
     |p_c|^2) above it. points: (G, H) the states in float64. Rows the bounds
-    leave open are settled by explicit differences.
+    leave open are settled by explicit differences; returns how many.
     """
     size = reference_t.shape[1]
     take = min(size, k + 1)
@@ -513,6 +571,7 @@ def _search_rows(rows, query, reference_t, norms, kappa, points, weight, counts,
     spare = np.empty(take, dtype=np.int64)
     candidate = np.empty(size, dtype=np.int64)
     distance = np.empty(size)
+    exact_rows = 0
     for start in range(0, len(rows), block):
         m = min(block, len(rows) - start)
         for q in range(m):
@@ -528,75 +587,263 @@ def _search_rows(rows, query, reference_t, norms, kappa, points, weight, counts,
             limit = _settle(g, values, uppers, index, weight, counts, k, closer, at, room, e)
             if limit > -np.inf:
                 _exact_row(g, products[q], limit, points, weight, counts, k, closer, at, room, e, candidate, distance)
+                exact_rows += 1
+    return exact_rows
 
 
-# Rows (groups) searched, and those the products left open (searched again in float64): the benchmarks report
-# them, what bounds the search on a family of states.
-SEARCH_COUNTS = {"rows": 0, "open": 0}
+@numba.njit(nogil=True, cache=False)
+def _select(order, keys, lo, hi, nth):
+    """Reorder order[lo:hi] so that position ``nth`` holds the row whose key a sort would put there, with keys
+    at most its key before it and at least after (Wirth's selection; deterministic)."""
+    left, right = lo, hi - 1
+    while left < right:
+        pivot = keys[order[nth]]
+        i, j = left, right
+        while i <= j:
+            while keys[order[i]] < pivot:
+                i += 1
+            while pivot < keys[order[j]]:
+                j -= 1
+            if i <= j:
+                order[i], order[j] = order[j], order[i]
+                i += 1
+                j -= 1
+        if j < nth:
+            left = i
+        if nth < i:
+            right = j
 
 
-def nearest_groups(
-    points: np.ndarray,
-    weight: np.ndarray,
-    counts: np.ndarray,
-    k: int,
-    dtype: type = np.float64,
-    candidates: np.ndarray | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
-    """S and E of every group of one slice: class counts of S and E (G, C), room and e (G,), float64; and
-    each group's list of nearest groups (G, min(G, k + 1)), the next slice's ``candidates``.
+@numba.njit(nogil=True, cache=False)
+def _compact_order(exact, leaf):
+    """An order of the rows in which every run of ``leaf`` rows from 0 on is a compact region of the slice:
+    the leaves of a k-d split (each part cut at its widest coordinate, into whole leaves). A block of the
+    triangle then holds near states, so that its own origin shrinks the rounding bounds of its pairs and its
+    rows' lists fill with near states first; the projection order of the groups mixes clusters whose
+    projections overlap (measured: half the rows of 8 tight clusters left open at N 2,500, 2% in this order)."""
+    size, hidden = exact.shape
+    order = np.arange(size)
+    low = np.empty(hidden)
+    high = np.empty(hidden)
+    stack = np.empty((64, 2), dtype=np.int64)  # depth <= log2(size / leaf) + 1
+    stack[0, 0], stack[0, 1] = 0, size
+    top = 1
+    while top > 0:
+        top -= 1
+        lo, hi = stack[top, 0], stack[top, 1]
+        low[:] = np.inf
+        high[:] = -np.inf
+        for q in range(lo, hi):
+            row = exact[order[q]]
+            for h in range(hidden):
+                low[h] = min(low[h], row[h])
+                high[h] = max(high[h], row[h])
+        widest = np.argmax(high - low)
+        if hi - lo <= leaf:  # a leaf in order along its widest coordinate: where it holds two clusters, the
+            keys = np.empty(hi - lo)  # block's cut at its largest step (_next_block) separates them
+            for q in range(lo, hi):
+                keys[q - lo] = exact[order[q], widest]
+            order[lo:hi] = order[lo:hi][np.argsort(keys, kind="mergesort")]
+            continue
+        leaves = (hi - lo + leaf - 1) // leaf
+        middle = lo + leaf * ((leaves + 1) // 2)
+        _select(order, exact[:, widest], lo, hi, middle)
+        stack[top, 0], stack[top, 1] = lo, middle
+        stack[top + 1, 0], stack[top + 1, 1] = middle, hi
+        top += 2
+    return order
 
-    points: (G, H) the groups' states, finite; weight (G,) group sizes;
-    counts (G, C) class counts (float64); ``dtype``: the products' precision
-    (np.float32 only for float32 states); ``candidates`` (G, any; -1: none):
-    groups likely among each group's nearest (its nearest at the previous
-    time slice: states move little from one slice to the next), which give
-    the search a bar to start from instead of filling every list first.
-    Call within ``blas_threads``: the products come from scipy's BLAS through
-    numba, which torch's thread setting does not reach.
 
-    The upper triangle of the products, moved to the slice's median state
-    (or a local block's), gives every row its list; the bounds settle all but
-    a few rows (at most ~2% in float32 on real LSTM states). Those are
-    searched again in float64 and get explicit differences where that is not
-    enough either (tight clusters are moved to their own origin in the first
-    pass already, so a float32 search again, moved into one cluster, no longer
-    pays: measured 10% slower on the state families of bench_knn_families.py).
-    """
-    size, hidden = points.shape
-    if not 1 <= k <= weight.sum():  # the compiled loops do not check bounds
-        raise ValueError(f"k={k}: must be in 1..{int(weight.sum())}, the number of states")
-    exact = points.astype(np.float64)
-    n_classes = counts.shape[1]
-    closer = np.empty((size, n_classes))
-    at = np.empty((size, n_classes))
-    room = np.empty(size)
-    e = np.empty(size)
+@numba.njit(nogil=True, cache=False)
+def _lists(exact, kappa, moved, has_candidates, candidates, values, uppers, index):
+    """Every row's list of its smallest lower ends (``_symmetric_lists``), in the precision of ``moved`` (2, G,
+    H: float32 or float64) with rounding factor ``kappa``, started from the bars of ``candidates`` where there
+    are any. Returns the slice's origin (its median state)."""
+    size, hidden = exact.shape
     origin = _median_state(exact)
-    take = min(size, k + 1)
-    values = np.full((size, take), np.inf)
-    uppers = np.full((size, take), np.inf)
-    index = np.full((size, take), -1, dtype=np.int64)
-    bar = np.full(size, np.inf)
-    kappa = rounding_factor(hidden, dtype)
-    states: np.ndarray = np.empty((2, size, hidden), dtype=dtype)  # moved to the slice's median state, and to a block's
     norms = np.empty((2, size))
     scaled = np.empty((2, size))
-    _move(exact, 0, origin, kappa, states[0], norms[0], scaled[0])
-    if candidates is not None:
-        _bars(states[0], norms[0], kappa, take, candidates, bar)
-    _symmetric_lists(exact, kappa, states, norms, scaled, bar, values, uppers, index)
-    open_rows = _settle_lists(values, uppers, index, weight, counts, k, closer, at, room, e)
-    SEARCH_COUNTS["rows"] += size
-    SEARCH_COUNTS["open"] += len(open_rows)
-    if len(open_rows):  # in float64, then explicit differences
-        wide = rounding_factor(hidden, np.float64)
-        query = np.empty((size, hidden + 1))
-        reference = np.empty((size, hidden + 1))
-        norms64 = _moved_states(exact, origin, wide, query, reference)
-        args = (norms64, wide, exact, weight, counts, k, closer, at, room, e)
-        _search_rows(open_rows, query, np.ascontiguousarray(reference.T), *args)
-    return torch.from_numpy(closer), torch.from_numpy(at), torch.from_numpy(room), torch.from_numpy(e), index
+    bar = np.full(size, np.inf)
+    _move(exact, 0, origin, kappa, moved[0], norms[0], scaled[0])
+    if has_candidates:
+        _bars(moved[0], norms[0], kappa, values.shape[1], candidates, bar)
+    values[:] = np.inf
+    uppers[:] = np.inf
+    index[:] = -1
+    _symmetric_lists(exact, kappa, moved, norms, scaled, bar, values, uppers, index)
+    return origin
+
+
+@numba.njit(nogil=True, cache=False)
+def _open_if_narrow(values, uppers, index, weight, k, widen):
+    """How many rows lists from float64 products would leave open with the float32 bounds: each entry's
+    interval (its width 2 kappa (|p_i|^2 + |p_c|^2)) widened by ``widen`` = kappa_32 / kappa_64 (an estimate:
+    the float32 lists would hold about the same groups)."""
+    take = values.shape[1]
+    lower = np.empty(take)
+    upper = np.empty(take)
+    n_open = 0
+    for g in range(values.shape[0]):
+        for q in range(take):
+            half = 0.5 * (widen - 1.0) * (uppers[g, q] - values[g, q])
+            lower[q] = values[g, q] - half
+            upper[q] = uppers[g, q] + half
+        n_open += 0 if _kth_position(lower, upper, index[g], weight, k)[2] else 1
+    return n_open
+
+
+# A slice's products go to float64 (twice the products' cost, bounds 2^29 times tighter) where float32 would
+# leave more than this share of its rows open (saturated tanh walks: distances 4m plus small parts, ~40% open at
+# late slices), judged from the slice before it (states move little from one slice to the next).
+WIDE_SHARE = 0.08
+
+
+@numba.njit(nogil=True, cache=False)
+def _slice_groups(states_t, group_t, n_groups, labels, n_classes):
+    """One slice's groups of identical states: their first samples, sizes, class counts and states (float64)."""
+    first, weight, counts = group_tables(group_t, n_groups, labels, n_classes)
+    points = np.empty((n_groups, states_t.shape[1]))
+    for g in range(n_groups):
+        for h in range(states_t.shape[1]):
+            points[g, h] = states_t[first[g], h]
+    return first, weight, counts, points
+
+
+@numba.njit(nogil=True, cache=False)
+def _candidates(neighbours, first, order, position, group_t):
+    """Per row j of a slice's compact order: j itself, then the rows of its first sample's nearest at the
+    previous slice (``neighbours``: samples per sample, -1: none), in this slice's order."""
+    size_t = len(order)
+    k_take = neighbours.shape[1]
+    candidates = np.full((size_t, 1 + k_take), -1, dtype=np.int64)
+    for j in range(size_t):
+        candidates[j, 0] = j
+        for q in range(k_take):
+            sample = neighbours[first[order[j]], q]
+            candidates[j, 1 + q] = position[group_t[sample]] if sample >= 0 else -1
+    return candidates
+
+
+@numba.njit(nogil=True, cache=False)
+def _search_open_rows(open_rows, exact, origin, kappa, weight, counts, k, closer, at, room, e):
+    """The rows the products left open, searched again with float64 products (rounding factor ``kappa``) of
+    the states moved by ``origin``, then by explicit differences; returns how many needed those."""
+    size_t, hidden = exact.shape
+    query = np.empty((size_t, hidden + 1))
+    reference = np.empty((size_t, hidden + 1))
+    norms64 = _moved_states(exact, origin, kappa, query, reference)
+    reference_t = np.ascontiguousarray(reference.T)
+    return _search_rows(open_rows, query, reference_t, norms64, kappa, exact, weight, counts, k, closer, at, room, e)
+
+
+@numba.njit(nogil=True, cache=False)
+def _search_map(states, group, n_groups, labels, n_classes, k, narrow, kappas, closer, at, room, e, tally):
+    """Every slice's S and E per group (closer, at: (T, G_max, C); room, e: (T, G_max)), in the groups' order.
+
+    states (T, N, H) float32 or float64; group (T, N) ids with n_groups (T,); ``narrow``: a buffer of 2 N H
+    elements in the products' usual precision, kappas: (narrow, float64) rounding factors. Per slice: the
+    groups in a compact order (``_compact_order``), each group's list started from the bars of its nearest at
+    the previous slice, the float32 products or, where the slice before left many rows open, float64 ones
+    (``WIDE_SHARE``); rows left open searched again in float64, then by explicit differences. tally: rows
+    searched, rows the products left open, slices in float64.
+    """
+    slices, size, hidden = states.shape
+    k_take = min(size, k + 1)
+    wide_buffer = np.empty(2 * size * hidden)
+    neighbours = np.full((size, k_take), -1, dtype=np.int64)  # per sample: its group's nearest at t - 1
+    narrow_is_wide = kappas[0] == kappas[1]  # float64 products throughout
+    wide = narrow_is_wide
+    for t in range(slices):
+        size_t = n_groups[t]
+        take = min(size_t, k + 1)
+        first, weight, counts, points = _slice_groups(states[t], group[t], size_t, labels, n_classes)
+        order = _compact_order(points, BLOCK_ROWS)
+        position = np.empty(size_t, dtype=np.int64)
+        position[order] = np.arange(size_t)
+        exact, weight, counts = points[order], weight[order], counts[order]
+        candidates = _candidates(neighbours, first, order, position, group[t])
+        values = np.empty((size_t, take))
+        uppers = np.empty((size_t, take))
+        index = np.empty((size_t, take), dtype=np.int64)
+        if wide:
+            moved = wide_buffer[: 2 * size_t * hidden].reshape(2, size_t, hidden)
+            origin = _lists(exact, kappas[1], moved, t > 0, candidates, values, uppers, index)
+        else:
+            moved_narrow = narrow[: 2 * size_t * hidden].reshape(2, size_t, hidden)
+            origin = _lists(exact, kappas[0], moved_narrow, t > 0, candidates, values, uppers, index)
+        c_t, a_t, r_t, e_t = closer[t], at[t], room[t], e[t]
+        found_closer = np.empty((size_t, n_classes))
+        found_at = np.empty((size_t, n_classes))
+        found_room = np.empty(size_t)
+        found_e = np.empty(size_t)
+        open_rows = _settle_lists(values, uppers, index, weight, counts, k, found_closer, found_at, found_room, found_e)
+        exact_rows = 0
+        if len(open_rows):
+            found = (found_closer, found_at, found_room, found_e)
+            exact_rows = _search_open_rows(open_rows, exact, origin, kappas[1], weight, counts, k, *found)
+        if not narrow_is_wide:  # the rows float64 products settle and float32 ones would not
+            if wide:
+                extra = _open_if_narrow(values, uppers, index, weight, k, kappas[0] / kappas[1]) - len(open_rows)
+            else:
+                extra = len(open_rows) - exact_rows
+            tally[2] += 1 if wide else 0
+            wide = extra > WIDE_SHARE * size_t
+        tally[0] += size_t
+        tally[1] += len(open_rows)
+        for j in range(size_t):
+            g = order[j]
+            c_t[g] = found_closer[j]
+            a_t[g] = found_at[j]
+            r_t[g] = found_room[j]
+            e_t[g] = found_e[j]
+        for sample in range(size):
+            j = position[group[t, sample]]
+            for q in range(k_take):
+                neighbours[sample, q] = first[order[index[j, q]]] if q < take else -1
+
+
+# Rows (groups) searched, rows the products left open (searched again in float64) and slices whose products
+# were float64: the benchmarks report them, what bounds the search on a family of states.
+SEARCH_COUNTS = {"rows": 0, "open": 0, "wide": 0}
+
+
+def search_map(
+    states: np.ndarray,
+    group: np.ndarray,
+    n_groups: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    k: int,
+    dtype: type = np.float64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """S and E of every group of every time slice: class counts of S and E (T, G_max, C), room and e (T,
+    G_max), float64; entries past a slice's groups are room k, e 0.
+
+    states: (T, N, H), finite, with group ids (T, N) and group counts (T,) of identical states
+    (``identical_groups``) and labels (N,) int64; ``dtype``: the products' usual precision (np.float32 only
+    for float32 states). Call within ``blas_threads``: the products come from scipy's BLAS through numba,
+    which torch's thread setting does not reach.
+
+    The upper triangle of the products, each block moved to the slice's median state or its own, gives
+    every row its list; the bounds settle all but a few rows, which are searched again in float64 and get
+    explicit differences where that is not enough either. One compiled call per map: the per-slice work in
+    Python cost a quarter of a map at N 1,000.
+    """
+    slices, size, hidden = states.shape
+    if not 1 <= k <= size:  # the compiled loops do not check bounds
+        raise ValueError(f"k={k}: must be in 1..{size}, the number of states")
+    most = int(n_groups.max())
+    closer = np.zeros((slices, most, n_classes))
+    at = np.zeros((slices, most, n_classes))
+    room = np.full((slices, most), float(k))
+    e = np.zeros((slices, most))
+    kappas = np.array([rounding_factor(hidden, dtype), rounding_factor(hidden, np.float64)])
+    tally = np.zeros(3, dtype=np.int64)
+    narrow = np.empty(2 * size * hidden, dtype=dtype)
+    _search_map(states, group, n_groups, labels, n_classes, k, narrow, kappas, closer, at, room, e, tally)
+    for key, count in zip(("rows", "open", "wide"), tally):
+        SEARCH_COUNTS[key] += int(count)
+    return closer, at, room, e
 
 
 @numba.njit(nogil=True, cache=False)

@@ -379,10 +379,10 @@ def _main(args) -> int:
     if args.wandb:
         from .wandb_export import log_analysis
 
-        wandb_id = log_analysis(
+        mirrored = log_analysis(
             out, table, args.study, description, Path(args.root) if collection is not None else None
         )
-        _say(args.quiet, f"W&B: analysis run {wandb_id}" if wandb_id else "W&B: disabled (WANDB_MODE), nothing logged")
+        _say(args.quiet, f"W&B: {mirrored}")
     return 0
 
 

@@ -3,11 +3,14 @@
 
 On its page: the report's figures as images (``figures/<name>``), the replication, model and metrics
 tables, and the study's runs (``runs``: each run with its W&B run and a link to it, ``runs/links``);
-an artifact of type ``analysis`` holds the tables, report.html and the figures.
+an artifact of type ``analysis`` holds the tables, report.html and the figures. The analysis is written
+before it is mirrored: a W&B failure costs only the mirror (one warning; online without an answering
+server, the mirror goes offline into ``<out>/wandb`` after ``WANDB_INIT_TIMEOUT``, default 30 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
@@ -18,7 +21,14 @@ import pandas as pd
 
 from pipeline.config import wandb_mode
 from pipeline.schema import run_folder
-from pipeline.wandb_state import describe, keep_wandb_files_in, mirror_entry, mirrored_as
+from pipeline.wandb_state import (
+    check_room,
+    describe,
+    keep_wandb_files_in,
+    mirror_entry,
+    mirrored_as,
+    quiet_wandb_log,
+)
 
 __all__ = ["MODEL_TABLES", "analysis_group", "log_analysis", "study_runs"]
 
@@ -27,6 +37,7 @@ DEFAULT_PROJECT = "learning-curve-maps"
 MODEL_TABLES = ("mixed_effects", "lrt", "ols", "contrasts", "effect_sizes", "models", "random_effects")
 # wandb.Table refuses more rows than this in a run's history; bigger tables go into the artifact only
 HISTORY_ROWS = 10_000
+INIT_TIMEOUT = 30.0  # seconds; the runs' default too (logger.wandb.init_timeout)
 RUN_COLUMNS = ["study", "run_id", "source", "labels", "pair", "replicate"]
 
 
@@ -110,9 +121,23 @@ def _links_page(runs: pd.DataFrame, group: str) -> str:
     return f"<h3>{html.escape(group)}: {len(runs)} runs, {linked} linked</h3>{note}<ul>{''.join(items)}</ul>"
 
 
+def init_timeout() -> float:
+    """Seconds the analysis run's start waits for W&B's server: ``WANDB_INIT_TIMEOUT`` (W&B's own variable),
+    else 30."""
+    value = os.environ.get("WANDB_INIT_TIMEOUT", "")
+    try:
+        seconds = float(value) if value.strip() else INIT_TIMEOUT
+    except ValueError:
+        raise ValueError(f"WANDB_INIT_TIMEOUT={value!r}: must be a number of seconds > 0") from None
+    if not seconds > 0:
+        raise ValueError(f"WANDB_INIT_TIMEOUT={value!r}: must be a number of seconds > 0")
+    return seconds
+
+
 def _start(wandb, group: str, out: Path, config: dict):
     """The analysis run: online if W&B's server answers, else offline into ``out/wandb`` (one warning)."""
     keep_wandb_files_in(out / "wandb")
+    check_room(out / "wandb")
     init_args = dict(
         project=os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
         group=group,
@@ -122,7 +147,8 @@ def _start(wandb, group: str, out: Path, config: dict):
         dir=str(out),
         config=config,
         reinit="finish_previous",
-        settings=wandb.Settings(init_timeout=30.0, finish_timeout=60.0),
+        # an unreachable server costs the analysis at most this long (W&B's own default is 90 s)
+        settings=wandb.Settings(init_timeout=init_timeout(), finish_timeout=60.0),
     )
     try:
         return wandb.init(**init_args)
@@ -135,10 +161,13 @@ def _start(wandb, group: str, out: Path, config: dict):
 
 def log_analysis(
     out: Path, table: pd.DataFrame, study: str | None = None, description: str = "", root: Path | None = None
-) -> str | None:
-    """Log the analysis in ``out`` to W&B; returns the W&B run's id (None when W&B is disabled).
+) -> str:
+    """Log the analysis in ``out`` to W&B; returns one line for the console: the W&B run, or why nothing
+    was mirrored.
 
-    ``root``: the outputs root the runs were read from (their run folders name their W&B runs)."""
+    ``root``: the outputs root the runs were read from (their run folders name their W&B runs). The
+    analysis is written before this runs, so a W&B failure costs only the mirror: one warning, the
+    W&B run left failed, and the analysis in ``out`` as written."""
     import wandb  # imported only with --wandb: it costs about a second
 
     out = Path(out)
@@ -153,10 +182,36 @@ def log_analysis(
         # the study's runs are in these W&B groups (pipeline/tracking.py: <study>-<labels>)
         "run_groups": sorted({f"{s}-{lab}" for s, lab in zip(runs.get("study", []), runs.get("labels", []))}),
     }
-    run = _start(wandb, group, out, config)
-    if run.disabled:
+    run = None
+    try:
+        run = _start(wandb, group, out, config)
+        if run.disabled:
+            run.finish()
+            return "disabled (WANDB_MODE), nothing logged"
+        mirror_file = Path(run.settings.sync_file) if run.offline else None
+        _log_run(wandb, run, out, table, runs, group, description)
+        run_id, offline = run.id, run.offline
         run.finish()
-        return None
+        # offline, W&B writes through a file handle it holds: a deleted folder goes unnoticed by W&B itself
+        if mirror_file is not None and not mirror_file.is_file():
+            raise FileNotFoundError(f"the offline W&B file {mirror_file} is gone (its folder deleted?)")
+    except Exception as exc:  # W&B raises many kinds; none may cost the analysis, which is written already
+        log.warning(
+            "W&B mirror of the analysis lost (%s); the analysis in %s is whole: rerun with --wandb to mirror it",
+            describe(exc),
+            out,
+        )
+        quiet_wandb_log(out / "wandb")
+        if run is not None:
+            with contextlib.suppress(Exception):
+                run.finish(exit_code=1)
+        return f"the mirror failed ({describe(exc)}); the analysis in {out} is whole"
+    where = f"offline in {out / 'wandb'}, upload with slurm/wandb_sync.sh" if offline else "online"
+    return f"analysis run {run_id} ({where})"
+
+
+def _log_run(wandb, run, out: Path, table: pd.DataFrame, runs: pd.DataFrame, group: str, description: str) -> None:
+    """The analysis run's page: tables, figures, the study's runs with links; its artifact and summary."""
     runs = _run_links(
         runs, run.settings.app_url, run.project or DEFAULT_PROJECT, os.environ.get("WANDB_ENTITY") or run.entity
     )
@@ -173,9 +228,6 @@ def log_analysis(
             "runs/linked": int(runs["link"].notna().sum()),
         }
     )
-    run_id = run.id
-    run.finish()
-    return run_id
 
 
 def _tables(wandb, out: Path, table: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict, list]:

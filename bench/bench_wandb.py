@@ -18,6 +18,13 @@
    the run mirrors offline). Then two runs in one process against the silent
    server: the second one does not wait again. The delay does not depend on the
    run, so these runs are small (--online-epochs, 20 time slices).
+4. At study scale: a synthetic study of the headline's size (2 sources x 15 class
+   pairs x 25 replicates, real and shuffled labels: 1,500 run folders of 50 epochs x
+   150 time slices, tests/analysis_fixtures.py), each marked as mirrored. The study's
+   workspace spec (`python -m pipeline.dashboard --root ... --dry-run`: it counts
+   the run folders), and `python -m analysis --core-only` from its cache without and
+   with `--wandb` (offline), alternately: what the analysis run costs, how big its
+   offline folder is, and what its page holds (figures, tables, linked runs).
 Wall times move with the machine's load (printed); CPU times (this process and
 W&B's service process) much less, so both are printed.
 Target: under 5% of a default run.
@@ -40,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe  # noqa: E402  (bench/ is put on the path above)
+from machine import describe, load  # noqa: E402  (bench/ is put on the path above)
 
 
 def _plan(*overrides: str):
@@ -310,6 +317,103 @@ def report_online_without_server(args, scratch: Path) -> None:
     )
 
 
+def _mirrored_study(root: Path, replicates: int, epochs: int) -> int:
+    """A synthetic headline-sized study under ``root`` whose runs say they have a complete W&B mirror."""
+    import json
+
+    from tests.analysis_fixtures import make_study
+
+    study = make_study(
+        root,
+        study="bench",
+        pairs=tuple(range(15)),
+        replicates=replicates,
+        shuffled_replicates=replicates,
+        epochs=epochs,
+        slices=150,
+        broken=False,
+        seed=1,
+        progress=True,
+    )
+    for rid in study["runs"]:
+        path = root / "bench" / "runs" / rid / "summary.json"
+        entry = {"requested_mode": "offline", "mode": "offline", "state": "complete", "id": rid}
+        path.write_text(json.dumps({**json.loads(path.read_text()), "wandb": {**entry, "project": "bench"}}))
+    return len(study["runs"])
+
+
+def _timed(command: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall and CPU seconds of a fresh process (and its children), and its stdout."""
+    c0, t0 = _children_cpu(), time.perf_counter()
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed: {out.stderr[-2000:]}")
+    return time.perf_counter() - t0, _children_cpu() - c0, out.stdout + out.stderr
+
+
+def _analysis_page(out: Path) -> dict:
+    """What the newest analysis run's page holds, read back from its offline file; its folder's size."""
+    from tests.wandb_records import history, read_offline, summary
+
+    folder = max(out.glob("wandb/offline-run-*"), key=lambda p: p.stat().st_mtime)
+    records = read_offline(next(folder.glob("run-*.wandb")))
+    logged = history(records)[0]
+    return {
+        "figures": len([k for k in logged if k.startswith("figures/") and k.endswith("._type")]),
+        "tables": sorted(k[: -len("._type")] for k, v in logged.items() if v == "table-file"),
+        "linked": summary(records)["runs/linked"],
+        "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+    }
+
+
+def report_study_scale(args, scratch: Path) -> None:
+    """Part 4: the workspace and the analysis run of a headline-sized study."""
+    import json
+
+    root = scratch / "study"
+    t0 = time.perf_counter()
+    n_runs = _mirrored_study(root, args.study_replicates, args.study_epochs)
+    print(
+        f"\n4. at study scale: {n_runs} run folders ({args.study_epochs} epochs x 150 time slices), written in "
+        f"{time.perf_counter() - t0:.0f} s; {load()}"
+    )
+    env = fresh_env(WANDB_MODE="offline", WANDB_ENTITY="team", MPLBACKEND="Agg")
+    dashboard = [sys.executable, "-m", "pipeline.dashboard", "--entity", "team", "--project", "bench"]
+    wall, cpu, text = _timed([*dashboard, "--study", "bench", "--root", str(root), "--dry-run"], env)
+    spec = json.loads(text[text.index("{") :])
+    print(
+        f"   workspace spec (dry run, counting the run folders): {wall:.1f} s wall, {cpu:.1f} s CPU; "
+        f"maxRuns {spec['spec']['section']['settings']['maxRuns']}"
+    )
+    out = scratch / "analysis"
+    analysis = [sys.executable, "-m", "analysis", "--root", str(root), "--study", "bench", "--core-only"]
+    analysis += ["--out", str(out), "--quiet"]
+    wall, cpu, _ = _timed(analysis, env)
+    print(f"   python -m analysis --core-only, first (fills its cache): {wall:.1f} s wall, {cpu:.1f} s CPU")
+    times: dict[str, list[tuple[float, float]]] = {"without": [], "with --wandb": []}
+    for _ in range(args.repeats // 2 or 1):
+        times["without"].append(_timed(analysis, env)[:2])
+        times["with --wandb"].append(_timed([*analysis, "--wandb"], env)[:2])
+    for name, pairs in times.items():
+        walls, cpus = [w for w, _ in pairs], [c for _, c in pairs]
+        print(
+            f"   from its cache, {name:<13} {statistics.median(walls):6.1f} s wall, "
+            f"{statistics.median(cpus):6.1f} s CPU   (" + ", ".join(f"{w:.1f}/{c:.1f}" for w, c in pairs) + ")"
+        )
+    wall_cost = statistics.median(w for w, _ in times["with --wandb"]) - statistics.median(
+        w for w, _ in times["without"]
+    )
+    cpu_cost = statistics.median(c for _, c in times["with --wandb"]) - statistics.median(
+        c for _, c in times["without"]
+    )
+    page = _analysis_page(out)
+    print(
+        f"   the analysis run costs {wall_cost:+.1f} s wall, {cpu_cost:+.1f} s CPU; its offline folder "
+        f"{page['bytes'] / 2**20:.1f} MiB; on its page {page['figures']} figures, tables "
+        f"{', '.join(page['tables'])}, {page['linked']} of {n_runs} runs linked; {load()}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=4, help="runs per mode (default %(default)s)")
@@ -317,7 +421,11 @@ def main() -> None:
     parser.add_argument(
         "--online-epochs", type=int, default=1, help="epochs of the runs of part 3 (default %(default)s)"
     )
-    parser.add_argument("--parts", default="1,2,3", help="which parts to run (default %(default)s)")
+    parser.add_argument("--parts", default="1,2,3", help="which parts to run, 1-4 (default %(default)s)")
+    parser.add_argument(
+        "--study-replicates", type=int, default=25, help="replicates per class pair and labels in part 4 (default 25)"
+    )
+    parser.add_argument("--study-epochs", type=int, default=50, help="epochs of part 4's runs (default 50)")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",")}
     print(describe(torch_threads=1))
@@ -330,7 +438,12 @@ def main() -> None:
         media_every = _plan().cfg.logger.wandb.media_every
         print(f"default run: gesture pair 0, {args.epochs} epochs, logger.wandb.media_every={media_every}\n")
 
-        for part, report in ((1, report_in_process), (2, report_fresh_processes), (3, report_online_without_server)):
+        for part, report in (
+            (1, report_in_process),
+            (2, report_fresh_processes),
+            (3, report_online_without_server),
+            (4, report_study_scale),
+        ):
             if part in parts:
                 report(args, scratch)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -33,9 +33,11 @@ from .wandb_figures import companion_image, map_figure
 from .wandb_state import (
     COMPLETE,
     MirrorState,
+    check_room,
     describe,
     keep_wandb_files_in,
     online_failure,
+    quiet_wandb_log,
     remember_online_failure,
 )
 
@@ -379,6 +381,7 @@ class Tracker:
             stage,
             describe(exc),
         )
+        quiet_wandb_log(self.run_dir / "wandb")
         if run is not None:
             with contextlib.suppress(Exception):
                 run.finish(exit_code=1)
@@ -390,6 +393,7 @@ class Tracker:
 
         os.environ.setdefault("WANDB_SILENT", "true")
         keep_wandb_files_in(self.run_dir / "wandb")
+        check_room(self.run_dir / "wandb")
         w = cfg.logger.wandb
         self.config = run_config(cfg, self.run_id, self.attempt, earlier, study_runner)
         init_args = dict(

@@ -15,8 +15,11 @@ pieces every W&B user of the project shares (the runs' tracker, the analysis' ex
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +28,7 @@ from .schema import SUMMARY
 COMPLETE, FAILED = "complete", "failed"
 # the W&B variables that move W&B's staging area and cache, and the subfolders they get by default
 _FOLDER_VARIABLES = (("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"))
+MIN_FREE_BYTES = 1 << 20  # a mirror's start and first epochs (a 50-epoch run's whole mirror is about 1 MB)
 _set_here: dict[str, str] = {}  # the values this module put into the environment (any other is the user's)
 _online_failure: str | None = None
 REBUILT = (
@@ -46,6 +50,33 @@ def keep_wandb_files_in(folder: Path) -> dict[str, str]:
     return {variable: os.environ[variable] for variable, _ in _FOLDER_VARIABLES}
 
 
+def check_room(folder: Path) -> None:
+    """Refuse to start a mirror where the disk under ``folder`` is (nearly) full: W&B would fail at its
+    first write after printing a logging traceback for each of its own log lines."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise OSError(
+            errno.ENOSPC, f"No space left on device: {free} bytes free under {folder}, a mirror needs {MIN_FREE_BYTES}"
+        )
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
+
+def quiet_wandb_log(folder: Path) -> None:
+    """Stop W&B's own log of a run (``debug.log``, a handler of the ``wandb`` logger) from writing into a lost
+    W&B folder: on a full disk every message would print a "Logging error" traceback to the console. The
+    messages are dropped (the run's own log says what happened); W&B closes the handler at its teardown."""
+    folder = Path(folder).resolve()
+    for handler in logging.getLogger("wandb").handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().is_relative_to(folder):
+            handler.addFilter(_drop)
+
+
 def describe(exc: BaseException) -> str:
     """``Type: first line of the message`` (W&B's messages run to several lines of advice)."""
     text = str(exc).strip().splitlines()
@@ -59,9 +90,12 @@ def online_failure() -> str | None:
 
 def remember_online_failure(reason: str) -> None:
     """Later runs of this process mirror offline at once; W&B's telemetry, which would wait for the
-    same server at process exit (up to 10 s a request), is turned off for the process."""
+    same server at process exit (up to 10 s a request), is turned off for the process, and the errors
+    its exporters log at exit when that server refuses them (the failure is reported once already)
+    are not shown."""
     global _online_failure
     _online_failure = reason
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
     try:
         from wandb.analytics.opentelemetry import opentelemetry_proxy
 

@@ -118,6 +118,30 @@ def test_bad_logger_options_name_the_key(tmp_path, key, value, message):
         tracking.Tracker(cfg, "x", tmp_path)  # disabled mode too: the typo shows before W&B is turned on
 
 
+def test_a_lost_wandb_folder_silences_wandbs_own_log_there_only(tmp_path):
+    """W&B's own log of a run is a handler of the ``wandb`` logger writing into the run's W&B folder; once that
+    folder is lost (a full disk), its messages are dropped, and another run's log still gets them."""
+    import logging
+
+    from pipeline.wandb_state import quiet_wandb_log
+
+    logger = logging.getLogger("wandb")
+    logs, handlers = {}, []
+    for name in ("lost", "other"):
+        logs[name] = tmp_path / name / "wandb" / "offline-run-20260101_000000-x" / "logs" / "debug.log"
+        logs[name].parent.mkdir(parents=True)
+        handlers.append(logging.FileHandler(logs[name]))
+        logger.addHandler(handlers[-1])
+    try:
+        quiet_wandb_log(tmp_path / "lost" / "wandb")
+        logger.warning("after the loss")
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert logs["lost"].read_text() == "" and "after the loss" in logs["other"].read_text()
+
+
 # ---------------------------------------------------------------------------
 # The tracker, offline, on synthetic epochs
 # ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -135,8 +136,10 @@ def _mount_tmpfs(folder: Path, size: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(tmp_path, monkeypatch, caplog):
-    """The run's W&B folder on its own 4 MB file system, filled to the last byte after epoch 1."""
+@pytest.mark.parametrize("full_from", [0, 1], ids=["before the start", "after epoch 1"])
+def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(full_from, tmp_path, monkeypatch, caplog, capfd):
+    """The run's W&B folder on its own 4 MB file system, filled to the last byte before the run or after
+    epoch 1: the run records, one warning, and no logging tracebacks from W&B's own log on the console."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     plan = run_plan(f"paths.root={tmp_path}", *RUN)
     run_dir = plan.run_dir
@@ -144,19 +147,22 @@ def test_a_full_disk_under_the_wandb_folder_costs_only_the_mirror(tmp_path, monk
     try:
 
         def fill(step):
-            if step == 1:
+            if step == full_from:
                 subprocess.run(
                     ["dd", "if=/dev/zero", f"of={run_dir / 'wandb' / 'filler'}", "bs=64k"], capture_output=True
                 )
                 assert shutil.disk_usage(run_dir / "wandb").free == 0
 
+        fill(0)
         _on_step_hook(monkeypatch, fill)
         with caplog.at_level(logging.INFO):
             outcome = execute(plan)
         assert outcome.state == DONE and outcome.computed
         entry = _assert_recorded(run_dir)["wandb"]
         assert entry["state"] == "failed" and "No space left on device" in entry["error"], entry
+        assert entry["error"].startswith("start: " if full_from == 0 else "epoch 2: "), entry
         assert len(_mirror_warnings(caplog)) == 1
+        assert "Logging error" not in capfd.readouterr().err
     finally:
         subprocess.run(["umount", "-l", str(run_dir / "wandb")], capture_output=True)
 
@@ -186,6 +192,35 @@ class SilentServer:
 
     def close(self):
         self.socket.close()
+
+
+class RefusingServer:
+    """A local HTTP server that refuses every request as W&B's server refuses a wrong API key (401)."""
+
+    def __init__(self):
+        import http.server
+
+        class Refuse(http.server.BaseHTTPRequestHandler):
+            def _refuse(self):
+                body = b'{"data":null,"errors":[{"message":"user is not logged in"}]}'
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _refuse
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _closed_port() -> str:
@@ -234,6 +269,35 @@ def test_online_without_a_login_mirrors_offline_at_once(tmp_path, monkeypatch, c
     assert "online start failed" in warning
     records = read_offline(wandb_files(tmp_path)["gesture-p00-r000-nologin"])
     assert [row["epoch"] for row in history(records)] == [1, 2] and summary(records)["run/complete"] == 1
+
+
+@pytest.mark.slow
+def test_online_with_a_refused_login_records_with_one_warning_and_an_offline_mirror(tmp_path):
+    """`python -m pipeline` against a server that refuses the API key: the run records, mirrored offline at
+    once, with one warning and nothing more from W&B on the console (not even its telemetry at exit)."""
+    server = RefusingServer()
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own W&B service, as a user's
+    env.update(WANDB_MODE="online", WANDB_BASE_URL=server.url, WANDB_API_KEY="x" * 40, HOME=str(tmp_path / "home"))
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline", f"paths.root={tmp_path}", *RUN],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=600,
+        )
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = (tmp_path / "headline" / "runs").iterdir()
+    entry = _assert_recorded(run_dir)["wandb"]
+    assert (entry["requested_mode"], entry["mode"], entry["state"]) == ("online", "offline", "complete")
+    assert "401" in entry["note"] and "wandb_sync.sh" in entry["note"]
+    console = out.stdout + out.stderr
+    assert console.count("online start failed") == 1, console[-3000:]
+    assert "Failed to export" not in console and "Traceback" not in console, console[-3000:]
+    assert summary(read_offline(wandb_files(run_dir)[run_dir.name]))["run/complete"] == 1
 
 
 @pytest.mark.slow
@@ -309,3 +373,111 @@ def test_which_runs_the_rebuild_takes(tmp_path, capsys):
     assert wandb_rebuild.main(["--dry-run", "--all", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2 run(s) to rebuild" in out and str(folders["off"]) in out and str(folders["failed"]) in out
+
+
+# ---------------------------------------------------------------------------
+# The analysis' mirror (python -m analysis --wandb): written after the analysis, never costing it
+# ---------------------------------------------------------------------------
+
+
+def _small_analysis(tmp_path: Path) -> tuple[Path, pd.DataFrame]:
+    """A small study's metrics table and an analysis folder holding a report and one figure."""
+    from PIL import Image
+
+    from tests.analysis_fixtures import make_study
+
+    make_study(tmp_path, study="jd", epochs=3, pairs=(0,), replicates=2, shuffled_replicates=1, broken=False)
+    table = collect_runs(tmp_path, study="jd", use_cache=False, progress=False).metrics
+    out = tmp_path / "analysis"
+    (out / "figures").mkdir(parents=True)
+    Image.new("RGB", (40, 30), "white").save(out / "figures" / "average_maps.png")
+    (out / "report.html").write_text("<html></html>")
+    return out, table
+
+
+def _analysis_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "analysis.wandb_export" and r.levelno >= logging.WARNING
+    ]
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_analysis_wandb_folder_costs_only_the_mirror(tmp_path):
+    """`python -m analysis --wandb` with its W&B folder on a full 4 MB file system: the analysis is written,
+    exits 0 and says the mirror failed, with one warning."""
+    from tests.analysis_fixtures import make_study
+
+    make_study(tmp_path, study="jd", epochs=3, pairs=(0,), replicates=2, shuffled_replicates=1, broken=False)
+    out = tmp_path / "analysis"
+    _mount_tmpfs(out / "wandb", "4m")
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={out / 'wandb' / 'filler'}", "bs=64k"], capture_output=True)
+        assert shutil.disk_usage(out / "wandb").free == 0
+        result = subprocess.run(
+            [sys.executable, "-m", "analysis", "--root", str(tmp_path), "--study", "jd", "--core-only", "--wandb"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=600,
+            env={
+                **{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},  # its own W&B service
+                "WANDB_MODE": "offline",
+                "MPLBACKEND": "Agg",
+                "HOME": str(tmp_path / "home"),
+            },
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(out / "wandb")], capture_output=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "report.html").is_file() and (out / "metrics.parquet").is_file()
+    assert "W&B: the mirror failed (" in result.stderr and f"the analysis in {out} is whole" in result.stderr
+    assert result.stderr.count("W&B mirror of the analysis lost") == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_an_analysis_whose_wandb_folder_is_deleted_while_it_logs_reports_the_mirror_lost(tmp_path, monkeypatch, caplog):
+    """W&B writes through the file handle it holds and does not notice; the export looks for its file."""
+    from analysis import wandb_export
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out, table = _small_analysis(tmp_path)
+    log_run = wandb_export._log_run
+
+    def delete_then_log(*args, **kwargs):
+        shutil.rmtree(out / "wandb")
+        return log_run(*args, **kwargs)
+
+    monkeypatch.setattr(wandb_export, "_log_run", delete_then_log)
+    with caplog.at_level(logging.INFO):
+        said = wandb_export.log_analysis(out, table, "jd", root=tmp_path)
+    assert said.startswith("the mirror failed (FileNotFoundError: the offline W&B file "), said
+    assert len(_analysis_warnings(caplog)) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["closed port", "silent server"])
+def test_the_analysis_online_without_an_answering_server_mirrors_offline_after_a_bounded_wait(
+    server, tmp_path, monkeypatch, caplog
+):
+    from analysis import wandb_export
+
+    silent = SilentServer() if server == "silent server" else None
+    _online(monkeypatch, tmp_path, silent.url if silent else _closed_port(), "x" * 40)
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    out, table = _small_analysis(tmp_path)
+    try:
+        t0 = time.perf_counter()
+        with caplog.at_level(logging.INFO):
+            said = wandb_export.log_analysis(out, table, "jd", root=tmp_path)
+        seconds = time.perf_counter() - t0
+    finally:
+        if silent:
+            silent.close()
+    assert said.endswith(f"(offline in {out / 'wandb'}, upload with slurm/wandb_sync.sh)"), said
+    assert seconds < 3 + 30, seconds  # the start's 3 s, then the offline mirror (slow on a loaded machine)
+    (warning,) = _analysis_warnings(caplog)
+    assert "online start failed" in warning and "CommError" in warning
+    (wandb_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    logged = history(read_offline(wandb_file))[0]
+    assert logged["figures/average_maps._type"] == "image-file" and "runs._type" in logged
+    assert summary(read_offline(wandb_file))["runs/linked"] == 0  # the runs had W&B off

@@ -88,10 +88,11 @@ test: lint  ## lint, then the whole test suite; installs nothing outside .venv (
 test-system:  ## make test, installing R, Slurm, munge and MariaDB first (apt-get, as root; CI does this)
 	$(MAKE) test LCM_TEST_SYSTEM=1
 
-lint: $(STAMP)  ## ruff (lint, formatting) and mypy (types of pipeline/, analysis/, hydra_plugins/); pyproject.toml configures both
+lint: $(STAMP)  ## ruff (lint, complexity, formatting), mypy (types) and function length (80 lines) of pipeline/, analysis/, hydra_plugins/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/python tools/function_size.py
 
 format: $(STAMP)  ## ruff: format the code and apply the safe lint fixes
 	$(BIN)/ruff format .

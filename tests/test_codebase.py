@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import graphlib
 import re
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -230,3 +232,28 @@ def test_the_process_word_check_catches_what_it_is_for_and_nothing_else(tmp_path
 def test_the_readme_is_short():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) < 250, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def function_size(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "function_size.py"), *args], capture_output=True, text=True
+    )
+
+
+def test_no_function_in_the_packages_is_longer_than_80_lines():
+    done = function_size()
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_size_check_names_long_functions_and_methods_and_passes_short_ones(tmp_path):
+    body = "\n".join(f"x{i} = {i}" for i in range(80))
+    indented = lambda spaces: body.replace("x", " " * spaces + "x")
+    (tmp_path / "long.py").write_text(
+        f"def long():\n{indented(4)}\n\n\nclass Runner:\n    def step(self):\n        def inner():\n{indented(12)}\n"
+        "\n\ndef short():\n    return 1\n"
+    )
+    done = function_size(str(tmp_path))
+    assert done.returncode == 1
+    named = sorted(line.split(": ")[1].split(" is ")[0] for line in done.stdout.splitlines())
+    assert named == ["Runner.step", "Runner.step.inner", "long"]
+    assert function_size("--max-lines", "90", str(tmp_path)).returncode == 0

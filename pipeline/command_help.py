@@ -204,15 +204,17 @@ def config_keys_text(conf_dir: Path) -> str:
             lines.extend(_row(key, f"{summary(comment)} (default {_flat(value)})"))
     for entry in _defaults(conf_dir):
         options = _options(conf_dir, entry.group)
-        if entry.group.startswith("hydra/") or len(options) != 1 or entry.choice != options[0]:
-            continue
-        loaded = yaml.safe_load((conf_dir / entry.group / f"{options[0]}.yaml").read_text()) or {}
+        if entry.group.startswith("hydra/") or entry.choice not in options:
+            continue  # Hydra's own groups; a choice that follows another group (dataset=default_${...})
+        loaded = yaml.safe_load((conf_dir / entry.group / f"{entry.choice}.yaml").read_text()) or {}
         loaded = {k: v for k, v in loaded.items() if k not in ("defaults", "name")}
+        # a group of several options shows its default option's keys, saying which option that is
+        chosen = f"({entry.group}={entry.choice}) " if len(options) > 1 else ""
         if any(not isinstance(v, dict) for v in loaded.values()):
-            lines.extend(_row(f"{entry.group}.*", _flat(loaded)))
+            lines.extend(_row(f"{entry.group}.*", chosen + _flat(loaded)))
         for sub, value in loaded.items():
             if isinstance(value, dict):
-                lines.extend(_row(f"{entry.group}.{sub}.*", _flat(value)))
+                lines.extend(_row(f"{entry.group}.{sub}.*", chosen + _flat(value)))
     return _escaped("\n".join(lines))
 
 

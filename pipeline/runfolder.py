@@ -459,23 +459,27 @@ class Claim:
 
 
 @contextmanager
-def _claim_lock(run_dir: Path) -> Iterator[None]:
-    """Serialises claiming, takeover and release on one run folder (released by the kernel if its holder dies).
+def _claim_lock(run_dir: Path) -> Iterator[int | None]:
+    """Serialises claiming, takeover and release on one run folder (released by the kernel if its holder dies);
+    yields the lock file's descriptor (None without one).
 
     Where the file system has no working POSIX locks (some NFS mounts) claims
     still never clobber each other (link), and a takeover checks what it moved.
+    While the lock is held, this process must not open and close the lock file
+    again: closing any descriptor of a file drops all of the process's POSIX
+    locks on it (``file_system_now`` takes the held descriptor for that reason).
     """
     try:
         fd = os.open(Path(run_dir) / CLAIM_LOCK, os.O_RDWR | os.O_CREAT, FILE_MODE)
     except OSError:
-        yield
+        yield None
         return
     try:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX)
         except OSError:
             pass
-        yield
+        yield fd
     finally:
         os.close(fd)  # closing drops the lock
 
@@ -495,11 +499,18 @@ def _read_claim(path: Path) -> tuple[dict | None | bool, float]:
     return _read_claim_bytes(raw)[0], info.st_mtime
 
 
-def file_system_now(run_dir: Path) -> float:
+def file_system_now(run_dir: Path, lock_fd: int | None = None) -> float:
     """The time on the clock that stamps the run folder's files (the file server's on NFS, where a heartbeat
     stamps the server's time too), read by touching the folder's lock file: a heartbeat's age is measured
     on that one clock, whatever this machine's clock says. This machine's clock where the folder is
-    read-only here."""
+    read-only here. ``lock_fd``: the lock file's descriptor while ``_claim_lock`` holds it (opening and
+    closing the file again would drop the lock)."""
+    if lock_fd is not None:
+        try:
+            os.utime(lock_fd)
+            return os.fstat(lock_fd).st_mtime
+        except OSError:
+            return time.time()
     lock = Path(run_dir) / CLAIM_LOCK
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
@@ -629,7 +640,7 @@ def try_claim(run_dir: Path) -> Claim | None:
     ).encode()
     tmp = _written_temp(path, payload)
     try:
-        with _claim_lock(run_dir):
+        with _claim_lock(run_dir) as lock_fd:
             for _ in range(3):
                 try:
                     os.link(tmp, path)
@@ -647,7 +658,7 @@ def try_claim(run_dir: Path) -> Claim | None:
                     except FileNotFoundError:
                         continue
                 info, _ = _read_claim_bytes(judged) if judged is not None else (False, None)
-                if _claim_is_live(info, judged_stat.st_mtime, file_system_now(run_dir)):
+                if _claim_is_live(info, judged_stat.st_mtime, file_system_now(run_dir, lock_fd)):
                     return None
                 aside = run_dir / f".claim.stale.{token}"
                 try:

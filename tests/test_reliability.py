@@ -6,11 +6,14 @@ import os
 import pickle
 import socket
 import stat
+import subprocess
+import sys
 import time
 
 import pandas as pd
 import pytest
 
+from pipeline import runfolder
 from pipeline.packs import PackFailed
 from pipeline.record import RunRecord
 from pipeline.runfolder import (
@@ -23,7 +26,7 @@ from pipeline.runfolder import (
     read_status,
     try_claim,
 )
-from pipeline.schema import CLAIM, CONFIG, CURVES, STATUS, SUMMARY
+from pipeline.schema import CLAIM, CLAIM_LOCK, CONFIG, CURVES, STATUS, SUMMARY
 from pipeline.status import collect, format_report
 from tests.bad_inputs import BAD_DATA, BAD_INPUTS, write_bad_data_files
 from tests.helpers import dead_pid
@@ -86,6 +89,37 @@ def test_many_processes_race_for_one_run_folder_and_exactly_one_computes_it(tmp_
     assert all(is_done(f) and claim_state(f) is None for f in folders)
     assert all(not os.path.exists(os.path.join(f, "computed")) for f in live)
     assert all(json.loads((tmp_path / f / CLAIM).read_text())["token"] == "mine" for f in live)
+
+
+def _lock_held_by_another_process(lock_file) -> bool:
+    """Whether a POSIX lock on ``lock_file`` is held (asked from a fresh process: locks are per process)."""
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe, str(lock_file)], timeout=60).returncode == 3
+
+
+def test_the_claim_lock_stays_held_while_a_stale_claim_is_judged(tmp_path, monkeypatch):
+    """Closing any descriptor of a file drops the process's POSIX locks on it: reading the file system's
+    clock by opening the lock file again, inside a takeover, let a second claimant in (a run computed twice
+    in one race of 300 on a loaded machine)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / CLAIM).write_text('{"host": ')  # damaged, long ago: taken over
+    os.utime(folder / CLAIM, (time.time() - 3600,) * 2)
+    held = []
+    clock = runfolder.file_system_now
+
+    def clock_then_look(run_dir, *args):
+        now = clock(run_dir, *args)
+        held.append(_lock_held_by_another_process(folder / CLAIM_LOCK))
+        return now
+
+    monkeypatch.setattr(runfolder, "file_system_now", clock_then_look)
+    assert try_claim(folder) is not None
+    assert held == [True]
 
 
 def test_a_claim_is_released_only_by_its_owner(tmp_path):

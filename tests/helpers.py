@@ -50,3 +50,14 @@ def dead_pid() -> int:
     proc.start()
     proc.join()
     return proc.pid
+
+
+def fill_disk(folder: Path) -> None:
+    """Write zeros into ``folder / "filler"`` until its file system is full (ENOSPC ends it)."""
+    with open(folder / "filler", "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (64 << 10))
+                fh.flush()
+        except OSError:
+            pass

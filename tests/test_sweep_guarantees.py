@@ -22,7 +22,7 @@ from pipeline.runfolder import done_check, file_system_now, is_done, read_status
 from pipeline.schema import CLAIM, STATUS
 from pipeline.status import collect
 from tests.bad_inputs import BAD_LAUNCHES, EMPTY_ENV
-from tests.helpers import REPO, run_cli, run_config
+from tests.helpers import REPO, fill_disk, run_cli, run_config
 
 FAST = ["data_source=gesture", "trainer.epochs=1", "dataset.time_slices=8"]
 
@@ -211,16 +211,6 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def _fill(folder: Path) -> None:
-    with open(folder / "filler", "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * (64 << 10))
-                fh.flush()
-        except OSError:
-            pass
-
-
 def test_a_run_failing_on_a_full_disk_leaves_a_status_that_says_so(small_disk):
     import pandas as pd
 
@@ -230,7 +220,7 @@ def test_a_run_failing_on_a_full_disk_leaves_a_status_that_says_so(small_disk):
     record = RunRecord(small_disk / "r", "r")
     record.write_config("x: 1\n")
     record.mark_running()
-    _fill(small_disk)
+    fill_disk(small_disk)
     with pytest.raises(OSError) as err:
         record.write_results(pd.DataFrame({"v": range(100_000)}), pd.DataFrame({"v": [1]}), {"a": 1})
     record.mark_failed(err.value)
@@ -251,7 +241,7 @@ def test_a_run_whose_disk_fills_mid_run_is_recorded_failed_not_died(small_disk):
         if folders and (read_status(folders[0]) or {}).get("state") == "running":
             break
         time.sleep(0.1)
-    _fill(small_disk)
+    fill_disk(small_disk)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
     (problem,) = collect(root)["headline"]["problems"]

@@ -399,6 +399,7 @@ def fault_sigterm_driver(root):
 
 def fault_full_disk(root):
     from pipeline.status import collect
+    from tests.helpers import fill_disk
 
     disk = root.parent / "disk"
     disk.mkdir()
@@ -407,13 +408,7 @@ def fault_full_disk(root):
     try:
         proc = _start(disk / "out", "data_source=gesture", "pair=0", "trainer.epochs=6", "dataset.time_slices=8")
         _wait_running(disk / "out" / "headline" / "runs", 1)
-        with open(disk / "filler", "wb") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * (64 << 10))
-                    fh.flush()
-            except OSError:
-                pass
+        fill_disk(disk)
         proc.communicate(timeout=600)
         (problem,) = collect(disk / "out")["headline"]["problems"]
         ok = problem["state"] == "failed" and "No space left" in (problem["detail"] or "")

@@ -506,23 +506,25 @@ def file_system_now(run_dir: Path, lock_fd: int | None = None) -> float:
     read-only here. ``lock_fd``: the lock file's descriptor while ``_claim_lock`` holds it (opening and
     closing the file again would drop the lock)."""
     if lock_fd is not None:
-        try:
-            os.utime(lock_fd)
-            return os.fstat(lock_fd).st_mtime
-        except OSError:
-            return time.time()
+        return _touched_mtime(lock_fd)
     lock = Path(run_dir) / CLAIM_LOCK
     try:
         fd = os.open(lock, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError:
         return time.time()
     try:
+        return _touched_mtime(fd)
+    finally:
+        os.close(fd)
+
+
+def _touched_mtime(fd: int) -> float:
+    """Stamp the open file with the file system's now and read it back (this machine's clock if refused)."""
+    try:
         os.utime(fd)
         return os.fstat(fd).st_mtime
     except OSError:
         return time.time()
-    finally:
-        os.close(fd)
 
 
 def _process_identity(pid: int) -> dict:
